@@ -1,0 +1,3 @@
+//! The `tiny-cache` command-line tool (work in progress).
+
+fn main() {}
