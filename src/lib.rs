@@ -1,4 +1,9 @@
-//! tiny-cache-client (skeleton)
+//! tiny-cache-client (work in progress)
+#![warn(missing_docs)]
+
+pub mod codec;
+#[cfg(feature = "server")]
+pub mod server;
 
 /// Messages of the tiny-cache and health services, generated from `proto/`.
 pub mod proto {

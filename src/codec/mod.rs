@@ -1,0 +1,1 @@
+//! The gRPC-over-HTTP/2 codec (being written).

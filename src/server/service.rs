@@ -1,0 +1,1 @@
+//! The RPC handlers (being written).
