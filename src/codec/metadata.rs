@@ -1,0 +1,552 @@
+//! Custom call metadata (request headers such as `x-request-id`), validated
+//! before it reaches the wire, and the base64 used by `-bin` headers.
+
+use base64::alphabet;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::status::{Code, Status};
+
+/// Budget for custom metadata, counted the way HPACK counts a header list
+/// (name + value + 32 per entry). Servers refuse header lists beyond a few
+/// KiB (grpc's default limit is 8 KiB for the whole list, pseudo-headers
+/// included), and a refused list fails the call in a confusing way, so we
+/// refuse it first with a clear `InvalidArgument`.
+pub const MAX_METADATA_BYTES: usize = 8 * 1024;
+
+/// HPACK's per-entry overhead (RFC 7541 §4.1).
+const HPACK_ENTRY_OVERHEAD: usize = 32;
+
+/// Encodes `-bin` values: the gRPC spec says send base64 without padding.
+pub(crate) const BIN_ENCODE: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_encode_padding(false),
+);
+
+/// Decodes `-bin` values: the spec says accept padded and unpadded input.
+/// Non-zero trailing bits are tolerated too, since they cannot change the
+/// decoded bytes and refusing them would only lose data a peer sent.
+const BIN_DECODE: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Headers owned by HTTP/2 or by the gRPC transport itself; letting callers
+/// set them would corrupt the request or be refused by the server.
+const RESERVED_NAMES: [&str; 9] = [
+    "te",
+    "content-type",
+    "user-agent",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Decodes the base64 of a `-bin` metadata value, padded or unpadded;
+/// `None` when it is not valid base64.
+pub fn decode_bin(value: &[u8]) -> Option<Vec<u8>> {
+    BIN_DECODE.decode(value).ok()
+}
+
+/// Custom metadata for a call: an ordered list of headers, each name at most
+/// once. Every entry added through [`Metadata::insert`] or
+/// [`Metadata::insert_bin`] has been validated against the gRPC rules, so
+/// appending it to a request cannot produce a header the server refuses.
+///
+/// Names are compared exactly; valid names are lower-case, so look them up
+/// in lower case.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metadata {
+    // A Vec beats a map here: a call carries a handful of entries, and the
+    // order we send them in stays the order they were set in.
+    entries: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Metadata {
+    /// Empty metadata.
+    pub fn new() -> Self {
+        Metadata::default()
+    }
+
+    /// Sets an ASCII metadata entry, replacing any entry of the same name.
+    ///
+    /// Fails with `InvalidArgument` when the name is not lower-case
+    /// `[0-9a-z_.-]`, is reserved (`grpc-*`, `te`, `content-type`, ...),
+    /// ends in `-bin` (use [`Metadata::insert_bin`]), when the value holds a
+    /// byte outside printable ASCII 0x20..=0x7E, or when the entry would take
+    /// the metadata over [`MAX_METADATA_BYTES`]. On failure nothing changes.
+    pub fn insert(&mut self, name: &str, value: &str) -> Result<(), Status> {
+        let header_name = validate_name(name)?;
+        if name.ends_with("-bin") {
+            return Err(invalid(format!(
+                "metadata name {name:?} ends in \"-bin\": binary values must go through insert_bin"
+            )));
+        }
+        if let Some(bad) = value.bytes().find(|b| !(0x20..=0x7e).contains(b)) {
+            return Err(invalid(format!(
+                "metadata value for {name:?} contains byte {bad:#04x}; \
+                 ASCII metadata must be printable (0x20-0x7E), use a -bin name for other data"
+            )));
+        }
+        let header_value = HeaderValue::from_str(value).map_err(|_| {
+            invalid(format!(
+                "metadata value for {name:?} is not a valid header value"
+            ))
+        })?;
+        self.set_checked(header_name, header_value)
+    }
+
+    /// Sets a binary metadata entry, replacing any entry of the same name.
+    /// The name must end in `-bin`; the value travels as unpadded standard
+    /// base64. Fails with `InvalidArgument` on a bad name or when the entry
+    /// would take the metadata over [`MAX_METADATA_BYTES`].
+    pub fn insert_bin(&mut self, name: &str, value: &[u8]) -> Result<(), Status> {
+        let header_name = validate_name(name)?;
+        if !name.ends_with("-bin") {
+            return Err(invalid(format!(
+                "binary metadata name {name:?} must end in \"-bin\""
+            )));
+        }
+        let header_value = HeaderValue::from_str(&BIN_ENCODE.encode(value)).map_err(|_| {
+            invalid(format!(
+                "metadata value for {name:?} is not a valid header value"
+            ))
+        })?;
+        self.set_checked(header_name, header_value)
+    }
+
+    /// The value of the entry called `name`, if any. Binary values are
+    /// returned still base64-encoded; see [`decode_bin`].
+    pub fn get(&self, name: &str) -> Option<&HeaderValue> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Removes the entry called `name`, if any.
+    pub fn remove(&mut self, name: &str) {
+        self.entries.retain(|(n, _)| n.as_str() != name);
+    }
+
+    /// Copies `other` into `self`: its entries replace those of the same
+    /// name, the rest are appended in `other`'s order. Used to lay per-call
+    /// metadata over a client's defaults. The size is not re-checked here,
+    /// because two lists within budget can add up to one over it: call
+    /// [`Metadata::check_size`] on the result.
+    pub fn merge_from(&mut self, other: &Metadata) {
+        for (name, value) in &other.entries {
+            self.set(name.clone(), value.clone());
+        }
+    }
+
+    /// The entries, in the order they will be sent.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.entries.iter().map(|(n, v)| (n, v))
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Size of the entries as HPACK counts them: name + value + 32 each.
+    pub fn encoded_len(&self) -> usize {
+        self.entries.iter().map(|(n, v)| entry_len(n, v)).sum()
+    }
+
+    /// Appends every entry to `headers`, after whatever is already there.
+    pub fn append_to(&self, headers: &mut HeaderMap) {
+        headers.reserve(self.entries.len());
+        for (name, value) in &self.entries {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+
+    /// Fails with `InvalidArgument` when the entries exceed
+    /// [`MAX_METADATA_BYTES`].
+    pub fn check_size(&self) -> Result<(), Status> {
+        check_total(self.encoded_len())
+    }
+
+    /// The custom metadata of a received header block (for instance the
+    /// `x-request-id` of a response head): every header that is neither
+    /// reserved nor `grpc-*`, copied as received. Peer data is not
+    /// re-validated, so this may hold names and values `insert` would refuse;
+    /// only the first value of a repeated name is kept.
+    pub fn from_headers(headers: &HeaderMap) -> Metadata {
+        let mut metadata = Metadata::new();
+        for (name, value) in headers {
+            if !is_reserved(name.as_str()) && metadata.get(name.as_str()).is_none() {
+                metadata.entries.push((name.clone(), value.clone()));
+            }
+        }
+        metadata
+    }
+
+    fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        match self.entries.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => entry.1 = value,
+            None => self.entries.push((name, value)),
+        }
+    }
+
+    fn set_checked(&mut self, name: HeaderName, value: HeaderValue) -> Result<(), Status> {
+        let replaced = self
+            .entries
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(n, v)| entry_len(n, v));
+        let total = self.encoded_len() - replaced + entry_len(&name, &value);
+        check_total(total)?;
+        self.set(name, value);
+        Ok(())
+    }
+}
+
+fn entry_len(name: &HeaderName, value: &HeaderValue) -> usize {
+    name.as_str().len() + value.len() + HPACK_ENTRY_OVERHEAD
+}
+
+fn check_total(total: usize) -> Result<(), Status> {
+    if total > MAX_METADATA_BYTES {
+        return Err(invalid(format!(
+            "metadata takes {total} bytes (name + value + 32 per entry), \
+             over the limit of {MAX_METADATA_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn is_reserved(name: &str) -> bool {
+    name.starts_with("grpc-") || RESERVED_NAMES.contains(&name)
+}
+
+fn validate_name(name: &str) -> Result<HeaderName, Status> {
+    if name.is_empty() {
+        return Err(invalid("metadata name must not be empty".to_string()));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !matches!(c, '0'..='9' | 'a'..='z' | '_' | '.' | '-'))
+    {
+        return Err(invalid(format!(
+            "metadata name {name:?} contains {bad:?}; names are lower-case [0-9a-z_.-]"
+        )));
+    }
+    if is_reserved(name) {
+        return Err(invalid(format!(
+            "metadata name {name:?} is reserved for the transport"
+        )));
+    }
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| invalid(format!("metadata name {name:?} is not a valid header name")))
+}
+
+fn invalid(message: String) -> Status {
+    Status::new(Code::InvalidArgument, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_invalid(result: Result<(), Status>, mentions: &str) {
+        let status = result.expect_err("should be refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+        assert!(
+            status.message().contains(mentions),
+            "{status} should mention {mentions}"
+        );
+    }
+
+    #[test]
+    fn ascii_entry_is_stored_and_read_back() {
+        let mut md = Metadata::new();
+        assert!(md.is_empty());
+        md.insert("x-request-id", "abc 123").expect("valid");
+        assert_eq!(md.len(), 1);
+        assert_eq!(
+            md.get("x-request-id").map(|v| v.as_bytes()),
+            Some(&b"abc 123"[..])
+        );
+        assert_eq!(md.get("x-other"), None);
+    }
+
+    #[test]
+    fn insert_replaces_an_entry_of_the_same_name_in_place() {
+        let mut md = Metadata::new();
+        md.insert("a", "1").expect("valid");
+        md.insert("b", "2").expect("valid");
+        md.insert("a", "3").expect("valid");
+        let pairs: Vec<_> = md.iter().map(|(n, v)| (n.as_str(), v.as_bytes())).collect();
+        assert_eq!(pairs, vec![("a", &b"3"[..]), ("b", &b"2"[..])]);
+    }
+
+    #[test]
+    fn every_allowed_name_character_is_accepted() {
+        let mut md = Metadata::new();
+        md.insert("0123456789abcdefghijklmnopqrstuvwxyz_.-", "v")
+            .expect("valid");
+    }
+
+    #[test]
+    fn empty_name_is_refused() {
+        assert_invalid(Metadata::new().insert("", "v"), "empty");
+    }
+
+    #[test]
+    fn upper_case_and_other_characters_in_names_are_refused() {
+        for name in [
+            "X-Request-Id",
+            "x id",
+            "x:y",
+            ":path",
+            "x/y",
+            "ключ",
+            "x\n",
+            "x\u{0}",
+        ] {
+            assert_invalid(Metadata::new().insert(name, "v"), "metadata name");
+        }
+    }
+
+    #[test]
+    fn reserved_names_are_refused() {
+        for name in [
+            "grpc-timeout",
+            "grpc-status",
+            "grpc-custom",
+            "te",
+            "content-type",
+            "user-agent",
+            "host",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "upgrade",
+        ] {
+            assert_invalid(Metadata::new().insert(name, "v"), "reserved");
+        }
+        assert_invalid(Metadata::new().insert_bin("grpc-x-bin", b"v"), "reserved");
+    }
+
+    #[test]
+    fn names_merely_containing_reserved_words_are_allowed() {
+        let mut md = Metadata::new();
+        md.insert("x-grpc-thing", "v").expect("valid");
+        md.insert("tee", "v").expect("valid");
+        md.insert("my-host", "v").expect("valid");
+    }
+
+    #[test]
+    fn ascii_value_must_be_printable() {
+        for value in ["caf\u{e9}", "a\tb", "a\r\nb", "\u{7f}", "\u{0}"] {
+            assert_invalid(Metadata::new().insert("x-v", value), "\"x-v\"");
+        }
+    }
+
+    #[test]
+    fn raw_non_ascii_value_is_refused_because_the_server_stalls_on_it() {
+        let mut md = Metadata::new();
+        assert_invalid(md.insert("x-cache-namespace", "naïve"), "0xc3");
+        assert!(md.is_empty());
+    }
+
+    #[test]
+    fn printable_ascii_values_including_spaces_and_empty_are_accepted() {
+        let all: String = (0x20u8..=0x7e).map(char::from).collect();
+        let mut md = Metadata::new();
+        md.insert("x-all", &all).expect("valid");
+        md.insert("x-empty", "").expect("valid");
+        md.insert("x-ns", "  padded  ").expect("valid");
+    }
+
+    #[test]
+    fn ascii_insert_of_a_bin_name_is_refused() {
+        assert_invalid(Metadata::new().insert("trace-bin", "AAAA"), "insert_bin");
+    }
+
+    #[test]
+    fn binary_value_is_sent_as_unpadded_base64() {
+        let mut md = Metadata::new();
+        md.insert_bin("trace-bin", b"hi!!").expect("valid");
+        md.insert_bin("empty-bin", b"").expect("valid");
+        md.insert_bin("raw-bin", &[0xff, 0x00, 0xfe])
+            .expect("valid");
+        assert_eq!(
+            md.get("trace-bin").map(|v| v.as_bytes()),
+            Some(&b"aGkhIQ"[..])
+        );
+        assert_eq!(md.get("empty-bin").map(|v| v.as_bytes()), Some(&b""[..]));
+        assert_eq!(md.get("raw-bin").map(|v| v.as_bytes()), Some(&b"/wD+"[..]));
+    }
+
+    #[test]
+    fn binary_name_must_end_in_bin() {
+        assert_invalid(Metadata::new().insert_bin("trace", b"x"), "-bin");
+        assert_invalid(
+            Metadata::new().insert_bin("trace-BIN", b"x"),
+            "metadata name",
+        );
+    }
+
+    #[test]
+    fn decode_bin_accepts_padded_and_unpadded() {
+        assert_eq!(decode_bin(b"aGkhIQ"), Some(b"hi!!".to_vec()));
+        assert_eq!(decode_bin(b"aGkhIQ=="), Some(b"hi!!".to_vec()));
+        assert_eq!(decode_bin(b"aGk"), Some(b"hi".to_vec()));
+        assert_eq!(decode_bin(b"aGk="), Some(b"hi".to_vec()));
+        assert_eq!(decode_bin(b""), Some(Vec::new()));
+    }
+
+    #[test]
+    fn decode_bin_refuses_malformed_base64() {
+        for raw in [
+            &b"a"[..],
+            b"a===",
+            b"*abc",
+            b"aG-k",
+            b"aG_k",
+            b"ab cd",
+            b"\xff",
+        ] {
+            assert_eq!(decode_bin(raw), None, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn binary_values_round_trip() {
+        let data: Vec<u8> = (0..=255).collect();
+        let mut md = Metadata::new();
+        md.insert_bin("blob-bin", &data).expect("valid");
+        let sent = md.get("blob-bin").expect("present");
+        assert_eq!(decode_bin(sent.as_bytes()), Some(data));
+    }
+
+    #[test]
+    fn remove_drops_the_entry_and_ignores_missing_names() {
+        let mut md = Metadata::new();
+        md.insert("a", "1").expect("valid");
+        md.remove("missing");
+        assert_eq!(md.len(), 1);
+        md.remove("a");
+        assert!(md.is_empty());
+    }
+
+    #[test]
+    fn merge_replaces_same_names_and_appends_the_rest() {
+        let mut defaults = Metadata::new();
+        defaults.insert("x-cache-namespace", "app").expect("valid");
+        defaults.insert("x-team", "core").expect("valid");
+        let mut per_call = Metadata::new();
+        per_call.insert("x-request-id", "r1").expect("valid");
+        per_call
+            .insert("x-cache-namespace", "other")
+            .expect("valid");
+        defaults.merge_from(&per_call);
+        let pairs: Vec<_> = defaults
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("?")))
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("x-cache-namespace", "other"),
+                ("x-team", "core"),
+                ("x-request-id", "r1"),
+            ]
+        );
+    }
+
+    #[test]
+    fn encoded_len_counts_name_value_and_32_per_entry() {
+        let mut md = Metadata::new();
+        assert_eq!(md.encoded_len(), 0);
+        md.insert("ab", "cde").expect("valid");
+        md.insert_bin("x-bin", b"hi!!").expect("valid");
+        assert_eq!(md.encoded_len(), (2 + 3 + 32) + (5 + 6 + 32));
+    }
+
+    #[test]
+    fn insert_refuses_an_entry_that_exceeds_the_budget_and_keeps_the_old_state() {
+        let mut md = Metadata::new();
+        let name = "x-big";
+        let fits = "v".repeat(MAX_METADATA_BYTES - name.len() - 32);
+        md.insert(name, &fits).expect("exactly at the limit");
+        assert_eq!(md.encoded_len(), MAX_METADATA_BYTES);
+        md.check_size().expect("at the limit is fine");
+        assert_invalid(md.insert("y", ""), "limit");
+        assert_eq!(md.len(), 1);
+        // Replacing the big entry with a smaller one frees its budget.
+        md.insert(name, "small").expect("replacement shrinks");
+        md.insert("y", "").expect("room again");
+    }
+
+    #[test]
+    fn one_byte_over_the_budget_is_refused() {
+        let mut md = Metadata::new();
+        let too_big = "v".repeat(MAX_METADATA_BYTES - 1 - 32 + 1);
+        assert_invalid(md.insert("x", &too_big), "limit");
+        assert_invalid(
+            md.insert_bin("x-bin", &vec![0u8; MAX_METADATA_BYTES]),
+            "limit",
+        );
+        assert!(md.is_empty());
+    }
+
+    #[test]
+    fn check_size_catches_a_merge_that_went_over_budget() {
+        let half = "v".repeat(MAX_METADATA_BYTES / 2);
+        let mut a = Metadata::new();
+        a.insert("a", &half).expect("valid");
+        let mut b = Metadata::new();
+        b.insert("b", &half).expect("valid");
+        a.merge_from(&b);
+        assert_invalid(a.check_size(), "limit");
+    }
+
+    #[test]
+    fn append_to_keeps_order_after_existing_headers() {
+        let mut md = Metadata::new();
+        md.insert("x-b", "2").expect("valid");
+        md.insert("x-a", "1").expect("valid");
+        let mut headers = HeaderMap::new();
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        md.append_to(&mut headers);
+        let names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["te", "x-b", "x-a"]);
+    }
+
+    #[test]
+    fn from_headers_keeps_custom_metadata_and_skips_reserved() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
+        headers.insert("x-request-id", HeaderValue::from_static("0123abcd"));
+        headers.append("x-multi", HeaderValue::from_static("first"));
+        headers.append("x-multi", HeaderValue::from_static("second"));
+        let md = Metadata::from_headers(&headers);
+        assert_eq!(md.len(), 2);
+        assert_eq!(
+            md.get("x-request-id").map(|v| v.as_bytes()),
+            Some(&b"0123abcd"[..])
+        );
+        assert_eq!(md.get("x-multi").map(|v| v.as_bytes()), Some(&b"first"[..]));
+        assert_eq!(md.get("content-type"), None);
+    }
+}

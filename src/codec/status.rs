@@ -1,0 +1,623 @@
+//! gRPC status codes, the `Status` error, and the `grpc-status`,
+//! `grpc-message` and `grpc-status-details-bin` headers that carry it.
+
+use std::fmt;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use percent_encoding::{AsciiSet, CONTROLS};
+
+use super::metadata::{decode_bin, BIN_ENCODE};
+
+/// `grpc-status` header (decimal status code).
+pub(crate) const GRPC_STATUS: &str = "grpc-status";
+/// `grpc-message` header (percent-encoded UTF-8).
+pub(crate) const GRPC_MESSAGE: &str = "grpc-message";
+/// `grpc-status-details-bin` header (base64 of a `google.rpc.Status`).
+pub(crate) const GRPC_STATUS_DETAILS: &str = "grpc-status-details-bin";
+
+/// The status codes of gRPC, with the numeric values the wire uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// Not an error: the call succeeded.
+    Ok = 0,
+    /// The call was cancelled, usually by the caller.
+    Cancelled = 1,
+    /// An error the peer could not classify, or a status we could not read.
+    Unknown = 2,
+    /// The caller passed an invalid argument (bad key, namespace, metadata).
+    InvalidArgument = 3,
+    /// The deadline passed before the call completed.
+    DeadlineExceeded = 4,
+    /// A requested entity was not found.
+    NotFound = 5,
+    /// The entity a caller tried to create already exists.
+    AlreadyExists = 6,
+    /// The caller may not perform this operation.
+    PermissionDenied = 7,
+    /// A resource (memory, message size, quota) ran out.
+    ResourceExhausted = 8,
+    /// The system is not in the state the operation requires.
+    FailedPrecondition = 9,
+    /// The operation was aborted, typically by a concurrency conflict.
+    Aborted = 10,
+    /// The operation went past a valid range.
+    OutOfRange = 11,
+    /// The method is not implemented, or the reply broke unary cardinality.
+    Unimplemented = 12,
+    /// An invariant broke: an internal error, or a protocol violation.
+    Internal = 13,
+    /// The service is unavailable right now; retrying may help.
+    Unavailable = 14,
+    /// Unrecoverable data loss or corruption.
+    DataLoss = 15,
+    /// The request lacks valid authentication credentials.
+    Unauthenticated = 16,
+}
+
+impl Code {
+    /// The code for a wire value; values outside 0..=16 are `Unknown`, as
+    /// the gRPC spec asks of clients facing a code they do not know.
+    pub fn from_i32(v: i32) -> Code {
+        match v {
+            0 => Code::Ok,
+            1 => Code::Cancelled,
+            2 => Code::Unknown,
+            3 => Code::InvalidArgument,
+            4 => Code::DeadlineExceeded,
+            5 => Code::NotFound,
+            6 => Code::AlreadyExists,
+            7 => Code::PermissionDenied,
+            8 => Code::ResourceExhausted,
+            9 => Code::FailedPrecondition,
+            10 => Code::Aborted,
+            11 => Code::OutOfRange,
+            12 => Code::Unimplemented,
+            13 => Code::Internal,
+            14 => Code::Unavailable,
+            15 => Code::DataLoss,
+            16 => Code::Unauthenticated,
+            _ => Code::Unknown,
+        }
+    }
+
+    /// The numeric value sent in `grpc-status`.
+    pub fn as_i32(self) -> i32 {
+        self as i32
+    }
+
+    /// The canonical upper-case name, e.g. `"UNAVAILABLE"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "OK",
+            Code::Cancelled => "CANCELLED",
+            Code::Unknown => "UNKNOWN",
+            Code::InvalidArgument => "INVALID_ARGUMENT",
+            Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Code::NotFound => "NOT_FOUND",
+            Code::AlreadyExists => "ALREADY_EXISTS",
+            Code::PermissionDenied => "PERMISSION_DENIED",
+            Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Code::FailedPrecondition => "FAILED_PRECONDITION",
+            Code::Aborted => "ABORTED",
+            Code::OutOfRange => "OUT_OF_RANGE",
+            Code::Unimplemented => "UNIMPLEMENTED",
+            Code::Internal => "INTERNAL",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::DataLoss => "DATA_LOSS",
+            Code::Unauthenticated => "UNAUTHENTICATED",
+        }
+    }
+
+    /// The code for an HTTP response that carries no `grpc-status`, per the
+    /// gRPC "HTTP to gRPC status code mapping" document.
+    pub fn from_http_status(status: u16) -> Code {
+        match status {
+            400 => Code::Internal,
+            401 => Code::Unauthenticated,
+            403 => Code::PermissionDenied,
+            404 => Code::Unimplemented,
+            429 | 502 | 503 | 504 => Code::Unavailable,
+            _ => Code::Unknown,
+        }
+    }
+
+    /// The code for a stream reset by the peer with this HTTP/2 error code.
+    ///
+    /// `REFUSED_STREAM` maps to `Unavailable` because the server promises it
+    /// never processed the stream, which makes the call safe to retry.
+    pub fn from_h2_reason(reason: u32) -> Code {
+        match reason {
+            0x7 => Code::Unavailable,
+            0x8 => Code::Cancelled,
+            0xb => Code::ResourceExhausted,
+            0xc => Code::PermissionDenied,
+            _ => Code::Internal,
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of a gRPC call that did not succeed (or, with `Code::Ok`, of
+/// one that did): a code, a human-readable message and optional opaque
+/// details (a serialized `google.rpc.Status`, never interpreted here).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    code: Code,
+    message: String,
+    details: Option<Bytes>,
+}
+
+impl Status {
+    /// A status with this code and message and no details.
+    pub fn new(code: Code, message: impl Into<String>) -> Status {
+        Status {
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// The status code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The message, already percent-decoded; empty when none was sent.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The raw (base64-decoded) `grpc-status-details-bin`, when one was
+    /// sent and was well-formed base64.
+    pub fn details(&self) -> Option<&Bytes> {
+        self.details.as_ref()
+    }
+
+    /// This status with `details` attached.
+    pub fn with_details(mut self, details: Bytes) -> Status {
+        self.details = Some(details);
+        self
+    }
+
+    /// Reads a status out of a trailer block (or a Trailers-Only head).
+    ///
+    /// Returns `None` when there is no `grpc-status`, so the caller can
+    /// decide what a missing status means in its context. Everything else is
+    /// lenient because it comes from the peer: a `grpc-status` that is not a
+    /// decimal number gives `Unknown` (saying so in the message), a code
+    /// outside 0..=16 gives `Unknown`, a badly percent-encoded message is
+    /// kept as received, and malformed details are dropped.
+    pub fn from_header_map(headers: &HeaderMap) -> Option<Status> {
+        let raw_code = headers.get(GRPC_STATUS)?;
+        let message = headers
+            .get(GRPC_MESSAGE)
+            .map(|v| percent_decode_message(v.as_bytes()))
+            .unwrap_or_default();
+        let mut status = match parse_status_code(raw_code.as_bytes()) {
+            Some(code) => Status::new(code, message),
+            None => {
+                let shown = percent_decode_message(raw_code.as_bytes());
+                let mut text = format!("malformed grpc-status {shown:?} from peer");
+                if !message.is_empty() {
+                    text.push_str(": ");
+                    text.push_str(&message);
+                }
+                Status::new(Code::Unknown, text)
+            }
+        };
+        status.details = headers
+            .get(GRPC_STATUS_DETAILS)
+            .and_then(|v| decode_bin(v.as_bytes()))
+            .map(Bytes::from);
+        Some(status)
+    }
+
+    /// Writes this status as trailers: `grpc-status`, `grpc-message` when the
+    /// message is not empty, and `grpc-status-details-bin` when there are
+    /// details. Replaces (or removes) any of those already in `headers`.
+    pub fn write_to(&self, headers: &mut HeaderMap) {
+        headers.insert(
+            HeaderName::from_static(GRPC_STATUS),
+            HeaderValue::from(self.code.as_i32()),
+        );
+
+        let message = HeaderName::from_static(GRPC_MESSAGE);
+        // Percent-encoding leaves only 0x20..=0x7E, which is always a valid
+        // header value, so the error branch cannot be taken.
+        match HeaderValue::from_str(&percent_encode_message(&self.message)) {
+            Ok(value) if !self.message.is_empty() => {
+                headers.insert(message, value);
+            }
+            _ => {
+                headers.remove(message);
+            }
+        }
+
+        let details_name = HeaderName::from_static(GRPC_STATUS_DETAILS);
+        let details = self
+            .details
+            .as_ref()
+            .and_then(|d| HeaderValue::from_str(&BIN_ENCODE.encode(d)).ok());
+        match details {
+            Some(value) => {
+                headers.insert(details_name, value);
+            }
+            None => {
+                headers.remove(details_name);
+            }
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.is_empty() {
+            f.write_str(self.code.as_str())
+        } else {
+            write!(f, "{}: {}", self.code, self.message)
+        }
+    }
+}
+
+impl std::error::Error for Status {}
+
+/// `grpc-status` is `1*DIGIT`. Surrounding blanks are tolerated because they
+/// cannot change the meaning; a number too large for `i32` is still a
+/// number, just not a known code, so it maps to `Unknown` like 17 would.
+fn parse_status_code(raw: &[u8]) -> Option<Code> {
+    let digits = raw.trim_ascii();
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut value: i32 = 0;
+    for &d in digits {
+        match value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i32::from(d - b'0')))
+        {
+            Some(v) => value = v,
+            None => return Some(Code::Unknown),
+        }
+    }
+    Some(Code::from_i32(value))
+}
+
+/// Bytes the gRPC spec says must be escaped in `grpc-message`: everything
+/// outside 0x20..=0x7E (the set also escapes all non-ASCII bytes), and `%`
+/// itself so decoding is unambiguous. Spaces stay raw, as grpc sends them.
+const GRPC_MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
+
+/// Percent-encodes a status message for `grpc-message`: UTF-8 bytes outside
+/// 0x20..=0x7E and `%` become `%XX` (upper-case hex), everything else stays.
+///
+/// `"naïve 100%"` becomes `"na%C3%AFve 100%25"`.
+pub fn percent_encode_message(message: &str) -> String {
+    percent_encoding::utf8_percent_encode(message, GRPC_MESSAGE_ESCAPES).to_string()
+}
+
+/// Decodes a `grpc-message` value leniently: a `%` not followed by two hex
+/// digits is kept as it is, and bytes that do not form UTF-8 become U+FFFD.
+/// The spec asks for exactly this, so that a sloppy peer's message never
+/// turns into a different error.
+pub fn percent_decode_message(raw: &[u8]) -> String {
+    percent_encoding::percent_decode(raw)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).expect("test header name"),
+                HeaderValue::from_bytes(value).expect("test header value"),
+            );
+        }
+        map
+    }
+
+    const ALL_CODES: [Code; 17] = [
+        Code::Ok,
+        Code::Cancelled,
+        Code::Unknown,
+        Code::InvalidArgument,
+        Code::DeadlineExceeded,
+        Code::NotFound,
+        Code::AlreadyExists,
+        Code::PermissionDenied,
+        Code::ResourceExhausted,
+        Code::FailedPrecondition,
+        Code::Aborted,
+        Code::OutOfRange,
+        Code::Unimplemented,
+        Code::Internal,
+        Code::Unavailable,
+        Code::DataLoss,
+        Code::Unauthenticated,
+    ];
+
+    #[test]
+    fn every_code_round_trips_through_its_wire_value() {
+        for (i, code) in ALL_CODES.iter().enumerate() {
+            assert_eq!(code.as_i32(), i as i32);
+            assert_eq!(Code::from_i32(i as i32), *code);
+        }
+    }
+
+    #[test]
+    fn out_of_range_wire_values_are_unknown() {
+        for v in [-1, 17, 100, i32::MAX, i32::MIN] {
+            assert_eq!(Code::from_i32(v), Code::Unknown, "{v}");
+        }
+    }
+
+    #[test]
+    fn code_names_are_the_canonical_upper_case_names() {
+        assert_eq!(Code::Ok.as_str(), "OK");
+        assert_eq!(Code::Unavailable.as_str(), "UNAVAILABLE");
+        assert_eq!(Code::InvalidArgument.as_str(), "INVALID_ARGUMENT");
+        assert_eq!(Code::DeadlineExceeded.to_string(), "DEADLINE_EXCEEDED");
+        assert_eq!(Code::Unauthenticated.to_string(), "UNAUTHENTICATED");
+    }
+
+    #[test]
+    fn http_status_without_grpc_status_maps_per_the_spec_table() {
+        assert_eq!(Code::from_http_status(400), Code::Internal);
+        assert_eq!(Code::from_http_status(401), Code::Unauthenticated);
+        assert_eq!(Code::from_http_status(403), Code::PermissionDenied);
+        assert_eq!(Code::from_http_status(404), Code::Unimplemented);
+        for s in [429, 502, 503, 504] {
+            assert_eq!(Code::from_http_status(s), Code::Unavailable, "{s}");
+        }
+        for s in [0, 200, 204, 301, 500, 505, 999, u16::MAX] {
+            assert_eq!(Code::from_http_status(s), Code::Unknown, "{s}");
+        }
+    }
+
+    #[test]
+    fn rst_stream_reasons_map_per_the_spec() {
+        assert_eq!(Code::from_h2_reason(0x7), Code::Unavailable);
+        assert_eq!(Code::from_h2_reason(0x8), Code::Cancelled);
+        assert_eq!(Code::from_h2_reason(0xb), Code::ResourceExhausted);
+        assert_eq!(Code::from_h2_reason(0xc), Code::PermissionDenied);
+        for r in [0x0, 0x1, 0x2, 0x3, 0x5, 0x6, 0x9, 0xa, 0xd, 0xff, u32::MAX] {
+            assert_eq!(Code::from_h2_reason(r), Code::Internal, "{r:#x}");
+        }
+    }
+
+    #[test]
+    fn status_display_shows_code_and_message() {
+        let s = Status::new(Code::Unavailable, "server going away");
+        assert_eq!(s.to_string(), "UNAVAILABLE: server going away");
+        assert_eq!(Status::new(Code::NotFound, "").to_string(), "NOT_FOUND");
+    }
+
+    #[test]
+    fn status_accessors_and_details() {
+        let s = Status::new(Code::Internal, "boom");
+        assert_eq!(s.code(), Code::Internal);
+        assert_eq!(s.message(), "boom");
+        assert_eq!(s.details(), None);
+        let s = s.with_details(Bytes::from_static(b"\x08\x01"));
+        assert_eq!(s.details().map(|b| &b[..]), Some(&b"\x08\x01"[..]));
+        let as_error: &dyn std::error::Error = &s;
+        assert_eq!(as_error.to_string(), "INTERNAL: boom");
+    }
+
+    #[test]
+    fn missing_grpc_status_gives_none() {
+        assert_eq!(Status::from_header_map(&HeaderMap::new()), None);
+        let only_message = headers(&[("grpc-message", b"hello")]);
+        assert_eq!(Status::from_header_map(&only_message), None);
+    }
+
+    #[test]
+    fn grpc_status_and_message_are_read() {
+        let map = headers(&[
+            ("grpc-status", b"3"),
+            ("grpc-message", b"key must not be empty"),
+        ]);
+        let s = Status::from_header_map(&map).expect("status");
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(s.message(), "key must not be empty");
+        assert_eq!(s.details(), None);
+    }
+
+    #[test]
+    fn ok_status_without_message_has_empty_message() {
+        let s = Status::from_header_map(&headers(&[("grpc-status", b"0")])).expect("status");
+        assert_eq!(s, Status::new(Code::Ok, ""));
+    }
+
+    #[test]
+    fn percent_encoded_grpc_message_is_decoded() {
+        let map = headers(&[
+            ("grpc-status", b"8"),
+            ("grpc-message", b"na%C3%AFve 100%25"),
+        ]);
+        let s = Status::from_header_map(&map).expect("status");
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(s.message(), "naïve 100%");
+    }
+
+    #[test]
+    fn malformed_grpc_status_is_unknown_and_says_so() {
+        for raw in [&b"abc"[..], b"", b"-1", b"+3", b"3.0", b"0x1", b"1 2"] {
+            let map = headers(&[("grpc-status", raw), ("grpc-message", b"orig")]);
+            let s = Status::from_header_map(&map).expect("status");
+            assert_eq!(s.code(), Code::Unknown, "{raw:?}");
+            assert!(s.message().contains("malformed grpc-status"), "{s}");
+            assert!(s.message().contains("orig"), "{s}");
+        }
+    }
+
+    #[test]
+    fn grpc_status_with_surrounding_blanks_is_accepted() {
+        let s = Status::from_header_map(&headers(&[("grpc-status", b" 14 ")])).expect("status");
+        assert_eq!(s.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn huge_or_unknown_numeric_grpc_status_is_unknown_without_panic() {
+        for raw in [&b"17"[..], b"2147483648", b"99999999999999999999999999"] {
+            let map = headers(&[("grpc-status", raw), ("grpc-message", b"m")]);
+            let s = Status::from_header_map(&map).expect("status");
+            assert_eq!(s.code(), Code::Unknown, "{raw:?}");
+            assert_eq!(s.message(), "m");
+        }
+    }
+
+    #[test]
+    fn leading_zeros_in_grpc_status_are_still_the_number() {
+        let s = Status::from_header_map(&headers(&[("grpc-status", b"0005")])).expect("status");
+        assert_eq!(s.code(), Code::NotFound);
+    }
+
+    #[test]
+    fn details_are_decoded_padded_and_unpadded() {
+        // "hi!!" is aGkhIQ== padded, aGkhIQ unpadded; short padding is
+        // tolerated too.
+        for raw in [&b"aGkhIQ=="[..], b"aGkhIQ", b"aGkhIQ="] {
+            let map = headers(&[("grpc-status", b"13"), ("grpc-status-details-bin", raw)]);
+            let s = Status::from_header_map(&map).expect("status");
+            assert_eq!(s.details().map(|b| &b[..]), Some(&b"hi!!"[..]), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_details_are_dropped_without_error() {
+        for raw in [
+            &b"***"[..],
+            b"a",
+            b"aGkhIQ===",
+            b"aGk=hIQ",
+            b"====",
+            b"a b c",
+        ] {
+            let map = headers(&[
+                ("grpc-status", b"13"),
+                ("grpc-message", b"kept"),
+                ("grpc-status-details-bin", raw),
+            ]);
+            let s = Status::from_header_map(&map).expect("status");
+            assert_eq!(s.code(), Code::Internal);
+            assert_eq!(s.message(), "kept");
+            assert_eq!(s.details(), None, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_header_bytes_never_panic() {
+        let map = headers(&[
+            ("grpc-status", b"\xff\xfe"),
+            ("grpc-message", b"\xff%zz%C3"),
+            ("grpc-status-details-bin", b"\xff\x80"),
+        ]);
+        let s = Status::from_header_map(&map).expect("status");
+        assert_eq!(s.code(), Code::Unknown);
+        assert!(s.message().contains('\u{FFFD}'));
+        assert_eq!(s.details(), None);
+    }
+
+    #[test]
+    fn write_to_emits_status_encoded_message_and_unpadded_details() {
+        let s = Status::new(Code::ResourceExhausted, "naïve 100%")
+            .with_details(Bytes::from_static(b"hi!!"));
+        let mut map = HeaderMap::new();
+        s.write_to(&mut map);
+        assert_eq!(map["grpc-status"], "8");
+        assert_eq!(map["grpc-message"], "na%C3%AFve 100%25");
+        assert_eq!(map["grpc-status-details-bin"], "aGkhIQ");
+        assert_eq!(Status::from_header_map(&map), Some(s));
+    }
+
+    #[test]
+    fn write_to_omits_empty_message_and_absent_details() {
+        let mut map = headers(&[
+            ("grpc-message", b"stale"),
+            ("grpc-status-details-bin", b"aGkhIQ"),
+        ]);
+        Status::new(Code::Ok, "").write_to(&mut map);
+        assert_eq!(map["grpc-status"], "0");
+        assert!(map.get("grpc-message").is_none());
+        assert!(map.get("grpc-status-details-bin").is_none());
+        assert_eq!(map.len(), 1);
+    }
+
+    #[test]
+    fn write_to_then_read_round_trips_every_code() {
+        for code in ALL_CODES {
+            let s = Status::new(code, "line1\nline2\t\u{1F600}");
+            let mut map = HeaderMap::new();
+            s.write_to(&mut map);
+            assert_eq!(Status::from_header_map(&map), Some(s));
+        }
+    }
+
+    #[test]
+    fn message_encoding_matches_the_reference_server() {
+        assert_eq!(percent_encode_message("naïve 100%"), "na%C3%AFve 100%25");
+    }
+
+    #[test]
+    fn message_encoding_keeps_printable_ascii_and_escapes_controls() {
+        let printable: String = (0x20u8..=0x7e).map(char::from).collect();
+        let expected = printable.replace('%', "%25");
+        assert_eq!(percent_encode_message(&printable), expected);
+        assert_eq!(percent_encode_message("a\r\nb\x7f"), "a%0D%0Ab%7F");
+        assert_eq!(percent_encode_message(""), "");
+    }
+
+    #[test]
+    fn message_encoding_uses_upper_case_hex() {
+        assert_eq!(percent_encode_message("\u{ff}"), "%C3%BF");
+    }
+
+    #[test]
+    fn lenient_decoding_keeps_malformed_escapes_literally() {
+        assert_eq!(percent_decode_message(b"100%"), "100%");
+        assert_eq!(percent_decode_message(b"%zz%4"), "%zz%4");
+        assert_eq!(percent_decode_message(b"%%41"), "%A");
+        assert_eq!(percent_decode_message(b"%c3%af"), "ï");
+        assert_eq!(percent_decode_message(b""), "");
+    }
+
+    #[test]
+    fn lenient_decoding_replaces_invalid_utf8() {
+        assert_eq!(percent_decode_message(b"a%FFb"), "a\u{FFFD}b");
+        assert_eq!(percent_decode_message(b"%C3"), "\u{FFFD}");
+        assert_eq!(percent_decode_message(b"\xc3\xaf"), "ï");
+    }
+
+    #[test]
+    fn decoding_arbitrary_bytes_never_panics() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..300 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    // Bias towards '%' and hex digits to hit escape paths.
+                    match seed % 4 {
+                        0 => b'%',
+                        1 => b"0123456789abcdefABCDEF"[(seed >> 8) as usize % 22],
+                        _ => (seed >> 16) as u8,
+                    }
+                })
+                .collect();
+            let _ = percent_decode_message(&bytes);
+        }
+    }
+}
