@@ -1,0 +1,180 @@
+//! The contract's rules for keys, namespaces and TTLs, in one place.
+//!
+//! The client checks them before any network I/O so a bad key never costs a
+//! round trip, and the embedded server applies the very same functions, so
+//! the two can never disagree about what is valid.
+
+/// Longest key, in Unicode scalar values (not bytes), including the
+/// namespace prefix once namespaced: the reference server's limit.
+pub const MAX_KEY_CHARS: usize = 256;
+
+/// Longest namespace, in characters, after trimming white space.
+pub const MAX_NAMESPACE_CHARS: usize = 64;
+
+/// The request header that carries the caller's namespace.
+pub const NAMESPACE_HEADER: &str = "x-cache-namespace";
+
+/// The request header that carries a correlation id.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Why a key or namespace breaks the rules; the text is for humans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleViolation(pub String);
+
+impl std::fmt::Display for RuleViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses an `x-cache-namespace` value: trimmed; blank means the shared key
+/// space (`None`); otherwise at most 64 characters, starting with a letter
+/// or digit, made of letters, digits, `.`, `_` and `-` (ASCII only: the
+/// value travels as an ASCII header).
+///
+/// ```
+/// use tiny_cache_client::rules::parse_namespace;
+///
+/// assert_eq!(parse_namespace("  app ").unwrap(), Some("app"));
+/// assert_eq!(parse_namespace("   ").unwrap(), None);
+/// assert!(parse_namespace("-app").is_err());
+/// ```
+pub fn parse_namespace(raw: &str) -> Result<Option<&str>, RuleViolation> {
+    let namespace = raw.trim();
+    if namespace.is_empty() {
+        return Ok(None);
+    }
+    let chars = namespace.chars().count();
+    if chars > MAX_NAMESPACE_CHARS {
+        return Err(RuleViolation(format!(
+            "namespace must be at most {MAX_NAMESPACE_CHARS} characters, got {chars}"
+        )));
+    }
+    let starts_well = namespace
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let well_formed = namespace
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !starts_well || !well_formed {
+        return Err(RuleViolation(format!(
+            "namespace {namespace:?} must start with a letter or digit and contain only letters, digits, '.', '_' and '-'"
+        )));
+    }
+    Ok(Some(namespace))
+}
+
+/// Checks a key on its own and as stored under `namespace`
+/// (`<namespace length>:<namespace>:<key>`), both within
+/// [`MAX_KEY_CHARS`].
+///
+/// ```
+/// use tiny_cache_client::rules::check_key;
+///
+/// assert!(check_key("user:42", None).is_ok());
+/// assert!(check_key("", None).is_err());
+/// let long = "k".repeat(250);
+/// assert!(check_key(&long, None).is_ok());
+/// assert!(check_key(&long, Some("app")).is_err()); // "3:app:" pushes it past 256
+/// ```
+pub fn check_key(key: &str, namespace: Option<&str>) -> Result<(), RuleViolation> {
+    let key_chars = key.chars().count();
+    if key_chars == 0 || key_chars > MAX_KEY_CHARS {
+        return Err(RuleViolation(format!(
+            "key must be 1 to {MAX_KEY_CHARS} characters, got {key_chars}"
+        )));
+    }
+    if let Some(namespace) = namespace {
+        let stored = namespaced_key_chars(key_chars, namespace);
+        if stored > MAX_KEY_CHARS {
+            return Err(RuleViolation(format!(
+                "key is {stored} characters once namespaced as \"{}:{namespace}:…\", over the {MAX_KEY_CHARS}-character limit",
+                namespace.chars().count()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The storage key the server files `key` under: the key itself in the
+/// shared key space, `<namespace length>:<namespace>:<key>` otherwise.
+///
+/// ```
+/// use tiny_cache_client::rules::storage_key;
+///
+/// assert_eq!(storage_key("k", Some("app")), "3:app:k");
+/// assert_eq!(storage_key("k", None), "k");
+/// ```
+pub fn storage_key(key: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        None => key.to_owned(),
+        Some(namespace) => format!("{}:{namespace}:{key}", namespace.chars().count()),
+    }
+}
+
+fn namespaced_key_chars(key_chars: usize, namespace: &str) -> usize {
+    let namespace_chars = namespace.chars().count();
+    let length_digits = namespace_chars.to_string().len();
+    length_digits + 1 + namespace_chars + 1 + key_chars
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_length_counts_characters_not_bytes() {
+        let snowmen = "☃".repeat(256);
+        assert_eq!(snowmen.len(), 768);
+        assert!(check_key(&snowmen, None).is_ok());
+        assert!(check_key(&"☃".repeat(257), None).is_err());
+    }
+
+    #[test]
+    fn keys_of_256_characters_pass_and_257_fail() {
+        assert!(check_key(&"a".repeat(256), None).is_ok());
+        assert!(check_key(&"a".repeat(257), None).is_err());
+    }
+
+    #[test]
+    fn empty_key_fails() {
+        assert!(check_key("", None).is_err());
+        assert!(check_key("", Some("app")).is_err());
+    }
+
+    #[test]
+    fn namespaced_key_length_matches_the_storage_key() {
+        for namespace in ["a", "app", &"n".repeat(10), &"n".repeat(64)] {
+            let limit = MAX_KEY_CHARS - storage_key("", Some(namespace)).chars().count();
+            assert!(check_key(&"k".repeat(limit), Some(namespace)).is_ok());
+            assert!(check_key(&"k".repeat(limit + 1), Some(namespace)).is_err());
+        }
+    }
+
+    #[test]
+    fn namespace_is_trimmed_and_blank_means_shared() {
+        assert_eq!(parse_namespace(" tenant-1 "), Ok(Some("tenant-1")));
+        assert_eq!(parse_namespace(""), Ok(None));
+        assert_eq!(parse_namespace("\t \n"), Ok(None));
+    }
+
+    #[test]
+    fn namespace_rules_reject_bad_names() {
+        for bad in [
+            ".app",
+            "_app",
+            "-app",
+            "a b",
+            "a/b",
+            "a:b",
+            "café",
+            &"n".repeat(65),
+        ] {
+            assert!(parse_namespace(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["a", "9lives", "app.v2_x-y", &"n".repeat(64)] {
+            assert!(parse_namespace(good).is_ok(), "{good:?} refused");
+        }
+    }
+}
