@@ -1,1 +1,784 @@
-//! The RPC handlers (being written).
+//! The RPC semantics of `cache.CacheService` on top of the [`Store`]: namespace
+//! and key validation, per-item error reporting in the Multi* calls, and the
+//! proto shapes of every answer.
+//!
+//! No framing or transport here: the HTTP/2 layer decodes a request, calls the
+//! matching method with the raw `x-cache-namespace` header value, and maps a
+//! [`ServiceError`] to a gRPC status.
+
+use bytes::Bytes;
+
+use crate::proto::cache::{
+    CacheItem, CacheKey, CacheLookup, CacheOperationResult, CacheResponse, CacheStats, CacheStatus,
+    CacheValue, CompareAndSetRequest, ConditionalCacheResponse, MultiCacheItemRequest,
+    MultiCacheKeyRequest, MultiCacheResponse, MultiCacheValueResponse,
+};
+use crate::server::store::{namespace_ref, storage_key, Store, StoreConfig, StoreStats};
+
+/// Why an RPC failed as a whole; the HTTP/2 layer maps each variant to the
+/// gRPC status code of the same name. Messages are for humans, not matching.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// gRPC `INVALID_ARGUMENT`: a bad key or namespace.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// gRPC `RESOURCE_EXHAUSTED`: a value over the per-entry limit, or an
+    /// entry that cannot fit under the store's limits.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// gRPC `NOT_FOUND`: the health service was asked about an unknown
+    /// service name.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl ServiceError {
+    /// The human-readable text, as it goes into `grpc-message` or a Multi*
+    /// item's `error`.
+    pub fn message(&self) -> &str {
+        match self {
+            ServiceError::InvalidArgument(message)
+            | ServiceError::ResourceExhausted(message)
+            | ServiceError::NotFound(message) => message,
+        }
+    }
+}
+
+/// The cache service: one method per RPC. `Send + Sync`; share one instance
+/// between all connections.
+#[derive(Debug)]
+pub struct CacheService {
+    store: Store,
+}
+
+impl Default for CacheService {
+    /// A service over a store with [`StoreConfig::default`] limits.
+    fn default() -> Self {
+        Self::new(StoreConfig::default())
+    }
+}
+
+/// Storage key for a key the caller owns: in the shared key space the key is
+/// moved, not copied.
+fn owned_storage_key(namespace: Option<&str>, key: String) -> Result<String, ServiceError> {
+    match namespace {
+        None => {
+            crate::server::store::validate_key(&key)?;
+            Ok(key)
+        }
+        Some(_) => storage_key(namespace, &key).map(|stored| stored.into_owned()),
+    }
+}
+
+fn ok_result(key: String) -> CacheOperationResult {
+    CacheOperationResult {
+        key,
+        status: CacheStatus::Ok as i32,
+        error: String::new(),
+    }
+}
+
+fn error_result(key: String, error: ServiceError) -> CacheOperationResult {
+    CacheOperationResult {
+        key,
+        status: CacheStatus::Error as i32,
+        error: error_text(error),
+    }
+}
+
+fn error_text(error: ServiceError) -> String {
+    match error {
+        ServiceError::InvalidArgument(message)
+        | ServiceError::ResourceExhausted(message)
+        | ServiceError::NotFound(message) => message,
+    }
+}
+
+fn saturating_i32(n: u64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl From<StoreStats> for CacheStats {
+    /// The proto's counters are 32-bit; a long-running server must report
+    /// `i32::MAX` rather than wrap to a negative count.
+    fn from(stats: StoreStats) -> Self {
+        CacheStats {
+            size: saturating_i32(stats.size),
+            hits: saturating_i32(stats.hits),
+            misses: saturating_i32(stats.misses),
+            evictions: saturating_i32(stats.evictions()),
+            hit_rate: stats.hit_rate(),
+            memory_usage_bytes: saturating_i64(stats.memory_usage_bytes),
+            max_memory_bytes: saturating_i64(stats.max_memory_bytes),
+            max_items: saturating_i32(stats.max_items),
+            max_value_bytes: saturating_i64(stats.max_value_bytes),
+            lru_evictions: saturating_i32(stats.lru_evictions),
+            expired_removals: saturating_i32(stats.expired_removals),
+            rejected_oversize: saturating_i32(stats.rejected_oversize),
+            rejected_capacity: saturating_i32(stats.rejected_capacity),
+        }
+    }
+}
+
+impl CacheService {
+    /// A service over an empty store with the given limits.
+    pub fn new(config: StoreConfig) -> Self {
+        Self {
+            store: Store::new(config),
+        }
+    }
+
+    /// The underlying store, for counters and for tests.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// `Get`: `found: false` for a missing or expired key.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad namespace (checked first) or key.
+    pub fn get(&self, namespace: Option<&str>, req: CacheKey) -> Result<CacheValue, ServiceError> {
+        let namespace = namespace_ref(namespace)?;
+        let key = storage_key(namespace, &req.key)?;
+        Ok(match self.store.get(&key) {
+            Some(value) => CacheValue { found: true, value },
+            None => CacheValue {
+                found: false,
+                value: Bytes::new(),
+            },
+        })
+    }
+
+    /// `MultiGet`: one lookup per key, in request order, with the key as
+    /// given; a bad key is that item's `error`, a missing key is
+    /// `found: false` with no error.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad namespace only.
+    pub fn multi_get(
+        &self,
+        namespace: Option<&str>,
+        req: MultiCacheKeyRequest,
+    ) -> Result<MultiCacheValueResponse, ServiceError> {
+        let namespace = namespace_ref(namespace)?;
+        let items = req
+            .keys
+            .into_iter()
+            .map(|key| {
+                let lookup = storage_key(namespace, &key).map(|stored| self.store.get(&stored));
+                match lookup {
+                    Ok(Some(value)) => CacheLookup {
+                        key,
+                        found: true,
+                        value,
+                        error: String::new(),
+                    },
+                    Ok(None) => CacheLookup {
+                        key,
+                        found: false,
+                        value: Bytes::new(),
+                        error: String::new(),
+                    },
+                    Err(error) => CacheLookup {
+                        key,
+                        found: false,
+                        value: Bytes::new(),
+                        error: error_text(error),
+                    },
+                }
+            })
+            .collect();
+        Ok(MultiCacheValueResponse { items })
+    }
+
+    /// `Set`: `status: OK` on success.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad namespace or key; `ResourceExhausted` for
+    /// an entry over the per-entry limit or that cannot fit.
+    pub fn set(
+        &self,
+        namespace: Option<&str>,
+        req: CacheItem,
+    ) -> Result<CacheResponse, ServiceError> {
+        let namespace = namespace_ref(namespace)?;
+        let key = owned_storage_key(namespace, req.key)?;
+        self.store.set(key, req.value, req.ttl)?;
+        Ok(CacheResponse {
+            status: CacheStatus::Ok as i32,
+        })
+    }
+
+    /// `SetIfAbsent`: `STORED` when the key was missing or expired, else
+    /// `EXISTS`.
+    ///
+    /// # Errors
+    /// As [`CacheService::set`]; a size problem is reported only when the
+    /// write would have happened.
+    pub fn set_if_absent(
+        &self,
+        namespace: Option<&str>,
+        req: CacheItem,
+    ) -> Result<ConditionalCacheResponse, ServiceError> {
+        let namespace = namespace_ref(namespace)?;
+        let key = owned_storage_key(namespace, req.key)?;
+        let status = self.store.set_if_absent(key, req.value, req.ttl)?;
+        Ok(ConditionalCacheResponse {
+            status: status as i32,
+        })
+    }
+
+    /// `CompareAndSet`: `NOT_FOUND` when missing or expired, `MISMATCH` when
+    /// the live value differs from `expected_value`, `STORED` otherwise.
+    ///
+    /// # Errors
+    /// As [`CacheService::set`]; a size problem is reported only when the
+    /// write would have happened.
+    pub fn compare_and_set(
+        &self,
+        namespace: Option<&str>,
+        req: CompareAndSetRequest,
+    ) -> Result<ConditionalCacheResponse, ServiceError> {
+        let namespace = namespace_ref(namespace)?;
+        let key = owned_storage_key(namespace, req.key)?;
+        let status = self
+            .store
+            .compare_and_set(key, &req.expected_value, req.value, req.ttl)?;
+        Ok(ConditionalCacheResponse {
+            status: status as i32,
+        })
+    }
+
+    /// `MultiSet`: one result per item, in request order, with the key as
+    /// given; a bad key, an oversize value or no room is that item's
+    /// `status: ERROR` plus `error`, and the other items are still written.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad namespace only.
+    pub fn multi_set(
+        &self,
+        namespace: Option<&str>,
+        req: MultiCacheItemRequest,
+    ) -> Result<MultiCacheResponse, ServiceError> {
+        let namespace = namespace_ref(namespace)?;
+        let items = req
+            .items
+            .into_iter()
+            .map(|item| {
+                let written = storage_key(namespace, &item.key)
+                    .and_then(|stored| self.store.set(stored.into_owned(), item.value, item.ttl));
+                match written {
+                    Ok(()) => ok_result(item.key),
+                    Err(error) => error_result(item.key, error),
+                }
+            })
+            .collect();
+        Ok(MultiCacheResponse { items })
+    }
+
+    /// `Delete`: `OK` whether or not the key was there.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad namespace or key.
+    pub fn delete(
+        &self,
+        namespace: Option<&str>,
+        req: CacheKey,
+    ) -> Result<CacheResponse, ServiceError> {
+        let namespace = namespace_ref(namespace)?;
+        let key = storage_key(namespace, &req.key)?;
+        self.store.delete(&key);
+        Ok(CacheResponse {
+            status: CacheStatus::Ok as i32,
+        })
+    }
+
+    /// `MultiDelete`: one result per key, in request order, with the key as
+    /// given; missing keys are `OK`, a bad key is `status: ERROR` plus
+    /// `error`.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad namespace only.
+    pub fn multi_delete(
+        &self,
+        namespace: Option<&str>,
+        req: MultiCacheKeyRequest,
+    ) -> Result<MultiCacheResponse, ServiceError> {
+        let namespace = namespace_ref(namespace)?;
+        let items = req
+            .keys
+            .into_iter()
+            .map(|key| {
+                let deleted = storage_key(namespace, &key).map(|stored| self.store.delete(&stored));
+                match deleted {
+                    Ok(_) => ok_result(key),
+                    Err(error) => error_result(key, error),
+                }
+            })
+            .collect();
+        Ok(MultiCacheResponse { items })
+    }
+
+    /// `Stats`: counters of the whole server; no namespace applies.
+    pub fn stats(&self) -> CacheStats {
+        self.store.stats().into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::proto::cache::ConditionalCacheStatus;
+    use crate::server::store::ENTRY_OVERHEAD_BYTES;
+
+    fn service() -> CacheService {
+        CacheService::default()
+    }
+
+    fn small_service(max_value_bytes: u64) -> CacheService {
+        CacheService::new(StoreConfig {
+            max_items: 100,
+            max_memory_bytes: 1 << 20,
+            max_value_bytes,
+        })
+    }
+
+    fn key(k: &str) -> CacheKey {
+        CacheKey { key: k.to_owned() }
+    }
+
+    fn keys(ks: &[&str]) -> MultiCacheKeyRequest {
+        MultiCacheKeyRequest {
+            keys: ks.iter().map(|k| (*k).to_owned()).collect(),
+        }
+    }
+
+    fn item(k: &str, v: &'static [u8], ttl: i32) -> CacheItem {
+        CacheItem {
+            key: k.to_owned(),
+            value: Bytes::from_static(v),
+            ttl,
+        }
+    }
+
+    fn cas(k: &str, expected: &'static [u8], v: &'static [u8]) -> CompareAndSetRequest {
+        CompareAndSetRequest {
+            key: k.to_owned(),
+            expected_value: Bytes::from_static(expected),
+            value: Bytes::from_static(v),
+            ttl: 0,
+        }
+    }
+
+    fn invalid<T: std::fmt::Debug>(result: Result<T, ServiceError>) -> bool {
+        matches!(result, Err(ServiceError::InvalidArgument(_)))
+    }
+
+    fn exhausted<T: std::fmt::Debug>(result: Result<T, ServiceError>) -> bool {
+        matches!(result, Err(ServiceError::ResourceExhausted(_)))
+    }
+
+    const OK: i32 = CacheStatus::Ok as i32;
+    const ERROR: i32 = CacheStatus::Error as i32;
+
+    #[test]
+    fn set_then_get_round_trips_the_value() {
+        let svc = service();
+        let reply = svc.set(None, item("k", b"v", 0)).unwrap();
+        assert_eq!(reply.status, OK);
+        let value = svc.get(None, key("k")).unwrap();
+        assert!(value.found);
+        assert_eq!(value.value, Bytes::from_static(b"v"));
+    }
+
+    #[test]
+    fn get_of_a_missing_key_is_not_found_not_an_error() {
+        let value = service().get(None, key("nope")).unwrap();
+        assert!(!value.found);
+        assert!(value.value.is_empty());
+    }
+
+    #[test]
+    fn get_of_an_expired_key_is_not_found() {
+        let svc = service();
+        let t0 = Instant::now();
+        svc.store()
+            .set_at("k".into(), Bytes::from_static(b"v"), 1, t0)
+            .unwrap();
+        assert!(svc
+            .store()
+            .get_at("k", t0 + Duration::from_secs(1))
+            .is_none());
+        assert!(!svc.get(None, key("k")).unwrap().found);
+    }
+
+    #[test]
+    fn empty_and_257_character_keys_are_invalid_argument() {
+        let svc = service();
+        assert!(invalid(svc.get(None, key(""))));
+        assert!(invalid(svc.set(None, item("", b"v", 0))));
+        assert!(invalid(svc.delete(None, key(""))));
+        assert!(invalid(svc.get(None, key(&"k".repeat(257)))));
+        assert!(svc.set(None, item(&"k".repeat(256), b"v", 0)).is_ok());
+    }
+
+    #[test]
+    fn multibyte_key_of_256_characters_is_accepted() {
+        let svc = service();
+        let k = "ß".repeat(256);
+        svc.set(None, item(&k, b"v", 0)).unwrap();
+        assert!(svc.get(None, key(&k)).unwrap().found);
+        assert!(invalid(svc.get(None, key(&"ß".repeat(257)))));
+    }
+
+    #[test]
+    fn key_valid_alone_is_invalid_argument_once_namespaced() {
+        let svc = service();
+        let k = "k".repeat(251);
+        assert!(svc.set(None, item(&k, b"v", 0)).is_ok());
+        assert!(invalid(svc.set(Some("app"), item(&k, b"v", 0))));
+        assert!(svc
+            .set(Some("app"), item(&"k".repeat(250), b"v", 0))
+            .is_ok());
+    }
+
+    #[test]
+    fn namespace_is_checked_before_the_key() {
+        let err = service().get(Some("-bad"), key("")).unwrap_err();
+        assert!(err.message().contains("namespace"), "{err}");
+    }
+
+    #[test]
+    fn keys_in_different_namespaces_never_see_each_other() {
+        let svc = service();
+        svc.set(Some("a"), item("k", b"in a", 0)).unwrap();
+        svc.set(Some("b"), item("k", b"in b", 0)).unwrap();
+        svc.set(None, item("k", b"shared", 0)).unwrap();
+        assert_eq!(svc.get(Some("a"), key("k")).unwrap().value, &b"in a"[..]);
+        assert_eq!(svc.get(Some("b"), key("k")).unwrap().value, &b"in b"[..]);
+        assert_eq!(svc.get(None, key("k")).unwrap().value, &b"shared"[..]);
+        svc.delete(Some("a"), key("k")).unwrap();
+        assert!(!svc.get(Some("a"), key("k")).unwrap().found);
+        assert!(svc.get(Some("b"), key("k")).unwrap().found);
+    }
+
+    #[test]
+    fn shared_key_space_can_name_a_namespaced_storage_key_like_the_reference_server() {
+        // The storage key scheme is the reference server's and is part of
+        // the contract, so a shared-space key spelled like a storage key
+        // reaches the namespaced entry there too.
+        let svc = service();
+        svc.set(Some("b"), item("k", b"in b", 0)).unwrap();
+        assert_eq!(svc.get(None, key("1:b:k")).unwrap().value, &b"in b"[..]);
+    }
+
+    #[test]
+    fn blank_or_padded_namespace_header_is_trimmed() {
+        let svc = service();
+        svc.set(Some("  app  "), item("k", b"v", 0)).unwrap();
+        assert!(svc.get(Some("app"), key("k")).unwrap().found);
+        svc.set(Some("   "), item("s", b"v", 0)).unwrap();
+        assert!(svc.get(None, key("s")).unwrap().found);
+        assert!(svc.get(Some(""), key("s")).unwrap().found);
+    }
+
+    #[test]
+    fn invalid_namespaces_are_invalid_argument() {
+        let svc = service();
+        for bad in ["_x", "a b", "a:b", &"n".repeat(65)] {
+            assert!(invalid(svc.get(Some(bad), key("k"))), "{bad}");
+            assert!(invalid(svc.set(Some(bad), item("k", b"v", 0))), "{bad}");
+        }
+        assert!(svc.get(Some(&"n".repeat(64)), key("k")).is_ok());
+    }
+
+    #[test]
+    fn oversize_value_is_resource_exhausted() {
+        let svc = small_service(1024);
+        let fits = CacheItem {
+            key: "k".into(),
+            value: Bytes::from(vec![0u8; 991]),
+            ttl: 0,
+        };
+        let too_big = CacheItem {
+            key: "k".into(),
+            value: Bytes::from(vec![0u8; 992]),
+            ttl: 0,
+        };
+        assert!(svc.set(None, fits).is_ok());
+        assert!(exhausted(svc.set(None, too_big)));
+        assert_eq!(svc.stats().rejected_oversize, 1);
+    }
+
+    #[test]
+    fn delete_is_ok_for_present_and_missing_keys() {
+        let svc = service();
+        svc.set(None, item("k", b"v", 0)).unwrap();
+        assert_eq!(svc.delete(None, key("k")).unwrap().status, OK);
+        assert_eq!(svc.delete(None, key("k")).unwrap().status, OK);
+        assert!(!svc.get(None, key("k")).unwrap().found);
+    }
+
+    #[test]
+    fn set_if_absent_answers_stored_then_exists() {
+        let svc = service();
+        let first = svc.set_if_absent(Some("ns"), item("k", b"1", 0)).unwrap();
+        assert_eq!(first.status, ConditionalCacheStatus::Stored as i32);
+        let second = svc.set_if_absent(Some("ns"), item("k", b"2", 0)).unwrap();
+        assert_eq!(second.status, ConditionalCacheStatus::Exists as i32);
+        assert_eq!(svc.get(Some("ns"), key("k")).unwrap().value, &b"1"[..]);
+        // Same key, other namespace: absent there.
+        let other = svc
+            .set_if_absent(Some("other"), item("k", b"3", 0))
+            .unwrap();
+        assert_eq!(other.status, ConditionalCacheStatus::Stored as i32);
+    }
+
+    #[test]
+    fn set_if_absent_after_expiry_stores() {
+        let svc = service();
+        let t0 = Instant::now();
+        svc.store()
+            .set_at("3:app:k".into(), Bytes::from_static(b"old"), 1, t0)
+            .unwrap();
+        let status = svc
+            .store()
+            .set_if_absent_at(
+                "3:app:k".into(),
+                Bytes::from_static(b"new"),
+                0,
+                t0 + Duration::from_secs(1),
+            )
+            .unwrap();
+        assert_eq!(status, ConditionalCacheStatus::Stored);
+        assert_eq!(svc.get(Some("app"), key("k")).unwrap().value, &b"new"[..]);
+    }
+
+    #[test]
+    fn compare_and_set_answers_not_found_mismatch_and_stored() {
+        let svc = service();
+        let status = |r: Result<ConditionalCacheResponse, ServiceError>| r.unwrap().status;
+        assert_eq!(
+            status(svc.compare_and_set(None, cas("k", b"a", b"b"))),
+            ConditionalCacheStatus::NotFound as i32
+        );
+        svc.set(None, item("k", b"a", 0)).unwrap();
+        assert_eq!(
+            status(svc.compare_and_set(None, cas("k", b"x", b"b"))),
+            ConditionalCacheStatus::Mismatch as i32
+        );
+        assert_eq!(
+            status(svc.compare_and_set(None, cas("k", b"a", b"b"))),
+            ConditionalCacheStatus::Stored as i32
+        );
+        assert_eq!(svc.get(None, key("k")).unwrap().value, &b"b"[..]);
+    }
+
+    #[test]
+    fn compare_and_set_validates_namespace_and_key() {
+        let svc = service();
+        assert!(invalid(svc.compare_and_set(Some("!"), cas("k", b"", b""))));
+        assert!(invalid(svc.compare_and_set(None, cas("", b"", b""))));
+        assert!(invalid(svc.set_if_absent(None, item("", b"", 0))));
+    }
+
+    #[test]
+    fn multi_get_answers_in_request_order_with_keys_as_given() {
+        let svc = service();
+        svc.set(Some("app"), item("a", b"1", 0)).unwrap();
+        svc.set(Some("app"), item("c", b"3", 0)).unwrap();
+        let long = "k".repeat(257);
+        let reply = svc
+            .multi_get(Some("app"), keys(&["c", "missing", "", "a", &long, "c"]))
+            .unwrap();
+        let got: Vec<_> = reply
+            .items
+            .iter()
+            .map(|i| (i.key.as_str(), i.found, &i.value[..], i.error.is_empty()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("c", true, &b"3"[..], true),
+                ("missing", false, &b""[..], true),
+                ("", false, &b""[..], false),
+                ("a", true, &b"1"[..], true),
+                (long.as_str(), false, &b""[..], false),
+                ("c", true, &b"3"[..], true),
+            ]
+        );
+    }
+
+    #[test]
+    fn multi_get_reports_a_key_too_long_once_namespaced_as_an_item_error() {
+        let svc = service();
+        let k = "k".repeat(251);
+        let reply = svc.multi_get(Some("app"), keys(&[&k])).unwrap();
+        assert!(!reply.items[0].found);
+        assert!(!reply.items[0].error.is_empty());
+    }
+
+    #[test]
+    fn multi_calls_fail_as_a_whole_on_an_invalid_namespace() {
+        let svc = service();
+        assert!(invalid(svc.multi_get(Some("-x"), keys(&["a"]))));
+        assert!(invalid(svc.multi_delete(Some("-x"), keys(&["a"]))));
+        let req = MultiCacheItemRequest {
+            items: vec![item("a", b"1", 0)],
+        };
+        assert!(invalid(svc.multi_set(Some("-x"), req)));
+        assert!(!svc.get(None, key("a")).unwrap().found);
+    }
+
+    #[test]
+    fn multi_set_reports_per_item_errors_and_writes_the_rest() {
+        let svc = small_service(40);
+        let req = MultiCacheItemRequest {
+            items: vec![
+                item("a", b"1", 0),
+                item("", b"2", 0),
+                item("big", b"this value is too big", 0),
+                item("b", b"3", 0),
+            ],
+        };
+        let reply = svc.multi_set(Some("ns"), req).unwrap();
+        let got: Vec<_> = reply
+            .items
+            .iter()
+            .map(|i| (i.key.as_str(), i.status, i.error.is_empty()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", OK, true),
+                ("", ERROR, false),
+                ("big", ERROR, false),
+                ("b", OK, true),
+            ]
+        );
+        assert!(svc.get(Some("ns"), key("a")).unwrap().found);
+        assert!(svc.get(Some("ns"), key("b")).unwrap().found);
+        assert!(!svc.get(Some("ns"), key("big")).unwrap().found);
+        assert_eq!(svc.stats().rejected_oversize, 1);
+    }
+
+    #[test]
+    fn multi_set_reports_no_room_as_an_item_error() {
+        let svc = CacheService::new(StoreConfig {
+            max_items: 10,
+            max_memory_bytes: 40,
+            max_value_bytes: 1000,
+        });
+        let req = MultiCacheItemRequest {
+            items: vec![item("a", b"1", 0), item("b", b"this does not fit", 0)],
+        };
+        let reply = svc.multi_set(None, req).unwrap();
+        assert_eq!(reply.items[0].status, OK);
+        assert_eq!(reply.items[1].status, ERROR);
+        assert!(!reply.items[1].error.is_empty());
+        assert_eq!(svc.stats().rejected_capacity, 1);
+    }
+
+    #[test]
+    fn multi_delete_reports_missing_keys_as_ok_and_bad_keys_as_errors() {
+        let svc = service();
+        svc.set(None, item("a", b"1", 0)).unwrap();
+        let reply = svc
+            .multi_delete(None, keys(&["a", "missing", "", "a"]))
+            .unwrap();
+        let got: Vec<_> = reply
+            .items
+            .iter()
+            .map(|i| (i.key.as_str(), i.status, i.error.is_empty()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", OK, true),
+                ("missing", OK, true),
+                ("", ERROR, false),
+                ("a", OK, true),
+            ]
+        );
+        assert!(!svc.get(None, key("a")).unwrap().found);
+    }
+
+    #[test]
+    fn stats_count_hits_misses_and_hit_rate_across_namespaces() {
+        let svc = service();
+        let empty = svc.stats();
+        assert_eq!(empty.hit_rate, 0.0);
+        assert_eq!(empty.size, 0);
+        svc.set(Some("a"), item("k", b"v", 0)).unwrap();
+        svc.set(None, item("k", b"v", 0)).unwrap();
+        svc.get(Some("a"), key("k")).unwrap();
+        svc.get(None, key("k")).unwrap();
+        svc.get(None, key("x")).unwrap();
+        svc.multi_get(None, keys(&["k", "y"])).unwrap();
+        let stats = svc.stats();
+        assert_eq!(stats.size, 2);
+        assert_eq!(stats.hits, 3);
+        assert_eq!(stats.misses, 2);
+        assert_eq!(stats.hit_rate, 0.6);
+        assert_eq!(
+            stats.memory_usage_bytes,
+            2 * (1 + ENTRY_OVERHEAD_BYTES as i64)
+        );
+        let config = StoreConfig::default();
+        assert_eq!(stats.max_items, config.max_items as i32);
+        assert_eq!(stats.max_memory_bytes, config.max_memory_bytes as i64);
+        assert_eq!(stats.max_value_bytes, config.max_value_bytes as i64);
+    }
+
+    #[test]
+    fn stats_evictions_sum_lru_evictions_and_expired_removals() {
+        let svc = CacheService::new(StoreConfig {
+            max_items: 1,
+            max_memory_bytes: 1 << 20,
+            max_value_bytes: 1 << 20,
+        });
+        let t0 = Instant::now();
+        svc.store().set_at("a".into(), Bytes::new(), 0, t0).unwrap();
+        svc.store().set_at("b".into(), Bytes::new(), 1, t0).unwrap(); // evicts a
+        svc.store().get_at("b", t0 + Duration::from_secs(1)); // expires b
+        let stats = svc.stats();
+        assert_eq!(stats.lru_evictions, 1);
+        assert_eq!(stats.expired_removals, 1);
+        assert_eq!(stats.evictions, 2);
+    }
+
+    #[test]
+    fn stats_counters_saturate_at_i32_max() {
+        let stats = CacheStats::from(StoreStats {
+            hits: u64::from(u32::MAX),
+            lru_evictions: i32::MAX as u64,
+            expired_removals: 5,
+            max_memory_bytes: u64::MAX,
+            ..StoreStats::default()
+        });
+        assert_eq!(stats.hits, i32::MAX);
+        assert_eq!(stats.evictions, i32::MAX);
+        assert_eq!(stats.lru_evictions, i32::MAX);
+        assert_eq!(stats.max_memory_bytes, i64::MAX);
+        assert_eq!(stats.hit_rate, 1.0);
+    }
+
+    #[test]
+    fn service_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<CacheService>();
+    }
+
+    #[test]
+    fn errors_display_their_message() {
+        let err = service().get(None, key("")).unwrap_err();
+        assert_eq!(err.to_string(), "key must be 1 to 256 characters");
+        assert_eq!(err.message(), err.to_string());
+    }
+}

@@ -1,1 +1,1079 @@
-//! The cache store (being written).
+//! The cache itself: an LRU map with per-entry TTL, byte accounting and the
+//! counters behind `Stats`, plus the key and namespace rules every RPC applies.
+//!
+//! Everything here is synchronous and free of I/O so that the rules can be
+//! tested without a socket and without sleeping: every time-dependent
+//! operation has a crate-private `*_at(now)` twin that the public method calls
+//! with `Instant::now()`.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lru::LruCache;
+
+use crate::proto::cache::ConditionalCacheStatus;
+use crate::server::service::ServiceError;
+
+/// What the reference server charges for an entry on top of its value bytes.
+///
+/// The reference server measures an entry with Python's `sys.getsizeof(bytes)`,
+/// which is the value length plus 33 bytes of object header. Matching it keeps
+/// the same values fitting (and failing) against both servers.
+pub const ENTRY_OVERHEAD_BYTES: u64 = 33;
+
+/// Longest key, and longest storage key once namespaced, in Unicode scalar
+/// values (the reference server counts Python `str` characters, not bytes).
+pub const MAX_KEY_CHARS: usize = 256;
+
+/// Longest namespace in characters, after trimming.
+pub const MAX_NAMESPACE_CHARS: usize = 64;
+
+/// Limits of a [`Store`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Most live entries at once; inserting one more evicts the least recently
+    /// used. Default 1,000,000: large enough that benchmarks measure the
+    /// client, not the eviction path, while bounding the map's own overhead.
+    pub max_items: usize,
+    /// Most bytes accounted to entries (value length + [`ENTRY_OVERHEAD_BYTES`]
+    /// each). Default 1 GiB: a benchmark's working set fits on a developer
+    /// machine without the server being able to eat all of its memory.
+    pub max_memory_bytes: u64,
+    /// Largest single entry, counted like `max_memory_bytes`; a bigger one is
+    /// refused as resource-exhausted. Default 4 MiB + [`ENTRY_OVERHEAD_BYTES`]:
+    /// any value that fits in a 4 MiB gRPC request (the reference server's
+    /// message limit) is smaller than 4 MiB, so its entry fits this limit and
+    /// the transport, not the store, is what refuses larger ones.
+    pub max_value_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_items: 1_000_000,
+            max_memory_bytes: 1024 * 1024 * 1024,
+            max_value_bytes: 4 * 1024 * 1024 + ENTRY_OVERHEAD_BYTES,
+        }
+    }
+}
+
+/// A point-in-time copy of the store's counters and limits.
+///
+/// Counters are kept as `u64` here; the proto's narrower fields saturate when
+/// the service converts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Live entries (expired ones are removed before counting).
+    pub size: u64,
+    /// Reads that found a live entry.
+    pub hits: u64,
+    /// Reads that found nothing (missing or expired).
+    pub misses: u64,
+    /// Bytes accounted to live entries.
+    pub memory_usage_bytes: u64,
+    /// The configured memory limit.
+    pub max_memory_bytes: u64,
+    /// The configured item limit.
+    pub max_items: u64,
+    /// The configured per-entry limit.
+    pub max_value_bytes: u64,
+    /// Entries evicted as least recently used to make room.
+    pub lru_evictions: u64,
+    /// Entries removed because their TTL ran out.
+    pub expired_removals: u64,
+    /// Writes refused because the entry exceeded `max_value_bytes`.
+    pub rejected_oversize: u64,
+    /// Writes refused because the entry could not fit under the limits even
+    /// with the cache emptied.
+    pub rejected_capacity: u64,
+}
+
+impl StoreStats {
+    /// All removals the store made on its own, as the proto's `evictions`
+    /// reports them: LRU evictions plus expired removals.
+    pub fn evictions(&self) -> u64 {
+        self.lru_evictions.saturating_add(self.expired_removals)
+    }
+
+    /// `hits / (hits + misses)`, or 0 before the first read.
+    pub fn hit_rate(&self) -> f64 {
+        let total = self.hits.saturating_add(self.misses);
+        if total == 0 {
+            0.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+}
+
+/// The LRU + TTL cache behind the embedded server. `Send + Sync`; share it by
+/// reference or `Arc`.
+///
+/// Keys here are storage keys: namespacing and key validation happen before
+/// (see [`storage_key`]), so the store accepts any string.
+#[derive(Debug)]
+pub struct Store {
+    config: StoreConfig,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    value: Bytes,
+    /// `None` never expires. A deadline rather than (created, ttl) so the hot
+    /// read path is one comparison.
+    expires_at: Option<Instant>,
+}
+
+impl Entry {
+    fn cost(&self) -> u64 {
+        entry_cost(&self.value)
+    }
+
+    fn is_expired(&self, now: Instant) -> bool {
+        // elapsed >= ttl  <=>  now >= created + ttl
+        self.expires_at.is_some_and(|deadline| now >= deadline)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Unbounded: the item limit is enforced by hand so that replacing a key
+    /// never evicts another one and so that evictions are counted.
+    map: LruCache<String, Entry>,
+    memory_bytes: u64,
+    /// No entry expires before this instant. A lower bound (removing entries
+    /// does not raise it), so it may trigger a needless scan, never miss one;
+    /// it lets `stats` skip the O(n) expiry sweep almost always.
+    next_expiry: Option<Instant>,
+    hits: u64,
+    misses: u64,
+    lru_evictions: u64,
+    expired_removals: u64,
+    rejected_oversize: u64,
+    rejected_capacity: u64,
+}
+
+/// Why a write was refused; turned into a human message after the lock is
+/// released so no formatting happens inside the critical section.
+#[derive(Debug, Clone, Copy)]
+enum Rejection {
+    Oversize { cost: u64, limit: u64 },
+    NoRoom { cost: u64 },
+}
+
+/// Entries removed during a write, dropped once the lock is released so that
+/// freeing large values does not lengthen the critical section.
+#[derive(Default)]
+struct Garbage {
+    replaced: Option<Entry>,
+    evicted: Vec<Entry>,
+}
+
+fn entry_cost(value: &[u8]) -> u64 {
+    (value.len() as u64).saturating_add(ENTRY_OVERHEAD_BYTES)
+}
+
+fn deadline(now: Instant, ttl_secs: i32) -> Option<Instant> {
+    if ttl_secs <= 0 {
+        return None;
+    }
+    // An instant too far away to represent is as good as never.
+    now.checked_add(Duration::from_secs(u64::from(ttl_secs.unsigned_abs())))
+}
+
+impl Store {
+    /// An empty store with the given limits.
+    pub fn new(config: StoreConfig) -> Self {
+        Self {
+            config,
+            inner: Mutex::new(Inner {
+                map: LruCache::unbounded(),
+                memory_bytes: 0,
+                next_expiry: None,
+                hits: 0,
+                misses: 0,
+                lru_evictions: 0,
+                expired_removals: 0,
+                rejected_oversize: 0,
+                rejected_capacity: 0,
+            }),
+        }
+    }
+
+    /// The limits this store was created with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// A panic while the lock was held cannot leave the map half-updated in a
+    /// way that breaks memory safety, and the server must keep answering, so
+    /// a poisoned lock is simply taken over.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The live value of `key`, refreshing its recency; counts a hit or a miss.
+    pub fn get(&self, key: &str) -> Option<Bytes> {
+        self.get_at(key, Instant::now())
+    }
+
+    pub(crate) fn get_at(&self, key: &str, now: Instant) -> Option<Bytes> {
+        let expired;
+        {
+            let mut inner = self.lock();
+            match inner.map.get(key) {
+                Some(entry) if !entry.is_expired(now) => {
+                    let value = entry.value.clone();
+                    inner.hits += 1;
+                    return Some(value);
+                }
+                Some(_) => {
+                    inner.misses += 1;
+                    expired = inner.remove_expired(key);
+                }
+                None => {
+                    inner.misses += 1;
+                    return None;
+                }
+            }
+        }
+        drop(expired);
+        None
+    }
+
+    /// Stores `value` under `key` (replacing any previous entry) with a TTL in
+    /// whole seconds, `<= 0` meaning never; evicts least-recently-used entries
+    /// to make room.
+    ///
+    /// # Errors
+    /// [`ServiceError::ResourceExhausted`] when the entry is over the
+    /// per-entry limit or cannot fit under the item/memory limits at all; the
+    /// previous entry, if any, is then left untouched.
+    pub fn set(&self, key: String, value: Bytes, ttl_secs: i32) -> Result<(), ServiceError> {
+        self.set_at(key, value, ttl_secs, Instant::now())
+    }
+
+    pub(crate) fn set_at(
+        &self,
+        key: String,
+        value: Bytes,
+        ttl_secs: i32,
+        now: Instant,
+    ) -> Result<(), ServiceError> {
+        let entry = Entry {
+            value,
+            expires_at: deadline(now, ttl_secs),
+        };
+        let mut garbage = Garbage::default();
+        let result = self
+            .lock()
+            .insert(&self.config, key, entry, now, &mut garbage);
+        drop(garbage);
+        result.map_err(|rejection| rejection.into_error())
+    }
+
+    /// Stores `value` only when `key` is missing or expired.
+    ///
+    /// Returns `Stored` or `Exists`. An existing entry is neither refreshed
+    /// nor counted as a hit: this is a write, not a read.
+    ///
+    /// # Errors
+    /// As [`Store::set`], only when the write would have happened.
+    pub fn set_if_absent(
+        &self,
+        key: String,
+        value: Bytes,
+        ttl_secs: i32,
+    ) -> Result<ConditionalCacheStatus, ServiceError> {
+        self.set_if_absent_at(key, value, ttl_secs, Instant::now())
+    }
+
+    pub(crate) fn set_if_absent_at(
+        &self,
+        key: String,
+        value: Bytes,
+        ttl_secs: i32,
+        now: Instant,
+    ) -> Result<ConditionalCacheStatus, ServiceError> {
+        let entry = Entry {
+            value,
+            expires_at: deadline(now, ttl_secs),
+        };
+        let mut garbage = Garbage::default();
+        let result = {
+            let mut inner = self.lock();
+            if inner.live(&key, now, &mut garbage).is_some() {
+                Ok(ConditionalCacheStatus::Exists)
+            } else {
+                inner
+                    .insert(&self.config, key, entry, now, &mut garbage)
+                    .map(|()| ConditionalCacheStatus::Stored)
+            }
+        };
+        drop(garbage);
+        result.map_err(|rejection| rejection.into_error())
+    }
+
+    /// Replaces the value of `key` with `value` only when its live value
+    /// equals `expected`.
+    ///
+    /// Returns `NotFound` (missing or expired), `Mismatch`, or `Stored`.
+    ///
+    /// # Errors
+    /// As [`Store::set`], only when the write would have happened; the old
+    /// entry then stays.
+    pub fn compare_and_set(
+        &self,
+        key: String,
+        expected: &[u8],
+        value: Bytes,
+        ttl_secs: i32,
+    ) -> Result<ConditionalCacheStatus, ServiceError> {
+        self.compare_and_set_at(key, expected, value, ttl_secs, Instant::now())
+    }
+
+    pub(crate) fn compare_and_set_at(
+        &self,
+        key: String,
+        expected: &[u8],
+        value: Bytes,
+        ttl_secs: i32,
+        now: Instant,
+    ) -> Result<ConditionalCacheStatus, ServiceError> {
+        let entry = Entry {
+            value,
+            expires_at: deadline(now, ttl_secs),
+        };
+        let mut garbage = Garbage::default();
+        let result = {
+            let mut inner = self.lock();
+            match inner.live(&key, now, &mut garbage) {
+                None => Ok(ConditionalCacheStatus::NotFound),
+                Some(current) if current.value.as_ref() != expected => {
+                    Ok(ConditionalCacheStatus::Mismatch)
+                }
+                Some(_) => inner
+                    .insert(&self.config, key, entry, now, &mut garbage)
+                    .map(|()| ConditionalCacheStatus::Stored),
+            }
+        };
+        drop(garbage);
+        result.map_err(|rejection| rejection.into_error())
+    }
+
+    /// Removes `key`; returns whether a live entry was there. Deleting a
+    /// missing key is not an error (Delete is idempotent).
+    pub fn delete(&self, key: &str) -> bool {
+        self.delete_at(key, Instant::now())
+    }
+
+    pub(crate) fn delete_at(&self, key: &str, now: Instant) -> bool {
+        let removed = {
+            let mut inner = self.lock();
+            let removed = inner.map.pop(key);
+            if let Some(entry) = &removed {
+                inner.memory_bytes = inner.memory_bytes.saturating_sub(entry.cost());
+                if entry.is_expired(now) {
+                    inner.expired_removals += 1;
+                }
+            }
+            removed
+        };
+        removed.is_some_and(|entry| !entry.is_expired(now))
+    }
+
+    /// Removes every expired entry now and returns how many went. `stats`
+    /// does this itself; a server may also call it periodically so expired
+    /// entries do not hold memory until they are next touched.
+    pub fn purge_expired(&self) -> usize {
+        self.purge_expired_at(Instant::now())
+    }
+
+    pub(crate) fn purge_expired_at(&self, now: Instant) -> usize {
+        self.lock().purge_expired(now)
+    }
+
+    /// A snapshot of counters and limits. Expired entries are removed first so
+    /// that `size` and `memory_usage_bytes` describe live entries only.
+    pub fn stats(&self) -> StoreStats {
+        self.stats_at(Instant::now())
+    }
+
+    pub(crate) fn stats_at(&self, now: Instant) -> StoreStats {
+        let mut inner = self.lock();
+        if inner.next_expiry.is_some_and(|t| now >= t) {
+            inner.purge_expired(now);
+        }
+        StoreStats {
+            size: inner.map.len() as u64,
+            hits: inner.hits,
+            misses: inner.misses,
+            memory_usage_bytes: inner.memory_bytes,
+            max_memory_bytes: self.config.max_memory_bytes,
+            max_items: self.config.max_items as u64,
+            max_value_bytes: self.config.max_value_bytes,
+            lru_evictions: inner.lru_evictions,
+            expired_removals: inner.expired_removals,
+            rejected_oversize: inner.rejected_oversize,
+            rejected_capacity: inner.rejected_capacity,
+        }
+    }
+}
+
+impl Inner {
+    /// The live entry of `key` without touching recency; an expired one is
+    /// removed on the way and handed to `garbage` (a write that follows finds
+    /// no old entry, so the `replaced` slot is free).
+    fn live(&mut self, key: &str, now: Instant, garbage: &mut Garbage) -> Option<&Entry> {
+        let expired = self.map.peek(key)?.is_expired(now);
+        if expired {
+            garbage.replaced = self.remove_expired(key);
+            return None;
+        }
+        self.map.peek(key)
+    }
+
+    fn remove_expired(&mut self, key: &str) -> Option<Entry> {
+        let entry = self.map.pop(key)?;
+        self.memory_bytes = self.memory_bytes.saturating_sub(entry.cost());
+        self.expired_removals += 1;
+        Some(entry)
+    }
+
+    fn insert(
+        &mut self,
+        config: &StoreConfig,
+        key: String,
+        entry: Entry,
+        now: Instant,
+        garbage: &mut Garbage,
+    ) -> Result<(), Rejection> {
+        let cost = entry.cost();
+        if cost > config.max_value_bytes {
+            self.rejected_oversize += 1;
+            return Err(Rejection::Oversize {
+                cost,
+                limit: config.max_value_bytes,
+            });
+        }
+        // Checked before anything is evicted: evicting entries for a write
+        // that then fails anyway would lose data for nothing.
+        if cost > config.max_memory_bytes || config.max_items == 0 {
+            self.rejected_capacity += 1;
+            return Err(Rejection::NoRoom { cost });
+        }
+
+        // Replacing a key releases the old entry first, so the replacement
+        // never evicts another key just to make room for its own old value.
+        if let Some(old) = self.map.pop(&key) {
+            self.memory_bytes = self.memory_bytes.saturating_sub(old.cost());
+            garbage.replaced = Some(old);
+        }
+
+        // Both loops end: the checks above guarantee the entry fits an empty
+        // cache, and an empty cache accounts zero bytes.
+        while self.memory_bytes.saturating_add(cost) > config.max_memory_bytes
+            || self.map.len() >= config.max_items
+        {
+            let Some((_, victim)) = self.map.pop_lru() else {
+                break;
+            };
+            self.memory_bytes = self.memory_bytes.saturating_sub(victim.cost());
+            // A victim that had already expired was removed for its TTL, not
+            // for lack of room; counting it so keeps lru_evictions honest.
+            if victim.is_expired(now) {
+                self.expired_removals += 1;
+            } else {
+                self.lru_evictions += 1;
+            }
+            garbage.evicted.push(victim);
+        }
+
+        if let Some(at) = entry.expires_at {
+            self.next_expiry = Some(self.next_expiry.map_or(at, |t| t.min(at)));
+        }
+        self.memory_bytes = self.memory_bytes.saturating_add(cost);
+        self.map.put(key, entry);
+        Ok(())
+    }
+
+    fn purge_expired(&mut self, now: Instant) -> usize {
+        let mut removed = 0usize;
+        let mut freed = 0u64;
+        let mut next: Option<Instant> = None;
+        self.map.retain(|_, entry| match entry.expires_at {
+            Some(at) if now >= at => {
+                removed += 1;
+                freed = freed.saturating_add(entry.cost());
+                false
+            }
+            Some(at) => {
+                next = Some(next.map_or(at, |t| t.min(at)));
+                true
+            }
+            None => true,
+        });
+        self.memory_bytes = self.memory_bytes.saturating_sub(freed);
+        self.expired_removals += removed as u64;
+        self.next_expiry = next;
+        removed
+    }
+}
+
+impl Rejection {
+    fn into_error(self) -> ServiceError {
+        match self {
+            Rejection::Oversize { cost, limit } => ServiceError::ResourceExhausted(format!(
+                "value too large: the entry needs {cost} bytes (value + {ENTRY_OVERHEAD_BYTES} \
+                 bytes overhead) and the per-entry limit is {limit} bytes"
+            )),
+            Rejection::NoRoom { cost } => ServiceError::ResourceExhausted(format!(
+                "cache capacity exhausted: an entry of {cost} bytes cannot fit under the \
+                 item and memory limits"
+            )),
+        }
+    }
+}
+
+/// Validates the raw `x-cache-namespace` header value.
+///
+/// White space around it is trimmed; a missing or blank value is `None`, the
+/// shared key space.
+///
+/// # Errors
+/// [`ServiceError::InvalidArgument`] when the trimmed namespace is longer than
+/// 64 characters, does not start with a letter or digit, or contains anything
+/// but letters, digits, `.`, `_` and `-`.
+pub fn parse_namespace(raw: Option<&str>) -> Result<Option<String>, ServiceError> {
+    Ok(namespace_ref(raw)?.map(str::to_owned))
+}
+
+/// [`parse_namespace`] without the copy, for the request path.
+pub(crate) fn namespace_ref(raw: Option<&str>) -> Result<Option<&str>, ServiceError> {
+    let Some(namespace) = raw.map(str::trim).filter(|ns| !ns.is_empty()) else {
+        return Ok(None);
+    };
+    // Length first, in characters like the reference server, so an over-long
+    // name is reported as such whatever characters it holds.
+    if namespace.chars().count() > MAX_NAMESPACE_CHARS {
+        return Err(ServiceError::InvalidArgument(format!(
+            "namespace must be at most {MAX_NAMESPACE_CHARS} characters"
+        )));
+    }
+    let mut chars = namespace.chars();
+    if !chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+        return Err(ServiceError::InvalidArgument(
+            "namespace must start with a letter or digit".to_owned(),
+        ));
+    }
+    if !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        return Err(ServiceError::InvalidArgument(
+            "namespace may contain only letters, digits, '.', '_' and '-'".to_owned(),
+        ));
+    }
+    Ok(Some(namespace))
+}
+
+/// Length of `s` in Unicode scalar values; ASCII text (every valid
+/// namespace, most keys) takes the cheap byte-scan path.
+fn char_len(s: &str) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    }
+}
+
+/// Checks a key against the key rules alone (no namespace).
+///
+/// # Errors
+/// [`ServiceError::InvalidArgument`] when the key is empty or longer than 256
+/// characters.
+pub fn validate_key(key: &str) -> Result<(), ServiceError> {
+    // A key of at most 256 bytes has at most 256 characters: skip counting.
+    if key.is_empty() || (key.len() > MAX_KEY_CHARS && key.chars().count() > MAX_KEY_CHARS) {
+        return Err(ServiceError::InvalidArgument(format!(
+            "key must be 1 to {MAX_KEY_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The key the store uses for `key` in `namespace` (an already validated
+/// namespace, see [`parse_namespace`]): the key itself in the shared key
+/// space, else `<char length of namespace>:<namespace>:<key>`.
+///
+/// # Errors
+/// [`ServiceError::InvalidArgument`] when the key breaks the key rules, or
+/// when the namespaced storage key is longer than 256 characters, which can
+/// happen to a key that is valid on its own.
+pub fn storage_key<'k>(
+    namespace: Option<&str>,
+    key: &'k str,
+) -> Result<Cow<'k, str>, ServiceError> {
+    validate_key(key)?;
+    let Some(namespace) = namespace else {
+        return Ok(Cow::Borrowed(key));
+    };
+    let ns_chars = char_len(namespace);
+    // Decimal digits of the length prefix, counted without formatting it
+    // (`checked_ilog10` is `None` for 0, which is still one digit).
+    let digits = ns_chars.checked_ilog10().map_or(1, |d| d as usize + 1);
+    let total_chars = digits + 1 + ns_chars + 1 + char_len(key);
+    if total_chars > MAX_KEY_CHARS {
+        return Err(ServiceError::InvalidArgument(format!(
+            "key too long for namespace {namespace:?}: the namespaced key would be \
+             {total_chars} characters, more than {MAX_KEY_CHARS}"
+        )));
+    }
+    // One exact allocation: this runs on every namespaced request.
+    let mut stored = String::with_capacity(digits + 2 + namespace.len() + key.len());
+    // Writing into a String cannot fail.
+    let _ = write!(stored, "{ns_chars}:{namespace}:");
+    stored.push_str(key);
+    Ok(Cow::Owned(stored))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(max_items: usize, max_memory_bytes: u64, max_value_bytes: u64) -> StoreConfig {
+        StoreConfig {
+            max_items,
+            max_memory_bytes,
+            max_value_bytes,
+        }
+    }
+
+    fn bytes_of(len: usize) -> Bytes {
+        Bytes::from(vec![b'x'; len])
+    }
+
+    fn is_resource_exhausted<T: std::fmt::Debug>(result: Result<T, ServiceError>) -> bool {
+        matches!(result, Err(ServiceError::ResourceExhausted(_)))
+    }
+
+    fn is_invalid<T: std::fmt::Debug>(result: Result<T, ServiceError>) -> bool {
+        matches!(result, Err(ServiceError::InvalidArgument(_)))
+    }
+
+    #[test]
+    fn default_config_lets_a_value_of_any_size_a_4_mib_message_carries_fit() {
+        let config = StoreConfig::default();
+        assert_eq!(config.max_items, 1_000_000);
+        assert_eq!(config.max_memory_bytes, 1 << 30);
+        assert_eq!(config.max_value_bytes, (4 << 20) + ENTRY_OVERHEAD_BYTES);
+        let store = Store::new(config);
+        assert!(store.set("k".into(), bytes_of(4 << 20), 0).is_ok());
+    }
+
+    #[test]
+    fn value_of_991_bytes_fits_a_1024_byte_limit_and_992_does_not() {
+        let store = Store::new(config(10, 1 << 20, 1024));
+        assert!(store.set("fits".into(), bytes_of(991), 0).is_ok());
+        assert!(is_resource_exhausted(store.set(
+            "big".into(),
+            bytes_of(992),
+            0
+        )));
+        assert_eq!(store.get("fits").map(|v| v.len()), Some(991));
+        assert_eq!(store.get("big"), None);
+        let stats = store.stats();
+        assert_eq!(stats.rejected_oversize, 1);
+        assert_eq!(stats.memory_usage_bytes, 991 + ENTRY_OVERHEAD_BYTES);
+    }
+
+    #[test]
+    fn oversize_replacement_leaves_the_old_value_in_place() {
+        let store = Store::new(config(10, 1 << 20, 100));
+        store
+            .set("k".into(), Bytes::from_static(b"old"), 0)
+            .unwrap();
+        assert!(is_resource_exhausted(store.set(
+            "k".into(),
+            bytes_of(100),
+            0
+        )));
+        assert_eq!(store.get("k"), Some(Bytes::from_static(b"old")));
+        assert_eq!(store.stats().memory_usage_bytes, 3 + ENTRY_OVERHEAD_BYTES);
+    }
+
+    #[test]
+    fn entry_larger_than_the_memory_limit_is_rejected_for_capacity_without_evicting() {
+        let store = Store::new(config(10, 100, 1000));
+        store.set("a".into(), bytes_of(10), 0).unwrap();
+        assert!(is_resource_exhausted(store.set(
+            "b".into(),
+            bytes_of(68),
+            0
+        )));
+        let stats = store.stats();
+        assert_eq!(stats.rejected_capacity, 1);
+        assert_eq!(stats.rejected_oversize, 0);
+        assert_eq!(stats.lru_evictions, 0);
+        assert!(store.get("a").is_some());
+    }
+
+    #[test]
+    fn zero_item_limit_rejects_every_write_for_capacity() {
+        let store = Store::new(config(0, 1 << 20, 1 << 20));
+        assert!(is_resource_exhausted(store.set("a".into(), bytes_of(1), 0)));
+        assert_eq!(store.stats().rejected_capacity, 1);
+    }
+
+    #[test]
+    fn item_limit_evicts_the_least_recently_used_entry() {
+        let store = Store::new(config(2, 1 << 20, 1 << 20));
+        store.set("a".into(), bytes_of(1), 0).unwrap();
+        store.set("b".into(), bytes_of(1), 0).unwrap();
+        store.set("c".into(), bytes_of(1), 0).unwrap();
+        assert_eq!(store.get("a"), None);
+        assert!(store.get("b").is_some());
+        assert!(store.get("c").is_some());
+        let stats = store.stats();
+        assert_eq!(stats.size, 2);
+        assert_eq!(stats.lru_evictions, 1);
+        assert_eq!(stats.evictions(), 1);
+    }
+
+    #[test]
+    fn a_get_refreshes_recency_so_the_other_entry_is_evicted() {
+        let store = Store::new(config(2, 1 << 20, 1 << 20));
+        store.set("a".into(), bytes_of(1), 0).unwrap();
+        store.set("b".into(), bytes_of(1), 0).unwrap();
+        assert!(store.get("a").is_some());
+        store.set("c".into(), bytes_of(1), 0).unwrap();
+        assert!(store.get("a").is_some());
+        assert_eq!(store.get("b"), None);
+    }
+
+    #[test]
+    fn memory_limit_evicts_as_many_lru_entries_as_needed() {
+        // Three 50-byte entries (17 + 33) fill 150 of 160 bytes.
+        let store = Store::new(config(100, 160, 1000));
+        for key in ["a", "b", "c"] {
+            store.set(key.into(), bytes_of(17), 0).unwrap();
+        }
+        // 100 bytes needs two evictions: 150 - 100 + 100 = 150 <= 160.
+        store.set("d".into(), bytes_of(67), 0).unwrap();
+        assert_eq!(store.get("a"), None);
+        assert_eq!(store.get("b"), None);
+        assert!(store.get("c").is_some());
+        assert!(store.get("d").is_some());
+        let stats = store.stats();
+        assert_eq!(stats.lru_evictions, 2);
+        assert_eq!(stats.memory_usage_bytes, 150);
+    }
+
+    #[test]
+    fn replacing_a_key_releases_its_old_cost_and_evicts_nothing_at_the_item_limit() {
+        let store = Store::new(config(2, 200, 1000));
+        store.set("a".into(), bytes_of(67), 0).unwrap(); // 100 bytes
+        store.set("b".into(), bytes_of(17), 0).unwrap(); // 50 bytes
+                                                         // Needs 150: fits only because a's 100 bytes are released first.
+        store.set("a".into(), bytes_of(117), 0).unwrap();
+        assert!(store.get("b").is_some());
+        assert_eq!(store.get("a").map(|v| v.len()), Some(117));
+        let stats = store.stats();
+        assert_eq!(stats.lru_evictions, 0);
+        assert_eq!(stats.size, 2);
+        assert_eq!(stats.memory_usage_bytes, 200);
+    }
+
+    #[test]
+    fn entry_expires_exactly_when_elapsed_equals_ttl() {
+        let store = Store::new(StoreConfig::default());
+        let t0 = Instant::now();
+        store
+            .set_at("k".into(), Bytes::from_static(b"v"), 5, t0)
+            .unwrap();
+        let just_before = t0 + Duration::from_secs(5) - Duration::from_nanos(1);
+        assert!(store.get_at("k", just_before).is_some());
+        assert_eq!(store.get_at("k", t0 + Duration::from_secs(5)), None);
+        let stats = store.stats_at(t0 + Duration::from_secs(5));
+        assert_eq!(stats.expired_removals, 1);
+        assert_eq!(stats.evictions(), 1);
+        assert_eq!(stats.hits, 1);
+        assert_eq!(stats.misses, 1);
+        assert_eq!(stats.size, 0);
+        assert_eq!(stats.memory_usage_bytes, 0);
+    }
+
+    #[test]
+    fn ttl_zero_and_negative_never_expire() {
+        let store = Store::new(StoreConfig::default());
+        let t0 = Instant::now();
+        store.set_at("zero".into(), bytes_of(1), 0, t0).unwrap();
+        store
+            .set_at("negative".into(), bytes_of(1), -7, t0)
+            .unwrap();
+        let much_later = t0 + Duration::from_secs(100 * 365 * 24 * 3600);
+        assert!(store.get_at("zero", much_later).is_some());
+        assert!(store.get_at("negative", much_later).is_some());
+        assert_eq!(store.purge_expired_at(much_later), 0);
+    }
+
+    #[test]
+    fn stats_removes_expired_entries_before_counting() {
+        let store = Store::new(StoreConfig::default());
+        let t0 = Instant::now();
+        store.set_at("short".into(), bytes_of(1), 1, t0).unwrap();
+        store.set_at("long".into(), bytes_of(1), 10, t0).unwrap();
+        store.set_at("never".into(), bytes_of(1), 0, t0).unwrap();
+        assert_eq!(store.stats_at(t0).size, 3);
+        let stats = store.stats_at(t0 + Duration::from_secs(1));
+        assert_eq!(stats.size, 2);
+        assert_eq!(stats.expired_removals, 1);
+        assert_eq!(stats.memory_usage_bytes, 2 * (1 + ENTRY_OVERHEAD_BYTES));
+        let stats = store.stats_at(t0 + Duration::from_secs(10));
+        assert_eq!(stats.size, 1);
+        assert_eq!(stats.expired_removals, 2);
+        // Reads are not counted by stats.
+        assert_eq!(stats.hits + stats.misses, 0);
+    }
+
+    #[test]
+    fn set_if_absent_stores_when_missing_and_reports_exists_otherwise() {
+        let store = Store::new(StoreConfig::default());
+        let status = store.set_if_absent("k".into(), Bytes::from_static(b"1"), 0);
+        assert_eq!(status.unwrap(), ConditionalCacheStatus::Stored);
+        let status = store.set_if_absent("k".into(), Bytes::from_static(b"2"), 0);
+        assert_eq!(status.unwrap(), ConditionalCacheStatus::Exists);
+        assert_eq!(store.get("k"), Some(Bytes::from_static(b"1")));
+    }
+
+    #[test]
+    fn set_if_absent_treats_an_expired_entry_as_absent() {
+        let store = Store::new(StoreConfig::default());
+        let t0 = Instant::now();
+        store
+            .set_at("k".into(), Bytes::from_static(b"old"), 1, t0)
+            .unwrap();
+        let later = t0 + Duration::from_secs(1);
+        let status = store.set_if_absent_at("k".into(), Bytes::from_static(b"new"), 0, later);
+        assert_eq!(status.unwrap(), ConditionalCacheStatus::Stored);
+        assert_eq!(store.get_at("k", later), Some(Bytes::from_static(b"new")));
+        assert_eq!(store.stats_at(later).expired_removals, 1);
+    }
+
+    #[test]
+    fn compare_and_set_reports_not_found_mismatch_and_stored() {
+        let store = Store::new(StoreConfig::default());
+        let status = store.compare_and_set("k".into(), b"a", Bytes::from_static(b"b"), 0);
+        assert_eq!(status.unwrap(), ConditionalCacheStatus::NotFound);
+        assert_eq!(store.get("k"), None);
+
+        store.set("k".into(), Bytes::from_static(b"a"), 0).unwrap();
+        let status = store.compare_and_set("k".into(), b"x", Bytes::from_static(b"b"), 0);
+        assert_eq!(status.unwrap(), ConditionalCacheStatus::Mismatch);
+        assert_eq!(store.get("k"), Some(Bytes::from_static(b"a")));
+
+        let status = store.compare_and_set("k".into(), b"a", Bytes::from_static(b"b"), 0);
+        assert_eq!(status.unwrap(), ConditionalCacheStatus::Stored);
+        assert_eq!(store.get("k"), Some(Bytes::from_static(b"b")));
+    }
+
+    #[test]
+    fn compare_and_set_on_an_expired_entry_is_not_found() {
+        let store = Store::new(StoreConfig::default());
+        let t0 = Instant::now();
+        store
+            .set_at("k".into(), Bytes::from_static(b"a"), 2, t0)
+            .unwrap();
+        let later = t0 + Duration::from_secs(2);
+        let status = store.compare_and_set_at("k".into(), b"a", Bytes::from_static(b"b"), 0, later);
+        assert_eq!(status.unwrap(), ConditionalCacheStatus::NotFound);
+        assert_eq!(store.get_at("k", later), None);
+    }
+
+    #[test]
+    fn compare_and_set_with_an_oversize_value_fails_and_keeps_the_old_one() {
+        let store = Store::new(config(10, 1 << 20, 100));
+        store.set("k".into(), Bytes::from_static(b"a"), 0).unwrap();
+        let result = store.compare_and_set("k".into(), b"a", bytes_of(100), 0);
+        assert!(is_resource_exhausted(result));
+        assert_eq!(store.get("k"), Some(Bytes::from_static(b"a")));
+    }
+
+    #[test]
+    fn compare_and_set_with_a_new_ttl_applies_it() {
+        let store = Store::new(StoreConfig::default());
+        let t0 = Instant::now();
+        store
+            .set_at("k".into(), Bytes::from_static(b"a"), 0, t0)
+            .unwrap();
+        let status = store.compare_and_set_at("k".into(), b"a", Bytes::from_static(b"b"), 3, t0);
+        assert_eq!(status.unwrap(), ConditionalCacheStatus::Stored);
+        assert_eq!(store.get_at("k", t0 + Duration::from_secs(3)), None);
+    }
+
+    #[test]
+    fn delete_is_idempotent_and_releases_memory() {
+        let store = Store::new(StoreConfig::default());
+        store.set("k".into(), bytes_of(10), 0).unwrap();
+        assert!(store.delete("k"));
+        assert!(!store.delete("k"));
+        let stats = store.stats();
+        assert_eq!(stats.size, 0);
+        assert_eq!(stats.memory_usage_bytes, 0);
+    }
+
+    #[test]
+    fn deleting_an_expired_entry_reports_nothing_removed() {
+        let store = Store::new(StoreConfig::default());
+        let t0 = Instant::now();
+        store.set_at("k".into(), bytes_of(10), 1, t0).unwrap();
+        assert!(!store.delete_at("k", t0 + Duration::from_secs(1)));
+        assert_eq!(store.stats().memory_usage_bytes, 0);
+    }
+
+    #[test]
+    fn hit_rate_is_hits_over_reads_and_zero_before_any_read() {
+        let store = Store::new(StoreConfig::default());
+        assert_eq!(store.stats().hit_rate(), 0.0);
+        store.set("k".into(), bytes_of(1), 0).unwrap();
+        store.get("k");
+        store.get("k");
+        store.get("k");
+        store.get("missing");
+        let stats = store.stats();
+        assert_eq!((stats.hits, stats.misses), (3, 1));
+        assert_eq!(stats.hit_rate(), 0.75);
+    }
+
+    #[test]
+    fn store_survives_a_poisoned_lock() {
+        let store = std::sync::Arc::new(Store::new(StoreConfig::default()));
+        store.set("k".into(), bytes_of(1), 0).unwrap();
+        let poisoner = std::sync::Arc::clone(&store);
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.lock();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(store.inner.is_poisoned());
+        assert!(store.get("k").is_some());
+        assert_eq!(store.stats().size, 1);
+    }
+
+    #[test]
+    fn concurrent_writers_keep_memory_accounting_and_limits_exact() {
+        let store = std::sync::Arc::new(Store::new(config(50, 4000, 1000)));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let store = std::sync::Arc::clone(&store);
+                std::thread::spawn(move || {
+                    for i in 0..2000usize {
+                        let key = format!("k{}", (i * 7 + t) % 97);
+                        match i % 4 {
+                            0 => drop(store.delete(&key)),
+                            1 => drop(store.get(&key)),
+                            _ => drop(store.set(key, bytes_of(i % 120), 0)),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let inner = store.lock();
+        let live: u64 = inner.map.iter().map(|(_, e)| e.cost()).sum();
+        assert_eq!(inner.memory_bytes, live);
+        assert!(inner.memory_bytes <= 4000);
+        assert!(inner.map.len() <= 50);
+    }
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Store>();
+    }
+
+    #[test]
+    fn key_length_is_counted_in_characters_not_bytes() {
+        let multibyte = "é".repeat(256); // 512 bytes, 256 characters
+        assert!(validate_key(&multibyte).is_ok());
+        assert!(is_invalid(validate_key(&"é".repeat(257))));
+        let emoji = "🦀".repeat(256); // 1024 bytes
+        assert!(validate_key(&emoji).is_ok());
+    }
+
+    #[test]
+    fn key_of_256_characters_is_valid_and_257_is_not() {
+        assert!(validate_key(&"k".repeat(256)).is_ok());
+        assert!(is_invalid(validate_key(&"k".repeat(257))));
+    }
+
+    #[test]
+    fn empty_key_is_invalid_with_or_without_namespace() {
+        assert!(is_invalid(validate_key("")));
+        assert!(is_invalid(storage_key(Some("app"), "")));
+    }
+
+    #[test]
+    fn namespaced_storage_key_is_length_namespace_key() {
+        assert_eq!(storage_key(Some("app"), "k").unwrap(), "3:app:k");
+        assert_eq!(storage_key(None, "k").unwrap(), "k");
+        let long_ns = "n".repeat(10);
+        assert_eq!(
+            storage_key(Some(&long_ns), "k").unwrap(),
+            format!("10:{long_ns}:k")
+        );
+        let max_ns = "n".repeat(64);
+        let key = "k".repeat(188); // "64:" + 64 + ":" leaves 188
+        let stored = storage_key(Some(&max_ns), &key).unwrap();
+        assert_eq!(stored.chars().count(), 256);
+        assert!(is_invalid(storage_key(Some(&max_ns), &"k".repeat(189))));
+    }
+
+    #[test]
+    fn valid_key_becomes_invalid_once_namespaced_past_256_characters() {
+        // "3:app:" is 6 characters, leaving 250 for the key.
+        assert!(storage_key(Some("app"), &"k".repeat(250)).is_ok());
+        assert!(is_invalid(storage_key(Some("app"), &"k".repeat(251))));
+        assert!(validate_key(&"k".repeat(251)).is_ok());
+        // Multibyte keys count characters here too.
+        assert!(storage_key(Some("app"), &"é".repeat(250)).is_ok());
+        assert!(is_invalid(storage_key(Some("app"), &"é".repeat(251))));
+    }
+
+    #[test]
+    fn namespace_is_trimmed_and_blank_means_shared() {
+        assert_eq!(parse_namespace(None).unwrap(), None);
+        assert_eq!(parse_namespace(Some("")).unwrap(), None);
+        assert_eq!(parse_namespace(Some(" \t ")).unwrap(), None);
+        assert_eq!(
+            parse_namespace(Some("  app-1.v_2 ")).unwrap().as_deref(),
+            Some("app-1.v_2")
+        );
+    }
+
+    #[test]
+    fn namespace_of_64_characters_is_valid_and_65_is_not() {
+        assert!(parse_namespace(Some(&"n".repeat(64))).is_ok());
+        assert!(is_invalid(parse_namespace(Some(&"n".repeat(65)))));
+        // Trimming happens before the length check.
+        assert!(parse_namespace(Some(&format!("  {}  ", "n".repeat(64)))).is_ok());
+    }
+
+    #[test]
+    fn namespace_must_start_with_a_letter_or_digit() {
+        assert!(parse_namespace(Some("9app")).is_ok());
+        for bad in ["-app", ".app", "_app"] {
+            assert!(is_invalid(parse_namespace(Some(bad))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn namespace_rejects_characters_outside_letters_digits_dot_underscore_dash() {
+        for bad in ["a b", "a:b", "a/b", "a@b", "appé", "a*"] {
+            assert!(is_invalid(parse_namespace(Some(bad))), "{bad}");
+        }
+    }
+}
