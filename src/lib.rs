@@ -1,18 +1,93 @@
-//! tiny-cache-client (work in progress)
+//! A fast, blocking, thread-safe client for the tiny-cache gRPC cache
+//! service.
+//!
+//! [`Client`] is made for synchronous Rust: thread-per-request servers,
+//! plain programs and command-line tools. It is a cheap `Clone + Send +
+//! Sync` handle; share it between every thread. Behind it, a small fixed
+//! pool of worker threads each drive one HTTP/2 connection and carry many
+//! concurrent calls on it. Every call is bounded by a deadline, retried with
+//! jittered backoff when that is safe, and fails with one typed [`Error`]
+//! instead of hanging or panicking.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::time::Duration;
+//! use tiny_cache_client::{CasOutcome, Client, Ttl};
+//!
+//! # #[cfg(feature = "server")] {
+//! # let server = tiny_cache_client::server::Server::local()?;
+//! # let address = server.address();
+//! // `address` is "host:port" of a tiny-cache server, for example
+//! // "localhost:50051"; `Client::from_env()` reads CACHE_SERVER_ADDRESS.
+//! let client = Client::builder(&address)
+//!     .timeout(Duration::from_secs(2))
+//!     .namespace("docs")
+//!     .build()?;
+//!
+//! client.set("greeting", "hello")?;                                  // default TTL (1 h)
+//! client.set_with_ttl("otp", "123456", Duration::from_secs(30))?;    // explicit TTL
+//! client.set_with_ttl("motd", "be kind", Ttl::Never)?;               // no expiry
+//! assert_eq!(client.get_string("greeting")?.as_deref(), Some("hello"));
+//!
+//! assert!(client.set_if_absent("lock", "worker-1")?);
+//! assert_eq!(client.compare_and_set("lock", "worker-1", "worker-2")?, CasOutcome::Stored);
+//!
+//! let found = client.get_many(["greeting", "nope"])?;
+//! assert_eq!(found[1].result, Ok(None));
+//!
+//! // Per-call overrides share the same connections.
+//! client.with_request_id("req-42")?.with_timeout(Duration::from_millis(200)).delete("otp")?;
+//! println!("{} entries", client.stats()?.size);
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Layout
+//!
+//! - [`codec`]: gRPC over HTTP/2 as bytes and headers: framing, status,
+//!   `grpc-timeout`, metadata. No threads, no sockets.
+//! - `pool` (private): worker threads, one HTTP/2 connection each,
+//!   reconnecting with backoff.
+//! - [`Client`]: the blocking API; validation, deadlines, retries.
+//! - [`server`] (feature `server`): an embedded server honouring the same
+//!   contract as the reference server, for tests, examples and benchmarks.
+//!
+//! Dependencies point one way: client → pool → codec; the server uses the
+//! codec and nothing of the client.
 #![warn(missing_docs)]
 
+mod client;
 pub mod codec;
+mod config;
+mod error;
+mod pool;
+pub mod rules;
 #[cfg(feature = "server")]
 pub mod server;
 
-/// Messages of the tiny-cache and health services, generated from `proto/`.
+pub use client::{
+    CasOutcome, Client, ItemError, ItemResult, ServingStatus, Stats, CACHE_SERVICE_NAME,
+};
+pub use codec::Code;
+pub use config::{
+    default_pool_size, Address, ClientBuilder, PingMethod, Ttl, DEFAULT_ADDRESS,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_RETRY_INITIAL_BACKOFF,
+    DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_TIMEOUT, DEFAULT_TTL,
+};
+pub use error::{Error, Result};
+
+/// Messages of the tiny-cache and health services, generated from `proto/`
+/// by prost.
 pub mod proto {
-    /// `package cache`.
+    /// `package cache`: the cache service's messages.
     pub mod cache {
+        #![allow(missing_docs)]
         include!(concat!(env!("OUT_DIR"), "/cache.rs"));
     }
-    /// `package grpc.health.v1`.
+    /// `package grpc.health.v1`: the standard health service's messages.
     pub mod health {
+        #![allow(missing_docs)]
         include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
     }
 }

@@ -1,4 +1,284 @@
-//! The embedded tiny-cache server (being written).
+//! The embedded tiny-cache server (cargo feature `server`).
+//!
+//! It honours the same wire contract as the reference server (validation,
+//! TTL, LRU eviction within item and memory limits, namespaces, multi-key
+//! per-item results, conditional writes, stats, the health service,
+//! `x-request-id`), so a program tested against it behaves the same against
+//! the real one. It runs h2 on its own multi-threaded tokio runtime in a
+//! background thread, on the same codec as the client and nothing of the
+//! client.
+//!
+//! ```
+//! use tiny_cache_client::server::Server;
+//!
+//! let server = Server::builder().listen("127.0.0.1:0").workers(1).start()?;
+//! println!("serving on {}", server.address());
+//! server.shutdown();
+//! # Ok::<(), tiny_cache_client::Error>(())
+//! ```
 
+mod handler;
 pub mod service;
 pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::codec::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::error::{Error, Result};
+pub use service::CacheService;
+pub use store::StoreConfig;
+
+/// Stream receive window the server advertises: a whole 4 MiB request fits.
+const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024 + 5;
+
+/// Connection receive window the server advertises.
+const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
+/// Largest request header block accepted (gRPC servers refuse header lists
+/// beyond a few KiB; 16 KiB leaves room for the client's 8 KiB of metadata).
+const MAX_REQUEST_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// How long shutdown waits for the runtime's tasks to end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Configures and starts a [`Server`].
+///
+/// ```
+/// use tiny_cache_client::server::Server;
+///
+/// let server = Server::builder()
+///     .listen("127.0.0.1:0")
+///     .workers(2)
+///     .max_items(10_000)
+///     .max_memory_bytes(64 << 20)
+///     .max_value_bytes(1 << 20)
+///     .start()?;
+/// # drop(server);
+/// # Ok::<(), tiny_cache_client::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until start() is called"]
+pub struct ServerBuilder {
+    listen: String,
+    workers: usize,
+    store: StoreConfig,
+    max_receive_message_bytes: usize,
+    max_concurrent_streams: Option<u32>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            listen: "127.0.0.1:0".into(),
+            workers: 1,
+            store: StoreConfig::default(),
+            max_receive_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_concurrent_streams: None,
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Address to listen on. Default `127.0.0.1:0`: loopback, on a free
+    /// port (read it back with [`Server::address`]).
+    pub fn listen(mut self, address: &str) -> Self {
+        self.listen = address.to_owned();
+        self
+    }
+
+    /// Runtime worker threads. Default 1: the server shares the machine
+    /// with the clients it is used to benchmark.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Most entries kept before least-recently-used ones are evicted.
+    /// Default: [`StoreConfig::default`].
+    pub fn max_items(mut self, items: usize) -> Self {
+        self.store.max_items = items;
+        self
+    }
+
+    /// Most bytes of entries kept (value length + 33 each) before
+    /// least-recently-used ones are evicted. Default: [`StoreConfig::default`].
+    pub fn max_memory_bytes(mut self, bytes: u64) -> Self {
+        self.store.max_memory_bytes = bytes;
+        self
+    }
+
+    /// Largest entry (value length + 33) accepted; a larger one is
+    /// `RESOURCE_EXHAUSTED`. Default: [`StoreConfig::default`].
+    pub fn max_value_bytes(mut self, bytes: u64) -> Self {
+        self.store.max_value_bytes = bytes;
+        self
+    }
+
+    /// Largest request message accepted; a larger one is refused with
+    /// `RESOURCE_EXHAUSTED` before the handler runs. Default 4 MiB, as the
+    /// reference server.
+    pub fn max_receive_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_receive_message_bytes = bytes;
+        self
+    }
+
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` advertised to clients.
+    /// Default: no limit.
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.max_concurrent_streams = Some(streams);
+        self
+    }
+
+    /// Binds the listener and starts serving in a background thread.
+    ///
+    /// Errors: [`Error::Validation`] for an address that does not parse,
+    /// [`Error::Unavailable`] when it cannot be bound.
+    pub fn start(self) -> Result<Server> {
+        let listen: SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|_| Error::Validation(format!("invalid listen address {:?}", self.listen)))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(self.workers)
+            .thread_name("tiny-cache-server")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Unavailable(format!("cannot start the server runtime: {e}")))?;
+        let listener = runtime
+            .block_on(TcpListener::bind(listen))
+            .map_err(|e| Error::Unavailable(format!("cannot listen on {listen}: {e}")))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| Error::Unavailable(format!("cannot read the listening address: {e}")))?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let context = Arc::new(handler::Context {
+            service: CacheService::new(self.store),
+            max_receive_message_bytes: self.max_receive_message_bytes,
+        });
+        let settings = Settings {
+            max_concurrent_streams: self.max_concurrent_streams,
+        };
+        let thread = std::thread::Builder::new()
+            .name("tiny-cache-server-main".into())
+            .spawn(move || {
+                runtime.block_on(accept_loop(listener, context, settings, stop_rx));
+                runtime.shutdown_timeout(SHUTDOWN_GRACE);
+            })
+            .map_err(|e| Error::Unavailable(format!("cannot start the server thread: {e}")))?;
+        Ok(Server {
+            address,
+            stop: stop_tx,
+            thread: Some(thread),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    max_concurrent_streams: Option<u32>,
+}
+
+/// A running embedded server. Dropping it (or [`Server::shutdown`]) stops
+/// it: the listener closes and open connections are dropped.
+#[derive(Debug)]
+pub struct Server {
+    address: SocketAddr,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// A builder with every default.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    /// A server with every default on a free loopback port: what tests,
+    /// examples and benchmarks use.
+    ///
+    /// ```
+    /// let server = tiny_cache_client::server::Server::local()?;
+    /// assert!(server.address().starts_with("127.0.0.1:"));
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn local() -> Result<Server> {
+        ServerBuilder::default().start()
+    }
+
+    /// The bound socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The bound address as `host:port`, ready for
+    /// [`Client::new`](crate::Client::new).
+    pub fn address(&self) -> String {
+        self.address.to_string()
+    }
+
+    /// Stops the server and waits for its threads to end.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    context: Arc<handler::Context>,
+    settings: Settings,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => {
+                    tokio::spawn(serve_connection(socket, Arc::clone(&context), settings));
+                }
+                // Out of file descriptors and the like: pause instead of
+                // spinning, then keep serving the connections we have.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            },
+        }
+    }
+}
+
+async fn serve_connection(socket: TcpStream, context: Arc<handler::Context>, settings: Settings) {
+    let _ = socket.set_nodelay(true);
+    let mut builder = h2::server::Builder::new();
+    builder
+        .initial_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_header_list_size(MAX_REQUEST_HEADER_LIST_BYTES);
+    if let Some(streams) = settings.max_concurrent_streams {
+        builder.max_concurrent_streams(streams);
+    }
+    let Ok(mut connection) = builder.handshake::<_, bytes::Bytes>(socket).await else {
+        return;
+    };
+    while let Some(accepted) = connection.accept().await {
+        let Ok((request, respond)) = accepted else {
+            return;
+        };
+        tokio::spawn(handler::handle(request, respond, Arc::clone(&context)));
+    }
+}

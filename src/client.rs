@@ -1,0 +1,915 @@
+//! The blocking [`Client`]: validates a call, hands it to a pool worker, and
+//! waits for the reply on a crossbeam channel, never past the deadline;
+//! retries transient failures with jittered exponential backoff.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::RecvTimeoutError;
+use http::uri::Scheme;
+use prost::Message;
+
+use crate::codec::{decode_message, encode_message, request_head, Metadata, Method};
+use crate::config::{ClientBuilder, ClientConfig, PingMethod, Ttl};
+use crate::error::{Error, Result};
+use crate::pool::{Backoff, Call, Pool, PoolConfig};
+use crate::proto::cache::{
+    CacheItem, CacheKey, CacheResponse, CacheStatus, CacheValue, CompareAndSetRequest,
+    ConditionalCacheResponse, ConditionalCacheStatus, Empty, MultiCacheItemRequest,
+    MultiCacheKeyRequest, MultiCacheResponse, MultiCacheValueResponse,
+};
+use crate::proto::health::{health_check_response, HealthCheckRequest, HealthCheckResponse};
+use crate::rules;
+
+/// Counters of the whole server, as returned by [`Client::stats`].
+pub use crate::proto::cache::CacheStats as Stats;
+
+/// A service's state, as returned by [`Client::health_check`].
+pub use crate::proto::health::health_check_response::ServingStatus;
+
+/// The service name the health check asks about by default.
+pub const CACHE_SERVICE_NAME: &str = "cache.CacheService";
+
+/// How long a caller waits past its deadline for the worker's own verdict,
+/// which names the phase the call was in; the caller still gives up on its
+/// own right after.
+const REPLY_GRACE: Duration = Duration::from_millis(10);
+
+/// Longest deadline a call can have; a larger timeout is treated as this
+/// (an `Instant` cannot reach arbitrarily far into the future).
+const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A blocking, thread-safe client of a tiny-cache server.
+///
+/// `Client` is a cheap handle (`Clone + Send + Sync`): clone it into every
+/// thread. All clones share one pool of worker threads and their HTTP/2
+/// connections; when the last clone is dropped, the workers stop and are
+/// joined.
+///
+/// Every call blocks the calling thread until the server answers, the
+/// call's deadline passes (default 30 s, spanning every retry), or the
+/// client is closed; it then returns a typed [`Error`].
+///
+/// Calling from inside an async runtime works (the workers run their own
+/// runtime, so nothing deadlocks) but blocks that runtime's thread for the
+/// call's duration, as any blocking I/O would: from async code, wrap calls
+/// in `tokio::task::spawn_blocking`. Never host the server on the same
+/// single-threaded runtime you block: the call would wait for its deadline.
+///
+/// ```
+/// # #[cfg(feature = "server")] {
+/// # let server = tiny_cache_client::server::Server::local()?;
+/// # let address = server.address();
+/// use tiny_cache_client::Client;
+///
+/// let client = Client::new(&address)?;
+/// client.set("greeting", "hello")?;
+/// assert_eq!(client.get_string("greeting")?.as_deref(), Some("hello"));
+/// client.delete("greeting")?;
+/// assert_eq!(client.get("greeting")?, None);
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    options: Arc<CallOptions>,
+}
+
+/// What every clone of a client shares.
+struct Shared {
+    pool: Pool,
+    config: ClientConfig,
+    scheme: Scheme,
+    retry_backoff: Backoff,
+}
+
+/// Settings a handle can override per call (see `Client::with_*`).
+#[derive(Clone, Debug)]
+struct CallOptions {
+    timeout: Duration,
+    max_retries: u32,
+    /// Default metadata merged with overrides, namespace header included.
+    metadata: Metadata,
+    namespace: Option<String>,
+}
+
+/// One key's result inside a multi-key call: the key as given, and either
+/// its value/outcome or the reason the server gave for this key alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemResult<T> {
+    /// The key, as it was asked for.
+    pub key: String,
+    /// The outcome for this key.
+    pub result: std::result::Result<T, ItemError>,
+}
+
+/// Why one item of a multi-key call failed while the call as a whole
+/// succeeded (for example an invalid key or an oversize value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ItemError(pub String);
+
+/// What [`Client::compare_and_set`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CasOutcome {
+    /// The current value matched and the new value was written.
+    Stored,
+    /// The key is missing or expired; nothing was written.
+    NotFound,
+    /// The current value differs from the expected one; nothing was written.
+    Mismatch,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.shared.config.address)
+            .field("timeout", &self.options.timeout)
+            .field("max_retries", &self.options.max_retries)
+            .field("namespace", &self.options.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the server at `address` with every default (see
+    /// [`ClientBuilder`]). Accepted forms: `host:port`, `[::1]:port`,
+    /// `grpc://host:port`.
+    ///
+    /// Connecting happens in the background, so this succeeds while the
+    /// server is down. Errors: [`Error::Validation`] for a malformed address.
+    ///
+    /// ```
+    /// use tiny_cache_client::Client;
+    ///
+    /// let client = Client::new("127.0.0.1:50051")?;
+    /// # drop(client);
+    /// assert!(Client::new("no-port").is_err());
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn new(address: &str) -> Result<Client> {
+        ClientBuilder::new(address).build()
+    }
+
+    /// A builder for a client of the server at `address`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tiny_cache_client::Client;
+    ///
+    /// let client = Client::builder("127.0.0.1:50051")
+    ///     .timeout(Duration::from_millis(500))
+    ///     .build()?;
+    /// # drop(client);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn builder(address: &str) -> ClientBuilder {
+        ClientBuilder::new(address)
+    }
+
+    /// A client configured from `CACHE_SERVER_ADDRESS` (default
+    /// `localhost:50051`), `CACHE_MAX_RETRIES` (default 3) and
+    /// `CACHE_TIMEOUT` (seconds, default 30). Use
+    /// [`ClientBuilder::from_env`] to adjust more settings.
+    ///
+    /// ```
+    /// let client = tiny_cache_client::Client::from_env()?;
+    /// # drop(client);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn from_env() -> Result<Client> {
+        ClientBuilder::from_env().build()
+    }
+
+    pub(crate) fn from_config(config: ClientConfig) -> Result<Client> {
+        let pool = Pool::start(PoolConfig {
+            address: config.address.clone(),
+            size: config.pool_size,
+            connect_timeout: config.connect_timeout,
+            stream_window_bytes: config.stream_window_bytes,
+            connection_window_bytes: config.connection_window_bytes,
+            max_receive_message_bytes: config.max_receive_message_bytes,
+            reconnect_backoff: Backoff::RECONNECT,
+        })?;
+        let options = CallOptions {
+            timeout: config.timeout,
+            max_retries: config.max_retries,
+            metadata: config.metadata.clone(),
+            namespace: config.namespace.clone(),
+        };
+        let retry_backoff = Backoff {
+            initial: config.retry_initial_backoff,
+            multiplier: 2.0,
+            max: config.retry_max_backoff,
+            jitter: 0.0,
+        };
+        Ok(Client {
+            shared: Arc::new(Shared {
+                pool,
+                scheme: config.address.scheme(),
+                config,
+                retry_backoff,
+            }),
+            options: Arc::new(options),
+        })
+    }
+
+    // ----- per-call overrides -------------------------------------------
+
+    fn with_options(&self, change: impl FnOnce(&mut CallOptions) -> Result<()>) -> Result<Client> {
+        let mut options = CallOptions::clone(&self.options);
+        change(&mut options)?;
+        Ok(Client {
+            shared: Arc::clone(&self.shared),
+            options: Arc::new(options),
+        })
+    }
+
+    /// A handle whose calls use `timeout` as their deadline (spanning all
+    /// retries). It shares this client's connections.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    ///
+    /// let hurried = client.with_timeout(Duration::from_millis(200));
+    /// hurried.set("k", "v")?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        self.with_options(|o| {
+            o.timeout = timeout;
+            Ok(())
+        })
+        .unwrap_or_else(|_| self.clone())
+    }
+
+    /// A handle whose calls make at most `retries` extra attempts.
+    ///
+    /// ```
+    /// # let client = tiny_cache_client::Client::new("127.0.0.1:50051")?;
+    /// let no_retries = client.with_max_retries(0);
+    /// # drop(no_retries);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn with_max_retries(&self, retries: u32) -> Client {
+        self.with_options(|o| {
+            o.max_retries = retries;
+            Ok(())
+        })
+        .unwrap_or_else(|_| self.clone())
+    }
+
+    /// A handle that sends one more ASCII metadata header (replacing a
+    /// default of the same name). Errors with [`Error::Validation`] for a
+    /// reserved or malformed name, or a value outside printable ASCII.
+    ///
+    /// ```
+    /// # let client = tiny_cache_client::Client::new("127.0.0.1:50051")?;
+    /// let tagged = client.with_metadata("x-caller", "billing")?;
+    /// assert!(client.with_metadata("x-caller", "naïve").is_err());
+    /// # drop(tagged);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn with_metadata(&self, name: &str, value: &str) -> Result<Client> {
+        self.with_options(|o| {
+            o.metadata
+                .insert(name, value)
+                .map_err(|s| Error::Validation(s.message().to_owned()))
+        })
+    }
+
+    /// A handle that sends one more binary metadata header (`name` must end
+    /// in `-bin`).
+    ///
+    /// ```
+    /// # let client = tiny_cache_client::Client::new("127.0.0.1:50051")?;
+    /// let traced = client.with_metadata_bin("x-trace-bin", &[0, 1, 2])?;
+    /// # drop(traced);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn with_metadata_bin(&self, name: &str, value: &[u8]) -> Result<Client> {
+        self.with_options(|o| {
+            o.metadata
+                .insert_bin(name, value)
+                .map_err(|s| Error::Validation(s.message().to_owned()))
+        })
+    }
+
+    /// A handle that sends `x-request-id: id`, which the server logs, echoes
+    /// back and quotes in `INTERNAL` errors.
+    ///
+    /// ```
+    /// # let client = tiny_cache_client::Client::new("127.0.0.1:50051")?;
+    /// let traced = client.with_request_id("req-7f3a")?;
+    /// # drop(traced);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn with_request_id(&self, id: &str) -> Result<Client> {
+        self.with_metadata(rules::REQUEST_ID_HEADER, id)
+    }
+
+    /// A handle working in another key space (`x-cache-namespace`); blank
+    /// means the shared key space. Errors with [`Error::Validation`] for an
+    /// invalid namespace.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let alice = client.with_namespace("alice")?;
+    /// let bob = client.with_namespace("bob")?;
+    /// alice.set("cart", "3 apples")?;
+    /// assert_eq!(bob.get("cart")?, None);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_namespace(&self, namespace: &str) -> Result<Client> {
+        let namespace = rules::parse_namespace(namespace)
+            .map_err(|v| Error::Validation(v.0))?
+            .map(str::to_owned);
+        self.with_options(|o| {
+            match &namespace {
+                Some(namespace) => o
+                    .metadata
+                    .insert(rules::NAMESPACE_HEADER, namespace)
+                    .map_err(|s| Error::Validation(s.message().to_owned()))?,
+                None => o.metadata.remove(rules::NAMESPACE_HEADER),
+            }
+            o.namespace = namespace;
+            Ok(())
+        })
+    }
+
+    // ----- operations ---------------------------------------------------
+
+    /// Reads `key`: `Some(value)` when present and not expired.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// client.set("k", [1u8, 2, 3])?;
+    /// assert_eq!(client.get("k")?.as_deref(), Some(&[1u8, 2, 3][..]));
+    /// assert_eq!(client.get("missing")?, None);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.check_key(key)?;
+        let reply: CacheValue = self.call(
+            Method::Get,
+            &CacheKey {
+                key: key.to_owned(),
+            },
+        )?;
+        Ok(reply.found.then_some(reply.value))
+    }
+
+    /// Reads `key` as text. Errors with [`Error::NotUtf8`] when the stored
+    /// value is not UTF-8.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// client.set("name", "Ada")?;
+    /// assert_eq!(client.get_string("name")?.as_deref(), Some("Ada"));
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_string(&self, key: &str) -> Result<Option<String>> {
+        match self.get(key)? {
+            None => Ok(None),
+            Some(value) => String::from_utf8(value.into())
+                .map(Some)
+                .map_err(|_| Error::NotUtf8 {
+                    key: key.to_owned(),
+                }),
+        }
+    }
+
+    /// Writes `key` with the client's default TTL (one hour unless
+    /// configured otherwise).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// client.set("session:42", b"{\"user\":7}")?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set(&self, key: &str, value: impl AsRef<[u8]>) -> Result<()> {
+        self.set_with_ttl(key, value, self.shared.config.default_ttl)
+    }
+
+    /// Writes `key` with an explicit TTL: a [`Duration`] (rounded up to
+    /// whole seconds) or [`Ttl::Never`].
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::Ttl;
+    ///
+    /// client.set_with_ttl("otp", "123456", Duration::from_secs(60))?;
+    /// client.set_with_ttl("config", "v1", Ttl::Never)?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_with_ttl(
+        &self,
+        key: &str,
+        value: impl AsRef<[u8]>,
+        ttl: impl Into<Ttl>,
+    ) -> Result<()> {
+        self.check_key(key)?;
+        let ttl = ttl.into().wire_seconds()?;
+        let reply: CacheResponse = self.call(
+            Method::Set,
+            &CacheItem {
+                key: key.to_owned(),
+                value: Bytes::copy_from_slice(value.as_ref()),
+                ttl,
+            },
+        )?;
+        expect_ok(reply.status, "Set")
+    }
+
+    /// Removes `key`; removing a missing key succeeds.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// client.delete("never-written")?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn delete(&self, key: &str) -> Result<()> {
+        self.check_key(key)?;
+        let reply: CacheResponse = self.call(
+            Method::Delete,
+            &CacheKey {
+                key: key.to_owned(),
+            },
+        )?;
+        expect_ok(reply.status, "Delete")
+    }
+
+    /// Reads many keys in one round trip. Results come in request order;
+    /// a key the server refuses (for example an empty one) fails alone.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// client.set("a", "1")?;
+    /// let results = client.get_many(["a", "b", ""])?;
+    /// assert_eq!(results[0].result.as_ref().unwrap().as_deref(), Some(&b"1"[..]));
+    /// assert_eq!(results[1].result, Ok(None));
+    /// assert!(results[2].result.is_err());
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_many<I>(&self, keys: I) -> Result<Vec<ItemResult<Option<Bytes>>>>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let keys: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
+        let expected = keys.len();
+        let reply: MultiCacheValueResponse =
+            self.call(Method::MultiGet, &MultiCacheKeyRequest { keys })?;
+        check_item_count(reply.items.len(), expected, "MultiGet")?;
+        Ok(reply
+            .items
+            .into_iter()
+            .map(|item| ItemResult {
+                key: item.key,
+                result: if !item.error.is_empty() {
+                    Err(ItemError(item.error))
+                } else {
+                    Ok(item.found.then_some(item.value))
+                },
+            })
+            .collect())
+    }
+
+    /// Writes many entries in one round trip with the default TTL; one
+    /// result per item, in request order.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let results = client.set_many([("a", "1"), ("b", "2")])?;
+    /// assert!(results.iter().all(|r| r.result.is_ok()));
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_many<I, K, V>(&self, items: I) -> Result<Vec<ItemResult<()>>>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        self.set_many_with_ttl(items, self.shared.config.default_ttl)
+    }
+
+    /// Writes many entries in one round trip, all with `ttl`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::Ttl;
+    /// client.set_many_with_ttl([("a", "1")], Ttl::Never)?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_many_with_ttl<I, K, V>(
+        &self,
+        items: I,
+        ttl: impl Into<Ttl>,
+    ) -> Result<Vec<ItemResult<()>>>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<[u8]>,
+    {
+        let ttl = ttl.into().wire_seconds()?;
+        let items: Vec<CacheItem> = items
+            .into_iter()
+            .map(|(key, value)| CacheItem {
+                key: key.as_ref().to_owned(),
+                value: Bytes::copy_from_slice(value.as_ref()),
+                ttl,
+            })
+            .collect();
+        let expected = items.len();
+        let reply: MultiCacheResponse =
+            self.call(Method::MultiSet, &MultiCacheItemRequest { items })?;
+        operation_results(reply, expected, "MultiSet")
+    }
+
+    /// Removes many keys in one round trip; missing keys succeed.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let results = client.delete_many(["a", "b"])?;
+    /// assert_eq!(results.len(), 2);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn delete_many<I>(&self, keys: I) -> Result<Vec<ItemResult<()>>>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let keys: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
+        let expected = keys.len();
+        let reply: MultiCacheResponse =
+            self.call(Method::MultiDelete, &MultiCacheKeyRequest { keys })?;
+        operation_results(reply, expected, "MultiDelete")
+    }
+
+    /// Writes `key` only if it is missing or expired, with the default TTL.
+    /// Returns whether it was written.
+    ///
+    /// Not idempotent: it is retried only when the server surely never saw
+    /// the first attempt.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// assert!(client.set_if_absent("lock", "me")?);
+    /// assert!(!client.set_if_absent("lock", "you")?);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_if_absent(&self, key: &str, value: impl AsRef<[u8]>) -> Result<bool> {
+        self.set_if_absent_with_ttl(key, value, self.shared.config.default_ttl)
+    }
+
+    /// [`set_if_absent`](Client::set_if_absent) with an explicit TTL.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// assert!(client.set_if_absent_with_ttl("lease", "w1", Duration::from_secs(10))?);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_if_absent_with_ttl(
+        &self,
+        key: &str,
+        value: impl AsRef<[u8]>,
+        ttl: impl Into<Ttl>,
+    ) -> Result<bool> {
+        self.check_key(key)?;
+        let ttl = ttl.into().wire_seconds()?;
+        let reply: ConditionalCacheResponse = self.call(
+            Method::SetIfAbsent,
+            &CacheItem {
+                key: key.to_owned(),
+                value: Bytes::copy_from_slice(value.as_ref()),
+                ttl,
+            },
+        )?;
+        match ConditionalCacheStatus::try_from(reply.status) {
+            Ok(ConditionalCacheStatus::Stored) => Ok(true),
+            Ok(ConditionalCacheStatus::Exists) => Ok(false),
+            _ => Err(unexpected_status("SetIfAbsent", reply.status)),
+        }
+    }
+
+    /// Replaces `key`'s value with `value` only if it currently equals
+    /// `expected`, with the default TTL.
+    ///
+    /// Not idempotent: it is retried only when the server surely never saw
+    /// the first attempt.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::CasOutcome;
+    ///
+    /// client.set("counter", "1")?;
+    /// assert_eq!(client.compare_and_set("counter", "1", "2")?, CasOutcome::Stored);
+    /// assert_eq!(client.compare_and_set("counter", "1", "3")?, CasOutcome::Mismatch);
+    /// assert_eq!(client.compare_and_set("nothing", "1", "2")?, CasOutcome::NotFound);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compare_and_set(
+        &self,
+        key: &str,
+        expected: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<CasOutcome> {
+        self.compare_and_set_with_ttl(key, expected, value, self.shared.config.default_ttl)
+    }
+
+    /// [`compare_and_set`](Client::compare_and_set) with an explicit TTL for
+    /// the new value.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::{CasOutcome, Ttl};
+    /// client.set("v", "a")?;
+    /// assert_eq!(client.compare_and_set_with_ttl("v", "a", "b", Ttl::Never)?, CasOutcome::Stored);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compare_and_set_with_ttl(
+        &self,
+        key: &str,
+        expected: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: impl Into<Ttl>,
+    ) -> Result<CasOutcome> {
+        self.check_key(key)?;
+        let ttl = ttl.into().wire_seconds()?;
+        let reply: ConditionalCacheResponse = self.call(
+            Method::CompareAndSet,
+            &CompareAndSetRequest {
+                key: key.to_owned(),
+                expected_value: Bytes::copy_from_slice(expected.as_ref()),
+                value: Bytes::copy_from_slice(value.as_ref()),
+                ttl,
+            },
+        )?;
+        match ConditionalCacheStatus::try_from(reply.status) {
+            Ok(ConditionalCacheStatus::Stored) => Ok(CasOutcome::Stored),
+            Ok(ConditionalCacheStatus::NotFound) => Ok(CasOutcome::NotFound),
+            Ok(ConditionalCacheStatus::Mismatch) => Ok(CasOutcome::Mismatch),
+            _ => Err(unexpected_status("CompareAndSet", reply.status)),
+        }
+    }
+
+    /// The server's counters (entries, hits, misses, evictions, memory).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// client.set("k", "v")?;
+    /// let stats = client.stats()?;
+    /// assert_eq!(stats.size, 1);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> Result<Stats> {
+        self.call(Method::Stats, &Empty {})
+    }
+
+    /// Asks whether the server answers, and returns the round-trip time.
+    /// Uses a `Stats` call unless the client was built with
+    /// [`PingMethod::Health`].
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let round_trip = client.ping()?;
+    /// println!("server answered in {round_trip:?}");
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ping(&self) -> Result<Duration> {
+        let started = Instant::now();
+        match self.shared.config.ping_method {
+            PingMethod::Stats => {
+                self.stats()?;
+            }
+            PingMethod::Health => match self.health_check(CACHE_SERVICE_NAME)? {
+                ServingStatus::Serving => {}
+                other => {
+                    return Err(Error::Unavailable(format!(
+                        "the health service reports {}",
+                        other.as_str_name()
+                    )))
+                }
+            },
+        }
+        Ok(started.elapsed())
+    }
+
+    /// The standard gRPC health check (`grpc.health.v1.Health/Check`) for
+    /// `service` (`""` for the whole server, or [`CACHE_SERVICE_NAME`]). An
+    /// unknown service is an [`Error::Status`] with code `NOT_FOUND`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::ServingStatus;
+    /// assert_eq!(client.health_check("")?, ServingStatus::Serving);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn health_check(&self, service: &str) -> Result<ServingStatus> {
+        let reply: HealthCheckResponse = self.call(
+            Method::HealthCheck,
+            &HealthCheckRequest {
+                service: service.to_owned(),
+            },
+        )?;
+        health_check_response::ServingStatus::try_from(reply.status).map_err(|_| Error::Protocol {
+            code: crate::Code::Internal,
+            message: format!("health check answered an unknown status {}", reply.status),
+        })
+    }
+
+    /// Shuts the client down now, for every clone: calls in flight return
+    /// [`Error::Closed`], later calls fail with it, and the worker threads
+    /// are joined before this returns. Dropping the last clone does the same.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// let client = Client::new("127.0.0.1:50051")?;
+    /// client.close();
+    /// assert_eq!(client.get("k"), Err(Error::Closed));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn close(&self) {
+        self.shared.pool.shutdown();
+    }
+
+    // ----- the call path ------------------------------------------------
+
+    fn check_key(&self, key: &str) -> Result<()> {
+        rules::check_key(key, self.options.namespace.as_deref()).map_err(|v| Error::Validation(v.0))
+    }
+
+    /// One unary call with retries, bounded by the handle's timeout.
+    fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        method: Method,
+        request: &Req,
+    ) -> Result<Resp> {
+        let shared = &*self.shared;
+        let options = &*self.options;
+        let timeout = options.timeout.min(MAX_TIMEOUT);
+        let deadline = Instant::now() + timeout;
+        let body = encode_message(request, shared.config.max_send_message_bytes)
+            .map_err(|status| Error::ResourceExhausted(status.message().to_owned()))?;
+        let mut retries = 0;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(Error::deadline(timeout, "before the call could be sent"));
+            }
+            let head = request_head(
+                &shared.scheme,
+                shared.config.address.authority(),
+                method,
+                Some(remaining),
+                &options.metadata,
+            );
+            let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+            shared.pool.submit(Call {
+                head,
+                body: body.clone(),
+                deadline,
+                reply: reply_tx,
+            })?;
+            let failure = match reply_rx.recv_deadline(deadline + REPLY_GRACE) {
+                Ok(Ok(message)) => {
+                    return decode_message(message).map_err(|status| Error::Protocol {
+                        code: status.code(),
+                        message: status.message().to_owned(),
+                    })
+                }
+                Ok(Err(failure)) => failure,
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(Error::deadline(timeout, "waiting for the reply"))
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(Error::Closed),
+            };
+            let may_retry = retries < options.max_retries
+                && failure.error.is_retryable()
+                && (method.is_idempotent() || !failure.maybe_processed);
+            if !may_retry {
+                return Err(failure.error);
+            }
+            let pause = shared.retry_backoff.full_jitter_delay(retries);
+            retries += 1;
+            if Instant::now() + pause >= deadline {
+                // No time for another attempt: the failure is the real cause.
+                return Err(failure.error);
+            }
+            std::thread::sleep(pause);
+        }
+    }
+}
+
+fn expect_ok(status: i32, method: &str) -> Result<()> {
+    match CacheStatus::try_from(status) {
+        Ok(CacheStatus::Ok) => Ok(()),
+        Ok(CacheStatus::Error) => Err(Error::Status {
+            code: crate::Code::Unknown,
+            message: format!("{method} reported ERROR"),
+            details: None,
+        }),
+        _ => Err(unexpected_status(method, status)),
+    }
+}
+
+fn unexpected_status(method: &str, status: i32) -> Error {
+    Error::Protocol {
+        code: crate::Code::Internal,
+        message: format!("{method} answered an unexpected status {status}"),
+    }
+}
+
+fn check_item_count(got: usize, expected: usize, method: &str) -> Result<()> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(Error::Protocol {
+            code: crate::Code::Internal,
+            message: format!("{method} answered {got} results for {expected} items"),
+        })
+    }
+}
+
+fn operation_results(
+    reply: MultiCacheResponse,
+    expected: usize,
+    method: &str,
+) -> Result<Vec<ItemResult<()>>> {
+    check_item_count(reply.items.len(), expected, method)?;
+    Ok(reply
+        .items
+        .into_iter()
+        .map(|item| {
+            let result = match CacheStatus::try_from(item.status) {
+                Ok(CacheStatus::Ok) if item.error.is_empty() => Ok(()),
+                _ if !item.error.is_empty() => Err(ItemError(item.error)),
+                _ => Err(ItemError(format!("{method} item status {}", item.status))),
+            };
+            ItemResult {
+                key: item.key,
+                result,
+            }
+        })
+        .collect())
+}

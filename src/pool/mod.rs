@@ -1,0 +1,179 @@
+//! A fixed pool of worker threads, each owning one HTTP/2 connection.
+//!
+//! A caller hands a ready-to-send [`Call`] (headers built, message framed) to
+//! the least-loaded worker and waits for its [`Reply`] on a crossbeam
+//! channel. A worker runs a current-thread tokio runtime as h2's engine: it
+//! keeps its connection driven all the time (window updates, pings, GOAWAY),
+//! multiplexes every call it is given as a stream, and reconnects with
+//! backoff when the connection fails. The pool knows nothing of the cache
+//! service: it moves gRPC calls.
+
+mod backoff;
+mod connection;
+mod worker;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::Address;
+use crate::error::Error;
+
+pub(crate) use backoff::Backoff;
+
+/// One unary call, ready for the wire.
+pub(crate) struct Call {
+    /// Request headers, `grpc-timeout` and metadata included.
+    pub head: http::Request<()>,
+    /// The framed request message.
+    pub body: Bytes,
+    /// When the caller stops waiting; the worker cancels the stream then.
+    pub deadline: Instant,
+    /// Where the outcome goes. A dropped receiver means the caller gave up.
+    pub reply: crossbeam_channel::Sender<Reply>,
+}
+
+/// The outcome of a call: the reply message's body, or why there is none.
+pub(crate) type Reply = Result<Bytes, Failure>;
+
+/// A failed call, with what the retry logic needs to know.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    /// What the caller will see if the call is not retried.
+    pub error: Error,
+    /// False only when the request surely never reached the server (no
+    /// connection, refused stream, above a GOAWAY's last stream id): then
+    /// even a non-idempotent call may be retried.
+    pub maybe_processed: bool,
+}
+
+impl Failure {
+    /// A failure before the request left this process.
+    pub fn unsent(error: Error) -> Failure {
+        Failure {
+            error,
+            maybe_processed: false,
+        }
+    }
+
+    /// A failure after the request may have reached the server.
+    pub fn after_send(error: Error) -> Failure {
+        Failure {
+            error,
+            maybe_processed: true,
+        }
+    }
+}
+
+/// What a worker needs to know to connect and talk to the server.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolConfig {
+    pub address: Address,
+    pub size: usize,
+    pub connect_timeout: Duration,
+    pub stream_window_bytes: u32,
+    pub connection_window_bytes: u32,
+    pub max_receive_message_bytes: usize,
+    pub reconnect_backoff: Backoff,
+}
+
+/// The running pool. Dropping it shuts it down.
+pub(crate) struct Pool {
+    workers: Vec<worker::WorkerHandle>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+    /// Where the search for the least-loaded worker starts, so ties rotate.
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// Starts `config.size` workers. Each begins connecting at once.
+    pub fn start(config: PoolConfig) -> Result<Pool, Error> {
+        let config = Arc::new(config);
+        let mut workers = Vec::with_capacity(config.size);
+        let mut threads = Vec::with_capacity(config.size);
+        for index in 0..config.size {
+            match worker::spawn(index, Arc::clone(&config)) {
+                Ok((handle, thread)) => {
+                    workers.push(handle);
+                    threads.push(thread);
+                }
+                Err(error) => {
+                    // Stop the workers already started before reporting.
+                    let partial = Pool {
+                        workers,
+                        threads: Mutex::new(threads),
+                        closed: AtomicBool::new(false),
+                        next: AtomicUsize::new(0),
+                    };
+                    partial.shutdown();
+                    return Err(error);
+                }
+            }
+        }
+        Ok(Pool {
+            workers,
+            threads: Mutex::new(threads),
+            closed: AtomicBool::new(false),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// Hands a call to the worker with the fewest calls in flight.
+    ///
+    /// Errors with [`Error::Closed`] once the pool is shut down; the call's
+    /// reply sender is dropped with it.
+    pub fn submit(&self, call: Call) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.least_loaded().submit(call)
+    }
+
+    fn least_loaded(&self) -> &worker::WorkerHandle {
+        let count = self.workers.len();
+        if count == 1 {
+            return &self.workers[0];
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % count;
+        let mut best = &self.workers[start];
+        let mut best_load = best.load();
+        for offset in 1..count {
+            let candidate = &self.workers[(start + offset) % count];
+            let load = candidate.load();
+            if load < best_load {
+                best = candidate;
+                best_load = load;
+            }
+        }
+        best
+    }
+
+    /// Stops every worker and joins its thread. Calls in flight end with
+    /// [`Error::Closed`]; later submissions fail with it. Idempotent.
+    pub fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        for worker in &self.workers {
+            worker.stop();
+        }
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let current = std::thread::current().id();
+        for thread in threads {
+            // A worker never owns a client, so it never drops the pool; the
+            // check only guards against a self-join deadlock if that changes.
+            if thread.thread().id() != current {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
