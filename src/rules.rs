@@ -4,6 +4,8 @@
 //! round trip, and the embedded server applies the very same functions, so
 //! the two can never disagree about what is valid.
 
+use std::fmt::Write as _;
+
 /// Longest key, in Unicode scalar values (not bytes), including the
 /// namespace prefix once namespaced: the reference server's limit.
 pub const MAX_KEY_CHARS: usize = 256;
@@ -79,7 +81,7 @@ pub fn parse_namespace(raw: &str) -> Result<Option<&str>, RuleViolation> {
 /// assert!(check_key(&long, Some("app")).is_err()); // "3:app:" pushes it past 256
 /// ```
 pub fn check_key(key: &str, namespace: Option<&str>) -> Result<(), RuleViolation> {
-    let key_chars = key.chars().count();
+    let key_chars = char_len(key);
     if key_chars == 0 || key_chars > MAX_KEY_CHARS {
         return Err(RuleViolation(format!(
             "key must be 1 to {MAX_KEY_CHARS} characters, got {key_chars}"
@@ -107,16 +109,35 @@ pub fn check_key(key: &str, namespace: Option<&str>) -> Result<(), RuleViolation
 /// assert_eq!(storage_key("k", None), "k");
 /// ```
 pub fn storage_key(key: &str, namespace: Option<&str>) -> String {
-    match namespace {
-        None => key.to_owned(),
-        Some(namespace) => format!("{}:{namespace}:{key}", namespace.chars().count()),
-    }
+    let Some(namespace) = namespace else {
+        return key.to_owned();
+    };
+    let namespace_chars = char_len(namespace);
+    // One exact allocation: the server builds this on every namespaced call.
+    let mut stored =
+        String::with_capacity(decimal_digits(namespace_chars) + 2 + namespace.len() + key.len());
+    // Writing into a String cannot fail.
+    let _ = write!(stored, "{namespace_chars}:{namespace}:{key}");
+    stored
 }
 
 fn namespaced_key_chars(key_chars: usize, namespace: &str) -> usize {
-    let namespace_chars = namespace.chars().count();
-    let length_digits = namespace_chars.to_string().len();
-    length_digits + 1 + namespace_chars + 1 + key_chars
+    let namespace_chars = char_len(namespace);
+    decimal_digits(namespace_chars) + 1 + namespace_chars + 1 + key_chars
+}
+
+/// Length in Unicode scalar values; ASCII text (every valid namespace, most
+/// keys) skips the character walk.
+fn char_len(text: &str) -> usize {
+    if text.is_ascii() {
+        text.len()
+    } else {
+        text.chars().count()
+    }
+}
+
+fn decimal_digits(n: usize) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 #[cfg(test)]

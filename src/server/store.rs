@@ -6,8 +6,6 @@
 //! operation has a crate-private `*_at(now)` twin that the public method calls
 //! with `Instant::now()`.
 
-use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -23,13 +21,6 @@ use crate::server::service::ServiceError;
 /// which is the value length plus 33 bytes of object header. Matching it keeps
 /// the same values fitting (and failing) against both servers.
 pub const ENTRY_OVERHEAD_BYTES: u64 = 33;
-
-/// Longest key, and longest storage key once namespaced, in Unicode scalar
-/// values (the reference server counts Python `str` characters, not bytes).
-pub const MAX_KEY_CHARS: usize = 256;
-
-/// Longest namespace in characters, after trimming.
-pub const MAX_NAMESPACE_CHARS: usize = 64;
 
 /// Limits of a [`Store`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +104,7 @@ impl StoreStats {
 /// reference or `Arc`.
 ///
 /// Keys here are storage keys: namespacing and key validation happen before
-/// (see [`storage_key`]), so the store accepts any string.
+/// (see [`crate::rules::storage_key`]), so the store accepts any string.
 #[derive(Debug)]
 pub struct Store {
     config: StoreConfig,
@@ -539,105 +530,6 @@ impl Rejection {
     }
 }
 
-/// Validates the raw `x-cache-namespace` header value.
-///
-/// White space around it is trimmed; a missing or blank value is `None`, the
-/// shared key space.
-///
-/// # Errors
-/// [`ServiceError::InvalidArgument`] when the trimmed namespace is longer than
-/// 64 characters, does not start with a letter or digit, or contains anything
-/// but letters, digits, `.`, `_` and `-`.
-pub fn parse_namespace(raw: Option<&str>) -> Result<Option<String>, ServiceError> {
-    Ok(namespace_ref(raw)?.map(str::to_owned))
-}
-
-/// [`parse_namespace`] without the copy, for the request path.
-pub(crate) fn namespace_ref(raw: Option<&str>) -> Result<Option<&str>, ServiceError> {
-    let Some(namespace) = raw.map(str::trim).filter(|ns| !ns.is_empty()) else {
-        return Ok(None);
-    };
-    // Length first, in characters like the reference server, so an over-long
-    // name is reported as such whatever characters it holds.
-    if namespace.chars().count() > MAX_NAMESPACE_CHARS {
-        return Err(ServiceError::InvalidArgument(format!(
-            "namespace must be at most {MAX_NAMESPACE_CHARS} characters"
-        )));
-    }
-    let mut chars = namespace.chars();
-    if !chars.next().is_some_and(|c| c.is_ascii_alphanumeric()) {
-        return Err(ServiceError::InvalidArgument(
-            "namespace must start with a letter or digit".to_owned(),
-        ));
-    }
-    if !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
-        return Err(ServiceError::InvalidArgument(
-            "namespace may contain only letters, digits, '.', '_' and '-'".to_owned(),
-        ));
-    }
-    Ok(Some(namespace))
-}
-
-/// Length of `s` in Unicode scalar values; ASCII text (every valid
-/// namespace, most keys) takes the cheap byte-scan path.
-fn char_len(s: &str) -> usize {
-    if s.is_ascii() {
-        s.len()
-    } else {
-        s.chars().count()
-    }
-}
-
-/// Checks a key against the key rules alone (no namespace).
-///
-/// # Errors
-/// [`ServiceError::InvalidArgument`] when the key is empty or longer than 256
-/// characters.
-pub fn validate_key(key: &str) -> Result<(), ServiceError> {
-    // A key of at most 256 bytes has at most 256 characters: skip counting.
-    if key.is_empty() || (key.len() > MAX_KEY_CHARS && key.chars().count() > MAX_KEY_CHARS) {
-        return Err(ServiceError::InvalidArgument(format!(
-            "key must be 1 to {MAX_KEY_CHARS} characters"
-        )));
-    }
-    Ok(())
-}
-
-/// The key the store uses for `key` in `namespace` (an already validated
-/// namespace, see [`parse_namespace`]): the key itself in the shared key
-/// space, else `<char length of namespace>:<namespace>:<key>`.
-///
-/// # Errors
-/// [`ServiceError::InvalidArgument`] when the key breaks the key rules, or
-/// when the namespaced storage key is longer than 256 characters, which can
-/// happen to a key that is valid on its own.
-pub fn storage_key<'k>(
-    namespace: Option<&str>,
-    key: &'k str,
-) -> Result<Cow<'k, str>, ServiceError> {
-    validate_key(key)?;
-    let Some(namespace) = namespace else {
-        return Ok(Cow::Borrowed(key));
-    };
-    let ns_chars = char_len(namespace);
-    // Decimal digits of the length prefix, counted without formatting it
-    // (`checked_ilog10` is `None` for 0, which is still one digit).
-    let digits = ns_chars.checked_ilog10().map_or(1, |d| d as usize + 1);
-    let total_chars = digits + 1 + ns_chars + 1 + char_len(key);
-    if total_chars > MAX_KEY_CHARS {
-        return Err(ServiceError::InvalidArgument(format!(
-            "key too long for namespace {namespace:?}: the namespaced key would be \
-             {total_chars} characters, more than {MAX_KEY_CHARS}"
-        )));
-    }
-    // One exact allocation: this runs on every namespaced request.
-    let mut stored = String::with_capacity(digits + 2 + namespace.len() + key.len());
-    // Writing into a String cannot fail.
-    let _ = write!(stored, "{ns_chars}:{namespace}:");
-    stored.push_str(key);
-    Ok(Cow::Owned(stored))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -993,87 +885,5 @@ mod tests {
     fn store_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<Store>();
-    }
-
-    #[test]
-    fn key_length_is_counted_in_characters_not_bytes() {
-        let multibyte = "é".repeat(256); // 512 bytes, 256 characters
-        assert!(validate_key(&multibyte).is_ok());
-        assert!(is_invalid(validate_key(&"é".repeat(257))));
-        let emoji = "🦀".repeat(256); // 1024 bytes
-        assert!(validate_key(&emoji).is_ok());
-    }
-
-    #[test]
-    fn key_of_256_characters_is_valid_and_257_is_not() {
-        assert!(validate_key(&"k".repeat(256)).is_ok());
-        assert!(is_invalid(validate_key(&"k".repeat(257))));
-    }
-
-    #[test]
-    fn empty_key_is_invalid_with_or_without_namespace() {
-        assert!(is_invalid(validate_key("")));
-        assert!(is_invalid(storage_key(Some("app"), "")));
-    }
-
-    #[test]
-    fn namespaced_storage_key_is_length_namespace_key() {
-        assert_eq!(storage_key(Some("app"), "k").unwrap(), "3:app:k");
-        assert_eq!(storage_key(None, "k").unwrap(), "k");
-        let long_ns = "n".repeat(10);
-        assert_eq!(
-            storage_key(Some(&long_ns), "k").unwrap(),
-            format!("10:{long_ns}:k")
-        );
-        let max_ns = "n".repeat(64);
-        let key = "k".repeat(188); // "64:" + 64 + ":" leaves 188
-        let stored = storage_key(Some(&max_ns), &key).unwrap();
-        assert_eq!(stored.chars().count(), 256);
-        assert!(is_invalid(storage_key(Some(&max_ns), &"k".repeat(189))));
-    }
-
-    #[test]
-    fn valid_key_becomes_invalid_once_namespaced_past_256_characters() {
-        // "3:app:" is 6 characters, leaving 250 for the key.
-        assert!(storage_key(Some("app"), &"k".repeat(250)).is_ok());
-        assert!(is_invalid(storage_key(Some("app"), &"k".repeat(251))));
-        assert!(validate_key(&"k".repeat(251)).is_ok());
-        // Multibyte keys count characters here too.
-        assert!(storage_key(Some("app"), &"é".repeat(250)).is_ok());
-        assert!(is_invalid(storage_key(Some("app"), &"é".repeat(251))));
-    }
-
-    #[test]
-    fn namespace_is_trimmed_and_blank_means_shared() {
-        assert_eq!(parse_namespace(None).unwrap(), None);
-        assert_eq!(parse_namespace(Some("")).unwrap(), None);
-        assert_eq!(parse_namespace(Some(" \t ")).unwrap(), None);
-        assert_eq!(
-            parse_namespace(Some("  app-1.v_2 ")).unwrap().as_deref(),
-            Some("app-1.v_2")
-        );
-    }
-
-    #[test]
-    fn namespace_of_64_characters_is_valid_and_65_is_not() {
-        assert!(parse_namespace(Some(&"n".repeat(64))).is_ok());
-        assert!(is_invalid(parse_namespace(Some(&"n".repeat(65)))));
-        // Trimming happens before the length check.
-        assert!(parse_namespace(Some(&format!("  {}  ", "n".repeat(64)))).is_ok());
-    }
-
-    #[test]
-    fn namespace_must_start_with_a_letter_or_digit() {
-        assert!(parse_namespace(Some("9app")).is_ok());
-        for bad in ["-app", ".app", "_app"] {
-            assert!(is_invalid(parse_namespace(Some(bad))), "{bad}");
-        }
-    }
-
-    #[test]
-    fn namespace_rejects_characters_outside_letters_digits_dot_underscore_dash() {
-        for bad in ["a b", "a:b", "a/b", "a@b", "appé", "a*"] {
-            assert!(is_invalid(parse_namespace(Some(bad))), "{bad}");
-        }
     }
 }
