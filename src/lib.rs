@@ -50,7 +50,7 @@
 //! - `pool` (private): worker threads, one HTTP/2 connection each,
 //!   reconnecting with backoff.
 //! - [`Client`]: the blocking API; validation, deadlines, retries.
-//! - [`server`] (feature `server`): an embedded server honouring the same
+//! - `server` (feature `server`): an embedded server honouring the same
 //!   contract as the reference server, for tests, examples and benchmarks.
 //!
 //! Dependencies point one way: client → pool → codec; the server uses the
@@ -72,8 +72,9 @@ pub use client::{
 pub use codec::Code;
 pub use config::{
     default_pool_size, Address, ClientBuilder, PingMethod, Ttl, DEFAULT_ADDRESS,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_RETRY_INITIAL_BACKOFF,
-    DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_TIMEOUT, DEFAULT_TTL,
+    DEFAULT_CONNECTION_WINDOW_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_INITIAL_BACKOFF, DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_STREAM_WINDOW_BYTES,
+    DEFAULT_TIMEOUT, DEFAULT_TTL,
 };
 pub use error::{Error, Result};
 

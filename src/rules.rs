@@ -76,9 +76,9 @@ pub fn parse_namespace(raw: &str) -> Result<Option<&str>, RuleViolation> {
 ///
 /// assert!(check_key("user:42", None).is_ok());
 /// assert!(check_key("", None).is_err());
-/// let long = "k".repeat(250);
+/// let long = "k".repeat(251);
 /// assert!(check_key(&long, None).is_ok());
-/// assert!(check_key(&long, Some("app")).is_err()); // "3:app:" pushes it past 256
+/// assert!(check_key(&long, Some("app")).is_err()); // "3:app:" + 251 = 257
 /// ```
 pub fn check_key(key: &str, namespace: Option<&str>) -> Result<(), RuleViolation> {
     let key_chars = char_len(key);
