@@ -550,10 +550,6 @@ mod tests {
         matches!(result, Err(ServiceError::ResourceExhausted(_)))
     }
 
-    fn is_invalid<T: std::fmt::Debug>(result: Result<T, ServiceError>) -> bool {
-        matches!(result, Err(ServiceError::InvalidArgument(_)))
-    }
-
     #[test]
     fn default_config_lets_a_value_of_any_size_a_4_mib_message_carries_fit() {
         let config = StoreConfig::default();
