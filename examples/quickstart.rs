@@ -22,7 +22,10 @@ fn main() -> Result<(), Error> {
     println!("greeting = {:?}", client.get_string("greeting")?);
 
     println!("lock taken: {}", client.set_if_absent("lock", "worker-1")?);
-    println!("lock taken again: {}", client.set_if_absent("lock", "worker-2")?);
+    println!(
+        "lock taken again: {}",
+        client.set_if_absent("lock", "worker-2")?
+    );
     let handover = client.compare_and_set("lock", "worker-1", "worker-2")?;
     assert_eq!(handover, CasOutcome::Stored);
 

@@ -1,3 +1,0 @@
-//! The `tiny-cache` command-line tool (work in progress).
-
-fn main() {}

@@ -1,0 +1,211 @@
+#![cfg(feature = "server")]
+//! The embedded server's answers frame by frame, read with a bare h2 client
+//! over loopback: the shapes the reference server uses on the wire.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{HeaderMap, Request};
+use prost::Message;
+use tiny_cache_client::proto::cache::{CacheItem, CacheKey, CacheValue};
+use tiny_cache_client::server::Server;
+
+/// What came back on one stream.
+struct Answer {
+    head: http::response::Parts,
+    /// The response ended with its HEADERS frame (Trailers-Only).
+    trailers_only: bool,
+    data: Vec<u8>,
+    trailers: Option<HeaderMap>,
+}
+
+fn framed(message: &impl Message) -> Bytes {
+    let body = message.encode_to_vec();
+    let mut out = BytesMut::with_capacity(5 + body.len());
+    out.put_u8(0);
+    out.put_u32(body.len() as u32);
+    out.put_slice(&body);
+    out.freeze()
+}
+
+fn call(server: &Server, path: &str, headers: &[(&str, &str)], body: Bytes) -> Answer {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut sender = sender.ready().await.unwrap();
+        let mut request = Request::post(format!("http://{}{path}", server.address()))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let (response, mut stream) = sender
+            .send_request(request.body(()).unwrap(), false)
+            .unwrap();
+        stream.send_data(body, true).unwrap();
+        let response = response.await.unwrap();
+        let (head, mut body) = response.into_parts();
+        let trailers_only = body.is_end_stream();
+        let mut data = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            data.extend_from_slice(&chunk);
+        }
+        let trailers = body.trailers().await.unwrap();
+        Answer {
+            head,
+            trailers_only,
+            data,
+            trailers,
+        }
+    })
+}
+
+fn header<'a>(map: &'a HeaderMap, name: &str) -> &'a str {
+    map.get(name)
+        .map(|v| v.to_str().unwrap())
+        .unwrap_or_else(|| panic!("no {name} in {map:?}"))
+}
+
+#[test]
+fn success_is_headers_one_message_and_ok_trailers_with_the_request_id_echoed() {
+    let server = Server::local().unwrap();
+    let answer = call(
+        &server,
+        "/cache.CacheService/Get",
+        &[("x-request-id", "trace-123")],
+        framed(&CacheKey { key: "k".into() }),
+    );
+    assert_eq!(answer.head.status, 200);
+    assert!(!answer.trailers_only);
+    assert_eq!(
+        header(&answer.head.headers, "content-type"),
+        "application/grpc"
+    );
+    assert_eq!(header(&answer.head.headers, "x-request-id"), "trace-123");
+    let reply = CacheValue::decode(&answer.data[5..]).unwrap();
+    assert_eq!(answer.data[..5], [0, 0, 0, 0, answer.data.len() as u8 - 5]);
+    assert!(!reply.found);
+    let trailers = answer.trailers.unwrap();
+    assert_eq!(header(&trailers, "grpc-status"), "0");
+    assert!(
+        trailers.get("x-request-id").is_none(),
+        "request id belongs in the headers"
+    );
+}
+
+#[test]
+fn server_makes_up_a_32_hex_request_id_when_none_is_sent() {
+    let server = Server::local().unwrap();
+    let answer = call(
+        &server,
+        "/cache.CacheService/Stats",
+        &[],
+        framed(&CacheKey::default()),
+    );
+    let id = header(&answer.head.headers, "x-request-id");
+    assert_eq!(id.len(), 32);
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+}
+
+#[test]
+fn handler_error_is_headers_then_an_empty_message_then_the_status_in_trailers() {
+    let server = Server::local().unwrap();
+    let answer = call(
+        &server,
+        "/cache.CacheService/Get",
+        &[("x-request-id", "r1")],
+        framed(&CacheKey { key: String::new() }),
+    );
+    assert!(!answer.trailers_only);
+    assert_eq!(header(&answer.head.headers, "x-request-id"), "r1");
+    assert_eq!(answer.data, [0, 0, 0, 0, 0]);
+    let trailers = answer.trailers.unwrap();
+    assert_eq!(header(&trailers, "grpc-status"), "3");
+    assert!(header(&trailers, "grpc-message").contains("key must be 1 to 256"));
+}
+
+#[test]
+fn grpc_message_is_percent_encoded_with_spaces_kept_raw() {
+    let server = Server::local().unwrap();
+    let answer = call(
+        &server,
+        "/cache.CacheService/Get",
+        &[("x-cache-namespace", "100%")],
+        framed(&CacheKey { key: "k".into() }),
+    );
+    let trailers = answer.trailers.unwrap();
+    assert_eq!(header(&trailers, "grpc-status"), "3");
+    let message = header(&trailers, "grpc-message");
+    assert!(message.contains("100%25"), "{message}");
+    assert!(message.contains(' '), "spaces stay raw: {message}");
+}
+
+#[test]
+fn unknown_method_is_trailers_only_unimplemented() {
+    let server = Server::local().unwrap();
+    let answer = call(
+        &server,
+        "/cache.CacheService/Nope",
+        &[],
+        framed(&CacheKey::default()),
+    );
+    assert!(answer.trailers_only);
+    assert_eq!(header(&answer.head.headers, "grpc-status"), "12");
+    assert!(answer.head.headers.get("x-request-id").is_some());
+}
+
+#[test]
+fn undecodable_request_is_trailers_only_unknown() {
+    let server = Server::local().unwrap();
+    // Field 1 (key, a string) holding bytes that are not UTF-8.
+    let body = Bytes::from_static(&[0, 0, 0, 0, 4, 0x0a, 2, 0xff, 0xfe]);
+    let answer = call(&server, "/cache.CacheService/Get", &[], body);
+    assert!(answer.trailers_only);
+    assert_eq!(header(&answer.head.headers, "grpc-status"), "2");
+}
+
+#[test]
+fn oversize_request_is_trailers_only_resource_exhausted_before_the_handler() {
+    let server = Server::local().unwrap();
+    let item = CacheItem {
+        key: "big".into(),
+        value: vec![7u8; 4 * 1024 * 1024 + 1].into(),
+        ttl: 0,
+    };
+    let answer = call(&server, "/cache.CacheService/Set", &[], framed(&item));
+    assert!(answer.trailers_only);
+    assert_eq!(header(&answer.head.headers, "grpc-status"), "8");
+    // Refused before the handler: nothing was stored or counted.
+    let stats = tiny_cache_client::Client::new(&server.address())
+        .unwrap()
+        .stats()
+        .unwrap();
+    assert_eq!((stats.size, stats.rejected_oversize), (0, 0));
+}
+
+#[test]
+fn health_check_of_an_unknown_service_is_not_found() {
+    let server = Server::local().unwrap();
+    let request = tiny_cache_client::proto::health::HealthCheckRequest {
+        service: "other.Service".into(),
+    };
+    let answer = call(
+        &server,
+        "/grpc.health.v1.Health/Check",
+        &[],
+        framed(&request),
+    );
+    assert_eq!(
+        header(answer.trailers.as_ref().unwrap(), "grpc-status"),
+        "5"
+    );
+}
