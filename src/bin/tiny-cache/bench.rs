@@ -79,6 +79,10 @@ pub struct BenchArgs {
     /// Distinct keys, all written before measuring starts.
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = parse_keys)]
     keys: usize,
+    /// Worker threads (HTTP/2 connections) of the client's pool
+    /// [default: the library's default, half the cores from 1 to 4].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pool_size: Option<u16>,
     /// Also print the results as one JSON object, the last line of stdout
     /// [default: text report only].
     #[arg(long)]
@@ -131,7 +135,11 @@ pub fn run(args: &BenchArgs, target: &Target, settings: &ClientSettings) -> Resu
             address
         }
     };
-    let client = settings.connect(&address)?;
+    let mut builder = settings.builder(&address);
+    if let Some(workers) = args.pool_size {
+        builder = builder.pool_size(usize::from(workers));
+    }
+    let client = builder.build()?;
     let keys: Vec<String> = (0..args.keys).map(|i| format!("bench:{i}")).collect();
     let value: Vec<u8> = (0..args.value_size)
         .map(|_| fastrand::alphanumeric() as u8)

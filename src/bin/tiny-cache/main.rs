@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tiny_cache_client::server::{Server, StoreConfig};
-use tiny_cache_client::{rules, Client, Error, Stats, Ttl, DEFAULT_ADDRESS};
+use tiny_cache_client::{rules, Client, ClientBuilder, Error, Stats, Ttl, DEFAULT_ADDRESS};
 
 /// `--timeout`'s default, in seconds, as clap shows it; a unit test keeps it
 /// equal to the library's `DEFAULT_TIMEOUT`.
@@ -199,6 +199,11 @@ impl ClientSettings {
     /// A client of `address` with these settings; invalid ones are an
     /// `Error::Validation`.
     fn connect(&self, address: &str) -> Result<Client, Error> {
+        self.builder(address).build()
+    }
+
+    /// A builder with these settings, for callers that add more.
+    fn builder(&self, address: &str) -> ClientBuilder {
         let mut builder = Client::builder(address).timeout(self.timeout);
         if let Some(namespace) = &self.namespace {
             builder = builder.namespace(namespace);
@@ -206,7 +211,7 @@ impl ClientSettings {
         if let Some(id) = &self.request_id {
             builder = builder.metadata(rules::REQUEST_ID_HEADER, id);
         }
-        builder.build()
+        builder
     }
 }
 

@@ -1,0 +1,160 @@
+//! Client throughput and latency by caller threads and by pool size.
+//!
+//! Runs `tiny-cache serve --workers 1` as its own process and drives it with
+//! `tiny-cache bench --server …` (a second process), so the CPU time and
+//! context switches the bench reports are the client's alone. Configurations
+//! alternate in rounds (A B C, A B C) and the table shows medians, because
+//! absolute figures on a shared machine drift between runs.
+//!
+//! Run with: `cargo bench --bench threads --features cli` (about 2 minutes);
+//! `-- --quick` for a 20-second pass.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tiny-cache");
+
+/// One measured configuration.
+#[derive(Clone, Copy)]
+struct Setup {
+    threads: usize,
+    pool_size: usize,
+}
+
+/// What one bench run reported (from its `--json` line).
+#[derive(Default, Clone, Copy)]
+struct Sample {
+    ops_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    cpu_us_per_op: f64,
+    ctx_switches_per_op: f64,
+    errors: f64,
+}
+
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server() -> (ServerProcess, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start tiny-cache serve");
+    let stdout = child.stdout.take().expect("server stdout");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the server's address");
+    (ServerProcess(child), line.trim().to_owned())
+}
+
+fn run(address: &str, setup: Setup, seconds: f64) -> Sample {
+    let output = Command::new(BIN)
+        .args(["bench", "--server", address, "--json", "--warmup", "0.5"])
+        .args(["--duration", &seconds.to_string()])
+        .args(["--threads", &setup.threads.to_string()])
+        .args(["--pool-size", &setup.pool_size.to_string()])
+        .stderr(Stdio::null())
+        .output()
+        .expect("run tiny-cache bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = stdout.lines().last().unwrap_or_default();
+    let field = |name: &str| -> f64 {
+        let key = format!("\"{name}\":");
+        json.split(&key)
+            .nth(1)
+            .and_then(|rest| rest.split([',', '}']).next())
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    Sample {
+        ops_per_s: field("ops_per_s"),
+        p50_us: field("p50_us"),
+        p99_us: field("p99_us"),
+        p999_us: field("p999_us"),
+        cpu_us_per_op: field("cpu_us_per_op"),
+        ctx_switches_per_op: field("ctx_switches_per_op"),
+        errors: field("errors"),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, seconds) = if quick { (1, 2.0) } else { (3, 5.0) };
+    let setups = [
+        Setup {
+            threads: 1,
+            pool_size: 1,
+        },
+        Setup {
+            threads: 4,
+            pool_size: 1,
+        },
+        Setup {
+            threads: 16,
+            pool_size: 1,
+        },
+        Setup {
+            threads: 64,
+            pool_size: 1,
+        },
+        Setup {
+            threads: 64,
+            pool_size: 2,
+        },
+        Setup {
+            threads: 256,
+            pool_size: 1,
+        },
+    ];
+    let (_server, address) = start_server();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); setups.len()];
+    for round in 0..rounds {
+        for (index, setup) in setups.iter().enumerate() {
+            eprintln!(
+                "round {}/{rounds}: {} threads, pool {}",
+                round + 1,
+                setup.threads,
+                setup.pool_size
+            );
+            samples[index].push(run(&address, *setup, seconds));
+        }
+    }
+    println!(
+        "\nmedians of {rounds} round(s) of {seconds} s; 100 B values, 90 % gets, 1000 keys; \
+         server: tiny-cache serve --workers 1 (separate process)\n"
+    );
+    println!("| threads | pool | ops/s | p50 µs | p99 µs | p99.9 µs | client CPU µs/op | ctx switches/op | errors |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (setup, runs) in setups.iter().zip(&samples) {
+        let pick = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
+        println!(
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.2} | {:.0} |",
+            setup.threads,
+            setup.pool_size,
+            pick(|s| s.ops_per_s),
+            pick(|s| s.p50_us),
+            pick(|s| s.p99_us),
+            pick(|s| s.p999_us),
+            pick(|s| s.cpu_us_per_op),
+            pick(|s| s.ctx_switches_per_op),
+            pick(|s| s.errors),
+        );
+    }
+}
