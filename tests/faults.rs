@@ -235,3 +235,31 @@ fn close_ends_calls_in_flight_with_closed_and_refuses_new_ones() {
     assert_eq!(client.get("k"), Err(Error::Closed));
     assert_eq!(client.clone().set("k", "v"), Err(Error::Closed));
 }
+
+#[test]
+fn calls_beyond_the_servers_stream_limit_queue_and_succeed() {
+    let server = Server::builder().max_concurrent_streams(1).start().unwrap();
+    let client = Client::builder(&server.address())
+        .timeout(Duration::from_secs(10))
+        .max_retries(0)
+        .build()
+        .unwrap();
+    let callers: Vec<_> = (0..16)
+        .map(|t| {
+            let client = client.clone();
+            thread::spawn(move || {
+                for i in 0..50 {
+                    let key = format!("t{t}-{i}");
+                    client.set(&key, key.as_bytes()).unwrap();
+                    assert_eq!(client.get(&key).unwrap().as_deref(), Some(key.as_bytes()));
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller
+            .join()
+            .expect("every call must succeed despite the limit of one stream");
+    }
+    assert_eq!(client.stats().unwrap().size, 16 * 50);
+}

@@ -47,6 +47,10 @@ const MAX_REQUEST_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// How long shutdown waits for the runtime's tasks to end.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// How often expired entries are swept out, so they stop holding memory
+/// even when nobody reads them: the reference server's cleanup period.
+const EXPIRY_SWEEP_PERIOD: Duration = Duration::from_secs(10);
+
 /// Configures and starts a [`Server`].
 ///
 /// ```
@@ -167,6 +171,7 @@ impl ServerBuilder {
         let thread = std::thread::Builder::new()
             .name("tiny-cache-server-main".into())
             .spawn(move || {
+                runtime.spawn(sweep_expired(Arc::clone(&context)));
                 runtime.block_on(accept_loop(listener, context, settings, stop_rx));
                 runtime.shutdown_timeout(SHUTDOWN_GRACE);
             })
@@ -259,6 +264,14 @@ async fn accept_loop(
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             },
         }
+    }
+}
+
+async fn sweep_expired(context: Arc<handler::Context>) {
+    let mut ticks = tokio::time::interval(EXPIRY_SWEEP_PERIOD);
+    loop {
+        ticks.tick().await;
+        context.service.store().purge_expired();
     }
 }
 

@@ -385,7 +385,13 @@ impl Store {
     }
 
     pub(crate) fn purge_expired_at(&self, now: Instant) -> usize {
-        self.lock().purge_expired(now)
+        let mut inner = self.lock();
+        // Nothing can have expired before the earliest expiry: skip the scan.
+        if inner.next_expiry.is_some_and(|t| now >= t) {
+            inner.purge_expired(now)
+        } else {
+            0
+        }
     }
 
     /// A snapshot of counters and limits. Expired entries are removed first so
