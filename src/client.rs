@@ -913,3 +913,43 @@ fn operation_results(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_and_its_results_can_cross_threads() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<Client>();
+        shareable::<Error>();
+        shareable::<ItemResult<Option<Bytes>>>();
+    }
+
+    #[test]
+    fn with_options_derives_a_handle_without_touching_the_original() {
+        let client = Client::builder("127.0.0.1:1").build().unwrap();
+        let scoped = client
+            .with_timeout(Duration::from_millis(5))
+            .with_max_retries(0)
+            .with_namespace("tenant")
+            .unwrap();
+        assert_eq!(scoped.options.timeout, Duration::from_millis(5));
+        assert_eq!(scoped.options.namespace.as_deref(), Some("tenant"));
+        assert_eq!(client.options.timeout, crate::DEFAULT_TIMEOUT);
+        assert_eq!(client.options.namespace, None);
+        let back = scoped.with_namespace("  ").unwrap();
+        assert_eq!(back.options.namespace, None);
+        assert!(back.options.metadata.get(rules::NAMESPACE_HEADER).is_none());
+        assert!(Arc::ptr_eq(&client.shared, &back.shared));
+    }
+
+    #[test]
+    fn a_namespaced_handle_validates_keys_against_the_namespaced_length() {
+        let client = Client::builder("127.0.0.1:1").build().unwrap();
+        let app = client.with_namespace("app").unwrap();
+        let key = "k".repeat(251);
+        assert!(client.check_key(&key).is_ok());
+        assert!(matches!(app.check_key(&key), Err(Error::Validation(_))));
+    }
+}
