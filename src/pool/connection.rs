@@ -9,6 +9,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 
 use super::PoolConfig;
+use crate::error::Error;
 
 /// Streams the client lets the server open toward it: none, gRPC clients
 /// never accept pushes; h2 needs a number, and this is also what it
@@ -27,8 +28,9 @@ pub(super) enum Event {
         generation: u64,
         sender: SendRequest<Bytes>,
     },
-    /// Establishing the connection failed.
-    Failed { generation: u64, message: String },
+    /// Establishing the connection failed; calls see `error` until the
+    /// next attempt.
+    Failed { generation: u64, error: Error },
     /// An established connection ended.
     Lost { generation: u64 },
     /// A call found the connection unusable for new streams (GOAWAY
@@ -44,20 +46,17 @@ pub(super) async fn run(config: Arc<PoolConfig>, generation: u64, events: Unboun
     let established = tokio::time::timeout_at(connect_deadline, handshake(&config)).await;
     let (sender, mut connection) = match established {
         Ok(Ok(pair)) => pair,
-        Ok(Err(message)) => {
-            let _ = events.send(Event::Failed {
-                generation,
-                message,
-            });
+        Ok(Err(error)) => {
+            let _ = events.send(Event::Failed { generation, error });
             return;
         }
         Err(_) => {
             let _ = events.send(Event::Failed {
                 generation,
-                message: format!(
+                error: Error::Unavailable(format!(
                     "connecting to {} took longer than {:?}",
                     config.address, config.connect_timeout
-                ),
+                )),
             });
             return;
         }
@@ -85,7 +84,7 @@ pub(super) async fn run(config: Arc<PoolConfig>, generation: u64, events: Unboun
         if let Err(message) = answered {
             let _ = events.send(Event::Failed {
                 generation,
-                message: format!("connecting to {}: {message}", config.address),
+                error: Error::Unavailable(format!("connecting to {}: {message}", config.address)),
             });
             return;
         }
@@ -102,7 +101,7 @@ pub(super) async fn run(config: Arc<PoolConfig>, generation: u64, events: Unboun
 
 async fn handshake(
     config: &PoolConfig,
-) -> Result<(SendRequest<Bytes>, Connection<TcpStream, Bytes>), String> {
+) -> Result<(SendRequest<Bytes>, Connection<TcpStream, Bytes>), Error> {
     let tcp = connect_tcp(config).await?;
     h2::client::Builder::new()
         .initial_window_size(config.stream_window_bytes)
@@ -113,39 +112,39 @@ async fn handshake(
         .handshake::<_, Bytes>(tcp)
         .await
         .map_err(|error| {
-            format!(
+            Error::Unavailable(format!(
                 "HTTP/2 handshake with {} failed: {}",
                 config.address,
                 describe(&error)
-            )
+            ))
         })
 }
 
 /// Resolves the host afresh on every attempt (so a moved server is found
 /// again) and tries each address in turn.
-async fn connect_tcp(config: &PoolConfig) -> Result<TcpStream, String> {
+async fn connect_tcp(config: &PoolConfig) -> Result<TcpStream, Error> {
     let target = (config.address.host(), config.address.port());
-    let addresses = tokio::net::lookup_host(target)
-        .await
-        .map_err(|error| format!("cannot resolve {}: {error}", config.address))?;
+    let addresses = tokio::net::lookup_host(target).await.map_err(|error| {
+        Error::Unavailable(format!("cannot resolve {}: {error}", config.address))
+    })?;
     let mut last_error = None;
     for address in addresses {
         match TcpStream::connect(address).await {
             Ok(stream) => {
                 // Without it Nagle's algorithm holds small frames back for
                 // up to ~40 ms per call.
-                stream
-                    .set_nodelay(true)
-                    .map_err(|error| format!("cannot set TCP_NODELAY: {error}"))?;
+                stream.set_nodelay(true).map_err(|error| {
+                    Error::Unavailable(format!("cannot set TCP_NODELAY: {error}"))
+                })?;
                 return Ok(stream);
             }
             Err(error) => last_error = Some(format!("{address}: {error}")),
         }
     }
-    Err(match last_error {
+    Err(Error::Unavailable(match last_error {
         Some(error) => format!("cannot connect to {}: {error}", config.address),
         None => format!("{} resolved to no address", config.address),
-    })
+    }))
 }
 
 /// An h2 error in words a user can act on.

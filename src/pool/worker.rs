@@ -127,8 +127,9 @@ enum ConnState {
         generation: u64,
     },
     /// The last attempt failed and the worker is backing off: calls fail
-    /// at once (they never reached the server, so the client may retry).
-    Down { message: Arc<str> },
+    /// at once with its error (they never reached the server, so the
+    /// client may retry).
+    Down { error: Error },
 }
 
 struct Worker {
@@ -189,15 +190,10 @@ impl Worker {
                 self.state
                     .send_replace(ConnState::Ready { sender, generation });
             }
-            Event::Failed {
-                generation,
-                message,
-            } if generation == self.generation => {
+            Event::Failed { generation, error } if generation == self.generation => {
                 let delay = self.config.reconnect_backoff.delay(self.failed_attempts);
                 self.failed_attempts = self.failed_attempts.saturating_add(1);
-                self.state.send_replace(ConnState::Down {
-                    message: message.into(),
-                });
+                self.state.send_replace(ConnState::Down { error });
                 self.reconnect_at = Some(Instant::now() + delay);
             }
             // A connection that worked and then ended is replaced at once;
@@ -302,9 +298,7 @@ async fn exchange(
         let current = state.borrow_and_update().clone();
         match current {
             ConnState::Ready { sender, generation } => break (sender, generation),
-            ConnState::Down { message } => {
-                return Err(Failure::unsent(Error::Unavailable(message.to_string())))
-            }
+            ConnState::Down { error } => return Err(Failure::unsent(error)),
             ConnState::Connecting => {
                 if state.changed().await.is_err() {
                     return Err(Failure::unsent(Error::Closed));
