@@ -10,7 +10,7 @@ use crossbeam_channel::RecvTimeoutError;
 use http::uri::Scheme;
 use prost::Message;
 
-use crate::codec::{decode_message, encode_message, request_head, Metadata, Method};
+use crate::codec::{decode_message, encode_message, request_head, Metadata, Method, Pushback};
 use crate::config::{ClientBuilder, ClientConfig, PingMethod, Ttl};
 use crate::error::{Error, Result};
 use crate::pool::{Backoff, Call, Pool, PoolConfig};
@@ -20,6 +20,7 @@ use crate::proto::cache::{
     MultiCacheKeyRequest, MultiCacheResponse, MultiCacheValueResponse,
 };
 use crate::proto::health::{health_check_response, HealthCheckRequest, HealthCheckResponse};
+use crate::retry::TokenBucket;
 use crate::rules;
 
 /// Counters of the whole server, as returned by [`Client::stats`].
@@ -35,6 +36,13 @@ pub const CACHE_SERVICE_NAME: &str = "cache.CacheService";
 /// which names the phase the call was in; the caller still gives up on its
 /// own right after.
 const REPLY_GRACE: Duration = Duration::from_millis(10);
+
+/// Transparent resends per call: requests that never reached the server
+/// because their connection was going away are sent again at once, without
+/// counting against `max_retries`, at most this many times (gRPC's
+/// transparent retry), so a server that refuses every stream still ends in
+/// ordinary retries.
+const MAX_TRANSPARENT_RESENDS: u32 = 2;
 
 /// Longest deadline a call can have; a larger timeout is treated as this
 /// (an `Instant` cannot reach arbitrarily far into the future).
@@ -83,6 +91,8 @@ struct Shared {
     config: ClientConfig,
     scheme: Scheme,
     retry_backoff: Backoff,
+    /// None when the builder turned the retry budget off.
+    retry_budget: Option<TokenBucket>,
 }
 
 /// Settings a handle can override per call (see `Client::with_*`).
@@ -192,6 +202,9 @@ impl Client {
             connection_window_bytes: config.connection_window_bytes,
             max_receive_message_bytes: config.max_receive_message_bytes,
             reconnect_backoff: Backoff::RECONNECT,
+            keepalive_interval: config.keepalive_interval,
+            keepalive_timeout: config.keepalive_timeout,
+            tls: config.tls.clone(),
         })?;
         let options = CallOptions {
             timeout: config.timeout,
@@ -209,6 +222,7 @@ impl Client {
             shared: Arc::new(Shared {
                 pool,
                 scheme: config.address.scheme(),
+                retry_budget: config.retry_throttle.map(TokenBucket::new),
                 config,
                 retry_backoff,
             }),
@@ -812,6 +826,7 @@ impl Client {
         let body = encode_message(request, shared.config.max_send_message_bytes)
             .map_err(|status| Error::ResourceExhausted(status.message().to_owned()))?;
         let mut retries = 0;
+        let mut resends = 0;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -833,10 +848,13 @@ impl Client {
             })?;
             let failure = match reply_rx.recv_deadline(deadline + REPLY_GRACE) {
                 Ok(Ok(message)) => {
+                    if let Some(budget) = &shared.retry_budget {
+                        budget.record_success();
+                    }
                     return decode_message(message).map_err(|status| Error::Protocol {
                         code: status.code(),
                         message: status.message().to_owned(),
-                    })
+                    });
                 }
                 Ok(Err(failure)) => failure,
                 Err(RecvTimeoutError::Timeout) => {
@@ -844,13 +862,31 @@ impl Client {
                 }
                 Err(RecvTimeoutError::Disconnected) => return Err(Error::Closed),
             };
-            let may_retry = retries < options.max_retries
-                && failure.error.is_retryable()
-                && (method.is_idempotent() || !failure.maybe_processed);
+            if failure.resend_now && resends < MAX_TRANSPARENT_RESENDS {
+                resends += 1;
+                continue;
+            }
+            let retryable = failure.error.is_retryable();
+            if retryable {
+                if let Some(budget) = &shared.retry_budget {
+                    budget.record_failure();
+                }
+            }
+            let may_retry = retryable
+                && retries < options.max_retries
+                && (method.is_idempotent() || !failure.maybe_processed)
+                && failure.pushback != Some(Pushback::Stop)
+                && shared
+                    .retry_budget
+                    .as_ref()
+                    .is_none_or(TokenBucket::allows_retry);
             if !may_retry {
                 return Err(failure.error);
             }
-            let pause = shared.retry_backoff.full_jitter_delay(retries);
+            let pause = match failure.pushback {
+                Some(Pushback::After(pause)) => pause,
+                _ => shared.retry_backoff.full_jitter_delay(retries),
+            };
             retries += 1;
             if Instant::now() + pause >= deadline {
                 // No time for another attempt: the failure is the real cause.

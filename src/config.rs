@@ -1,13 +1,16 @@
 //! Client configuration: the server address, timeouts, retries, TTLs, the
 //! pool, and how each default was chosen.
 
+use std::path::Path;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 
 use crate::codec::{Metadata, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::error::{Error, Result};
+use crate::retry::RetryThrottle;
 use crate::rules;
+use crate::tls::{ClientTls, Pem, TlsOptions};
 
 /// Server address used when neither the builder nor `CACHE_SERVER_ADDRESS`
 /// names one: the reference server's default port on this host.
@@ -27,6 +30,15 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 /// PING answered): the gRPC connection-backoff specification's minimum
 /// connect timeout. A call never waits past its own deadline regardless.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Ping period while calls are in flight, to find a dead connection (a
+/// half-open TCP connection, a wedged server) before the calls' deadlines:
+/// the gRPC keepalive guidance's minimum of 10 s between pings.
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a keepalive ping may stay unanswered before the connection is
+/// dropped and its calls fail over to a fresh one.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// First pause between retries of a call; it doubles per attempt, with full
 /// jitter, up to [`DEFAULT_RETRY_MAX_BACKOFF`].
@@ -283,6 +295,15 @@ pub(crate) struct ClientConfig {
     pub connection_window_bytes: u32,
     /// [`PingMethod::Stats`].
     pub ping_method: PingMethod,
+    /// [`DEFAULT_KEEPALIVE_INTERVAL`].
+    pub keepalive_interval: Option<Duration>,
+    /// [`DEFAULT_KEEPALIVE_TIMEOUT`].
+    pub keepalive_timeout: Duration,
+    /// [`RetryThrottle::default`].
+    pub retry_throttle: Option<RetryThrottle>,
+    /// None (plain HTTP/2), unless the address is `grpcs://` or TLS was
+    /// turned on: then webpki-roots, ALPN h2, no client certificate.
+    pub tls: Option<ClientTls>,
 }
 
 /// Builds a [`Client`](crate::Client); every setting has a documented
@@ -326,6 +347,10 @@ struct PartialConfig {
     stream_window_bytes: u32,
     connection_window_bytes: u32,
     ping_method: PingMethod,
+    keepalive_interval: Option<Duration>,
+    keepalive_timeout: Duration,
+    retry_throttle: Option<RetryThrottle>,
+    tls: TlsOptions,
 }
 
 impl ClientBuilder {
@@ -349,6 +374,10 @@ impl ClientBuilder {
                 stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
                 connection_window_bytes: DEFAULT_CONNECTION_WINDOW_BYTES,
                 ping_method: PingMethod::Stats,
+                keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+                keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+                retry_throttle: Some(RetryThrottle::default()),
+                tls: TlsOptions::default(),
             }),
         }
     }
@@ -532,23 +561,162 @@ impl ClientBuilder {
         })
     }
 
+    /// The client-wide retry budget (see [`RetryThrottle`]); `None` lets
+    /// every call use its whole retry allowance whatever the others see.
+    /// Default: [`RetryThrottle::default`].
+    pub fn retry_throttle(self, throttle: Option<RetryThrottle>) -> Self {
+        self.update(|c| {
+            c.retry_throttle = throttle;
+            Ok(())
+        })
+    }
+
+    /// Keepalive: while calls are in flight, ping each connection every
+    /// `interval` (`None` turns periodic pings off) and drop it when a ping
+    /// stays unanswered for `timeout`; its calls then fail over to a fresh
+    /// connection instead of waiting for their deadlines. A call that times
+    /// out after it was sent also triggers a ping, at most one per
+    /// interval. Defaults [`DEFAULT_KEEPALIVE_INTERVAL`] and
+    /// [`DEFAULT_KEEPALIVE_TIMEOUT`]. Servers may refuse pings more often
+    /// than every 10 s (GOAWAY `too_many_pings`); the interval then doubles.
+    pub fn keepalive(self, interval: Option<Duration>, timeout: Duration) -> Self {
+        self.update(|c| {
+            if interval.is_some_and(|i| i.is_zero()) || timeout.is_zero() {
+                return Err(Error::Validation(
+                    "keepalive interval and timeout must be positive".into(),
+                ));
+            }
+            c.keepalive_interval = interval;
+            c.keepalive_timeout = timeout;
+            Ok(())
+        })
+    }
+
+    /// Speaks TLS even though the address has no `grpcs://` scheme
+    /// (`grpcs://` turns TLS on by itself). Default: plain HTTP/2 unless the
+    /// address says `grpcs://`; `tls(false)` with a `grpcs://` address is a
+    /// contradiction that `build` reports.
+    ///
+    /// With TLS on, the client uses rustls, requires the server to agree to
+    /// HTTP/2 by ALPN, and trusts the webpki-roots CAs (Mozilla's) unless
+    /// told otherwise; a failed handshake is an [`Error::Tls`] whose
+    /// [`TlsFailure`](crate::TlsFailure) names the case.
+    pub fn tls(self, enabled: bool) -> Self {
+        self.update(|c| {
+            c.tls.enabled = Some(enabled);
+            Ok(())
+        })
+    }
+
+    /// Trusts the CA certificate(s) in this PEM text, besides the built-in
+    /// roots (turn those off with [`tls_built_in_roots`](Self::tls_built_in_roots)
+    /// to trust only yours). May be called more than once. Needs TLS on.
+    pub fn tls_ca_certificate_pem(self, pem: impl AsRef<[u8]>) -> Self {
+        let pem = pem.as_ref().to_vec();
+        self.update(|c| {
+            c.tls.extra_roots.push(Pem::Bytes(pem));
+            Ok(())
+        })
+    }
+
+    /// Trusts the CA certificate(s) in this PEM file (read by `build`),
+    /// like [`tls_ca_certificate_pem`](Self::tls_ca_certificate_pem).
+    pub fn tls_ca_certificate_file(self, path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref().to_path_buf();
+        self.update(|c| {
+            c.tls.extra_roots.push(Pem::File(path));
+            Ok(())
+        })
+    }
+
+    /// Whether the built-in webpki-roots CAs are trusted. Default true;
+    /// false trusts only the CAs given with the `tls_ca_certificate_*`
+    /// options (a private CA, and no public one).
+    pub fn tls_built_in_roots(self, enabled: bool) -> Self {
+        self.update(|c| {
+            c.tls.built_in_roots = enabled;
+            Ok(())
+        })
+    }
+
+    /// Presents this certificate chain and private key (PEM text; PKCS#8,
+    /// PKCS#1 or SEC1 key) to a server that asks for one: mutual TLS.
+    /// Default: no client certificate.
+    pub fn tls_client_identity_pem(
+        self,
+        certificate_chain: impl AsRef<[u8]>,
+        private_key: impl AsRef<[u8]>,
+    ) -> Self {
+        let chain = Pem::Bytes(certificate_chain.as_ref().to_vec());
+        let key = Pem::Bytes(private_key.as_ref().to_vec());
+        self.update(|c| {
+            c.tls.identity = Some((chain, key));
+            Ok(())
+        })
+    }
+
+    /// Like [`tls_client_identity_pem`](Self::tls_client_identity_pem),
+    /// from PEM files read by `build`.
+    pub fn tls_client_identity_files(
+        self,
+        certificate_chain: impl AsRef<Path>,
+        private_key: impl AsRef<Path>,
+    ) -> Self {
+        let chain = Pem::File(certificate_chain.as_ref().to_path_buf());
+        let key = Pem::File(private_key.as_ref().to_path_buf());
+        self.update(|c| {
+            c.tls.identity = Some((chain, key));
+            Ok(())
+        })
+    }
+
+    /// The name sent by SNI and verified in the server's certificate, when
+    /// it differs from the address's host (connecting by IP address or
+    /// through a tunnel to a server whose certificate names it
+    /// `cache.internal`). Default: the address's host.
+    pub fn tls_server_name(self, name: &str) -> Self {
+        let name = name.trim().to_owned();
+        self.update(|c| {
+            c.tls.server_name = Some(name);
+            Ok(())
+        })
+    }
+
     /// Starts the client's worker threads and returns it. Connections are
     /// made in the background, so this succeeds even while the server is
     /// down; calls report [`Error::Unavailable`] until it is up.
     ///
-    /// Errors: [`Error::Validation`] for any invalid setting or address.
+    /// Errors: [`Error::Validation`] for any invalid setting or address;
+    /// [`Error::Tls`] with [`TlsFailure::InvalidConfiguration`](crate::TlsFailure::InvalidConfiguration)
+    /// for TLS settings that cannot be used (an unreadable or malformed PEM
+    /// file, a key that does not fit its certificate, an invalid server
+    /// name).
     pub fn build(self) -> Result<crate::Client> {
         crate::Client::from_config(self.into_config()?)
     }
 
     pub(crate) fn into_config(self) -> Result<ClientConfig> {
-        let address = self.address?;
-        if address.is_tls() {
-            return Err(Error::Validation(format!(
-                "{address}: TLS (grpcs://) is not supported by this build yet"
-            )));
-        }
+        let mut address = self.address?;
         let c = self.config?;
+        let tls = match (c.tls.enabled, address.is_tls()) {
+            (Some(false), true) => {
+                return Err(Error::Validation(format!(
+                    "{address} asks for TLS (grpcs://) but TLS was turned off"
+                )))
+            }
+            (Some(true), _) | (None, true) => {
+                // `:scheme` follows the transport.
+                address.tls = true;
+                Some(c.tls.build(&address)?)
+            }
+            _ if c.tls.has_settings() => {
+                return Err(Error::Validation(format!(
+                    "TLS options were given for the plain-text address {address}: \
+                     use a grpcs:// address (or turn TLS on)"
+                )))
+            }
+            _ => None,
+        };
         let mut metadata = c.metadata;
         if let Some(namespace) = &c.namespace {
             metadata
@@ -571,6 +739,10 @@ impl ClientBuilder {
             stream_window_bytes: c.stream_window_bytes,
             connection_window_bytes: c.connection_window_bytes,
             ping_method: c.ping_method,
+            keepalive_interval: c.keepalive_interval,
+            keepalive_timeout: c.keepalive_timeout,
+            retry_throttle: c.retry_throttle,
+            tls,
         })
     }
 }

@@ -81,6 +81,21 @@ pub enum Error {
         key: String,
     },
 
+    /// TLS could not be set up: a certificate the client refuses, a server
+    /// that refuses the client, one side speaking TLS and the other not, or
+    /// TLS settings that cannot be used (an unreadable PEM file, a key that
+    /// does not parse). `kind` says which; `message` says what exactly.
+    ///
+    /// Never retryable: trying the same handshake again cannot fix a
+    /// certificate or a configuration.
+    #[error("TLS failure ({kind}): {message}")]
+    Tls {
+        /// Which TLS failure it was.
+        kind: TlsFailure,
+        /// What exactly went wrong, with the peer and the names involved.
+        message: String,
+    },
+
     /// Any other status the server answered with, with its code and message.
     #[error("server returned {code}: {message}")]
     Status {
@@ -108,6 +123,13 @@ impl Error {
             Error::Validation(_) | Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unavailable(_) => Code::Unavailable,
+            // Settings the client refuses before any I/O are the caller's
+            // input, like any other invalid setting.
+            Error::Tls {
+                kind: TlsFailure::InvalidConfiguration,
+                ..
+            } => Code::InvalidArgument,
+            Error::Tls { .. } => Code::Unavailable,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Closed => Code::Cancelled,
             Error::NotUtf8 { .. } => Code::FailedPrecondition,
@@ -120,7 +142,8 @@ impl Error {
     /// True for an unreachable server, a passed deadline and an aborted
     /// call; false for everything the request itself or the server's data
     /// decides (validation, invalid argument, resource limits, protocol
-    /// violations) and for a closed client.
+    /// violations), for TLS failures (a retry cannot fix a certificate) and
+    /// for a closed client.
     ///
     /// ```
     /// use tiny_cache_client::Error;
@@ -171,6 +194,75 @@ impl Error {
     /// A deadline error naming the timeout and the phase that ran out.
     pub(crate) fn deadline(timeout: Duration, phase: &str) -> Error {
         Error::DeadlineExceeded(format!("no reply within {timeout:?} ({phase})"))
+    }
+}
+
+/// Which TLS failure an [`Error::Tls`] is.
+///
+/// Each kind names what to fix. New kinds may be added, so a `match` needs
+/// a wildcard arm.
+///
+/// ```
+/// use tiny_cache_client::{Code, Error, TlsFailure};
+///
+/// let error = Error::Tls {
+///     kind: TlsFailure::HostnameMismatch,
+///     message: "certificate is for cache.internal, not cache.example".into(),
+/// };
+/// assert_eq!(error.code(), Code::Unavailable);
+/// assert!(!error.is_retryable());
+/// assert_eq!(TlsFailure::ServerNotTls.to_string(), "the server does not speak TLS");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The server's certificate is not valid for the name the client
+    /// verifies (the address's host, or the server-name override).
+    HostnameMismatch,
+    /// The server's certificate does not chain to a trusted CA, or its
+    /// chain is broken (bad signature, wrong key usage).
+    UntrustedCertificate,
+    /// The server's certificate has expired or is not valid yet.
+    CertificateExpired,
+    /// The server did not agree to HTTP/2 by ALPN, which gRPC over TLS
+    /// requires.
+    NoAlpnH2,
+    /// The server requires a client certificate and the client has none
+    /// configured.
+    ClientCertificateRequired,
+    /// The server refused the client certificate presented (unknown CA,
+    /// expired, wrong usage).
+    ClientCertificateRejected,
+    /// The client speaks TLS (`grpcs://`) and the server answered in plain
+    /// text (a server that hangs up without a word is `Unavailable`: a
+    /// proxy whose backend is down does the same).
+    ServerNotTls,
+    /// The client speaks plain text (`grpc://`) and the server answered
+    /// with TLS.
+    ServerRequiresTls,
+    /// The TLS settings cannot be used: an unreadable or malformed PEM
+    /// file, a key that does not match its certificate, an invalid server
+    /// name. Reported by `build()` (or the server's `start()`).
+    InvalidConfiguration,
+    /// Any other TLS failure (no common cipher or version, a corrupt
+    /// record); the message has the details.
+    Other,
+}
+
+impl std::fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsFailure::HostnameMismatch => "the certificate is not valid for the server name",
+            TlsFailure::UntrustedCertificate => "the certificate is not trusted",
+            TlsFailure::CertificateExpired => "the certificate is expired or not yet valid",
+            TlsFailure::NoAlpnH2 => "the server did not agree to HTTP/2 (ALPN h2)",
+            TlsFailure::ClientCertificateRequired => "the server requires a client certificate",
+            TlsFailure::ClientCertificateRejected => "the server rejected the client certificate",
+            TlsFailure::ServerNotTls => "the server does not speak TLS",
+            TlsFailure::ServerRequiresTls => "the server requires TLS",
+            TlsFailure::InvalidConfiguration => "invalid TLS configuration",
+            TlsFailure::Other => "TLS error",
+        })
     }
 }
 
@@ -230,6 +322,11 @@ mod tests {
         assert!(Error::Unavailable(String::new()).is_retryable());
         assert!(Error::DeadlineExceeded(String::new()).is_retryable());
         assert!(!Error::Closed.is_retryable());
+        assert!(!Error::Tls {
+            kind: TlsFailure::UntrustedCertificate,
+            message: String::new()
+        }
+        .is_retryable());
         assert!(!Error::Validation(String::new()).is_retryable());
         assert!(!Error::ResourceExhausted(String::new()).is_retryable());
         assert!(!Error::Protocol {

@@ -62,9 +62,11 @@ pub mod codec;
 mod config;
 mod error;
 mod pool;
+mod retry;
 pub mod rules;
 #[cfg(feature = "server")]
 pub mod server;
+mod tls;
 
 pub use client::{
     CasOutcome, Client, ItemError, ItemResult, ServingStatus, Stats, CACHE_SERVICE_NAME,
@@ -72,11 +74,12 @@ pub use client::{
 pub use codec::Code;
 pub use config::{
     default_pool_size, Address, ClientBuilder, PingMethod, Ttl, DEFAULT_ADDRESS,
-    DEFAULT_CONNECTION_WINDOW_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES,
-    DEFAULT_RETRY_INITIAL_BACKOFF, DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_STREAM_WINDOW_BYTES,
-    DEFAULT_TIMEOUT, DEFAULT_TTL,
+    DEFAULT_CONNECTION_WINDOW_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_RETRY_INITIAL_BACKOFF,
+    DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_STREAM_WINDOW_BYTES, DEFAULT_TIMEOUT, DEFAULT_TTL,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Result, TlsFailure};
+pub use retry::RetryThrottle;
 
 /// Messages of the tiny-cache and health services, generated from `proto/`
 /// by prost.

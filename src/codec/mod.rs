@@ -22,6 +22,7 @@
 pub mod framing;
 pub mod metadata;
 pub mod method;
+pub mod pushback;
 pub mod request;
 pub mod response;
 pub mod status;
@@ -32,6 +33,7 @@ pub use framing::{
 };
 pub use metadata::{decode_bin, Metadata, MAX_METADATA_BYTES};
 pub use method::Method;
+pub use pushback::{retry_pushback, Pushback, RETRY_PUSHBACK_HEADER};
 pub use request::{request_head, response_head, trailers, USER_AGENT};
 pub use response::{ResponseError, UnaryDecoder};
 pub use status::{percent_decode_message, percent_encode_message, Code, Status};

@@ -1,13 +1,18 @@
 //! Establishing and driving one HTTP/2 connection.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::{Connection, SendRequest};
+use h2::PingPong;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::transport::{Probe, Transport};
 use super::PoolConfig;
 use crate::error::Error;
 
@@ -32,20 +37,58 @@ pub(super) enum Event {
     /// next attempt.
     Failed { generation: u64, error: Error },
     /// An established connection ended.
-    Lost { generation: u64 },
+    Lost { generation: u64, ending: Ending },
     /// A call found the connection unusable for new streams (GOAWAY
     /// received, or closed) before its own task noticed.
     Broken { generation: u64 },
+    /// A call sent on the connection got no answer before its deadline.
+    Stalled { generation: u64 },
+}
+
+/// What a connection task needs to watch its connection's health.
+pub(super) struct Health {
+    /// Calls in flight on this worker: keepalive pings go out only while
+    /// there are some (an idle connection is checked by its next call).
+    pub in_flight: Arc<AtomicUsize>,
+    /// Time between pings while calls are in flight; `None` turns periodic
+    /// pings off (probes still happen).
+    pub interval: Option<Duration>,
+    /// How long a ping may go unanswered before the connection is dead.
+    pub timeout: Duration,
+    /// The least time between two pings of any kind, so that probes after
+    /// timed-out calls cannot flood a slow server with pings.
+    pub min_gap: Duration,
+    /// Signalled by the worker when a call timed out after it was sent:
+    /// ping at once to learn whether the connection is still alive.
+    pub probe: Arc<Notify>,
+}
+
+/// How an established connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// Closed by either side, or failed with an error.
+    Closed,
+    /// The server sent GOAWAY ENHANCE_YOUR_CALM ("too_many_pings"): ping
+    /// less often on the next connection.
+    TooManyPings,
+    /// A ping went unanswered: the peer or the path is gone (half-open TCP,
+    /// a wedged server). The connection was dropped, failing its calls.
+    Unresponsive,
 }
 
 /// Connects, proves the peer speaks HTTP/2, reports `Up`, then drives the
 /// connection until it ends and reports `Lost`. Everything is bounded by
 /// the connect timeout until `Up`.
-pub(super) async fn run(config: Arc<PoolConfig>, generation: u64, events: UnboundedSender<Event>) {
+pub(super) async fn run(
+    config: Arc<PoolConfig>,
+    generation: u64,
+    events: UnboundedSender<Event>,
+    health: Health,
+) {
     let connect_deadline = Instant::now() + config.connect_timeout;
     let established = tokio::time::timeout_at(connect_deadline, handshake(&config)).await;
-    let (sender, mut connection) = match established {
-        Ok(Ok(pair)) => pair,
+    let (sender, mut connection, probe) = match established {
+        Ok(Ok(established)) => established,
         Ok(Err(error)) => {
             let _ = events.send(Event::Failed { generation, error });
             return;
@@ -63,11 +106,19 @@ pub(super) async fn run(config: Arc<PoolConfig>, generation: u64, events: Unboun
     };
 
     // A TCP accept proves little (a proxy, a half-dead server, a non-HTTP/2
-    // listener); a PING answer proves a live HTTP/2 peer.
-    if let Some(mut ping_pong) = connection.ping_pong() {
+    // listener); a PING answer proves a live HTTP/2 peer. h2 hands out the
+    // ping handle once, so it is kept for keepalive afterwards.
+    let Some(mut ping_pong) = connection.ping_pong() else {
+        let _ = events.send(Event::Failed {
+            generation,
+            error: Error::Unavailable("HTTP/2 ping handle unavailable".into()),
+        });
+        return;
+    };
+    let answered = {
         let pong = tokio::time::timeout_at(connect_deadline, ping_pong.ping(h2::Ping::opaque()));
         tokio::pin!(pong);
-        let answered = tokio::select! {
+        tokio::select! {
             ended = &mut connection => Err(match ended {
                 Ok(()) => "the server closed the connection during the handshake".to_owned(),
                 Err(error) => describe(&error),
@@ -80,44 +131,117 @@ pub(super) async fn run(config: Arc<PoolConfig>, generation: u64, events: Unboun
                     config.address, config.connect_timeout
                 )),
             },
-        };
-        if let Err(message) = answered {
-            let _ = events.send(Event::Failed {
-                generation,
-                error: Error::Unavailable(format!("connecting to {}: {message}", config.address)),
-            });
-            return;
         }
+    };
+    if let Err(message) = answered {
+        let _ = events.send(Event::Failed {
+            generation,
+            // A TLS mismatch or a refused client certificate only shows
+            // once HTTP/2 starts reading; the probe says which it was.
+            error: probe.diagnose(&config.address).unwrap_or_else(|| {
+                Error::Unavailable(format!("connecting to {}: {message}", config.address))
+            }),
+        });
+        return;
     }
 
     if events.send(Event::Up { generation, sender }).is_err() {
         return;
     }
     // Calls on the lost connection see its error on their own streams; the
-    // worker only needs to know it must connect again.
-    let _ = connection.await;
-    let _ = events.send(Event::Lost { generation });
+    // worker only needs to know it must connect again, and how it ended.
+    let ending = drive(connection, ping_pong, &health).await;
+    let _ = events.send(Event::Lost { generation, ending });
 }
 
+/// Polls the connection until it ends, pinging it while calls are in
+/// flight and whenever the worker asks for a probe.
+async fn drive<T>(
+    mut connection: Connection<T, Bytes>,
+    mut ping_pong: PingPong,
+    health: &Health,
+) -> Ending
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut last_ping = Instant::now();
+    loop {
+        let next_periodic = health.interval.map(|interval| last_ping + interval);
+        tokio::select! {
+            ended = &mut connection => return ending_of(ended),
+            () = sleep_until_some(next_periodic), if next_periodic.is_some() => {
+                if health.in_flight.load(Ordering::Relaxed) == 0 {
+                    last_ping = Instant::now();
+                    continue;
+                }
+            }
+            () = health.probe.notified() => {
+                if last_ping.elapsed() < health.min_gap {
+                    continue;
+                }
+            }
+        }
+        last_ping = Instant::now();
+        let pong = tokio::time::timeout(health.timeout, ping_pong.ping(h2::Ping::opaque()));
+        tokio::pin!(pong);
+        tokio::select! {
+            ended = &mut connection => return ending_of(ended),
+            answered = &mut pong => {
+                if !matches!(answered, Ok(Ok(_))) {
+                    // Dropping the connection fails every stream on it, so
+                    // their calls end now (and idempotent ones are retried
+                    // on a fresh connection) instead of at their deadlines.
+                    return Ending::Unresponsive;
+                }
+            }
+        }
+    }
+}
+
+fn ending_of(ended: Result<(), h2::Error>) -> Ending {
+    match ended {
+        Err(error)
+            if error.is_go_away()
+                && error.is_remote()
+                && error.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) =>
+        {
+            Ending::TooManyPings
+        }
+        _ => Ending::Closed,
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+/// TCP, then TLS when configured, then the HTTP/2 preface. The probe tells
+/// what the transport saw, to explain a failure that shows up later.
 async fn handshake(
     config: &PoolConfig,
-) -> Result<(SendRequest<Bytes>, Connection<TcpStream, Bytes>), Error> {
+) -> Result<(SendRequest<Bytes>, Connection<Transport, Bytes>, Probe), Error> {
     let tcp = connect_tcp(config).await?;
-    h2::client::Builder::new()
+    let (transport, probe) = Transport::connect(tcp, config.tls.as_ref(), &config.address).await;
+    let (sender, connection) = h2::client::Builder::new()
         .initial_window_size(config.stream_window_bytes)
         .initial_connection_window_size(config.connection_window_bytes)
         .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
         .max_header_list_size(MAX_RESPONSE_HEADER_LIST_BYTES)
         .enable_push(false)
-        .handshake::<_, Bytes>(tcp)
+        .handshake::<_, Bytes>(transport?)
         .await
         .map_err(|error| {
-            Error::Unavailable(format!(
-                "HTTP/2 handshake with {} failed: {}",
-                config.address,
-                describe(&error)
-            ))
-        })
+            probe.diagnose(&config.address).unwrap_or_else(|| {
+                Error::Unavailable(format!(
+                    "HTTP/2 handshake with {} failed: {}",
+                    config.address,
+                    describe(&error)
+                ))
+            })
+        })?;
+    Ok((sender, connection, probe))
 }
 
 /// Resolves the host afresh on every attempt (so a moved server is found

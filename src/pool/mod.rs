@@ -10,6 +10,7 @@
 
 mod backoff;
 mod connection;
+mod transport;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,8 +20,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::codec::Pushback;
 use crate::config::Address;
 use crate::error::Error;
+use crate::tls::ClientTls;
 
 pub(crate) use backoff::Backoff;
 
@@ -48,6 +51,13 @@ pub(crate) struct Failure {
     /// connection, refused stream, above a GOAWAY's last stream id): then
     /// even a non-idempotent call may be retried.
     pub maybe_processed: bool,
+    /// The server's `grpc-retry-pushback-ms`, when it sent one.
+    pub pushback: Option<Pushback>,
+    /// The request never reached the server because its connection was
+    /// going away (REFUSED_STREAM, above a GOAWAY's last stream id): it may
+    /// be sent again at once, as a transparent retry, without counting
+    /// against the caller's retry allowance.
+    pub resend_now: bool,
 }
 
 impl Failure {
@@ -56,6 +66,8 @@ impl Failure {
         Failure {
             error,
             maybe_processed: false,
+            pushback: None,
+            resend_now: false,
         }
     }
 
@@ -64,6 +76,8 @@ impl Failure {
         Failure {
             error,
             maybe_processed: true,
+            pushback: None,
+            resend_now: false,
         }
     }
 }
@@ -78,6 +92,12 @@ pub(crate) struct PoolConfig {
     pub connection_window_bytes: u32,
     pub max_receive_message_bytes: usize,
     pub reconnect_backoff: Backoff,
+    /// Ping period while calls are in flight; `None` turns it off.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a ping may stay unanswered before the connection is dropped.
+    pub keepalive_timeout: Duration,
+    /// TLS settings; `None` speaks plain HTTP/2.
+    pub tls: Option<ClientTls>,
 }
 
 /// The running pool. Dropping it shuts it down.

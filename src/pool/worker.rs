@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
@@ -11,9 +12,9 @@ use h2::Reason;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
-use super::connection::{self, describe, Event};
+use super::connection::{self, describe, Ending, Event, Health};
 use super::{Call, Failure, PoolConfig, Reply};
-use crate::codec::{Code, Status, UnaryDecoder};
+use crate::codec::{retry_pushback, Code, Status, UnaryDecoder};
 use crate::error::Error;
 
 /// Calls taken from the queue per wake-up: draining many at once means one
@@ -76,7 +77,7 @@ pub(super) fn spawn(
             let (state, _) = watch::channel(ConnState::Connecting);
             let (events_tx, events) = mpsc::unbounded_channel();
             let worker = Worker {
-                config,
+                config: Arc::clone(&config),
                 calls,
                 stop: worker_stop,
                 in_flight: worker_in_flight,
@@ -86,6 +87,8 @@ pub(super) fn spawn(
                 generation: 0,
                 failed_attempts: 0,
                 reconnect_at: None,
+                keepalive_interval: config.keepalive_interval,
+                probe: Arc::new(Notify::new()),
             };
             runtime.block_on(worker.run());
             // Dropping the runtime drops every call task, and with them their
@@ -145,6 +148,11 @@ struct Worker {
     /// Consecutive failed attempts, for the reconnect backoff.
     failed_attempts: u32,
     reconnect_at: Option<Instant>,
+    /// Keepalive period for the next connection; doubled each time a server
+    /// complains of too many pings.
+    keepalive_interval: Option<Duration>,
+    /// Wakes the current connection's task to ping now.
+    probe: Arc<Notify>,
 }
 
 impl Worker {
@@ -156,6 +164,10 @@ impl Worker {
             tokio::select! {
                 biased;
                 () = self.stop.notified() => return,
+                // Connection news first: a call submitted right after its
+                // predecessor found the connection draining must see the
+                // replacement already under way, not the dead connection.
+                Some(event) = self.events.recv() => self.on_event(event),
                 received = self.calls.recv_many(&mut batch, SUBMISSION_BATCH) => {
                     if received == 0 {
                         return;
@@ -164,7 +176,6 @@ impl Worker {
                         self.dispatch(call);
                     }
                 }
-                Some(event) = self.events.recv() => self.on_event(event),
                 () = sleep_until_some(reconnect_at), if reconnect_at.is_some() => {
                     self.reconnect_at = None;
                     self.connect();
@@ -176,10 +187,21 @@ impl Worker {
     fn connect(&mut self) {
         self.generation += 1;
         self.state.send_replace(ConnState::Connecting);
+        self.probe = Arc::new(Notify::new());
+        let health = Health {
+            in_flight: Arc::clone(&self.in_flight),
+            interval: self.keepalive_interval,
+            timeout: self.config.keepalive_timeout,
+            min_gap: self
+                .keepalive_interval
+                .unwrap_or(self.config.keepalive_timeout),
+            probe: Arc::clone(&self.probe),
+        };
         tokio::spawn(connection::run(
             Arc::clone(&self.config),
             self.generation,
             self.events_tx.clone(),
+            health,
         ));
     }
 
@@ -198,12 +220,21 @@ impl Worker {
             }
             // A connection that worked and then ended is replaced at once;
             // backoff is for attempts that fail.
-            Event::Lost { generation, .. } | Event::Broken { generation }
-                if generation == self.generation =>
-            {
+            Event::Lost { generation, ending } if generation == self.generation => {
+                if ending == Ending::TooManyPings {
+                    self.keepalive_interval = self.keepalive_interval.map(|i| i.saturating_mul(2));
+                }
                 if matches!(*self.state.borrow(), ConnState::Ready { .. }) {
                     self.connect();
                 }
+            }
+            Event::Broken { generation } if generation == self.generation => {
+                if matches!(*self.state.borrow(), ConnState::Ready { .. }) {
+                    self.connect();
+                }
+            }
+            Event::Stalled { generation } if generation == self.generation => {
+                self.probe.notify_one();
             }
             _ => {}
         }
@@ -260,6 +291,7 @@ async fn run_call(
         reply,
     } = call;
     let mut phase = Phase::WaitingForConnection;
+    let mut generation = None;
     let exchanged = tokio::time::timeout_at(
         deadline.into(),
         exchange(
@@ -268,10 +300,17 @@ async fn run_call(
             &mut state,
             &events,
             max_receive_message_bytes,
-            &mut phase,
+            (&mut phase, &mut generation),
         ),
     )
     .await;
+    if exchanged.is_err() && phase != Phase::WaitingForConnection {
+        // A sent call that got no answer in time hints at a dead connection:
+        // have it probed now rather than at the next keepalive tick.
+        if let Some(generation) = generation {
+            let _ = events.send(Event::Stalled { generation });
+        }
+    }
     // On timeout the exchange future is dropped here, which resets the
     // stream with CANCEL: the server stops working for nobody.
     let outcome = exchanged.unwrap_or_else(|_| {
@@ -292,73 +331,115 @@ async fn exchange(
     state: &mut watch::Receiver<ConnState>,
     events: &mpsc::UnboundedSender<Event>,
     max_receive_message_bytes: usize,
-    phase: &mut Phase,
+    (phase, used_generation): (&mut Phase, &mut Option<u64>),
 ) -> Reply {
-    let (sender, generation) = loop {
-        let current = state.borrow_and_update().clone();
-        match current {
-            ConnState::Ready { sender, generation } => break (sender, generation),
-            ConnState::Down { error } => return Err(Failure::unsent(error)),
-            ConnState::Connecting => {
-                if state.changed().await.is_err() {
-                    return Err(Failure::unsent(Error::Closed));
+    // A connection that stops taking streams (GOAWAY received, closed) is
+    // replaced by the worker; the call waits for the replacement and opens
+    // its stream there, once, instead of failing back to the caller.
+    let mut stale_generation = None;
+    let (mut sender, generation) = loop {
+        let (sender, generation) = wait_for_connection(state, stale_generation).await?;
+        *phase = Phase::Sending;
+        *used_generation = Some(generation);
+        match sender.ready().await {
+            Ok(sender) => break (sender, generation),
+            Err(error) => {
+                let _ = events.send(Event::Broken { generation });
+                if stale_generation.is_some() {
+                    return Err(Failure::unsent(Error::Unavailable(format!(
+                        "connection cannot take new calls: {}",
+                        describe(&error)
+                    ))));
                 }
+                stale_generation = Some(generation);
+                *phase = Phase::WaitingForConnection;
             }
         }
     };
-
-    *phase = Phase::Sending;
-    // Failing to open a stream means the connection takes no new streams
-    // (GOAWAY or closed); the request never left, so it is safe to retry.
-    let unusable = |error: h2::Error| {
+    let (response, mut stream) = sender.send_request(head, false).map_err(|error| {
         let _ = events.send(Event::Broken { generation });
-        Failure::unsent(Error::Unavailable(format!(
-            "connection cannot take new calls: {}",
-            describe(&error)
-        )))
-    };
-    let mut sender = sender.ready().await.map_err(unusable)?;
-    let (response, mut stream) = sender.send_request(head, false).map_err(unusable)?;
+        Failure {
+            resend_now: true,
+            ..Failure::unsent(Error::Unavailable(format!(
+                "connection cannot take new calls: {}",
+                describe(&error)
+            )))
+        }
+    })?;
     stream.send_data(body, true).map_err(stream_failure)?;
 
     *phase = Phase::AwaitingResponse;
     let response = response.await.map_err(stream_failure)?;
 
     *phase = Phase::ReadingResponse;
-    let committed = |error| Failure::after_send(Error::from_response(error));
+    // Once response headers arrive the call is committed: the server saw it.
+    let committed = |error, status_headers: Option<&http::HeaderMap>| Failure {
+        pushback: status_headers.and_then(retry_pushback),
+        ..Failure::after_send(Error::from_response(error))
+    };
     let (parts, mut body) = response.into_parts();
     let mut decoder = UnaryDecoder::new(max_receive_message_bytes);
-    decoder.on_head(&parts).map_err(committed)?;
+    decoder
+        .on_head(&parts)
+        .map_err(|error| committed(error, Some(&parts.headers)))?;
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(stream_failure)?;
         // Give the window back as soon as the bytes are ours, so the server
         // can keep sending.
         let _ = body.flow_control().release_capacity(chunk.len());
-        decoder.on_data(chunk).map_err(committed)?;
+        decoder
+            .on_data(chunk)
+            .map_err(|error| committed(error, None))?;
     }
     let trailers = body.trailers().await.map_err(stream_failure)?;
-    decoder.finish(trailers.as_ref()).map_err(committed)
+    decoder
+        .finish(trailers.as_ref())
+        .map_err(|error| committed(error, trailers.as_ref()))
+}
+
+/// Waits until the worker has a ready connection other than
+/// `stale_generation`, or fails the call when connecting failed.
+async fn wait_for_connection(
+    state: &mut watch::Receiver<ConnState>,
+    stale_generation: Option<u64>,
+) -> Result<(SendRequest<Bytes>, u64), Failure> {
+    loop {
+        let current = state.borrow_and_update().clone();
+        match current {
+            ConnState::Ready { sender, generation } if Some(generation) != stale_generation => {
+                return Ok((sender, generation))
+            }
+            ConnState::Down { error } => return Err(Failure::unsent(error)),
+            ConnState::Ready { .. } | ConnState::Connecting => {
+                if state.changed().await.is_err() {
+                    return Err(Failure::unsent(Error::Closed));
+                }
+            }
+        }
+    }
 }
 
 /// Maps an h2 error on an open stream, and says whether the server may have
 /// processed the request.
 fn stream_failure(error: h2::Error) -> Failure {
     if let Some(reason) = error.reason() {
-        if reason == Reason::REFUSED_STREAM {
-            return Failure::unsent(Error::Unavailable(
-                "the server refused the stream (REFUSED_STREAM) without processing it".into(),
-            ));
+        if reason == Reason::REFUSED_STREAM && error.is_remote() {
+            return Failure {
+                resend_now: true,
+                ..Failure::unsent(Error::Unavailable(
+                    "the server refused the stream (REFUSED_STREAM) without processing it".into(),
+                ))
+            };
         }
         if error.is_go_away() && error.is_remote() {
-            // A graceful GOAWAY only fails the streams above its last
-            // stream id, which the server promises it never processed.
-            return if reason == Reason::NO_ERROR {
-                Failure::unsent(Error::Unavailable(
-                    "the server is shutting down (GOAWAY) and did not process the call".into(),
-                ))
-            } else {
-                Failure::after_send(Error::Unavailable(format!(
-                    "the server closed the connection (GOAWAY {reason:?})"
+            // h2 fails a stream with the peer's GOAWAY only when the stream
+            // is above the GOAWAY's last stream id, which the server
+            // promises it never processed, whatever the error code; streams
+            // at or below it end with their own outcome.
+            return Failure {
+                resend_now: true,
+                ..Failure::unsent(Error::Unavailable(format!(
+                    "the server is closing the connection (GOAWAY {reason:?}) and did not process the call"
                 )))
             };
         }

@@ -20,6 +20,7 @@
 mod handler;
 pub mod service;
 pub mod store;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::codec::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::error::{Error, Result};
@@ -74,6 +76,8 @@ pub struct ServerBuilder {
     store: StoreConfig,
     max_receive_message_bytes: usize,
     max_concurrent_streams: Option<u32>,
+    tls: Option<tls::TlsSettings>,
+    client_ca: Option<Vec<u8>>,
 }
 
 impl Default for ServerBuilder {
@@ -84,6 +88,8 @@ impl Default for ServerBuilder {
             store: StoreConfig::default(),
             max_receive_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_concurrent_streams: None,
+            tls: None,
+            client_ca: None,
         }
     }
 }
@@ -139,15 +145,87 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves TLS (ALPN h2) with this certificate chain and private key,
+    /// both PEM text (the key PKCS#8, PKCS#1 or SEC1). Default: plain
+    /// HTTP/2. Clients then connect to `grpcs://` + [`Server::address`].
+    pub fn tls(
+        mut self,
+        certificate_chain: impl AsRef<[u8]>,
+        private_key: impl AsRef<[u8]>,
+    ) -> Self {
+        self.tls = Some(tls::TlsSettings {
+            certificate_chain: certificate_chain.as_ref().to_vec(),
+            private_key: private_key.as_ref().to_vec(),
+            client_ca: None,
+        });
+        self
+    }
+
+    /// Requires every client to present a certificate issued by this CA
+    /// (PEM text): mutual TLS. Needs [`tls`](Self::tls). Default: no
+    /// client certificate asked for.
+    ///
+    /// ```
+    /// use rcgen::{CertificateParams, CertifiedIssuer, IsCa, BasicConstraints, KeyPair};
+    /// use tiny_cache_client::server::Server;
+    /// use tiny_cache_client::Client;
+    ///
+    /// // A private CA issuing one server and one client certificate.
+    /// let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    /// ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    /// let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
+    /// let issue = |name: &str| -> Result<(String, String), rcgen::Error> {
+    ///     let key = KeyPair::generate()?;
+    ///     let cert = CertificateParams::new(vec![name.to_owned()])?.signed_by(&key, &ca)?;
+    ///     Ok((cert.pem(), key.serialize_pem()))
+    /// };
+    /// let (server_cert, server_key) = issue("127.0.0.1")?;
+    /// let (client_cert, client_key) = issue("client")?;
+    ///
+    /// let server = Server::builder()
+    ///     .tls(&server_cert, &server_key)
+    ///     .client_ca(ca.pem())
+    ///     .start()?;
+    /// let client = Client::builder(&server.url()) // grpcs://127.0.0.1:port
+    ///     .tls_ca_certificate_pem(ca.pem())
+    ///     .tls_client_identity_pem(&client_cert, &client_key)
+    ///     .build()?;
+    /// client.set("greeting", "hello over mTLS")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn client_ca(mut self, ca_certificates: impl AsRef<[u8]>) -> Self {
+        self.client_ca = Some(ca_certificates.as_ref().to_vec());
+        self
+    }
+
     /// Binds the listener and starts serving in a background thread.
     ///
     /// Errors: [`Error::Validation`] for an address that does not parse,
-    /// [`Error::Unavailable`] when it cannot be bound.
+    /// [`Error::Unavailable`] when it cannot be bound, [`Error::Tls`] with
+    /// [`TlsFailure::InvalidConfiguration`](crate::TlsFailure::InvalidConfiguration)
+    /// for a certificate, key or client CA that cannot be used (or a client
+    /// CA without a certificate).
     pub fn start(self) -> Result<Server> {
         let listen: SocketAddr = self
             .listen
             .parse()
             .map_err(|_| Error::Validation(format!("invalid listen address {:?}", self.listen)))?;
+        let acceptor = match (self.tls, self.client_ca) {
+            (Some(settings), client_ca) => Some(
+                tls::TlsSettings {
+                    client_ca,
+                    ..settings
+                }
+                .acceptor()?,
+            ),
+            (None, Some(_)) => {
+                return Err(Error::Tls {
+                    kind: crate::TlsFailure::InvalidConfiguration,
+                    message: "a client CA needs a server certificate and key (tls)".into(),
+                })
+            }
+            (None, None) => None,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.workers)
             .thread_name("tiny-cache-server")
@@ -168,16 +246,18 @@ impl ServerBuilder {
         let settings = Settings {
             max_concurrent_streams: self.max_concurrent_streams,
         };
+        let tls = acceptor.is_some();
         let thread = std::thread::Builder::new()
             .name("tiny-cache-server-main".into())
             .spawn(move || {
                 runtime.spawn(sweep_expired(Arc::clone(&context)));
-                runtime.block_on(accept_loop(listener, context, settings, stop_rx));
+                runtime.block_on(accept_loop(listener, context, settings, acceptor, stop_rx));
                 runtime.shutdown_timeout(SHUTDOWN_GRACE);
             })
             .map_err(|e| Error::Unavailable(format!("cannot start the server thread: {e}")))?;
         Ok(Server {
             address,
+            tls,
             stop: stop_tx,
             thread: Some(thread),
         })
@@ -194,6 +274,7 @@ struct Settings {
 #[derive(Debug)]
 pub struct Server {
     address: SocketAddr,
+    tls: bool,
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -227,6 +308,24 @@ impl Server {
         self.address.to_string()
     }
 
+    /// The address as a client URL: `grpcs://host:port` when serving TLS,
+    /// `grpc://host:port` otherwise.
+    ///
+    /// ```
+    /// let server = tiny_cache_client::server::Server::local()?;
+    /// assert!(server.url().starts_with("grpc://127.0.0.1:"));
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "grpcs" } else { "grpc" };
+        format!("{scheme}://{}", self.address)
+    }
+
+    /// Whether the server speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
     /// Stops the server and waits for its threads to end.
     pub fn shutdown(mut self) {
         self.stop_and_join();
@@ -250,6 +349,7 @@ async fn accept_loop(
     listener: TcpListener,
     context: Arc<handler::Context>,
     settings: Settings,
+    acceptor: Option<TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -257,7 +357,12 @@ async fn accept_loop(
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
-                    tokio::spawn(serve_connection(socket, Arc::clone(&context), settings));
+                    tokio::spawn(serve_connection(
+                        socket,
+                        Arc::clone(&context),
+                        settings,
+                        acceptor.clone(),
+                    ));
                 }
                 // Out of file descriptors and the like: pause instead of
                 // spinning, then keep serving the connections we have.
@@ -275,8 +380,27 @@ async fn sweep_expired(context: Arc<handler::Context>) {
     }
 }
 
-async fn serve_connection(socket: TcpStream, context: Arc<handler::Context>, settings: Settings) {
+async fn serve_connection(
+    socket: TcpStream,
+    context: Arc<handler::Context>,
+    settings: Settings,
+    acceptor: Option<TlsAcceptor>,
+) {
     let _ = socket.set_nodelay(true);
+    match acceptor {
+        None => serve_h2(socket, context, settings).await,
+        Some(acceptor) => {
+            if let Some(stream) = tls::accept(&acceptor, socket).await {
+                serve_h2(stream, context, settings).await;
+            }
+        }
+    }
+}
+
+async fn serve_h2<T>(io: T, context: Arc<handler::Context>, settings: Settings)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut builder = h2::server::Builder::new();
     builder
         .initial_window_size(STREAM_WINDOW_BYTES)
@@ -285,7 +409,7 @@ async fn serve_connection(socket: TcpStream, context: Arc<handler::Context>, set
     if let Some(streams) = settings.max_concurrent_streams {
         builder.max_concurrent_streams(streams);
     }
-    let Ok(mut connection) = builder.handshake::<_, bytes::Bytes>(socket).await else {
+    let Ok(mut connection) = builder.handshake::<_, bytes::Bytes>(io).await else {
         return;
     };
     while let Some(accepted) = connection.accept().await {

@@ -9,13 +9,16 @@ mod bench;
 mod usage;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tiny_cache_client::server::{Server, StoreConfig};
-use tiny_cache_client::{rules, Client, ClientBuilder, Error, Stats, Ttl, DEFAULT_ADDRESS};
+use tiny_cache_client::{
+    rules, Client, ClientBuilder, Error, Stats, TlsFailure, Ttl, DEFAULT_ADDRESS,
+};
 
 /// `--timeout`'s default, in seconds, as clap shows it; a unit test keeps it
 /// equal to the library's `DEFAULT_TIMEOUT`.
@@ -23,6 +26,9 @@ const DEFAULT_TIMEOUT_SECS: &str = "30";
 
 /// Where `--help` lists the options every subcommand accepts.
 const GLOBAL_HEADING: &str = "Global options";
+
+/// Where `--help` lists the client's TLS options.
+const TLS_HEADING: &str = "TLS options (with a grpcs:// --server)";
 
 /// One mebibyte, the unit of `serve --max-memory-mb`.
 const MIB_BYTES: u64 = 1024 * 1024;
@@ -33,7 +39,8 @@ Exit status:
   0  success
   1  `get`: the key is missing (nothing is printed on stdout)
   2  usage error: bad arguments, or input the client refuses before
-     sending it (an invalid key, namespace or request id)
+     sending it (an invalid key, namespace or request id, an unusable
+     TLS certificate or key file)
   3  the operation failed: server unreachable, deadline exceeded, an error
      from the server, output that could not be written, or (`bench`)
      setup failing or every measured operation failing";
@@ -51,9 +58,9 @@ struct Cli {
 /// Options every subcommand accepts, before or after its name.
 #[derive(Debug, Args)]
 struct Globals {
-    /// Server address: host:port, [::1]:port or grpc://host:port (`bench`
-    /// uses it only when given on the command line, else it benchmarks an
-    /// embedded server).
+    /// Server address: host:port, `[::1]:port` or grpc://host:port, and
+    /// grpcs://host:port for TLS (`bench` uses it only when given on the
+    /// command line, else it benchmarks an embedded server).
     #[arg(
         long,
         global = true,
@@ -85,6 +92,37 @@ struct Globals {
     /// Correlation id sent as x-request-id with every call [default: none].
     #[arg(long, global = true, help_heading = GLOBAL_HEADING, value_name = "ID")]
     request_id: Option<String>,
+
+    /// TLS (grpcs://): also trust the CA certificate(s) in this PEM file
+    /// [default: the built-in public roots only].
+    #[arg(long, global = true, help_heading = TLS_HEADING, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+
+    /// TLS: present this certificate chain (PEM) to the server, for mutual
+    /// TLS; needs --client-key.
+    #[arg(
+        long,
+        global = true,
+        help_heading = TLS_HEADING,
+        value_name = "PEM",
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+
+    /// TLS: the private key (PEM) of --client-cert.
+    #[arg(
+        long,
+        global = true,
+        help_heading = TLS_HEADING,
+        value_name = "PEM",
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
+
+    /// TLS: the name to verify in the server's certificate (and send by
+    /// SNI) [default: the host of --server].
+    #[arg(long, global = true, help_heading = TLS_HEADING, value_name = "NAME")]
+    tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +186,17 @@ struct ServeArgs {
     /// Largest single entry in bytes (value length + 33).
     #[arg(long, value_name = "N", default_value_t = StoreConfig::default().max_value_bytes)]
     max_value_bytes: u64,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key. The
+    /// printed address is then grpcs://host:port.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates issued by the CA(s) in this PEM file
+    /// (mutual TLS); needs --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
 }
 
 /// Why a command did not succeed; each maps to one exit status.
@@ -173,7 +222,11 @@ impl Failure {
             Failure::NotFound(_) => 1,
             // The client refused the input before any I/O: the command line
             // is what needs fixing, as with clap's own usage errors.
-            Failure::Client(Error::Validation(_)) => 2,
+            Failure::Client(Error::Validation(_))
+            | Failure::Client(Error::Tls {
+                kind: TlsFailure::InvalidConfiguration,
+                ..
+            }) => 2,
             Failure::Client(_) | Failure::Other(_) => 3,
         }
     }
@@ -185,6 +238,9 @@ struct ClientSettings {
     timeout: Duration,
     namespace: Option<String>,
     request_id: Option<String>,
+    ca_cert: Option<PathBuf>,
+    client_identity: Option<(PathBuf, PathBuf)>,
+    tls_server_name: Option<String>,
 }
 
 impl ClientSettings {
@@ -193,6 +249,9 @@ impl ClientSettings {
             timeout: globals.timeout,
             namespace: globals.namespace.clone(),
             request_id: globals.request_id.clone(),
+            ca_cert: globals.ca_cert.clone(),
+            client_identity: globals.client_cert.clone().zip(globals.client_key.clone()),
+            tls_server_name: globals.tls_server_name.clone(),
         }
     }
 
@@ -210,6 +269,15 @@ impl ClientSettings {
         }
         if let Some(id) = &self.request_id {
             builder = builder.metadata(rules::REQUEST_ID_HEADER, id);
+        }
+        if let Some(ca) = &self.ca_cert {
+            builder = builder.tls_ca_certificate_file(ca);
+        }
+        if let Some((certificate, key)) = &self.client_identity {
+            builder = builder.tls_client_identity_files(certificate, key);
+        }
+        if let Some(name) = &self.tls_server_name {
+            builder = builder.tls_server_name(name);
         }
         builder
     }
@@ -308,14 +376,27 @@ fn serve(args: &ServeArgs) -> Result<(), Failure> {
             args.max_memory_mb
         ))
     })?;
-    let server = Server::builder()
+    let mut builder = Server::builder()
         .listen(&args.listen)
         .workers(args.workers)
         .max_items(args.max_items)
         .max_memory_bytes(max_memory_bytes)
-        .max_value_bytes(args.max_value_bytes)
-        .start()?;
-    write_stdout(format!("{}\n", server.address()).as_bytes())?;
+        .max_value_bytes(args.max_value_bytes);
+    if let (Some(certificate), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        builder = builder.tls(read_pem(certificate)?, read_pem(key)?);
+    }
+    if let Some(ca) = &args.client_ca {
+        builder = builder.client_ca(read_pem(ca)?);
+    }
+    let server = builder.start()?;
+    // A plain server prints host:port as it always did; a TLS one prints
+    // the grpcs:// URL a client needs.
+    let printed = if server.is_tls() {
+        server.url()
+    } else {
+        server.address()
+    };
+    write_stdout(format!("{printed}\n").as_bytes())?;
     let _ = writeln!(
         std::io::stderr(),
         "tiny-cache server listening on {} ({} worker(s)); stop it with Ctrl-C",
@@ -326,6 +407,16 @@ fn serve(args: &ServeArgs) -> Result<(), Failure> {
         // park() may wake spuriously; nothing ever unparks this thread.
         std::thread::park();
     }
+}
+
+/// Reads a PEM file given to `serve`; an unreadable one is a usage error.
+fn read_pem(path: &Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|error| {
+        Failure::Client(Error::Tls {
+            kind: TlsFailure::InvalidConfiguration,
+            message: format!("cannot read {}: {error}", path.display()),
+        })
+    })
 }
 
 /// Writes `bytes` to stdout and flushes; a closed pipe is a failure, not a
