@@ -230,3 +230,116 @@ fn json_number(json: &str, field: &str) -> Option<f64> {
     let end = rest.find([',', '}']).unwrap_or(rest.len());
     rest[..end].parse().ok()
 }
+
+/// A TLS round trip through the binary on both sides: `serve` with a
+/// certificate and a client CA (mutual TLS), then `set` and `get` with the
+/// CA and a client certificate. The PEM files are generated here, written
+/// to a temporary directory and removed afterwards.
+#[test]
+fn serve_and_client_speak_mutual_tls() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let issue = |names: &[&str], usage| {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![usage];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &ca).unwrap();
+        (certificate.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) =
+        issue(&["cache.test"], rcgen::ExtendedKeyUsagePurpose::ServerAuth);
+    let (client_cert, client_key) =
+        issue(&["client.test"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
+
+    let dir = std::env::temp_dir().join(format!("tiny-cache-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let ca_file = write("ca.pem", &ca.pem());
+    let server_cert_file = write("server.pem", &server_cert);
+    let server_key_file = write("server-key.pem", &server_key);
+    let client_cert_file = write("client.pem", &client_cert);
+    let client_key_file = write("client-key.pem", &client_key);
+
+    struct Serving(std::process::Child, std::path::PathBuf);
+    impl Drop for Serving {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tiny-cache"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            &server_cert_file,
+            "--tls-key",
+            &server_key_file,
+        ])
+        .args(["--client-ca", &ca_file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server_stdout = child.stdout.take().unwrap();
+    let serving = Serving(child, dir.clone());
+    let mut url = String::new();
+    BufReader::new(server_stdout).read_line(&mut url).unwrap();
+    let url = url.trim().to_owned();
+    assert!(url.starts_with("grpcs://127.0.0.1:"), "{url}");
+
+    let tls_args = [
+        "--server",
+        url.as_str(),
+        "--timeout",
+        "5",
+        "--ca-cert",
+        ca_file.as_str(),
+        "--tls-server-name",
+        "cache.test",
+        "--client-cert",
+        client_cert_file.as_str(),
+        "--client-key",
+        client_key_file.as_str(),
+    ];
+    let run = |command: &[&str]| {
+        let mut all = tls_args.to_vec();
+        all.extend_from_slice(command);
+        tiny_cache(&all)
+    };
+    let set = run(&["set", "greeting", "over tls"]);
+    assert!(set.status.success(), "{set:?}");
+    let get = run(&["get", "greeting"]);
+    assert!(get.status.success(), "{get:?}");
+    assert_eq!(stdout(&get), "over tls\n");
+
+    // Without the client certificate the server refuses, promptly and in
+    // one line that names the cause.
+    let started = Instant::now();
+    let refused = tiny_cache(
+        &tls_args[..8]
+            .iter()
+            .copied()
+            .chain(["get", "greeting"])
+            .collect::<Vec<_>>(),
+    );
+    assert_one_line_error(&refused);
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    assert!(
+        stderr(&refused).contains("client certificate"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    drop(serving);
+}

@@ -1,0 +1,413 @@
+#![cfg(feature = "server")]
+//! TLS and mutual TLS over real loopback sockets, with certificates made
+//! here by rcgen (no key file is ever written). Every refused handshake
+//! fails fast, well inside its deadline, with an `Error::Tls` whose kind
+//! says which case it was.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tiny_cache_client::server::Server;
+use tiny_cache_client::{Client, ClientBuilder, Code, Error, TlsFailure};
+
+/// The deadline of calls that must fail: long, so a failure that waits for
+/// it is obvious.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How soon a refused handshake must be reported.
+const FAIL_FAST: Duration = Duration::from_secs(2);
+
+/// A certificate and its private key, PEM.
+struct Identity {
+    certificate: String,
+    key: String,
+}
+
+/// A private CA issuing server and client certificates.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Ca { issuer }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    fn issue(&self, names: &[&str], usage: ExtendedKeyUsagePurpose, expired: bool) -> Identity {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "tiny-cache test");
+        params.extended_key_usages = vec![usage];
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 12, 31);
+        }
+        let key = KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        Identity {
+            certificate: certificate.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    /// A server certificate for localhost and 127.0.0.1.
+    fn server(&self) -> Identity {
+        self.issue(
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            false,
+        )
+    }
+
+    fn client(&self) -> Identity {
+        self.issue(&["client.test"], ExtendedKeyUsagePurpose::ClientAuth, false)
+    }
+}
+
+fn tls_server(identity: &Identity) -> Server {
+    Server::builder()
+        .tls(&identity.certificate, &identity.key)
+        .start()
+        .unwrap()
+}
+
+fn mtls_server(identity: &Identity, client_ca: &Ca) -> Server {
+    Server::builder()
+        .tls(&identity.certificate, &identity.key)
+        .client_ca(client_ca.pem())
+        .start()
+        .unwrap()
+}
+
+/// A client of `address` with a 10 s deadline and one worker.
+fn builder(address: &str) -> ClientBuilder {
+    Client::builder(address).timeout(CALL_TIMEOUT).pool_size(1)
+}
+
+/// Asserts that a call fails within [`FAIL_FAST`] with a TLS error of
+/// `kind`, and returns its message. A second call (made while the worker
+/// backs off) must fail the same way, as fast.
+#[track_caller]
+fn assert_fails_fast(client: &Client, kind: TlsFailure) -> String {
+    let mut first_message = String::new();
+    for attempt in 0..2 {
+        let started = Instant::now();
+        let result = client.get("k");
+        let elapsed = started.elapsed();
+        match result {
+            Err(Error::Tls {
+                kind: actual,
+                message,
+            }) => {
+                assert_eq!(actual, kind, "attempt {attempt}: {message}");
+                if attempt == 0 {
+                    first_message = message;
+                }
+            }
+            other => panic!("attempt {attempt}: expected a {kind:?} TLS error, got {other:?}"),
+        }
+        assert!(
+            elapsed < FAIL_FAST,
+            "attempt {attempt} took {elapsed:?} to fail"
+        );
+    }
+    first_message
+}
+
+#[test]
+fn tls_call_succeeds_with_a_trusted_private_ca() {
+    let ca = Ca::new("test CA");
+    let server = tls_server(&ca.server());
+    assert!(server.url().starts_with("grpcs://"));
+    let client = builder(&server.url())
+        .tls_ca_certificate_pem(ca.pem())
+        .build()
+        .unwrap();
+    client.set("greeting", "hello").unwrap();
+    assert_eq!(
+        client.get_string("greeting").unwrap().as_deref(),
+        Some("hello")
+    );
+
+    // The builder option turns TLS on for an address without a scheme, and
+    // the private CA alone (no built-in roots) is enough.
+    let by_option = builder(&server.address())
+        .tls(true)
+        .tls_built_in_roots(false)
+        .tls_ca_certificate_pem(ca.pem())
+        .build()
+        .unwrap();
+    assert_eq!(
+        by_option.get_string("greeting").unwrap().as_deref(),
+        Some("hello")
+    );
+}
+
+#[test]
+fn server_name_override_is_what_the_certificate_is_checked_against() {
+    let ca = Ca::new("test CA");
+    let identity = ca.issue(
+        &["cache.internal"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        false,
+    );
+    let server = tls_server(&identity);
+    let client = builder(&server.url())
+        .tls_ca_certificate_pem(ca.pem())
+        .tls_server_name("cache.internal")
+        .build()
+        .unwrap();
+    client.set("k", "v").unwrap();
+}
+
+#[test]
+fn mutual_tls_call_succeeds_with_a_client_certificate() {
+    let ca = Ca::new("test CA");
+    let server = mtls_server(&ca.server(), &ca);
+    let client_identity = ca.client();
+    let client = builder(&server.url())
+        .tls_ca_certificate_pem(ca.pem())
+        .tls_client_identity_pem(&client_identity.certificate, &client_identity.key)
+        .build()
+        .unwrap();
+    client.set("k", "v").unwrap();
+    assert_eq!(client.get_string("k").unwrap().as_deref(), Some("v"));
+}
+
+#[test]
+fn wrong_host_name_fails_fast_as_hostname_mismatch() {
+    let ca = Ca::new("test CA");
+    let server = tls_server(&ca.server());
+    let client = builder(&server.url())
+        .tls_ca_certificate_pem(ca.pem())
+        .tls_server_name("cache.example")
+        .build()
+        .unwrap();
+    let message = assert_fails_fast(&client, TlsFailure::HostnameMismatch);
+    assert!(message.contains("cache.example"), "{message}");
+}
+
+#[test]
+fn untrusted_ca_fails_fast_as_untrusted_certificate() {
+    let ca = Ca::new("test CA");
+    let server = tls_server(&ca.server());
+    // Only the built-in public roots, which never issued this certificate.
+    let client = builder(&server.url()).build().unwrap();
+    assert_fails_fast(&client, TlsFailure::UntrustedCertificate);
+    // Trusting another private CA instead does not help either.
+    let other = Ca::new("other CA");
+    let client = builder(&server.url())
+        .tls_built_in_roots(false)
+        .tls_ca_certificate_pem(other.pem())
+        .build()
+        .unwrap();
+    assert_fails_fast(&client, TlsFailure::UntrustedCertificate);
+}
+
+#[test]
+fn expired_certificate_fails_fast_as_certificate_expired() {
+    let ca = Ca::new("test CA");
+    let expired = ca.issue(
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        true,
+    );
+    let server = tls_server(&expired);
+    let client = builder(&server.url())
+        .tls_ca_certificate_pem(ca.pem())
+        .build()
+        .unwrap();
+    assert_fails_fast(&client, TlsFailure::CertificateExpired);
+}
+
+/// A TLS server that is not a gRPC server: it completes handshakes with the
+/// given ALPN protocols (none at all when empty), then only reads.
+fn start_rustls_server(identity: &Identity, alpn: &[&[u8]]) -> String {
+    let chain = CertificateDer::pem_slice_iter(identity.certificate.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(identity.key.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    // Detached: the listener lives until the test process ends.
+    thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(socket) = socket else { continue };
+            let config = Arc::clone(&config);
+            thread::spawn(move || {
+                let Ok(connection) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut stream = rustls::StreamOwned::new(connection, socket);
+                let mut sink = [0u8; 4096];
+                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    format!("grpcs://{address}")
+}
+
+#[test]
+fn server_without_alpn_h2_fails_fast_as_no_alpn_h2() {
+    let ca = Ca::new("test CA");
+    let identity = ca.server();
+    // A server that negotiates no protocol at all: the handshake completes
+    // and the client refuses to go on.
+    let silent = start_rustls_server(&identity, &[]);
+    let client = builder(&silent)
+        .tls_ca_certificate_pem(ca.pem())
+        .build()
+        .unwrap();
+    let message = assert_fails_fast(&client, TlsFailure::NoAlpnH2);
+    assert!(message.contains("ALPN"), "{message}");
+    // A server that speaks only HTTP/1.1 refuses the handshake itself.
+    let http1 = start_rustls_server(&identity, &[b"http/1.1"]);
+    let client = builder(&http1)
+        .tls_ca_certificate_pem(ca.pem())
+        .build()
+        .unwrap();
+    assert_fails_fast(&client, TlsFailure::NoAlpnH2);
+}
+
+#[test]
+fn missing_client_certificate_fails_fast_as_client_certificate_required() {
+    let ca = Ca::new("test CA");
+    let server = mtls_server(&ca.server(), &ca);
+    let client = builder(&server.url())
+        .tls_ca_certificate_pem(ca.pem())
+        .build()
+        .unwrap();
+    assert_fails_fast(&client, TlsFailure::ClientCertificateRequired);
+}
+
+#[test]
+fn client_certificate_from_another_ca_fails_fast_as_rejected() {
+    let ca = Ca::new("test CA");
+    let server = mtls_server(&ca.server(), &ca);
+    let stranger = Ca::new("stranger CA").client();
+    let client = builder(&server.url())
+        .tls_ca_certificate_pem(ca.pem())
+        .tls_client_identity_pem(&stranger.certificate, &stranger.key)
+        .build()
+        .unwrap();
+    assert_fails_fast(&client, TlsFailure::ClientCertificateRejected);
+}
+
+#[test]
+fn plain_client_against_a_tls_server_fails_fast_as_server_requires_tls() {
+    let ca = Ca::new("test CA");
+    let server = tls_server(&ca.server());
+    let client = builder(&server.address()).build().unwrap();
+    let message = assert_fails_fast(&client, TlsFailure::ServerRequiresTls);
+    assert!(message.contains("grpcs://"), "{message}");
+}
+
+#[test]
+fn tls_client_against_a_plain_server_fails_fast_as_server_not_tls() {
+    let server = Server::local().unwrap();
+    let client = builder(&format!("grpcs://{}", server.address()))
+        .build()
+        .unwrap();
+    let message = assert_fails_fast(&client, TlsFailure::ServerNotTls);
+    assert!(message.contains("grpc://"), "{message}");
+}
+
+#[test]
+fn tls_failures_are_unavailable_and_never_retried() {
+    let error = Error::Tls {
+        kind: TlsFailure::CertificateExpired,
+        message: String::new(),
+    };
+    assert_eq!(error.code(), Code::Unavailable);
+    assert!(!error.is_retryable());
+}
+
+#[test]
+fn unusable_tls_settings_are_reported_by_build() {
+    let invalid = |result: Result<Client, Error>| match result {
+        Err(Error::Tls {
+            kind: TlsFailure::InvalidConfiguration,
+            message,
+        }) => message,
+        other => panic!("expected InvalidConfiguration, got {other:?}"),
+    };
+    let message = invalid(
+        builder("grpcs://127.0.0.1:1")
+            .tls_ca_certificate_pem("not PEM at all")
+            .build(),
+    );
+    assert!(message.contains("CA certificate"), "{message}");
+    let message = invalid(
+        builder("grpcs://127.0.0.1:1")
+            .tls_ca_certificate_file("/nonexistent/ca.pem")
+            .build(),
+    );
+    assert!(message.contains("/nonexistent/ca.pem"), "{message}");
+    let ca = Ca::new("test CA");
+    let one = ca.client();
+    let other = ca.client();
+    invalid(
+        builder("grpcs://127.0.0.1:1")
+            .tls_client_identity_pem(&one.certificate, &other.key)
+            .build(),
+    );
+    invalid(
+        builder("grpcs://127.0.0.1:1")
+            .tls_client_identity_pem(&one.certificate, "no key here")
+            .build(),
+    );
+    // The server refuses unusable settings at start.
+    match Server::builder().tls(&one.certificate, "no key").start() {
+        Err(Error::Tls {
+            kind: TlsFailure::InvalidConfiguration,
+            ..
+        }) => {}
+        other => panic!("expected InvalidConfiguration, got {other:?}"),
+    }
+}
+
+#[test]
+fn tls_options_on_a_plain_address_are_a_validation_error() {
+    let result = builder("grpc://127.0.0.1:1")
+        .tls_server_name("cache.internal")
+        .build();
+    assert!(
+        matches!(result, Err(Error::Validation(ref m)) if m.contains("grpcs://")),
+        "{result:?}"
+    );
+    let result = builder("grpcs://127.0.0.1:1").tls(false).build();
+    assert!(matches!(result, Err(Error::Validation(_))), "{result:?}");
+}
