@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tiny_cache_client::server::Server;
-use tiny_cache_client::{Client, Error};
+use tiny_cache_client::{Client, Error, RetryThrottle};
 
 /// How late past its deadline a call may return: scheduling noise on a
 /// loaded 2-core machine, far below anything a user would call a hang.
@@ -152,6 +152,9 @@ fn non_idempotent_call_is_still_retried_when_it_never_reached_the_server() {
         .timeout(Duration::from_secs(10))
         .max_retries(200)
         .retry_backoff(Duration::from_millis(20), Duration::from_millis(50))
+        // This test retries on purpose until the server appears; the budget
+        // would (rightly) stop that after five failures.
+        .retry_throttle(None)
         .build()
         .unwrap();
     let starter = thread::spawn(move || {
@@ -262,4 +265,326 @@ fn calls_beyond_the_servers_stream_limit_queue_and_succeed() {
             .expect("every call must succeed despite the limit of one stream");
     }
     assert_eq!(client.stats().unwrap().size, 16 * 50);
+}
+
+/// A TCP proxy in front of a server whose existing connections can be
+/// black-holed: bytes are read and dropped, sockets stay open, exactly what
+/// a client sees of a vanished host or a broken path. New connections are
+/// forwarded normally.
+struct BlackHoleProxy {
+    address: SocketAddr,
+    connections: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+}
+
+impl BlackHoleProxy {
+    fn start(upstream: SocketAddr) -> BlackHoleProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let connections: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let registry = Arc::clone(&connections);
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let holed = Arc::new(AtomicBool::new(false));
+                registry.lock().unwrap().push(Arc::clone(&holed));
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let holed = Arc::clone(&holed);
+                    thread::spawn(move || {
+                        let mut buffer = [0u8; 16 * 1024];
+                        loop {
+                            match from.read(&mut buffer) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) if !holed.load(Ordering::Relaxed) => {
+                                    if std::io::Write::write_all(&mut to, &buffer[..n]).is_err() {
+                                        return;
+                                    }
+                                }
+                                Ok(_) => {}
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        BlackHoleProxy {
+            address,
+            connections,
+        }
+    }
+
+    fn black_hole_existing(&self) {
+        for holed in self.connections.lock().unwrap().iter() {
+            holed.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.lock().unwrap().len()
+    }
+}
+
+/// Polls `get` until it returns the expected value, for a bounded time.
+fn eventually_reads(client: &Client, key: &str, expected: &str, within: Duration) {
+    let give_up = Instant::now() + within;
+    loop {
+        match client.get_string(key) {
+            Ok(Some(value)) if value == expected => return,
+            other if Instant::now() >= give_up => panic!("still failing: {other:?}"),
+            _ => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+#[test]
+fn keepalive_replaces_a_black_holed_connection_and_the_idempotent_call_succeeds() {
+    let server = Server::local().unwrap();
+    let proxy = BlackHoleProxy::start(server.local_addr());
+    let client = Client::builder(&proxy.address.to_string())
+        .timeout(Duration::from_secs(3))
+        .keepalive(Some(Duration::from_millis(200)), Duration::from_millis(300))
+        .build()
+        .unwrap();
+    client.set("k", "v").unwrap();
+    proxy.black_hole_existing();
+
+    // The ping goes unanswered, the connection is dropped, and the get is
+    // retried on a fresh connection, all inside its deadline.
+    let started = Instant::now();
+    assert_eq!(client.get_string("k").unwrap().as_deref(), Some("v"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(proxy.connections() >= 2, "no fresh connection was made");
+}
+
+#[test]
+fn a_timed_out_call_probes_the_connection_so_later_calls_get_a_fresh_one() {
+    let server = Server::local().unwrap();
+    let proxy = BlackHoleProxy::start(server.local_addr());
+    let timeout = Duration::from_millis(700);
+    let client = Client::builder(&proxy.address.to_string())
+        .timeout(timeout)
+        .max_retries(0)
+        // No periodic pings: only the probe after a timed-out call.
+        .keepalive(None, Duration::from_millis(300))
+        .build()
+        .unwrap();
+    client.set("k", "v").unwrap();
+    proxy.black_hole_existing();
+
+    let started = Instant::now();
+    let outcome = client.get("k");
+    assert!(
+        matches!(outcome, Err(Error::DeadlineExceeded(_))),
+        "got {outcome:?}"
+    );
+    assert!(started.elapsed() < timeout + DEADLINE_SLACK);
+
+    eventually_reads(&client, "k", "v", Duration::from_secs(5));
+    assert!(proxy.connections() >= 2);
+}
+
+#[test]
+fn calls_in_flight_on_a_black_holed_connection_end_by_their_deadline_without_retries() {
+    let server = Server::local().unwrap();
+    let proxy = BlackHoleProxy::start(server.local_addr());
+    let timeout = Duration::from_millis(800);
+    let client = Client::builder(&proxy.address.to_string())
+        .timeout(timeout)
+        .max_retries(0)
+        .keepalive(Some(Duration::from_millis(200)), Duration::from_millis(300))
+        .build()
+        .unwrap();
+    client.set("k", "v").unwrap();
+    proxy.black_hole_existing();
+    let callers: Vec<_> = (0..16)
+        .map(|_| {
+            let client = client.clone();
+            thread::spawn(move || {
+                let started = Instant::now();
+                (client.get("k"), started.elapsed())
+            })
+        })
+        .collect();
+    for caller in callers {
+        let (outcome, elapsed) = caller.join().unwrap();
+        // Keepalive usually finds the dead connection first (Unavailable);
+        // otherwise the deadline ends the call.
+        assert!(
+            matches!(
+                outcome,
+                Err(Error::Unavailable(_) | Error::DeadlineExceeded(_))
+            ),
+            "got {outcome:?}"
+        );
+        assert!(elapsed < timeout + DEADLINE_SLACK, "took {elapsed:?}");
+    }
+    eventually_reads(&client, "k", "v", Duration::from_secs(5));
+}
+
+#[test]
+fn retry_budget_stops_retries_against_a_dead_server() {
+    let address = free_port().to_string();
+    let build = |throttle| {
+        Client::builder(&address)
+            .timeout(Duration::from_secs(10))
+            .max_retries(40)
+            .retry_backoff(Duration::from_millis(10), Duration::from_millis(10))
+            .retry_throttle(throttle)
+            .build()
+            .unwrap()
+    };
+
+    let budgeted = build(Some(RetryThrottle::default()));
+    // The first call spends the budget (five failures) ...
+    assert!(matches!(budgeted.get("k"), Err(Error::Unavailable(_))));
+    // ... so the next one fails at once instead of retrying 40 times.
+    let started = Instant::now();
+    assert!(matches!(budgeted.get("k"), Err(Error::Unavailable(_))));
+    let with_budget = started.elapsed();
+
+    let unbudgeted = build(None);
+    let started = Instant::now();
+    assert!(matches!(unbudgeted.get("k"), Err(Error::Unavailable(_))));
+    let without_budget = started.elapsed();
+
+    // 40 pauses of up to 10 ms average about 200 ms.
+    assert!(with_budget < Duration::from_millis(50), "{with_budget:?}");
+    assert!(
+        without_budget > Duration::from_millis(100),
+        "{without_budget:?}"
+    );
+}
+
+#[test]
+fn deadline_is_honoured_when_the_server_trickles_one_byte_at_a_time() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            thread::spawn(move || {
+                // An HTTP/2 SETTINGS frame header, one byte at a time: it
+                // looks alive but never completes.
+                for byte in [0u8, 0, 0, 4, 0, 0, 0, 0, 0].iter().cycle() {
+                    if std::io::Write::write_all(&mut socket, &[*byte]).is_err() {
+                        return;
+                    }
+                    thread::sleep(Duration::from_millis(200));
+                }
+            });
+        }
+    });
+    let timeout = Duration::from_millis(1500);
+    let client = Client::builder(&address.to_string())
+        .timeout(timeout)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let outcome = client.get("k");
+    assert!(
+        matches!(outcome, Err(Error::DeadlineExceeded(_))),
+        "got {outcome:?}"
+    );
+    assert!(
+        started.elapsed() < timeout + DEADLINE_SLACK,
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Accepts connections and closes them at once, noting when each came.
+fn slamming_listener(
+    listener: TcpListener,
+    stop: Arc<AtomicBool>,
+) -> thread::JoinHandle<Vec<Instant>> {
+    listener.set_nonblocking(true).unwrap();
+    thread::spawn(move || {
+        let mut accepted = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((socket, _)) => {
+                    accepted.push(Instant::now());
+                    drop(socket);
+                }
+                Err(_) => thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        accepted
+    })
+}
+
+#[test]
+fn reconnect_attempts_back_off_by_1_6_with_jitter_and_reset_after_a_success() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let slammer = slamming_listener(listener, Arc::clone(&stop));
+    let client = Client::builder(&address.to_string())
+        .timeout(Duration::from_secs(1))
+        .max_retries(0)
+        .pool_size(1)
+        .build()
+        .unwrap();
+    // Attempts at 0, ~1 s, ~2.6 s, ~5.2 s (each ±20 %).
+    thread::sleep(Duration::from_millis(4000));
+    stop.store(true, Ordering::Relaxed);
+    let accepted = slammer.join().unwrap();
+    assert!(accepted.len() >= 3, "only {} attempts", accepted.len());
+    let gaps: Vec<f64> = accepted
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect();
+    for (n, gap) in gaps.iter().enumerate() {
+        let base = 1.6f64.powi(n as i32);
+        assert!(
+            *gap >= base * 0.8 - 0.05 && *gap <= base * 1.2 + 0.25,
+            "gap {n} was {gap:.3} s, expected {base:.2} s ±20 % (gaps {gaps:?})"
+        );
+    }
+    // Calls meanwhile fail fast with the connection error.
+    let started = Instant::now();
+    assert!(matches!(client.get("k"), Err(Error::Unavailable(_))));
+    assert!(started.elapsed() < Duration::from_millis(100));
+
+    // The server comes up: the next attempt succeeds, which resets the
+    // backoff, so after it dies again the first gap is ~1 s, not ~4 s.
+    let server = Server::builder()
+        .listen(&address.to_string())
+        .start()
+        .unwrap();
+    let give_up = Instant::now() + Duration::from_secs(8);
+    while client.get("k").is_err() {
+        assert!(Instant::now() < give_up, "never reconnected");
+        thread::sleep(Duration::from_millis(50));
+    }
+    server.shutdown();
+    // The worker reconnects at once (refused: nothing is bound yet), then
+    // waits one reset-sized backoff (~1 s) — not the ~6.5 s the fifth
+    // consecutive failure would wait without the reset.
+    let listener = TcpListener::bind(address).unwrap();
+    let rebound = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let slammer = slamming_listener(listener, Arc::clone(&stop));
+    thread::sleep(Duration::from_millis(2000));
+    stop.store(true, Ordering::Relaxed);
+    let accepted = slammer.join().unwrap();
+    let first = accepted
+        .first()
+        .expect("no reconnect attempt within 2 s of the restart");
+    let waited = (*first - rebound).as_secs_f64();
+    assert!(
+        waited <= 1.45,
+        "first attempt after a success came {waited:.3} s later"
+    );
 }
