@@ -209,3 +209,58 @@ fn health_check_of_an_unknown_service_is_not_found() {
         "5"
     );
 }
+
+#[test]
+fn graceful_shutdown_sends_goaway_and_lets_an_open_call_finish() {
+    let server = Server::local().unwrap();
+    let address = server.local_addr();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
+        let driver = tokio::spawn(connection);
+        let mut sender = sender.ready().await.unwrap();
+        let request = Request::post(format!("http://{address}/cache.CacheService/Get"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        // The call is open (headers sent) but its message is not yet.
+        let (response, mut stream) = sender.send_request(request, false).unwrap();
+
+        let stopping = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            server.shutdown();
+            started.elapsed()
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        stream
+            .send_data(framed(&CacheKey { key: "k".into() }), true)
+            .unwrap();
+        let (head, mut body) = response.await.unwrap().into_parts();
+        assert_eq!(head.status, 200);
+        while let Some(chunk) = body.data().await {
+            chunk.unwrap();
+        }
+        let trailers = body.trailers().await.unwrap().unwrap();
+        assert_eq!(
+            header(&trailers, "grpc-status"),
+            "0",
+            "the open call finished"
+        );
+
+        // The server took no new streams and closed once the call was done.
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(3), driver).await;
+        assert!(closed.is_ok(), "the connection did not close after GOAWAY");
+        let took = tokio::task::spawn_blocking(move || stopping.join().unwrap())
+            .await
+            .unwrap();
+        assert!(
+            took < std::time::Duration::from_secs(2),
+            "shutdown took {took:?}"
+        );
+    });
+}

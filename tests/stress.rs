@@ -63,7 +63,7 @@ fn server_killed_under_load_from_64_threads_then_restarted_recovers_by_itself() 
         .collect();
 
     thread::sleep(Duration::from_millis(800));
-    server.shutdown();
+    server.kill();
     let killed_at = started.elapsed();
     thread::sleep(Duration::from_millis(500));
     let restarted = Server::builder().listen(&address).start().unwrap();

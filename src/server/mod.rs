@@ -238,7 +238,7 @@ impl ServerBuilder {
         let address = listener
             .local_addr()
             .map_err(|e| Error::Unavailable(format!("cannot read the listening address: {e}")))?;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(Stop::Running);
         let context = Arc::new(handler::Context {
             service: CacheService::new(self.store),
             max_receive_message_bytes: self.max_receive_message_bytes,
@@ -275,7 +275,7 @@ struct Settings {
 pub struct Server {
     address: SocketAddr,
     tls: bool,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Stop>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -326,13 +326,22 @@ impl Server {
         self.tls
     }
 
-    /// Stops the server and waits for its threads to end.
+    /// Stops the server gracefully, as the reference server does: the
+    /// listener closes, every connection gets a GOAWAY, calls already
+    /// received finish (for up to 2 s), then the threads end. Dropping the
+    /// server does the same.
     pub fn shutdown(mut self) {
-        self.stop_and_join();
+        self.stop_and_join(Stop::Graceful);
     }
 
-    fn stop_and_join(&mut self) {
-        let _ = self.stop.send(true);
+    /// Stops the server at once, like a crash: connections are dropped
+    /// without GOAWAY and calls in flight get no answer. For fault tests.
+    pub fn kill(mut self) {
+        self.stop_and_join(Stop::Abrupt);
+    }
+
+    fn stop_and_join(&mut self, how: Stop) {
+        let _ = self.stop.send(how);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -341,7 +350,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop_and_join();
+        self.stop_and_join(Stop::Graceful);
     }
 }
 
@@ -350,26 +359,46 @@ async fn accept_loop(
     context: Arc<handler::Context>,
     settings: Settings,
     acceptor: Option<TlsAcceptor>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
 ) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
-                    tokio::spawn(serve_connection(
+                    connections.spawn(serve_connection(
                         socket,
                         Arc::clone(&context),
                         settings,
                         acceptor.clone(),
+                        stop.clone(),
                     ));
                 }
                 // Out of file descriptors and the like: pause instead of
                 // spinning, then keep serving the connections we have.
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             },
+            // Reap finished connections so the set does not grow forever.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    drop(listener);
+    if *stop.borrow() == Stop::Graceful {
+        let drained = async { while connections.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
+    }
+    // Whatever is left is aborted with the set.
+}
+
+/// What the server has been asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Running,
+    /// GOAWAY, let calls in flight finish, then close.
+    Graceful,
+    /// Drop every connection now.
+    Abrupt,
 }
 
 async fn sweep_expired(context: Arc<handler::Context>) {
@@ -385,20 +414,25 @@ async fn serve_connection(
     context: Arc<handler::Context>,
     settings: Settings,
     acceptor: Option<TlsAcceptor>,
+    stop: watch::Receiver<Stop>,
 ) {
     let _ = socket.set_nodelay(true);
     match acceptor {
-        None => serve_h2(socket, context, settings).await,
+        None => serve_h2(socket, context, settings, stop).await,
         Some(acceptor) => {
             if let Some(stream) = tls::accept(&acceptor, socket).await {
-                serve_h2(stream, context, settings).await;
+                serve_h2(stream, context, settings, stop).await;
             }
         }
     }
 }
 
-async fn serve_h2<T>(io: T, context: Arc<handler::Context>, settings: Settings)
-where
+async fn serve_h2<T>(
+    io: T,
+    context: Arc<handler::Context>,
+    settings: Settings,
+    mut stop: watch::Receiver<Stop>,
+) where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut builder = h2::server::Builder::new();
@@ -412,10 +446,24 @@ where
     let Ok(mut connection) = builder.handshake::<_, bytes::Bytes>(io).await else {
         return;
     };
-    while let Some(accepted) = connection.accept().await {
-        let Ok((request, respond)) = accepted else {
-            return;
-        };
-        tokio::spawn(handler::handle(request, respond, Arc::clone(&context)));
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            accepted = connection.accept() => {
+                let Some(Ok((request, respond))) = accepted else {
+                    return;
+                };
+                tokio::spawn(handler::handle(request, respond, Arc::clone(&context)));
+            }
+            changed = stop.changed(), if !draining => {
+                if changed.is_err() || *stop.borrow() == Stop::Abrupt {
+                    return;
+                }
+                // GOAWAY: no new streams; accept() keeps driving the ones
+                // already open and ends once they are done.
+                connection.graceful_shutdown();
+                draining = true;
+            }
+        }
     }
 }
