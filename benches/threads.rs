@@ -20,6 +20,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_tiny-cache");
 struct Setup {
     threads: usize,
     pool_size: usize,
+    /// How callers wait for replies: "park" (default) or "channel".
+    wait: &'static str,
 }
 
 /// What one bench run reported (from its `--json` line).
@@ -64,6 +66,7 @@ fn run(address: &str, setup: Setup, seconds: f64) -> Sample {
         .args(["--duration", &seconds.to_string()])
         .args(["--threads", &setup.threads.to_string()])
         .args(["--pool-size", &setup.pool_size.to_string()])
+        .args(["--wait", setup.wait])
         .stderr(Stdio::null())
         .output()
         .expect("run tiny-cache bench");
@@ -100,26 +103,42 @@ fn main() {
         Setup {
             threads: 1,
             pool_size: 1,
+            wait: "park",
         },
         Setup {
             threads: 4,
             pool_size: 1,
+            wait: "park",
         },
         Setup {
             threads: 16,
             pool_size: 1,
+            wait: "park",
+        },
+        Setup {
+            threads: 16,
+            pool_size: 1,
+            wait: "channel",
         },
         Setup {
             threads: 64,
             pool_size: 1,
+            wait: "park",
+        },
+        Setup {
+            threads: 64,
+            pool_size: 1,
+            wait: "channel",
         },
         Setup {
             threads: 64,
             pool_size: 2,
+            wait: "park",
         },
         Setup {
             threads: 256,
             pool_size: 1,
+            wait: "park",
         },
     ];
     let (_server, address) = start_server();
@@ -128,10 +147,11 @@ fn main() {
     for round in 0..rounds {
         for (index, setup) in setups.iter().enumerate() {
             eprintln!(
-                "round {}/{rounds}: {} threads, pool {}",
+                "round {}/{rounds}: {} threads, pool {}, wait {}",
                 round + 1,
                 setup.threads,
-                setup.pool_size
+                setup.pool_size,
+                setup.wait
             );
             samples[index].push(run(&address, *setup, seconds));
         }
@@ -140,14 +160,15 @@ fn main() {
         "\nmedians of {rounds} round(s) of {seconds} s; 100 B values, 90 % gets, 1000 keys; \
          server: tiny-cache serve --workers 1 (separate process)\n"
     );
-    println!("| threads | pool | ops/s | p50 µs | p99 µs | p99.9 µs | client CPU µs/op | ctx switches/op | errors |");
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| threads | pool | wait | ops/s | p50 µs | p99 µs | p99.9 µs | client CPU µs/op | ctx switches/op | errors |");
+    println!("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (setup, runs) in setups.iter().zip(&samples) {
         let pick = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
         println!(
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.2} | {:.0} |",
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.2} | {:.0} |",
             setup.threads,
             setup.pool_size,
+            setup.wait,
             pick(|s| s.ops_per_s),
             pick(|s| s.p50_us),
             pick(|s| s.p99_us),

@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::RecvTimeoutError;
 use http::uri::Scheme;
 use prost::Message;
 
 use crate::codec::{decode_message, encode_message, request_head, Metadata, Method, Pushback};
 use crate::config::{ClientBuilder, ClientConfig, PingMethod, Ttl};
 use crate::error::{Error, Result};
-use crate::pool::{Backoff, Call, Pool, PoolConfig};
+use crate::pool::{reply_channel, Backoff, Call, Pool, PoolConfig, WaitError};
 use crate::proto::cache::{
     CacheItem, CacheKey, CacheResponse, CacheStatus, CacheValue, CompareAndSetRequest,
     ConditionalCacheResponse, ConditionalCacheStatus, Empty, MultiCacheItemRequest,
@@ -839,14 +838,14 @@ impl Client {
                 Some(remaining),
                 &options.metadata,
             );
-            let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+            let (reply_tx, reply_rx) = reply_channel(shared.config.reply_wait);
             shared.pool.submit(Call {
                 head,
                 body: body.clone(),
                 deadline,
                 reply: reply_tx,
             })?;
-            let failure = match reply_rx.recv_deadline(deadline + REPLY_GRACE) {
+            let failure = match reply_rx.wait_until(deadline + REPLY_GRACE) {
                 Ok(Ok(message)) => {
                     if let Some(budget) = &shared.retry_budget {
                         budget.record_success();
@@ -857,10 +856,10 @@ impl Client {
                     });
                 }
                 Ok(Err(failure)) => failure,
-                Err(RecvTimeoutError::Timeout) => {
+                Err(WaitError::Timeout) => {
                     return Err(Error::deadline(timeout, "waiting for the reply"))
                 }
-                Err(RecvTimeoutError::Disconnected) => return Err(Error::Closed),
+                Err(WaitError::Closed) => return Err(Error::Closed),
             };
             if failure.resend_now && resends < MAX_TRANSPARENT_RESENDS {
                 resends += 1;

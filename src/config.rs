@@ -8,6 +8,7 @@ use http::uri::{Authority, Scheme};
 
 use crate::codec::{Metadata, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::error::{Error, Result};
+use crate::pool::ReplyWait;
 use crate::retry::RetryThrottle;
 use crate::rules;
 use crate::tls::{ClientTls, Pem, TlsOptions};
@@ -301,6 +302,8 @@ pub(crate) struct ClientConfig {
     pub keepalive_timeout: Duration,
     /// [`RetryThrottle::default`].
     pub retry_throttle: Option<RetryThrottle>,
+    /// [`ReplyWait::Park`].
+    pub reply_wait: ReplyWait,
     /// None (plain HTTP/2), unless the address is `grpcs://` or TLS was
     /// turned on: then webpki-roots, ALPN h2, no client certificate.
     pub tls: Option<ClientTls>,
@@ -350,6 +353,7 @@ struct PartialConfig {
     keepalive_interval: Option<Duration>,
     keepalive_timeout: Duration,
     retry_throttle: Option<RetryThrottle>,
+    reply_wait: ReplyWait,
     tls: TlsOptions,
 }
 
@@ -377,6 +381,7 @@ impl ClientBuilder {
                 keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
                 keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
                 retry_throttle: Some(RetryThrottle::default()),
+                reply_wait: ReplyWait::Park,
                 tls: TlsOptions::default(),
             }),
         }
@@ -571,6 +576,18 @@ impl ClientBuilder {
         })
     }
 
+    /// How a calling thread sleeps until its reply arrives. The default,
+    /// [`ReplyWait::Park`], costs no CPU while waiting;
+    /// [`ReplyWait::Channel`] is kept so benchmarks can measure the
+    /// difference (see BENCHMARKS.md).
+    #[doc(hidden)]
+    pub fn reply_wait(self, wait: ReplyWait) -> Self {
+        self.update(|c| {
+            c.reply_wait = wait;
+            Ok(())
+        })
+    }
+
     /// Keepalive: while calls are in flight, ping each connection every
     /// `interval` (`None` turns periodic pings off) and drop it when a ping
     /// stays unanswered for `timeout`; its calls then fail over to a fresh
@@ -742,6 +759,7 @@ impl ClientBuilder {
             keepalive_interval: c.keepalive_interval,
             keepalive_timeout: c.keepalive_timeout,
             retry_throttle: c.retry_throttle,
+            reply_wait: c.reply_wait,
             tls,
         })
     }

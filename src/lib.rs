@@ -79,6 +79,8 @@ pub use config::{
     DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_STREAM_WINDOW_BYTES, DEFAULT_TIMEOUT, DEFAULT_TTL,
 };
 pub use error::{Error, Result, TlsFailure};
+#[doc(hidden)]
+pub use pool::ReplyWait;
 pub use retry::RetryThrottle;
 
 /// Messages of the tiny-cache and health services, generated from `proto/`

@@ -10,6 +10,7 @@
 
 mod backoff;
 mod connection;
+mod reply;
 mod transport;
 mod worker;
 
@@ -26,6 +27,8 @@ use crate::error::Error;
 use crate::tls::ClientTls;
 
 pub(crate) use backoff::Backoff;
+pub use reply::ReplyWait;
+pub(crate) use reply::{reply_channel, ReplySender, WaitError};
 
 /// One unary call, ready for the wire.
 pub(crate) struct Call {
@@ -35,8 +38,8 @@ pub(crate) struct Call {
     pub body: Bytes,
     /// When the caller stops waiting; the worker cancels the stream then.
     pub deadline: Instant,
-    /// Where the outcome goes. A dropped receiver means the caller gave up.
-    pub reply: crossbeam_channel::Sender<Reply>,
+    /// Where the outcome goes. A caller that gave up is simply not there.
+    pub reply: ReplySender,
 }
 
 /// The outcome of a call: the reply message's body, or why there is none.

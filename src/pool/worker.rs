@@ -322,7 +322,7 @@ async fn run_call(
         }
     });
     in_flight.fetch_sub(1, Ordering::Relaxed);
-    let _ = reply.send(outcome);
+    reply.send(outcome);
 }
 
 async fn exchange(

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use hdrhistogram::Histogram;
 use tiny_cache_client::server::Server;
-use tiny_cache_client::{Client, Error};
+use tiny_cache_client::{Client, Error, ReplyWait};
 
 use crate::usage::ProcessUsage;
 use crate::{json_string, parse_positive, parse_seconds, write_stdout, ClientSettings, Failure};
@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// [default: the library's default, half the cores from 1 to 4].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pool_size: Option<u16>,
+    /// How callers wait for replies (for measuring the client itself):
+    /// `park` (the default) or `channel` (crossbeam's blocking receive).
+    #[arg(long, hide = true, value_name = "HOW", value_parser = parse_wait)]
+    wait: Option<ReplyWait>,
     /// Also print the results as one JSON object, the last line of stdout
     /// [default: text report only].
     #[arg(long)]
@@ -138,6 +142,9 @@ pub fn run(args: &BenchArgs, target: &Target, settings: &ClientSettings) -> Resu
     let mut builder = settings.builder(&address);
     if let Some(workers) = args.pool_size {
         builder = builder.pool_size(usize::from(workers));
+    }
+    if let Some(wait) = args.wait {
+        builder = builder.reply_wait(wait);
     }
     let client = builder.build()?;
     let keys: Vec<String> = (0..args.keys).map(|i| format!("bench:{i}")).collect();
@@ -551,6 +558,14 @@ fn at_most<T: PartialOrd + std::fmt::Debug>(value: T, limit: T, option: &str) ->
 }
 
 /// `--get-ratio`: a fraction from 0 to 1.
+fn parse_wait(raw: &str) -> Result<ReplyWait, String> {
+    match raw {
+        "park" => Ok(ReplyWait::Park),
+        "channel" => Ok(ReplyWait::Channel),
+        other => Err(format!("expected park or channel, got {other:?}")),
+    }
+}
+
 fn parse_ratio(raw: &str) -> Result<f64, String> {
     match raw.trim().parse::<f64>() {
         Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
