@@ -1,0 +1,869 @@
+//! This crate's client side by side with tonic, in one run against one
+//! server (the performance issue's comparison harness).
+//!
+//! Run with: `cargo bench --bench compare --features cli` (about 8 minutes
+//! once built); `-- --quick` for a one-minute pass. The first run also builds
+//! the tonic peer (`benches/tonic-peer`, a separate cargo package, so tonic
+//! never enters this crate's dependency tree), which takes a few minutes.
+//!
+//! # What runs
+//!
+//! 1. **Clients.** One `tiny-cache serve --workers 1` process, pinned to
+//!    CPU 0 with `taskset` where it exists, is driven in turn by three client
+//!    processes, each running the same closed loop (keys written first so
+//!    gets hit, 90 % gets / 10 % sets, a 0.5 s warm-up that is not counted):
+//!    - (a) `ours`: `tiny-cache bench --server …`, this crate's `Client` with
+//!      its default pool, shared by N caller threads;
+//!    - (b) `tonic async`: `tonic-bench --mode async`, tonic's generated
+//!      client on one `Channel` (one HTTP/2 connection), N tasks on the
+//!      runtime `#[tokio::main]` builds (multi-thread, one worker per core);
+//!    - (c) `tonic blocking`: `tonic-bench --mode blocking`, N OS threads
+//!      each calling `handle.block_on(client.clone().get(..))` on a shared
+//!      runtime, the usual way to wrap tonic for blocking code.
+//!
+//!    Configurations: 100 B values at 1, 4, 16, 64 and 256 threads over
+//!    1,000 keys; 64 KiB values at 16 threads over 100 keys; 1 MiB values at
+//!    4 threads over 16 keys. Each round runs every configuration with
+//!    (a), (b), (c) back to back, and rounds repeat (A B C, A B C), because
+//!    absolute figures on a shared machine drift by ±30 % between runs while
+//!    ratios taken within a round hold.
+//! 2. **Servers.** The embedded server (that same process) and
+//!    `tonic-server --workers 1` (also pinned to CPU 0), each driven by
+//!    nghttp2's `h2load` with 64 streams on one connection, sending the same
+//!    gRPC-framed `Get` of a 100-byte value; rounds alternate the servers.
+//!    `h2load` is installed with `apt-get install -y nghttp2-client` when
+//!    missing; the section is skipped, saying why, when that fails.
+//!
+//! # The client table's columns
+//!
+//! Each figure is the median over rounds.
+//! - `ops/s`: calls completed per second of the measured window.
+//! - `MB/s`: `ops/s` × value size, in 10⁶ bytes per second (values only,
+//!   gets and sets both carry one value).
+//! - `p50`, `p99`, `p99.9`: call latency in µs, from each client's own
+//!   HDR histogram (caller's view: from issuing to having the reply).
+//! - `CPU µs/op`: user + system CPU time of the client process over the
+//!   measured window ÷ calls (`/proc/self/stat`); the server is a separate
+//!   process and is not in it.
+//! - `ctx sw/op`: voluntary + involuntary context switches of all the client
+//!   process's threads over the window ÷ calls (`/proc/self/task/*/status`).
+//! - `÷ (a)` columns: the row's figure divided by `ours` (a) measured in the
+//!   same round and configuration, median over rounds. Above 1 means more
+//!   than ours: better for ops/s, worse for latency, CPU and switches.
+//!
+//! Then a target list checks the issue's goals, worded as the issue words
+//! them (ours ÷ tonic): the figure of each round, and their median, which is
+//! what is judged against the goal.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `tiny-cache` binary cargo built for this bench.
+const BIN: &str = env!("CARGO_BIN_EXE_tiny-cache");
+
+/// This crate's root, where `benches/tonic-peer` lives.
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Unmeasured warm-up of every client run, in seconds.
+const WARMUP_SECS: f64 = 0.5;
+
+/// How long a client run may take beyond its warm-up and measured time
+/// (start-up, connecting, writing the keys) before it is killed.
+const RUN_GRACE: Duration = Duration::from_secs(60);
+
+/// Bytes of the value the h2load `Get` reads back.
+const H2LOAD_VALUE_BYTES: usize = 100;
+
+/// The key h2load reads, written to both servers beforehand.
+const H2LOAD_KEY: &str = "h2load:key";
+
+/// Concurrent streams h2load keeps open on its one connection.
+const H2LOAD_STREAMS: usize = 64;
+
+/// The three clients, in the order they run within a round.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    Ours,
+    TonicAsync,
+    TonicBlocking,
+}
+
+const PEERS: [Peer; 3] = [Peer::Ours, Peer::TonicAsync, Peer::TonicBlocking];
+
+impl Peer {
+    fn label(self) -> &'static str {
+        match self {
+            Peer::Ours => "(a) ours",
+            Peer::TonicAsync => "(b) tonic async",
+            Peer::TonicBlocking => "(c) tonic blocking",
+        }
+    }
+}
+
+/// One configuration of the workload.
+#[derive(Clone, Copy)]
+struct Workload {
+    value_bytes: usize,
+    threads: usize,
+    keys: usize,
+}
+
+const WORKLOADS: [Workload; 7] = [
+    Workload {
+        value_bytes: 100,
+        threads: 1,
+        keys: 1000,
+    },
+    Workload {
+        value_bytes: 100,
+        threads: 4,
+        keys: 1000,
+    },
+    Workload {
+        value_bytes: 100,
+        threads: 16,
+        keys: 1000,
+    },
+    Workload {
+        value_bytes: 100,
+        threads: 64,
+        keys: 1000,
+    },
+    Workload {
+        value_bytes: 100,
+        threads: 256,
+        keys: 1000,
+    },
+    Workload {
+        value_bytes: 64 * 1024,
+        threads: 16,
+        keys: 100,
+    },
+    Workload {
+        value_bytes: 1024 * 1024,
+        threads: 4,
+        keys: 16,
+    },
+];
+
+impl Workload {
+    fn value_label(self) -> String {
+        match self.value_bytes {
+            b if b >= 1024 * 1024 && b % (1024 * 1024) == 0 => format!("{} MiB", b / (1024 * 1024)),
+            b if b >= 1024 && b % 1024 == 0 => format!("{} KiB", b / 1024),
+            b => format!("{b} B"),
+        }
+    }
+}
+
+/// What one client run reported (its `--json` line); NaN where it failed.
+#[derive(Clone, Copy)]
+struct Sample {
+    ops_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    cpu_us_per_op: f64,
+    ctx_switches_per_op: f64,
+    errors: f64,
+}
+
+/// How long the run is.
+struct Plan {
+    rounds: usize,
+    measured_secs: f64,
+    h2load_rounds: usize,
+    h2load_requests: usize,
+}
+
+/// A child process killed when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn has_taskset() -> bool {
+    Command::new("taskset")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts a server that prints its address on its first stdout line, on
+/// CPU 0 when `pin`.
+fn start_server(program: &Path, args: &[&str], pin: bool) -> (Guard, String) {
+    let mut command = if pin {
+        let mut command = Command::new("taskset");
+        command.args(["-c", "0"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    };
+    let mut child = command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+    let stdout = child.stdout.take().expect("server stdout");
+    let guard = Guard(child);
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the server's address");
+    assert!(
+        !line.trim().is_empty(),
+        "{} printed no address",
+        program.display()
+    );
+    (guard, line.trim().to_owned())
+}
+
+/// Runs `command` to its end, killing it after `limit`; `None` if it had to
+/// be killed or could not start.
+fn run_bounded(command: &mut Command, limit: Duration) -> Option<Output> {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    Some(Output {
+        status: status?,
+        stdout,
+        stderr,
+    })
+}
+
+/// A number field of a flat JSON object; NaN when absent.
+fn json_field(json: &str, name: &str) -> f64 {
+    let key = format!("\"{name}\":");
+    json.split(&key)
+        .nth(1)
+        .and_then(|rest| rest.split([',', '}']).next())
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// One client run of `workload` against `address`.
+fn run_client(
+    peer: Peer,
+    tonic_bench: &Path,
+    address: &str,
+    workload: Workload,
+    plan: &Plan,
+) -> Sample {
+    let mut command = match peer {
+        Peer::Ours => {
+            let mut command = Command::new(BIN);
+            command.arg("bench");
+            command
+        }
+        Peer::TonicAsync | Peer::TonicBlocking => {
+            let mut command = Command::new(tonic_bench);
+            let mode = if peer == Peer::TonicAsync {
+                "async"
+            } else {
+                "blocking"
+            };
+            command.args(["--mode", mode]);
+            command
+        }
+    };
+    command
+        .args(["--server", address, "--json"])
+        .args(["--warmup", &WARMUP_SECS.to_string()])
+        .args(["--duration", &plan.measured_secs.to_string()])
+        .args(["--threads", &workload.threads.to_string()])
+        .args(["--value-size", &workload.value_bytes.to_string()])
+        .args(["--keys", &workload.keys.to_string()])
+        .args(["--get-ratio", "0.9"]);
+    let limit = Duration::from_secs_f64(WARMUP_SECS + plan.measured_secs) + RUN_GRACE;
+    let failed = Sample {
+        ops_per_s: f64::NAN,
+        p50_us: f64::NAN,
+        p99_us: f64::NAN,
+        p999_us: f64::NAN,
+        cpu_us_per_op: f64::NAN,
+        ctx_switches_per_op: f64::NAN,
+        errors: f64::NAN,
+    };
+    let Some(output) = run_bounded(&mut command, limit) else {
+        eprintln!("  {} did not finish within {limit:?}: killed", peer.label());
+        return failed;
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = stdout
+        .lines()
+        .last()
+        .filter(|l| l.starts_with('{'))
+        .unwrap_or_default();
+    if json.is_empty() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+        eprintln!(
+            "  {} failed ({}): {}",
+            peer.label(),
+            output.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+        );
+        return failed;
+    }
+    Sample {
+        ops_per_s: json_field(json, "ops_per_s"),
+        p50_us: json_field(json, "p50_us"),
+        p99_us: json_field(json, "p99_us"),
+        p999_us: json_field(json, "p999_us"),
+        cpu_us_per_op: json_field(json, "cpu_us_per_op"),
+        ctx_switches_per_op: json_field(json, "ctx_switches_per_op"),
+        errors: json_field(json, "errors"),
+    }
+}
+
+/// The median of the values that are numbers; NaN when none is.
+fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().filter(|v| !v.is_nan()).collect();
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+/// `value` with `decimals`, or `n/a` for NaN.
+fn show(value: f64, decimals: usize) -> String {
+    if value.is_nan() {
+        "n/a".to_owned()
+    } else {
+        format!("{value:.decimals$}")
+    }
+}
+
+/// Builds `benches/tonic-peer` in release mode under this bench's target
+/// directory and returns the directory holding its binaries.
+fn build_peer() -> PathBuf {
+    // BIN is <target>/release/tiny-cache.
+    let target = Path::new(BIN)
+        .parent()
+        .and_then(Path::parent)
+        .expect("the tiny-cache binary sits in <target>/release")
+        .join("tonic-peer");
+    let manifest = Path::new(MANIFEST_DIR).join("benches/tonic-peer/Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "building the tonic peer: cargo build --release --manifest-path {} (target {}; \
+         the first build takes a few minutes)",
+        manifest.display(),
+        target.display()
+    );
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--manifest-path"])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", &target)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run cargo to build the tonic peer");
+    assert!(status.success(), "building the tonic peer failed");
+    target.join("release")
+}
+
+/// Whether `h2load` runs, installing Debian's nghttp2-client when it is
+/// missing; `Err` says why the section is skipped.
+fn ensure_h2load() -> Result<(), String> {
+    let works = || {
+        Command::new("h2load")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if works() {
+        return Ok(());
+    }
+    eprintln!(
+        "h2load (nghttp2's load generator) is missing: installing it with \
+         `apt-get install -y nghttp2-client`"
+    );
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "nghttp2-client"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !install() {
+        eprintln!("apt-get install failed; trying again after `apt-get update`");
+        let _ = Command::new("apt-get")
+            .arg("update")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        install();
+    }
+    if works() {
+        Ok(())
+    } else {
+        Err(
+            "h2load is missing and `apt-get install -y nghttp2-client` did not provide it \
+             (not Debian, not root, or no package mirror)"
+                .to_owned(),
+        )
+    }
+}
+
+/// The body of one gRPC `Get` of `key`: the 5-byte message prefix (not
+/// compressed, big-endian length), then the `CacheKey` protobuf (field 1,
+/// length-delimited).
+fn grpc_get_body(key: &str) -> Vec<u8> {
+    assert!(key.len() < 128, "one-byte protobuf length");
+    let mut message = vec![0x0a, key.len() as u8];
+    message.extend_from_slice(key.as_bytes());
+    let mut body = vec![0];
+    body.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    body.extend_from_slice(&message);
+    body
+}
+
+/// What one h2load run reported.
+struct H2loadRun {
+    requests_per_s: f64,
+    mean_ms: f64,
+    failed: f64,
+    /// Response DATA bytes per request: 109 for a found 100-byte value
+    /// (5-byte prefix, 104-byte `CacheValue`), proving the gets hit.
+    data_bytes_per_request: f64,
+}
+
+/// Parses h2load's summary ("finished in 1.2s, 43000.00 req/s, …",
+/// "requests: … N failed …", "traffic: … N data", "time for request:
+/// min max mean sd").
+fn parse_h2load(text: &str, requests: usize) -> Option<H2loadRun> {
+    let line = |prefix: &str| text.lines().find(|l| l.trim_start().starts_with(prefix));
+    let requests_per_s = line("finished in")?
+        .split(", ")
+        .find(|part| part.ends_with(" req/s"))?
+        .trim_end_matches(" req/s")
+        .parse()
+        .ok()?;
+    let failed = line("requests:")?
+        .split(", ")
+        .find(|part| part.ends_with(" failed"))?
+        .trim_end_matches(" failed")
+        .trim()
+        .parse()
+        .ok()?;
+    let data_bytes: f64 = line("traffic:")?
+        .rsplit(" (")
+        .next()?
+        .split(')')
+        .next()?
+        .parse()
+        .ok()?;
+    let mean = line("time for request:")?.split_whitespace().nth(5)?;
+    let mean_ms = if let Some(us) = mean.strip_suffix("us") {
+        us.parse::<f64>().ok()? / 1000.0
+    } else if let Some(ms) = mean.strip_suffix("ms") {
+        ms.parse().ok()?
+    } else {
+        mean.strip_suffix('s')?.parse::<f64>().ok()? * 1000.0
+    };
+    Some(H2loadRun {
+        requests_per_s,
+        mean_ms,
+        failed,
+        data_bytes_per_request: data_bytes / requests as f64,
+    })
+}
+
+/// Section 2: both servers under h2load, side by side. Returns the ratio
+/// embedded ÷ tonic of requests/s in each round, none when skipped.
+fn compare_servers(
+    ours_address: &str,
+    peer_dir: &Path,
+    pin: bool,
+    plan: &Plan,
+    out: &mut String,
+) -> Vec<f64> {
+    let _ = writeln!(
+        out,
+        "\n### Servers under h2load ({H2LOAD_STREAMS} streams, one connection, one worker each)\n"
+    );
+    if let Err(why) = ensure_h2load() {
+        eprintln!("skipping the h2load section: {why}");
+        let _ = writeln!(out, "Skipped: {why}.");
+        return Vec::new();
+    }
+    let (_tonic_server, tonic_address) = start_server(
+        &peer_dir.join("tonic-server"),
+        &["--listen", "127.0.0.1:0", "--workers", "1"],
+        pin,
+    );
+    let value = "v".repeat(H2LOAD_VALUE_BYTES);
+    for address in [ours_address, tonic_address.as_str()] {
+        let written = Command::new(BIN)
+            .args(["--server", address, "set", H2LOAD_KEY, &value])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(written, "cannot write {H2LOAD_KEY} to {address}");
+    }
+    let body = Path::new(BIN)
+        .parent()
+        .expect("binary directory")
+        .join("compare-h2load-get.bin");
+    std::fs::write(&body, grpc_get_body(H2LOAD_KEY)).expect("write the h2load request body");
+
+    let servers = [
+        ("embedded (`tiny-cache serve`)", ours_address),
+        ("tonic (`tonic-server`)", tonic_address.as_str()),
+    ];
+    let mut runs: [Vec<H2loadRun>; 2] = [Vec::new(), Vec::new()];
+    let mut ratios = Vec::new();
+    for round in 0..plan.h2load_rounds {
+        let mut this_round = [f64::NAN; 2];
+        for (index, (name, address)) in servers.iter().enumerate() {
+            eprintln!("h2load round {}/{}: {name}", round + 1, plan.h2load_rounds);
+            let output = run_bounded(
+                Command::new("h2load")
+                    .args(["-c", "1", "-m", &H2LOAD_STREAMS.to_string()])
+                    .args(["-n", &plan.h2load_requests.to_string()])
+                    .arg("-d")
+                    .arg(&body)
+                    .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+                    .arg(format!("http://{address}/cache.CacheService/Get")),
+                Duration::from_secs(120),
+            );
+            let text = output
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            match parse_h2load(&text, plan.h2load_requests) {
+                Some(run) => {
+                    this_round[index] = run.requests_per_s;
+                    runs[index].push(run);
+                }
+                None => eprintln!("  h2load against {name} failed:\n{text}"),
+            }
+        }
+        ratios.push(this_round[0] / this_round[1]);
+    }
+    let _ = writeln!(
+        out,
+        "`h2load -c 1 -m {H2LOAD_STREAMS} -n {} -d <gRPC Get body> -H 'content-type: application/grpc' \
+         -H 'te: trailers' http://ADDR/cache.CacheService/Get`, {} round(s) alternating the \
+         servers, medians; both servers pinned to CPU 0{}.\n",
+        plan.h2load_requests,
+        plan.h2load_rounds,
+        if pin { "" } else { " (not pinned: no taskset)" }
+    );
+    let _ = writeln!(
+        out,
+        "| server | requests/s | mean ms | failed | DATA bytes/request | requests/s ÷ tonic |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    let ratio = median(ratios.iter().copied());
+    for (index, (name, _)) in servers.iter().enumerate() {
+        let pick = |f: fn(&H2loadRun) -> f64| median(runs[index].iter().map(f));
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} | {} |",
+            show(pick(|r| r.requests_per_s), 0),
+            show(pick(|r| r.mean_ms), 2),
+            show(pick(|r| r.failed), 0),
+            show(pick(|r| r.data_bytes_per_request), 0),
+            if index == 0 {
+                show(ratio, 2)
+            } else {
+                "1".to_owned()
+            },
+        );
+    }
+    let _ = std::fs::remove_file(&body);
+    ratios
+}
+
+/// One of the issue's targets, checked.
+struct Target {
+    what: &'static str,
+    /// The figure in each round; the target is judged on their median.
+    rounds: Vec<f64>,
+    bound: f64,
+    at_least: bool,
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let plan = if quick {
+        Plan {
+            rounds: 1,
+            measured_secs: 1.5,
+            h2load_rounds: 1,
+            h2load_requests: 60_000,
+        }
+    } else {
+        Plan {
+            rounds: 3,
+            measured_secs: 5.0,
+            h2load_rounds: 3,
+            h2load_requests: 200_000,
+        }
+    };
+    let started = Instant::now();
+    let peer_dir = build_peer();
+    let tonic_bench = peer_dir.join("tonic-bench");
+    let pin = has_taskset();
+    if !pin {
+        eprintln!("taskset not found: the server is not pinned to a CPU");
+    }
+    let (_server, address) = start_server(
+        Path::new(BIN),
+        &["serve", "--listen", "127.0.0.1:0", "--workers", "1"],
+        pin,
+    );
+    std::thread::sleep(Duration::from_millis(200));
+
+    // samples[workload][peer] holds one sample per round.
+    let mut samples = vec![vec![Vec::<Sample>::new(); PEERS.len()]; WORKLOADS.len()];
+    for round in 0..plan.rounds {
+        for (w, workload) in WORKLOADS.iter().enumerate() {
+            for (p, peer) in PEERS.iter().enumerate() {
+                eprintln!(
+                    "round {}/{}: {} × {} threads, {} ({:.0} s so far)",
+                    round + 1,
+                    plan.rounds,
+                    workload.value_label(),
+                    workload.threads,
+                    peer.label(),
+                    started.elapsed().as_secs_f64()
+                );
+                let sample = run_client(*peer, &tonic_bench, &address, *workload, &plan);
+                samples[w][p].push(sample);
+            }
+        }
+    }
+
+    // The figure `f` of `peer` ÷ ours, per round, median over rounds.
+    // The figure `f` of `peer` ÷ ours, one per round.
+    let ratios = |w: usize, p: usize, f: fn(&Sample) -> f64| -> Vec<f64> {
+        samples[w][p]
+            .iter()
+            .zip(&samples[w][0])
+            .map(|(peer, ours)| f(peer) / f(ours))
+            .collect()
+    };
+    // The same, median over rounds.
+    let ratio = |w: usize, p: usize, f: fn(&Sample) -> f64| median(ratios(w, p, f));
+    // Ours ÷ `peer` per round, as the issue's targets are written.
+    let ours_over = |w: usize, p: usize, f: fn(&Sample) -> f64| -> Vec<f64> {
+        ratios(w, p, f).into_iter().map(|r| 1.0 / r).collect()
+    };
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## Against tonic ({})\n\n{} round(s) × {} s measured per run after {WARMUP_SECS} s \
+         warm-up, medians; 90 % gets / 10 % sets; server `tiny-cache serve --workers 1` \
+         (separate process{}); each client in its own process.\n",
+        if quick { "quick pass" } else { "full run" },
+        plan.rounds,
+        plan.measured_secs,
+        if pin {
+            ", pinned to CPU 0"
+        } else {
+            ", not pinned"
+        },
+    );
+    let _ = writeln!(
+        out,
+        "| value | threads | client | ops/s | MB/s | p50 µs | p99 µs | p99.9 µs | CPU µs/op | \
+         ctx sw/op | errors | ops/s ÷ (a) | p50 ÷ (a) | CPU ÷ (a) | ctx sw ÷ (a) |"
+    );
+    let _ = writeln!(
+        out,
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for (w, workload) in WORKLOADS.iter().enumerate() {
+        for (p, peer) in PEERS.iter().enumerate() {
+            let pick = |f: fn(&Sample) -> f64| median(samples[w][p].iter().map(f));
+            let ops = pick(|s| s.ops_per_s);
+            let ratios = if p == 0 {
+                [
+                    "—".to_owned(),
+                    "—".to_owned(),
+                    "—".to_owned(),
+                    "—".to_owned(),
+                ]
+            } else {
+                [
+                    show(ratio(w, p, |s| s.ops_per_s), 2),
+                    show(ratio(w, p, |s| s.p50_us), 2),
+                    show(ratio(w, p, |s| s.cpu_us_per_op), 2),
+                    show(ratio(w, p, |s| s.ctx_switches_per_op), 2),
+                ]
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                workload.value_label(),
+                workload.threads,
+                peer.label(),
+                show(ops, 0),
+                show(ops * workload.value_bytes as f64 / 1e6, 1),
+                show(pick(|s| s.p50_us), 0),
+                show(pick(|s| s.p99_us), 0),
+                show(pick(|s| s.p999_us), 0),
+                show(pick(|s| s.cpu_us_per_op), 1),
+                show(pick(|s| s.ctx_switches_per_op), 2),
+                show(pick(|s| s.errors), 0),
+                ratios[0],
+                ratios[1],
+                ratios[2],
+                ratios[3],
+            );
+        }
+    }
+
+    let h2load_ratios = compare_servers(&address, &peer_dir, pin, &plan, &mut out);
+
+    // Indexes into WORKLOADS and PEERS for the targets.
+    let (one, sixty_four, kib64, mib1) = (0, 3, 5, 6);
+    let (async_peer, blocking_peer) = (1, 2);
+    let ours_ctx_64: Vec<f64> = samples[sixty_four][0]
+        .iter()
+        .map(|s| s.ctx_switches_per_op)
+        .collect();
+    let targets = [
+        Target {
+            what: "64 threads: ops/s ours ÷ tonic blocking",
+            rounds: ours_over(sixty_four, blocking_peer, |s| s.ops_per_s),
+            bound: 2.0,
+            at_least: true,
+        },
+        Target {
+            what: "64 threads: ops/s ours ÷ tonic async",
+            rounds: ours_over(sixty_four, async_peer, |s| s.ops_per_s),
+            bound: 1.0,
+            at_least: true,
+        },
+        Target {
+            what: "1 thread: p50 ours ÷ tonic blocking",
+            rounds: ours_over(one, blocking_peer, |s| s.p50_us),
+            bound: 0.8,
+            at_least: false,
+        },
+        Target {
+            what: "64 threads: client CPU/op ours ÷ tonic async",
+            rounds: ours_over(sixty_four, async_peer, |s| s.cpu_us_per_op),
+            bound: 1.0,
+            at_least: false,
+        },
+        Target {
+            what: "64 threads: ours context switches/op",
+            rounds: ours_ctx_64,
+            bound: 1.5,
+            at_least: false,
+        },
+        Target {
+            what: "64 KiB: bytes/s ours ÷ tonic async",
+            rounds: ours_over(kib64, async_peer, |s| s.ops_per_s),
+            bound: 1.0,
+            at_least: true,
+        },
+        Target {
+            what: "1 MiB: bytes/s ours ÷ tonic async",
+            rounds: ours_over(mib1, async_peer, |s| s.ops_per_s),
+            bound: 1.0,
+            at_least: true,
+        },
+        Target {
+            what: "h2load, 64 streams: requests/s embedded ÷ tonic server",
+            rounds: h2load_ratios,
+            bound: 1.0,
+            at_least: true,
+        },
+    ];
+    let _ = writeln!(
+        out,
+        "\n### The issue's targets (per-round ratios, median)\n"
+    );
+    let _ = writeln!(out, "| target | median | each round | goal | met |");
+    let _ = writeln!(out, "| --- | ---: | --- | ---: | --- |");
+    for target in &targets {
+        let measured = median(target.rounds.iter().copied());
+        let each: Vec<String> = target.rounds.iter().map(|r| show(*r, 2)).collect();
+        let met = if measured.is_nan() {
+            "n/a"
+        } else if (target.at_least && measured >= target.bound)
+            || (!target.at_least && measured <= target.bound)
+        {
+            "yes"
+        } else {
+            "**no**"
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} {} | {met} |",
+            target.what,
+            show(measured, 2),
+            each.join(", "),
+            if target.at_least { "≥" } else { "≤" },
+            target.bound
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nTotal time {:.0} s.",
+        started.elapsed().as_secs_f64()
+    );
+    print!("{out}");
+}
