@@ -223,6 +223,38 @@ fn bench_with_an_explicit_server_does_not_fall_back_to_embedded() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+#[test]
+fn bench_writes_a_latency_chart_and_refuses_other_extensions() {
+    let dir = std::env::temp_dir().join(format!("tiny-cache-cli-chart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let chart = dir.join("lat.svg");
+    let output = Command::new(env!("CARGO_BIN_EXE_tiny-cache"))
+        .args(["bench", "--duration", "1", "--threads", "2", "--chart"])
+        .arg(&chart)
+        .env_remove("CACHE_SERVER_ADDRESS")
+        .output()
+        .expect("the tiny-cache binary runs");
+    let svg = std::fs::read_to_string(&chart);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stderr(&output).contains("lat.svg"), "{}", stderr(&output));
+    let svg = svg.expect("the chart was written");
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{svg}");
+    assert!(svg.trim_end().ends_with("</svg>"), "{svg}");
+    assert!(svg.contains("p99"), "{svg}");
+
+    let refused = tiny_cache(&["bench", "--duration", "1", "--chart", "x.txt"]);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let err = stderr(&refused);
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("x.txt") && !err.contains("panicked"), "{err}");
+    assert!(!std::path::Path::new("x.txt").exists());
+}
+
 /// The number after `"field":` in a one-line JSON object.
 fn json_number(json: &str, field: &str) -> Option<f64> {
     let start = json.find(&format!("\"{field}\":"))? + field.len() + 3;

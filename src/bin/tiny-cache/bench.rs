@@ -5,7 +5,8 @@
 //! Keys are written before anything is measured, so every get is a hit; a
 //! warm-up lets connections and caches settle and is not counted. Each
 //! thread keeps its own latency histogram (no shared lock on the hot path);
-//! they are merged at the end.
+//! they are merged at the end. `--chart FILE` also draws the merged
+//! histogram (see [`crate::chart`]).
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -15,8 +16,11 @@ use hdrhistogram::Histogram;
 use tiny_cache_client::server::Server;
 use tiny_cache_client::{Client, Error, ReplyWait};
 
+use crate::chart::{self, ChartFile};
 use crate::usage::ProcessUsage;
-use crate::{json_string, parse_positive, parse_seconds, write_stdout, ClientSettings, Failure};
+use crate::{
+    json_string, parse_positive, parse_seconds, thousands, write_stdout, ClientSettings, Failure,
+};
 
 /// Largest latency the histograms hold, in µs (one hour); slower calls are
 /// recorded as this.
@@ -91,6 +95,11 @@ pub struct BenchArgs {
     /// [default: text report only].
     #[arg(long)]
     json: bool,
+    /// Also write a latency chart (percentile distribution) of the measured
+    /// window to FILE: `.svg` for an SVG image, `.html` for a page holding
+    /// it [default: none].
+    #[arg(long, value_name = "FILE", value_parser = ChartFile::parse)]
+    chart: Option<ChartFile>,
 }
 
 /// Which server the benchmark runs against.
@@ -128,6 +137,9 @@ struct Report {
 
 /// Runs the benchmark and prints its report.
 pub fn run(args: &BenchArgs, target: &Target, settings: &ClientSettings) -> Result<(), Failure> {
+    if let Some(chart) = &args.chart {
+        chart.check_directory().map_err(Failure::Other)?;
+    }
     // Held until the end: dropping it stops the embedded server.
     let mut embedded = None;
     let address = match target {
@@ -234,6 +246,12 @@ pub fn run(args: &BenchArgs, target: &Target, settings: &ClientSettings) -> Resu
     write_stdout(text.as_bytes())?;
     drop(client);
     drop(embedded);
+    if let Some(chart) = &args.chart {
+        chart
+            .write(&report.latencies_micros, &report.chart_run())
+            .map_err(Failure::Other)?;
+        progress(&format!("bench: chart written to {}", chart.path.display()));
+    }
     match first_error {
         Some(error) if report.latencies_micros.is_empty() => Err(Failure::Other(format!(
             "every operation failed; the first with: {error}"
@@ -369,6 +387,21 @@ fn new_histogram() -> Result<Histogram<u64>, Failure> {
 }
 
 impl Report {
+    /// What the chart's title and caption show.
+    fn chart_run(&self) -> chart::Run {
+        chart::Run {
+            server: server_label(self.embedded, &self.server),
+            threads: self.threads,
+            value_size: self.value_size,
+            get_ratio: self.get_ratio,
+            keys: self.keys,
+            measured: self.measured,
+            warmup: self.warmup,
+            ops_per_second: self.ops_per_second(),
+            errors: self.errors,
+        }
+    }
+
     fn ops(&self) -> u64 {
         self.latencies_micros.len()
     }
@@ -503,19 +536,6 @@ fn progress(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// `1234567` as `1,234,567`.
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// `--duration`: a positive number of seconds, at most a day.
 fn parse_duration(raw: &str) -> Result<Duration, String> {
     at_most(parse_seconds(raw)?, MAX_PHASE, "--duration")
@@ -576,14 +596,6 @@ fn parse_ratio(raw: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thousands_are_separated() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1234567), "1,234,567");
-    }
 
     #[test]
     fn ratio_outside_zero_to_one_is_refused() {

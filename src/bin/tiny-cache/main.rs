@@ -6,6 +6,7 @@
 //! can make it panic.
 
 mod bench;
+mod chart;
 mod usage;
 
 use std::io::Write;
@@ -536,6 +537,19 @@ fn json_string(text: &str) -> String {
     out
 }
 
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Parses a positive, finite number of seconds ("0.5", "30").
 fn parse_seconds(raw: &str) -> Result<Duration, String> {
     let seconds: f64 = raw
@@ -598,6 +612,14 @@ mod tests {
         );
         assert!(parse_ttl("-1").is_err());
         assert!(parse_ttl("soon").is_err());
+    }
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
     }
 
     #[test]
