@@ -56,10 +56,13 @@
 //! what is judged against the goal.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{has_taskset, start_server};
 
 /// The `tiny-cache` binary cargo built for this bench.
 const BIN: &str = env!("CARGO_BIN_EXE_tiny-cache");
@@ -177,55 +180,6 @@ struct Plan {
     measured_secs: f64,
     h2load_rounds: usize,
     h2load_requests: usize,
-}
-
-/// A child process killed when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn has_taskset() -> bool {
-    Command::new("taskset")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Starts a server that prints its address on its first stdout line, on
-/// CPU 0 when `pin`.
-fn start_server(program: &Path, args: &[&str], pin: bool) -> (Guard, String) {
-    let mut command = if pin {
-        let mut command = Command::new("taskset");
-        command.args(["-c", "0"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    };
-    let mut child = command
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-    let stdout = child.stdout.take().expect("server stdout");
-    let guard = Guard(child);
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the server's address");
-    assert!(
-        !line.trim().is_empty(),
-        "{} printed no address",
-        program.display()
-    );
-    (guard, line.trim().to_owned())
 }
 
 /// Runs `command` to its end, killing it after `limit`; `None` if it had to

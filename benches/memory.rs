@@ -9,12 +9,12 @@
 //! Run with: `cargo bench --bench memory --features cli`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tiny_cache_client::Client;
+
+mod common;
 
 /// Counts every allocation (and reallocation) made through it.
 struct Counting;
@@ -77,17 +77,7 @@ fn per_call(calls: u64, mut op: impl FnMut()) -> (f64, f64) {
 }
 
 fn main() {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_tiny-cache"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tiny-cache serve");
-    let mut address = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut address)
-        .expect("server address");
-    let address = address.trim().to_owned();
+    let (server, address) = common::start_embedded_server(false);
 
     let (before_rss, _) = resident_kib();
     let client = Client::new(&address).expect("client");
@@ -120,8 +110,7 @@ fn main() {
     });
     let (loaded_rss, peak_rss) = resident_kib();
     drop(client);
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
 
     println!("heap allocations per call (caller + worker), 100 B values, one thread:");
     println!("| call | allocations | bytes allocated |");

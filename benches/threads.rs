@@ -9,11 +9,12 @@
 //! Run with: `cargo bench --bench threads --features cli` (about 2 minutes);
 //! `-- --quick` for a 20-second pass.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tiny-cache");
+mod common;
+
+const BIN: &str = common::TINY_CACHE;
 
 /// One measured configuration.
 #[derive(Clone, Copy)]
@@ -34,30 +35,6 @@ struct Sample {
     cpu_us_per_op: f64,
     ctx_switches_per_op: f64,
     errors: f64,
-}
-
-struct ServerProcess(Child);
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server() -> (ServerProcess, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tiny-cache serve");
-    let stdout = child.stdout.take().expect("server stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("read the server's address");
-    (ServerProcess(child), line.trim().to_owned())
 }
 
 fn run(address: &str, setup: Setup, seconds: f64) -> Sample {
@@ -141,7 +118,7 @@ fn main() {
             wait: "park",
         },
     ];
-    let (_server, address) = start_server();
+    let (_server, address) = common::start_embedded_server(false);
     std::thread::sleep(Duration::from_millis(200));
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); setups.len()];
     for round in 0..rounds {
