@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::uri::Scheme;
 use prost::Message;
 
-use crate::codec::{decode_message, encode_message, request_head, Metadata, Method, Pushback};
+use crate::codec::{decode_message, encode_message, request_head, Metadata, Method};
 use crate::config::{ClientBuilder, ClientConfig, PingMethod, Ttl};
 use crate::error::{Error, Result};
 use crate::pool::{reply_channel, Backoff, Call, Pool, PoolConfig, WaitError};
@@ -19,7 +19,7 @@ use crate::proto::cache::{
     MultiCacheKeyRequest, MultiCacheResponse, MultiCacheValueResponse,
 };
 use crate::proto::health::{health_check_response, HealthCheckRequest, HealthCheckResponse};
-use crate::retry::TokenBucket;
+use crate::retry::{CallRetries, NextStep, TokenBucket};
 use crate::rules;
 
 /// Counters of the whole server, as returned by [`Client::stats`].
@@ -35,13 +35,6 @@ pub const CACHE_SERVICE_NAME: &str = "cache.CacheService";
 /// which names the phase the call was in; the caller still gives up on its
 /// own right after.
 const REPLY_GRACE: Duration = Duration::from_millis(10);
-
-/// Transparent resends per call: requests that never reached the server
-/// because their connection was going away are sent again at once, without
-/// counting against `max_retries`, at most this many times (gRPC's
-/// transparent retry), so a server that refuses every stream still ends in
-/// ordinary retries.
-const MAX_TRANSPARENT_RESENDS: u32 = 2;
 
 /// Longest deadline a call can have; a larger timeout is treated as this
 /// (an `Instant` cannot reach arbitrarily far into the future).
@@ -824,8 +817,12 @@ impl Client {
         let deadline = Instant::now() + timeout;
         let body = encode_message(request, shared.config.max_send_message_bytes)
             .map_err(|status| Error::ResourceExhausted(status.message().to_owned()))?;
-        let mut retries = 0;
-        let mut resends = 0;
+        let mut retries = CallRetries::new(
+            options.max_retries,
+            method.is_idempotent(),
+            shared.retry_budget.as_ref(),
+            &shared.retry_backoff,
+        );
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -847,9 +844,7 @@ impl Client {
             })?;
             let failure = match reply_rx.wait_until(deadline + REPLY_GRACE) {
                 Ok(Ok(message)) => {
-                    if let Some(budget) = &shared.retry_budget {
-                        budget.record_success();
-                    }
+                    retries.succeeded();
                     return decode_message(message).map_err(|status| Error::Protocol {
                         code: status.code(),
                         message: status.message().to_owned(),
@@ -861,37 +856,18 @@ impl Client {
                 }
                 Err(WaitError::Closed) => return Err(Error::Closed),
             };
-            if failure.resend_now && resends < MAX_TRANSPARENT_RESENDS {
-                resends += 1;
-                continue;
-            }
-            let retryable = failure.error.is_retryable();
-            if retryable {
-                if let Some(budget) = &shared.retry_budget {
-                    budget.record_failure();
+            match retries.after(&failure) {
+                NextStep::ResendNow => {}
+                NextStep::GiveUp => return Err(failure.error),
+                NextStep::RetryAfter(pause) => {
+                    if Instant::now() + pause >= deadline {
+                        // No time for another attempt: the failure is the
+                        // real cause.
+                        return Err(failure.error);
+                    }
+                    std::thread::sleep(pause);
                 }
             }
-            let may_retry = retryable
-                && retries < options.max_retries
-                && (method.is_idempotent() || !failure.maybe_processed)
-                && failure.pushback != Some(Pushback::Stop)
-                && shared
-                    .retry_budget
-                    .as_ref()
-                    .is_none_or(TokenBucket::allows_retry);
-            if !may_retry {
-                return Err(failure.error);
-            }
-            let pause = match failure.pushback {
-                Some(Pushback::After(pause)) => pause,
-                _ => shared.retry_backoff.full_jitter_delay(retries),
-            };
-            retries += 1;
-            if Instant::now() + pause >= deadline {
-                // No time for another attempt: the failure is the real cause.
-                return Err(failure.error);
-            }
-            std::thread::sleep(pause);
         }
     }
 }

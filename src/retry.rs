@@ -3,6 +3,94 @@
 //! retries at once (the token bucket of the gRPC retry design, A6).
 
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::codec::Pushback;
+use crate::pool::{Backoff, Failure};
+
+/// Transparent resends per call: requests that never reached the server
+/// because their connection was going away are sent again at once, without
+/// counting against `max_retries`, at most this many times (gRPC's
+/// transparent retry), so a server that refuses every stream still ends in
+/// ordinary retries.
+const MAX_TRANSPARENT_RESENDS: u32 = 2;
+
+/// What a call does after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NextStep {
+    /// Send again at once: the server never saw the request.
+    ResendNow,
+    /// Try again after this pause (if the deadline leaves time for it).
+    RetryAfter(Duration),
+    /// Report the failure.
+    GiveUp,
+}
+
+/// The retry policy as one call sees it: its own allowance, the client's
+/// budget and backoff, and what the failure says about itself.
+pub(crate) struct CallRetries<'a> {
+    max_retries: u32,
+    idempotent: bool,
+    budget: Option<&'a TokenBucket>,
+    backoff: &'a Backoff,
+    retries: u32,
+    resends: u32,
+}
+
+impl<'a> CallRetries<'a> {
+    pub(crate) fn new(
+        max_retries: u32,
+        idempotent: bool,
+        budget: Option<&'a TokenBucket>,
+        backoff: &'a Backoff,
+    ) -> Self {
+        CallRetries {
+            max_retries,
+            idempotent,
+            budget,
+            backoff,
+            retries: 0,
+            resends: 0,
+        }
+    }
+
+    /// An attempt succeeded.
+    pub(crate) fn succeeded(&self) {
+        if let Some(budget) = self.budget {
+            budget.record_success();
+        }
+    }
+
+    /// Decides what follows a failed attempt, and counts it.
+    pub(crate) fn after(&mut self, failure: &Failure) -> NextStep {
+        if failure.resend_now && self.resends < MAX_TRANSPARENT_RESENDS {
+            self.resends += 1;
+            return NextStep::ResendNow;
+        }
+        let retryable = failure.error.is_retryable();
+        if retryable {
+            if let Some(budget) = self.budget {
+                budget.record_failure();
+            }
+        }
+        let allowed = retryable
+            && self.retries < self.max_retries
+            // A call the server may have processed is repeated only when
+            // repeating it cannot change the outcome.
+            && (self.idempotent || !failure.maybe_processed)
+            && failure.pushback != Some(Pushback::Stop)
+            && self.budget.is_none_or(TokenBucket::allows_retry);
+        if !allowed {
+            return NextStep::GiveUp;
+        }
+        let pause = match failure.pushback {
+            Some(Pushback::After(pause)) => pause,
+            _ => self.backoff.full_jitter_delay(self.retries),
+        };
+        self.retries += 1;
+        NextStep::RetryAfter(pause)
+    }
+}
 
 /// Settings of the retry budget, shared by every clone of a client.
 ///
@@ -95,6 +183,97 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
+
+    const BACKOFF: Backoff = Backoff {
+        initial: Duration::from_millis(10),
+        multiplier: 2.0,
+        max: Duration::from_millis(40),
+        jitter: 0.0,
+    };
+
+    fn unavailable(maybe_processed: bool) -> Failure {
+        let error = Error::Unavailable("down".into());
+        if maybe_processed {
+            Failure::after_send(error)
+        } else {
+            Failure::unsent(error)
+        }
+    }
+
+    #[test]
+    fn idempotent_calls_retry_up_to_their_allowance_with_capped_backoff() {
+        let mut retries = CallRetries::new(3, true, None, &BACKOFF);
+        for n in 0..3 {
+            match retries.after(&unavailable(true)) {
+                NextStep::RetryAfter(pause) => assert!(pause <= BACKOFF.base_delay(n)),
+                other => panic!("attempt {n}: {other:?}"),
+            }
+        }
+        assert_eq!(retries.after(&unavailable(true)), NextStep::GiveUp);
+    }
+
+    #[test]
+    fn a_maybe_processed_non_idempotent_call_is_never_retried() {
+        let mut retries = CallRetries::new(3, false, None, &BACKOFF);
+        assert_eq!(retries.after(&unavailable(true)), NextStep::GiveUp);
+        let mut retries = CallRetries::new(3, false, None, &BACKOFF);
+        assert!(matches!(
+            retries.after(&unavailable(false)),
+            NextStep::RetryAfter(_)
+        ));
+    }
+
+    #[test]
+    fn non_retryable_errors_give_up_at_once() {
+        let mut retries = CallRetries::new(3, true, None, &BACKOFF);
+        let failure = Failure::after_send(Error::InvalidArgument("bad key".into()));
+        assert_eq!(retries.after(&failure), NextStep::GiveUp);
+    }
+
+    #[test]
+    fn never_processed_calls_are_resent_twice_without_spending_retries() {
+        let mut retries = CallRetries::new(0, false, None, &BACKOFF);
+        let refused = Failure {
+            resend_now: true,
+            ..unavailable(false)
+        };
+        assert_eq!(retries.after(&refused), NextStep::ResendNow);
+        assert_eq!(retries.after(&refused), NextStep::ResendNow);
+        assert_eq!(
+            retries.after(&refused),
+            NextStep::GiveUp,
+            "no retries were allowed"
+        );
+    }
+
+    #[test]
+    fn pushback_sets_the_pause_or_stops_retries() {
+        let mut retries = CallRetries::new(3, true, None, &BACKOFF);
+        let after = Failure {
+            pushback: Some(Pushback::After(Duration::from_millis(750))),
+            ..unavailable(true)
+        };
+        assert_eq!(
+            retries.after(&after),
+            NextStep::RetryAfter(Duration::from_millis(750))
+        );
+        let stop = Failure {
+            pushback: Some(Pushback::Stop),
+            ..unavailable(true)
+        };
+        assert_eq!(retries.after(&stop), NextStep::GiveUp);
+    }
+
+    #[test]
+    fn an_exhausted_budget_stops_retries_for_every_call() {
+        let budget = TokenBucket::new(RetryThrottle::default());
+        for _ in 0..5 {
+            budget.record_failure();
+        }
+        let mut retries = CallRetries::new(3, true, Some(&budget), &BACKOFF);
+        assert_eq!(retries.after(&unavailable(true)), NextStep::GiveUp);
+    }
 
     #[test]
     fn five_failures_in_a_row_stop_retries_with_the_defaults() {
