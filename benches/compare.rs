@@ -62,7 +62,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{has_taskset, start_server};
+use common::{has_taskset, median, start_server, Sample};
 
 /// The `tiny-cache` binary cargo built for this bench.
 const BIN: &str = env!("CARGO_BIN_EXE_tiny-cache");
@@ -162,18 +162,6 @@ impl Workload {
     }
 }
 
-/// What one client run reported (its `--json` line); NaN where it failed.
-#[derive(Clone, Copy)]
-struct Sample {
-    ops_per_s: f64,
-    p50_us: f64,
-    p99_us: f64,
-    p999_us: f64,
-    cpu_us_per_op: f64,
-    ctx_switches_per_op: f64,
-    errors: f64,
-}
-
 /// How long the run is.
 struct Plan {
     rounds: usize,
@@ -233,16 +221,6 @@ fn run_bounded(command: &mut Command, limit: Duration) -> Option<Output> {
     })
 }
 
-/// A number field of a flat JSON object; NaN when absent.
-fn json_field(json: &str, name: &str) -> f64 {
-    let key = format!("\"{name}\":");
-    json.split(&key)
-        .nth(1)
-        .and_then(|rest| rest.split([',', '}']).next())
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
 /// One client run of `workload` against `address`.
 fn run_client(
     peer: Peer,
@@ -277,15 +255,7 @@ fn run_client(
         .args(["--keys", &workload.keys.to_string()])
         .args(["--get-ratio", "0.9"]);
     let limit = Duration::from_secs_f64(WARMUP_SECS + plan.measured_secs) + RUN_GRACE;
-    let failed = Sample {
-        ops_per_s: f64::NAN,
-        p50_us: f64::NAN,
-        p99_us: f64::NAN,
-        p999_us: f64::NAN,
-        cpu_us_per_op: f64::NAN,
-        ctx_switches_per_op: f64::NAN,
-        errors: f64::NAN,
-    };
+    let failed = Sample::FAILED;
     let Some(output) = run_bounded(&mut command, limit) else {
         eprintln!("  {} did not finish within {limit:?}: killed", peer.label());
         return failed;
@@ -307,30 +277,7 @@ fn run_client(
         );
         return failed;
     }
-    Sample {
-        ops_per_s: json_field(json, "ops_per_s"),
-        p50_us: json_field(json, "p50_us"),
-        p99_us: json_field(json, "p99_us"),
-        p999_us: json_field(json, "p999_us"),
-        cpu_us_per_op: json_field(json, "cpu_us_per_op"),
-        ctx_switches_per_op: json_field(json, "ctx_switches_per_op"),
-        errors: json_field(json, "errors"),
-    }
-}
-
-/// The median of the values that are numbers; NaN when none is.
-fn median(values: impl IntoIterator<Item = f64>) -> f64 {
-    let mut values: Vec<f64> = values.into_iter().filter(|v| !v.is_nan()).collect();
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    if values.len() % 2 == 1 {
-        values[mid]
-    } else {
-        (values[mid - 1] + values[mid]) / 2.0
-    }
+    Sample::from_json(json)
 }
 
 /// `value` with `decimals`, or `n/a` for NaN.

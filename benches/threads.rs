@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
+use common::{median, Sample};
 
 const BIN: &str = common::TINY_CACHE;
 
@@ -23,18 +24,6 @@ struct Setup {
     pool_size: usize,
     /// How callers wait for replies: "park" (default) or "channel".
     wait: &'static str,
-}
-
-/// What one bench run reported (from its `--json` line).
-#[derive(Default, Clone, Copy)]
-struct Sample {
-    ops_per_s: f64,
-    p50_us: f64,
-    p99_us: f64,
-    p999_us: f64,
-    cpu_us_per_op: f64,
-    ctx_switches_per_op: f64,
-    errors: f64,
 }
 
 fn run(address: &str, setup: Setup, seconds: f64) -> Sample {
@@ -49,28 +38,7 @@ fn run(address: &str, setup: Setup, seconds: f64) -> Sample {
         .expect("run tiny-cache bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let json = stdout.lines().last().unwrap_or_default();
-    let field = |name: &str| -> f64 {
-        let key = format!("\"{name}\":");
-        json.split(&key)
-            .nth(1)
-            .and_then(|rest| rest.split([',', '}']).next())
-            .and_then(|value| value.trim().parse().ok())
-            .unwrap_or(f64::NAN)
-    };
-    Sample {
-        ops_per_s: field("ops_per_s"),
-        p50_us: field("p50_us"),
-        p99_us: field("p99_us"),
-        p999_us: field("p999_us"),
-        cpu_us_per_op: field("cpu_us_per_op"),
-        ctx_switches_per_op: field("ctx_switches_per_op"),
-        errors: field("errors"),
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    Sample::from_json(json)
 }
 
 fn main() {
@@ -140,7 +108,7 @@ fn main() {
     println!("| threads | pool | wait | ops/s | p50 µs | p99 µs | p99.9 µs | client CPU µs/op | ctx switches/op | errors |");
     println!("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (setup, runs) in setups.iter().zip(&samples) {
-        let pick = |f: fn(&Sample) -> f64| median(runs.iter().map(f).collect());
+        let pick = |f: fn(&Sample) -> f64| median(runs.iter().map(f));
         println!(
             "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {:.2} | {:.0} |",
             setup.threads,

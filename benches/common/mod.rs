@@ -68,3 +68,66 @@ pub fn start_embedded_server(pin: bool) -> (Guard, String) {
         pin,
     )
 }
+
+/// What one load-generator run reported on its `--json` line (the same
+/// fields for `tiny-cache bench` and the tonic peer); NaN where a field is
+/// missing or the run failed.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub ops_per_s: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub cpu_us_per_op: f64,
+    pub ctx_switches_per_op: f64,
+    pub errors: f64,
+}
+
+impl Sample {
+    /// A run that produced nothing.
+    pub const FAILED: Sample = Sample {
+        ops_per_s: f64::NAN,
+        p50_us: f64::NAN,
+        p99_us: f64::NAN,
+        p999_us: f64::NAN,
+        cpu_us_per_op: f64::NAN,
+        ctx_switches_per_op: f64::NAN,
+        errors: f64::NAN,
+    };
+
+    /// Reads the flat JSON object a bench run prints as its last line.
+    pub fn from_json(json: &str) -> Sample {
+        let field = |name: &str| {
+            let key = format!("\"{name}\":");
+            json.split(&key)
+                .nth(1)
+                .and_then(|rest| rest.split([',', '}']).next())
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(f64::NAN)
+        };
+        Sample {
+            ops_per_s: field("ops_per_s"),
+            p50_us: field("p50_us"),
+            p99_us: field("p99_us"),
+            p999_us: field("p999_us"),
+            cpu_us_per_op: field("cpu_us_per_op"),
+            ctx_switches_per_op: field("ctx_switches_per_op"),
+            errors: field("errors"),
+        }
+    }
+}
+
+/// The median of the values that are numbers; NaN when none is.
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().filter(|v| !v.is_nan()).collect();
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
