@@ -137,17 +137,6 @@ impl Metadata {
         self.entries.retain(|(n, _)| n.as_str() != name);
     }
 
-    /// Copies `other` into `self`: its entries replace those of the same
-    /// name, the rest are appended in `other`'s order. Used to lay per-call
-    /// metadata over a client's defaults. The size is not re-checked here,
-    /// because two lists within budget can add up to one over it: call
-    /// [`Metadata::check_size`] on the result.
-    pub fn merge_from(&mut self, other: &Metadata) {
-        for (name, value) in &other.entries {
-            self.set(name.clone(), value.clone());
-        }
-    }
-
     /// The entries, in the order they will be sent.
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         self.entries.iter().map(|(n, v)| (n, v))
@@ -174,27 +163,6 @@ impl Metadata {
         for (name, value) in &self.entries {
             headers.append(name.clone(), value.clone());
         }
-    }
-
-    /// Fails with `InvalidArgument` when the entries exceed
-    /// [`MAX_METADATA_BYTES`].
-    pub fn check_size(&self) -> Result<(), Status> {
-        check_total(self.encoded_len())
-    }
-
-    /// The custom metadata of a received header block (for instance the
-    /// `x-request-id` of a response head): every header that is neither
-    /// reserved nor `grpc-*`, copied as received. Peer data is not
-    /// re-validated, so this may hold names and values `insert` would refuse;
-    /// only the first value of a repeated name is kept.
-    pub fn from_headers(headers: &HeaderMap) -> Metadata {
-        let mut metadata = Metadata::new();
-        for (name, value) in headers {
-            if !is_reserved(name.as_str()) && metadata.get(name.as_str()).is_none() {
-                metadata.entries.push((name.clone(), value.clone()));
-            }
-        }
-        metadata
     }
 
     fn set(&mut self, name: HeaderName, value: HeaderValue) {
@@ -449,31 +417,6 @@ mod tests {
     }
 
     #[test]
-    fn merge_replaces_same_names_and_appends_the_rest() {
-        let mut defaults = Metadata::new();
-        defaults.insert("x-cache-namespace", "app").expect("valid");
-        defaults.insert("x-team", "core").expect("valid");
-        let mut per_call = Metadata::new();
-        per_call.insert("x-request-id", "r1").expect("valid");
-        per_call
-            .insert("x-cache-namespace", "other")
-            .expect("valid");
-        defaults.merge_from(&per_call);
-        let pairs: Vec<_> = defaults
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("?")))
-            .collect();
-        assert_eq!(
-            pairs,
-            vec![
-                ("x-cache-namespace", "other"),
-                ("x-team", "core"),
-                ("x-request-id", "r1"),
-            ]
-        );
-    }
-
-    #[test]
     fn encoded_len_counts_name_value_and_32_per_entry() {
         let mut md = Metadata::new();
         assert_eq!(md.encoded_len(), 0);
@@ -489,7 +432,6 @@ mod tests {
         let fits = "v".repeat(MAX_METADATA_BYTES - name.len() - 32);
         md.insert(name, &fits).expect("exactly at the limit");
         assert_eq!(md.encoded_len(), MAX_METADATA_BYTES);
-        md.check_size().expect("at the limit is fine");
         assert_invalid(md.insert("y", ""), "limit");
         assert_eq!(md.len(), 1);
         // Replacing the big entry with a smaller one frees its budget.
@@ -510,17 +452,6 @@ mod tests {
     }
 
     #[test]
-    fn check_size_catches_a_merge_that_went_over_budget() {
-        let half = "v".repeat(MAX_METADATA_BYTES / 2);
-        let mut a = Metadata::new();
-        a.insert("a", &half).expect("valid");
-        let mut b = Metadata::new();
-        b.insert("b", &half).expect("valid");
-        a.merge_from(&b);
-        assert_invalid(a.check_size(), "limit");
-    }
-
-    #[test]
     fn append_to_keeps_order_after_existing_headers() {
         let mut md = Metadata::new();
         md.insert("x-b", "2").expect("valid");
@@ -530,23 +461,5 @@ mod tests {
         md.append_to(&mut headers);
         let names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, vec!["te", "x-b", "x-a"]);
-    }
-
-    #[test]
-    fn from_headers_keeps_custom_metadata_and_skips_reserved() {
-        let mut headers = HeaderMap::new();
-        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
-        headers.insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
-        headers.insert("x-request-id", HeaderValue::from_static("0123abcd"));
-        headers.append("x-multi", HeaderValue::from_static("first"));
-        headers.append("x-multi", HeaderValue::from_static("second"));
-        let md = Metadata::from_headers(&headers);
-        assert_eq!(md.len(), 2);
-        assert_eq!(
-            md.get("x-request-id").map(|v| v.as_bytes()),
-            Some(&b"0123abcd"[..])
-        );
-        assert_eq!(md.get("x-multi").map(|v| v.as_bytes()), Some(&b"first"[..]));
-        assert_eq!(md.get("content-type"), None);
     }
 }

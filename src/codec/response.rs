@@ -29,13 +29,6 @@ impl ResponseError {
         }
     }
 
-    /// The status, consuming the error.
-    pub fn into_status(self) -> Status {
-        match self {
-            ResponseError::Status(s) | ResponseError::Protocol(s) => s,
-        }
-    }
-
     /// Whether the peer broke the protocol rather than reporting a status.
     pub fn is_protocol(&self) -> bool {
         matches!(self, ResponseError::Protocol(_))
@@ -609,7 +602,7 @@ mod tests {
         assert_eq!(s.to_string(), "NOT_FOUND: gone");
         let p = ResponseError::Protocol(Status::new(Code::Internal, "bad"));
         assert_eq!(p.to_string(), "protocol error: INTERNAL: bad");
-        assert_eq!(p.clone().into_status(), Status::new(Code::Internal, "bad"));
+        assert_eq!(p.status(), &Status::new(Code::Internal, "bad"));
         assert!(std::error::Error::source(&p).is_some());
     }
 }

@@ -195,11 +195,6 @@ impl Store {
         }
     }
 
-    /// The limits this store was created with.
-    pub fn config(&self) -> &StoreConfig {
-        &self.config
-    }
-
     /// A panic while the lock was held cannot leave the map half-updated in a
     /// way that breaks memory safety, and the server must keep answering, so
     /// a poisoned lock is simply taken over.
