@@ -1,5 +1,6 @@
 //! The blocking [`Client`]: validates a call, hands it to a pool worker, and
-//! waits for the reply on a crossbeam channel, never past the deadline;
+//! waits for the reply on a crossbeam channel, never past the deadline
+//! (plus a 10 ms grace for the worker's own verdict);
 //! retries transient failures with jittered exponential backoff.
 
 use std::sync::Arc;
