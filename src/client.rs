@@ -15,11 +15,11 @@ use crate::config::{ClientBuilder, ClientConfig, PingMethod, Ttl};
 use crate::error::{Error, Result};
 use crate::pool::{reply_channel, Backoff, Call, Pool, PoolConfig, WaitError};
 use crate::proto::cache::{
-    CacheItem, CacheKey, CacheResponse, CacheStatus, CacheValue, CompareAndSetRequest,
-    ConditionalCacheResponse, ConditionalCacheStatus, Empty, MultiCacheItemRequest,
-    MultiCacheKeyRequest, MultiCacheResponse, MultiCacheValueResponse,
+    CacheResponse, CacheStatus, CacheValue, ConditionalCacheResponse, ConditionalCacheStatus,
+    Empty, MultiCacheResponse, MultiCacheValueResponse,
 };
 use crate::proto::health::{health_check_response, HealthCheckRequest, HealthCheckResponse};
+use crate::requests::{CompareAndSetRef, ItemRef, ItemsRef, KeyRef, KeysRef};
 use crate::retry::{CallRetries, NextStep, TokenBucket};
 use crate::rules;
 
@@ -369,12 +369,7 @@ impl Client {
     /// ```
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
         self.check_key(key)?;
-        let reply: CacheValue = self.call(
-            Method::Get,
-            &CacheKey {
-                key: key.to_owned(),
-            },
-        )?;
+        let reply: CacheValue = self.call(Method::Get, &KeyRef { key })?;
         Ok(reply.found.then_some(reply.value))
     }
 
@@ -441,9 +436,9 @@ impl Client {
         let ttl = ttl.into().wire_seconds()?;
         let reply: CacheResponse = self.call(
             Method::Set,
-            &CacheItem {
-                key: key.to_owned(),
-                value: Bytes::copy_from_slice(value.as_ref()),
+            &ItemRef {
+                key,
+                value: value.as_ref(),
                 ttl,
             },
         )?;
@@ -462,12 +457,7 @@ impl Client {
     /// ```
     pub fn delete(&self, key: &str) -> Result<()> {
         self.check_key(key)?;
-        let reply: CacheResponse = self.call(
-            Method::Delete,
-            &CacheKey {
-                key: key.to_owned(),
-            },
-        )?;
+        let reply: CacheResponse = self.call(Method::Delete, &KeyRef { key })?;
         expect_ok(reply.status, "Delete")
     }
 
@@ -491,10 +481,11 @@ impl Client {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let keys: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
+        let keys: Vec<I::Item> = keys.into_iter().collect();
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
         let expected = keys.len();
         let reply: MultiCacheValueResponse =
-            self.call(Method::MultiGet, &MultiCacheKeyRequest { keys })?;
+            self.call(Method::MultiGet, &KeysRef { keys: &keys })?;
         check_item_count(reply.items.len(), expected, "MultiGet")?;
         Ok(reply
             .items
@@ -553,17 +544,17 @@ impl Client {
         V: AsRef<[u8]>,
     {
         let ttl = ttl.into().wire_seconds()?;
-        let items: Vec<CacheItem> = items
-            .into_iter()
-            .map(|(key, value)| CacheItem {
-                key: key.as_ref().to_owned(),
-                value: Bytes::copy_from_slice(value.as_ref()),
+        let owned: Vec<(K, V)> = items.into_iter().collect();
+        let items: Vec<ItemRef<'_>> = owned
+            .iter()
+            .map(|(key, value)| ItemRef {
+                key: key.as_ref(),
+                value: value.as_ref(),
                 ttl,
             })
             .collect();
         let expected = items.len();
-        let reply: MultiCacheResponse =
-            self.call(Method::MultiSet, &MultiCacheItemRequest { items })?;
+        let reply: MultiCacheResponse = self.call(Method::MultiSet, &ItemsRef { items: &items })?;
         operation_results(reply, expected, "MultiSet")
     }
 
@@ -583,10 +574,10 @@ impl Client {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let keys: Vec<String> = keys.into_iter().map(|k| k.as_ref().to_owned()).collect();
+        let keys: Vec<I::Item> = keys.into_iter().collect();
+        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
         let expected = keys.len();
-        let reply: MultiCacheResponse =
-            self.call(Method::MultiDelete, &MultiCacheKeyRequest { keys })?;
+        let reply: MultiCacheResponse = self.call(Method::MultiDelete, &KeysRef { keys: &keys })?;
         operation_results(reply, expected, "MultiDelete")
     }
 
@@ -630,9 +621,9 @@ impl Client {
         let ttl = ttl.into().wire_seconds()?;
         let reply: ConditionalCacheResponse = self.call(
             Method::SetIfAbsent,
-            &CacheItem {
-                key: key.to_owned(),
-                value: Bytes::copy_from_slice(value.as_ref()),
+            &ItemRef {
+                key,
+                value: value.as_ref(),
                 ttl,
             },
         )?;
@@ -695,10 +686,10 @@ impl Client {
         let ttl = ttl.into().wire_seconds()?;
         let reply: ConditionalCacheResponse = self.call(
             Method::CompareAndSet,
-            &CompareAndSetRequest {
-                key: key.to_owned(),
-                expected_value: Bytes::copy_from_slice(expected.as_ref()),
-                value: Bytes::copy_from_slice(value.as_ref()),
+            &CompareAndSetRef {
+                key,
+                expected: expected.as_ref(),
+                value: value.as_ref(),
                 ttl,
             },
         )?;

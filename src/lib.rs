@@ -62,6 +62,7 @@ pub mod codec;
 mod config;
 mod error;
 mod pool;
+mod requests;
 mod retry;
 pub mod rules;
 #[cfg(feature = "server")]
