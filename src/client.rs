@@ -228,10 +228,14 @@ impl Client {
     fn with_options(&self, change: impl FnOnce(&mut CallOptions) -> Result<()>) -> Result<Client> {
         let mut options = CallOptions::clone(&self.options);
         change(&mut options)?;
-        Ok(Client {
+        Ok(self.with_call_options(options))
+    }
+
+    fn with_call_options(&self, options: CallOptions) -> Client {
+        Client {
             shared: Arc::clone(&self.shared),
             options: Arc::new(options),
-        })
+        }
     }
 
     /// A handle whose calls use `timeout` as their deadline (spanning all
@@ -249,11 +253,10 @@ impl Client {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_timeout(&self, timeout: Duration) -> Client {
-        self.with_options(|o| {
-            o.timeout = timeout;
-            Ok(())
+        self.with_call_options(CallOptions {
+            timeout,
+            ..CallOptions::clone(&self.options)
         })
-        .unwrap_or_else(|_| self.clone())
     }
 
     /// A handle whose calls make at most `retries` extra attempts.
@@ -265,11 +268,10 @@ impl Client {
     /// # Ok::<(), tiny_cache_client::Error>(())
     /// ```
     pub fn with_max_retries(&self, retries: u32) -> Client {
-        self.with_options(|o| {
-            o.max_retries = retries;
-            Ok(())
+        self.with_call_options(CallOptions {
+            max_retries: retries,
+            ..CallOptions::clone(&self.options)
         })
-        .unwrap_or_else(|_| self.clone())
     }
 
     /// A handle that sends one more ASCII metadata header (replacing a
