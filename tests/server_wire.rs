@@ -222,12 +222,28 @@ fn graceful_shutdown_sends_goaway_and_lets_an_open_call_finish() {
         let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
         let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
         let driver = tokio::spawn(connection);
+        let get = || {
+            Request::post(format!("http://{address}/cache.CacheService/Get"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .unwrap()
+        };
+        // A first complete call proves the server has accepted this
+        // connection (an h2 client handshake does not wait for the server;
+        // a connection still in the listen backlog at shutdown is closed,
+        // not drained).
         let mut sender = sender.ready().await.unwrap();
-        let request = Request::post(format!("http://{address}/cache.CacheService/Get"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
+        let (first, mut first_body) = sender.send_request(get(), false).unwrap();
+        first_body
+            .send_data(framed(&CacheKey { key: "k".into() }), true)
             .unwrap();
+        let mut first = first.await.unwrap().into_body();
+        while let Some(chunk) = first.data().await {
+            chunk.unwrap();
+        }
+        let mut sender = sender.ready().await.unwrap();
+        let request = get();
         // The call is open (headers sent) but its message is not yet.
         let (response, mut stream) = sender.send_request(request, false).unwrap();
 
