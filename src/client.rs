@@ -10,21 +10,20 @@ use bytes::Bytes;
 use http::uri::Scheme;
 use prost::Message;
 
-use crate::codec::{decode_message, encode_message, request_head, Metadata, Method};
-use crate::config::{ClientBuilder, ClientConfig, PingMethod, Ttl};
+use crate::codec::{decode_message, encode_message, request_head, Method};
+use crate::config::{CallOptions, ClientBuilder, ClientConfig, PingMethod, Ttl, MAX_TIMEOUT};
 use crate::error::{Error, Result};
-use crate::pool::{reply_channel, Backoff, Call, Pool, PoolConfig, WaitError};
+use crate::pool::{reply_channel, Call, Pool, WaitError};
 use crate::proto::cache::{
     CacheResponse, CacheStatus, CacheValue, ConditionalCacheResponse, ConditionalCacheStatus,
-    Empty, MultiCacheResponse, MultiCacheValueResponse,
+    CacheStats, Empty, MultiCacheResponse, MultiCacheValueResponse,
 };
 use crate::proto::health::{health_check_response, HealthCheckRequest, HealthCheckResponse};
 use crate::requests::{CompareAndSetRef, ItemRef, ItemsRef, KeyRef, KeysRef};
 use crate::retry::{CallRetries, NextStep, TokenBucket};
 use crate::rules;
+use crate::stats::Stats;
 
-/// Counters of the whole server, as returned by [`Client::stats`].
-pub use crate::proto::cache::CacheStats as Stats;
 
 /// A service's state, as returned by [`Client::health_check`].
 pub use crate::proto::health::health_check_response::ServingStatus;
@@ -36,10 +35,6 @@ pub const CACHE_SERVICE_NAME: &str = "cache.CacheService";
 /// which names the phase the call was in; the caller still gives up on its
 /// own right after.
 const REPLY_GRACE: Duration = Duration::from_millis(10);
-
-/// Longest deadline a call can have; a larger timeout is treated as this
-/// (an `Instant` cannot reach arbitrarily far into the future).
-const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// A blocking, thread-safe client of a tiny-cache server.
 ///
@@ -83,19 +78,8 @@ struct Shared {
     pool: Pool,
     config: ClientConfig,
     scheme: Scheme,
-    retry_backoff: Backoff,
     /// None when the builder turned the retry budget off.
     retry_budget: Option<TokenBucket>,
-}
-
-/// Settings a handle can override per call (see `Client::with_*`).
-#[derive(Clone, Debug)]
-struct CallOptions {
-    timeout: Duration,
-    max_retries: u32,
-    /// Default metadata merged with overrides, namespace header included.
-    metadata: Metadata,
-    namespace: Option<String>,
 }
 
 /// One key's result inside a multi-key call: the key as given, and either
@@ -125,10 +109,55 @@ pub enum CasOutcome {
     Mismatch,
 }
 
+/// `stored`, `not found` or `mismatch`.
+///
+/// ```
+/// assert_eq!(tiny_cache_client::CasOutcome::Mismatch.to_string(), "mismatch");
+/// ```
+impl std::fmt::Display for CasOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CasOutcome::Stored => "stored",
+            CasOutcome::NotFound => "not found",
+            CasOutcome::Mismatch => "mismatch",
+        })
+    }
+}
+
+/// The status as the health protocol names it: `SERVING`, `NOT_SERVING`,
+/// `UNKNOWN` or `SERVICE_UNKNOWN`.
+///
+/// ```
+/// use tiny_cache_client::ServingStatus;
+/// assert_eq!(ServingStatus::Serving.to_string(), "SERVING");
+/// ```
+impl std::fmt::Display for ServingStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str_name())
+    }
+}
+
+// `build` lives here rather than beside the builder so that the
+// configuration never depends on the client it configures.
+impl ClientBuilder {
+    /// Starts the client's worker threads and returns it. Connections are
+    /// made in the background, so this succeeds even while the server is
+    /// down; calls report [`Error::Unavailable`] until it is up.
+    ///
+    /// Errors: [`Error::Validation`] for any invalid setting or address;
+    /// [`Error::Tls`] with [`TlsFailure::InvalidConfiguration`](crate::TlsFailure::InvalidConfiguration)
+    /// for TLS settings that cannot be used (an unreadable or malformed PEM
+    /// file, a key that does not fit its certificate, an invalid server
+    /// name).
+    pub fn build(self) -> Result<Client> {
+        Client::from_config(self.into_config()?)
+    }
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("address", &self.shared.config.address)
+            .field("address", &self.shared.config.pool.address)
             .field("timeout", &self.options.timeout)
             .field("max_retries", &self.options.max_retries)
             .field("namespace", &self.options.namespace)
@@ -186,40 +215,16 @@ impl Client {
         ClientBuilder::from_env().build()
     }
 
-    pub(crate) fn from_config(config: ClientConfig) -> Result<Client> {
-        let pool = Pool::start(PoolConfig {
-            address: config.address.clone(),
-            size: config.pool_size,
-            connect_timeout: config.connect_timeout,
-            stream_window_bytes: config.stream_window_bytes,
-            connection_window_bytes: config.connection_window_bytes,
-            max_receive_message_bytes: config.max_receive_message_bytes,
-            reconnect_backoff: Backoff::RECONNECT,
-            keepalive_interval: config.keepalive_interval,
-            keepalive_timeout: config.keepalive_timeout,
-            tls: config.tls.clone(),
-        })?;
-        let options = CallOptions {
-            timeout: config.timeout,
-            max_retries: config.max_retries,
-            metadata: config.metadata.clone(),
-            namespace: config.namespace.clone(),
-        };
-        let retry_backoff = Backoff {
-            initial: config.retry_initial_backoff,
-            multiplier: 2.0,
-            max: config.retry_max_backoff,
-            jitter: 0.0,
-        };
+    fn from_config(config: ClientConfig) -> Result<Client> {
+        let pool = Pool::start(config.pool.clone())?;
         Ok(Client {
+            options: Arc::new(config.call.clone()),
             shared: Arc::new(Shared {
                 pool,
-                scheme: config.address.scheme(),
+                scheme: config.pool.address.scheme(),
                 retry_budget: config.retry_throttle.map(TokenBucket::new),
                 config,
-                retry_backoff,
             }),
-            options: Arc::new(options),
         })
     }
 
@@ -239,7 +244,8 @@ impl Client {
     }
 
     /// A handle whose calls use `timeout` as their deadline (spanning all
-    /// retries). It shares this client's connections.
+    /// retries). It shares this client's connections. Errors with
+    /// [`Error::Validation`] for a zero timeout, as the builder does.
     ///
     /// ```
     /// # #[cfg(feature = "server")] {
@@ -247,16 +253,14 @@ impl Client {
     /// # let client = tiny_cache_client::Client::new(&server.address())?;
     /// use std::time::Duration;
     ///
-    /// let hurried = client.with_timeout(Duration::from_millis(200));
+    /// let hurried = client.with_timeout(Duration::from_millis(200))?;
     /// hurried.set("k", "v")?;
+    /// assert!(client.with_timeout(Duration::ZERO).is_err());
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn with_timeout(&self, timeout: Duration) -> Client {
-        self.with_call_options(CallOptions {
-            timeout,
-            ..CallOptions::clone(&self.options)
-        })
+    pub fn with_timeout(&self, timeout: Duration) -> Result<Client> {
+        self.with_options(|o| o.set_timeout(timeout))
     }
 
     /// A handle whose calls make at most `retries` extra attempts.
@@ -286,11 +290,7 @@ impl Client {
     /// # Ok::<(), tiny_cache_client::Error>(())
     /// ```
     pub fn with_metadata(&self, name: &str, value: &str) -> Result<Client> {
-        self.with_options(|o| {
-            o.metadata
-                .insert(name, value)
-                .map_err(|s| Error::Validation(s.message().to_owned()))
-        })
+        self.with_options(|o| Ok(o.metadata.insert(name, value)?))
     }
 
     /// A handle that sends one more binary metadata header (`name` must end
@@ -303,11 +303,7 @@ impl Client {
     /// # Ok::<(), tiny_cache_client::Error>(())
     /// ```
     pub fn with_metadata_bin(&self, name: &str, value: &[u8]) -> Result<Client> {
-        self.with_options(|o| {
-            o.metadata
-                .insert_bin(name, value)
-                .map_err(|s| Error::Validation(s.message().to_owned()))
-        })
+        self.with_options(|o| Ok(o.metadata.insert_bin(name, value)?))
     }
 
     /// A handle that sends `x-request-id: id`, which the server logs, echoes
@@ -339,20 +335,7 @@ impl Client {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_namespace(&self, namespace: &str) -> Result<Client> {
-        let namespace = rules::parse_namespace(namespace)
-            .map_err(|v| Error::Validation(v.0))?
-            .map(str::to_owned);
-        self.with_options(|o| {
-            match &namespace {
-                Some(namespace) => o
-                    .metadata
-                    .insert(rules::NAMESPACE_HEADER, namespace)
-                    .map_err(|s| Error::Validation(s.message().to_owned()))?,
-                None => o.metadata.remove(rules::NAMESPACE_HEADER),
-            }
-            o.namespace = namespace;
-            Ok(())
-        })
+        self.with_options(|o| o.set_namespace(namespace))
     }
 
     // ----- operations ---------------------------------------------------
@@ -716,7 +699,8 @@ impl Client {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> Result<Stats> {
-        self.call(Method::Stats, &Empty {})
+        let wire: CacheStats = self.call(Method::Stats, &Empty {})?;
+        Ok(Stats::from(wire))
     }
 
     /// Asks whether the server answers, and returns the round-trip time.
@@ -742,8 +726,7 @@ impl Client {
                 ServingStatus::Serving => {}
                 other => {
                     return Err(Error::Unavailable(format!(
-                        "the health service reports {}",
-                        other.as_str_name()
+                        "the health service reports {other}"
                     )))
                 }
             },
@@ -796,7 +779,7 @@ impl Client {
     // ----- the call path ------------------------------------------------
 
     fn check_key(&self, key: &str) -> Result<()> {
-        rules::check_key(key, self.options.namespace.as_deref()).map_err(|v| Error::Validation(v.0))
+        Ok(rules::check_key(key, self.options.namespace.as_deref())?)
     }
 
     /// One unary call with retries, bounded by the handle's timeout.
@@ -815,7 +798,7 @@ impl Client {
             options.max_retries,
             method.is_idempotent(),
             shared.retry_budget.as_ref(),
-            &shared.retry_backoff,
+            &shared.config.retry_backoff,
         );
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -824,7 +807,7 @@ impl Client {
             }
             let head = request_head(
                 &shared.scheme,
-                shared.config.address.authority(),
+                shared.config.pool.address.authority(),
                 method,
                 Some(remaining),
                 &options.metadata,
@@ -936,6 +919,7 @@ mod tests {
         let client = Client::builder("127.0.0.1:1").build().unwrap();
         let scoped = client
             .with_timeout(Duration::from_millis(5))
+            .unwrap()
             .with_max_retries(0)
             .with_namespace("tenant")
             .unwrap();

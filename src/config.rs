@@ -4,14 +4,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
-
 use crate::codec::{Metadata, DEFAULT_MAX_MESSAGE_BYTES};
 use crate::error::{Error, Result};
-use crate::pool::ReplyWait;
+use crate::address::Address;
+use crate::pool::{Backoff, PoolConfig, ReplyWait};
 use crate::retry::RetryThrottle;
 use crate::rules;
-use crate::tls::{ClientTls, Pem, TlsOptions};
+use crate::tls::{Pem, TlsOptions};
 
 /// Server address used when neither the builder nor `CACHE_SERVER_ADDRESS`
 /// names one: the reference server's default port on this host.
@@ -107,6 +106,29 @@ impl Ttl {
     }
 }
 
+/// `never`, or whole seconds as the server will count them (`90s`).
+///
+/// ```
+/// use std::time::Duration;
+/// use tiny_cache_client::Ttl;
+///
+/// assert_eq!(Ttl::Never.to_string(), "never");
+/// assert_eq!(Ttl::from(Duration::from_millis(1500)).to_string(), "2s");
+/// ```
+impl std::fmt::Display for Ttl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.wire_seconds() {
+            Ok(0) => f.write_str("never"),
+            Ok(seconds) => write!(f, "{seconds}s"),
+            // Not a TTL the wire can carry: show what was asked for.
+            Err(_) => match self {
+                Ttl::Never => f.write_str("never"),
+                Ttl::After(duration) => write!(f, "{duration:?}"),
+            },
+        }
+    }
+}
+
 impl From<Duration> for Ttl {
     fn from(duration: Duration) -> Ttl {
         Ttl::After(duration)
@@ -126,128 +148,6 @@ pub enum PingMethod {
     Health,
 }
 
-/// A parsed server address: where to connect and what to put in `:scheme`
-/// and `:authority`.
-///
-/// Accepted forms: `host:port`, `[::1]:port`, `grpc://host:port` (plain
-/// HTTP/2) and `grpcs://host:port` (TLS).
-///
-/// ```
-/// use tiny_cache_client::Address;
-///
-/// let address: Address = "grpc://cache.internal:50051".parse()?;
-/// assert_eq!(address.host(), "cache.internal");
-/// assert_eq!(address.port(), 50051);
-/// assert!(!address.is_tls());
-/// assert_eq!("[::1]:7000".parse::<Address>()?.host(), "::1");
-/// assert!("localhost".parse::<Address>().is_err()); // no port
-/// # Ok::<(), tiny_cache_client::Error>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Address {
-    tls: bool,
-    host: String,
-    port: u16,
-    authority: Authority,
-}
-
-impl Address {
-    /// The host name or IP address, without brackets.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-
-    /// The TCP port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Whether the address asks for TLS (`grpcs://`).
-    pub fn is_tls(&self) -> bool {
-        self.tls
-    }
-
-    /// `host:port` as sent in `:authority` (IPv6 hosts in brackets).
-    pub fn authority(&self) -> &Authority {
-        &self.authority
-    }
-
-    /// The `:scheme` of requests to this address.
-    pub fn scheme(&self) -> Scheme {
-        if self.tls {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        }
-    }
-}
-
-impl std::fmt::Display for Address {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let scheme = if self.tls { "grpcs" } else { "grpc" };
-        write!(f, "{scheme}://{}", self.authority)
-    }
-}
-
-impl std::str::FromStr for Address {
-    type Err = Error;
-
-    fn from_str(raw: &str) -> Result<Address> {
-        let invalid = |why: &str| Error::Validation(format!("invalid address {raw:?}: {why}"));
-        let trimmed = raw.trim();
-        let (tls, rest) = if let Some(rest) = trimmed.strip_prefix("grpcs://") {
-            (true, rest)
-        } else if let Some(rest) = trimmed.strip_prefix("grpc://") {
-            (false, rest)
-        } else if trimmed.contains("://") {
-            return Err(invalid("the scheme must be grpc:// or grpcs://"));
-        } else {
-            (false, trimmed)
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = if let Some(bracketed) = rest.strip_prefix('[') {
-            let (host, after) = bracketed
-                .split_once(']')
-                .ok_or_else(|| invalid("unclosed '['"))?;
-            let port = after
-                .strip_prefix(':')
-                .ok_or_else(|| invalid("expected [host]:port"))?;
-            (host, port)
-        } else {
-            let (host, port) = rest
-                .rsplit_once(':')
-                .ok_or_else(|| invalid("expected host:port"))?;
-            if host.contains(':') {
-                return Err(invalid("an IPv6 host must be in brackets: [::1]:port"));
-            }
-            (host, port)
-        };
-        if host.is_empty() {
-            return Err(invalid("the host is empty"));
-        }
-        let port: u16 = port
-            .parse()
-            .map_err(|_| invalid("the port must be a number from 1 to 65535"))?;
-        if port == 0 {
-            return Err(invalid("the port must be a number from 1 to 65535"));
-        }
-        let authority_text = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        let authority: Authority = authority_text
-            .parse()
-            .map_err(|_| invalid("the host is not a valid name or IP address"))?;
-        Ok(Address {
-            tls,
-            host: host.to_owned(),
-            port,
-            authority,
-        })
-    }
-}
-
 /// The worker count a pool gets unless told otherwise: half the machine's
 /// cores, at least 1 and at most 4.
 ///
@@ -261,60 +161,138 @@ pub fn default_pool_size() -> usize {
     (cores / 2).clamp(1, 4)
 }
 
-/// Everything a [`Client`](crate::Client) is built from. Made by
-/// [`ClientBuilder`]; every field's default is written next to it.
+/// Longest deadline a call can have: a longer timeout is accepted and
+/// treated as this, since an `Instant` cannot reach arbitrarily far ahead
+/// (a century is "no deadline" for any caller).
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The largest HTTP/2 flow-control window the protocol allows (2³¹ − 1).
+const MAX_WINDOW_BYTES: u32 = (1 << 31) - 1;
+
+/// The smallest receive window accepted: the protocol's initial window.
+/// Anything smaller only slows every reply down.
+const MIN_WINDOW_BYTES: u32 = 65_535;
+
+/// The settings a handle can change per call (`Client::with_timeout` and
+/// the other `with_*` methods). The builder fills the client's defaults;
+/// every derived handle starts from a clone of its parent's.
+#[derive(Debug, Clone)]
+pub(crate) struct CallOptions {
+    /// Deadline of a call, spanning every retry. [`DEFAULT_TIMEOUT`].
+    pub timeout: Duration,
+    /// Extra attempts after a retryable failure. [`DEFAULT_MAX_RETRIES`].
+    pub max_retries: u32,
+    /// Metadata sent with every call, the namespace header included.
+    /// Default: none.
+    pub metadata: Metadata,
+    /// Key space of every call. Default: the shared key space (`None`).
+    pub namespace: Option<String>,
+}
+
+impl CallOptions {
+    /// Sets the deadline; zero is refused (a call that may not take any
+    /// time cannot succeed).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        if timeout.is_zero() {
+            return Err(Error::Validation("the timeout must be positive".into()));
+        }
+        self.timeout = timeout;
+        Ok(())
+    }
+
+    /// Sets the key space, as `x-cache-namespace`; blank means the shared
+    /// key space.
+    pub fn set_namespace(&mut self, raw: &str) -> Result<()> {
+        let namespace = rules::parse_namespace(raw)?.map(str::to_owned);
+        match &namespace {
+            Some(namespace) => self.metadata.insert(rules::NAMESPACE_HEADER, namespace)?,
+            None => self.metadata.remove(rules::NAMESPACE_HEADER),
+        }
+        self.namespace = namespace;
+        Ok(())
+    }
+}
+
+/// Everything a [`Client`](crate::Client) is built from: the builder fills
+/// it, the client keeps it, and the pool is started from its `pool` part.
+/// Every field's default is written next to it.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientConfig {
-    /// Where to connect. No default for the builder; `from_env` reads
-    /// `CACHE_SERVER_ADDRESS`, else [`DEFAULT_ADDRESS`].
-    pub address: Address,
-    /// [`DEFAULT_TIMEOUT`].
-    pub timeout: Duration,
-    /// [`DEFAULT_MAX_RETRIES`].
-    pub max_retries: u32,
-    /// [`DEFAULT_RETRY_INITIAL_BACKOFF`].
-    pub retry_initial_backoff: Duration,
-    /// [`DEFAULT_RETRY_MAX_BACKOFF`].
-    pub retry_max_backoff: Duration,
-    /// [`DEFAULT_TTL`].
+    /// Per-call settings a handle can override.
+    pub call: CallOptions,
+    /// [`DEFAULT_RETRY_INITIAL_BACKOFF`] doubling up to
+    /// [`DEFAULT_RETRY_MAX_BACKOFF`]; the pause is drawn with full jitter.
+    pub retry_backoff: Backoff,
+    /// [`RetryThrottle::default`]; `None` turns the budget off.
+    pub retry_throttle: Option<RetryThrottle>,
+    /// One hour, [`DEFAULT_TTL`].
     pub default_ttl: Ttl,
-    /// None: the shared key space.
-    pub namespace: Option<String>,
-    /// Empty.
-    pub metadata: Metadata,
-    /// [`default_pool_size`].
-    pub pool_size: usize,
-    /// [`DEFAULT_CONNECT_TIMEOUT`].
-    pub connect_timeout: Duration,
-    /// 4 MiB, the gRPC default.
+    /// 4 MiB, the reference server's own limit.
     pub max_send_message_bytes: usize,
-    /// 4 MiB, the gRPC default.
-    pub max_receive_message_bytes: usize,
-    /// [`DEFAULT_STREAM_WINDOW_BYTES`].
-    pub stream_window_bytes: u32,
-    /// [`DEFAULT_CONNECTION_WINDOW_BYTES`].
-    pub connection_window_bytes: u32,
     /// [`PingMethod::Stats`].
     pub ping_method: PingMethod,
-    /// [`DEFAULT_KEEPALIVE_INTERVAL`].
-    pub keepalive_interval: Option<Duration>,
-    /// [`DEFAULT_KEEPALIVE_TIMEOUT`].
-    pub keepalive_timeout: Duration,
-    /// [`RetryThrottle::default`].
-    pub retry_throttle: Option<RetryThrottle>,
     /// [`ReplyWait::Park`].
     pub reply_wait: ReplyWait,
-    /// None (plain HTTP/2), unless the address is `grpcs://` or TLS was
-    /// turned on: then webpki-roots, ALPN h2, no client certificate.
-    pub tls: Option<ClientTls>,
+    /// TLS options as given: off unless the address is `grpcs://`;
+    /// webpki-roots; no client certificate. `build` resolves them into
+    /// `pool.tls`.
+    pub tls: TlsOptions,
+    /// The address and the connections' settings (see [`PoolConfig`]).
+    pub pool: PoolConfig,
+}
+
+impl ClientConfig {
+    /// Every default, for the server at `address`.
+    fn new(address: Address) -> ClientConfig {
+        ClientConfig {
+            call: CallOptions {
+                timeout: DEFAULT_TIMEOUT,
+                max_retries: DEFAULT_MAX_RETRIES,
+                metadata: Metadata::new(),
+                namespace: None,
+            },
+            retry_backoff: Backoff {
+                initial: DEFAULT_RETRY_INITIAL_BACKOFF,
+                multiplier: 2.0,
+                max: DEFAULT_RETRY_MAX_BACKOFF,
+                // The jitter of a retry pause is "full": drawn whole from
+                // [0, delay] by `Backoff::full_jitter_delay`.
+                jitter: 0.0,
+            },
+            retry_throttle: Some(RetryThrottle::default()),
+            default_ttl: Ttl::After(DEFAULT_TTL),
+            max_send_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            ping_method: PingMethod::Stats,
+            reply_wait: ReplyWait::Park,
+            tls: TlsOptions::default(),
+            pool: PoolConfig {
+                address,
+                tls: None,
+                size: default_pool_size(),
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
+                connection_window_bytes: DEFAULT_CONNECTION_WINDOW_BYTES,
+                max_receive_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+                reconnect_backoff: Backoff::RECONNECT,
+                keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+                keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            },
+        }
+    }
 }
 
 /// Builds a [`Client`](crate::Client); every setting has a documented
 /// default, so `Client::builder(addr).build()` is a complete client.
 ///
+/// One rule holds for every setter: a value outside the documented range
+/// is never clamped or ignored; `build` reports the first one as
+/// [`Error::Validation`]. The per-call overrides on
+/// [`Client`](crate::Client) (`with_timeout`, `with_namespace`, ...) apply
+/// the same checks and return the same error.
+///
 /// ```
 /// use std::time::Duration;
-/// use tiny_cache_client::{Client, Ttl};
+/// use tiny_cache_client::{Client, Error, Ttl};
 ///
 /// let client = Client::builder("127.0.0.1:50051")
 ///     .timeout(Duration::from_secs(2))
@@ -324,37 +302,19 @@ pub(crate) struct ClientConfig {
 ///     .metadata("x-team", "payments")
 ///     .build()?;
 /// # drop(client);
+///
+/// let refused = Client::builder("127.0.0.1:50051")
+///     .retry_backoff(Duration::from_secs(2), Duration::from_secs(1))
+///     .build();
+/// assert!(matches!(refused, Err(Error::Validation(_))));
 /// # Ok::<(), tiny_cache_client::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until build() is called"]
 pub struct ClientBuilder {
-    address: Result<Address>,
-    config: Result<PartialConfig>,
-}
-
-/// The settings other than the address, gathered until `build`.
-#[derive(Debug, Clone)]
-struct PartialConfig {
-    timeout: Duration,
-    max_retries: u32,
-    retry_initial_backoff: Duration,
-    retry_max_backoff: Duration,
-    default_ttl: Ttl,
-    namespace: Option<String>,
-    metadata: Metadata,
-    pool_size: usize,
-    connect_timeout: Duration,
-    max_send_message_bytes: usize,
-    max_receive_message_bytes: usize,
-    stream_window_bytes: u32,
-    connection_window_bytes: u32,
-    ping_method: PingMethod,
-    keepalive_interval: Option<Duration>,
-    keepalive_timeout: Duration,
-    retry_throttle: Option<RetryThrottle>,
-    reply_wait: ReplyWait,
-    tls: TlsOptions,
+    /// The first invalid setting, once there is one: later setters are
+    /// then ignored, and `build` reports it.
+    config: Result<ClientConfig>,
 }
 
 impl ClientBuilder {
@@ -362,28 +322,7 @@ impl ClientBuilder {
     /// for the accepted forms). A malformed address is reported by `build`.
     pub fn new(address: &str) -> ClientBuilder {
         ClientBuilder {
-            address: address.parse(),
-            config: Ok(PartialConfig {
-                timeout: DEFAULT_TIMEOUT,
-                max_retries: DEFAULT_MAX_RETRIES,
-                retry_initial_backoff: DEFAULT_RETRY_INITIAL_BACKOFF,
-                retry_max_backoff: DEFAULT_RETRY_MAX_BACKOFF,
-                default_ttl: Ttl::After(DEFAULT_TTL),
-                namespace: None,
-                metadata: Metadata::new(),
-                pool_size: default_pool_size(),
-                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-                max_send_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-                max_receive_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-                stream_window_bytes: DEFAULT_STREAM_WINDOW_BYTES,
-                connection_window_bytes: DEFAULT_CONNECTION_WINDOW_BYTES,
-                ping_method: PingMethod::Stats,
-                keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
-                keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
-                retry_throttle: Some(RetryThrottle::default()),
-                reply_wait: ReplyWait::Park,
-                tls: TlsOptions::default(),
-            }),
+            config: address.parse().map(ClientConfig::new),
         }
     }
 
@@ -396,29 +335,29 @@ impl ClientBuilder {
             std::env::var("CACHE_SERVER_ADDRESS").unwrap_or_else(|_| DEFAULT_ADDRESS.into());
         let mut builder = ClientBuilder::new(&address);
         if let Ok(raw) = std::env::var("CACHE_MAX_RETRIES") {
-            match raw.trim().parse::<u32>() {
-                Ok(retries) => builder = builder.max_retries(retries),
-                Err(_) => {
-                    builder.config = Err(Error::Validation(format!(
+            builder = builder.update(|c| {
+                c.call.max_retries = raw.trim().parse().map_err(|_| {
+                    Error::Validation(format!(
                         "CACHE_MAX_RETRIES must be a whole number, got {raw:?}"
-                    )))
-                }
-            }
+                    ))
+                })?;
+                Ok(())
+            });
         }
         if let Ok(raw) = std::env::var("CACHE_TIMEOUT") {
-            match parse_seconds(&raw) {
-                Some(timeout) => builder = builder.timeout(timeout),
-                None => {
-                    builder.config = Err(Error::Validation(format!(
+            builder = builder.update(|c| {
+                let timeout = parse_seconds(&raw).ok_or_else(|| {
+                    Error::Validation(format!(
                         "CACHE_TIMEOUT must be a positive number of seconds, got {raw:?}"
-                    )))
-                }
-            }
+                    ))
+                })?;
+                c.call.set_timeout(timeout)
+            });
         }
         builder
     }
 
-    fn update(mut self, change: impl FnOnce(&mut PartialConfig) -> Result<()>) -> Self {
+    fn update(mut self, change: impl FnOnce(&mut ClientConfig) -> Result<()>) -> Self {
         if let Ok(config) = &mut self.config {
             if let Err(error) = change(config) {
                 self.config = Err(error);
@@ -430,37 +369,37 @@ impl ClientBuilder {
     /// Deadline of each call, spanning all its retries. Default
     /// [`DEFAULT_TIMEOUT`]; must be positive.
     pub fn timeout(self, timeout: Duration) -> Self {
-        self.update(|c| {
-            if timeout.is_zero() {
-                return Err(Error::Validation("the timeout must be positive".into()));
-            }
-            c.timeout = timeout;
-            Ok(())
-        })
+        self.update(|c| c.call.set_timeout(timeout))
     }
 
     /// Extra attempts after a retryable failure. Default
     /// [`DEFAULT_MAX_RETRIES`]; 0 turns retries off.
     pub fn max_retries(self, retries: u32) -> Self {
         self.update(|c| {
-            c.max_retries = retries;
+            c.call.max_retries = retries;
             Ok(())
         })
     }
 
     /// Pause before the first retry and its cap; the pause doubles per
-    /// attempt with full jitter. Defaults [`DEFAULT_RETRY_INITIAL_BACKOFF`]
-    /// and [`DEFAULT_RETRY_MAX_BACKOFF`].
+    /// attempt, drawn with full jitter from zero to that value. Defaults
+    /// [`DEFAULT_RETRY_INITIAL_BACKOFF`] and [`DEFAULT_RETRY_MAX_BACKOFF`];
+    /// `max` must be at least `initial`.
     pub fn retry_backoff(self, initial: Duration, max: Duration) -> Self {
         self.update(|c| {
-            c.retry_initial_backoff = initial;
-            c.retry_max_backoff = max.max(initial);
+            if max < initial {
+                return Err(Error::Validation(format!(
+                    "the retry backoff cap ({max:?}) is below its initial pause ({initial:?})"
+                )));
+            }
+            c.retry_backoff.initial = initial;
+            c.retry_backoff.max = max;
             Ok(())
         })
     }
 
     /// TTL of writes that do not name one. Default one hour
-    /// ([`DEFAULT_TTL`]).
+    /// ([`DEFAULT_TTL`]); a zero duration is refused (say [`Ttl::Never`]).
     pub fn default_ttl(self, ttl: impl Into<Ttl>) -> Self {
         let ttl = ttl.into();
         self.update(|c| {
@@ -474,33 +413,20 @@ impl ClientBuilder {
     /// namespaces never see each other. Default: the shared key space. Blank
     /// means the shared key space too.
     pub fn namespace(self, namespace: &str) -> Self {
-        self.update(|c| {
-            c.namespace = rules::parse_namespace(namespace)
-                .map_err(|v| Error::Validation(v.0))?
-                .map(str::to_owned);
-            Ok(())
-        })
+        self.update(|c| c.call.set_namespace(namespace))
     }
 
     /// Adds an ASCII metadata header sent with every call (per-call
     /// metadata of the same name replaces it). Names are lower-case
     /// `[0-9a-z_.-]`; `grpc-` names are reserved.
     pub fn metadata(self, name: &str, value: &str) -> Self {
-        self.update(|c| {
-            c.metadata
-                .insert(name, value)
-                .map_err(|s| Error::Validation(s.message().to_owned()))
-        })
+        self.update(|c| Ok(c.call.metadata.insert(name, value)?))
     }
 
     /// Adds a binary metadata header (`name` must end in `-bin`) sent with
     /// every call.
     pub fn metadata_bin(self, name: &str, value: &[u8]) -> Self {
-        self.update(|c| {
-            c.metadata
-                .insert_bin(name, value)
-                .map_err(|s| Error::Validation(s.message().to_owned()))
-        })
+        self.update(|c| Ok(c.call.metadata.insert_bin(name, value)?))
     }
 
     /// Number of worker threads, each owning one HTTP/2 connection.
@@ -512,47 +438,67 @@ impl ClientBuilder {
                     "the pool needs at least one worker".into(),
                 ));
             }
-            c.pool_size = workers;
+            c.pool.size = workers;
             Ok(())
         })
     }
 
     /// Longest wait to establish a connection. Default
-    /// [`DEFAULT_CONNECT_TIMEOUT`].
+    /// [`DEFAULT_CONNECT_TIMEOUT`]; must be positive.
     pub fn connect_timeout(self, timeout: Duration) -> Self {
         self.update(|c| {
-            c.connect_timeout = timeout;
+            if timeout.is_zero() {
+                return Err(Error::Validation(
+                    "the connect timeout must be positive".into(),
+                ));
+            }
+            c.pool.connect_timeout = timeout;
             Ok(())
         })
     }
 
     /// Largest request message this client sends; a bigger one fails with
     /// [`Error::ResourceExhausted`] before any I/O. Default 4 MiB, the
-    /// reference server's own limit.
+    /// reference server's own limit; must be positive.
     pub fn max_send_message_bytes(self, bytes: usize) -> Self {
         self.update(|c| {
-            c.max_send_message_bytes = bytes;
+            c.max_send_message_bytes = positive_message_limit(bytes)?;
             Ok(())
         })
     }
 
     /// Largest reply message this client accepts; a bigger one fails with
     /// [`Error::ResourceExhausted`], decided from its length prefix before
-    /// it is buffered. Default 4 MiB.
+    /// it is buffered. Default 4 MiB; must be positive.
     pub fn max_receive_message_bytes(self, bytes: usize) -> Self {
         self.update(|c| {
-            c.max_receive_message_bytes = bytes;
+            c.pool.max_receive_message_bytes = positive_message_limit(bytes)?;
             Ok(())
         })
     }
 
     /// HTTP/2 receive windows per stream and per connection. Defaults
     /// [`DEFAULT_STREAM_WINDOW_BYTES`] and
-    /// [`DEFAULT_CONNECTION_WINDOW_BYTES`].
+    /// [`DEFAULT_CONNECTION_WINDOW_BYTES`]. Each must lie between 65,535
+    /// (the protocol's initial window) and 2³¹ − 1 (its maximum), and the
+    /// connection's must hold at least one stream's.
     pub fn http2_windows(self, stream_bytes: u32, connection_bytes: u32) -> Self {
         self.update(|c| {
-            c.stream_window_bytes = stream_bytes;
-            c.connection_window_bytes = connection_bytes.max(stream_bytes);
+            let range = MIN_WINDOW_BYTES..=MAX_WINDOW_BYTES;
+            if !range.contains(&stream_bytes) || !range.contains(&connection_bytes) {
+                return Err(Error::Validation(format!(
+                    "HTTP/2 windows must be from {MIN_WINDOW_BYTES} to {MAX_WINDOW_BYTES} bytes, \
+                     got {stream_bytes} (stream) and {connection_bytes} (connection)"
+                )));
+            }
+            if connection_bytes < stream_bytes {
+                return Err(Error::Validation(format!(
+                    "the connection window ({connection_bytes} bytes) is smaller than \
+                     the stream window ({stream_bytes} bytes)"
+                )));
+            }
+            c.pool.stream_window_bytes = stream_bytes;
+            c.pool.connection_window_bytes = connection_bytes;
             Ok(())
         })
     }
@@ -579,8 +525,19 @@ impl ClientBuilder {
     /// How a calling thread sleeps until its reply arrives. The default,
     /// [`ReplyWait::Park`], costs no CPU while waiting;
     /// [`ReplyWait::Channel`] is kept so benchmarks can measure the
-    /// difference (see BENCHMARKS.md).
-    #[doc(hidden)]
+    /// difference (see BENCHMARKS.md). Unstable: only with the
+    /// `unstable-internals` feature.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, ReplyWait};
+    ///
+    /// let client = Client::builder("127.0.0.1:50051")
+    ///     .reply_wait(ReplyWait::Channel)
+    ///     .build()?;
+    /// # drop(client);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    #[cfg(feature = "unstable-internals")]
     pub fn reply_wait(self, wait: ReplyWait) -> Self {
         self.update(|c| {
             c.reply_wait = wait;
@@ -594,8 +551,9 @@ impl ClientBuilder {
     /// connection instead of waiting for their deadlines. A call that times
     /// out after it was sent also triggers a ping, at most one per
     /// interval. Defaults [`DEFAULT_KEEPALIVE_INTERVAL`] and
-    /// [`DEFAULT_KEEPALIVE_TIMEOUT`]. Servers may refuse pings more often
-    /// than every 10 s (GOAWAY `too_many_pings`); the interval then doubles.
+    /// [`DEFAULT_KEEPALIVE_TIMEOUT`]; both must be positive. Servers may
+    /// refuse pings more often than every 10 s (GOAWAY `too_many_pings`);
+    /// the interval then doubles.
     pub fn keepalive(self, interval: Option<Duration>, timeout: Duration) -> Self {
         self.update(|c| {
             if interval.is_some_and(|i| i.is_zero()) || timeout.is_zero() {
@@ -603,8 +561,8 @@ impl ClientBuilder {
                     "keepalive interval and timeout must be positive".into(),
                 ));
             }
-            c.keepalive_interval = interval;
-            c.keepalive_timeout = timeout;
+            c.pool.keepalive_interval = interval;
+            c.pool.keepalive_timeout = timeout;
             Ok(())
         })
     }
@@ -699,70 +657,42 @@ impl ClientBuilder {
         })
     }
 
-    /// Starts the client's worker threads and returns it. Connections are
-    /// made in the background, so this succeeds even while the server is
-    /// down; calls report [`Error::Unavailable`] until it is up.
-    ///
-    /// Errors: [`Error::Validation`] for any invalid setting or address;
-    /// [`Error::Tls`] with [`TlsFailure::InvalidConfiguration`](crate::TlsFailure::InvalidConfiguration)
-    /// for TLS settings that cannot be used (an unreadable or malformed PEM
-    /// file, a key that does not fit its certificate, an invalid server
-    /// name).
-    pub fn build(self) -> Result<crate::Client> {
-        crate::Client::from_config(self.into_config()?)
-    }
-
+    /// The finished configuration: the settings as given, with TLS
+    /// resolved against the address.
     pub(crate) fn into_config(self) -> Result<ClientConfig> {
-        let mut address = self.address?;
-        let c = self.config?;
-        let tls = match (c.tls.enabled, address.is_tls()) {
+        let mut c = self.config?;
+        match (c.tls.enabled, c.pool.address.is_tls()) {
             (Some(false), true) => {
                 return Err(Error::Validation(format!(
-                    "{address} asks for TLS (grpcs://) but TLS was turned off"
+                    "{} asks for TLS (grpcs://) but TLS was turned off",
+                    c.pool.address
                 )))
             }
             (Some(true), _) | (None, true) => {
-                // `:scheme` follows the transport.
-                address.tls = true;
-                Some(c.tls.build(&address)?)
+                c.pool.address = c.pool.address.with_tls();
+                c.pool.tls = Some(c.tls.build(&c.pool.address)?);
             }
             _ if c.tls.has_settings() => {
                 return Err(Error::Validation(format!(
-                    "TLS options were given for the plain-text address {address}: \
-                     use a grpcs:// address (or turn TLS on)"
+                    "TLS options were given for the plain-text address {}: \
+                     use a grpcs:// address (or turn TLS on)",
+                    c.pool.address
                 )))
             }
-            _ => None,
-        };
-        let mut metadata = c.metadata;
-        if let Some(namespace) = &c.namespace {
-            metadata
-                .insert(rules::NAMESPACE_HEADER, namespace)
-                .map_err(|s| Error::Validation(s.message().to_owned()))?;
+            (_, false) => {}
         }
-        Ok(ClientConfig {
-            address,
-            timeout: c.timeout,
-            max_retries: c.max_retries,
-            retry_initial_backoff: c.retry_initial_backoff,
-            retry_max_backoff: c.retry_max_backoff,
-            default_ttl: c.default_ttl,
-            namespace: c.namespace,
-            metadata,
-            pool_size: c.pool_size,
-            connect_timeout: c.connect_timeout,
-            max_send_message_bytes: c.max_send_message_bytes,
-            max_receive_message_bytes: c.max_receive_message_bytes,
-            stream_window_bytes: c.stream_window_bytes,
-            connection_window_bytes: c.connection_window_bytes,
-            ping_method: c.ping_method,
-            keepalive_interval: c.keepalive_interval,
-            keepalive_timeout: c.keepalive_timeout,
-            retry_throttle: c.retry_throttle,
-            reply_wait: c.reply_wait,
-            tls,
-        })
+        Ok(c)
     }
+}
+
+/// A message size limit: positive, since even an empty message is framed.
+fn positive_message_limit(bytes: usize) -> Result<usize> {
+    if bytes == 0 {
+        return Err(Error::Validation(
+            "a message size limit must be positive".into(),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Parses a positive number of seconds, fractions allowed ("0.5", "30").
@@ -777,43 +707,6 @@ pub(crate) fn parse_seconds(raw: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_documented_address_form_parses() {
-        let plain: Address = "localhost:50051".parse().unwrap();
-        assert_eq!(
-            (plain.host(), plain.port(), plain.is_tls()),
-            ("localhost", 50051, false)
-        );
-        let v6: Address = "[::1]:7000".parse().unwrap();
-        assert_eq!((v6.host(), v6.authority().as_str()), ("::1", "[::1]:7000"));
-        let scheme: Address = "grpc://10.0.0.1:9".parse().unwrap();
-        assert_eq!(scheme.authority().as_str(), "10.0.0.1:9");
-        let tls: Address = "grpcs://cache.example:443".parse().unwrap();
-        assert!(tls.is_tls());
-        assert_eq!(tls.scheme(), Scheme::HTTPS);
-    }
-
-    #[test]
-    fn malformed_addresses_are_validation_errors() {
-        for bad in [
-            "",
-            "localhost",
-            "host:",
-            ":80",
-            "host:0",
-            "host:70000",
-            "http://host:80",
-            "::1:80",
-            "[::1:80",
-            "bad host:80",
-        ] {
-            match bad.parse::<Address>() {
-                Err(Error::Validation(_)) => {}
-                other => panic!("{bad:?} gave {other:?}"),
-            }
-        }
-    }
 
     #[test]
     fn ttl_rounds_fractions_up_and_refuses_zero_and_overflow() {
@@ -860,9 +753,10 @@ mod tests {
             .namespace(" app ")
             .into_config()
             .unwrap();
-        assert_eq!(config.namespace.as_deref(), Some("app"));
+        assert_eq!(config.call.namespace.as_deref(), Some("app"));
         assert_eq!(
             config
+                .call
                 .metadata
                 .get(rules::NAMESPACE_HEADER)
                 .map(|v| v.as_bytes()),

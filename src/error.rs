@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::codec::{Code, ResponseError, Status};
+use crate::codec::{Code, InvalidMetadata, ResponseError, Status};
+use crate::rules::RuleViolation;
 
 /// What went wrong with a call or with building a client.
 ///
@@ -194,6 +195,20 @@ impl Error {
     /// A deadline error naming the timeout and the phase that ran out.
     pub(crate) fn deadline(timeout: Duration, phase: &str) -> Error {
         Error::DeadlineExceeded(format!("no reply within {timeout:?} ({phase})"))
+    }
+}
+
+/// A key or namespace the client refuses before sending.
+impl From<RuleViolation> for Error {
+    fn from(violation: RuleViolation) -> Error {
+        Error::Validation(violation.0)
+    }
+}
+
+/// A metadata entry the client refuses before sending.
+impl From<InvalidMetadata> for Error {
+    fn from(invalid: InvalidMetadata) -> Error {
+        Error::Validation(invalid.0)
     }
 }
 

@@ -37,7 +37,7 @@
 //! assert_eq!(found[1].result, Ok(None));
 //!
 //! // Per-call overrides share the same connections.
-//! client.with_request_id("req-42")?.with_timeout(Duration::from_millis(200)).delete("otp")?;
+//! client.with_request_id("req-42")?.with_timeout(Duration::from_millis(200))?.delete("otp")?;
 //! println!("{} entries", client.stats()?.size);
 //! # }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -45,8 +45,10 @@
 //!
 //! # Layout
 //!
-//! - [`codec`]: gRPC over HTTP/2 as bytes and headers: framing, status,
-//!   `grpc-timeout`, metadata. No threads, no sockets.
+//! - `codec`: gRPC over HTTP/2 as bytes and headers: framing, status,
+//!   `grpc-timeout`, metadata. No threads, no sockets. Public only with the
+//!   `unstable-internals` feature, for the fuzz targets and benchmarks:
+//!   nothing in it is covered by semantic versioning.
 //! - `pool` (private): worker threads, one HTTP/2 connection each,
 //!   reconnecting with backoff.
 //! - [`Client`]: the blocking API; validation, deadlines, retries.
@@ -57,8 +59,12 @@
 //! codec and nothing of the client.
 #![warn(missing_docs)]
 
+mod address;
 mod client;
+#[cfg(feature = "unstable-internals")]
 pub mod codec;
+#[cfg(not(feature = "unstable-internals"))]
+mod codec;
 mod config;
 mod error;
 mod pool;
@@ -67,22 +73,23 @@ mod retry;
 pub mod rules;
 #[cfg(feature = "server")]
 pub mod server;
+mod stats;
 mod tls;
 
-pub use client::{
-    CasOutcome, Client, ItemError, ItemResult, ServingStatus, Stats, CACHE_SERVICE_NAME,
-};
+pub use client::{CasOutcome, Client, ItemError, ItemResult, ServingStatus, CACHE_SERVICE_NAME};
 pub use codec::Code;
+pub use address::Address;
 pub use config::{
-    default_pool_size, Address, ClientBuilder, PingMethod, Ttl, DEFAULT_ADDRESS,
+    default_pool_size, ClientBuilder, PingMethod, Ttl, DEFAULT_ADDRESS,
     DEFAULT_CONNECTION_WINDOW_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL,
     DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_RETRY_INITIAL_BACKOFF,
     DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_STREAM_WINDOW_BYTES, DEFAULT_TIMEOUT, DEFAULT_TTL,
 };
 pub use error::{Error, Result, TlsFailure};
-#[doc(hidden)]
+#[cfg(feature = "unstable-internals")]
 pub use pool::ReplyWait;
 pub use retry::RetryThrottle;
+pub use stats::Stats;
 
 /// Messages of the tiny-cache and health services, generated from `proto/`
 /// by prost.

@@ -12,7 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{AlertDescription, CertificateError, RootCertStore};
 
-use crate::config::Address;
+use crate::address::Address;
 use crate::error::{Error, Result, TlsFailure};
 
 /// The ALPN protocol id of HTTP/2, which gRPC over TLS requires.

@@ -1083,7 +1083,7 @@ fn dropping_a_clone_leaves_the_others_working() {
     clone.set("k", "v").unwrap();
     drop(clone);
     assert_eq!(get(&client, "k"), bytes(b"v"));
-    let handle = client.with_timeout(Duration::from_secs(5));
+    let handle = client.with_timeout(Duration::from_secs(5)).unwrap();
     std::thread::spawn(move || {
         handle.set("k2", "from thread").unwrap();
     })

@@ -488,13 +488,13 @@ impl Show for Duration {
 }
 
 /// Counts and pairs of counters picked out of a reply.
-impl Show for i32 {
+impl Show for u64 {
     fn show(&self) -> String {
         self.to_string()
     }
 }
 
-impl Show for (i32, i32) {
+impl Show for (u64, u64) {
     fn show(&self) -> String {
         format!("{self:?}")
     }
@@ -1251,7 +1251,7 @@ fn oversize(c: &Client, log: &Log) {
     log.expect(
         "rejected and limit",
         &c.stats()
-            .map(|s| (s.rejected_oversize, s.max_value_bytes as i32)),
+            .map(|s| (s.rejected_oversize, s.max_value_bytes)),
         "(4, 1024)",
     );
 }
@@ -1421,7 +1421,7 @@ fn multi(c: &Client, log: &Log) {
     let stored = c.set_many(every_other);
     log.expect(
         "set_many 50",
-        &stored.map(|r| r.iter().filter(|i| i.result.is_ok()).count() as i32),
+        &stored.map(|r| r.iter().filter(|i| i.result.is_ok()).count() as u64),
         "50",
     );
     let expected: Vec<(&str, String)> = keys
@@ -1536,7 +1536,7 @@ fn stats(c: &Client, log: &Log) {
     log.expect("set c", &c.set("c", [0u8; 100]), &ok());
     log.expect(
         "size and memory",
-        &c.stats().map(|s| (s.size, s.memory_usage_bytes as i32)),
+        &c.stats().map(|s| (s.size, s.memory_usage_bytes)),
         &format!("{:?}", (3, 105 + 3 * 33)),
     );
     for k in ["a", "b", "nope", "nada", "a"] {

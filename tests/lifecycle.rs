@@ -51,7 +51,7 @@ fn dropping_the_last_clone_joins_every_worker_and_close_is_final() {
 
     // close() joins too, and every handle derived from the client sees it.
     let client = Client::new(&server.address()).unwrap();
-    let scoped = client.with_timeout(Duration::from_secs(1));
+    let scoped = client.with_timeout(Duration::from_secs(1)).unwrap();
     scoped.set("k", "v").unwrap();
     client.close();
     assert_eq!(worker_threads(), 0, "close must join the workers");

@@ -985,7 +985,7 @@ fn connection_closed_mid_response_is_unavailable_without_retry_for_compare_and_s
 fn response_stalled_after_headers_is_deadline_exceeded_on_time() {
     let rogue = Rogue::start(|_| vec![grpc_head(), Step::Stall]);
     let timeout = Duration::from_millis(600);
-    let client = client_of(&rogue.address()).with_timeout(timeout);
+    let client = client_of(&rogue.address()).with_timeout(timeout).unwrap();
     let (outcome, elapsed) = timed(|| client.get("k"));
     assert!(
         matches!(outcome, Err(Error::DeadlineExceeded(_))),

@@ -1,13 +1,9 @@
 //! Custom call metadata (request headers such as `x-request-id`), validated
-//! before it reaches the wire, and the base64 used by `-bin` headers.
+//! before it reaches the wire.
 
-use base64::alphabet;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine as _;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::status::{Code, Status};
+use super::binary::encode_bin;
 
 /// Budget for custom metadata, counted the way HPACK counts a header list
 /// (name + value + 32 per entry). Servers refuse header lists beyond a few
@@ -19,22 +15,11 @@ pub const MAX_METADATA_BYTES: usize = 8 * 1024;
 /// HPACK's per-entry overhead (RFC 7541 §4.1).
 const HPACK_ENTRY_OVERHEAD: usize = 32;
 
-/// Encodes `-bin` values: the gRPC spec says send base64 without padding.
-pub(crate) const BIN_ENCODE: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::STANDARD,
-    GeneralPurposeConfig::new().with_encode_padding(false),
-);
-
-/// Decodes `-bin` values: the spec says accept padded and unpadded input.
-/// Non-zero trailing bits are tolerated too, since they cannot change the
-/// decoded bytes and refusing them would only lose data a peer sent.
-const BIN_DECODE: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
+/// Why a metadata entry was refused: a name or value that breaks the
+/// gRPC rules, or an entry that takes the metadata over its budget.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidMetadata(pub String);
 
 /// Headers owned by HTTP/2 or by the gRPC transport itself; letting callers
 /// set them would corrupt the request or be refused by the server.
@@ -49,12 +34,6 @@ const RESERVED_NAMES: [&str; 9] = [
     "transfer-encoding",
     "upgrade",
 ];
-
-/// Decodes the base64 of a `-bin` metadata value, padded or unpadded;
-/// `None` when it is not valid base64.
-pub fn decode_bin(value: &[u8]) -> Option<Vec<u8>> {
-    BIN_DECODE.decode(value).ok()
-}
 
 /// Custom metadata for a call: an ordered list of headers, each name at most
 /// once. Every entry added through [`Metadata::insert`] or
@@ -78,12 +57,12 @@ impl Metadata {
 
     /// Sets an ASCII metadata entry, replacing any entry of the same name.
     ///
-    /// Fails with `InvalidArgument` when the name is not lower-case
+    /// Fails with [`InvalidMetadata`] when the name is not lower-case
     /// `[0-9a-z_.-]`, is reserved (`grpc-*`, `te`, `content-type`, ...),
     /// ends in `-bin` (use [`Metadata::insert_bin`]), when the value holds a
     /// byte outside printable ASCII 0x20..=0x7E, or when the entry would take
     /// the metadata over [`MAX_METADATA_BYTES`]. On failure nothing changes.
-    pub fn insert(&mut self, name: &str, value: &str) -> Result<(), Status> {
+    pub fn insert(&mut self, name: &str, value: &str) -> Result<(), InvalidMetadata> {
         let header_name = validate_name(name)?;
         if name.ends_with("-bin") {
             return Err(invalid(format!(
@@ -106,16 +85,16 @@ impl Metadata {
 
     /// Sets a binary metadata entry, replacing any entry of the same name.
     /// The name must end in `-bin`; the value travels as unpadded standard
-    /// base64. Fails with `InvalidArgument` on a bad name or when the entry
+    /// base64. Fails with [`InvalidMetadata`] on a bad name or when the entry
     /// would take the metadata over [`MAX_METADATA_BYTES`].
-    pub fn insert_bin(&mut self, name: &str, value: &[u8]) -> Result<(), Status> {
+    pub fn insert_bin(&mut self, name: &str, value: &[u8]) -> Result<(), InvalidMetadata> {
         let header_name = validate_name(name)?;
         if !name.ends_with("-bin") {
             return Err(invalid(format!(
                 "binary metadata name {name:?} must end in \"-bin\""
             )));
         }
-        let header_value = HeaderValue::from_str(&BIN_ENCODE.encode(value)).map_err(|_| {
+        let header_value = HeaderValue::from_str(&encode_bin(value)).map_err(|_| {
             invalid(format!(
                 "metadata value for {name:?} is not a valid header value"
             ))
@@ -124,7 +103,7 @@ impl Metadata {
     }
 
     /// The value of the entry called `name`, if any. Binary values are
-    /// returned still base64-encoded; see [`decode_bin`].
+    /// returned still base64-encoded; see [`decode_bin`](super::decode_bin).
     pub fn get(&self, name: &str) -> Option<&HeaderValue> {
         self.entries
             .iter()
@@ -172,7 +151,7 @@ impl Metadata {
         }
     }
 
-    fn set_checked(&mut self, name: HeaderName, value: HeaderValue) -> Result<(), Status> {
+    fn set_checked(&mut self, name: HeaderName, value: HeaderValue) -> Result<(), InvalidMetadata> {
         let replaced = self
             .entries
             .iter()
@@ -189,7 +168,7 @@ fn entry_len(name: &HeaderName, value: &HeaderValue) -> usize {
     name.as_str().len() + value.len() + HPACK_ENTRY_OVERHEAD
 }
 
-fn check_total(total: usize) -> Result<(), Status> {
+fn check_total(total: usize) -> Result<(), InvalidMetadata> {
     if total > MAX_METADATA_BYTES {
         return Err(invalid(format!(
             "metadata takes {total} bytes (name + value + 32 per entry), \
@@ -203,7 +182,7 @@ fn is_reserved(name: &str) -> bool {
     name.starts_with("grpc-") || RESERVED_NAMES.contains(&name)
 }
 
-fn validate_name(name: &str) -> Result<HeaderName, Status> {
+fn validate_name(name: &str) -> Result<HeaderName, InvalidMetadata> {
     if name.is_empty() {
         return Err(invalid("metadata name must not be empty".to_string()));
     }
@@ -224,20 +203,20 @@ fn validate_name(name: &str) -> Result<HeaderName, Status> {
         .map_err(|_| invalid(format!("metadata name {name:?} is not a valid header name")))
 }
 
-fn invalid(message: String) -> Status {
-    Status::new(Code::InvalidArgument, message)
+fn invalid(message: String) -> InvalidMetadata {
+    InvalidMetadata(message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::binary::decode_bin;
 
-    fn assert_invalid(result: Result<(), Status>, mentions: &str) {
-        let status = result.expect_err("should be refused");
-        assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+    fn assert_invalid(result: Result<(), InvalidMetadata>, mentions: &str) {
+        let refused = result.expect_err("should be refused");
         assert!(
-            status.message().contains(mentions),
-            "{status} should mention {mentions}"
+            refused.0.contains(mentions),
+            "{refused} should mention {mentions}"
         );
     }
 
@@ -371,30 +350,6 @@ mod tests {
             Metadata::new().insert_bin("trace-BIN", b"x"),
             "metadata name",
         );
-    }
-
-    #[test]
-    fn decode_bin_accepts_padded_and_unpadded() {
-        assert_eq!(decode_bin(b"aGkhIQ"), Some(b"hi!!".to_vec()));
-        assert_eq!(decode_bin(b"aGkhIQ=="), Some(b"hi!!".to_vec()));
-        assert_eq!(decode_bin(b"aGk"), Some(b"hi".to_vec()));
-        assert_eq!(decode_bin(b"aGk="), Some(b"hi".to_vec()));
-        assert_eq!(decode_bin(b""), Some(Vec::new()));
-    }
-
-    #[test]
-    fn decode_bin_refuses_malformed_base64() {
-        for raw in [
-            &b"a"[..],
-            b"a===",
-            b"*abc",
-            b"aG-k",
-            b"aG_k",
-            b"ab cd",
-            b"\xff",
-        ] {
-            assert_eq!(decode_bin(raw), None, "{raw:?}");
-        }
     }
 
     #[test]

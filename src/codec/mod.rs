@@ -19,6 +19,15 @@
 //! Everything that reads peer data is lenient where the gRPC spec asks for
 //! it (`grpc-message`, `grpc-status-details-bin`) and never panics.
 
+// Without `unstable-internals` the module is private and the client uses
+// only part of it; the rest is the complete codec the fuzz targets and the
+// server exercise, kept whole rather than trimmed per feature.
+#![cfg_attr(
+    not(feature = "unstable-internals"),
+    allow(dead_code, unused_imports)
+)]
+
+pub mod binary;
 pub mod framing;
 pub mod metadata;
 pub mod method;
@@ -31,7 +40,8 @@ pub mod timeout;
 pub use framing::{
     decode_message, encode_message, MessageDecoder, DEFAULT_MAX_MESSAGE_BYTES, PREFIX_LEN,
 };
-pub use metadata::{decode_bin, Metadata, MAX_METADATA_BYTES};
+pub use binary::{decode_bin, encode_bin};
+pub use metadata::{InvalidMetadata, Metadata, MAX_METADATA_BYTES};
 pub use method::Method;
 pub use pushback::{retry_pushback, Pushback, RETRY_PUSHBACK_HEADER};
 pub use request::{request_head, response_head, trailers, USER_AGENT};

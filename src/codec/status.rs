@@ -3,12 +3,11 @@
 
 use std::fmt;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use percent_encoding::{AsciiSet, CONTROLS};
 
-use super::metadata::{decode_bin, BIN_ENCODE};
+use super::binary::{decode_bin, encode_bin};
 
 /// `grpc-status` header (decimal status code).
 pub(crate) const GRPC_STATUS: &str = "grpc-status";
@@ -244,7 +243,7 @@ impl Status {
         let details = self
             .details
             .as_ref()
-            .and_then(|d| HeaderValue::from_str(&BIN_ENCODE.encode(d)).ok());
+            .and_then(|d| HeaderValue::from_str(&encode_bin(d)).ok());
         match details {
             Some(value) => {
                 headers.insert(details_name, value);

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::codec::Pushback;
-use crate::config::Address;
+use crate::address::Address;
 use crate::error::Error;
 use crate::tls::ClientTls;
 
@@ -85,15 +85,24 @@ impl Failure {
     }
 }
 
-/// What a worker needs to know to connect and talk to the server.
+/// What a worker needs to know to connect and talk to the server: the
+/// pool's part of the client's configuration, which the builder fills and
+/// documents (defaults in `config.rs`).
 #[derive(Debug, Clone)]
 pub(crate) struct PoolConfig {
+    /// Where to connect; `:scheme` and `:authority` of every request.
     pub address: Address,
+    /// Worker threads, one connection each.
     pub size: usize,
+    /// Longest wait for TCP, the TLS handshake and the HTTP/2 preface.
     pub connect_timeout: Duration,
+    /// HTTP/2 receive window of each stream.
     pub stream_window_bytes: u32,
+    /// HTTP/2 receive window of the connection.
     pub connection_window_bytes: u32,
+    /// Largest reply message accepted, checked from its length prefix.
     pub max_receive_message_bytes: usize,
+    /// Pauses between attempts to reconnect.
     pub reconnect_backoff: Backoff,
     /// Ping period while calls are in flight; `None` turns it off.
     pub keepalive_interval: Option<Duration>,

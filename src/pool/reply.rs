@@ -26,6 +26,8 @@ pub enum ReplyWait {
     #[default]
     Park,
     /// Block in crossbeam-channel's receive (spin, yield, then sleep).
+    /// Chosen only through the `unstable-internals` builder option.
+    #[cfg_attr(not(feature = "unstable-internals"), allow(dead_code))]
     Channel,
 }
 
