@@ -15,8 +15,8 @@ use crate::config::{CallOptions, ClientBuilder, ClientConfig, PingMethod, Ttl, M
 use crate::error::{Error, Result};
 use crate::pool::{reply_channel, Call, Pool, WaitError};
 use crate::proto::cache::{
-    CacheResponse, CacheStatus, CacheValue, ConditionalCacheResponse, ConditionalCacheStatus,
-    CacheStats, Empty, MultiCacheResponse, MultiCacheValueResponse,
+    CacheResponse, CacheStats, CacheStatus, CacheValue, ConditionalCacheResponse,
+    ConditionalCacheStatus, Empty, MultiCacheResponse, MultiCacheValueResponse,
 };
 use crate::proto::health::{health_check_response, HealthCheckRequest, HealthCheckResponse};
 use crate::requests::{CompareAndSetRef, ItemRef, ItemsRef, KeyRef, KeysRef};
@@ -24,12 +24,11 @@ use crate::retry::{CallRetries, NextStep, TokenBucket};
 use crate::rules;
 use crate::stats::Stats;
 
-
 /// A service's state, as returned by [`Client::health_check`].
 pub use crate::proto::health::health_check_response::ServingStatus;
 
 /// The service name the health check asks about by default.
-pub const CACHE_SERVICE_NAME: &str = "cache.CacheService";
+pub use crate::codec::CACHE_SERVICE_NAME;
 
 /// How long a caller waits past its deadline for the worker's own verdict,
 /// which names the phase the call was in; the caller still gives up on its
@@ -417,16 +416,12 @@ impl Client {
         value: impl AsRef<[u8]>,
         ttl: impl Into<Ttl>,
     ) -> Result<()> {
-        self.check_key(key)?;
-        let ttl = ttl.into().wire_seconds()?;
-        let reply: CacheResponse = self.call(
-            Method::Set,
-            &ItemRef {
-                key,
-                value: value.as_ref(),
-                ttl,
-            },
-        )?;
+        let value = value.as_ref();
+        let reply: CacheResponse = self.write(Method::Set, key, ttl.into(), |ttl| ItemRef {
+            key,
+            value,
+            ttl,
+        })?;
         expect_ok(reply.status, "Set")
     }
 
@@ -602,16 +597,13 @@ impl Client {
         value: impl AsRef<[u8]>,
         ttl: impl Into<Ttl>,
     ) -> Result<bool> {
-        self.check_key(key)?;
-        let ttl = ttl.into().wire_seconds()?;
-        let reply: ConditionalCacheResponse = self.call(
-            Method::SetIfAbsent,
-            &ItemRef {
+        let value = value.as_ref();
+        let reply: ConditionalCacheResponse =
+            self.write(Method::SetIfAbsent, key, ttl.into(), |ttl| ItemRef {
                 key,
-                value: value.as_ref(),
+                value,
                 ttl,
-            },
-        )?;
+            })?;
         match ConditionalCacheStatus::try_from(reply.status) {
             Ok(ConditionalCacheStatus::Stored) => Ok(true),
             Ok(ConditionalCacheStatus::Exists) => Ok(false),
@@ -667,17 +659,16 @@ impl Client {
         value: impl AsRef<[u8]>,
         ttl: impl Into<Ttl>,
     ) -> Result<CasOutcome> {
-        self.check_key(key)?;
-        let ttl = ttl.into().wire_seconds()?;
-        let reply: ConditionalCacheResponse = self.call(
-            Method::CompareAndSet,
-            &CompareAndSetRef {
-                key,
-                expected: expected.as_ref(),
-                value: value.as_ref(),
-                ttl,
-            },
-        )?;
+        let (expected, value) = (expected.as_ref(), value.as_ref());
+        let reply: ConditionalCacheResponse =
+            self.write(Method::CompareAndSet, key, ttl.into(), |ttl| {
+                CompareAndSetRef {
+                    key,
+                    expected,
+                    value,
+                    ttl,
+                }
+            })?;
         match ConditionalCacheStatus::try_from(reply.status) {
             Ok(ConditionalCacheStatus::Stored) => Ok(CasOutcome::Stored),
             Ok(ConditionalCacheStatus::NotFound) => Ok(CasOutcome::NotFound),
@@ -780,6 +771,20 @@ impl Client {
 
     fn check_key(&self, key: &str) -> Result<()> {
         Ok(rules::check_key(key, self.options.namespace.as_deref())?)
+    }
+
+    /// The single-key write path: the key and the TTL validated, then one
+    /// call whose request is built around the TTL's wire value.
+    fn write<Req: Message, Resp: Message + Default>(
+        &self,
+        method: Method,
+        key: &str,
+        ttl: Ttl,
+        request: impl FnOnce(i32) -> Req,
+    ) -> Result<Resp> {
+        self.check_key(key)?;
+        let ttl = ttl.wire_seconds()?;
+        self.call(method, &request(ttl))
     }
 
     /// One unary call with retries, bounded by the handle's timeout.

@@ -4,9 +4,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::codec::{Metadata, DEFAULT_MAX_MESSAGE_BYTES};
-use crate::error::{Error, Result};
 use crate::address::Address;
+use crate::codec::{
+    Metadata, CONNECTION_WINDOW_BYTES, DEFAULT_MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES,
+};
+use crate::error::{Error, Result};
 use crate::pool::{Backoff, PoolConfig, ReplyWait};
 use crate::retry::RetryThrottle;
 use crate::rules;
@@ -50,10 +52,10 @@ pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// HTTP/2 stream receive window: a whole 4 MiB message fits in one window,
 /// so large values arrive without waiting for WINDOW_UPDATE round trips
 /// (the protocol default of 64 KiB would cap a stream at one window per RTT).
-pub const DEFAULT_STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024 + 5;
+pub const DEFAULT_STREAM_WINDOW_BYTES: u32 = STREAM_WINDOW_BYTES;
 
 /// HTTP/2 connection receive window: room for several large replies at once.
-pub const DEFAULT_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+pub const DEFAULT_CONNECTION_WINDOW_BYTES: u32 = CONNECTION_WINDOW_BYTES;
 
 /// The TTL of a write.
 ///

@@ -153,10 +153,19 @@ impl Error {
     /// assert!(!Error::InvalidArgument("key too long".into()).is_retryable());
     /// ```
     pub fn is_retryable(&self) -> bool {
+        // Exhaustive on purpose: a new variant must be classified here,
+        // and this is the error's whole say in the retry policy
+        // (`retry.rs` combines it with how far the request got).
         match self {
             Error::Unavailable(_) | Error::DeadlineExceeded(_) => true,
             Error::Status { code, .. } => *code == Code::Aborted,
-            _ => false,
+            Error::Validation(_)
+            | Error::InvalidArgument(_)
+            | Error::ResourceExhausted(_)
+            | Error::Closed
+            | Error::Protocol { .. }
+            | Error::NotUtf8 { .. }
+            | Error::Tls { .. } => false,
         }
     }
 

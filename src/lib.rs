@@ -76,9 +76,9 @@ pub mod server;
 mod stats;
 mod tls;
 
+pub use address::Address;
 pub use client::{CasOutcome, Client, ItemError, ItemResult, ServingStatus, CACHE_SERVICE_NAME};
 pub use codec::Code;
-pub use address::Address;
 pub use config::{
     default_pool_size, ClientBuilder, PingMethod, Ttl, DEFAULT_ADDRESS,
     DEFAULT_CONNECTION_WINDOW_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL,

@@ -1,12 +1,21 @@
-//! The client-wide retry budget: retries stop when most recent attempts
-//! failed, so a dead or overloaded server is not hammered by every caller's
-//! retries at once (the token bucket of the gRPC retry design, A6).
+//! The retry policy, all of it:
+//!
+//! - [`retry_method`]: what a failure allows, from the error's class
+//!   ([`Error::is_retryable`](crate::Error::is_retryable)), how far the
+//!   request got, whether the method is idempotent and the server's
+//!   pushback. One exhaustive match, as redis-rs's `retry_method()`.
+//! - [`CallRetries`]: what one call does next, spending its own allowance,
+//!   transparent resends and the client-wide budget.
+//! - [`TokenBucket`]: the client-wide retry budget: retries stop when most
+//!   recent attempts failed, so a dead or overloaded server is not
+//!   hammered by every caller's retries at once (the token bucket of the
+//!   gRPC retry design, A6).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::codec::Pushback;
-use crate::pool::{Backoff, Failure};
+use crate::pool::{Backoff, Delivery, Failure};
 
 /// Transparent resends per call: requests that never reached the server
 /// because their connection was going away are sent again at once, without
@@ -14,6 +23,39 @@ use crate::pool::{Backoff, Failure};
 /// transparent retry), so a server that refuses every stream still ends in
 /// ordinary retries.
 const MAX_TRANSPARENT_RESENDS: u32 = 2;
+
+/// What a failure allows, before any allowance is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RetryMethod {
+    /// The server never processed it: send it again at once.
+    ResendNow,
+    /// Trying again later could succeed and cannot apply the call twice.
+    RetryWithBackoff,
+    /// Report the failure: a retry cannot help, or could apply a
+    /// non-idempotent call twice, or the server said stop.
+    NoRetry,
+}
+
+/// Decides what a failed attempt allows.
+pub(crate) fn retry_method(failure: &Failure, idempotent: bool) -> RetryMethod {
+    let transient = failure.error.is_retryable();
+    let stopped = failure.pushback == Some(Pushback::Stop);
+    match (failure.delivery, transient, idempotent, stopped) {
+        // Refused unprocessed because the connection was going away: safe
+        // for every method, and not the server asking us to back off.
+        (Delivery::Refused, _, _, _) => RetryMethod::ResendNow,
+        // The server asked for no retries (negative or malformed pushback).
+        (_, _, _, true) => RetryMethod::NoRetry,
+        // The request or the server's data decided it: the same again fails
+        // the same way.
+        (_, false, _, false) => RetryMethod::NoRetry,
+        (Delivery::Unsent, true, _, false) => RetryMethod::RetryWithBackoff,
+        // A call the server may have processed is repeated only when
+        // repeating it cannot change the outcome.
+        (Delivery::MaybeProcessed, true, true, false) => RetryMethod::RetryWithBackoff,
+        (Delivery::MaybeProcessed, true, false, false) => RetryMethod::NoRetry,
+    }
+}
 
 /// What a call does after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,22 +105,25 @@ impl<'a> CallRetries<'a> {
 
     /// Decides what follows a failed attempt, and counts it.
     pub(crate) fn after(&mut self, failure: &Failure) -> NextStep {
-        if failure.resend_now && self.resends < MAX_TRANSPARENT_RESENDS {
-            self.resends += 1;
-            return NextStep::ResendNow;
-        }
-        let retryable = failure.error.is_retryable();
-        if retryable {
+        let method = match retry_method(failure, self.idempotent) {
+            // A transparent resend is not a failure of the server's: it
+            // leaves the budget alone.
+            RetryMethod::ResendNow if self.resends < MAX_TRANSPARENT_RESENDS => {
+                self.resends += 1;
+                return NextStep::ResendNow;
+            }
+            // Refused too often: the server surely never saw it, so it may
+            // still be retried as an ordinary retry.
+            RetryMethod::ResendNow => RetryMethod::RetryWithBackoff,
+            method => method,
+        };
+        if failure.error.is_retryable() {
             if let Some(budget) = self.budget {
                 budget.record_failure();
             }
         }
-        let allowed = retryable
+        let allowed = method == RetryMethod::RetryWithBackoff
             && self.retries < self.max_retries
-            // A call the server may have processed is repeated only when
-            // repeating it cannot change the outcome.
-            && (self.idempotent || !failure.maybe_processed)
-            && failure.pushback != Some(Pushback::Stop)
             && self.budget.is_none_or(TokenBucket::allows_retry);
         if !allowed {
             return NextStep::GiveUp;
@@ -234,10 +279,7 @@ mod tests {
     #[test]
     fn never_processed_calls_are_resent_twice_without_spending_retries() {
         let mut retries = CallRetries::new(0, false, None, &BACKOFF);
-        let refused = Failure {
-            resend_now: true,
-            ..unavailable(false)
-        };
+        let refused = Failure::refused(Error::Unavailable("GOAWAY".into()));
         assert_eq!(retries.after(&refused), NextStep::ResendNow);
         assert_eq!(retries.after(&refused), NextStep::ResendNow);
         assert_eq!(
@@ -263,6 +305,45 @@ mod tests {
             ..unavailable(true)
         };
         assert_eq!(retries.after(&stop), NextStep::GiveUp);
+    }
+
+    #[test]
+    fn the_policy_table_covers_every_delivery_and_error_class() {
+        use RetryMethod::*;
+        let transient = || Error::Unavailable("down".into());
+        let permanent = || Error::InvalidArgument("bad key".into());
+        let cases = [
+            (Failure::unsent(transient()), false, RetryWithBackoff),
+            (Failure::unsent(permanent()), true, NoRetry),
+            (Failure::after_send(transient()), true, RetryWithBackoff),
+            (Failure::after_send(transient()), false, NoRetry),
+            (Failure::after_send(permanent()), true, NoRetry),
+            (Failure::refused(transient()), false, ResendNow),
+            (
+                Failure {
+                    pushback: Some(Pushback::Stop),
+                    ..Failure::unsent(transient())
+                },
+                true,
+                NoRetry,
+            ),
+            (
+                Failure::after_send(Error::Status {
+                    code: crate::Code::Aborted,
+                    message: "conflict".into(),
+                    details: None,
+                }),
+                true,
+                RetryWithBackoff,
+            ),
+        ];
+        for (failure, idempotent, expected) in cases {
+            assert_eq!(
+                retry_method(&failure, idempotent),
+                expected,
+                "{failure:?} idempotent={idempotent}"
+            );
+        }
     }
 
     #[test]

@@ -1250,8 +1250,7 @@ fn oversize(c: &Client, log: &Log) {
     log.see("stats", &c.stats());
     log.expect(
         "rejected and limit",
-        &c.stats()
-            .map(|s| (s.rejected_oversize, s.max_value_bytes)),
+        &c.stats().map(|s| (s.rejected_oversize, s.max_value_bytes)),
         "(4, 1024)",
     );
 }

@@ -16,6 +16,16 @@ pub const PREFIX_LEN: usize = 5;
 /// is also what the reference server accepts.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// HTTP/2 stream receive window for both ends of this crate: a whole
+/// largest message with its prefix fits in one window, so large values
+/// arrive without waiting for WINDOW_UPDATE round trips (the protocol
+/// default of 64 KiB would cap a stream at one window per round trip).
+pub const STREAM_WINDOW_BYTES: u32 = (DEFAULT_MAX_MESSAGE_BYTES + PREFIX_LEN) as u32;
+
+/// HTTP/2 connection receive window: room for several large messages at
+/// once.
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
 /// Encodes `message` with its prefix into one buffer, so the transport sends
 /// it as a single `Bytes` without copying again.
 ///

@@ -2,6 +2,10 @@
 
 use http::uri::PathAndQuery;
 
+/// The cache service's full name: its methods' path prefix, and the name
+/// the health service answers for besides `""`.
+pub const CACHE_SERVICE_NAME: &str = "cache.CacheService";
+
 /// A unary method of `cache.CacheService`, or the standard health check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
@@ -101,6 +105,16 @@ impl Method {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn every_cache_method_path_names_the_cache_service() {
+        for method in Method::ALL {
+            if method != Method::HealthCheck {
+                let service = method.path()[1..].split('/').next();
+                assert_eq!(service, Some(CACHE_SERVICE_NAME), "{method:?}");
+            }
+        }
+    }
 
     #[test]
     fn cache_methods_live_under_the_cache_service() {

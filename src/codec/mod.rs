@@ -22,10 +22,7 @@
 // Without `unstable-internals` the module is private and the client uses
 // only part of it; the rest is the complete codec the fuzz targets and the
 // server exercise, kept whole rather than trimmed per feature.
-#![cfg_attr(
-    not(feature = "unstable-internals"),
-    allow(dead_code, unused_imports)
-)]
+#![cfg_attr(not(feature = "unstable-internals"), allow(dead_code, unused_imports))]
 
 pub mod binary;
 pub mod framing;
@@ -37,12 +34,13 @@ pub mod response;
 pub mod status;
 pub mod timeout;
 
-pub use framing::{
-    decode_message, encode_message, MessageDecoder, DEFAULT_MAX_MESSAGE_BYTES, PREFIX_LEN,
-};
 pub use binary::{decode_bin, encode_bin};
+pub use framing::{
+    decode_message, encode_message, MessageDecoder, CONNECTION_WINDOW_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES, PREFIX_LEN, STREAM_WINDOW_BYTES,
+};
 pub use metadata::{InvalidMetadata, Metadata, MAX_METADATA_BYTES};
-pub use method::Method;
+pub use method::{Method, CACHE_SERVICE_NAME};
 pub use pushback::{retry_pushback, Pushback, RETRY_PUSHBACK_HEADER};
 pub use request::{request_head, response_head, trailers, USER_AGENT};
 pub use response::{ResponseError, UnaryDecoder};

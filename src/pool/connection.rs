@@ -211,7 +211,9 @@ fn ending_of(ended: Result<(), h2::Error>) -> Ending {
     }
 }
 
-async fn sleep_until_some(at: Option<Instant>) {
+/// Sleeps until `at`, or forever when there is no `at`: a `select!` arm
+/// for a timer that may be off.
+pub(super) async fn sleep_until_some(at: Option<Instant>) {
     if let Some(at) = at {
         tokio::time::sleep_until(at).await;
     }

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::codec::Pushback;
 use crate::address::Address;
+use crate::codec::Pushback;
 use crate::error::Error;
 use crate::tls::ClientTls;
 
@@ -45,22 +45,29 @@ pub(crate) struct Call {
 /// The outcome of a call: the reply message's body, or why there is none.
 pub(crate) type Reply = Result<Bytes, Failure>;
 
-/// A failed call, with what the retry logic needs to know.
+/// How far a failed request got: what decides whether sending it again
+/// could apply it twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// It never left this process (no connection, client closed).
+    Unsent,
+    /// The server turned it away unprocessed because the connection was
+    /// going away (REFUSED_STREAM, or above a GOAWAY's last stream id): it
+    /// may be sent again at once, as gRPC's transparent retry.
+    Refused,
+    /// It may have reached the server, and may have been applied.
+    MaybeProcessed,
+}
+
+/// A failed call, with what the retry policy needs to know.
 #[derive(Debug)]
 pub(crate) struct Failure {
     /// What the caller will see if the call is not retried.
     pub error: Error,
-    /// False only when the request surely never reached the server (no
-    /// connection, refused stream, above a GOAWAY's last stream id): then
-    /// even a non-idempotent call may be retried.
-    pub maybe_processed: bool,
+    /// How far the request got.
+    pub delivery: Delivery,
     /// The server's `grpc-retry-pushback-ms`, when it sent one.
     pub pushback: Option<Pushback>,
-    /// The request never reached the server because its connection was
-    /// going away (REFUSED_STREAM, above a GOAWAY's last stream id): it may
-    /// be sent again at once, as a transparent retry, without counting
-    /// against the caller's retry allowance.
-    pub resend_now: bool,
 }
 
 impl Failure {
@@ -68,9 +75,17 @@ impl Failure {
     pub fn unsent(error: Error) -> Failure {
         Failure {
             error,
-            maybe_processed: false,
+            delivery: Delivery::Unsent,
             pushback: None,
-            resend_now: false,
+        }
+    }
+
+    /// A request the server turned away without processing it.
+    pub fn refused(error: Error) -> Failure {
+        Failure {
+            error,
+            delivery: Delivery::Refused,
+            pushback: None,
         }
     }
 
@@ -78,9 +93,8 @@ impl Failure {
     pub fn after_send(error: Error) -> Failure {
         Failure {
             error,
-            maybe_processed: true,
+            delivery: Delivery::MaybeProcessed,
             pushback: None,
-            resend_now: false,
         }
     }
 }

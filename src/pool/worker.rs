@@ -12,7 +12,7 @@ use h2::Reason;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
-use super::connection::{self, describe, Ending, Event, Health};
+use super::connection::{self, describe, sleep_until_some, Ending, Event, Health};
 use super::{Call, Failure, PoolConfig, Reply};
 use crate::codec::{retry_pushback, Code, Status, UnaryDecoder};
 use crate::error::Error;
@@ -251,12 +251,6 @@ impl Worker {
     }
 }
 
-async fn sleep_until_some(at: Option<Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await;
-    }
-}
-
 /// Where a call was when its deadline passed, for the error message.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -358,13 +352,10 @@ async fn exchange(
     };
     let (response, mut stream) = sender.send_request(head, false).map_err(|error| {
         let _ = events.send(Event::Broken { generation });
-        Failure {
-            resend_now: true,
-            ..Failure::unsent(Error::Unavailable(format!(
-                "connection cannot take new calls: {}",
-                describe(&error)
-            )))
-        }
+        Failure::refused(Error::Unavailable(format!(
+            "connection cannot take new calls: {}",
+            describe(&error)
+        )))
     })?;
     stream.send_data(body, true).map_err(stream_failure)?;
 
@@ -424,24 +415,18 @@ async fn wait_for_connection(
 fn stream_failure(error: h2::Error) -> Failure {
     if let Some(reason) = error.reason() {
         if reason == Reason::REFUSED_STREAM && error.is_remote() {
-            return Failure {
-                resend_now: true,
-                ..Failure::unsent(Error::Unavailable(
-                    "the server refused the stream (REFUSED_STREAM) without processing it".into(),
-                ))
-            };
+            return Failure::refused(Error::Unavailable(
+                "the server refused the stream (REFUSED_STREAM) without processing it".into(),
+            ));
         }
         if error.is_go_away() && error.is_remote() {
             // h2 fails a stream with the peer's GOAWAY only when the stream
             // is above the GOAWAY's last stream id, which the server
             // promises it never processed, whatever the error code; streams
             // at or below it end with their own outcome.
-            return Failure {
-                resend_now: true,
-                ..Failure::unsent(Error::Unavailable(format!(
-                    "the server is closing the connection (GOAWAY {reason:?}) and did not process the call"
-                )))
-            };
+            return Failure::refused(Error::Unavailable(format!(
+                "the server is closing the connection (GOAWAY {reason:?}) and did not process the call"
+            )));
         }
         if error.is_reset() && error.is_remote() {
             let code = Code::from_h2_reason(u32::from(reason));
