@@ -20,6 +20,7 @@ use crate::proto::cache::{
 };
 use crate::proto::health::{health_check_response, HealthCheckRequest, HealthCheckResponse};
 use crate::requests::{CompareAndSetRef, ItemRef, ItemsRef, KeyRef, KeysRef};
+use crate::response::{self, Response};
 use crate::retry::{CallRetries, NextStep, TokenBucket};
 use crate::rules;
 use crate::stats::Stats;
@@ -29,6 +30,10 @@ pub use crate::proto::health::health_check_response::ServingStatus;
 
 /// The service name the health check asks about by default.
 pub use crate::codec::CACHE_SERVICE_NAME;
+
+/// How many read-then-compare-and-set rounds [`Client::touch`] makes
+/// before giving up to concurrent writers.
+pub const TOUCH_ATTEMPTS: u32 = 8;
 
 /// How long a caller waits past its deadline for the worker's own verdict,
 /// which names the phase the call was in; the caller still gives up on its
@@ -677,6 +682,63 @@ impl Client {
         }
     }
 
+    /// Gives a present key a new TTL without changing its value; returns
+    /// whether the key was there to touch (mtaio's `touch`).
+    ///
+    /// The wire has no TTL-only update, so this reads the value and writes
+    /// it back with [`compare_and_set`](Client::compare_and_set): the write
+    /// lands only if the value is still the one read, so a concurrent writer
+    /// is never overwritten with an older value. When another writer wins
+    /// in between, the new value is read and touched in turn, up to
+    /// [`TOUCH_ATTEMPTS`] times, after which the call fails with
+    /// `Error::Status { code: Aborted, .. }` (retryable). It costs two round
+    /// trips and sends the value twice (as expected and new value), all
+    /// within one deadline, the handle's timeout.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::Ttl;
+    ///
+    /// client.set_with_ttl("session", "alice", Duration::from_secs(30))?;
+    /// assert!(client.touch("session", Duration::from_secs(3600))?);
+    /// assert!(client.touch("session", Ttl::Never)?);
+    /// assert!(!client.touch("gone", Duration::from_secs(60))?);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn touch(&self, key: &str, ttl: impl Into<Ttl>) -> Result<bool> {
+        let ttl = ttl.into();
+        ttl.wire_seconds()?;
+        // One deadline for the whole touch, as for any other call.
+        let deadline = Instant::now() + self.options.timeout.min(MAX_TIMEOUT);
+        for _ in 0..TOUCH_ATTEMPTS {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let within = self
+                .with_timeout(remaining)
+                .map_err(|_| Error::deadline(self.options.timeout, "touching the key"))?;
+            let Some(value) = within.get(key)? else {
+                return Ok(false);
+            };
+            match within.compare_and_set_with_ttl(key, &value, &value, ttl)? {
+                CasOutcome::Stored => return Ok(true),
+                CasOutcome::NotFound => return Ok(false),
+                // Changed between the read and the write: touch the new one.
+                CasOutcome::Mismatch => {}
+            }
+        }
+        Err(Error::Status {
+            code: crate::Code::Aborted,
+            message: format!(
+                "touch of {key:?} lost to concurrent writers {TOUCH_ATTEMPTS} times in a row"
+            )
+            .into(),
+            details: None,
+        })
+    }
+
     /// The server's counters (entries, hits, misses, evictions, memory).
     ///
     /// ```
@@ -716,9 +778,9 @@ impl Client {
             PingMethod::Health => match self.health_check(CACHE_SERVICE_NAME)? {
                 ServingStatus::Serving => {}
                 other => {
-                    return Err(Error::Unavailable(format!(
-                        "the health service reports {other}"
-                    )))
+                    return Err(Error::Unavailable(
+                        format!("the health service reports {other}").into(),
+                    ))
                 }
             },
         }
@@ -749,6 +811,38 @@ impl Client {
             code: crate::Code::Internal,
             message: format!("health check answered an unknown status {}", reply.status),
         })
+    }
+
+    /// Runs `call` and returns its value with the server's response
+    /// metadata (the `x-request-id` the server used, above all), the way a
+    /// tonic `Response` carries it. Works with every operation; when the
+    /// closure makes several calls, the metadata is the last one's.
+    ///
+    /// Only the calls made inside the closure, on this thread, copy their
+    /// headers: the plain API pays nothing for this. A failed call needs no
+    /// capture: its [`Error::request_id`] names the server's id already.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// client.set("k", "v")?;
+    /// let response = client.call_with_metadata(|c| c.get("k"))?;
+    /// let id = response.metadata().request_id().unwrap_or("-");
+    /// println!("served as {id}");
+    /// assert_eq!(response.into_inner().as_deref(), Some(&b"v"[..]));
+    ///
+    /// let tagged = client.with_request_id("req-9")?;
+    /// let response = tagged.call_with_metadata(|c| c.delete("k"))?;
+    /// assert_eq!(response.metadata().request_id(), Some("req-9"));
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn call_with_metadata<T>(
+        &self,
+        call: impl FnOnce(&Client) -> Result<T>,
+    ) -> Result<Response<T>> {
+        response::capture(|| call(self))
     }
 
     /// Shuts the client down now, for every clone: calls in flight return
@@ -798,7 +892,8 @@ impl Client {
         let timeout = options.timeout.min(MAX_TIMEOUT);
         let deadline = Instant::now() + timeout;
         let body = encode_message(request, shared.config.max_send_message_bytes)
-            .map_err(|status| Error::ResourceExhausted(status.message().to_owned()))?;
+            .map_err(|status| Error::ResourceExhausted(status.message().to_owned().into()))?;
+        let keep_metadata = response::capturing();
         let mut retries = CallRetries::new(
             options.max_retries,
             method.is_idempotent(),
@@ -823,11 +918,15 @@ impl Client {
                 body: body.clone(),
                 deadline,
                 reply: reply_tx,
+                keep_metadata,
             })?;
             let failure = match reply_rx.wait_until(deadline + REPLY_GRACE) {
-                Ok(Ok(message)) => {
+                Ok(Ok(answer)) => {
                     retries.succeeded();
-                    return decode_message(message).map_err(|status| Error::Protocol {
+                    if let Some(headers) = answer.metadata {
+                        response::record(*headers);
+                    }
+                    return decode_message(answer.message).map_err(|status| Error::Protocol {
                         code: status.code(),
                         message: status.message().to_owned(),
                     });
@@ -859,7 +958,7 @@ fn expect_ok(status: i32, method: &str) -> Result<()> {
         Ok(CacheStatus::Ok) => Ok(()),
         Ok(CacheStatus::Error) => Err(Error::Status {
             code: crate::Code::Unknown,
-            message: format!("{method} reported ERROR"),
+            message: format!("{method} reported ERROR").into(),
             details: None,
         }),
         _ => Err(unexpected_status(method, status)),

@@ -39,23 +39,23 @@ pub enum Error {
     /// The server answered `INVALID_ARGUMENT`: it considers the request
     /// invalid (for example a key that is too long once namespaced).
     #[error("server rejected the request as invalid: {0}")]
-    InvalidArgument(String),
+    InvalidArgument(StatusText),
 
     /// The server (`RESOURCE_EXHAUSTED`) or this client refused a message for
     /// its size: a value over the server's per-entry limit, a cache that
     /// cannot make room, or a message over a send or receive limit.
     #[error("resource exhausted: {0}")]
-    ResourceExhausted(String),
+    ResourceExhausted(StatusText),
 
     /// The server could not be reached or the connection was lost
     /// (`UNAVAILABLE`). Retrying later may help.
     #[error("server unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(StatusText),
 
     /// The call's deadline passed before a reply arrived
     /// (`DEADLINE_EXCEEDED`); the text says which phase it was in.
     #[error("deadline exceeded: {0}")]
-    DeadlineExceeded(String),
+    DeadlineExceeded(StatusText),
 
     /// The client was shut down (its last handle dropped, or
     /// [`Client::close`](crate::Client::close) called) before the call ended.
@@ -102,8 +102,9 @@ pub enum Error {
     Status {
         /// The gRPC status code.
         code: Code,
-        /// The status message, percent-decoded.
-        message: String,
+        /// The status message, percent-decoded, with the server's request
+        /// id.
+        message: StatusText,
         /// The raw `grpc-status-details-bin` payload, when the server sent a
         /// well-formed one.
         details: Option<Bytes>,
@@ -169,9 +170,61 @@ impl Error {
         }
     }
 
+    /// The `x-request-id` the server answered this call with, when the
+    /// error came from a server that sent one (the reference and the
+    /// embedded server always do, on errors too). Also shown by `Display`,
+    /// so a logged error names the id to look up in the server's logs.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// use tiny_cache_client::{server::Server, Client, Error};
+    ///
+    /// // A server that takes values of at most 16 bytes.
+    /// let server = Server::builder().max_value_bytes(16).start()?;
+    /// let client = Client::new(&server.address())?.with_request_id("req-7")?;
+    /// let error = client.set("k", [0u8; 64]).unwrap_err();
+    /// assert!(matches!(error, Error::ResourceExhausted(_)));
+    /// assert_eq!(error.request_id(), Some("req-7"));
+    /// assert!(error.to_string().ends_with("(request id req-7)"));
+    ///
+    /// // Refused by the client before sending: no server, no request id.
+    /// assert_eq!(client.get("").unwrap_err().request_id(), None);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Error::InvalidArgument(text)
+            | Error::ResourceExhausted(text)
+            | Error::Unavailable(text)
+            | Error::DeadlineExceeded(text)
+            | Error::Status { message: text, .. } => text.request_id(),
+            Error::Validation(_)
+            | Error::Closed
+            | Error::Protocol { .. }
+            | Error::NotUtf8 { .. }
+            | Error::Tls { .. } => None,
+        }
+    }
+
+    /// The same error, naming the request id the server answered with.
+    pub(crate) fn with_request_id(mut self, id: Option<&str>) -> Error {
+        if let Some(id) = id {
+            if let Error::InvalidArgument(text)
+            | Error::ResourceExhausted(text)
+            | Error::Unavailable(text)
+            | Error::DeadlineExceeded(text)
+            | Error::Status { message: text, .. } = &mut self
+            {
+                text.request_id = Some(id.to_owned());
+            }
+        }
+        self
+    }
+
     /// Maps a status the server (or an HTTP intermediary) reported.
     pub(crate) fn from_status(status: Status) -> Error {
-        let message = status.message().to_owned();
+        let message = StatusText::from(status.message());
         match status.code() {
             Code::InvalidArgument => Error::InvalidArgument(message),
             Code::ResourceExhausted => Error::ResourceExhausted(message),
@@ -192,7 +245,7 @@ impl Error {
             // A message over our own receive limit is a size problem, not a
             // broken peer: report it as the size error callers already handle.
             ResponseError::Protocol(status) if status.code() == Code::ResourceExhausted => {
-                Error::ResourceExhausted(status.message().to_owned())
+                Error::ResourceExhausted(status.message().to_owned().into())
             }
             ResponseError::Protocol(status) => Error::Protocol {
                 code: status.code(),
@@ -203,7 +256,85 @@ impl Error {
 
     /// A deadline error naming the timeout and the phase that ran out.
     pub(crate) fn deadline(timeout: Duration, phase: &str) -> Error {
-        Error::DeadlineExceeded(format!("no reply within {timeout:?} ({phase})"))
+        Error::DeadlineExceeded(format!("no reply within {timeout:?} ({phase})").into())
+    }
+}
+
+/// The text of an error, and the request id of the server that sent it.
+///
+/// It reads as the text (it dereferences to `str`, so `text.contains(..)`
+/// works); `Display` adds ` (request id …)` when there is one.
+///
+/// ```
+/// use tiny_cache_client::{Error, StatusText};
+///
+/// let error = Error::Unavailable(StatusText::from("connection refused"));
+/// if let Error::Unavailable(text) = &error {
+///     assert!(text.contains("refused"));
+///     assert_eq!(text.request_id(), None);
+/// }
+/// assert_eq!(error.to_string(), "server unavailable: connection refused");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusText {
+    text: String,
+    request_id: Option<String>,
+}
+
+impl StatusText {
+    /// The message alone.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The server's `x-request-id` for the call, when a server sent one.
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+}
+
+impl std::ops::Deref for StatusText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for StatusText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)?;
+        match &self.request_id {
+            Some(id) => write!(f, " (request id {id})"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl From<String> for StatusText {
+    fn from(text: String) -> StatusText {
+        StatusText {
+            text,
+            request_id: None,
+        }
+    }
+}
+
+impl From<&str> for StatusText {
+    fn from(text: &str) -> StatusText {
+        StatusText::from(text.to_owned())
+    }
+}
+
+impl PartialEq<str> for StatusText {
+    fn eq(&self, other: &str) -> bool {
+        self.text == other
+    }
+}
+
+impl PartialEq<&str> for StatusText {
+    fn eq(&self, other: &&str) -> bool {
+        self.text == *other
     }
 }
 
@@ -343,8 +474,8 @@ mod tests {
 
     #[test]
     fn only_transient_failures_are_retryable() {
-        assert!(Error::Unavailable(String::new()).is_retryable());
-        assert!(Error::DeadlineExceeded(String::new()).is_retryable());
+        assert!(Error::Unavailable(String::new().into()).is_retryable());
+        assert!(Error::DeadlineExceeded(String::new().into()).is_retryable());
         assert!(!Error::Closed.is_retryable());
         assert!(!Error::Tls {
             kind: TlsFailure::UntrustedCertificate,
@@ -352,7 +483,7 @@ mod tests {
         }
         .is_retryable());
         assert!(!Error::Validation(String::new()).is_retryable());
-        assert!(!Error::ResourceExhausted(String::new()).is_retryable());
+        assert!(!Error::ResourceExhausted(String::new().into()).is_retryable());
         assert!(!Error::Protocol {
             code: Code::Internal,
             message: String::new()

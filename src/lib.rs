@@ -69,6 +69,7 @@ mod config;
 mod error;
 mod pool;
 mod requests;
+mod response;
 mod retry;
 pub mod rules;
 #[cfg(feature = "server")]
@@ -77,7 +78,9 @@ mod stats;
 mod tls;
 
 pub use address::Address;
-pub use client::{CasOutcome, Client, ItemError, ItemResult, ServingStatus, CACHE_SERVICE_NAME};
+pub use client::{
+    CasOutcome, Client, ItemError, ItemResult, ServingStatus, CACHE_SERVICE_NAME, TOUCH_ATTEMPTS,
+};
 pub use codec::Code;
 pub use config::{
     default_pool_size, ClientBuilder, PingMethod, Ttl, DEFAULT_ADDRESS,
@@ -85,9 +88,10 @@ pub use config::{
     DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_RETRY_INITIAL_BACKOFF,
     DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_STREAM_WINDOW_BYTES, DEFAULT_TIMEOUT, DEFAULT_TTL,
 };
-pub use error::{Error, Result, TlsFailure};
+pub use error::{Error, Result, StatusText, TlsFailure};
 #[cfg(feature = "unstable-internals")]
 pub use pool::ReplyWait;
+pub use response::{Response, ResponseMetadata};
 pub use retry::RetryThrottle;
 pub use stats::Stats;
 

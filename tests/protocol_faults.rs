@@ -119,7 +119,7 @@ fn reply_with(messages: &[&[u8]], trailers: Step) -> Vec<Step> {
 fn status(code: Code, message: &str) -> Error {
     Error::Status {
         code,
-        message: message.to_owned(),
+        message: message.into(),
         details: None,
     }
 }

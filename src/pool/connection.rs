@@ -96,10 +96,13 @@ pub(super) async fn run(
         Err(_) => {
             let _ = events.send(Event::Failed {
                 generation,
-                error: Error::Unavailable(format!(
-                    "connecting to {} took longer than {:?}",
-                    config.address, config.connect_timeout
-                )),
+                error: Error::Unavailable(
+                    format!(
+                        "connecting to {} took longer than {:?}",
+                        config.address, config.connect_timeout
+                    )
+                    .into(),
+                ),
             });
             return;
         }
@@ -139,7 +142,7 @@ pub(super) async fn run(
             // A TLS mismatch or a refused client certificate only shows
             // once HTTP/2 starts reading; the probe says which it was.
             error: probe.diagnose(&config.address).unwrap_or_else(|| {
-                Error::Unavailable(format!("connecting to {}: {message}", config.address))
+                Error::Unavailable(format!("connecting to {}: {message}", config.address).into())
             }),
         });
         return;
@@ -236,11 +239,14 @@ async fn handshake(
         .await
         .map_err(|error| {
             probe.diagnose(&config.address).unwrap_or_else(|| {
-                Error::Unavailable(format!(
-                    "HTTP/2 handshake with {} failed: {}",
-                    config.address,
-                    describe(&error)
-                ))
+                Error::Unavailable(
+                    format!(
+                        "HTTP/2 handshake with {} failed: {}",
+                        config.address,
+                        describe(&error)
+                    )
+                    .into(),
+                )
             })
         })?;
     Ok((sender, connection, probe))
@@ -251,7 +257,7 @@ async fn handshake(
 async fn connect_tcp(config: &PoolConfig) -> Result<TcpStream, Error> {
     let target = (config.address.host(), config.address.port());
     let addresses = tokio::net::lookup_host(target).await.map_err(|error| {
-        Error::Unavailable(format!("cannot resolve {}: {error}", config.address))
+        Error::Unavailable(format!("cannot resolve {}: {error}", config.address).into())
     })?;
     let mut last_error = None;
     for address in addresses {
@@ -260,17 +266,20 @@ async fn connect_tcp(config: &PoolConfig) -> Result<TcpStream, Error> {
                 // Without it Nagle's algorithm holds small frames back for
                 // up to ~40 ms per call.
                 stream.set_nodelay(true).map_err(|error| {
-                    Error::Unavailable(format!("cannot set TCP_NODELAY: {error}"))
+                    Error::Unavailable(format!("cannot set TCP_NODELAY: {error}").into())
                 })?;
                 return Ok(stream);
             }
             Err(error) => last_error = Some(format!("{address}: {error}")),
         }
     }
-    Err(Error::Unavailable(match last_error {
-        Some(error) => format!("cannot connect to {}: {error}", config.address),
-        None => format!("{} resolved to no address", config.address),
-    }))
+    Err(Error::Unavailable(
+        match last_error {
+            Some(error) => format!("cannot connect to {}: {error}", config.address),
+            None => format!("{} resolved to no address", config.address),
+        }
+        .into(),
+    ))
 }
 
 /// An h2 error in words a user can act on.

@@ -40,10 +40,23 @@ pub(crate) struct Call {
     pub deadline: Instant,
     /// Where the outcome goes. A caller that gave up is simply not there.
     pub reply: ReplySender,
+    /// Whether the caller wants the response headers back (asked for per
+    /// call, so plain calls never copy them).
+    pub keep_metadata: bool,
 }
 
-/// The outcome of a call: the reply message's body, or why there is none.
-pub(crate) type Reply = Result<Bytes, Failure>;
+/// A call's answer: the reply message's body, and the response headers
+/// when the call asked for them.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// The framed reply message's body.
+    pub message: Bytes,
+    /// The response headers (initial metadata), when `keep_metadata`.
+    pub metadata: Option<Box<http::HeaderMap>>,
+}
+
+/// The outcome of a call: its answer, or why there is none.
+pub(crate) type Reply = Result<Answer, Failure>;
 
 /// How far a failed request got: what decides whether sending it again
 /// could apply it twice.

@@ -117,6 +117,14 @@ pub(crate) fn reply_channel(wait: ReplyWait) -> (ReplySender, ReplyReceiver) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pool::Answer;
+
+    fn answer(message: &'static [u8]) -> Answer {
+        Answer {
+            message: bytes::Bytes::from_static(message),
+            metadata: None,
+        }
+    }
     use std::time::Duration;
 
     fn check_both(test: impl Fn(ReplyWait)) {
@@ -130,11 +138,14 @@ mod tests {
             let (tx, rx) = reply_channel(wait);
             let worker = std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(20));
-                tx.send(Ok(bytes::Bytes::from_static(b"hi")));
+                tx.send(Ok(answer(b"hi")));
             });
             let started = Instant::now();
             let reply = rx.wait_until(Instant::now() + Duration::from_secs(5));
-            assert_eq!(reply.unwrap().unwrap(), bytes::Bytes::from_static(b"hi"));
+            assert_eq!(
+                reply.unwrap().unwrap().message,
+                bytes::Bytes::from_static(b"hi")
+            );
             assert!(started.elapsed() < Duration::from_secs(1));
             worker.join().unwrap();
         });
@@ -177,7 +188,7 @@ mod tests {
         std::thread::current().unpark();
         let worker = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(30));
-            tx.send(Ok(bytes::Bytes::new()));
+            tx.send(Ok(answer(b"")));
         });
         assert!(rx
             .wait_until(Instant::now() + Duration::from_secs(5))

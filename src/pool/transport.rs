@@ -81,10 +81,13 @@ impl Probe {
                     // A plain-text server would usually have sent its own
                     // SETTINGS first; silence may as well be a proxy whose
                     // backend is down, so this stays a retryable failure.
-                    return Some(Error::Unavailable(format!(
-                        "{address} closed the connection without answering the TLS hello \
+                    return Some(Error::Unavailable(
+                        format!(
+                            "{address} closed the connection without answering the TLS hello \
                          (if it is a plain-text server, use grpc://)"
-                    )));
+                        )
+                        .into(),
+                    ));
                 } else {
                     return None;
                 }
@@ -245,7 +248,9 @@ impl Transport {
             Err(error) => {
                 probe.record(&error);
                 let failure = probe.diagnose(address).unwrap_or_else(|| {
-                    Error::Unavailable(format!("TLS handshake with {address} failed: {error}"))
+                    Error::Unavailable(
+                        format!("TLS handshake with {address} failed: {error}").into(),
+                    )
                 });
                 return (Err(failure), probe);
             }

@@ -13,9 +13,10 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use super::connection::{self, describe, sleep_until_some, Ending, Event, Health};
-use super::{Call, Failure, PoolConfig, Reply};
+use super::{Answer, Call, Failure, PoolConfig, Reply};
 use crate::codec::{retry_pushback, Code, Status, UnaryDecoder};
 use crate::error::Error;
+use crate::rules::REQUEST_ID_HEADER;
 
 /// Calls taken from the queue per wake-up: draining many at once means one
 /// wake-up (and one flush of the socket) serves a burst of callers.
@@ -94,7 +95,9 @@ pub(super) fn spawn(
             // Dropping the runtime drops every call task, and with them their
             // reply senders: callers still waiting see the client closed.
         })
-        .map_err(|error| Error::Unavailable(format!("cannot start a worker thread: {error}")))?;
+        .map_err(|error| {
+            Error::Unavailable(format!("cannot start a worker thread: {error}").into())
+        })?;
     match started_rx.recv() {
         Ok(Ok(())) => Ok((
             WorkerHandle {
@@ -106,9 +109,9 @@ pub(super) fn spawn(
         )),
         Ok(Err(message)) => {
             let _ = thread.join();
-            Err(Error::Unavailable(format!(
-                "cannot start a worker runtime: {message}"
-            )))
+            Err(Error::Unavailable(
+                format!("cannot start a worker runtime: {message}").into(),
+            ))
         }
         Err(_) => {
             let _ = thread.join();
@@ -283,9 +286,13 @@ async fn run_call(
         body,
         deadline,
         reply,
+        keep_metadata,
     } = call;
-    let mut phase = Phase::WaitingForConnection;
-    let mut generation = None;
+    let mut progress = Progress {
+        phase: Phase::WaitingForConnection,
+        generation: None,
+        request_id: None,
+    };
     let exchanged = tokio::time::timeout_at(
         deadline.into(),
         exchange(
@@ -293,11 +300,16 @@ async fn run_call(
             body,
             &mut state,
             &events,
-            max_receive_message_bytes,
-            (&mut phase, &mut generation),
+            (max_receive_message_bytes, keep_metadata),
+            &mut progress,
         ),
     )
     .await;
+    let Progress {
+        phase,
+        generation,
+        request_id,
+    } = progress;
     if exchanged.is_err() && phase != Phase::WaitingForConnection {
         // A sent call that got no answer in time hints at a dead connection:
         // have it probed now rather than at the next keepalive tick.
@@ -307,16 +319,35 @@ async fn run_call(
     }
     // On timeout the exchange future is dropped here, which resets the
     // stream with CANCEL: the server stops working for nobody.
-    let outcome = exchanged.unwrap_or_else(|_| {
-        let error = Error::DeadlineExceeded(format!("deadline passed while {}", phase.describe()));
-        if phase == Phase::WaitingForConnection {
-            Err(Failure::unsent(error))
-        } else {
-            Err(Failure::after_send(error))
-        }
-    });
+    let outcome = exchanged
+        .unwrap_or_else(|_| {
+            let error = Error::DeadlineExceeded(
+                format!("deadline passed while {}", phase.describe()).into(),
+            );
+            if phase == Phase::WaitingForConnection {
+                Err(Failure::unsent(error))
+            } else {
+                Err(Failure::after_send(error))
+            }
+        })
+        .map_err(|failure| Failure {
+            error: failure
+                .error
+                .with_request_id(request_id.as_ref().and_then(|id| id.to_str().ok())),
+            ..failure
+        });
     in_flight.fetch_sub(1, Ordering::Relaxed);
     reply.send(outcome);
+}
+
+/// How far a call got, kept outside the exchange so that a deadline,
+/// which drops the exchange, can still say where it fired.
+struct Progress {
+    phase: Phase,
+    /// The connection the call went out on.
+    generation: Option<u64>,
+    /// The server's `x-request-id`, once the response head arrived.
+    request_id: Option<http::HeaderValue>,
 }
 
 async fn exchange(
@@ -324,9 +355,14 @@ async fn exchange(
     body: Bytes,
     state: &mut watch::Receiver<ConnState>,
     events: &mpsc::UnboundedSender<Event>,
-    max_receive_message_bytes: usize,
-    (phase, used_generation): (&mut Phase, &mut Option<u64>),
+    (max_receive_message_bytes, keep_metadata): (usize, bool),
+    progress: &mut Progress,
 ) -> Reply {
+    let Progress {
+        phase,
+        generation: used_generation,
+        request_id,
+    } = progress;
     // A connection that stops taking streams (GOAWAY received, closed) is
     // replaced by the worker; the call waits for the replacement and opens
     // its stream there, once, instead of failing back to the caller.
@@ -340,10 +376,9 @@ async fn exchange(
             Err(error) => {
                 let _ = events.send(Event::Broken { generation });
                 if stale_generation.is_some() {
-                    return Err(Failure::unsent(Error::Unavailable(format!(
-                        "connection cannot take new calls: {}",
-                        describe(&error)
-                    ))));
+                    return Err(Failure::unsent(Error::Unavailable(
+                        format!("connection cannot take new calls: {}", describe(&error)).into(),
+                    )));
                 }
                 stale_generation = Some(generation);
                 *phase = Phase::WaitingForConnection;
@@ -352,10 +387,9 @@ async fn exchange(
     };
     let (response, mut stream) = sender.send_request(head, false).map_err(|error| {
         let _ = events.send(Event::Broken { generation });
-        Failure::refused(Error::Unavailable(format!(
-            "connection cannot take new calls: {}",
-            describe(&error)
-        )))
+        Failure::refused(Error::Unavailable(
+            format!("connection cannot take new calls: {}", describe(&error)).into(),
+        ))
     })?;
     stream.send_data(body, true).map_err(stream_failure)?;
 
@@ -368,11 +402,13 @@ async fn exchange(
         pushback: status_headers.and_then(retry_pushback),
         ..Failure::after_send(Error::from_response(error))
     };
-    let (parts, mut body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
+    *request_id = parts.headers.get(REQUEST_ID_HEADER).cloned();
     let mut decoder = UnaryDecoder::new(max_receive_message_bytes);
     decoder
         .on_head(&parts)
         .map_err(|error| committed(error, Some(&parts.headers)))?;
+    let metadata = keep_metadata.then(|| Box::new(std::mem::take(&mut parts.headers)));
     while let Some(chunk) = body.data().await {
         let chunk = chunk.map_err(stream_failure)?;
         // Give the window back as soon as the bytes are ours, so the server
@@ -383,9 +419,10 @@ async fn exchange(
             .map_err(|error| committed(error, None))?;
     }
     let trailers = body.trailers().await.map_err(stream_failure)?;
-    decoder
+    let message = decoder
         .finish(trailers.as_ref())
-        .map_err(|error| committed(error, trailers.as_ref()))
+        .map_err(|error| committed(error, trailers.as_ref()))?;
+    Ok(Answer { message, metadata })
 }
 
 /// Waits until the worker has a ready connection other than
@@ -426,7 +463,7 @@ fn stream_failure(error: h2::Error) -> Failure {
             // at or below it end with their own outcome.
             return Failure::refused(Error::Unavailable(format!(
                 "the server is closing the connection (GOAWAY {reason:?}) and did not process the call"
-            )));
+            ).into()));
         }
         if error.is_reset() && error.is_remote() {
             let code = Code::from_h2_reason(u32::from(reason));
@@ -437,10 +474,9 @@ fn stream_failure(error: h2::Error) -> Failure {
         }
     }
     if error.is_io() {
-        return Failure::after_send(Error::Unavailable(format!(
-            "connection lost: {}",
-            describe(&error)
-        )));
+        return Failure::after_send(Error::Unavailable(
+            format!("connection lost: {}", describe(&error)).into(),
+        ));
     }
     Failure::after_send(Error::Protocol {
         code: Code::Internal,

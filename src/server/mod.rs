@@ -231,13 +231,15 @@ impl ServerBuilder {
             .thread_name("tiny-cache-server")
             .enable_all()
             .build()
-            .map_err(|e| Error::Unavailable(format!("cannot start the server runtime: {e}")))?;
+            .map_err(|e| {
+                Error::Unavailable(format!("cannot start the server runtime: {e}").into())
+            })?;
         let listener = runtime
             .block_on(TcpListener::bind(listen))
-            .map_err(|e| Error::Unavailable(format!("cannot listen on {listen}: {e}")))?;
-        let address = listener
-            .local_addr()
-            .map_err(|e| Error::Unavailable(format!("cannot read the listening address: {e}")))?;
+            .map_err(|e| Error::Unavailable(format!("cannot listen on {listen}: {e}").into()))?;
+        let address = listener.local_addr().map_err(|e| {
+            Error::Unavailable(format!("cannot read the listening address: {e}").into())
+        })?;
         let (stop_tx, stop_rx) = watch::channel(Stop::Running);
         let context = Arc::new(handler::Context {
             service: CacheService::new(self.store),
@@ -254,7 +256,9 @@ impl ServerBuilder {
                 runtime.block_on(accept_loop(listener, context, settings, acceptor, stop_rx));
                 runtime.shutdown_timeout(SHUTDOWN_GRACE);
             })
-            .map_err(|e| Error::Unavailable(format!("cannot start the server thread: {e}")))?;
+            .map_err(|e| {
+                Error::Unavailable(format!("cannot start the server thread: {e}").into())
+            })?;
         Ok(Server {
             address,
             tls,
