@@ -588,6 +588,11 @@ impl ClientBuilder {
     /// Trusts the CA certificate(s) in this PEM text, besides the built-in
     /// roots (turn those off with [`tls_built_in_roots`](Self::tls_built_in_roots)
     /// to trust only yours). May be called more than once. Needs TLS on.
+    ///
+    /// A server presenting exactly one of these certificates is accepted
+    /// too (validity dates and name still checked): that is how the
+    /// reference server's development certificate, its own CA, is used,
+    /// as grpc clients do when given it as their root.
     pub fn tls_ca_certificate_pem(self, pem: impl AsRef<[u8]>) -> Self {
         let pem = pem.as_ref().to_vec();
         self.update(|c| {
@@ -655,6 +660,53 @@ impl ClientBuilder {
         let name = name.trim().to_owned();
         self.update(|c| {
             c.tls.server_name = Some(name);
+            Ok(())
+        })
+    }
+
+    /// Accepts only this server certificate (PEM text; several may be
+    /// given, in one document or by calling this again): pinning, for a
+    /// server whose certificate comes from no CA. The certificate must be
+    /// presented byte for byte; its validity dates and the server name are
+    /// still checked, no CA is consulted, and any other certificate fails
+    /// with [`TlsFailure::PinnedCertificateMismatch`](crate::TlsFailure::PinnedCertificateMismatch).
+    /// Needs TLS on. Default: nothing pinned.
+    ///
+    /// A certificate given with [`tls_ca_certificate_pem`](Self::tls_ca_certificate_pem)
+    /// is also accepted when the server presents exactly it (the
+    /// reference server's self-signed development certificate), without
+    /// pinning: other certificates are then still checked against the CAs.
+    ///
+    /// ```
+    /// use tiny_cache_client::Client;
+    ///
+    /// # let certificate_pem = "";
+    /// let builder = Client::builder("grpcs://cache.internal:50051")
+    ///     .tls_pinned_certificate_pem(certificate_pem);
+    /// # drop(builder);
+    /// ```
+    pub fn tls_pinned_certificate_pem(self, pem: impl AsRef<[u8]>) -> Self {
+        let pem = pem.as_ref().to_vec();
+        self.update(|c| {
+            c.tls.pinned.push(Pem::Bytes(pem));
+            Ok(())
+        })
+    }
+
+    /// Like [`tls_pinned_certificate_pem`](Self::tls_pinned_certificate_pem),
+    /// from a PEM file read by `build`.
+    ///
+    /// ```
+    /// use tiny_cache_client::Client;
+    ///
+    /// let builder = Client::builder("grpcs://cache.internal:50051")
+    ///     .tls_pinned_certificate_file("/etc/tiny-cache/server.pem");
+    /// # drop(builder);
+    /// ```
+    pub fn tls_pinned_certificate_file(self, path: impl AsRef<Path>) -> Self {
+        let path = path.as_ref().to_path_buf();
+        self.update(|c| {
+            c.tls.pinned.push(Pem::File(path));
             Ok(())
         })
     }

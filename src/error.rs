@@ -379,6 +379,14 @@ pub enum TlsFailure {
     UntrustedCertificate,
     /// The server's certificate has expired or is not valid yet.
     CertificateExpired,
+    /// The server presents a CA certificate (`CA:TRUE`) as its own, which
+    /// no chain check accepts, and the client was not told to trust
+    /// exactly that certificate. A self-signed development certificate
+    /// (what `openssl req -x509` makes) is one: pass it as a trusted CA
+    /// certificate, which trusts it exactly, or pin it.
+    CaCertificateAsServerCertificate,
+    /// Certificates are pinned and the server's is none of them.
+    PinnedCertificateMismatch,
     /// The server did not agree to HTTP/2 by ALPN, which gRPC over TLS
     /// requires.
     NoAlpnH2,
@@ -410,6 +418,12 @@ impl std::fmt::Display for TlsFailure {
             TlsFailure::HostnameMismatch => "the certificate is not valid for the server name",
             TlsFailure::UntrustedCertificate => "the certificate is not trusted",
             TlsFailure::CertificateExpired => "the certificate is expired or not yet valid",
+            TlsFailure::CaCertificateAsServerCertificate => {
+                "the server presents a CA certificate as its own"
+            }
+            TlsFailure::PinnedCertificateMismatch => {
+                "the certificate is not the pinned certificate"
+            }
             TlsFailure::NoAlpnH2 => "the server did not agree to HTTP/2 (ALPN h2)",
             TlsFailure::ClientCertificateRequired => "the server requires a client certificate",
             TlsFailure::ClientCertificateRejected => "the server rejected the client certificate",

@@ -8,9 +8,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{AlertDescription, CertificateError, RootCertStore};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    AlertDescription, CertificateError, DigitallySignedStruct, OtherError, RootCertStore,
+    SignatureScheme,
+};
 
 use crate::address::Address;
 use crate::error::{Error, Result, TlsFailure};
@@ -62,6 +68,9 @@ pub(crate) struct TlsOptions {
     /// The name sent by SNI and verified in the server's certificate;
     /// `None` means the address's host.
     pub server_name: Option<String>,
+    /// Certificates the server must present exactly (pinning); when any is
+    /// given, no CA can vouch for another.
+    pub pinned: Vec<Pem>,
 }
 
 impl Default for TlsOptions {
@@ -72,6 +81,7 @@ impl Default for TlsOptions {
             built_in_roots: true,
             identity: None,
             server_name: None,
+            pinned: Vec::new(),
         }
     }
 }
@@ -84,6 +94,7 @@ impl TlsOptions {
             || !self.built_in_roots
             || self.identity.is_some()
             || self.server_name.is_some()
+            || !self.pinned.is_empty()
     }
 
     /// The rustls configuration for connections to `address`.
@@ -96,17 +107,26 @@ impl TlsOptions {
         if self.built_in_roots {
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         }
+        // A certificate the user names as trusted is also trusted exactly:
+        // the reference server's development certificate is its own CA
+        // (CA:TRUE), which no chain check accepts as a server certificate.
+        let mut exact = Vec::new();
         for pem in &self.extra_roots {
             for certificate in load_certificates(pem, "CA certificate")? {
-                roots.add(certificate).map_err(|error| {
+                roots.add(certificate.clone()).map_err(|error| {
                     invalid(format!(
                         "{} is not a usable CA certificate: {error}",
                         pem.describe("CA certificate")
                     ))
                 })?;
+                exact.push(certificate);
             }
         }
-        if roots.is_empty() {
+        let mut pinned = Vec::new();
+        for pem in &self.pinned {
+            pinned.extend(load_certificates(pem, "pinned certificate")?);
+        }
+        if roots.is_empty() && pinned.is_empty() {
             return Err(invalid(
                 "no CA is trusted: the built-in roots are off and no CA certificate was given"
                     .into(),
@@ -114,10 +134,26 @@ impl TlsOptions {
         }
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chains = if roots.is_empty() {
+            None
+        } else {
+            Some(
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                    .build()
+                    .map_err(|error| invalid(format!("cannot verify certificates: {error}")))?,
+            )
+        };
+        let verifier = Arc::new(Verifier {
+            chains,
+            exact,
+            pinned,
+            provider: Arc::clone(&provider),
+        });
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|error| invalid(format!("no usable TLS version: {error}")))?
-            .with_root_certificates(roots);
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
         let mut config = match &self.identity {
             None => builder.with_no_client_auth(),
             Some((chain, key)) => {
@@ -160,6 +196,146 @@ pub(crate) struct ClientTls {
     pub has_identity: bool,
 }
 
+/// Checks the server's certificate: against the pinned certificates when
+/// there are any, else as a certificate the user trusts exactly, else by
+/// its chain to a trusted CA.
+#[derive(Debug)]
+struct Verifier {
+    /// Chain verification against the trusted CAs; `None` when only pins
+    /// are trusted.
+    chains: Option<Arc<WebPkiServerVerifier>>,
+    /// The CA certificates the user gave, accepted as server certificates
+    /// when presented byte for byte.
+    exact: Vec<CertificateDer<'static>>,
+    /// When not empty, the only certificates accepted.
+    pinned: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+}
+
+/// The pinned certificates did not include the one the server presented.
+#[derive(Debug)]
+struct PinMismatch;
+
+impl std::fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the server's certificate is not the pinned one")
+    }
+}
+
+impl std::error::Error for PinMismatch {}
+
+impl Verifier {
+    /// A certificate trusted for its exact bytes: no issuer is needed, but
+    /// it must be within its validity period and name the server.
+    fn verify_exact(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        server_name: &ServerName<'_>,
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let certificate = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        // webpki reads the end entity's validity before anything about its
+        // issuer or its CA flag, so any later complaint (unknown issuer, a
+        // CA used as end entity) means the dates were fine; the test suite
+        // holds an expired, exactly trusted certificate to keep this true.
+        let anchor = webpki::anchor_from_trusted_cert(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        match certificate.verify_for_usage(
+            self.provider.signature_verification_algorithms.all,
+            &[anchor],
+            &[],
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        ) {
+            Err(webpki::Error::CertExpired { .. } | webpki::Error::InvalidCertValidity) => {
+                return Err(CertificateError::Expired.into())
+            }
+            Err(webpki::Error::CertNotValidYet { .. }) => {
+                return Err(CertificateError::NotValidYet.into())
+            }
+            Err(webpki::Error::BadDer | webpki::Error::BadDerTime) => {
+                return Err(CertificateError::BadEncoding.into())
+            }
+            Ok(_) | Err(_) => {}
+        }
+        certificate
+            .verify_is_valid_for_subject_name(server_name)
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::NotValidForName))?;
+        Ok(ServerCertVerified::assertion())
+    }
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let presented = |trusted: &[CertificateDer<'static>]| {
+            trusted.iter().any(|c| c.as_ref() == end_entity.as_ref())
+        };
+        if !self.pinned.is_empty() {
+            if presented(&self.pinned) {
+                return self.verify_exact(end_entity, server_name, now);
+            }
+            return Err(CertificateError::Other(OtherError(Arc::new(PinMismatch))).into());
+        }
+        if presented(&self.exact) {
+            return self.verify_exact(end_entity, server_name, now);
+        }
+        match &self.chains {
+            Some(chains) => chains.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ),
+            None => Err(CertificateError::UnknownIssuer.into()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// Names a rustls error seen while connecting, with a message saying what
 /// to fix. `server_name` is the name the certificate was checked against.
 pub(crate) fn classify(
@@ -188,6 +364,32 @@ pub(crate) fn classify(
             TlsFailure::CertificateExpired,
             format!("the server's certificate is outside its validity period ({error})"),
         ),
+        E::InvalidCertificate(CertificateError::Other(other))
+            if other.0.downcast_ref::<PinMismatch>().is_some() =>
+        {
+            (
+                TlsFailure::PinnedCertificateMismatch,
+                format!(
+                    "the server's certificate is not the pinned certificate; \
+                     if the server's certificate was renewed, pin the new one"
+                ),
+            )
+        }
+        E::InvalidCertificate(CertificateError::Other(other))
+            if matches!(
+                other.0.downcast_ref::<webpki::Error>(),
+                Some(webpki::Error::CaUsedAsEndEntity)
+            ) =>
+        {
+            (
+                TlsFailure::CaCertificateAsServerCertificate,
+                format!(
+                    "the server presents a CA certificate (CA:TRUE) as its own ({error}); \
+                     if it is the server's self-signed development certificate, trust \
+                     exactly that certificate with the CA certificate option, or pin it"
+                ),
+            )
+        }
         E::InvalidCertificate(_) => (
             TlsFailure::UntrustedCertificate,
             format!(
