@@ -369,10 +369,9 @@ pub(crate) fn classify(
         {
             (
                 TlsFailure::PinnedCertificateMismatch,
-                format!(
-                    "the server's certificate is not the pinned certificate; \
-                     if the server's certificate was renewed, pin the new one"
-                ),
+                "the server's certificate is not the pinned certificate; \
+                 if the server's certificate was renewed, pin the new one"
+                    .to_owned(),
             )
         }
         E::InvalidCertificate(CertificateError::Other(other))
