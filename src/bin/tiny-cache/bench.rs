@@ -458,16 +458,9 @@ impl Report {
 
     fn text(&self) -> String {
         let mut text = format!(
-            "tiny-cache bench against {}\n  {} threads, {:.2} s measured after {:.2} s warm-up; \
-             {:.0}% gets / {:.0}% sets over {} keys of {} bytes\n\n",
+            "tiny-cache bench against {}\n  {}\n\n",
             server_label(self.embedded, &self.server),
-            self.threads,
-            self.measured.as_secs_f64(),
-            self.warmup.as_secs_f64(),
-            self.get_ratio * 100.0,
-            (1.0 - self.get_ratio) * 100.0,
-            self.keys,
-            self.value_size,
+            self.chart_run().parameters(),
         );
         text.push_str(&format!(
             "  throughput   {} ops/s  ({} ops, {} errors, {} misses)\n",
