@@ -80,7 +80,9 @@ struct Cli {
     command: Command,
 }
 
-/// Options every subcommand accepts, before or after its name.
+/// Options every subcommand accepts, before or after its name. The
+/// reference CLI's `--target` and `--tls-ca` are accepted as hidden
+/// aliases of `--server` and `--ca-cert`.
 #[derive(Debug, Args)]
 struct Globals {
     /// Server address: host:port, `[::1]:port` or grpc://host:port, and
@@ -91,6 +93,7 @@ struct Globals {
         global = true,
         help_heading = GLOBAL_HEADING,
         value_name = "ADDR",
+        alias = "target",
         env = "CACHE_SERVER_ADDRESS",
         default_value = DEFAULT_ADDRESS
     )]
@@ -131,7 +134,13 @@ struct Globals {
 
     /// TLS (grpcs://): also trust the CA certificate(s) in this PEM file
     /// [default: the built-in public roots only].
-    #[arg(long, global = true, help_heading = TLS_HEADING, value_name = "PEM")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = TLS_HEADING,
+        value_name = "PEM",
+        alias = "tls-ca"
+    )]
     ca_cert: Option<PathBuf>,
 
     /// TLS: present this certificate chain (PEM) to the server, for mutual
