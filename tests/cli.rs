@@ -107,6 +107,9 @@ fn global_options_are_accepted_after_the_subcommand() {
     assert!(set.status.success(), "{set:?}");
     let get = tiny_cache(&["get", "k", "--server", &address]);
     assert_eq!(stdout(&get), "v\n");
+    // The reference CLI's spelling of --server.
+    let get = tiny_cache(&["get", "k", "--target", &address]);
+    assert_eq!(stdout(&get), "v\n");
 }
 
 #[test]
