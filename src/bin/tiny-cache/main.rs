@@ -122,7 +122,8 @@ struct Globals {
     #[arg(long, global = true, help_heading = GLOBAL_HEADING, value_name = "ID")]
     request_id: Option<String>,
 
-    /// Print the call's request id on stderr, as `x-request-id: ID`.
+    /// Print the call's request id on stderr, as `x-request-id: ID` (every
+    /// command but serve and bench).
     #[arg(long, global = true, help_heading = GLOBAL_HEADING)]
     show_request_id: bool,
 
