@@ -11,16 +11,16 @@
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::builder::RangedU64ValueParser;
 use clap::Args;
 use hdrhistogram::Histogram;
+use serde::Serialize;
 use tiny_cache_client::server::Server;
 use tiny_cache_client::{Client, Error, ReplyWait};
 
 use crate::chart::{self, ChartFile};
 use crate::usage::ProcessUsage;
-use crate::{
-    json_string, parse_positive, parse_seconds, thousands, write_stdout, ClientSettings, Failure,
-};
+use crate::{parse_seconds, thousands, write_stdout, ClientSettings, Failure, Output};
 
 /// Largest latency the histograms hold, in µs (one hour); slower calls are
 /// recorded as this.
@@ -45,28 +45,34 @@ const MAX_PHASE: Duration = Duration::from_secs(24 * 3600);
 
 /// Most `--threads`: beyond this the machine measures thread scheduling,
 /// not the client.
-const MAX_THREADS: usize = 4096;
+const MAX_THREADS: u64 = 4096;
 
 /// Most `--keys`: ten million keys and their names already take about a
 /// gigabyte between this process and the server.
-const MAX_KEYS: usize = 10_000_000;
+const MAX_KEYS: u64 = 10_000_000;
 
 /// Largest `--value-size`: a set carries its value in one gRPC message,
 /// which the client and the reference server cap at 4 MiB.
-const MAX_VALUE_SIZE_BYTES: usize = 4 * 1024 * 1024;
+const MAX_VALUE_SIZE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Phases the worker threads follow, set by the coordinating thread.
 const PHASE_WARMUP: u8 = 0;
 const PHASE_MEASURE: u8 = 1;
 const PHASE_STOP: u8 = 2;
 
-/// Options of `bench`. The global --server, --timeout, --namespace and
-/// --request-id apply too.
+/// Options of `bench`. The global --server, --timeout, --namespace,
+/// --request-id and --json apply too; --json prints the results as one JSON
+/// object, the last line of stdout, after the text report.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// Client threads issuing calls, each waiting for its reply before the
     /// next (closed loop).
-    #[arg(long, value_name = "N", default_value_t = 16, value_parser = parse_threads)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 16,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS)
+    )]
     threads: usize,
     /// Measured time in seconds (fractions allowed).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_duration)]
@@ -75,13 +81,23 @@ pub struct BenchArgs {
     #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_warmup)]
     warmup: Duration,
     /// Bytes per value.
-    #[arg(long, value_name = "BYTES", default_value_t = 100, value_parser = parse_value_size)]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value_t = 100,
+        value_parser = RangedU64ValueParser::<usize>::new().range(..=MAX_VALUE_SIZE_BYTES)
+    )]
     value_size: usize,
     /// Fraction of operations that are gets, from 0 to 1; the rest are sets.
     #[arg(long, value_name = "R", default_value_t = 0.9, value_parser = parse_ratio)]
     get_ratio: f64,
     /// Distinct keys, all written before measuring starts.
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = parse_keys)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_KEYS)
+    )]
     keys: usize,
     /// Worker threads (HTTP/2 connections) of the client's pool
     /// [default: the library's default, half the cores from 1 to 4].
@@ -91,10 +107,6 @@ pub struct BenchArgs {
     /// `park` (the default) or `channel` (crossbeam's blocking receive).
     #[arg(long, hide = true, value_name = "HOW", value_parser = parse_wait)]
     wait: Option<ReplyWait>,
-    /// Also print the results as one JSON object, the last line of stdout
-    /// [default: text report only].
-    #[arg(long)]
-    json: bool,
     /// Also write a latency chart (percentile distribution) of the measured
     /// window to FILE: `.svg` for an SVG image, `.html` for a page holding
     /// it [default: none].
@@ -136,7 +148,12 @@ struct Report {
 }
 
 /// Runs the benchmark and prints its report.
-pub fn run(args: &BenchArgs, target: &Target, settings: &ClientSettings) -> Result<(), Failure> {
+pub fn run(
+    args: &BenchArgs,
+    target: &Target,
+    settings: &ClientSettings,
+    out: Output,
+) -> Result<(), Failure> {
     if let Some(chart) = &args.chart {
         chart.check_directory().map_err(Failure::Other)?;
     }
@@ -158,7 +175,7 @@ pub fn run(args: &BenchArgs, target: &Target, settings: &ClientSettings) -> Resu
     if let Some(wait) = args.wait {
         builder = builder.reply_wait(wait);
     }
-    let client = builder.build()?;
+    let client = settings.finish(builder)?;
     let keys: Vec<String> = (0..args.keys).map(|i| format!("bench:{i}")).collect();
     let value: Vec<u8> = (0..args.value_size)
         .map(|_| fastrand::alphanumeric() as u8)
@@ -239,11 +256,10 @@ pub fn run(args: &BenchArgs, target: &Target, settings: &ClientSettings) -> Resu
     if let Some(error) = &first_error {
         text.push_str(&format!("  first error  {error}\n"));
     }
-    if args.json {
-        text.push_str(&report.json());
-        text.push('\n');
-    }
     write_stdout(text.as_bytes())?;
+    if out.json {
+        out.object(&report.json())?;
+    }
     drop(client);
     drop(embedded);
     if let Some(chart) = &args.chart {
@@ -428,7 +444,7 @@ impl Report {
     }
 
     /// CPU µs and context switches per call (failed calls included), when
-    /// `/proc` was readable and anything completed.
+    /// getrusage worked and anything completed.
     fn per_op(&self) -> Option<(f64, f64)> {
         let calls = self.ops() + self.errors;
         let usage = self.usage?;
@@ -442,16 +458,9 @@ impl Report {
 
     fn text(&self) -> String {
         let mut text = format!(
-            "tiny-cache bench against {}\n  {} threads, {:.2} s measured after {:.2} s warm-up; \
-             {:.0}% gets / {:.0}% sets over {} keys of {} bytes\n\n",
+            "tiny-cache bench against {}\n  {}\n\n",
             server_label(self.embedded, &self.server),
-            self.threads,
-            self.measured.as_secs_f64(),
-            self.warmup.as_secs_f64(),
-            self.get_ratio * 100.0,
-            (1.0 - self.get_ratio) * 100.0,
-            self.keys,
-            self.value_size,
+            self.chart_run().parameters(),
         );
         text.push_str(&format!(
             "  throughput   {} ops/s  ({} ops, {} errors, {} misses)\n",
@@ -477,49 +486,78 @@ impl Report {
             Some((cpu, switches)) => text.push_str(&format!(
                 "  client cost  {cpu:.1} µs CPU/op   {switches:.2} context switches/op  ({scope})\n"
             )),
-            None => text.push_str("  client cost  n/a (needs Linux /proc)\n"),
+            None => text.push_str("  client cost  n/a (needs getrusage)\n"),
         }
         text
     }
 
-    /// The results as one JSON object on one line.
-    fn json(&self) -> String {
-        let (cpu, switches) = match self.per_op() {
-            Some((cpu, switches)) => (format!("{cpu:.3}"), format!("{switches:.3}")),
-            None => ("null".to_owned(), "null".to_owned()),
-        };
-        let server = if self.embedded {
-            json_string("embedded")
-        } else {
-            json_string(&self.server)
-        };
-        format!(
-            "{{\"ops_per_s\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"mean_us\":{:.1},\
-             \"max_us\":{},\"errors\":{},\"misses\":{},\"ops\":{},\"threads\":{},\
-             \"duration_s\":{:.3},\"warmup_s\":{:.3},\"value_size\":{},\"get_ratio\":{},\
-             \"keys\":{},\"cpu_us_per_op\":{},\"ctx_switches_per_op\":{},\
-             \"usage_includes_server\":{},\"server\":{}}}",
-            self.ops_per_second(),
-            self.quantile_micros(0.5),
-            self.quantile_micros(0.99),
-            self.quantile_micros(0.999),
-            self.mean_micros(),
-            self.latencies_micros.max(),
-            self.errors,
-            self.misses,
-            self.ops(),
-            self.threads,
-            self.measured.as_secs_f64(),
-            self.warmup.as_secs_f64(),
-            self.value_size,
-            self.get_ratio,
-            self.keys,
-            cpu,
-            switches,
-            self.embedded,
-            server,
-        )
+    /// The results as `--json` prints them.
+    fn json(&self) -> BenchJson {
+        let per_op = self.per_op();
+        BenchJson {
+            ops_per_s: tenths(self.ops_per_second()),
+            p50_us: self.quantile_micros(0.5),
+            p99_us: self.quantile_micros(0.99),
+            p999_us: self.quantile_micros(0.999),
+            mean_us: tenths(self.mean_micros()),
+            max_us: self.latencies_micros.max(),
+            errors: self.errors,
+            misses: self.misses,
+            ops: self.ops(),
+            threads: self.threads,
+            duration_s: thousandths(self.measured.as_secs_f64()),
+            warmup_s: thousandths(self.warmup.as_secs_f64()),
+            value_size: self.value_size,
+            get_ratio: self.get_ratio,
+            keys: self.keys,
+            cpu_us_per_op: per_op.map(|(cpu, _)| thousandths(cpu)),
+            ctx_switches_per_op: per_op.map(|(_, switches)| thousandths(switches)),
+            usage_includes_server: self.embedded,
+            server: if self.embedded {
+                "embedded".to_owned()
+            } else {
+                self.server.clone()
+            },
+        }
     }
+}
+
+/// `bench --json`'s object; the field names are part of the tool's
+/// interface (README).
+#[derive(Debug, Serialize)]
+struct BenchJson {
+    ops_per_s: f64,
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    mean_us: f64,
+    max_us: u64,
+    errors: u64,
+    misses: u64,
+    ops: u64,
+    threads: usize,
+    duration_s: f64,
+    warmup_s: f64,
+    value_size: usize,
+    get_ratio: f64,
+    keys: usize,
+    /// `null` where getrusage is unavailable.
+    cpu_us_per_op: Option<f64>,
+    ctx_switches_per_op: Option<f64>,
+    /// Whether the CPU and switch counts include the embedded server.
+    usage_includes_server: bool,
+    /// `embedded`, or the address of the server measured.
+    server: String,
+}
+
+/// `x` rounded to one decimal: the precision the report means.
+fn tenths(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// `x` rounded to three decimals.
+fn thousandths(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
 }
 
 fn server_label(embedded: bool, address: &str) -> String {
@@ -538,7 +576,7 @@ fn progress(line: &str) {
 
 /// `--duration`: a positive number of seconds, at most a day.
 fn parse_duration(raw: &str) -> Result<Duration, String> {
-    at_most(parse_seconds(raw)?, MAX_PHASE, "--duration")
+    at_most_a_day(parse_seconds(raw)?, "--duration")
 }
 
 /// `--warmup`: zero or more seconds, at most a day.
@@ -546,38 +584,19 @@ fn parse_warmup(raw: &str) -> Result<Duration, String> {
     if raw.trim().parse::<f64>() == Ok(0.0) {
         return Ok(Duration::ZERO);
     }
-    at_most(parse_seconds(raw)?, MAX_PHASE, "--warmup")
+    at_most_a_day(parse_seconds(raw)?, "--warmup")
 }
 
-/// `--threads`: 1 to [`MAX_THREADS`].
-fn parse_threads(raw: &str) -> Result<usize, String> {
-    at_most(parse_positive(raw)?, MAX_THREADS, "--threads")
-}
-
-/// `--keys`: 1 to [`MAX_KEYS`].
-fn parse_keys(raw: &str) -> Result<usize, String> {
-    at_most(parse_positive(raw)?, MAX_KEYS, "--keys")
-}
-
-/// `--value-size`: 0 to [`MAX_VALUE_SIZE_BYTES`].
-fn parse_value_size(raw: &str) -> Result<usize, String> {
-    let bytes = raw
-        .trim()
-        .parse::<usize>()
-        .map_err(|_| format!("{raw:?} must be a whole number of bytes"))?;
-    at_most(bytes, MAX_VALUE_SIZE_BYTES, "--value-size")
-}
-
-/// `value` if it is at most `limit`, else why not.
-fn at_most<T: PartialOrd + std::fmt::Debug>(value: T, limit: T, option: &str) -> Result<T, String> {
-    if value <= limit {
-        Ok(value)
+/// `phase` if it is at most [`MAX_PHASE`], else why not.
+fn at_most_a_day(phase: Duration, option: &str) -> Result<Duration, String> {
+    if phase <= MAX_PHASE {
+        Ok(phase)
     } else {
-        Err(format!("{option} is at most {limit:?}"))
+        Err(format!("{option} is at most {} s", MAX_PHASE.as_secs()))
     }
 }
 
-/// `--get-ratio`: a fraction from 0 to 1.
+/// `--wait`: how callers wait for replies.
 fn parse_wait(raw: &str) -> Result<ReplyWait, String> {
     match raw {
         "park" => Ok(ReplyWait::Park),
@@ -586,6 +605,8 @@ fn parse_wait(raw: &str) -> Result<ReplyWait, String> {
     }
 }
 
+/// `--get-ratio`: a fraction from 0 to 1 (clap has no range for
+/// fractional numbers).
 fn parse_ratio(raw: &str) -> Result<f64, String> {
     match raw.trim().parse::<f64>() {
         Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),

@@ -1,13 +1,16 @@
 //! The `tiny-cache` command-line tool: read and write a tiny-cache server,
 //! show its counters, run an embedded server, and benchmark the client.
 //!
-//! Every failure is one `error: ...` line on stderr and a documented exit
-//! status (see [`EXIT_CODES_HELP`]); nothing the user or the server controls
-//! can make it panic.
+//! Every outcome has a documented exit status (see [`EXIT_CODES_HELP`]);
+//! every failure is one `error: ...` line on stderr (and, with `--json`, one
+//! JSON object on stdout); nothing the user or the server controls can make
+//! it panic.
 
 mod bench;
 mod chart;
+mod commands;
 mod usage;
+mod values;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,10 +19,9 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use serde::Serialize;
 use tiny_cache_client::server::{Server, StoreConfig};
-use tiny_cache_client::{
-    rules, Client, ClientBuilder, Error, Stats, TlsFailure, Ttl, DEFAULT_ADDRESS,
-};
+use tiny_cache_client::{Client, ClientBuilder, Error, TlsFailure, Ttl, DEFAULT_ADDRESS};
 
 /// `--timeout`'s default, in seconds, as clap shows it; a unit test keeps it
 /// equal to the library's `DEFAULT_TIMEOUT`.
@@ -34,17 +36,39 @@ const TLS_HEADING: &str = "TLS options (with a grpcs:// --server)";
 /// One mebibyte, the unit of `serve --max-memory-mb`.
 const MIB_BYTES: u64 = 1024 * 1024;
 
-/// The exit statuses, shown at the end of `--help`.
+/// The exit statuses, shown at the end of `--help`; a unit test keeps every
+/// [`Exit`] in it, and README's table says the same.
 const EXIT_CODES_HELP: &str = "\
 Exit status:
   0  success
-  1  `get`: the key is missing (nothing is printed on stdout)
+  1  the key is missing: `get`, or `get-many` with a key missing
   2  usage error: bad arguments, or input the client refuses before
-     sending it (an invalid key, namespace or request id, an unusable
-     TLS certificate or key file)
+     sending it (an invalid key, namespace or request id, a value that
+     cannot be read or decoded, an unusable TLS certificate or key file)
   3  the operation failed: server unreachable, deadline exceeded, an error
-     from the server, output that could not be written, or (`bench`)
-     setup failing or every measured operation failing";
+     from the server, a value `--format utf8` cannot show, output that
+     could not be written, or (`bench`) setup failing or every measured
+     operation failing
+  4  `set-if-absent`: the key already has a value; nothing was written
+  5  `compare-and-set`: the current value differs from the expected one;
+     nothing was written
+  6  `compare-and-set`: the key is missing; nothing was written
+  7  `get-many`, `set-many`, `delete-many`: the server refused at least
+     one key (its reason is shown); the other keys were done
+  8  `health`: the server answers, but the service is not SERVING";
+
+/// Every exit status other than success; `EXIT_CODES_HELP` explains each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Missing = 1,
+    Usage = 2,
+    Failed = 3,
+    Exists = 4,
+    Mismatch = 5,
+    CasNotFound = 6,
+    ItemsRefused = 7,
+    NotServing = 8,
+}
 
 /// Command-line client, embedded server and benchmark for tiny-cache.
 #[derive(Debug, Parser)]
@@ -56,7 +80,9 @@ struct Cli {
     command: Command,
 }
 
-/// Options every subcommand accepts, before or after its name.
+/// Options every subcommand accepts, before or after its name. The
+/// reference CLI's `--target` and `--tls-ca` are accepted as hidden
+/// aliases of `--server` and `--ca-cert`.
 #[derive(Debug, Args)]
 struct Globals {
     /// Server address: host:port, `[::1]:port` or grpc://host:port, and
@@ -67,6 +93,7 @@ struct Globals {
         global = true,
         help_heading = GLOBAL_HEADING,
         value_name = "ADDR",
+        alias = "target",
         env = "CACHE_SERVER_ADDRESS",
         default_value = DEFAULT_ADDRESS
     )]
@@ -81,7 +108,7 @@ struct Globals {
         value_name = "SECS",
         env = "CACHE_TIMEOUT",
         default_value = DEFAULT_TIMEOUT_SECS,
-        value_parser = parse_timeout
+        value_parser = parse_seconds
     )]
     timeout: Duration,
 
@@ -90,13 +117,31 @@ struct Globals {
     #[arg(long, global = true, help_heading = GLOBAL_HEADING, value_name = "NS")]
     namespace: Option<String>,
 
-    /// Correlation id sent as x-request-id with every call [default: none].
+    /// Correlation id sent as x-request-id with every call [default: none,
+    /// or a random one with --show-request-id].
     #[arg(long, global = true, help_heading = GLOBAL_HEADING, value_name = "ID")]
     request_id: Option<String>,
 
+    /// Print the call's request id on stderr, as `x-request-id: ID` (every
+    /// command but serve and bench).
+    #[arg(long, global = true, help_heading = GLOBAL_HEADING)]
+    show_request_id: bool,
+
+    /// Print one JSON object on stdout instead of text: the command's
+    /// result, or {"error", "error_kind", "exit_code"} when it fails
+    /// (`bench` keeps its text report and adds the object as the last line).
+    #[arg(long, global = true, help_heading = GLOBAL_HEADING)]
+    json: bool,
+
     /// TLS (grpcs://): also trust the CA certificate(s) in this PEM file
     /// [default: the built-in public roots only].
-    #[arg(long, global = true, help_heading = TLS_HEADING, value_name = "PEM")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = TLS_HEADING,
+        value_name = "PEM",
+        alias = "tls-ca"
+    )]
     ca_cert: Option<PathBuf>,
 
     /// TLS: present this certificate chain (PEM) to the server, for mutual
@@ -128,35 +173,8 @@ struct Globals {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print KEY's value followed by a newline; exit 1 if it is missing.
-    Get {
-        /// The key to read.
-        key: String,
-    },
-    /// Store VALUE under KEY (use `--` before a VALUE that starts with '-').
-    Set {
-        /// The key to write.
-        key: String,
-        /// The value, stored as the argument's UTF-8 bytes.
-        value: String,
-        /// Time to live in seconds (fractions round up); 0 means never
-        /// expire [default: the client's default TTL, 3600].
-        #[arg(long, value_name = "SECS", value_parser = parse_ttl, allow_hyphen_values = true)]
-        ttl: Option<Ttl>,
-    },
-    /// Remove KEY; removing a missing key succeeds.
-    Delete {
-        /// The key to remove.
-        key: String,
-    },
-    /// Print every counter and limit of the server.
-    Stats {
-        /// Print one JSON object instead of a table [default: table].
-        #[arg(long)]
-        json: bool,
-    },
-    /// Ask the server whether it answers and print the round trip.
-    Ping,
+    #[command(flatten)]
+    Data(commands::DataCommand),
     /// Run an embedded server in the foreground until killed; prints the
     /// bound address on stdout.
     Serve(ServeArgs),
@@ -171,7 +189,12 @@ struct ServeArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:50051")]
     listen: String,
     /// Server runtime worker threads.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_positive)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
     workers: usize,
     /// Most entries kept before least-recently-used ones are evicted.
     #[arg(long, value_name = "N", default_value_t = StoreConfig::default().max_items)]
@@ -181,7 +204,8 @@ struct ServeArgs {
     #[arg(
         long,
         value_name = "N",
-        default_value_t = StoreConfig::default().max_memory_bytes / MIB_BYTES
+        default_value_t = StoreConfig::default().max_memory_bytes / MIB_BYTES,
+        value_parser = clap::value_parser!(u64).range(..=u64::MAX / MIB_BYTES)
     )]
     max_memory_mb: u64,
     /// Largest single entry in bytes (value length + 33).
@@ -202,11 +226,16 @@ struct ServeArgs {
 
 /// Why a command did not succeed; each maps to one exit status.
 #[derive(Debug)]
-enum Failure {
-    /// `get` found nothing: exit 1 with a note, not an error.
-    NotFound(String),
+pub enum Failure {
+    /// A documented outcome other than success (a missing key, a
+    /// conditional write that did not happen, ...), with the lines that
+    /// explain it on stderr in text mode (with `--json` the command's
+    /// object already says it).
+    Outcome { exit: Exit, notes: Vec<String> },
     /// The client or the server refused or failed the call.
     Client(Error),
+    /// The command line needs fixing: input that cannot be read or decoded.
+    Usage(String),
     /// Anything else (output, threads, the benchmark's own checks).
     Other(String),
 }
@@ -218,24 +247,88 @@ impl From<Error> for Failure {
 }
 
 impl Failure {
-    fn exit_code(&self) -> u8 {
+    /// A documented non-success outcome explained by one line.
+    pub fn outcome(exit: Exit, note: String) -> Failure {
+        Failure::Outcome {
+            exit,
+            notes: vec![note],
+        }
+    }
+
+    fn exit(&self) -> Exit {
         match self {
-            Failure::NotFound(_) => 1,
+            Failure::Outcome { exit, .. } => *exit,
             // The client refused the input before any I/O: the command line
             // is what needs fixing, as with clap's own usage errors.
-            Failure::Client(Error::Validation(_))
+            Failure::Usage(_)
+            | Failure::Client(Error::Validation(_))
             | Failure::Client(Error::Tls {
                 kind: TlsFailure::InvalidConfiguration,
                 ..
-            }) => 2,
-            Failure::Client(_) | Failure::Other(_) => 3,
+            }) => Exit::Usage,
+            Failure::Client(_) | Failure::Other(_) => Exit::Failed,
         }
+    }
+
+    /// The `error_kind` of the JSON error object: what failed, in a word.
+    fn kind(&self) -> &'static str {
+        match self {
+            Failure::Outcome { .. } => "outcome",
+            Failure::Usage(_) => "usage",
+            Failure::Other(_) => "failed",
+            Failure::Client(error) => match error {
+                Error::Validation(_) => "validation",
+                Error::InvalidArgument(_) => "invalid_argument",
+                Error::ResourceExhausted(_) => "resource_exhausted",
+                Error::Unavailable(_) => "unavailable",
+                Error::DeadlineExceeded(_) => "deadline_exceeded",
+                Error::Closed => "closed",
+                Error::Protocol { .. } => "protocol",
+                Error::NotUtf8 { .. } => "not_utf8",
+                Error::Tls { .. } => "tls",
+                Error::Status { .. } => "status",
+                _ => "other",
+            },
+        }
+    }
+
+    /// The message of an error (not of an outcome).
+    fn message(&self) -> Option<String> {
+        match self {
+            Failure::Outcome { .. } => None,
+            Failure::Client(error) => Some(error.to_string()),
+            Failure::Usage(message) | Failure::Other(message) => Some(message.clone()),
+        }
+    }
+}
+
+/// The JSON object of a failed command.
+#[derive(Debug, Serialize)]
+struct ErrorJson<'a> {
+    error: &'a str,
+    error_kind: &'static str,
+    exit_code: u8,
+}
+
+/// Where a command's result goes: text or one JSON object on stdout.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints `object` as one line of JSON.
+    pub fn object<T: Serialize>(&self, object: &T) -> Result<(), Failure> {
+        let mut line = serde_json::to_vec(object)
+            .map_err(|e| Failure::Other(format!("cannot encode the JSON output: {e}")))?;
+        line.push(b'\n');
+        write_stdout(&line)
     }
 }
 
 /// How to build a client, from the global options.
 #[derive(Debug, Clone)]
-struct ClientSettings {
+pub struct ClientSettings {
     timeout: Duration,
     namespace: Option<String>,
     request_id: Option<String>,
@@ -259,17 +352,15 @@ impl ClientSettings {
     /// A client of `address` with these settings; invalid ones are an
     /// `Error::Validation`.
     fn connect(&self, address: &str) -> Result<Client, Error> {
-        self.builder(address).build()
+        self.finish(self.builder(address))
     }
 
-    /// A builder with these settings, for callers that add more.
-    fn builder(&self, address: &str) -> ClientBuilder {
+    /// A builder with these settings but the request id, for callers that
+    /// add more and then call [`ClientSettings::finish`].
+    pub fn builder(&self, address: &str) -> ClientBuilder {
         let mut builder = Client::builder(address).timeout(self.timeout);
         if let Some(namespace) = &self.namespace {
             builder = builder.namespace(namespace);
-        }
-        if let Some(id) = &self.request_id {
-            builder = builder.metadata(rules::REQUEST_ID_HEADER, id);
         }
         if let Some(ca) = &self.ca_cert {
             builder = builder.tls_ca_certificate_file(ca);
@@ -281,6 +372,15 @@ impl ClientSettings {
             builder = builder.tls_server_name(name);
         }
         builder
+    }
+
+    /// Builds `builder`'s client, sending the request id with every call.
+    pub fn finish(&self, builder: ClientBuilder) -> Result<Client, Error> {
+        let client = builder.build()?;
+        match &self.request_id {
+            Some(id) => client.with_request_id(id),
+            None => Ok(client),
+        }
     }
 }
 
@@ -299,84 +399,97 @@ fn main() -> ExitCode {
         .into_iter()
         .flatten()
         .any(|m| m.value_source("server") == Some(ValueSource::CommandLine));
+    // bench has printed its own report (and JSON line) by the time it can
+    // fail: an error object would be a second one.
+    let json_errors = cli.globals.json && !matches!(cli.command, Command::Bench(_));
+    let json = cli.globals.json;
     match run(cli, server_given) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            let line = match &failure {
-                Failure::NotFound(note) => note.clone(),
-                Failure::Client(error) => format!("error: {error}"),
-                Failure::Other(message) => format!("error: {message}"),
+            let exit = failure.exit();
+            let mut lines = match (&failure, failure.message()) {
+                (Failure::Outcome { notes, .. }, _) if !json => notes.clone(),
+                (_, Some(message)) => vec![format!("error: {message}")],
+                _ => Vec::new(),
             };
-            // Nowhere left to report a failure to write stderr.
-            let _ = writeln!(std::io::stderr(), "{line}");
-            ExitCode::from(failure.exit_code())
+            if let (true, Some(message)) = (json_errors, failure.message()) {
+                let object = ErrorJson {
+                    error: &message,
+                    error_kind: failure.kind(),
+                    exit_code: exit as u8,
+                };
+                let printed = Output { json }.object(&object);
+                if let Err(Failure::Other(why)) = printed {
+                    lines.push(format!("error: {why}"));
+                }
+            }
+            for line in lines {
+                // Nowhere left to report a failure to write stderr.
+                let _ = writeln!(std::io::stderr(), "{line}");
+            }
+            ExitCode::from(exit as u8)
         }
     }
 }
 
 fn run(cli: Cli, server_given: bool) -> Result<(), Failure> {
-    let settings = ClientSettings::from_globals(&cli.globals);
+    let mut settings = ClientSettings::from_globals(&cli.globals);
     let address = cli.globals.server.as_str();
+    let out = Output {
+        json: cli.globals.json,
+    };
     match cli.command {
-        Command::Get { key } => {
+        Command::Data(command) => {
+            let show_request_id = cli.globals.show_request_id;
+            if show_request_id && settings.request_id.is_none() {
+                // The server would make one up, but the client cannot read
+                // it back yet: send one of the same shape and show that.
+                settings.request_id = Some(new_request_id());
+            }
             let client = settings.connect(address)?;
-            match client.get(&key)? {
-                Some(value) => {
-                    let mut line = Vec::with_capacity(value.len() + 1);
-                    line.extend_from_slice(&value);
-                    line.push(b'\n');
-                    write_stdout(&line)
+            let result = command.run(&client, address, out);
+            if show_request_id {
+                // TODO(response-metadata): show the x-request-id the server
+                // answered with (on success and on failure) once the client
+                // exposes response metadata; the server echoes the id it was
+                // sent, so for now this is the same id.
+                if let Some(id) = &settings.request_id {
+                    let _ = writeln!(std::io::stderr(), "x-request-id: {id}");
                 }
-                None => Err(Failure::NotFound(format!("not found: {key:?}"))),
             }
+            result
         }
-        Command::Set { key, value, ttl } => {
-            let client = settings.connect(address)?;
-            match ttl {
-                Some(ttl) => client.set_with_ttl(&key, value, ttl)?,
-                None => client.set(&key, value)?,
-            }
-            Ok(())
-        }
-        Command::Delete { key } => {
-            settings.connect(address)?.delete(&key)?;
-            Ok(())
-        }
-        Command::Stats { json } => {
-            let stats = settings.connect(address)?.stats()?;
-            let text = if json {
-                stats_json(&stats)
-            } else {
-                stats_table(&stats)
-            };
-            write_stdout(text.as_bytes())
-        }
-        Command::Ping => {
-            let round_trip = settings.connect(address)?.ping()?;
-            let millis = round_trip.as_secs_f64() * 1e3;
-            write_stdout(format!("pong from {address} in {millis:.3} ms\n").as_bytes())
-        }
-        Command::Serve(args) => serve(&args),
+        Command::Serve(args) => serve(&args, out),
         Command::Bench(args) => {
             let target = if server_given {
                 bench::Target::Remote(address.to_owned())
             } else {
                 bench::Target::Embedded
             };
-            bench::run(&args, &target, &settings)
+            bench::run(&args, &target, &settings, out)
         }
     }
 }
 
+/// A random request id shaped like the ones the reference server makes:
+/// 32 lower-case hex digits.
+fn new_request_id() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
+/// What `serve --json` prints once it listens.
+#[derive(Debug, Serialize)]
+struct ServeJson {
+    address: String,
+    url: String,
+    tls: bool,
+}
+
 /// Starts the embedded server and blocks this thread for good: the process
 /// ends when it is killed, which also closes the listener.
-fn serve(args: &ServeArgs) -> Result<(), Failure> {
-    let max_memory_bytes = args.max_memory_mb.checked_mul(MIB_BYTES).ok_or_else(|| {
-        Failure::Other(format!(
-            "--max-memory-mb {} is too large",
-            args.max_memory_mb
-        ))
-    })?;
+fn serve(args: &ServeArgs, out: Output) -> Result<(), Failure> {
+    // clap's range on --max-memory-mb keeps this product within u64.
+    let max_memory_bytes = args.max_memory_mb.saturating_mul(MIB_BYTES);
     let mut builder = Server::builder()
         .listen(&args.listen)
         .workers(args.workers)
@@ -392,12 +505,20 @@ fn serve(args: &ServeArgs) -> Result<(), Failure> {
     let server = builder.start()?;
     // A plain server prints host:port as it always did; a TLS one prints
     // the grpcs:// URL a client needs.
-    let printed = if server.is_tls() {
-        server.url()
+    if out.json {
+        out.object(&ServeJson {
+            address: server.address(),
+            url: server.url(),
+            tls: server.is_tls(),
+        })?;
     } else {
-        server.address()
-    };
-    write_stdout(format!("{printed}\n").as_bytes())?;
+        let printed = if server.is_tls() {
+            server.url()
+        } else {
+            server.address()
+        };
+        write_stdout(format!("{printed}\n").as_bytes())?;
+    }
     let _ = writeln!(
         std::io::stderr(),
         "tiny-cache server listening on {} ({} worker(s)); stop it with Ctrl-C",
@@ -430,113 +551,6 @@ fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
         .map_err(|e| Failure::Other(format!("cannot write to stdout: {e}")))
 }
 
-/// The rows of `stats`: name (the proto field), value, meaning.
-fn stats_rows(stats: &Stats) -> Vec<(&'static str, String, &'static str)> {
-    vec![
-        ("size", stats.size.to_string(), "live entries"),
-        (
-            "hits",
-            stats.hits.to_string(),
-            "reads that found a live entry",
-        ),
-        (
-            "misses",
-            stats.misses.to_string(),
-            "reads that found nothing",
-        ),
-        (
-            "hit_rate",
-            // JSON has no NaN; a sane server never sends one anyway.
-            if stats.hit_rate.is_finite() {
-                format!("{:.4}", stats.hit_rate)
-            } else {
-                "null".to_owned()
-            },
-            "hits / (hits + misses)",
-        ),
-        (
-            "evictions",
-            stats.evictions.to_string(),
-            "entries removed for room or expiry",
-        ),
-        (
-            "lru_evictions",
-            stats.lru_evictions.to_string(),
-            "entries evicted as least recently used",
-        ),
-        (
-            "expired_removals",
-            stats.expired_removals.to_string(),
-            "entries removed because their TTL ran out",
-        ),
-        (
-            "rejected_oversize",
-            stats.rejected_oversize.to_string(),
-            "writes refused: entry over the per-entry limit",
-        ),
-        (
-            "rejected_capacity",
-            stats.rejected_capacity.to_string(),
-            "writes refused: entry could not fit the limits",
-        ),
-        (
-            "memory_usage_bytes",
-            stats.memory_usage_bytes.to_string(),
-            "bytes accounted to live entries",
-        ),
-        (
-            "max_memory_bytes",
-            stats.max_memory_bytes.to_string(),
-            "memory limit",
-        ),
-        ("max_items", stats.max_items.to_string(), "item limit"),
-        (
-            "max_value_bytes",
-            stats.max_value_bytes.to_string(),
-            "per-entry size limit",
-        ),
-    ]
-}
-
-/// `stats` as an aligned three-column table.
-fn stats_table(stats: &Stats) -> String {
-    let rows = stats_rows(stats);
-    let name_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-    let value_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
-    let mut text = String::new();
-    for (name, value, meaning) in rows {
-        text.push_str(&format!(
-            "{name:<name_width$}  {value:>value_width$}  {meaning}\n"
-        ));
-    }
-    text
-}
-
-/// `stats` as one JSON object on one line, keyed by the proto's field names.
-fn stats_json(stats: &Stats) -> String {
-    let fields: Vec<String> = stats_rows(stats)
-        .into_iter()
-        .map(|(name, value, _)| format!("\"{name}\":{value}"))
-        .collect();
-    format!("{{{}}}\n", fields.join(","))
-}
-
-/// A JSON string literal for `text`.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// `1234567` as `1,234,567`.
 fn thousands(n: u64) -> String {
     let digits = n.to_string();
@@ -550,8 +564,9 @@ fn thousands(n: u64) -> String {
     out
 }
 
-/// Parses a positive, finite number of seconds ("0.5", "30").
-fn parse_seconds(raw: &str) -> Result<Duration, String> {
+/// Parses a positive, finite number of seconds ("0.5", "30"); clap has no
+/// parser for fractional numbers with a range.
+pub fn parse_seconds(raw: &str) -> Result<Duration, String> {
     let seconds: f64 = raw
         .trim()
         .parse()
@@ -562,28 +577,16 @@ fn parse_seconds(raw: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{raw:?} seconds is too long"))
 }
 
-/// `--timeout`: a positive number of seconds.
-fn parse_timeout(raw: &str) -> Result<Duration, String> {
-    parse_seconds(raw)
-}
-
-/// `--ttl`: 0 means never expire (the Python client's convention), anything
-/// else a positive number of seconds.
-fn parse_ttl(raw: &str) -> Result<Ttl, String> {
-    if raw.trim().parse::<f64>() == Ok(0.0) {
+/// `--ttl`: `never` or 0 mean never expire (0 is the Python client's
+/// convention), anything else a positive number of seconds.
+pub fn parse_ttl(raw: &str) -> Result<Ttl, String> {
+    let trimmed = raw.trim();
+    if trimmed.eq_ignore_ascii_case("never") || trimmed.parse::<f64>() == Ok(0.0) {
         return Ok(Ttl::Never);
     }
-    parse_seconds(raw)
-        .map(Ttl::After)
-        .map_err(|_| format!("{raw:?} must be 0 (never expire) or a positive number of seconds"))
-}
-
-/// A whole number of at least 1.
-fn parse_positive(raw: &str) -> Result<usize, String> {
-    match raw.trim().parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("{raw:?} must be a whole number of at least 1")),
-    }
+    parse_seconds(raw).map(Ttl::After).map_err(|_| {
+        format!("{raw:?} must be `never`, 0 (never expire) or a positive number of seconds")
+    })
 }
 
 #[cfg(test)]
@@ -598,14 +601,16 @@ mod tests {
     #[test]
     fn timeout_default_matches_the_library() {
         assert_eq!(
-            parse_timeout(DEFAULT_TIMEOUT_SECS),
+            parse_seconds(DEFAULT_TIMEOUT_SECS),
             Ok(tiny_cache_client::DEFAULT_TIMEOUT)
         );
     }
 
     #[test]
-    fn ttl_zero_means_never_and_negative_is_refused() {
+    fn ttl_zero_or_never_means_never_and_negative_is_refused() {
         assert_eq!(parse_ttl("0"), Ok(Ttl::Never));
+        assert_eq!(parse_ttl("never"), Ok(Ttl::Never));
+        assert_eq!(parse_ttl(" Never "), Ok(Ttl::Never));
         assert_eq!(
             parse_ttl("1.5"),
             Ok(Ttl::After(Duration::from_millis(1500)))
@@ -623,7 +628,23 @@ mod tests {
     }
 
     #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    fn help_lists_every_exit_status_once() {
+        let all = [
+            Exit::Missing,
+            Exit::Usage,
+            Exit::Failed,
+            Exit::Exists,
+            Exit::Mismatch,
+            Exit::CasNotFound,
+            Exit::ItemsRefused,
+            Exit::NotServing,
+        ];
+        for code in std::iter::once(0).chain(all.iter().map(|&e| e as u8)) {
+            let listed = EXIT_CODES_HELP
+                .lines()
+                .filter(|line| line.starts_with(&format!("  {code}  ")))
+                .count();
+            assert_eq!(listed, 1, "exit status {code}");
+        }
     }
 }
