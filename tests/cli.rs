@@ -963,3 +963,69 @@ fn serve_with_json_prints_its_address_as_one_object() {
     assert_eq!(object["url"], format!("grpc://{address}"));
     assert_eq!(object["tls"], false);
 }
+
+/// The reference server's development certificate: self-signed, its own
+/// CA (`CA:TRUE`), for localhost.
+fn dev_certificate() -> (String, String) {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let certificate = params.self_signed(&key).unwrap();
+    (certificate.pem(), key.serialize_pem())
+}
+
+#[test]
+fn the_dev_certificate_works_as_ca_cert_and_as_pin_and_a_wrong_pin_is_refused() {
+    let (certificate, key) = dev_certificate();
+    let (other, _) = dev_certificate();
+    let server = Server::builder().tls(&certificate, &key).start().unwrap();
+    let dir = std::env::temp_dir().join(format!("tiny-cache-cli-pin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let served = dir.join("served.pem");
+    let wrong = dir.join("other.pem");
+    std::fs::write(&served, &certificate).unwrap();
+    std::fs::write(&wrong, &other).unwrap();
+    let url = format!("grpcs://{}", server.address());
+    let run = |option: &str, pem: &std::path::Path| {
+        tiny_cache(&[
+            "--server",
+            &url,
+            "--tls-server-name",
+            "localhost",
+            "--timeout",
+            "5",
+            option,
+            pem.to_str().unwrap(),
+            "set",
+            "k",
+            "v",
+        ])
+    };
+    let as_ca = run("--ca-cert", &served);
+    let as_pin = run("--pin-cert", &served);
+    let wrong_pin = run("--pin-cert", &wrong);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(as_ca.status.success(), "{as_ca:?}");
+    assert!(as_pin.status.success(), "{as_pin:?}");
+    assert_eq!(wrong_pin.status.code(), Some(3), "{wrong_pin:?}");
+    assert!(stderr(&wrong_pin).contains("pinned"), "{wrong_pin:?}");
+}
+
+#[test]
+fn show_request_id_on_a_server_error_prints_the_servers_id() {
+    let server = Server::builder().max_value_bytes(8).start().unwrap();
+    let refused = against(
+        &server,
+        &[
+            "--show-request-id",
+            "--request-id",
+            "cli-too-big",
+            "set",
+            "k",
+            "a value well over eight bytes",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(3), "{refused:?}");
+    let err = stderr(&refused);
+    assert!(err.contains("x-request-id: cli-too-big"), "{err}");
+}

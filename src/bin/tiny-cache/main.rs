@@ -144,6 +144,12 @@ struct Globals {
     )]
     ca_cert: Option<PathBuf>,
 
+    /// TLS: accept only this server certificate (PEM), checked byte for
+    /// byte with its dates and name, for a server whose certificate comes
+    /// from no CA [default: none pinned].
+    #[arg(long, global = true, help_heading = TLS_HEADING, value_name = "PEM")]
+    pin_cert: Option<PathBuf>,
+
     /// TLS: present this certificate chain (PEM) to the server, for mutual
     /// TLS; needs --client-key.
     #[arg(
@@ -333,6 +339,7 @@ pub struct ClientSettings {
     namespace: Option<String>,
     request_id: Option<String>,
     ca_cert: Option<PathBuf>,
+    pin_cert: Option<PathBuf>,
     client_identity: Option<(PathBuf, PathBuf)>,
     tls_server_name: Option<String>,
 }
@@ -344,6 +351,7 @@ impl ClientSettings {
             namespace: globals.namespace.clone(),
             request_id: globals.request_id.clone(),
             ca_cert: globals.ca_cert.clone(),
+            pin_cert: globals.pin_cert.clone(),
             client_identity: globals.client_cert.clone().zip(globals.client_key.clone()),
             tls_server_name: globals.tls_server_name.clone(),
         }
@@ -364,6 +372,9 @@ impl ClientSettings {
         }
         if let Some(ca) = &self.ca_cert {
             builder = builder.tls_ca_certificate_file(ca);
+        }
+        if let Some(pinned) = &self.pin_cert {
+            builder = builder.tls_pinned_certificate_file(pinned);
         }
         if let Some((certificate, key)) = &self.client_identity {
             builder = builder.tls_client_identity_files(certificate, key);
@@ -433,29 +444,28 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, server_given: bool) -> Result<(), Failure> {
-    let mut settings = ClientSettings::from_globals(&cli.globals);
+    let settings = ClientSettings::from_globals(&cli.globals);
     let address = cli.globals.server.as_str();
     let out = Output {
         json: cli.globals.json,
     };
     match cli.command {
         Command::Data(command) => {
-            let show_request_id = cli.globals.show_request_id;
-            if show_request_id && settings.request_id.is_none() {
-                // The server would make one up, but the client cannot read
-                // it back yet: send one of the same shape and show that.
-                settings.request_id = Some(new_request_id());
-            }
             let client = settings.connect(address)?;
-            let result = command.run(&client, address, out);
-            if show_request_id {
-                // TODO(response-metadata): show the x-request-id the server
-                // answered with (on success and on failure) once the client
-                // exposes response metadata; the server echoes the id it was
-                // sent, so for now this is the same id.
-                if let Some(id) = &settings.request_id {
-                    let _ = writeln!(std::io::stderr(), "x-request-id: {id}");
-                }
+            if !cli.globals.show_request_id {
+                return command.run(&client, address, out);
+            }
+            // The id the server answered with: its echo of ours, or the
+            // one it made up; on failure, the error carries it.
+            let response = client.call_with_metadata(|c| Ok(command.run(c, address, out)))?;
+            let answered = response.metadata().request_id().map(str::to_owned);
+            let result = response.into_inner();
+            let failed_with = match &result {
+                Err(Failure::Client(error)) => error.request_id().map(str::to_owned),
+                _ => None,
+            };
+            if let Some(id) = answered.or(failed_with) {
+                let _ = writeln!(std::io::stderr(), "x-request-id: {id}");
             }
             result
         }
@@ -469,12 +479,6 @@ fn run(cli: Cli, server_given: bool) -> Result<(), Failure> {
             bench::run(&args, &target, &settings, out)
         }
     }
-}
-
-/// A random request id shaped like the ones the reference server makes:
-/// 32 lower-case hex digits.
-fn new_request_id() -> String {
-    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
 }
 
 /// What `serve --json` prints once it listens.
