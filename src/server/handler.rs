@@ -99,17 +99,11 @@ fn run(
     service: &CacheService,
     request_id: &HeaderValue,
 ) -> Outcome {
-    // Header values are ASCII by construction of the client; anything else
-    // cannot be a valid namespace and is refused like one.
-    let namespace = match namespace.map(HeaderValue::to_str).transpose() {
-        Ok(namespace) => namespace,
-        Err(_) => {
-            return Outcome::HandlerError(Status::new(
-                Code::InvalidArgument,
-                "namespace must be ASCII",
-            ))
-        }
-    };
+    // A header value that is not text cannot be a valid namespace: read
+    // lossily, its replacement characters fail the namespace rules with the
+    // same text as any other bad character.
+    let namespace = namespace.map(|value| String::from_utf8_lossy(value.as_bytes()));
+    let namespace = namespace.as_deref();
     let ran = catch_unwind(AssertUnwindSafe(|| match method {
         Method::Get => call(message, |r| service.get(namespace, r)),
         Method::MultiGet => call(message, |r| service.multi_get(namespace, r)),

@@ -14,9 +14,10 @@
 //! let server = Server::builder().listen("127.0.0.1:0").workers(1).start()?;
 //! println!("serving on {}", server.address());
 //! server.shutdown();
-//! # Ok::<(), tiny_cache_client::Error>(())
+//! # Ok::<(), tiny_cache_client::server::ServerError>(())
 //! ```
 
+mod error;
 mod handler;
 pub mod service;
 pub mod store;
@@ -32,7 +33,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::codec::DEFAULT_MAX_MESSAGE_BYTES;
-use crate::error::{Error, Result};
+pub use error::ServerError;
 pub use service::CacheService;
 pub use store::StoreConfig;
 
@@ -66,7 +67,7 @@ const EXPIRY_SWEEP_PERIOD: Duration = Duration::from_secs(10);
 ///     .max_value_bytes(1 << 20)
 ///     .start()?;
 /// # drop(server);
-/// # Ok::<(), tiny_cache_client::Error>(())
+/// # Ok::<(), tiny_cache_client::server::ServerError>(())
 /// ```
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until start() is called"]
@@ -200,16 +201,18 @@ impl ServerBuilder {
 
     /// Binds the listener and starts serving in a background thread.
     ///
-    /// Errors: [`Error::Validation`] for an address that does not parse,
-    /// [`Error::Unavailable`] when it cannot be bound, [`Error::Tls`] with
-    /// [`TlsFailure::InvalidConfiguration`](crate::TlsFailure::InvalidConfiguration)
-    /// for a certificate, key or client CA that cannot be used (or a client
-    /// CA without a certificate).
-    pub fn start(self) -> Result<Server> {
+    /// Errors: [`ServerError::InvalidAddress`] for an address that does not
+    /// parse, [`ServerError::Bind`] when it cannot be bound,
+    /// [`ServerError::Tls`] for a certificate, key or client CA that cannot
+    /// be used (or a client CA without a certificate), [`ServerError::Io`]
+    /// when the runtime or its threads cannot start.
+    pub fn start(self) -> Result<Server, ServerError> {
         let listen: SocketAddr = self
             .listen
             .parse()
-            .map_err(|_| Error::Validation(format!("invalid listen address {:?}", self.listen)))?;
+            .map_err(|_| ServerError::InvalidAddress {
+                address: self.listen.clone(),
+            })?;
         let acceptor = match (self.tls, self.client_ca) {
             (Some(settings), client_ca) => Some(
                 tls::TlsSettings {
@@ -219,10 +222,9 @@ impl ServerBuilder {
                 .acceptor()?,
             ),
             (None, Some(_)) => {
-                return Err(Error::Tls {
-                    kind: crate::TlsFailure::InvalidConfiguration,
-                    message: "a client CA needs a server certificate and key (tls)".into(),
-                })
+                return Err(ServerError::Tls(
+                    "a client CA needs a server certificate and key (tls)".into(),
+                ))
             }
             (None, None) => None,
         };
@@ -230,14 +232,14 @@ impl ServerBuilder {
             .worker_threads(self.workers)
             .thread_name("tiny-cache-server")
             .enable_all()
-            .build()
-            .map_err(|e| Error::Unavailable(format!("cannot start the server runtime: {e}")))?;
+            .build()?;
         let listener = runtime
             .block_on(TcpListener::bind(listen))
-            .map_err(|e| Error::Unavailable(format!("cannot listen on {listen}: {e}")))?;
-        let address = listener
-            .local_addr()
-            .map_err(|e| Error::Unavailable(format!("cannot read the listening address: {e}")))?;
+            .map_err(|source| ServerError::Bind {
+                address: listen.to_string(),
+                source,
+            })?;
+        let address = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(Stop::Running);
         let context = Arc::new(handler::Context {
             service: CacheService::new(self.store),
@@ -253,8 +255,7 @@ impl ServerBuilder {
                 runtime.spawn(sweep_expired(Arc::clone(&context)));
                 runtime.block_on(accept_loop(listener, context, settings, acceptor, stop_rx));
                 runtime.shutdown_timeout(SHUTDOWN_GRACE);
-            })
-            .map_err(|e| Error::Unavailable(format!("cannot start the server thread: {e}")))?;
+            })?;
         Ok(Server {
             address,
             tls,
@@ -291,9 +292,9 @@ impl Server {
     /// ```
     /// let server = tiny_cache_client::server::Server::local()?;
     /// assert!(server.address().starts_with("127.0.0.1:"));
-    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// # Ok::<(), tiny_cache_client::server::ServerError>(())
     /// ```
-    pub fn local() -> Result<Server> {
+    pub fn local() -> Result<Server, ServerError> {
         ServerBuilder::default().start()
     }
 
@@ -314,7 +315,7 @@ impl Server {
     /// ```
     /// let server = tiny_cache_client::server::Server::local()?;
     /// assert!(server.url().starts_with("grpc://127.0.0.1:"));
-    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// # Ok::<(), tiny_cache_client::server::ServerError>(())
     /// ```
     pub fn url(&self) -> String {
         let scheme = if self.tls { "grpcs" } else { "grpc" };

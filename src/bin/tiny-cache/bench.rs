@@ -145,7 +145,7 @@ pub fn run(args: &BenchArgs, target: &Target, settings: &ClientSettings) -> Resu
     let address = match target {
         Target::Remote(address) => address.clone(),
         Target::Embedded => {
-            let server = Server::builder().workers(1).start()?;
+            let server = Server::builder().workers(1).start().map_err(Error::from)?;
             let address = server.address();
             embedded = Some(server);
             address

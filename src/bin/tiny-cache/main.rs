@@ -389,7 +389,7 @@ fn serve(args: &ServeArgs) -> Result<(), Failure> {
     if let Some(ca) = &args.client_ca {
         builder = builder.client_ca(read_pem(ca)?);
     }
-    let server = builder.start()?;
+    let server = builder.start().map_err(Error::from)?;
     // A plain server prints host:port as it always did; a TLS one prints
     // the grpcs:// URL a client needs.
     let printed = if server.is_tls() {
