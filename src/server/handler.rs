@@ -2,6 +2,7 @@
 //! reference server does on the wire.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,6 +25,26 @@ use crate::rules::{NAMESPACE_HEADER, REQUEST_ID_HEADER};
 pub(super) struct Context {
     pub service: CacheService,
     pub max_receive_message_bytes: usize,
+    /// gRPC calls between their request HEADERS and their last response
+    /// frame, as the side port reports them.
+    pub active_requests: AtomicU64,
+}
+
+/// Counts one call in progress for as long as it lives, so a call that
+/// ends any way at all (answered, reset, aborted at shutdown) is uncounted.
+struct InProgress<'a>(&'a AtomicU64);
+
+impl<'a> InProgress<'a> {
+    fn enter(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InProgress(counter)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The health service's names that are served: the whole server and the
@@ -47,6 +68,7 @@ pub(super) async fn handle(
     mut respond: SendResponse<Bytes>,
     context: Arc<Context>,
 ) {
+    let _in_progress = InProgress::enter(&context.active_requests);
     let (parts, body) = request.into_parts();
     let request_id = request_id(&parts.headers);
     let outcome = match Method::from_path(parts.uri.path()) {
@@ -203,7 +225,7 @@ fn respond_with(respond: &mut SendResponse<Bytes>, outcome: Outcome, request_id:
 
 /// The caller's `x-request-id`, or a fresh 32-hex one as the reference
 /// server makes.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(REQUEST_ID_HEADER) {
         return id.clone();
     }

@@ -20,10 +20,12 @@
 mod error;
 mod handler;
 pub mod service;
+mod side_port;
 pub mod store;
 mod tls;
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -79,6 +81,7 @@ pub struct ServerBuilder {
     max_concurrent_streams: Option<u32>,
     tls: Option<tls::TlsSettings>,
     client_ca: Option<Vec<u8>>,
+    health_listen: Option<String>,
 }
 
 impl Default for ServerBuilder {
@@ -91,6 +94,7 @@ impl Default for ServerBuilder {
             max_concurrent_streams: None,
             tls: None,
             client_ca: None,
+            health_listen: None,
         }
     }
 }
@@ -199,6 +203,43 @@ impl ServerBuilder {
         self
     }
 
+    /// Also serves the reference server's HTTP/1.1 side port on this
+    /// address (`ip:port`; port 0 picks a free one, read back with
+    /// [`Server::health_local_addr`]). Every answer is `200` with an
+    /// `x-request-id` header:
+    ///
+    /// - `/health` and `/ready`: JSON `status` (`"healthy"`),
+    ///   `uptime_seconds`, `cache_size`, `cache_hits`, `cache_misses`,
+    ///   `active_requests` (gRPC calls in progress), `timestamp` (Unix
+    ///   seconds, fractional);
+    /// - `/live`: JSON `status` (`"alive"`), `uptime_seconds`, `timestamp`;
+    /// - `/stats`: JSON with every `Stats` counter and limit, plus
+    ///   `memory_usage_mb`, `max_memory_mb`, `uptime_seconds`,
+    ///   `active_requests` and `timestamp`;
+    /// - `/metrics`: Prometheus text (`tiny_cache_hits_total`,
+    ///   `tiny_cache_entries`, ...).
+    ///
+    /// Default: no side port.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use tiny_cache_client::server::Server;
+    ///
+    /// let server = Server::builder().health_listen("127.0.0.1:0").start()?;
+    /// let side_port = server.health_local_addr().expect("side port enabled");
+    /// let mut http = std::net::TcpStream::connect(side_port)?;
+    /// http.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    /// let mut answer = String::new();
+    /// http.read_to_string(&mut answer)?;
+    /// assert!(answer.starts_with("HTTP/1.1 200 OK"));
+    /// assert!(answer.contains(r#""status":"alive""#));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn health_listen(mut self, address: &str) -> Self {
+        self.health_listen = Some(address.to_owned());
+        self
+    }
+
     /// Binds the listener and starts serving in a background thread.
     ///
     /// Errors: [`ServerError::InvalidAddress`] for an address that does not
@@ -207,12 +248,12 @@ impl ServerBuilder {
     /// be used (or a client CA without a certificate), [`ServerError::Io`]
     /// when the runtime or its threads cannot start.
     pub fn start(self) -> Result<Server, ServerError> {
-        let listen: SocketAddr = self
-            .listen
-            .parse()
-            .map_err(|_| ServerError::InvalidAddress {
-                address: self.listen.clone(),
-            })?;
+        let listen = parse_address(&self.listen)?;
+        let health_listen = self
+            .health_listen
+            .as_deref()
+            .map(parse_address)
+            .transpose()?;
         let acceptor = match (self.tls, self.client_ca) {
             (Some(settings), client_ca) => Some(
                 tls::TlsSettings {
@@ -233,17 +274,20 @@ impl ServerBuilder {
             .thread_name("tiny-cache-server")
             .enable_all()
             .build()?;
-        let listener = runtime
-            .block_on(TcpListener::bind(listen))
-            .map_err(|source| ServerError::Bind {
-                address: listen.to_string(),
-                source,
-            })?;
+        let listener = runtime.block_on(bind(listen))?;
         let address = listener.local_addr()?;
+        let health_listener = health_listen
+            .map(|at| runtime.block_on(bind(at)))
+            .transpose()?;
+        let health_address = health_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let (stop_tx, stop_rx) = watch::channel(Stop::Running);
         let context = Arc::new(handler::Context {
             service: CacheService::new(self.store),
             max_receive_message_bytes: self.max_receive_message_bytes,
+            active_requests: AtomicU64::new(0),
         });
         let settings = Settings {
             max_concurrent_streams: self.max_concurrent_streams,
@@ -253,16 +297,39 @@ impl ServerBuilder {
             .name("tiny-cache-server-main".into())
             .spawn(move || {
                 runtime.spawn(sweep_expired(Arc::clone(&context)));
+                if let Some(listener) = health_listener {
+                    runtime.spawn(side_port::serve(
+                        listener,
+                        Arc::clone(&context),
+                        stop_rx.clone(),
+                    ));
+                }
                 runtime.block_on(accept_loop(listener, context, settings, acceptor, stop_rx));
                 runtime.shutdown_timeout(SHUTDOWN_GRACE);
             })?;
         Ok(Server {
             address,
+            health_address,
             tls,
             stop: stop_tx,
             thread: Some(thread),
         })
     }
+}
+
+fn parse_address(address: &str) -> Result<SocketAddr, ServerError> {
+    address.parse().map_err(|_| ServerError::InvalidAddress {
+        address: address.to_owned(),
+    })
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: address.to_string(),
+            source,
+        })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -275,6 +342,7 @@ struct Settings {
 #[derive(Debug)]
 pub struct Server {
     address: SocketAddr,
+    health_address: Option<SocketAddr>,
     tls: bool,
     stop: watch::Sender<Stop>,
     thread: Option<JoinHandle<()>>,
@@ -320,6 +388,35 @@ impl Server {
     pub fn url(&self) -> String {
         let scheme = if self.tls { "grpcs" } else { "grpc" };
         format!("{scheme}://{}", self.address)
+    }
+
+    /// The bound address of the HTTP side port, when
+    /// [`ServerBuilder::health_listen`] enabled it.
+    ///
+    /// ```
+    /// use tiny_cache_client::server::Server;
+    ///
+    /// assert_eq!(Server::local()?.health_local_addr(), None);
+    /// let server = Server::builder().health_listen("127.0.0.1:0").start()?;
+    /// assert!(server.health_local_addr().is_some_and(|at| at.port() != 0));
+    /// # Ok::<(), tiny_cache_client::server::ServerError>(())
+    /// ```
+    pub fn health_local_addr(&self) -> Option<SocketAddr> {
+        self.health_address
+    }
+
+    /// The side port as a URL prefix, `http://host:port`, when enabled.
+    ///
+    /// ```
+    /// use tiny_cache_client::server::Server;
+    ///
+    /// let server = Server::builder().health_listen("127.0.0.1:0").start()?;
+    /// let metrics = format!("{}/metrics", server.health_url().unwrap());
+    /// assert!(metrics.starts_with("http://127.0.0.1:"));
+    /// # Ok::<(), tiny_cache_client::server::ServerError>(())
+    /// ```
+    pub fn health_url(&self) -> Option<String> {
+        self.health_address.map(|at| format!("http://{at}"))
     }
 
     /// Whether the server speaks TLS.

@@ -79,6 +79,8 @@ pub struct StoreStats {
     /// Writes refused because the entry could not fit under the limits even
     /// with the cache emptied.
     pub rejected_capacity: u64,
+    /// Time since the store was created (for a server: since it started).
+    pub uptime: Duration,
 }
 
 impl StoreStats {
@@ -107,6 +109,7 @@ impl StoreStats {
 #[derive(Debug)]
 pub struct Store {
     config: StoreConfig,
+    created: Instant,
     inner: Mutex<Inner>,
 }
 
@@ -203,6 +206,7 @@ impl Store {
     pub fn new(config: StoreConfig) -> Self {
         Self {
             config,
+            created: Instant::now(),
             inner: Mutex::new(Inner {
                 map: LruCache::unbounded(),
                 memory_bytes: 0,
@@ -434,6 +438,7 @@ impl Store {
             expired_removals: inner.expired_removals,
             rejected_oversize: inner.rejected_oversize,
             rejected_capacity: inner.rejected_capacity,
+            uptime: now.saturating_duration_since(self.created),
         }
     }
 }
@@ -884,6 +889,15 @@ mod tests {
         assert_eq!(inner.memory_bytes, live);
         assert!(inner.memory_bytes <= 4000);
         assert!(inner.map.len() <= 50);
+    }
+
+    #[test]
+    fn uptime_counts_from_the_stores_creation() {
+        let store = Store::new(StoreConfig::default());
+        let later = store.created + Duration::from_secs(90);
+        assert_eq!(store.stats_at(later).uptime, Duration::from_secs(90));
+        // A clock read before creation cannot make uptime negative.
+        assert_eq!(store.stats_at(store.created).uptime, Duration::ZERO);
     }
 
     #[test]
