@@ -1,9 +1,9 @@
 //! Why the embedded server could not start. The server has its own error
 //! type so that it depends on nothing of the client; the client's
-//! [`Error`](crate::Error) converts from it for callers that use `?` in
+//! `tiny_cache_client::Error` converts from it for callers that use `?` in
 //! functions returning `tiny_cache_client::Result`.
 
-/// Why [`ServerBuilder::start`](super::ServerBuilder::start) failed.
+/// Why `ServerBuilder::start` failed.
 ///
 /// ```
 /// use tiny_cache_client::server::{Server, ServerError};

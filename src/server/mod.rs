@@ -3,10 +3,13 @@
 //! It honours the same wire contract as the reference server (validation,
 //! TTL, LRU eviction within item and memory limits, namespaces, multi-key
 //! per-item results, conditional writes, stats, the health service,
-//! `x-request-id`), so a program tested against it behaves the same against
-//! the real one. It runs h2 on its own multi-threaded tokio runtime in a
-//! background thread, on the same codec as the client and nothing of the
-//! client.
+//! `x-request-id`), with the reference server's own error texts word for
+//! word, so a program tested against it behaves the same against the real
+//! one. It runs h2 on its own multi-threaded tokio runtime in a background
+//! thread, on the same codec as the client and nothing of the client; its
+//! start-up failures are its own [`ServerError`]. Optionally it also serves
+//! the reference server's HTTP/1.1 side port (`/health`, `/ready`, `/live`,
+//! `/stats`, `/metrics`): see [`ServerBuilder::health_listen`].
 //!
 //! ```
 //! use tiny_cache_client::server::Server;
@@ -17,6 +20,7 @@
 //! # Ok::<(), tiny_cache_client::server::ServerError>(())
 //! ```
 
+mod accept;
 mod error;
 mod handler;
 pub mod service;
@@ -33,6 +37,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+
+use accept::{accept_until_stopped, Stop};
 
 use crate::codec::DEFAULT_MAX_MESSAGE_BYTES;
 pub use error::ServerError;
@@ -459,44 +465,22 @@ async fn accept_loop(
     acceptor: Option<TlsAcceptor>,
     mut stop: watch::Receiver<Stop>,
 ) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => {
-                    connections.spawn(serve_connection(
-                        socket,
-                        Arc::clone(&context),
-                        settings,
-                        acceptor.clone(),
-                        stop.clone(),
-                    ));
-                }
-                // Out of file descriptors and the like: pause instead of
-                // spinning, then keep serving the connections we have.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
-            // Reap finished connections so the set does not grow forever.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
+    let told = stop.clone();
+    let mut connections = accept_until_stopped(listener, &mut stop, |socket| {
+        serve_connection(
+            socket,
+            Arc::clone(&context),
+            settings,
+            acceptor.clone(),
+            told.clone(),
+        )
+    })
+    .await;
     if *stop.borrow() == Stop::Graceful {
         let drained = async { while connections.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
     }
     // Whatever is left is aborted with the set.
-}
-
-/// What the server has been asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Running,
-    /// GOAWAY, let calls in flight finish, then close.
-    Graceful,
-    /// Drop every connection now.
-    Abrupt,
 }
 
 async fn sweep_expired(context: Arc<handler::Context>) {

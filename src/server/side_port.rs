@@ -20,9 +20,9 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::accept::{accept_until_stopped, Stop};
 use super::handler::{self, Context};
 use super::store::StoreStats;
-use super::Stop;
 use crate::rules::REQUEST_ID_HEADER;
 
 /// Longest a client may take to send its request headers, so an idle or
@@ -38,37 +38,29 @@ const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// Serves the side port until the server stops. Connections still open
-/// then are dropped with the task set: probes are short and retried.
+/// then are dropped: probes are short and retried.
 pub(super) async fn serve(
     listener: TcpListener,
     context: Arc<Context>,
     mut stop: watch::Receiver<Stop>,
 ) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => {
-                    let context = Arc::clone(&context);
-                    connections.spawn(async move {
-                        let service = service_fn(move |request| {
-                            let response = answer(&request, &context);
-                            async move { Ok::<_, Infallible>(response) }
-                        });
-                        let _ = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(HEADER_READ_TIMEOUT)
-                            .serve_connection(TokioIo::new(socket), service)
-                            .await;
-                    });
-                }
-                // As on the gRPC port: pause instead of spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+    let _still_open = accept_until_stopped(listener, &mut stop, |socket| {
+        let context = Arc::clone(&context);
+        async move {
+            let service = service_fn(move |request| {
+                let response = answer(&request, &context);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            // A connection ends in an error when the peer goes away
+            // mid-request: nobody is left to tell.
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(socket), service)
+                .await;
         }
-    }
+    })
+    .await;
 }
 
 /// The answer to one request; never fails (an unknown path is a 404).

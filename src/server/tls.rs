@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::ServerError;
+use super::error::ServerError;
 
 type Result<T> = std::result::Result<T, ServerError>;
 
