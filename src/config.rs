@@ -784,7 +784,7 @@ mod tests {
             .into_config()
             .unwrap_err();
         assert!(
-            matches!(error, Error::Validation(ref m) if m.contains("namespace")),
+            matches!(error, Error::Validation(ref m) if m.starts_with("Namespace must")),
             "{error:?}"
         );
         assert!(ClientBuilder::new("localhost:1")

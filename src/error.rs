@@ -352,6 +352,24 @@ impl From<InvalidMetadata> for Error {
     }
 }
 
+#[cfg(feature = "server")]
+impl From<crate::server::ServerError> for Error {
+    /// Lets `Server::local()?` work in functions returning this crate's
+    /// [`Result`](crate::Result); each failure keeps the kind it had when
+    /// the server reported client errors itself.
+    fn from(error: crate::server::ServerError) -> Self {
+        use crate::server::ServerError;
+        match error {
+            ServerError::InvalidAddress { .. } => Error::Validation(error.to_string()),
+            ServerError::Tls(message) => Error::Tls {
+                kind: TlsFailure::InvalidConfiguration,
+                message,
+            },
+            other => Error::Unavailable(other.to_string().into()),
+        }
+    }
+}
+
 /// Which TLS failure an [`Error::Tls`] is.
 ///
 /// Each kind names what to fix. New kinds may be added, so a `match` needs

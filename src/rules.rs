@@ -19,7 +19,10 @@ pub const NAMESPACE_HEADER: &str = "x-cache-namespace";
 /// The request header that carries a correlation id.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Why a key or namespace breaks the rules; the text is for humans.
+/// Why a key or namespace breaks the rules. The text is the reference
+/// server's own details text, word for word (`Key cannot be empty`, ...), so
+/// the client's validation errors and the embedded server's
+/// `INVALID_ARGUMENT` details read the same as the reference server's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleViolation(pub String);
 
@@ -49,7 +52,7 @@ pub fn parse_namespace(raw: &str) -> Result<Option<&str>, RuleViolation> {
     let chars = namespace.chars().count();
     if chars > MAX_NAMESPACE_CHARS {
         return Err(RuleViolation(format!(
-            "namespace must be at most {MAX_NAMESPACE_CHARS} characters, got {chars}"
+            "Namespace is too long (max {MAX_NAMESPACE_CHARS})"
         )));
     }
     let starts_well = namespace
@@ -60,9 +63,9 @@ pub fn parse_namespace(raw: &str) -> Result<Option<&str>, RuleViolation> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if !starts_well || !well_formed {
-        return Err(RuleViolation(format!(
-            "namespace {namespace:?} must start with a letter or digit and contain only letters, digits, '.', '_' and '-'"
-        )));
+        return Err(RuleViolation(
+            "Namespace must contain only letters, numbers, dots, dashes, or underscores".into(),
+        ));
     }
     Ok(Some(namespace))
 }
@@ -82,17 +85,20 @@ pub fn parse_namespace(raw: &str) -> Result<Option<&str>, RuleViolation> {
 /// ```
 pub fn check_key(key: &str, namespace: Option<&str>) -> Result<(), RuleViolation> {
     let key_chars = char_len(key);
-    if key_chars == 0 || key_chars > MAX_KEY_CHARS {
+    if key_chars == 0 {
+        return Err(RuleViolation("Key cannot be empty".into()));
+    }
+    if key_chars > MAX_KEY_CHARS {
         return Err(RuleViolation(format!(
-            "key must be 1 to {MAX_KEY_CHARS} characters, got {key_chars}"
+            "Key is too long (max {MAX_KEY_CHARS})"
         )));
     }
     if let Some(namespace) = namespace {
-        let stored = namespaced_key_chars(key_chars, namespace);
-        if stored > MAX_KEY_CHARS {
+        let prefix_chars = namespace_prefix_chars(namespace);
+        if key_chars + prefix_chars > MAX_KEY_CHARS {
             return Err(RuleViolation(format!(
-                "key is {stored} characters once namespaced as \"{}:{namespace}:…\", over the {MAX_KEY_CHARS}-character limit",
-                namespace.chars().count()
+                "Namespaced key is too long (max storage key length {MAX_KEY_CHARS}; \
+                 namespace prefix adds {prefix_chars} characters)"
             )));
         }
     }
@@ -121,9 +127,10 @@ pub fn storage_key(key: &str, namespace: Option<&str>) -> String {
     stored
 }
 
-fn namespaced_key_chars(key_chars: usize, namespace: &str) -> usize {
+/// Characters the `<namespace length>:<namespace>:` prefix adds to a key.
+fn namespace_prefix_chars(namespace: &str) -> usize {
     let namespace_chars = char_len(namespace);
-    decimal_digits(namespace_chars) + 1 + namespace_chars + 1 + key_chars
+    decimal_digits(namespace_chars) + 1 + namespace_chars + 1
 }
 
 /// Length in Unicode scalar values; ASCII text (every valid namespace, most
@@ -196,6 +203,33 @@ mod tests {
         }
         for good in ["a", "9lives", "app.v2_x-y", &"n".repeat(64)] {
             assert!(parse_namespace(good).is_ok(), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn violations_are_worded_as_the_reference_server_words_them() {
+        let text = |result: Result<(), RuleViolation>| result.unwrap_err().0;
+        assert_eq!(text(check_key("", None)), "Key cannot be empty");
+        assert_eq!(
+            text(check_key(&"k".repeat(257), None)),
+            "Key is too long (max 256)"
+        );
+        // "3:app:" is 6 characters; "10:nnnnnnnnnn:" is 14.
+        assert_eq!(
+            text(check_key(&"k".repeat(251), Some("app"))),
+            "Namespaced key is too long (max storage key length 256; namespace prefix adds 6 characters)"
+        );
+        assert_eq!(
+            text(check_key(&"k".repeat(243), Some(&"n".repeat(10)))),
+            "Namespaced key is too long (max storage key length 256; namespace prefix adds 14 characters)"
+        );
+        let namespace = |raw: &str| parse_namespace(raw).map(|_| ()).unwrap_err().0;
+        assert_eq!(namespace(&"n".repeat(65)), "Namespace is too long (max 64)");
+        for bad in ["-app", "a b", "café"] {
+            assert_eq!(
+                namespace(bad),
+                "Namespace must contain only letters, numbers, dots, dashes, or underscores"
+            );
         }
     }
 }

@@ -198,7 +198,7 @@ fn bad_namespace_is_a_one_line_usage_error() {
     let output = against(&server, &["--namespace", "no/slashes", "get", "k"]);
     assert_one_line_error(&output);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("namespace"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("Namespace"), "{}", stderr(&output));
 }
 
 #[test]

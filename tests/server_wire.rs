@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{HeaderMap, Request};
 use prost::Message;
-use tiny_cache_client::proto::cache::{CacheItem, CacheKey, CacheValue};
+use tiny_cache_client::proto::cache::{CacheItem, CacheKey, CacheValue, CompareAndSetRequest};
 use tiny_cache_client::server::Server;
 
 /// What came back on one stream.
@@ -130,23 +130,178 @@ fn handler_error_is_headers_then_an_empty_message_then_the_status_in_trailers() 
     assert_eq!(answer.data, [0, 0, 0, 0, 0]);
     let trailers = answer.trailers.unwrap();
     assert_eq!(header(&trailers, "grpc-status"), "3");
-    assert!(header(&trailers, "grpc-message").contains("key must be 1 to 256"));
+    assert_eq!(header(&trailers, "grpc-message"), "Key cannot be empty");
+}
+
+/// The status code and `grpc-message` of a handler error.
+fn refusal(server: &Server, path: &str, namespace: Option<&str>, body: Bytes) -> (String, String) {
+    let headers: Vec<_> = namespace
+        .map(|ns| ("x-cache-namespace", ns))
+        .into_iter()
+        .collect();
+    let answer = call(server, path, &headers, body);
+    assert!(
+        !answer.trailers_only,
+        "{path}: a handler error is not trailers-only"
+    );
+    let trailers = answer.trailers.expect("trailers");
+    (
+        header(&trailers, "grpc-status").to_owned(),
+        header(&trailers, "grpc-message").to_owned(),
+    )
+}
+
+#[test]
+fn invalid_keys_and_namespaces_carry_the_reference_servers_texts_word_for_word() {
+    let server = Server::local().unwrap();
+    let get = |namespace: Option<&str>, key: String| {
+        refusal(
+            &server,
+            "/cache.CacheService/Get",
+            namespace,
+            framed(&CacheKey { key }),
+        )
+    };
+    let invalid = |text: &str| ("3".to_owned(), text.to_owned());
+    assert_eq!(get(None, String::new()), invalid("Key cannot be empty"));
+    assert_eq!(
+        get(None, "k".repeat(257)),
+        invalid("Key is too long (max 256)")
+    );
+    assert_eq!(
+        get(Some(&"n".repeat(65)), "k".into()),
+        invalid("Namespace is too long (max 64)")
+    );
+    let bad_characters =
+        invalid("Namespace must contain only letters, numbers, dots, dashes, or underscores");
+    assert_eq!(get(Some("-app"), "k".into()), bad_characters);
+    assert_eq!(get(Some("a b"), "k".into()), bad_characters);
+    // The namespace is checked before the key.
+    assert_eq!(get(Some("a/b"), String::new()), bad_characters);
+    // "3:app:" adds 6 characters; "12:tenant-1.eu:" adds 15.
+    assert_eq!(
+        get(Some("app"), "k".repeat(251)),
+        invalid("Namespaced key is too long (max storage key length 256; namespace prefix adds 6 characters)")
+    );
+    assert_eq!(
+        get(Some("tenant-1.eu"), "k".repeat(242)),
+        invalid("Namespaced key is too long (max storage key length 256; namespace prefix adds 15 characters)")
+    );
+    // Every single-key method words them the same.
+    let item = |key: &str| CacheItem {
+        key: key.into(),
+        value: Bytes::from_static(b"v"),
+        ttl: 0,
+    };
+    for path in ["Set", "SetIfAbsent"] {
+        assert_eq!(
+            refusal(
+                &server,
+                &format!("/cache.CacheService/{path}"),
+                None,
+                framed(&item(""))
+            ),
+            invalid("Key cannot be empty"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        refusal(
+            &server,
+            "/cache.CacheService/Delete",
+            None,
+            framed(&CacheKey {
+                key: "k".repeat(300)
+            })
+        ),
+        invalid("Key is too long (max 256)")
+    );
+    let cas = CompareAndSetRequest {
+        key: "k".repeat(251),
+        ..CompareAndSetRequest::default()
+    };
+    assert_eq!(
+        refusal(&server, "/cache.CacheService/CompareAndSet", Some("app"), framed(&cas)),
+        invalid("Namespaced key is too long (max storage key length 256; namespace prefix adds 6 characters)")
+    );
+}
+
+#[test]
+fn size_refusals_carry_the_reference_servers_texts_word_for_word() {
+    let exhausted = |text: &str| ("8".to_owned(), text.to_owned());
+    let oversize = exhausted("Value exceeds maximum allowed cache entry size");
+    let server = Server::builder().max_value_bytes(1024).start().unwrap();
+    let big = CacheItem {
+        key: "k".into(),
+        value: vec![0u8; 992].into(),
+        ttl: 0,
+    };
+    for path in ["Set", "SetIfAbsent"] {
+        let path = format!("/cache.CacheService/{path}");
+        assert_eq!(
+            refusal(&server, &path, None, framed(&big)),
+            oversize,
+            "{path}"
+        );
+    }
+    let small = CacheItem {
+        value: Bytes::from_static(b"a"),
+        ..big.clone()
+    };
+    let answer = call(&server, "/cache.CacheService/Set", &[], framed(&small));
+    assert_eq!(
+        header(answer.trailers.as_ref().unwrap(), "grpc-status"),
+        "0"
+    );
+    let cas = CompareAndSetRequest {
+        key: "k".into(),
+        expected_value: Bytes::from_static(b"a"),
+        value: vec![0u8; 992].into(),
+        ttl: 0,
+    };
+    assert_eq!(
+        refusal(
+            &server,
+            "/cache.CacheService/CompareAndSet",
+            None,
+            framed(&cas)
+        ),
+        oversize
+    );
+
+    let full = Server::builder()
+        .max_memory_bytes(100)
+        .max_value_bytes(1024)
+        .start()
+        .unwrap();
+    let no_room = CacheItem {
+        value: vec![0u8; 100].into(),
+        ..big
+    };
+    assert_eq!(
+        refusal(&full, "/cache.CacheService/Set", None, framed(&no_room)),
+        exhausted("Cache capacity exhausted and cannot accommodate new entry")
+    );
 }
 
 #[test]
 fn grpc_message_is_percent_encoded_with_spaces_kept_raw() {
+    // The reference texts are plain ASCII; the health service's refusal
+    // names the unknown service, so it can carry any text.
     let server = Server::local().unwrap();
+    let request = tiny_cache_client::proto::health::HealthCheckRequest {
+        service: "naïve 100%".into(),
+    };
     let answer = call(
         &server,
-        "/cache.CacheService/Get",
-        &[("x-cache-namespace", "100%")],
-        framed(&CacheKey { key: "k".into() }),
+        "/grpc.health.v1.Health/Check",
+        &[],
+        framed(&request),
     );
     let trailers = answer.trailers.unwrap();
-    assert_eq!(header(&trailers, "grpc-status"), "3");
+    assert_eq!(header(&trailers, "grpc-status"), "5");
     let message = header(&trailers, "grpc-message");
-    assert!(message.contains("100%25"), "{message}");
-    assert!(message.contains(' '), "spaces stay raw: {message}");
+    assert!(message.contains("na%C3%AFve 100%25"), "{message}");
 }
 
 #[test]

@@ -390,7 +390,11 @@ fn unusable_tls_settings_are_reported_by_build() {
             .build(),
     );
     // The server refuses unusable settings at start.
-    match Server::builder().tls(&one.certificate, "no key").start() {
+    match Server::builder()
+        .tls(&one.certificate, "no key")
+        .start()
+        .map_err(Error::from)
+    {
         Err(Error::Tls {
             kind: TlsFailure::InvalidConfiguration,
             ..

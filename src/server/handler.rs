@@ -2,6 +2,7 @@
 //! reference server does on the wire.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,7 +14,7 @@ use prost::Message;
 use super::service::{CacheService, ServiceError};
 use crate::codec::{
     decode_message, encode_message, response_head, trailers, Code, MessageDecoder, Method, Status,
-    PREFIX_LEN,
+    CACHE_SERVICE_NAME, PREFIX_LEN,
 };
 use crate::proto::health::{
     health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse,
@@ -24,11 +25,31 @@ use crate::rules::{NAMESPACE_HEADER, REQUEST_ID_HEADER};
 pub(super) struct Context {
     pub service: CacheService,
     pub max_receive_message_bytes: usize,
+    /// gRPC calls between their request HEADERS and their last response
+    /// frame, as the side port reports them.
+    pub active_requests: AtomicU64,
+}
+
+/// Counts one call in progress for as long as it lives, so a call that
+/// ends any way at all (answered, reset, aborted at shutdown) is uncounted.
+struct InProgress<'a>(&'a AtomicU64);
+
+impl<'a> InProgress<'a> {
+    fn enter(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InProgress(counter)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The health service's names that are served: the whole server and the
 /// cache service.
-const SERVED_HEALTH_NAMES: [&str; 2] = ["", "cache.CacheService"];
+const SERVED_HEALTH_NAMES: [&str; 2] = ["", CACHE_SERVICE_NAME];
 
 /// How a stream ends.
 enum Outcome {
@@ -47,6 +68,7 @@ pub(super) async fn handle(
     mut respond: SendResponse<Bytes>,
     context: Arc<Context>,
 ) {
+    let _in_progress = InProgress::enter(&context.active_requests);
     let (parts, body) = request.into_parts();
     let request_id = request_id(&parts.headers);
     let outcome = match Method::from_path(parts.uri.path()) {
@@ -99,17 +121,11 @@ fn run(
     service: &CacheService,
     request_id: &HeaderValue,
 ) -> Outcome {
-    // Header values are ASCII by construction of the client; anything else
-    // cannot be a valid namespace and is refused like one.
-    let namespace = match namespace.map(HeaderValue::to_str).transpose() {
-        Ok(namespace) => namespace,
-        Err(_) => {
-            return Outcome::HandlerError(Status::new(
-                Code::InvalidArgument,
-                "namespace must be ASCII",
-            ))
-        }
-    };
+    // A header value that is not text cannot be a valid namespace: read
+    // lossily, its replacement characters fail the namespace rules with the
+    // same text as any other bad character.
+    let namespace = namespace.map(|value| String::from_utf8_lossy(value.as_bytes()));
+    let namespace = namespace.as_deref();
     let ran = catch_unwind(AssertUnwindSafe(|| match method {
         Method::Get => call(message, |r| service.get(namespace, r)),
         Method::MultiGet => call(message, |r| service.multi_get(namespace, r)),
@@ -209,7 +225,7 @@ fn respond_with(respond: &mut SendResponse<Bytes>, outcome: Outcome, request_id:
 
 /// The caller's `x-request-id`, or a fresh 32-hex one as the reference
 /// server makes.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(id) = headers.get(REQUEST_ID_HEADER) {
         return id.clone();
     }

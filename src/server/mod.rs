@@ -3,10 +3,13 @@
 //! It honours the same wire contract as the reference server (validation,
 //! TTL, LRU eviction within item and memory limits, namespaces, multi-key
 //! per-item results, conditional writes, stats, the health service,
-//! `x-request-id`), so a program tested against it behaves the same against
-//! the real one. It runs h2 on its own multi-threaded tokio runtime in a
-//! background thread, on the same codec as the client and nothing of the
-//! client.
+//! `x-request-id`), with the reference server's own error texts word for
+//! word, so a program tested against it behaves the same against the real
+//! one. It runs h2 on its own multi-threaded tokio runtime in a background
+//! thread, on the same codec as the client and nothing of the client; its
+//! start-up failures are its own [`ServerError`]. Optionally it also serves
+//! the reference server's HTTP/1.1 side port (`/health`, `/ready`, `/live`,
+//! `/stats`, `/metrics`): see [`ServerBuilder::health_listen`].
 //!
 //! ```
 //! use tiny_cache_client::server::Server;
@@ -14,15 +17,19 @@
 //! let server = Server::builder().listen("127.0.0.1:0").workers(1).start()?;
 //! println!("serving on {}", server.address());
 //! server.shutdown();
-//! # Ok::<(), tiny_cache_client::Error>(())
+//! # Ok::<(), tiny_cache_client::server::ServerError>(())
 //! ```
 
+mod accept;
+mod error;
 mod handler;
 pub mod service;
+mod side_port;
 pub mod store;
 mod tls;
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -31,16 +38,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::codec::DEFAULT_MAX_MESSAGE_BYTES;
-use crate::error::{Error, Result};
+use accept::{accept_until_stopped, Stop};
+
+// The windows the server advertises are the client's: a whole largest
+// message fits in one stream window.
+use crate::codec::{CONNECTION_WINDOW_BYTES, DEFAULT_MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
+pub use error::ServerError;
 pub use service::CacheService;
 pub use store::StoreConfig;
-
-/// Stream receive window the server advertises: a whole 4 MiB request fits.
-const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024 + 5;
-
-/// Connection receive window the server advertises.
-const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 /// Largest request header block accepted (gRPC servers refuse header lists
 /// beyond a few KiB; 16 KiB leaves room for the client's 8 KiB of metadata).
@@ -66,7 +71,7 @@ const EXPIRY_SWEEP_PERIOD: Duration = Duration::from_secs(10);
 ///     .max_value_bytes(1 << 20)
 ///     .start()?;
 /// # drop(server);
-/// # Ok::<(), tiny_cache_client::Error>(())
+/// # Ok::<(), tiny_cache_client::server::ServerError>(())
 /// ```
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until start() is called"]
@@ -78,6 +83,7 @@ pub struct ServerBuilder {
     max_concurrent_streams: Option<u32>,
     tls: Option<tls::TlsSettings>,
     client_ca: Option<Vec<u8>>,
+    health_listen: Option<String>,
 }
 
 impl Default for ServerBuilder {
@@ -90,6 +96,7 @@ impl Default for ServerBuilder {
             max_concurrent_streams: None,
             tls: None,
             client_ca: None,
+            health_listen: None,
         }
     }
 }
@@ -198,18 +205,57 @@ impl ServerBuilder {
         self
     }
 
+    /// Also serves the reference server's HTTP/1.1 side port on this
+    /// address (`ip:port`; port 0 picks a free one, read back with
+    /// [`Server::health_local_addr`]). Every answer is `200` with an
+    /// `x-request-id` header:
+    ///
+    /// - `/health` and `/ready`: JSON `status` (`"healthy"`),
+    ///   `uptime_seconds`, `cache_size`, `cache_hits`, `cache_misses`,
+    ///   `active_requests` (gRPC calls in progress), `timestamp` (Unix
+    ///   seconds, fractional);
+    /// - `/live`: JSON `status` (`"alive"`), `uptime_seconds`, `timestamp`;
+    /// - `/stats`: JSON with every `Stats` counter and limit, plus
+    ///   `memory_usage_mb`, `max_memory_mb`, `uptime_seconds`,
+    ///   `active_requests` and `timestamp`;
+    /// - `/metrics`: Prometheus text (`tiny_cache_hits_total`,
+    ///   `tiny_cache_entries`, ...).
+    ///
+    /// Default: no side port.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use tiny_cache_client::server::Server;
+    ///
+    /// let server = Server::builder().health_listen("127.0.0.1:0").start()?;
+    /// let side_port = server.health_local_addr().expect("side port enabled");
+    /// let mut http = std::net::TcpStream::connect(side_port)?;
+    /// http.write_all(b"GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    /// let mut answer = String::new();
+    /// http.read_to_string(&mut answer)?;
+    /// assert!(answer.starts_with("HTTP/1.1 200 OK"));
+    /// assert!(answer.contains(r#""status":"alive""#));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn health_listen(mut self, address: &str) -> Self {
+        self.health_listen = Some(address.to_owned());
+        self
+    }
+
     /// Binds the listener and starts serving in a background thread.
     ///
-    /// Errors: [`Error::Validation`] for an address that does not parse,
-    /// [`Error::Unavailable`] when it cannot be bound, [`Error::Tls`] with
-    /// [`TlsFailure::InvalidConfiguration`](crate::TlsFailure::InvalidConfiguration)
-    /// for a certificate, key or client CA that cannot be used (or a client
-    /// CA without a certificate).
-    pub fn start(self) -> Result<Server> {
-        let listen: SocketAddr = self
-            .listen
-            .parse()
-            .map_err(|_| Error::Validation(format!("invalid listen address {:?}", self.listen)))?;
+    /// Errors: [`ServerError::InvalidAddress`] for an address that does not
+    /// parse, [`ServerError::Bind`] when it cannot be bound,
+    /// [`ServerError::Tls`] for a certificate, key or client CA that cannot
+    /// be used (or a client CA without a certificate), [`ServerError::Io`]
+    /// when the runtime or its threads cannot start.
+    pub fn start(self) -> Result<Server, ServerError> {
+        let listen = parse_address(&self.listen)?;
+        let health_listen = self
+            .health_listen
+            .as_deref()
+            .map(parse_address)
+            .transpose()?;
         let acceptor = match (self.tls, self.client_ca) {
             (Some(settings), client_ca) => Some(
                 tls::TlsSettings {
@@ -219,10 +265,9 @@ impl ServerBuilder {
                 .acceptor()?,
             ),
             (None, Some(_)) => {
-                return Err(Error::Tls {
-                    kind: crate::TlsFailure::InvalidConfiguration,
-                    message: "a client CA needs a server certificate and key (tls)".into(),
-                })
+                return Err(ServerError::Tls(
+                    "a client CA needs a server certificate and key (tls)".into(),
+                ))
             }
             (None, None) => None,
         };
@@ -230,20 +275,21 @@ impl ServerBuilder {
             .worker_threads(self.workers)
             .thread_name("tiny-cache-server")
             .enable_all()
-            .build()
-            .map_err(|e| {
-                Error::Unavailable(format!("cannot start the server runtime: {e}").into())
-            })?;
-        let listener = runtime
-            .block_on(TcpListener::bind(listen))
-            .map_err(|e| Error::Unavailable(format!("cannot listen on {listen}: {e}").into()))?;
-        let address = listener.local_addr().map_err(|e| {
-            Error::Unavailable(format!("cannot read the listening address: {e}").into())
-        })?;
+            .build()?;
+        let listener = runtime.block_on(bind(listen))?;
+        let address = listener.local_addr()?;
+        let health_listener = health_listen
+            .map(|at| runtime.block_on(bind(at)))
+            .transpose()?;
+        let health_address = health_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
         let (stop_tx, stop_rx) = watch::channel(Stop::Running);
         let context = Arc::new(handler::Context {
             service: CacheService::new(self.store),
             max_receive_message_bytes: self.max_receive_message_bytes,
+            active_requests: AtomicU64::new(0),
         });
         let settings = Settings {
             max_concurrent_streams: self.max_concurrent_streams,
@@ -253,19 +299,39 @@ impl ServerBuilder {
             .name("tiny-cache-server-main".into())
             .spawn(move || {
                 runtime.spawn(sweep_expired(Arc::clone(&context)));
+                if let Some(listener) = health_listener {
+                    runtime.spawn(side_port::serve(
+                        listener,
+                        Arc::clone(&context),
+                        stop_rx.clone(),
+                    ));
+                }
                 runtime.block_on(accept_loop(listener, context, settings, acceptor, stop_rx));
                 runtime.shutdown_timeout(SHUTDOWN_GRACE);
-            })
-            .map_err(|e| {
-                Error::Unavailable(format!("cannot start the server thread: {e}").into())
             })?;
         Ok(Server {
             address,
+            health_address,
             tls,
             stop: stop_tx,
             thread: Some(thread),
         })
     }
+}
+
+fn parse_address(address: &str) -> Result<SocketAddr, ServerError> {
+    address.parse().map_err(|_| ServerError::InvalidAddress {
+        address: address.to_owned(),
+    })
+}
+
+async fn bind(address: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Bind {
+            address: address.to_string(),
+            source,
+        })
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -278,6 +344,7 @@ struct Settings {
 #[derive(Debug)]
 pub struct Server {
     address: SocketAddr,
+    health_address: Option<SocketAddr>,
     tls: bool,
     stop: watch::Sender<Stop>,
     thread: Option<JoinHandle<()>>,
@@ -295,9 +362,9 @@ impl Server {
     /// ```
     /// let server = tiny_cache_client::server::Server::local()?;
     /// assert!(server.address().starts_with("127.0.0.1:"));
-    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// # Ok::<(), tiny_cache_client::server::ServerError>(())
     /// ```
-    pub fn local() -> Result<Server> {
+    pub fn local() -> Result<Server, ServerError> {
         ServerBuilder::default().start()
     }
 
@@ -318,11 +385,40 @@ impl Server {
     /// ```
     /// let server = tiny_cache_client::server::Server::local()?;
     /// assert!(server.url().starts_with("grpc://127.0.0.1:"));
-    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// # Ok::<(), tiny_cache_client::server::ServerError>(())
     /// ```
     pub fn url(&self) -> String {
         let scheme = if self.tls { "grpcs" } else { "grpc" };
         format!("{scheme}://{}", self.address)
+    }
+
+    /// The bound address of the HTTP side port, when
+    /// [`ServerBuilder::health_listen`] enabled it.
+    ///
+    /// ```
+    /// use tiny_cache_client::server::Server;
+    ///
+    /// assert_eq!(Server::local()?.health_local_addr(), None);
+    /// let server = Server::builder().health_listen("127.0.0.1:0").start()?;
+    /// assert!(server.health_local_addr().is_some_and(|at| at.port() != 0));
+    /// # Ok::<(), tiny_cache_client::server::ServerError>(())
+    /// ```
+    pub fn health_local_addr(&self) -> Option<SocketAddr> {
+        self.health_address
+    }
+
+    /// The side port as a URL prefix, `http://host:port`, when enabled.
+    ///
+    /// ```
+    /// use tiny_cache_client::server::Server;
+    ///
+    /// let server = Server::builder().health_listen("127.0.0.1:0").start()?;
+    /// let metrics = format!("{}/metrics", server.health_url().unwrap());
+    /// assert!(metrics.starts_with("http://127.0.0.1:"));
+    /// # Ok::<(), tiny_cache_client::server::ServerError>(())
+    /// ```
+    pub fn health_url(&self) -> Option<String> {
+        self.health_address.map(|at| format!("http://{at}"))
     }
 
     /// Whether the server speaks TLS.
@@ -365,44 +461,22 @@ async fn accept_loop(
     acceptor: Option<TlsAcceptor>,
     mut stop: watch::Receiver<Stop>,
 ) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => {
-                    connections.spawn(serve_connection(
-                        socket,
-                        Arc::clone(&context),
-                        settings,
-                        acceptor.clone(),
-                        stop.clone(),
-                    ));
-                }
-                // Out of file descriptors and the like: pause instead of
-                // spinning, then keep serving the connections we have.
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            },
-            // Reap finished connections so the set does not grow forever.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
+    let told = stop.clone();
+    let mut connections = accept_until_stopped(listener, &mut stop, |socket| {
+        serve_connection(
+            socket,
+            Arc::clone(&context),
+            settings,
+            acceptor.clone(),
+            told.clone(),
+        )
+    })
+    .await;
     if *stop.borrow() == Stop::Graceful {
         let drained = async { while connections.join_next().await.is_some() {} };
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, drained).await;
     }
     // Whatever is left is aborted with the set.
-}
-
-/// What the server has been asked to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stop {
-    Running,
-    /// GOAWAY, let calls in flight finish, then close.
-    Graceful,
-    /// Drop every connection now.
-    Abrupt,
 }
 
 async fn sweep_expired(context: Arc<handler::Context>) {

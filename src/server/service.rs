@@ -6,6 +6,8 @@
 //! matching method with the raw `x-cache-namespace` header value, and maps a
 //! [`ServiceError`] to a gRPC status.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use crate::proto::cache::{
@@ -13,13 +15,29 @@ use crate::proto::cache::{
     CacheValue, CompareAndSetRequest, ConditionalCacheResponse, MultiCacheItemRequest,
     MultiCacheKeyRequest, MultiCacheResponse, MultiCacheValueResponse,
 };
-use std::borrow::Cow;
-
 use crate::rules::{self, RuleViolation};
-use crate::server::store::{Store, StoreConfig, StoreStats};
+use crate::server::store::{Rejection, Store, StoreConfig, StoreStats};
+
+/// The reference server's details text for an entry over the per-entry
+/// limit, word for word.
+pub const OVERSIZE_TEXT: &str = "Value exceeds maximum allowed cache entry size";
+
+/// The reference server's details text for an entry that cannot fit under
+/// the item and memory limits, word for word.
+pub const NO_ROOM_TEXT: &str = "Cache capacity exhausted and cannot accommodate new entry";
 
 /// Why an RPC failed as a whole; the HTTP/2 layer maps each variant to the
-/// gRPC status code of the same name. Messages are for humans, not matching.
+/// gRPC status code of the same name. The texts are the reference server's
+/// own (see [`crate::rules`], [`OVERSIZE_TEXT`], [`NO_ROOM_TEXT`]), so a
+/// program sees the same strings from both servers.
+///
+/// ```
+/// use tiny_cache_client::proto::cache::CacheKey;
+/// use tiny_cache_client::server::service::{CacheService, ServiceError};
+///
+/// let refused = CacheService::default().get(None, CacheKey { key: String::new() });
+/// assert_eq!(refused, Err(ServiceError::InvalidArgument("Key cannot be empty".into())));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceError {
     /// gRPC `INVALID_ARGUMENT`: a bad key or namespace.
@@ -38,7 +56,22 @@ pub enum ServiceError {
 impl ServiceError {
     /// The human-readable text, as it goes into `grpc-message` or a Multi*
     /// item's `error`.
+    ///
+    /// ```
+    /// use tiny_cache_client::server::service::ServiceError;
+    ///
+    /// let error = ServiceError::NotFound("unknown service".into());
+    /// assert_eq!(error.message(), "unknown service");
+    /// ```
     pub fn message(&self) -> &str {
+        match self {
+            ServiceError::InvalidArgument(message)
+            | ServiceError::ResourceExhausted(message)
+            | ServiceError::NotFound(message) => message,
+        }
+    }
+
+    fn into_message(self) -> String {
         match self {
             ServiceError::InvalidArgument(message)
             | ServiceError::ResourceExhausted(message)
@@ -47,20 +80,35 @@ impl ServiceError {
     }
 }
 
-fn invalid(violation: RuleViolation) -> ServiceError {
-    ServiceError::InvalidArgument(violation.0)
+impl From<RuleViolation> for ServiceError {
+    fn from(violation: RuleViolation) -> Self {
+        ServiceError::InvalidArgument(violation.0)
+    }
+}
+
+impl From<Rejection> for ServiceError {
+    /// The store's numbers stay out of the text: the reference server's
+    /// details are fixed strings, and programs may compare them.
+    fn from(rejection: Rejection) -> Self {
+        ServiceError::ResourceExhausted(
+            match rejection {
+                Rejection::Oversize { .. } => OVERSIZE_TEXT,
+                Rejection::NoRoom { .. } => NO_ROOM_TEXT,
+            }
+            .to_owned(),
+        )
+    }
 }
 
 /// The namespace from the raw header value, by the contract's rules.
 fn namespace_ref(raw: Option<&str>) -> Result<Option<&str>, ServiceError> {
-    raw.map_or(Ok(None), rules::parse_namespace)
-        .map_err(invalid)
+    Ok(raw.map_or(Ok(None), rules::parse_namespace)?)
 }
 
 /// The storage key for `key` in `namespace`, validated; in the shared key
 /// space the key is borrowed, not copied.
 fn storage_key<'k>(namespace: Option<&str>, key: &'k str) -> Result<Cow<'k, str>, ServiceError> {
-    rules::check_key(key, namespace).map_err(invalid)?;
+    rules::check_key(key, namespace)?;
     Ok(match namespace {
         None => Cow::Borrowed(key),
         Some(_) => Cow::Owned(rules::storage_key(key, namespace)),
@@ -86,34 +134,23 @@ impl Default for CacheService {
 fn owned_storage_key(namespace: Option<&str>, key: String) -> Result<String, ServiceError> {
     match namespace {
         None => {
-            rules::check_key(&key, None).map_err(invalid)?;
+            rules::check_key(&key, None)?;
             Ok(key)
         }
-        Some(_) => storage_key(namespace, &key).map(|stored| stored.into_owned()),
+        Some(_) => storage_key(namespace, &key).map(Cow::into_owned),
     }
 }
 
-fn ok_result(key: String) -> CacheOperationResult {
+/// One MultiSet / MultiDelete result: `OK`, or `ERROR` with the text.
+fn operation_result(key: String, outcome: Result<(), ServiceError>) -> CacheOperationResult {
+    let (status, error) = match outcome {
+        Ok(()) => (CacheStatus::Ok, String::new()),
+        Err(error) => (CacheStatus::Error, error.into_message()),
+    };
     CacheOperationResult {
         key,
-        status: CacheStatus::Ok as i32,
-        error: String::new(),
-    }
-}
-
-fn error_result(key: String, error: ServiceError) -> CacheOperationResult {
-    CacheOperationResult {
-        key,
-        status: CacheStatus::Error as i32,
-        error: error_text(error),
-    }
-}
-
-fn error_text(error: ServiceError) -> String {
-    match error {
-        ServiceError::InvalidArgument(message)
-        | ServiceError::ResourceExhausted(message)
-        | ServiceError::NotFound(message) => message,
+        status: status as i32,
+        error,
     }
 }
 
@@ -210,7 +247,7 @@ impl CacheService {
                         key,
                         found: false,
                         value: Bytes::new(),
-                        error: error_text(error),
+                        error: error.into_message(),
                     },
                 }
             })
@@ -292,12 +329,10 @@ impl CacheService {
             .items
             .into_iter()
             .map(|item| {
-                let written = storage_key(namespace, &item.key)
-                    .and_then(|stored| self.store.set(stored.into_owned(), item.value, item.ttl));
-                match written {
-                    Ok(()) => ok_result(item.key),
-                    Err(error) => error_result(item.key, error),
-                }
+                let written = storage_key(namespace, &item.key).and_then(|stored| {
+                    Ok(self.store.set(stored.into_owned(), item.value, item.ttl)?)
+                });
+                operation_result(item.key, written)
             })
             .collect();
         Ok(MultiCacheResponse { items })
@@ -336,11 +371,10 @@ impl CacheService {
             .keys
             .into_iter()
             .map(|key| {
-                let deleted = storage_key(namespace, &key).map(|stored| self.store.delete(&stored));
-                match deleted {
-                    Ok(_) => ok_result(key),
-                    Err(error) => error_result(key, error),
-                }
+                let deleted = storage_key(namespace, &key).map(|stored| {
+                    self.store.delete(&stored);
+                });
+                operation_result(key, deleted)
             })
             .collect();
         Ok(MultiCacheResponse { items })
@@ -474,7 +508,10 @@ mod tests {
     #[test]
     fn namespace_is_checked_before_the_key() {
         let err = service().get(Some("-bad"), key("")).unwrap_err();
-        assert!(err.message().contains("namespace"), "{err}");
+        assert_eq!(
+            err.message(),
+            "Namespace must contain only letters, numbers, dots, dashes, or underscores"
+        );
     }
 
     #[test]
@@ -801,11 +838,42 @@ mod tests {
     #[test]
     fn errors_display_their_message() {
         let err = service().get(None, key("")).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("key must be 1 to 256 characters"),
-            "{err}"
-        );
+        assert_eq!(err.to_string(), "Key cannot be empty");
         assert_eq!(err.message(), err.to_string());
+    }
+
+    #[test]
+    fn size_refusals_carry_the_reference_texts_single_and_per_item() {
+        let svc = CacheService::new(StoreConfig {
+            max_items: 10,
+            max_memory_bytes: 100,
+            max_value_bytes: 60,
+        });
+        let big = |k: &str| CacheItem {
+            key: k.into(),
+            value: Bytes::from(vec![0u8; 30]), // 63 bytes charged
+            ttl: 0,
+        };
+        let oversize = ServiceError::ResourceExhausted(OVERSIZE_TEXT.into());
+        assert_eq!(svc.set(None, big("k")), Err(oversize.clone()));
+        assert_eq!(svc.set_if_absent(None, big("k")), Err(oversize));
+        let reply = svc
+            .multi_set(
+                None,
+                MultiCacheItemRequest {
+                    items: vec![big("k")],
+                },
+            )
+            .unwrap();
+        assert_eq!(reply.items[0].error, OVERSIZE_TEXT);
+
+        let no_room = CacheService::new(StoreConfig {
+            max_items: 0,
+            ..StoreConfig::default()
+        });
+        assert_eq!(
+            no_room.set(None, item("k", b"v", 0)),
+            Err(ServiceError::ResourceExhausted(NO_ROOM_TEXT.into()))
+        );
     }
 }

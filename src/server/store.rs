@@ -13,7 +13,6 @@ use bytes::Bytes;
 use lru::LruCache;
 
 use crate::proto::cache::ConditionalCacheStatus;
-use crate::server::service::ServiceError;
 
 /// What the reference server charges for an entry on top of its value bytes.
 ///
@@ -80,6 +79,8 @@ pub struct StoreStats {
     /// Writes refused because the entry could not fit under the limits even
     /// with the cache emptied.
     pub rejected_capacity: u64,
+    /// Time since the store was created (for a server: since it started).
+    pub uptime: Duration,
 }
 
 impl StoreStats {
@@ -108,6 +109,7 @@ impl StoreStats {
 #[derive(Debug)]
 pub struct Store {
     config: StoreConfig,
+    created: Instant,
     inner: Mutex<Inner>,
 }
 
@@ -148,12 +150,35 @@ struct Inner {
     rejected_capacity: u64,
 }
 
-/// Why a write was refused; turned into a human message after the lock is
-/// released so no formatting happens inside the critical section.
-#[derive(Debug, Clone, Copy)]
-enum Rejection {
-    Oversize { cost: u64, limit: u64 },
-    NoRoom { cost: u64 },
+/// Why the store refused a write. Plain numbers, so nothing is formatted
+/// inside the critical section; the service turns it into the reference
+/// server's `RESOURCE_EXHAUSTED` text.
+///
+/// ```
+/// use tiny_cache_client::server::store::{Rejection, Store, StoreConfig};
+///
+/// let store = Store::new(StoreConfig { max_value_bytes: 40, ..StoreConfig::default() });
+/// let refused = store.set("k".into(), vec![0u8; 8].into(), 0);
+/// assert_eq!(refused, Err(Rejection::Oversize { cost: 41, limit: 40 }));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The entry (value length + [`ENTRY_OVERHEAD_BYTES`]) is over the
+    /// per-entry limit.
+    #[error("the entry needs {cost} bytes (value + {ENTRY_OVERHEAD_BYTES} bytes overhead) and the per-entry limit is {limit} bytes")]
+    Oversize {
+        /// What the entry would be charged, in bytes.
+        cost: u64,
+        /// The configured per-entry limit, in bytes.
+        limit: u64,
+    },
+    /// The entry could not fit under the item and memory limits even with
+    /// the cache emptied.
+    #[error("an entry of {cost} bytes cannot fit under the item and memory limits")]
+    NoRoom {
+        /// What the entry would be charged, in bytes.
+        cost: u64,
+    },
 }
 
 /// Entries removed during a write, dropped once the lock is released so that
@@ -181,6 +206,7 @@ impl Store {
     pub fn new(config: StoreConfig) -> Self {
         Self {
             config,
+            created: Instant::now(),
             inner: Mutex::new(Inner {
                 map: LruCache::unbounded(),
                 memory_bytes: 0,
@@ -236,10 +262,10 @@ impl Store {
     /// to make room.
     ///
     /// # Errors
-    /// [`ServiceError::ResourceExhausted`] when the entry is over the
-    /// per-entry limit or cannot fit under the item/memory limits at all; the
-    /// previous entry, if any, is then left untouched.
-    pub fn set(&self, key: String, value: Bytes, ttl_secs: i32) -> Result<(), ServiceError> {
+    /// A [`Rejection`] when the entry is over the per-entry limit or cannot
+    /// fit under the item/memory limits at all; the previous entry, if any,
+    /// is then left untouched.
+    pub fn set(&self, key: String, value: Bytes, ttl_secs: i32) -> Result<(), Rejection> {
         self.set_at(key, value, ttl_secs, Instant::now())
     }
 
@@ -249,7 +275,7 @@ impl Store {
         value: Bytes,
         ttl_secs: i32,
         now: Instant,
-    ) -> Result<(), ServiceError> {
+    ) -> Result<(), Rejection> {
         let entry = Entry {
             value,
             expires_at: deadline(now, ttl_secs),
@@ -259,7 +285,7 @@ impl Store {
             .lock()
             .insert(&self.config, key, entry, now, &mut garbage);
         drop(garbage);
-        result.map_err(|rejection| rejection.into_error())
+        result
     }
 
     /// Stores `value` only when `key` is missing or expired.
@@ -274,7 +300,7 @@ impl Store {
         key: String,
         value: Bytes,
         ttl_secs: i32,
-    ) -> Result<ConditionalCacheStatus, ServiceError> {
+    ) -> Result<ConditionalCacheStatus, Rejection> {
         self.set_if_absent_at(key, value, ttl_secs, Instant::now())
     }
 
@@ -284,7 +310,7 @@ impl Store {
         value: Bytes,
         ttl_secs: i32,
         now: Instant,
-    ) -> Result<ConditionalCacheStatus, ServiceError> {
+    ) -> Result<ConditionalCacheStatus, Rejection> {
         let entry = Entry {
             value,
             expires_at: deadline(now, ttl_secs),
@@ -301,7 +327,7 @@ impl Store {
             }
         };
         drop(garbage);
-        result.map_err(|rejection| rejection.into_error())
+        result
     }
 
     /// Replaces the value of `key` with `value` only when its live value
@@ -318,7 +344,7 @@ impl Store {
         expected: &[u8],
         value: Bytes,
         ttl_secs: i32,
-    ) -> Result<ConditionalCacheStatus, ServiceError> {
+    ) -> Result<ConditionalCacheStatus, Rejection> {
         self.compare_and_set_at(key, expected, value, ttl_secs, Instant::now())
     }
 
@@ -329,7 +355,7 @@ impl Store {
         value: Bytes,
         ttl_secs: i32,
         now: Instant,
-    ) -> Result<ConditionalCacheStatus, ServiceError> {
+    ) -> Result<ConditionalCacheStatus, Rejection> {
         let entry = Entry {
             value,
             expires_at: deadline(now, ttl_secs),
@@ -348,7 +374,7 @@ impl Store {
             }
         };
         drop(garbage);
-        result.map_err(|rejection| rejection.into_error())
+        result
     }
 
     /// Removes `key`; returns whether a live entry was there. Deleting a
@@ -412,6 +438,7 @@ impl Store {
             expired_removals: inner.expired_removals,
             rejected_oversize: inner.rejected_oversize,
             rejected_capacity: inner.rejected_capacity,
+            uptime: now.saturating_duration_since(self.created),
         }
     }
 }
@@ -516,21 +543,6 @@ impl Inner {
     }
 }
 
-impl Rejection {
-    fn into_error(self) -> ServiceError {
-        match self {
-            Rejection::Oversize { cost, limit } => ServiceError::ResourceExhausted(format!(
-                "value too large: the entry needs {cost} bytes (value + {ENTRY_OVERHEAD_BYTES} \
-                 bytes overhead) and the per-entry limit is {limit} bytes"
-            )),
-            Rejection::NoRoom { cost } => ServiceError::ResourceExhausted(format!(
-                "cache capacity exhausted: an entry of {cost} bytes cannot fit under the \
-                 item and memory limits"
-            )),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,8 +559,12 @@ mod tests {
         Bytes::from(vec![b'x'; len])
     }
 
-    fn is_resource_exhausted<T: std::fmt::Debug>(result: Result<T, ServiceError>) -> bool {
-        matches!(result, Err(ServiceError::ResourceExhausted(_)))
+    fn is_oversize<T: std::fmt::Debug>(result: Result<T, Rejection>) -> bool {
+        matches!(result, Err(Rejection::Oversize { .. }))
+    }
+
+    fn is_no_room<T: std::fmt::Debug>(result: Result<T, Rejection>) -> bool {
+        matches!(result, Err(Rejection::NoRoom { .. }))
     }
 
     #[test]
@@ -565,11 +581,13 @@ mod tests {
     fn value_of_991_bytes_fits_a_1024_byte_limit_and_992_does_not() {
         let store = Store::new(config(10, 1 << 20, 1024));
         assert!(store.set("fits".into(), bytes_of(991), 0).is_ok());
-        assert!(is_resource_exhausted(store.set(
-            "big".into(),
-            bytes_of(992),
-            0
-        )));
+        assert_eq!(
+            store.set("big".into(), bytes_of(992), 0),
+            Err(Rejection::Oversize {
+                cost: 1025,
+                limit: 1024
+            })
+        );
         assert_eq!(store.get("fits").map(|v| v.len()), Some(991));
         assert_eq!(store.get("big"), None);
         let stats = store.stats();
@@ -583,11 +601,7 @@ mod tests {
         store
             .set("k".into(), Bytes::from_static(b"old"), 0)
             .unwrap();
-        assert!(is_resource_exhausted(store.set(
-            "k".into(),
-            bytes_of(100),
-            0
-        )));
+        assert!(is_oversize(store.set("k".into(), bytes_of(100), 0)));
         assert_eq!(store.get("k"), Some(Bytes::from_static(b"old")));
         assert_eq!(store.stats().memory_usage_bytes, 3 + ENTRY_OVERHEAD_BYTES);
     }
@@ -596,11 +610,10 @@ mod tests {
     fn entry_larger_than_the_memory_limit_is_rejected_for_capacity_without_evicting() {
         let store = Store::new(config(10, 100, 1000));
         store.set("a".into(), bytes_of(10), 0).unwrap();
-        assert!(is_resource_exhausted(store.set(
-            "b".into(),
-            bytes_of(68),
-            0
-        )));
+        assert_eq!(
+            store.set("b".into(), bytes_of(68), 0),
+            Err(Rejection::NoRoom { cost: 101 })
+        );
         let stats = store.stats();
         assert_eq!(stats.rejected_capacity, 1);
         assert_eq!(stats.rejected_oversize, 0);
@@ -611,7 +624,7 @@ mod tests {
     #[test]
     fn zero_item_limit_rejects_every_write_for_capacity() {
         let store = Store::new(config(0, 1 << 20, 1 << 20));
-        assert!(is_resource_exhausted(store.set("a".into(), bytes_of(1), 0)));
+        assert!(is_no_room(store.set("a".into(), bytes_of(1), 0)));
         assert_eq!(store.stats().rejected_capacity, 1);
     }
 
@@ -785,7 +798,7 @@ mod tests {
         let store = Store::new(config(10, 1 << 20, 100));
         store.set("k".into(), Bytes::from_static(b"a"), 0).unwrap();
         let result = store.compare_and_set("k".into(), b"a", bytes_of(100), 0);
-        assert!(is_resource_exhausted(result));
+        assert!(is_oversize(result));
         assert_eq!(store.get("k"), Some(Bytes::from_static(b"a")));
     }
 
@@ -876,6 +889,15 @@ mod tests {
         assert_eq!(inner.memory_bytes, live);
         assert!(inner.memory_bytes <= 4000);
         assert!(inner.map.len() <= 50);
+    }
+
+    #[test]
+    fn uptime_counts_from_the_stores_creation() {
+        let store = Store::new(StoreConfig::default());
+        let later = store.created + Duration::from_secs(90);
+        assert_eq!(store.stats_at(later).uptime, Duration::from_secs(90));
+        // A clock read before creation cannot make uptime negative.
+        assert_eq!(store.stats_at(store.created).uptime, Duration::ZERO);
     }
 
     #[test]

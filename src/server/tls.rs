@@ -15,7 +15,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::error::{Error, Result, TlsFailure};
+use super::error::ServerError;
+
+type Result<T> = std::result::Result<T, ServerError>;
 
 /// Longest a client may take over its TLS handshake, so a silent or slow
 /// peer cannot hold a connection task forever.
@@ -135,9 +137,6 @@ fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>> 
     Ok(parsed)
 }
 
-fn invalid(message: String) -> Error {
-    Error::Tls {
-        kind: TlsFailure::InvalidConfiguration,
-        message,
-    }
+fn invalid(message: String) -> ServerError {
+    ServerError::Tls(message)
 }

@@ -162,7 +162,7 @@ pub fn run(
     let address = match target {
         Target::Remote(address) => address.clone(),
         Target::Embedded => {
-            let server = Server::builder().workers(1).start()?;
+            let server = Server::builder().workers(1).start().map_err(Error::from)?;
             let address = server.address();
             embedded = Some(server);
             address

@@ -228,6 +228,10 @@ struct ServeArgs {
     /// (mutual TLS); needs --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     client_ca: Option<PathBuf>,
+    /// Also serve the HTTP side port (/health, /ready, /live, /stats,
+    /// /metrics) on this address; its http:// URL is printed on a second line.
+    #[arg(long, value_name = "ADDR")]
+    health_listen: Option<String>,
 }
 
 /// Why a command did not succeed; each maps to one exit status.
@@ -506,7 +510,10 @@ fn serve(args: &ServeArgs, out: Output) -> Result<(), Failure> {
     if let Some(ca) = &args.client_ca {
         builder = builder.client_ca(read_pem(ca)?);
     }
-    let server = builder.start()?;
+    if let Some(address) = &args.health_listen {
+        builder = builder.health_listen(address);
+    }
+    let server = builder.start().map_err(Error::from)?;
     // A plain server prints host:port as it always did; a TLS one prints
     // the grpcs:// URL a client needs.
     if out.json {
@@ -522,6 +529,9 @@ fn serve(args: &ServeArgs, out: Output) -> Result<(), Failure> {
             server.address()
         };
         write_stdout(format!("{printed}\n").as_bytes())?;
+        if let Some(url) = server.health_url() {
+            write_stdout(format!("{url}\n").as_bytes())?;
+        }
     }
     let _ = writeln!(
         std::io::stderr(),
