@@ -23,9 +23,9 @@
 mod accept;
 mod error;
 mod handler;
-pub mod service;
+mod service;
 mod side_port;
-pub mod store;
+mod store;
 mod tls;
 
 use std::net::SocketAddr;
@@ -45,7 +45,7 @@ use accept::{accept_until_stopped, Stop};
 use crate::codec::{CONNECTION_WINDOW_BYTES, DEFAULT_MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 pub use error::ServerError;
 pub use service::CacheService;
-pub use store::StoreConfig;
+pub use store::{StoreConfig, ENTRY_OVERHEAD_BYTES};
 
 /// Largest request header block accepted (gRPC servers refuse header lists
 /// beyond a few KiB; 16 KiB leaves room for the client's 8 KiB of metadata).

@@ -21,7 +21,15 @@ use crate::proto::cache::ConditionalCacheStatus;
 /// the same values fitting (and failing) against both servers.
 pub const ENTRY_OVERHEAD_BYTES: u64 = 33;
 
-/// Limits of a [`Store`].
+/// Limits of the embedded server's store.
+///
+/// ```
+/// use tiny_cache_client::server::{Server, StoreConfig};
+///
+/// let limits = StoreConfig { max_items: 1_000, ..StoreConfig::default() };
+/// assert_eq!(limits.max_memory_bytes, StoreConfig::default().max_memory_bytes);
+/// # let _ = Server::builder();
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// Most live entries at once; inserting one more evicts the least recently
