@@ -13,7 +13,7 @@ use prost::Message;
 use crate::codec::{decode_message, encode_message, request_head, Method};
 use crate::config::{CallOptions, ClientBuilder, ClientConfig, PingMethod, Ttl, MAX_TIMEOUT};
 use crate::error::{Error, Result};
-use crate::pool::{reply_channel, Call, Pool, WaitError};
+use crate::pool::{reply_channel, Call, Pool, PoolConfig, WaitError};
 use crate::proto::cache::{
     CacheResponse, CacheStats, CacheStatus, CacheValue, ConditionalCacheResponse,
     ConditionalCacheStatus, Empty, MultiCacheResponse, MultiCacheValueResponse,
@@ -24,6 +24,7 @@ use crate::response::{self, Response};
 use crate::retry::{CallRetries, NextStep, TokenBucket};
 use crate::rules;
 use crate::stats::Stats;
+use crate::telemetry::{Observation, Telemetry};
 
 /// A service's state, as returned by [`Client::health_check`].
 pub use crate::proto::health::health_check_response::ServingStatus;
@@ -81,6 +82,7 @@ pub struct Client {
 struct Shared {
     pool: Pool,
     config: ClientConfig,
+    telemetry: Telemetry,
     scheme: Scheme,
     /// None when the builder turned the retry budget off.
     retry_budget: Option<TokenBucket>,
@@ -220,11 +222,19 @@ impl Client {
     }
 
     fn from_config(config: ClientConfig) -> Result<Client> {
-        let pool = Pool::start(config.pool.clone())?;
+        #[cfg(feature = "metrics")]
+        let telemetry = Telemetry::new(&config.metrics_prefix);
+        #[cfg(not(feature = "metrics"))]
+        let telemetry = Telemetry::new();
+        let pool = Pool::start(PoolConfig {
+            on_reconnect: telemetry.reconnect_hook(),
+            ..config.pool.clone()
+        })?;
         Ok(Client {
             options: Arc::new(config.call.clone()),
             shared: Arc::new(Shared {
                 pool,
+                telemetry,
                 scheme: config.pool.address.scheme(),
                 retry_budget: config.retry_throttle.map(TokenBucket::new),
                 config,
@@ -845,6 +855,25 @@ impl Client {
         response::capture(|| call(self))
     }
 
+    /// A snapshot of this client's counters (feature `metrics`), shared by
+    /// every clone: calls, errors by code, retries, reconnects, calls in
+    /// flight. For a program without a metrics stack; with one, the same
+    /// figures go to the `metrics` facade as they happen.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// let client = tiny_cache_client::Client::new(&server.address())?;
+    /// client.get("k")?;
+    /// assert_eq!(client.metrics().calls, 1);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn metrics(&self) -> crate::ClientMetrics {
+        self.shared.telemetry.snapshot()
+    }
+
     /// Shuts the client down now, for every clone: calls in flight return
     /// [`Error::Closed`], later calls fail with it, and the worker threads
     /// are joined before this returns. Dropping the last clone does the same.
@@ -881,11 +910,24 @@ impl Client {
         self.call(method, &request(ttl))
     }
 
-    /// One unary call with retries, bounded by the handle's timeout.
+    /// One unary call with retries, bounded by the handle's timeout, and
+    /// observed by the client's telemetry.
     fn call<Req: Message, Resp: Message + Default>(
         &self,
         method: Method,
         request: &Req,
+    ) -> Result<Resp> {
+        let observation = self.shared.telemetry.start(method);
+        let outcome = self.call_with_retries(method, request, &observation);
+        observation.finish(&outcome);
+        outcome
+    }
+
+    fn call_with_retries<Req: Message, Resp: Message + Default>(
+        &self,
+        method: Method,
+        request: &Req,
+        observation: &Observation<'_>,
     ) -> Result<Resp> {
         let shared = &*self.shared;
         let options = &*self.options;
@@ -900,7 +942,8 @@ impl Client {
             shared.retry_budget.as_ref(),
             &shared.config.retry_backoff,
         );
-        loop {
+        for attempt in 1.. {
+            observation.attempt(attempt);
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(Error::deadline(timeout, "before the call could be sent"));
@@ -923,6 +966,7 @@ impl Client {
             let failure = match reply_rx.wait_until(deadline + REPLY_GRACE) {
                 Ok(Ok(answer)) => {
                     retries.succeeded();
+                    observation.answered_as(answer.request_id.as_ref());
                     if let Some(headers) = answer.metadata {
                         response::record(*headers);
                     }
@@ -938,7 +982,7 @@ impl Client {
                 Err(WaitError::Closed) => return Err(Error::Closed),
             };
             match retries.after(&failure) {
-                NextStep::ResendNow => {}
+                NextStep::ResendNow => observation.retry(&failure.error, Duration::ZERO),
                 NextStep::GiveUp => return Err(failure.error),
                 NextStep::RetryAfter(pause) => {
                     if Instant::now() + pause >= deadline {
@@ -946,10 +990,12 @@ impl Client {
                         // real cause.
                         return Err(failure.error);
                     }
+                    observation.retry(&failure.error, pause);
                     std::thread::sleep(pause);
                 }
             }
         }
+        unreachable!("attempts are numbered without end")
     }
 }
 

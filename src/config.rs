@@ -241,6 +241,9 @@ pub(crate) struct ClientConfig {
     pub tls: TlsOptions,
     /// The address and the connections' settings (see [`PoolConfig`]).
     pub pool: PoolConfig,
+    /// Prefix of every metric name. `tiny_cache_client`.
+    #[cfg(feature = "metrics")]
+    pub metrics_prefix: String,
 }
 
 impl ClientConfig {
@@ -278,7 +281,10 @@ impl ClientConfig {
                 reconnect_backoff: Backoff::RECONNECT,
                 keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
                 keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+                on_reconnect: None,
             },
+            #[cfg(feature = "metrics")]
+            metrics_prefix: crate::telemetry::DEFAULT_METRICS_PREFIX.to_owned(),
         }
     }
 }
@@ -543,6 +549,28 @@ impl ClientBuilder {
     pub fn reply_wait(self, wait: ReplyWait) -> Self {
         self.update(|c| {
             c.reply_wait = wait;
+            Ok(())
+        })
+    }
+
+    /// The prefix of the client's metric names (feature `metrics`):
+    /// `{prefix}_calls_total` and the others listed in the README. Default
+    /// `tiny_cache_client`; must be `[a-zA-Z_][a-zA-Z0-9_]*`.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// let client = Client::builder("127.0.0.1:50051").metrics_prefix("checkout_cache").build()?;
+    /// # drop(client);
+    /// let refused = Client::builder("127.0.0.1:50051").metrics_prefix("no-dashes").build();
+    /// assert!(matches!(refused, Err(Error::Validation(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn metrics_prefix(self, prefix: &str) -> Self {
+        self.update(|c| {
+            crate::telemetry::check_prefix(prefix)?;
+            c.metrics_prefix = prefix.to_owned();
             Ok(())
         })
     }

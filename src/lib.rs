@@ -75,6 +75,7 @@ pub mod rules;
 #[cfg(feature = "server")]
 pub mod server;
 mod stats;
+mod telemetry;
 mod tls;
 
 pub use address::Address;
@@ -94,6 +95,8 @@ pub use pool::ReplyWait;
 pub use response::{Response, ResponseMetadata};
 pub use retry::RetryThrottle;
 pub use stats::Stats;
+#[cfg(feature = "metrics")]
+pub use telemetry::{ClientMetrics, DEFAULT_METRICS_PREFIX};
 
 /// Messages of the tiny-cache and health services, generated from `proto/`
 /// by prost.

@@ -202,6 +202,15 @@ where
 }
 
 fn ending_of(ended: Result<(), h2::Error>) -> Ending {
+    #[cfg(feature = "tracing")]
+    match &ended {
+        Err(error) if error.is_go_away() && error.is_remote() => tracing::info!(
+            reason = ?error.reason(),
+            "tiny-cache connection: the server sent GOAWAY"
+        ),
+        Err(error) => tracing::info!(%error, "tiny-cache connection: lost"),
+        Ok(()) => tracing::debug!("tiny-cache connection: closed"),
+    }
     match ended {
         Err(error)
             if error.is_go_away()

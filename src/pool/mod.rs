@@ -53,6 +53,8 @@ pub(crate) struct Answer {
     pub message: Bytes,
     /// The response headers (initial metadata), when `keep_metadata`.
     pub metadata: Option<Box<http::HeaderMap>>,
+    /// The server's `x-request-id`, for the call's trace.
+    pub request_id: Option<http::HeaderValue>,
 }
 
 /// The outcome of a call: its answer, or why there is none.
@@ -135,8 +137,21 @@ pub(crate) struct PoolConfig {
     pub keepalive_interval: Option<Duration>,
     /// How long a ping may stay unanswered before the connection is dropped.
     pub keepalive_timeout: Duration,
+    /// Called each time a worker connects again after its first
+    /// connection (set by the client for its metrics; `None` by default).
+    pub on_reconnect: Option<ReconnectHook>,
     /// TLS settings; `None` speaks plain HTTP/2.
     pub tls: Option<ClientTls>,
+}
+
+/// What the pool calls on every reconnection attempt.
+#[derive(Clone)]
+pub(crate) struct ReconnectHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for ReconnectHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReconnectHook")
+    }
 }
 
 /// The running pool. Dropping it shuts it down.

@@ -123,6 +123,7 @@ mod tests {
         Answer {
             message: bytes::Bytes::from_static(message),
             metadata: None,
+            request_id: None,
         }
     }
     use std::time::Duration;

@@ -189,6 +189,17 @@ impl Worker {
 
     fn connect(&mut self) {
         self.generation += 1;
+        if self.generation > 1 {
+            if let Some(hook) = &self.config.on_reconnect {
+                (hook.0)();
+            }
+            #[cfg(feature = "tracing")]
+            tracing::info!(
+                address = %self.config.address,
+                attempt = self.generation,
+                "tiny-cache connection: reconnecting"
+            );
+        }
         self.state.send_replace(ConnState::Connecting);
         self.probe = Arc::new(Notify::new());
         let health = Health {
@@ -422,7 +433,11 @@ async fn exchange(
     let message = decoder
         .finish(trailers.as_ref())
         .map_err(|error| committed(error, trailers.as_ref()))?;
-    Ok(Answer { message, metadata })
+    Ok(Answer {
+        message,
+        metadata,
+        request_id: request_id.clone(),
+    })
 }
 
 /// Waits until the worker has a ready connection other than
@@ -461,6 +476,11 @@ fn stream_failure(error: h2::Error) -> Failure {
             // is above the GOAWAY's last stream id, which the server
             // promises it never processed, whatever the error code; streams
             // at or below it end with their own outcome.
+            #[cfg(feature = "tracing")]
+            tracing::debug!(
+                ?reason,
+                "tiny-cache call refused by the server's GOAWAY: resending"
+            );
             return Failure::refused(Error::Unavailable(format!(
                 "the server is closing the connection (GOAWAY {reason:?}) and did not process the call"
             ).into()));
