@@ -35,6 +35,8 @@ pub struct Seen {
     pub attempt: usize,
     /// The request path, for example `/cache.CacheService/Get`.
     pub path: String,
+    /// The request headers as they arrived (`grpc-timeout`, metadata).
+    pub headers: HeaderMap,
 }
 
 impl Seen {
@@ -65,6 +67,9 @@ pub enum Step {
     Sleep(Duration),
     /// Does nothing more on this stream, ever, and keeps it open.
     Stall,
+    /// Waits until the client resets the stream, then logs the event
+    /// `"reset <attempt> <reason>"` (for example `"reset 0 CANCEL"`).
+    AwaitReset,
     /// Hands a command to the stream's connection.
     Connection(Command),
 }
@@ -76,7 +81,11 @@ pub enum Command {
     /// client sends meanwhile stay unread in the socket.
     Freeze(Duration),
     /// h2's graceful shutdown: GOAWAY(2^31-1), a PING round trip, then
-    /// GOAWAY(last processed stream); open streams may finish.
+    /// GOAWAY(last processed stream); open streams may finish. Logs
+    /// `"graceful-shutdown <connection>"` when the first GOAWAY is queued,
+    /// and `"goaway-acknowledged <connection>"` once the client answered a
+    /// PING sent after it: frames are read in order, so by then the client
+    /// has read the GOAWAY.
     GracefulShutdown,
     /// GOAWAY(last processed stream, reason), then close the connection.
     AbruptShutdown(Reason),
@@ -221,6 +230,24 @@ impl Rogue {
         self.state.connections.load(Ordering::SeqCst)
     }
 
+    /// Waits (at most `within`) until the server accepted `count` streams:
+    /// the proof that that many calls reached it. Returns whether it did.
+    pub fn wait_for_attempts(&self, count: usize, within: Duration) -> bool {
+        let give_up = Instant::now() + within;
+        while self.attempts() < count {
+            if Instant::now() >= give_up {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
+    /// Every event logged so far, in order.
+    pub fn events(&self) -> Vec<String> {
+        self.state.events.lock().unwrap().clone()
+    }
+
     /// The most streams that were being answered at the same moment.
     pub fn max_concurrent(&self) -> usize {
         self.state.max_active.load(Ordering::SeqCst)
@@ -282,6 +309,8 @@ async fn run_connection(tcp: tokio::net::TcpStream, index: usize, state: Arc<Sta
     let Ok(mut connection) = builder.handshake::<_, Bytes>(tcp).await else {
         return;
     };
+    let mut ping_pong = connection.ping_pong();
+    let mut awaiting_goaway_ack = false;
     let (commands_tx, mut commands) = mpsc::unbounded_channel();
     let mut streams = 0;
     loop {
@@ -289,6 +318,15 @@ async fn run_connection(tcp: tokio::net::TcpStream, index: usize, state: Arc<Sta
             // Commands first: a queued shutdown must happen before any more
             // frames are read.
             biased;
+            pong = std::future::poll_fn(|cx| match ping_pong.as_mut() {
+                Some(ping_pong) => ping_pong.poll_pong(cx),
+                None => std::task::Poll::Pending,
+            }), if awaiting_goaway_ack => {
+                awaiting_goaway_ack = false;
+                if pong.is_ok() {
+                    state.event(format!("goaway-acknowledged {index}"));
+                }
+            }
             Some(command) = commands.recv() => match command {
                 Command::Freeze(pause) => {
                     state.event(format!("freeze {index}"));
@@ -296,6 +334,10 @@ async fn run_connection(tcp: tokio::net::TcpStream, index: usize, state: Arc<Sta
                 }
                 Command::GracefulShutdown => {
                     connection.graceful_shutdown();
+                    // Queued after the GOAWAY, so written after it.
+                    if let Some(ping_pong) = ping_pong.as_mut() {
+                        awaiting_goaway_ack = ping_pong.send_ping(h2::Ping::opaque()).is_ok();
+                    }
                     state.event(format!("graceful-shutdown {index}"));
                 }
                 Command::AbruptShutdown(reason) => {
@@ -316,6 +358,7 @@ async fn run_connection(tcp: tokio::net::TcpStream, index: usize, state: Arc<Sta
                         stream: streams,
                         attempt: log.len(),
                         path: request.uri().path().to_owned(),
+                        headers: request.headers().clone(),
                     };
                     log.push(seen.clone());
                     seen
@@ -327,6 +370,7 @@ async fn run_connection(tcp: tokio::net::TcpStream, index: usize, state: Arc<Sta
                 tokio::spawn(run_stream(
                     request,
                     respond,
+                    seen,
                     steps,
                     commands_tx.clone(),
                     Arc::clone(&state),
@@ -339,6 +383,7 @@ async fn run_connection(tcp: tokio::net::TcpStream, index: usize, state: Arc<Sta
 async fn run_stream(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
+    seen: Seen,
     steps: Vec<Step>,
     commands: mpsc::UnboundedSender<Command>,
     state: Arc<State>,
@@ -388,6 +433,16 @@ async fn run_stream(
                 Ok(())
             }
             Step::Stall => std::future::pending().await,
+            Step::AwaitReset => {
+                let reset = match sending.as_mut() {
+                    Some(stream) => std::future::poll_fn(|cx| stream.poll_reset(cx)).await,
+                    None => std::future::poll_fn(|cx| respond.poll_reset(cx)).await,
+                };
+                if let Ok(reason) = reset {
+                    state.event(format!("reset {} {reason:?}", seen.attempt));
+                }
+                Ok(())
+            }
             Step::Connection(command) => {
                 let _ = commands.send(command);
                 Ok(())
