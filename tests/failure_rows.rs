@@ -172,10 +172,7 @@ fn grpc_timeout_on_the_wire_is_the_time_left_and_shrinks_across_retries() {
         "first attempt sent only {first:?}"
     );
     // One deadline spans every attempt: the retry carries what is left.
-    assert!(
-        second < first,
-        "the retry sent {second:?} after {first:?}"
-    );
+    assert!(second < first, "the retry sent {second:?} after {first:?}");
     assert!(second > Duration::ZERO);
 }
 
@@ -190,7 +187,10 @@ fn a_call_queued_behind_the_stream_limit_ends_at_its_own_deadline() {
         let client = client.clone();
         thread::spawn(move || client.get("held"))
     };
-    assert!(rogue.wait_for_attempts(1, EVENT_WAIT), "the first call never arrived");
+    assert!(
+        rogue.wait_for_attempts(1, EVENT_WAIT),
+        "the first call never arrived"
+    );
 
     let timeout = Duration::from_millis(600);
     let queued = client.with_timeout(timeout);
@@ -203,8 +203,15 @@ fn a_call_queued_behind_the_stream_limit_ends_at_its_own_deadline() {
     // lack of a stream.
     assert!(elapsed >= timeout, "gave up early, after {elapsed:?}");
     assert!(elapsed < timeout + DEADLINE_SLACK, "took {elapsed:?}");
-    assert!(!holder.is_finished(), "the first call must still hold its stream");
-    assert_eq!(rogue.attempts(), 1, "the queued call never reached the server");
+    assert!(
+        !holder.is_finished(),
+        "the first call must still hold its stream"
+    );
+    assert_eq!(
+        rogue.attempts(),
+        1,
+        "the queued call never reached the server"
+    );
     assert_eq!(rogue.max_concurrent(), 1);
 
     client.close();
@@ -241,7 +248,10 @@ fn connect_timeout_bounds_an_attempt_whose_handshake_is_never_answered() {
         }
         other => panic!("expected Unavailable, got {other:?}"),
     }
-    assert!(elapsed >= connect_timeout, "gave up early, after {elapsed:?}");
+    assert!(
+        elapsed >= connect_timeout,
+        "gave up early, after {elapsed:?}"
+    );
     assert!(
         elapsed < connect_timeout + DEADLINE_SLACK,
         "took {elapsed:?} with a connect timeout of {connect_timeout:?}"

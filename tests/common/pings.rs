@@ -78,12 +78,7 @@ impl PingCounter {
     pub fn wait_for_pings(&self, index: usize, count: usize, within: Duration) -> bool {
         let give_up = Instant::now() + within;
         loop {
-            let seen = self
-                .pings
-                .lock()
-                .unwrap()
-                .get(index)
-                .map_or(0, Vec::len);
+            let seen = self.pings.lock().unwrap().get(index).map_or(0, Vec::len);
             if seen >= count {
                 return true;
             }

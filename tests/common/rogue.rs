@@ -12,8 +12,10 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,7 @@ use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// What the server knows of a stream when it picks its script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,8 @@ pub enum Step {
     Sleep(Duration),
     /// Does nothing more on this stream, ever, and keeps it open.
     Stall,
+    /// Waits until the test calls [`Rogue::release`] (at once if it has).
+    AwaitRelease,
     /// Waits until the client resets the stream, then logs the event
     /// `"reset <attempt> <reason>"` (for example `"reset 0 CANCEL"`).
     AwaitReset,
@@ -77,9 +81,11 @@ pub enum Step {
 /// Something a stream asks its whole connection to do.
 #[derive(Debug, Clone, Copy)]
 pub enum Command {
-    /// Stops reading and writing the connection for this long: frames the
-    /// client sends meanwhile stay unread in the socket.
-    Freeze(Duration),
+    /// Stops reading and writing the connection (logging `"freeze
+    /// <connection>"`) until the client has written more bytes, which then
+    /// stay unread in the socket (logging `"unread <connection>"`), or for
+    /// ten seconds at most.
+    FreezeUntilMoreArrives,
     /// h2's graceful shutdown: GOAWAY(2^31-1), a PING round trip, then
     /// GOAWAY(last processed stream); open streams may finish. Logs
     /// `"graceful-shutdown <connection>"` when the first GOAWAY is queued,
@@ -154,6 +160,7 @@ struct State {
     events: Mutex<Vec<String>>,
     active: AtomicUsize,
     max_active: AtomicUsize,
+    released: watch::Sender<bool>,
 }
 
 impl State {
@@ -188,6 +195,7 @@ impl Rogue {
             events: Mutex::default(),
             active: AtomicUsize::new(0),
             max_active: AtomicUsize::new(0),
+            released: watch::channel(false).0,
         });
         let (stop, stopped) = oneshot::channel();
         let served = Arc::clone(&state);
@@ -241,6 +249,12 @@ impl Rogue {
             thread::sleep(Duration::from_millis(2));
         }
         true
+    }
+
+    /// Lets every stream waiting in [`Step::AwaitRelease`] go on, now and
+    /// later.
+    pub fn release(&self) {
+        self.state.released.send_replace(true);
     }
 
     /// Every event logged so far, in order.
@@ -301,12 +315,19 @@ async fn serve(
     }
 }
 
+/// The longest [`Command::FreezeUntilMoreArrives`] waits.
+const FREEZE_LIMIT: Duration = Duration::from_secs(10);
+
 async fn run_connection(tcp: tokio::net::TcpStream, index: usize, state: Arc<State>) {
     let mut builder = h2::server::Builder::new();
     if let Some(limit) = state.max_concurrent_streams {
         builder.max_concurrent_streams(limit);
     }
-    let Ok(mut connection) = builder.handshake::<_, Bytes>(tcp).await else {
+    // h2 owns the connection's I/O; a second handle lets a freeze peek at
+    // what waits unread in the socket.
+    let tcp = Arc::new(tcp);
+    let io = SharedTcp(Arc::clone(&tcp));
+    let Ok(mut connection) = builder.handshake::<_, Bytes>(io).await else {
         return;
     };
     let mut ping_pong = connection.ping_pong();
@@ -328,9 +349,13 @@ async fn run_connection(tcp: tokio::net::TcpStream, index: usize, state: Arc<Sta
                 }
             }
             Some(command) = commands.recv() => match command {
-                Command::Freeze(pause) => {
+                Command::FreezeUntilMoreArrives => {
                     state.event(format!("freeze {index}"));
-                    tokio::time::sleep(pause).await;
+                    let mut byte = [0u8; 1];
+                    let peeked = tokio::time::timeout(FREEZE_LIMIT, tcp.peek(&mut byte)).await;
+                    if matches!(peeked, Ok(Ok(1))) {
+                        state.event(format!("unread {index}"));
+                    }
                 }
                 Command::GracefulShutdown => {
                     connection.graceful_shutdown();
@@ -433,6 +458,11 @@ async fn run_stream(
                 Ok(())
             }
             Step::Stall => std::future::pending().await,
+            Step::AwaitRelease => {
+                let mut released = state.released.subscribe();
+                let _ = released.wait_for(|released| *released).await;
+                Ok(())
+            }
             Step::AwaitReset => {
                 let reset = match sending.as_mut() {
                     Some(stream) => std::future::poll_fn(|cx| stream.poll_reset(cx)).await,
@@ -454,6 +484,55 @@ async fn run_stream(
         }
     }
     state.active.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// A TCP stream h2 can own while the connection task keeps a handle to it.
+struct SharedTcp(Arc<tokio::net::TcpStream>);
+
+impl tokio::io::AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(read) => {
+                    buf.advance(read);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(data) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    // The socket closes when the connection task ends and drops both
+    // handles.
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 fn header_map(headers: &[(&'static str, String)]) -> HeaderMap {
