@@ -105,3 +105,53 @@ impl Drop for SilentServer {
         }
     }
 }
+
+/// A TCP relay to `upstream` that counts the connections it accepted: each
+/// one is a connection attempt (and, for TLS, a handshake) by the client.
+pub struct CountingRelay {
+    address: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl CountingRelay {
+    pub fn start(upstream: SocketAddr) -> CountingRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        // Detached: the listener lives until the test process ends.
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                for (mut from, mut to) in [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ),
+                    (server, client),
+                ] {
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(Shutdown::Write);
+                    });
+                }
+            }
+        });
+        CountingRelay { address, accepted }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// How many connections the client opened through the relay.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
