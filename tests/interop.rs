@@ -10,9 +10,10 @@
 //! breaks the contract's expectation written next to it. The fault tests at
 //! the end drive the peer's `x-fault` header.
 //!
-//! Set-up is part of the harness: the first test creates a virtual
-//! environment under `target/peer-venv` and installs pinned grpcio packages
-//! into it (once per machine, under a lock shared by every test process).
+//! Set-up: `.ci/run` creates a virtual environment under `target/peer-venv`
+//! and installs the pinned packages of `tests/peers/requirements.txt` before
+//! `cargo test`. Run directly, the first test does the same (once per
+//! machine, under a lock shared by every test process).
 //! Without `python3` on the machine these tests fail with a clear message.
 
 use std::cell::RefCell;
@@ -32,9 +33,10 @@ use tiny_cache_client::{
 // ===== the peer's Python environment =====================================
 
 /// What the peer needs, pinned to versions known to install here (wheels for
-/// CPython 3.8 to 3.13 on Linux and macOS). Changing this list rebuilds the
-/// environment on the next run.
-const PEER_REQUIREMENTS: [&str; 3] = ["grpcio==1.76.0", "grpcio-tools==1.76.0", "protobuf==6.33.6"];
+/// CPython 3.8 to 3.13 on Linux and macOS), one per line. `.ci/run` installs
+/// the same file before `cargo test`; changing it rebuilds the environment
+/// on the next run.
+const PEER_REQUIREMENTS: &str = include_str!("peers/requirements.txt");
 
 /// Longest `python3 -m venv` may take.
 const VENV_TIMEOUT: Duration = Duration::from_secs(120);
@@ -85,9 +87,19 @@ fn peer_python() -> PathBuf {
     }
 }
 
-/// The marker's content: the requirements the environment was built with.
+/// The requirements, one per line, without blank lines or comments.
+fn requirements() -> Vec<&'static str> {
+    PEER_REQUIREMENTS
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+}
+
+/// The marker's content: the requirements the environment was built with,
+/// as `.ci/run` writes it too (the file's content, byte for byte).
 fn wanted_marker() -> String {
-    PEER_REQUIREMENTS.join("\n")
+    PEER_REQUIREMENTS.to_owned()
 }
 
 fn venv_is_ready(venv: &Path) -> bool {
@@ -144,7 +156,7 @@ fn prepare_venv() -> Result<PathBuf, String> {
     install
         .args(["-m", "pip", "install", "--quiet", "--no-input"])
         .args(["--disable-pip-version-check"])
-        .args(PEER_REQUIREMENTS)
+        .args(requirements())
         .env("PIP_NO_INPUT", "1");
     run_bounded(
         install,
