@@ -316,6 +316,9 @@ struct Peer {
     child: Child,
     stdin: Option<ChildStdin>,
     port: u16,
+    /// The peer's stdout after its first line (`STALLING` for each call
+    /// that begins a `sleep-ms` stall).
+    lines: mpsc::Receiver<String>,
 }
 
 impl Peer {
@@ -349,16 +352,20 @@ impl Peer {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped stdout");
         let (first_line, first_line_rx) = mpsc::channel();
+        let (later_lines, lines) = mpsc::channel();
         thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = first_line.send(lines.next());
+            let mut stdout = BufReader::new(stdout).lines();
+            let _ = first_line.send(stdout.next());
             // Keep draining so the peer never blocks on a full pipe.
-            for _ in lines {}
+            for line in stdout.map_while(Result::ok) {
+                let _ = later_lines.send(line);
+            }
         });
         let mut peer = Peer {
             child,
             stdin,
             port: 0,
+            lines,
         };
         let line = match first_line_rx.recv_timeout(PEER_START_TIMEOUT) {
             Ok(Some(Ok(line))) => line,
@@ -376,6 +383,20 @@ impl Peer {
 
     fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Waits (at most `within`) for the peer to print `wanted`; returns
+    /// whether it did.
+    fn wait_for_line(&self, wanted: &str, within: Duration) -> bool {
+        let give_up = Instant::now() + within;
+        loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line == wanted => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
     }
 
     /// Tells the peer to shut down gracefully (by closing its stdin) without
@@ -948,9 +969,11 @@ fn ttl(c: &Client, log: &Log) {
     // Not expired early (a server counting milliseconds, say): still there
     // well into its second.
     let written = started.elapsed();
+    // The live check below must come before the first 1 s TTL runs out;
+    // 800 ms leaves that check room even on a loaded machine.
     log.check(
         "all written quickly",
-        written < Duration::from_millis(500),
+        written < Duration::from_millis(800),
         format!("{written:?}"),
     );
     thread::sleep(STILL_LIVE.saturating_sub(started.elapsed()));
@@ -1966,7 +1989,10 @@ fn graceful_shutdown_of_the_grpcio_peer_lets_the_call_in_flight_finish() {
     client.set("k", "v").expect("warm-up call");
     let slow = faulty(&client, "sleep-ms=700");
     let in_flight = thread::spawn(move || slow.get("k").map(|v| v.map(|b| b.to_vec())));
-    thread::sleep(Duration::from_millis(200));
+    assert!(
+        peer.wait_for_line("STALLING", Duration::from_secs(10)),
+        "the slow call never reached the peer"
+    );
     // grpc core sends GOAWAY and keeps serving the streams it has.
     peer.begin_shutdown();
     assert_eq!(
