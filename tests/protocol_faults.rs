@@ -204,6 +204,32 @@ fn http_429_without_grpc_status_is_unavailable_and_retried() {
 }
 
 #[test]
+fn http_502_and_504_without_grpc_status_are_unavailable_and_retried() {
+    for http in [502, 504] {
+        let (error, attempts) = plain_http_status_scenario(http);
+        assert!(matches!(error, Error::Unavailable(_)), "{http}: {error:?}");
+        assert_eq!(attempts, 1 + RETRIES as usize, "{http}");
+    }
+}
+
+#[test]
+fn http_403_without_grpc_status_is_permission_denied() {
+    let (error, attempts) = plain_http_status_scenario(403);
+    assert!(
+        matches!(
+            error,
+            Error::Status {
+                code: Code::PermissionDenied,
+                details: None,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(attempts, 1, "a 403 is not retried");
+}
+
+#[test]
 fn http_404_without_grpc_status_is_unimplemented() {
     let (error, attempts) = plain_http_status_scenario(404);
     assert!(
@@ -811,6 +837,41 @@ fn reset_with_internal_error_after_headers_is_not_retried_for_compare_and_set() 
     );
     assert_eq!(rogue.attempts(), 1);
     assert_quick(elapsed);
+}
+
+// ----- grpc-retry-pushback-ms ---------------------------------------------------
+
+/// A Get answered UNAVAILABLE (trailers-only) with this pushback header:
+/// how many attempts the server saw.
+fn pushback_scenario(pushback: &'static str) -> usize {
+    let rogue = Rogue::start(move |_| {
+        vec![Step::Head {
+            status: 200,
+            headers: vec![
+                ("content-type", "application/grpc".into()),
+                ("grpc-status", "14".into()),
+                ("grpc-retry-pushback-ms", pushback.into()),
+            ],
+            end_stream: true,
+        }]
+    });
+    let client = client_of(&rogue.address());
+    let (outcome, elapsed) = timed(|| client.get("k"));
+    assert!(
+        matches!(outcome, Err(Error::Unavailable(_))),
+        "{pushback}: {outcome:?}"
+    );
+    assert_quick(elapsed);
+    rogue.attempts()
+}
+
+#[test]
+fn malformed_or_negative_retry_pushback_stops_retries() {
+    for pushback in ["soon", "-1", "12ms", ""] {
+        assert_eq!(pushback_scenario(pushback), 1, "pushback {pushback:?}");
+    }
+    // The same failure without a bad pushback is retried.
+    assert_eq!(pushback_scenario("0"), 1 + RETRIES as usize);
 }
 
 // ----- connections: stream limit, GOAWAY, lost TCP, stalls ----------------------
