@@ -43,23 +43,34 @@ fn timed<T>(call: impl FnOnce() -> T) -> (T, Duration) {
     (outcome, started.elapsed())
 }
 
-/// Asserts a `DeadlineExceeded` that names `phase`, ended at its deadline.
+/// The caller's own verdict, when the worker's report (which names the
+/// phase) is more than 10 ms late: a starved machine.
+const CALLER_FALLBACK: &str = "(waiting for the reply)";
+
+/// How many calls a phase test makes, at most, for one verdict of the
+/// worker's: on a starved machine the caller's own timer may win a few.
+const PHASE_ATTEMPTS: usize = 8;
+
+/// Makes calls (each ending at its deadline with `DeadlineExceeded`, either
+/// the worker's "deadline passed while <phase>" or the caller's fallback)
+/// until the worker's verdict names `phase`. Returns how many calls it took.
 #[track_caller]
-fn assert_deadline_in_phase(
-    outcome: Result<Option<bytes::Bytes>, Error>,
-    elapsed: Duration,
-    timeout: Duration,
-    phase: &str,
-) {
-    match outcome {
-        Err(Error::DeadlineExceeded(message)) => assert!(
-            message.contains(phase),
-            "the message should name the phase {phase:?}: {message:?}"
-        ),
-        other => panic!("expected DeadlineExceeded, got {other:?}"),
+fn assert_deadline_names_phase(client: &Client, timeout: Duration, phase: &str) -> usize {
+    let named = format!("deadline passed while {phase}");
+    for attempt in 1..=PHASE_ATTEMPTS {
+        let (outcome, elapsed) = timed(|| client.get("k"));
+        assert!(elapsed >= timeout, "gave up early, after {elapsed:?}");
+        assert!(elapsed < timeout + DEADLINE_SLACK, "took {elapsed:?}");
+        match outcome {
+            Err(Error::DeadlineExceeded(message)) if message == named => return attempt,
+            Err(Error::DeadlineExceeded(message)) => assert!(
+                message.ends_with(CALLER_FALLBACK),
+                "expected {named:?} (or the caller's fallback), got {message:?}"
+            ),
+            other => panic!("expected DeadlineExceeded, got {other:?}"),
+        }
     }
-    assert!(elapsed >= timeout, "gave up early, after {elapsed:?}");
-    assert!(elapsed < timeout + DEADLINE_SLACK, "took {elapsed:?}");
+    panic!("in {PHASE_ATTEMPTS} calls the worker never reported {named:?} in time");
 }
 
 // ----- a deadline names its phase and cancels the stream ---------------------
@@ -71,8 +82,7 @@ fn deadline_while_connecting_names_the_connection_phase() {
     let silent = SilentServer::start();
     let timeout = Duration::from_millis(600);
     let client = client_of(&silent.address().to_string(), timeout);
-    let (outcome, elapsed) = timed(|| client.get("k"));
-    assert_deadline_in_phase(outcome, elapsed, timeout, "waiting for a connection");
+    assert_deadline_names_phase(&client, timeout, "waiting for a connection");
     assert!(silent.connections() >= 1);
 }
 
@@ -81,8 +91,7 @@ fn deadline_while_waiting_for_the_response_names_that_phase_and_cancels_the_stre
     let rogue = Rogue::start(|_| vec![Step::AwaitReset]);
     let timeout = Duration::from_millis(600);
     let client = client_of(&rogue.address(), timeout);
-    let (outcome, elapsed) = timed(|| client.get("k"));
-    assert_deadline_in_phase(outcome, elapsed, timeout, "waiting for the response");
+    let calls = assert_deadline_names_phase(&client, timeout, "waiting for the response");
     // The server stops working for nobody: the client reset the stream
     // with CANCEL when the deadline passed.
     assert!(
@@ -90,7 +99,7 @@ fn deadline_while_waiting_for_the_response_names_that_phase_and_cancels_the_stre
         "no RST_STREAM(CANCEL) arrived: {:?}",
         rogue.events()
     );
-    assert_eq!(rogue.attempts(), 1);
+    assert_eq!(rogue.attempts(), calls, "one stream per call, none retried");
 }
 
 #[test]
@@ -98,8 +107,7 @@ fn deadline_while_reading_the_response_names_that_phase_and_cancels_the_stream()
     let rogue = Rogue::start(|_| vec![grpc_head(), Step::AwaitReset]);
     let timeout = Duration::from_millis(600);
     let client = client_of(&rogue.address(), timeout);
-    let (outcome, elapsed) = timed(|| client.get("k"));
-    assert_deadline_in_phase(outcome, elapsed, timeout, "reading the response");
+    assert_deadline_names_phase(&client, timeout, "reading the response");
     assert!(
         rogue.wait_for_event("reset 0 CANCEL", EVENT_WAIT),
         "no RST_STREAM(CANCEL) arrived: {:?}",
