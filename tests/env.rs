@@ -7,6 +7,10 @@ use std::time::{Duration, Instant};
 use tiny_cache_client::server::Server;
 use tiny_cache_client::{Client, Error};
 
+mod common;
+
+use common::net::ClosedPort;
+
 #[test]
 fn from_env_reads_address_retries_and_timeout_and_refuses_malformed_values() {
     let server = Server::local().unwrap();
@@ -23,11 +27,8 @@ fn from_env_reads_address_retries_and_timeout_and_refuses_malformed_values() {
     );
 
     // The timeout from the environment bounds calls to a dead address.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    std::env::set_var("CACHE_SERVER_ADDRESS", dead.to_string());
+    let dead = ClosedPort::new();
+    std::env::set_var("CACHE_SERVER_ADDRESS", dead.address().to_string());
     std::env::set_var("CACHE_TIMEOUT", "0.5");
     let started = Instant::now();
     let outcome = Client::from_env().unwrap().get("k");

@@ -407,7 +407,18 @@ fn graceful_shutdown_sends_goaway_and_lets_an_open_call_finish() {
             server.shutdown();
             started.elapsed()
         });
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // Finish the call only once its connection has received the
+        // server's GOAWAY: from then on h2 refuses new streams on it.
+        let goaway_seen = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while sender.clone().ready().await.is_ok() {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+        .await;
+        assert!(
+            goaway_seen.is_ok(),
+            "no GOAWAY arrived after shutdown began"
+        );
         stream
             .send_data(framed(&CacheKey { key: "k".into() }), true)
             .unwrap();

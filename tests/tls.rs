@@ -19,6 +19,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tiny_cache_client::server::Server;
 use tiny_cache_client::{Client, ClientBuilder, Code, Error, TlsFailure};
 
+mod common;
+
+use common::net::CountingRelay;
+
 /// The deadline of calls that must fail: long, so a failure that waits for
 /// it is obvious.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -347,12 +351,44 @@ fn tls_client_against_a_plain_server_fails_fast_as_server_not_tls() {
 
 #[test]
 fn tls_failures_are_unavailable_and_never_retried() {
-    let error = Error::Tls {
-        kind: TlsFailure::CertificateExpired,
-        message: String::new(),
-    };
+    let ca = Ca::new("test CA");
+    let expired = ca.issue(
+        &["localhost", "127.0.0.1"],
+        ExtendedKeyUsagePurpose::ServerAuth,
+        true,
+    );
+    let server = tls_server(&expired);
+    let relay = CountingRelay::start(server.local_addr());
+    // Retries as eager as can be: were a TLS failure retried, the call would
+    // spin until the worker's next connection attempt (about 1 s later, a
+    // second handshake) and on toward its 10 s deadline.
+    let client = builder(&format!("grpcs://{}", relay.address()))
+        .tls_ca_certificate_pem(ca.pem())
+        .max_retries(1_000)
+        .retry_backoff(Duration::from_millis(5), Duration::from_millis(5))
+        .retry_throttle(None)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let error = client
+        .get("k")
+        .expect_err("an expired certificate is refused");
+    let elapsed = started.elapsed();
+    let handshakes = relay.connections();
+    assert!(
+        matches!(
+            error,
+            Error::Tls {
+                kind: TlsFailure::CertificateExpired,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     assert_eq!(error.code(), Code::Unavailable);
     assert!(!error.is_retryable());
+    assert_eq!(handshakes, 1, "the failed handshake was tried again");
+    assert!(elapsed < FAIL_FAST, "took {elapsed:?}");
 }
 
 #[test]

@@ -12,8 +12,10 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -22,7 +24,7 @@ use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// What the server knows of a stream when it picks its script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,8 @@ pub struct Seen {
     pub attempt: usize,
     /// The request path, for example `/cache.CacheService/Get`.
     pub path: String,
+    /// The request headers as they arrived (`grpc-timeout`, metadata).
+    pub headers: HeaderMap,
 }
 
 impl Seen {
@@ -65,6 +69,11 @@ pub enum Step {
     Sleep(Duration),
     /// Does nothing more on this stream, ever, and keeps it open.
     Stall,
+    /// Waits until the test calls [`Rogue::release`] (at once if it has).
+    AwaitRelease,
+    /// Waits until the client resets the stream, then logs the event
+    /// `"reset <attempt> <reason>"` (for example `"reset 0 CANCEL"`).
+    AwaitReset,
     /// Hands a command to the stream's connection.
     Connection(Command),
 }
@@ -72,11 +81,17 @@ pub enum Step {
 /// Something a stream asks its whole connection to do.
 #[derive(Debug, Clone, Copy)]
 pub enum Command {
-    /// Stops reading and writing the connection for this long: frames the
-    /// client sends meanwhile stay unread in the socket.
-    Freeze(Duration),
+    /// Stops reading and writing the connection (logging `"freeze
+    /// <connection>"`) until the client has written more bytes, which then
+    /// stay unread in the socket (logging `"unread <connection>"`), or for
+    /// ten seconds at most.
+    FreezeUntilMoreArrives,
     /// h2's graceful shutdown: GOAWAY(2^31-1), a PING round trip, then
-    /// GOAWAY(last processed stream); open streams may finish.
+    /// GOAWAY(last processed stream); open streams may finish. Logs
+    /// `"graceful-shutdown <connection>"` when the first GOAWAY is queued,
+    /// and `"goaway-acknowledged <connection>"` once the client answered a
+    /// PING sent after it: frames are read in order, so by then the client
+    /// has read the GOAWAY.
     GracefulShutdown,
     /// GOAWAY(last processed stream, reason), then close the connection.
     AbruptShutdown(Reason),
@@ -145,6 +160,7 @@ struct State {
     events: Mutex<Vec<String>>,
     active: AtomicUsize,
     max_active: AtomicUsize,
+    released: watch::Sender<bool>,
 }
 
 impl State {
@@ -179,6 +195,7 @@ impl Rogue {
             events: Mutex::default(),
             active: AtomicUsize::new(0),
             max_active: AtomicUsize::new(0),
+            released: watch::channel(false).0,
         });
         let (stop, stopped) = oneshot::channel();
         let served = Arc::clone(&state);
@@ -219,6 +236,30 @@ impl Rogue {
     /// How many TCP connections the server accepted.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits (at most `within`) until the server accepted `count` streams:
+    /// the proof that that many calls reached it. Returns whether it did.
+    pub fn wait_for_attempts(&self, count: usize, within: Duration) -> bool {
+        let give_up = Instant::now() + within;
+        while self.attempts() < count {
+            if Instant::now() >= give_up {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
+    /// Lets every stream waiting in [`Step::AwaitRelease`] go on, now and
+    /// later.
+    pub fn release(&self) {
+        self.state.released.send_replace(true);
+    }
+
+    /// Every event logged so far, in order.
+    pub fn events(&self) -> Vec<String> {
+        self.state.events.lock().unwrap().clone()
     }
 
     /// The most streams that were being answered at the same moment.
@@ -274,14 +315,23 @@ async fn serve(
     }
 }
 
+/// The longest [`Command::FreezeUntilMoreArrives`] waits.
+const FREEZE_LIMIT: Duration = Duration::from_secs(10);
+
 async fn run_connection(tcp: tokio::net::TcpStream, index: usize, state: Arc<State>) {
     let mut builder = h2::server::Builder::new();
     if let Some(limit) = state.max_concurrent_streams {
         builder.max_concurrent_streams(limit);
     }
-    let Ok(mut connection) = builder.handshake::<_, Bytes>(tcp).await else {
+    // h2 owns the connection's I/O; a second handle lets a freeze peek at
+    // what waits unread in the socket.
+    let tcp = Arc::new(tcp);
+    let io = SharedTcp(Arc::clone(&tcp));
+    let Ok(mut connection) = builder.handshake::<_, Bytes>(io).await else {
         return;
     };
+    let mut ping_pong = connection.ping_pong();
+    let mut awaiting_goaway_ack = false;
     let (commands_tx, mut commands) = mpsc::unbounded_channel();
     let mut streams = 0;
     loop {
@@ -289,13 +339,30 @@ async fn run_connection(tcp: tokio::net::TcpStream, index: usize, state: Arc<Sta
             // Commands first: a queued shutdown must happen before any more
             // frames are read.
             biased;
+            pong = std::future::poll_fn(|cx| match ping_pong.as_mut() {
+                Some(ping_pong) => ping_pong.poll_pong(cx),
+                None => std::task::Poll::Pending,
+            }), if awaiting_goaway_ack => {
+                awaiting_goaway_ack = false;
+                if pong.is_ok() {
+                    state.event(format!("goaway-acknowledged {index}"));
+                }
+            }
             Some(command) = commands.recv() => match command {
-                Command::Freeze(pause) => {
+                Command::FreezeUntilMoreArrives => {
                     state.event(format!("freeze {index}"));
-                    tokio::time::sleep(pause).await;
+                    let mut byte = [0u8; 1];
+                    let peeked = tokio::time::timeout(FREEZE_LIMIT, tcp.peek(&mut byte)).await;
+                    if matches!(peeked, Ok(Ok(1))) {
+                        state.event(format!("unread {index}"));
+                    }
                 }
                 Command::GracefulShutdown => {
                     connection.graceful_shutdown();
+                    // Queued after the GOAWAY, so written after it.
+                    if let Some(ping_pong) = ping_pong.as_mut() {
+                        awaiting_goaway_ack = ping_pong.send_ping(h2::Ping::opaque()).is_ok();
+                    }
                     state.event(format!("graceful-shutdown {index}"));
                 }
                 Command::AbruptShutdown(reason) => {
@@ -316,6 +383,7 @@ async fn run_connection(tcp: tokio::net::TcpStream, index: usize, state: Arc<Sta
                         stream: streams,
                         attempt: log.len(),
                         path: request.uri().path().to_owned(),
+                        headers: request.headers().clone(),
                     };
                     log.push(seen.clone());
                     seen
@@ -327,6 +395,7 @@ async fn run_connection(tcp: tokio::net::TcpStream, index: usize, state: Arc<Sta
                 tokio::spawn(run_stream(
                     request,
                     respond,
+                    seen,
                     steps,
                     commands_tx.clone(),
                     Arc::clone(&state),
@@ -339,6 +408,7 @@ async fn run_connection(tcp: tokio::net::TcpStream, index: usize, state: Arc<Sta
 async fn run_stream(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
+    seen: Seen,
     steps: Vec<Step>,
     commands: mpsc::UnboundedSender<Command>,
     state: Arc<State>,
@@ -388,6 +458,21 @@ async fn run_stream(
                 Ok(())
             }
             Step::Stall => std::future::pending().await,
+            Step::AwaitRelease => {
+                let mut released = state.released.subscribe();
+                let _ = released.wait_for(|released| *released).await;
+                Ok(())
+            }
+            Step::AwaitReset => {
+                let reset = match sending.as_mut() {
+                    Some(stream) => std::future::poll_fn(|cx| stream.poll_reset(cx)).await,
+                    None => std::future::poll_fn(|cx| respond.poll_reset(cx)).await,
+                };
+                if let Ok(reason) = reset {
+                    state.event(format!("reset {} {reason:?}", seen.attempt));
+                }
+                Ok(())
+            }
             Step::Connection(command) => {
                 let _ = commands.send(command);
                 Ok(())
@@ -399,6 +484,55 @@ async fn run_stream(
         }
     }
     state.active.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// A TCP stream h2 can own while the connection task keeps a handle to it.
+struct SharedTcp(Arc<tokio::net::TcpStream>);
+
+impl tokio::io::AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        loop {
+            ready!(self.0.poll_read_ready(cx))?;
+            match self.0.try_read(buf.initialize_unfilled()) {
+                Ok(read) => {
+                    buf.advance(read);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(data) {
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                written => return Poll::Ready(written),
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    // The socket closes when the connection task ends and drops both
+    // handles.
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 fn header_map(headers: &[(&'static str, String)]) -> HeaderMap {

@@ -48,7 +48,8 @@ comma-separated list of ``name=value`` items and bare flags, applied before
 the handler runs (an unknown item is INVALID_ARGUMENT, so typos show up):
 
 - ``sleep-ms=N``: stall N milliseconds before answering (ends early when the
-  client cancels the call), then answer normally.
+  client cancels the call), then answer normally. A ``STALLING`` line on
+  stdout tells the test the call arrived and is stalling.
 - ``status=CODE``: fail every attempt with that gRPC code (a name such as
   ``UNAVAILABLE`` or a number) and the message in FAULT_MESSAGE below.
 - ``unavailable-times=N``: fail the first N attempts on the same key with
@@ -520,6 +521,7 @@ class Faults:
             # Wait, but stop as soon as the client gives up on the call.
             cancelled = threading.Event()
             context.add_callback(cancelled.set)
+            print("STALLING", flush=True)
             cancelled.wait(number("sleep-ms") / 1000.0)
 
         code = None
