@@ -106,7 +106,7 @@ fn a_loader_error_reaches_every_waiter_and_the_next_call_loads_again() {
             wait_for("63 waiters", || {
                 layer.stats().coalesced_waits == THREADS as u64 - 1
             });
-            Err::<Vec<u8>, _>(format!("backend said no"))
+            Err::<Vec<u8>, _>("backend said no".to_owned())
         })
     });
     for result in results {

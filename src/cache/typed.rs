@@ -51,7 +51,7 @@ pub type CodecError = Box<dyn std::error::Error + Send + Sync>;
 /// cache.set("pair", &(2u8, "two"), Duration::from_secs(60))?;
 /// assert_eq!(cache.get::<(u8, String)>("pair")?, Some((2, "two".to_owned())));
 /// # }
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 /// ```
 pub trait Codec: Clone + Send + Sync + 'static {
     /// The format's name, used in errors (`"json"`).
@@ -197,7 +197,9 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
     /// use tiny_cache_client::cache::{Json, Postcard, ReadThrough, TypedCache};
     ///
     /// let cache = TypedCache::new(ReadThrough::new(client), Json);
-    /// cache.with_codec(Postcard).set("compact", &[1u32, 2, 3], Duration::from_secs(60))?;
+    /// // A Vec, not an array: serde writes arrays as tuples (no length),
+    /// // and postcard, unlike JSON, cannot read one as the other.
+    /// cache.with_codec(Postcard).set("compact", &vec![1u32, 2, 3], Duration::from_secs(60))?;
     /// assert_eq!(cache.with_codec(Postcard).get::<Vec<u32>>("compact")?, Some(vec![1, 2, 3]));
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
