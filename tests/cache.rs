@@ -245,6 +245,64 @@ fn the_near_cache_is_invalidated_by_its_own_writes_and_deletes() {
     assert_eq!((stats.hits, stats.misses), (3, 3), "{stats:?}");
 }
 
+/// The client, with reads that stop after fetching until released: a read
+/// that is "out on the network" while something else happens.
+struct HeldReads {
+    client: Client,
+    fetched: mpsc::SyncSender<()>,
+    release: std::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+impl CacheStore for HeldReads {
+    fn get(&self, key: &str) -> tiny_cache_client::Result<Option<bytes::Bytes>> {
+        let value = self.client.get(key)?;
+        self.fetched.send(()).unwrap();
+        self.release
+            .lock()
+            .unwrap()
+            .recv_timeout(EVENT_TIMEOUT)
+            .unwrap();
+        Ok(value)
+    }
+    fn set(&self, key: &str, value: bytes::Bytes, ttl: Ttl) -> tiny_cache_client::Result<()> {
+        self.client.set_with_ttl(key, value, ttl)
+    }
+    fn delete(&self, key: &str) -> tiny_cache_client::Result<()> {
+        self.client.delete(key)
+    }
+}
+
+#[test]
+fn a_read_that_raced_with_our_own_write_does_not_leave_its_stale_value_behind() {
+    let (_server, client) = server_and_client();
+    client.set("k", "old").unwrap();
+    let (fetched_tx, fetched) = mpsc::sync_channel(1);
+    let (release, release_rx) = mpsc::channel();
+    let near = Arc::new(
+        NearCache::builder(HeldReads {
+            client,
+            fetched: fetched_tx,
+            release: std::sync::Mutex::new(release_rx),
+        })
+        .local_ttl(Duration::from_secs(60))
+        .build(),
+    );
+    let reader = {
+        let near = Arc::clone(&near);
+        thread::spawn(move || near.get("k").unwrap())
+    };
+    fetched.recv_timeout(EVENT_TIMEOUT).unwrap();
+    // The reader holds "old"; our write lands before it comes back.
+    near.set("k", "new".into(), Ttl::After(TTL)).unwrap();
+    release.send(()).unwrap();
+    assert_eq!(reader.join().unwrap().as_deref(), Some(&b"old"[..]));
+    assert_eq!(
+        near.peek("k").as_deref(),
+        Some(&b"new"[..]),
+        "the stale read was not kept"
+    );
+}
+
 #[test]
 fn a_read_through_layer_on_the_near_cache_answers_repeats_without_the_network() {
     let (_server, client) = server_and_client();
