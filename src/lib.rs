@@ -52,8 +52,7 @@
 //! - [`Client`]: the blocking API; validation, deadlines, retries.
 //! - `server` (feature `server`): an embedded server honouring the same
 //!   contract as the reference server, for tests, examples and benchmarks.
-//!
-//! - [`cache`] (feature `cache`): a caching layer on top of `Client`:
+//! - `cache` (feature `cache`): a caching layer on top of `Client`:
 //!   read-through with single flight, typed values, a near cache,
 //!   fail-open.
 //!
@@ -64,12 +63,12 @@
 //!
 //! None is on by default: a plain user compiles the client alone.
 //!
-//! - `server`: the embedded server ([`server`]), for tests, examples and
+//! - `server`: the embedded server (module `server`), for tests, examples and
 //!   benchmarks.
 //! - `cli`: the `tiny-cache` command-line tool (implies `server`).
-//! - `cache`: the caching layer ([`cache`]): [`cache::ReadThrough`] with
-//!   single flight per key, the [`cache::CacheStore`] trait, statistics,
-//!   opt-in fail-open and [`cache::memoize`].
+//! - `cache`: the caching layer (module `cache`): `ReadThrough` with
+//!   single flight per key, the `CacheStore` trait, statistics, opt-in
+//!   fail-open and `memoize`.
 //! - `serde` (implies `cache`): typed values through codecs, JSON
 //!   (serde_json) and postcard, and the `Codec` trait for your own format.
 //! - `near-cache` (implies `cache`): an in-process layer on moka in front

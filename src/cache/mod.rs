@@ -7,7 +7,7 @@
 //! The pieces stack, each a [`CacheStore`] or standing on one:
 //!
 //! - [`CacheStore`]: get / set with a TTL / delete of bytes. Implemented by
-//!   [`Client`](crate::Client), by [`NearCache`], and by your own stores.
+//!   [`Client`](crate::Client), by `NearCache`, and by your own stores.
 //! - [`ReadThrough`]: [`get_with`](ReadThrough::get_with) and
 //!   [`try_get_with`](ReadThrough::try_get_with) (moka's names), with one
 //!   loader per key across the process, per-caller wait deadlines, loader
