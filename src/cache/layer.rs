@@ -28,6 +28,8 @@ use crate::{Error, Ttl, DEFAULT_TIMEOUT};
 ///   [`CacheError::LoaderPanicked`] and the key is free for the next call.
 /// - A loader may read other keys through the same layer; asking for its
 ///   own key gives [`CacheError::Reentrant`] instead of a deadlock.
+///   Two loaders in two threads that each wait for the other's key end at
+///   their deadlines with [`CacheError::WaitTimeout`].
 /// - With [`fail_open`](ReadThroughBuilder::fail_open), an unreachable,
 ///   slow or full store does not fail read-through: the value is computed
 ///   and returned anyway, and the failure counted.

@@ -59,12 +59,21 @@ pub fn memo_key(prefix: &str, argument: &str) -> String {
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug)]
 pub struct Memoized<S, F> {
     layer: ReadThrough<S>,
     prefix: String,
     ttl: Ttl,
     function: F,
+}
+
+impl<S, F> std::fmt::Debug for Memoized<S, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memoized")
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .field("layer", &self.layer)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S, F: Clone> Clone for Memoized<S, F> {

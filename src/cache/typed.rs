@@ -148,11 +148,20 @@ impl Codec for Postcard {
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug)]
 pub struct TypedCache<S, C> {
     layer: ReadThrough<S>,
     codec: C,
     overwrite_undecodable: bool,
+}
+
+impl<S, C: std::fmt::Debug> std::fmt::Debug for TypedCache<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedCache")
+            .field("codec", &self.codec)
+            .field("overwrite_undecodable", &self.overwrite_undecodable)
+            .field("layer", &self.layer)
+            .finish()
+    }
 }
 
 // By hand: a derive would ask `S: Clone`, and the layer is shared.
@@ -480,12 +489,21 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug)]
 pub struct TypedMemoized<S, C, F> {
     cache: TypedCache<S, C>,
     prefix: String,
     ttl: Ttl,
     function: F,
+}
+
+impl<S, C: std::fmt::Debug, F> std::fmt::Debug for TypedMemoized<S, C, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedMemoized")
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .field("codec", &self.cache.codec)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S, C: Clone, F: Clone> Clone for TypedMemoized<S, C, F> {
