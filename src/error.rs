@@ -332,6 +332,12 @@ impl PartialEq<str> for StatusText {
     }
 }
 
+impl PartialEq<String> for StatusText {
+    fn eq(&self, other: &String) -> bool {
+        self.text == *other
+    }
+}
+
 impl PartialEq<&str> for StatusText {
     fn eq(&self, other: &&str) -> bool {
         self.text == *other

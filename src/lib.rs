@@ -54,12 +54,33 @@
 //! - [`Client`]: the blocking API; validation, deadlines, retries.
 //! - `server` (feature `server`): an embedded server honouring the same
 //!   contract as the reference server, for tests, examples and benchmarks.
+//! - `cache` (feature `cache`): a caching layer on top of `Client`:
+//!   read-through with single flight, typed values, a near cache,
+//!   fail-open.
 //!
-//! Dependencies point one way: client → pool → codec; the server uses the
-//! codec and nothing of the client.
+//! Dependencies point one way: cache → client → pool → codec; the server
+//! uses the codec and nothing of the client.
+//!
+//! # Cargo features
+//!
+//! None is on by default: a plain user compiles the client alone.
+//!
+//! - `server`: the embedded server (module `server`), for tests, examples and
+//!   benchmarks.
+//! - `cli`: the `tiny-cache` command-line tool (implies `server`).
+//! - `cache`: the caching layer (module `cache`): `ReadThrough` with
+//!   single flight per key, the `CacheStore` trait, statistics, opt-in
+//!   fail-open and `memoize`.
+//! - `serde` (implies `cache`): typed values through codecs, JSON
+//!   (serde_json) and postcard, and the `Codec` trait for your own format.
+//! - `near-cache` (implies `cache`): an in-process layer on moka in front
+//!   of any store, bounded by entries or bytes, TinyLFU or LRU, its TTL
+//!   capped by the remote one.
 #![warn(missing_docs)]
 
 mod address;
+#[cfg(feature = "cache")]
+pub mod cache;
 mod client;
 #[cfg(feature = "unstable-internals")]
 pub mod codec;

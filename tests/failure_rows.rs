@@ -201,7 +201,7 @@ fn a_call_queued_behind_the_stream_limit_ends_at_its_own_deadline() {
     );
 
     let timeout = Duration::from_millis(600);
-    let queued = client.with_timeout(timeout);
+    let queued = client.with_timeout(timeout).unwrap();
     let (outcome, elapsed) = timed(|| queued.get("queued"));
     assert!(
         matches!(outcome, Err(Error::DeadlineExceeded(_))),

@@ -1,0 +1,597 @@
+//! The read-through layer: look up, and on a miss compute once per key,
+//! store and return.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::flight::{Flights, Outcome, Role};
+use super::stats::{bump, CacheStats, Counters};
+use super::{CacheError, CacheStore};
+use crate::{Error, Ttl, DEFAULT_TIMEOUT};
+
+/// A read-through caching layer over any [`CacheStore`], with single
+/// flight per key.
+///
+/// [`get_with`](Self::get_with) looks the key up and, on a miss, runs the
+/// closure, stores its value for `ttl` and returns it. While one thread
+/// runs the closure for a key, every other thread of the process asking for
+/// that key through this layer (or a clone of it) waits for that result
+/// instead of computing it again, at most until its own
+/// [`timeout`](Self::with_timeout). The names follow moka's `get_with` and
+/// `try_get_with`.
+///
+/// - A loader error reaches every waiter and is not cached: the next call
+///   computes again.
+/// - A loader that panics unwinds in its own thread; its waiters get
+///   [`CacheError::LoaderPanicked`] and the key is free for the next call.
+/// - A loader may read other keys through the same layer; asking for its
+///   own key gives [`CacheError::Reentrant`] instead of a deadlock.
+///   Two loaders in two threads that each wait for the other's key end at
+///   their deadlines with [`CacheError::WaitTimeout`].
+/// - With [`fail_open`](ReadThroughBuilder::fail_open), an unreachable,
+///   slow or full store does not fail read-through: the value is computed
+///   and returned anyway, and the failure counted.
+///
+/// Cloning is cheap and clones share the flights and the statistics.
+///
+/// ```
+/// # #[cfg(feature = "server")] {
+/// # let server = tiny_cache_client::server::Server::local()?;
+/// # let address = server.address();
+/// use std::time::Duration;
+/// use tiny_cache_client::cache::ReadThrough;
+/// use tiny_cache_client::Client;
+///
+/// let cache = ReadThrough::new(Client::new(&address)?);
+/// let page = cache.get_with("page:/home", Duration::from_secs(30), || {
+///     "<h1>expensive to render</h1>"
+/// })?;
+/// assert_eq!(&page[..], b"<h1>expensive to render</h1>");
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ReadThrough<S> {
+    shared: Arc<Shared<S>>,
+    /// How long a caller waits for another thread's load of the same key.
+    timeout: Duration,
+}
+
+struct Shared<S> {
+    store: S,
+    flights: Flights,
+    counters: Counters,
+    fail_open: bool,
+}
+
+impl<S> Clone for ReadThrough<S> {
+    fn clone(&self) -> Self {
+        ReadThrough {
+            shared: Arc::clone(&self.shared),
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for ReadThrough<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadThrough")
+            .field("timeout", &self.timeout)
+            .field("fail_open", &self.shared.fail_open)
+            .field("stats", &self.shared.counters.snapshot())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of a [`ReadThrough`] layer, with their defaults.
+///
+/// ```
+/// # #[cfg(feature = "server")] {
+/// # let server = tiny_cache_client::server::Server::local()?;
+/// # let client = tiny_cache_client::Client::new(&server.address())?;
+/// use std::time::Duration;
+/// use tiny_cache_client::cache::ReadThrough;
+///
+/// let cache = ReadThrough::builder(client)
+///     .timeout(Duration::from_secs(2))
+///     .fail_open(true)
+///     .build();
+/// assert_eq!(cache.timeout(), Duration::from_secs(2));
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct ReadThroughBuilder<S> {
+    store: S,
+    timeout: Duration,
+    fail_open: bool,
+}
+
+impl<S: CacheStore> ReadThroughBuilder<S> {
+    /// How long a caller waits for another thread loading the same key
+    /// before [`CacheError::WaitTimeout`]. Default: [`DEFAULT_TIMEOUT`]
+    /// (30 s, the client's default deadline).
+    ///
+    /// ```
+    /// # use tiny_cache_client::cache::ReadThrough;
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let cache = ReadThrough::builder(client)
+    ///     .timeout(std::time::Duration::from_millis(500))
+    ///     .build();
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether read-through survives an outage of the store. Default: off.
+    ///
+    /// When on, and the store fails with [`Error::Unavailable`],
+    /// [`Error::DeadlineExceeded`] or [`Error::ResourceExhausted`]:
+    /// [`get_with`](ReadThrough::get_with) computes and returns the value
+    /// anyway, [`get`](ReadThrough::get) reports a miss, writes after a
+    /// compute are best effort, and each failure is counted in
+    /// [`CacheStats::store_failures`]. Any other error (a validation error
+    /// is a bug, not an outage) still fails the call, and so do explicit
+    /// [`set`](ReadThrough::set) and [`delete`](ReadThrough::delete): a
+    /// caller invalidating an entry needs to know it did not happen.
+    ///
+    /// ```
+    /// # use tiny_cache_client::cache::ReadThrough;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::Client;
+    ///
+    /// // Nothing listens on port 1: the cache is "down".
+    /// let down = Client::builder("127.0.0.1:1").max_retries(0).build()?;
+    /// let cache = ReadThrough::builder(down).fail_open(true).build();
+    /// let value = cache.get_with("k", Duration::from_secs(60), || "computed anyway")?;
+    /// assert_eq!(&value[..], b"computed anyway");
+    /// assert_eq!(cache.stats().store_failures, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fail_open(mut self, enabled: bool) -> Self {
+        self.fail_open = enabled;
+        self
+    }
+
+    /// The layer.
+    ///
+    /// ```
+    /// # use tiny_cache_client::cache::ReadThrough;
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let cache = ReadThrough::builder(client).build();
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build(self) -> ReadThrough<S> {
+        ReadThrough {
+            shared: Arc::new(Shared {
+                store: self.store,
+                flights: Flights::default(),
+                counters: Counters::default(),
+                fail_open: self.fail_open,
+            }),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The failures fail-open absorbs: the store being away, slow or full.
+/// Everything else says the request itself is wrong.
+pub(crate) fn is_outage(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Unavailable(_) | Error::DeadlineExceeded(_) | Error::ResourceExhausted(_)
+    )
+}
+
+/// Decodes stored bytes into the caller's type.
+pub(crate) type Decode<'a, T, E> = &'a dyn Fn(&Bytes) -> Result<T, CacheError<E>>;
+
+impl<S: CacheStore> ReadThrough<S> {
+    /// A layer over `store` with the default settings (see
+    /// [`ReadThroughBuilder`]).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// let cache = ReadThrough::new(client);
+    /// assert_eq!(cache.get("nothing here")?, None);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(store: S) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// A builder for a layer over `store`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// let cache = ReadThrough::builder(client).fail_open(true).build();
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder(store: S) -> ReadThroughBuilder<S> {
+        ReadThroughBuilder {
+            store,
+            timeout: DEFAULT_TIMEOUT,
+            fail_open: false,
+        }
+    }
+
+    /// The store under this layer.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// let cache = ReadThrough::new(client);
+    /// println!("{} entries on the server", cache.store().stats()?.size);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn store(&self) -> &S {
+        &self.shared.store
+    }
+
+    /// How long this handle waits for another thread's load of the same key.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// assert_eq!(ReadThrough::new(client).timeout(), tiny_cache_client::DEFAULT_TIMEOUT);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A handle on the same layer (same flights, same statistics) whose
+    /// callers wait at most `timeout` for another thread's load.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// let cache = ReadThrough::new(client);
+    /// let hurried = cache.with_timeout(Duration::from_millis(100));
+    /// hurried.get_with("k", Duration::from_secs(60), || "v")?;
+    /// assert_eq!(cache.stats().loads, 1);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        ReadThrough {
+            shared: Arc::clone(&self.shared),
+            timeout,
+        }
+    }
+
+    /// This layer's counters.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// let cache = ReadThrough::new(client);
+    /// cache.get("k")?;
+    /// assert_eq!(cache.stats().misses, 1);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> CacheStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// The value of `key`, `None` when missing. No loader, no single
+    /// flight; with fail-open, an outage of the store reads as a miss.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// let cache = ReadThrough::new(client);
+    /// cache.set("k", "v", Duration::from_secs(60))?;
+    /// assert_eq!(cache.get("k")?.as_deref(), Some(&b"v"[..]));
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+        let counters = &self.shared.counters;
+        if let Some(value) = self.shared.store.peek(key) {
+            bump(&counters.hits);
+            return Ok(Some(value));
+        }
+        match self.shared.store.get(key) {
+            Ok(Some(value)) => {
+                bump(&counters.hits);
+                Ok(Some(value))
+            }
+            Ok(None) => {
+                bump(&counters.misses);
+                Ok(None)
+            }
+            Err(error) if self.shared.fail_open && is_outage(&error) => {
+                bump(&counters.store_failures);
+                bump(&counters.misses);
+                Ok(None)
+            }
+            Err(error) => Err(CacheError::Store(error)),
+        }
+    }
+
+    /// Stores `value` under `key` for `ttl`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::ReadThrough;
+    /// use tiny_cache_client::Ttl;
+    ///
+    /// let cache = ReadThrough::new(client);
+    /// cache.set("motd", "be kind", Ttl::Never)?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        ttl: impl Into<Ttl>,
+    ) -> Result<(), CacheError> {
+        Ok(self.shared.store.set(key, value.into(), ttl.into())?)
+    }
+
+    /// Removes `key` (removing a missing key succeeds).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// let cache = ReadThrough::new(client);
+    /// cache.set("k", "v", Duration::from_secs(60))?;
+    /// cache.delete("k")?;
+    /// assert_eq!(cache.get("k")?, None);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn delete(&self, key: &str) -> Result<(), CacheError> {
+        Ok(self.shared.store.delete(key)?)
+    }
+
+    /// The value of `key`; on a miss, `load`'s value, stored for `ttl`.
+    /// One `load` runs per key at a time across the process (see the type's
+    /// documentation for errors, panics and re-entrance).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// let cache = ReadThrough::new(client);
+    /// let first = cache.get_with("k", Duration::from_secs(60), || "first")?;
+    /// let second = cache.get_with("k", Duration::from_secs(60), || "second")?;
+    /// assert_eq!((&first[..], &second[..]), (&b"first"[..], &b"first"[..]));
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_with<V: Into<Bytes>>(
+        &self,
+        key: &str,
+        ttl: impl Into<Ttl>,
+        load: impl FnOnce() -> V,
+    ) -> Result<Bytes, CacheError> {
+        // `CacheError` is `CacheError<Infallible>`: the same error type.
+        self.try_get_with(key, ttl, || Ok::<V, std::convert::Infallible>(load()))
+    }
+
+    /// Like [`get_with`](Self::get_with) with a loader that can fail: its
+    /// error reaches this caller and every caller waiting for the same key
+    /// as [`CacheError::Load`], and nothing is stored.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::cache::{CacheError, ReadThrough};
+    ///
+    /// let cache = ReadThrough::new(client);
+    /// let ttl = Duration::from_secs(60);
+    /// let failed = cache.try_get_with("k", ttl, || "12x".parse::<u32>().map(|n| n.to_string()));
+    /// assert!(matches!(failed, Err(CacheError::Load(_))));
+    /// let ok = cache.try_get_with("k", ttl, || "12".parse::<u32>().map(|n| n.to_string()))?;
+    /// assert_eq!(&ok[..], b"12");
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_get_with<V, E>(
+        &self,
+        key: &str,
+        ttl: impl Into<Ttl>,
+        load: impl FnOnce() -> Result<V, E>,
+    ) -> Result<Bytes, CacheError<E>>
+    where
+        V: Into<Bytes>,
+        E: Send + Sync + 'static,
+    {
+        self.read_through(key, ttl.into(), &|bytes| Ok(bytes.clone()), false, || {
+            let value: Bytes = load().map_err(|e| CacheError::Load(Arc::new(e)))?.into();
+            Ok((value.clone(), value))
+        })
+    }
+
+    /// The engine under every read-through call: `decode` turns stored
+    /// bytes into a `T` (an error fails the call unless
+    /// `miss_on_undecodable`), `compute` makes a `T` and its bytes.
+    pub(crate) fn read_through<T, E>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        decode: Decode<'_, T, E>,
+        miss_on_undecodable: bool,
+        compute: impl FnOnce() -> Result<(T, Bytes), CacheError<E>>,
+    ) -> Result<T, CacheError<E>>
+    where
+        E: Send + Sync + 'static,
+    {
+        // A TTL the store would refuse is a bug: fail before computing.
+        ttl.wire_seconds()?;
+        if let Some(bytes) = self.shared.store.peek(key) {
+            match decode(&bytes) {
+                Ok(value) => {
+                    bump(&self.shared.counters.hits);
+                    return Ok(value);
+                }
+                Err(error) if !miss_on_undecodable => return Err(error),
+                Err(_) => {}
+            }
+        }
+        if self.shared.flights.is_loading_here(key) {
+            return Err(CacheError::Reentrant {
+                key: key.to_owned(),
+            });
+        }
+        let now = Instant::now();
+        // A timeout too large for an Instant means "wait for as long as it
+        // takes": a year is as good.
+        let deadline = now
+            .checked_add(self.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+        let mut counted = false;
+        loop {
+            let wait = match self.shared.flights.join(key) {
+                Role::Leader(lead) => {
+                    return self.lead(lead, key, ttl, decode, miss_on_undecodable, compute)
+                }
+                Role::Waiter(wait) => wait,
+            };
+            if !counted {
+                bump(&self.shared.counters.coalesced_waits);
+                counted = true;
+            }
+            match wait.until(deadline) {
+                None => {
+                    return Err(CacheError::WaitTimeout {
+                        key: key.to_owned(),
+                        waited: self.timeout,
+                    })
+                }
+                Some(Outcome::Value(bytes)) => return decode(&bytes),
+                Some(Outcome::Panicked) => {
+                    return Err(CacheError::LoaderPanicked {
+                        key: key.to_owned(),
+                    })
+                }
+                Some(Outcome::Failed(shared)) => {
+                    if let Some(error) = shared.downcast_ref::<CacheError<E>>() {
+                        return Err(error.clone());
+                    }
+                    // The leader's loader had another error type: its error
+                    // means nothing to this caller, who loads (or waits)
+                    // again.
+                }
+            }
+        }
+    }
+
+    fn lead<T, E>(
+        &self,
+        lead: super::flight::Lead<'_>,
+        key: &str,
+        ttl: Ttl,
+        decode: Decode<'_, T, E>,
+        miss_on_undecodable: bool,
+        compute: impl FnOnce() -> Result<(T, Bytes), CacheError<E>>,
+    ) -> Result<T, CacheError<E>>
+    where
+        E: Send + Sync + 'static,
+    {
+        let shared = &*self.shared;
+        let counters = &shared.counters;
+        let fail = |lead: super::flight::Lead<'_>, error: CacheError<E>| {
+            lead.publish(Outcome::Failed(Arc::new(error.clone())));
+            Err(error)
+        };
+        let mut store_down = false;
+        match shared.store.get(key) {
+            Ok(Some(bytes)) => match decode(&bytes) {
+                Ok(value) => {
+                    bump(&counters.hits);
+                    lead.publish(Outcome::Value(bytes));
+                    return Ok(value);
+                }
+                Err(error) if !miss_on_undecodable => {
+                    // Waiters decode for themselves (they may want another
+                    // type); this caller's type does not fit.
+                    lead.publish(Outcome::Value(bytes));
+                    return Err(error);
+                }
+                Err(_) => {}
+            },
+            Ok(None) => {}
+            Err(error) if shared.fail_open && is_outage(&error) => {
+                bump(&counters.store_failures);
+                store_down = true;
+            }
+            Err(error) => return fail(lead, CacheError::Store(error)),
+        }
+        bump(&counters.misses);
+        bump(&counters.loads);
+        let (value, bytes) = match compute() {
+            Ok(computed) => computed,
+            Err(error) => {
+                bump(&counters.load_errors);
+                return fail(lead, error);
+            }
+        };
+        // With the store just found down, writing would only spend another
+        // deadline on it.
+        if !store_down {
+            match shared.store.set(key, bytes.clone(), ttl) {
+                Ok(()) => {}
+                Err(error) if shared.fail_open && is_outage(&error) => {
+                    bump(&counters.store_failures);
+                }
+                Err(error) => return fail(lead, CacheError::Store(error)),
+            }
+        }
+        lead.publish(Outcome::Value(bytes));
+        Ok(value)
+    }
+}

@@ -1,0 +1,535 @@
+//! The near cache: an in-process layer (moka) in front of another store.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::notification::RemovalCause;
+use moka::policy::EvictionPolicy;
+use moka::Expiry;
+
+use super::stats::{bump, CacheStats, Counters};
+use super::CacheStore;
+use crate::{Code, Error, Result, Ttl};
+
+/// Default bound of a near cache, in entries: enough for a service's hot
+/// set, small enough (with values of a few KiB) to stay in the tens of MiB.
+pub const DEFAULT_NEAR_MAX_ENTRIES: u64 = 10_000;
+
+/// Default local TTL of a near cache: how long, at most, this process can
+/// keep showing a value another process has changed or deleted.
+pub const DEFAULT_NEAR_TTL: Duration = Duration::from_secs(5);
+
+/// What one entry weighs beyond its key and value when the near cache is
+/// bounded by bytes: moka's and our bookkeeping per entry, roughly.
+pub const NEAR_ENTRY_OVERHEAD_BYTES: u32 = 96;
+
+/// Which entries a full near cache gives up first.
+///
+/// ```
+/// use tiny_cache_client::cache::NearPolicy;
+///
+/// assert_eq!(NearPolicy::default(), NearPolicy::TinyLfu);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NearPolicy {
+    /// moka's TinyLFU: admits a new entry only when it is likely to be read
+    /// more often than the one it would evict. Best for skewed traffic.
+    #[default]
+    TinyLfu,
+    /// Least recently used: every new entry is admitted. Best when recent
+    /// keys are the hot keys (a scan would flush TinyLFU's history anyway).
+    Lru,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Capacity {
+    Entries(u64),
+    Bytes(u64),
+}
+
+/// Settings of a [`NearCache`], with their defaults.
+///
+/// ```
+/// # #[cfg(feature = "server")] {
+/// # let server = tiny_cache_client::server::Server::local()?;
+/// # let client = tiny_cache_client::Client::new(&server.address())?;
+/// use std::time::Duration;
+/// use tiny_cache_client::cache::{NearCache, NearPolicy};
+///
+/// let near = NearCache::builder(client)
+///     .max_bytes(64 << 20)
+///     .local_ttl(Duration::from_secs(2))
+///     .policy(NearPolicy::Lru)
+///     .build();
+/// assert_eq!(near.local_ttl(), Duration::from_secs(2));
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct NearCacheBuilder<S> {
+    inner: S,
+    capacity: Capacity,
+    local_ttl: Duration,
+    policy: NearPolicy,
+}
+
+impl<S: CacheStore> NearCacheBuilder<S> {
+    /// Bounds the local layer to `entries` entries (default
+    /// [`DEFAULT_NEAR_MAX_ENTRIES`]).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let near = tiny_cache_client::cache::NearCache::builder(client).max_entries(100).build();
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_entries(mut self, entries: u64) -> Self {
+        self.capacity = Capacity::Entries(entries);
+        self
+    }
+
+    /// Bounds the local layer to about `bytes` bytes: keys plus values plus
+    /// [`NEAR_ENTRY_OVERHEAD_BYTES`] per entry.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let near = tiny_cache_client::cache::NearCache::builder(client).max_bytes(1 << 20).build();
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.capacity = Capacity::Bytes(bytes);
+        self
+    }
+
+    /// How long an entry lives locally at most (default
+    /// [`DEFAULT_NEAR_TTL`]). An entry this layer writes lives no longer
+    /// than the TTL it was written with.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// let near = tiny_cache_client::cache::NearCache::builder(client)
+    ///     .local_ttl(Duration::from_millis(500))
+    ///     .build();
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn local_ttl(mut self, ttl: Duration) -> Self {
+        self.local_ttl = ttl;
+        self
+    }
+
+    /// Which entries go first when the layer is full (default
+    /// [`NearPolicy::TinyLfu`]).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::{NearCache, NearPolicy};
+    /// let near = NearCache::builder(client).policy(NearPolicy::Lru).build();
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn policy(mut self, policy: NearPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The near cache.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let near = tiny_cache_client::cache::NearCache::builder(client).build();
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build(self) -> NearCache<S> {
+        let counters = Arc::new(Counters::default());
+        let listener_counters = Arc::clone(&counters);
+        let builder = moka::sync::Cache::builder()
+            .eviction_policy(match self.policy {
+                NearPolicy::TinyLfu => EvictionPolicy::tiny_lfu(),
+                NearPolicy::Lru => EvictionPolicy::lru(),
+            })
+            .expire_after(LocalExpiry)
+            .eviction_listener(move |_key, _value, cause| match cause {
+                RemovalCause::Size => bump(&listener_counters.evictions),
+                RemovalCause::Expired => bump(&listener_counters.expirations),
+                // Our own invalidations and overwrites are not losses.
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            });
+        let local = match self.capacity {
+            Capacity::Entries(entries) => builder.max_capacity(entries).build(),
+            Capacity::Bytes(bytes) => builder
+                .max_capacity(bytes)
+                .weigher(|key: &String, local: &Local| {
+                    let weight = key.len() + local.value.len() + NEAR_ENTRY_OVERHEAD_BYTES as usize;
+                    u32::try_from(weight).unwrap_or(u32::MAX)
+                })
+                .build(),
+        };
+        NearCache {
+            inner: self.inner,
+            local,
+            local_ttl: self.local_ttl,
+            writes: AtomicU64::new(0),
+            counters,
+        }
+    }
+}
+
+/// An entry held locally, with the instant it must be gone by.
+#[derive(Clone)]
+struct Local {
+    value: Bytes,
+    expires_at: Instant,
+}
+
+/// Per-entry expiry: each entry carries its own end, computed before the
+/// remote call that wrote or read it, so the local copy never outlives the
+/// remote entry this layer wrote.
+struct LocalExpiry;
+
+impl Expiry<String, Local> for LocalExpiry {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        local: &Local,
+        created_at: Instant,
+    ) -> Option<Duration> {
+        Some(local.expires_at.saturating_duration_since(created_at))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        local: &Local,
+        updated_at: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(local.expires_at.saturating_duration_since(updated_at))
+    }
+}
+
+/// An in-process cache (moka) in front of another [`CacheStore`] (usually
+/// the remote [`Client`](crate::Client)), itself a `CacheStore`: put a
+/// [`ReadThrough`](crate::cache::ReadThrough) on top for single flight.
+///
+/// Reads are answered locally when possible, else from the store under it
+/// and kept locally. Writes and deletes through this layer go to the store
+/// first, then update or drop the local copy, so this process reads its own
+/// writes.
+///
+/// What a reader can see, plainly: **an entry another process changed or
+/// deleted stays visible here for at most the local TTL** (default
+/// [`DEFAULT_NEAR_TTL`]). An entry this layer wrote lives locally no longer
+/// than the TTL it was written with; an entry read from the store lives
+/// locally for the local TTL, because the server does not tell how long
+/// its entry has left, so keep the local TTL well under your remote TTLs.
+/// [`flush_local`](Self::flush_local) drops everything local at once.
+///
+/// ```
+/// # #[cfg(feature = "server")] {
+/// # let server = tiny_cache_client::server::Server::local()?;
+/// # let client = tiny_cache_client::Client::new(&server.address())?;
+/// use std::time::Duration;
+/// use tiny_cache_client::cache::{NearCache, ReadThrough};
+///
+/// let near = NearCache::builder(client).max_entries(10_000).build();
+/// let cache = ReadThrough::new(near);
+/// cache.get_with("config", Duration::from_secs(60), || "v1")?; // computed, stored in both
+/// cache.get_with("config", Duration::from_secs(60), || "v1")?; // local hit, no network
+/// assert_eq!(cache.store().stats().hits, 1);
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct NearCache<S> {
+    inner: S,
+    local: moka::sync::Cache<String, Local>,
+    local_ttl: Duration,
+    /// Bumped by every write and delete through this layer: a read that saw
+    /// it change while it was out fetching does not keep what it fetched,
+    /// which might predate the write.
+    writes: AtomicU64,
+    counters: Arc<Counters>,
+}
+
+impl<S> std::fmt::Debug for NearCache<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NearCache")
+            .field("local_ttl", &self.local_ttl)
+            .field("local_entries", &self.local.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: CacheStore> NearCache<S> {
+    /// A near cache over `inner` with the default settings.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let near = tiny_cache_client::cache::NearCache::new(client);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new(inner: S) -> Self {
+        Self::builder(inner).build()
+    }
+
+    /// A builder for a near cache over `inner`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let near = tiny_cache_client::cache::NearCache::builder(client).max_entries(500).build();
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn builder(inner: S) -> NearCacheBuilder<S> {
+        NearCacheBuilder {
+            inner,
+            capacity: Capacity::Entries(DEFAULT_NEAR_MAX_ENTRIES),
+            local_ttl: DEFAULT_NEAR_TTL,
+            policy: NearPolicy::default(),
+        }
+    }
+
+    /// The store under the local layer.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let near = tiny_cache_client::cache::NearCache::new(client);
+    /// near.inner().set("bypass", "the local layer")?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// The longest an entry lives locally.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::{NearCache, DEFAULT_NEAR_TTL};
+    /// assert_eq!(NearCache::new(client).local_ttl(), DEFAULT_NEAR_TTL);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn local_ttl(&self) -> Duration {
+        self.local_ttl
+    }
+
+    /// Drops every local entry (the store under it keeps its entries).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::cache::{CacheStore, NearCache};
+    /// use tiny_cache_client::Ttl;
+    ///
+    /// let near = NearCache::new(client);
+    /// near.set("k", "v".into(), Ttl::After(Duration::from_secs(60)))?;
+    /// assert!(near.peek("k").is_some());
+    /// near.flush_local();
+    /// assert!(near.peek("k").is_none());
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn flush_local(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.local.invalidate_all();
+    }
+
+    /// How many entries are held locally (after moka's pending evictions).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let near = tiny_cache_client::cache::NearCache::new(client);
+    /// assert_eq!(near.local_entries(), 0);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn local_entries(&self) -> u64 {
+        self.local.run_pending_tasks();
+        self.local.entry_count()
+    }
+
+    /// What the local entries weigh: bytes with [`max_bytes`](NearCacheBuilder::max_bytes),
+    /// entries with [`max_entries`](NearCacheBuilder::max_entries).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let near = tiny_cache_client::cache::NearCache::builder(client).max_bytes(1 << 20).build();
+    /// assert_eq!(near.local_weight(), 0);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn local_weight(&self) -> u64 {
+        self.local.run_pending_tasks();
+        self.local.weighted_size()
+    }
+
+    /// The local layer's counters: hits, misses, evictions, expirations.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::{CacheStore, NearCache};
+    ///
+    /// let near = NearCache::new(client);
+    /// near.get("k")?;
+    /// assert_eq!(near.stats().misses, 1);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> CacheStats {
+        self.counters.snapshot()
+    }
+
+    /// Keeps `value` locally until `expires_at`, unless a write through
+    /// this layer happened since `epoch` (the value may predate it).
+    fn keep_read(&self, key: &str, value: &Bytes, epoch: u64, expires_at: Instant) {
+        if self.writes.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        self.local.insert(
+            key.to_owned(),
+            Local {
+                value: value.clone(),
+                expires_at,
+            },
+        );
+        // A write that slipped in between the check and the insert has
+        // already put its own value; ours must not stay over it.
+        if self.writes.load(Ordering::SeqCst) != epoch {
+            self.local.invalidate(key);
+        }
+    }
+}
+
+impl<S: CacheStore> CacheStore for NearCache<S> {
+    fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        if let Some(local) = self.local.get(key) {
+            bump(&self.counters.hits);
+            return Ok(Some(local.value));
+        }
+        bump(&self.counters.misses);
+        let epoch = self.writes.load(Ordering::SeqCst);
+        let expires_at = Instant::now() + self.local_ttl;
+        let value = self.inner.get(key)?;
+        if let Some(value) = &value {
+            self.keep_read(key, value, epoch, expires_at);
+        }
+        Ok(value)
+    }
+
+    fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        let local_ttl = match ttl {
+            Ttl::After(remote) => remote.min(self.local_ttl),
+            Ttl::Never => self.local_ttl,
+        };
+        // Counted from before the write: the remote entry's clock starts
+        // later, so the local copy ends first.
+        let expires_at = Instant::now() + local_ttl;
+        let written = self.inner.set(key, value.clone(), ttl);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        match written {
+            Ok(()) => {
+                self.local
+                    .insert(key.to_owned(), Local { value, expires_at });
+                Ok(())
+            }
+            Err(error) => {
+                // The store may or may not hold the new value: hold nothing.
+                self.local.invalidate(key);
+                Err(error)
+            }
+        }
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let deleted = self.inner.delete(key);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        // Even a failed delete may have happened: drop the local copy.
+        self.local.invalidate(key);
+        deleted
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Result<Option<Bytes>>>> {
+        let mut results: Vec<Option<Result<Option<Bytes>>>> = keys
+            .iter()
+            .map(|key| {
+                self.local.get(*key).map(|local| {
+                    bump(&self.counters.hits);
+                    Ok(Some(local.value))
+                })
+            })
+            .collect();
+        let missing: Vec<&str> = keys
+            .iter()
+            .zip(&results)
+            .filter(|(_, found)| found.is_none())
+            .map(|(key, _)| *key)
+            .collect();
+        if !missing.is_empty() {
+            for _ in &missing {
+                bump(&self.counters.misses);
+            }
+            let epoch = self.writes.load(Ordering::SeqCst);
+            let expires_at = Instant::now() + self.local_ttl;
+            let mut fetched = self.inner.get_many(&missing)?.into_iter();
+            for (key, slot) in keys.iter().zip(results.iter_mut()) {
+                if slot.is_some() {
+                    continue;
+                }
+                let result = fetched.next().unwrap_or_else(|| {
+                    Err(Error::Protocol {
+                        code: Code::Internal,
+                        message: format!(
+                            "the store answered fewer than the {} keys asked",
+                            missing.len()
+                        ),
+                    })
+                });
+                if let Ok(Some(value)) = &result {
+                    self.keep_read(key, value, epoch, expires_at);
+                }
+                *slot = Some(result);
+            }
+        }
+        Ok(results.into_iter().map(|r| r.unwrap_or(Ok(None))).collect())
+    }
+
+    fn peek(&self, key: &str) -> Option<Bytes> {
+        let local = self.local.get(key)?;
+        bump(&self.counters.hits);
+        Some(local.value)
+    }
+}

@@ -1,0 +1,133 @@
+//! The small trait every caching layer stands on.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::{Client, Error, Result, Ttl};
+
+/// A key-value store of bytes with TTLs: what a caching layer needs from
+/// whatever is under it.
+///
+/// Implemented for the remote [`Client`], for the near cache (which wraps
+/// another store), for `Arc`s and boxes of stores (so
+/// `Arc<dyn CacheStore>` works), and open to your own stores (a file, a
+/// test double, another service). Keys are the remote cache's keys; errors
+/// are the crate's [`Error`], so a layer's fail-open can tell an outage
+/// ([`Error::Unavailable`], [`Error::DeadlineExceeded`],
+/// [`Error::ResourceExhausted`]) from a bug ([`Error::Validation`]).
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use tiny_cache_client::cache::{CacheStore, ReadThrough};
+/// use tiny_cache_client::{Result, Ttl};
+///
+/// /// A store that never expires anything, for a test.
+/// #[derive(Default)]
+/// struct MapStore(Mutex<HashMap<String, Bytes>>);
+///
+/// impl CacheStore for MapStore {
+///     fn get(&self, key: &str) -> Result<Option<Bytes>> {
+///         Ok(self.0.lock().unwrap().get(key).cloned())
+///     }
+///     fn set(&self, key: &str, value: Bytes, _ttl: Ttl) -> Result<()> {
+///         self.0.lock().unwrap().insert(key.to_owned(), value);
+///         Ok(())
+///     }
+///     fn delete(&self, key: &str) -> Result<()> {
+///         self.0.lock().unwrap().remove(key);
+///         Ok(())
+///     }
+/// }
+///
+/// let cache = ReadThrough::new(MapStore::default());
+/// let value = cache.get_with("k", Duration::from_secs(5), || "computed")?;
+/// assert_eq!(&value[..], b"computed");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait CacheStore: Send + Sync {
+    /// The value of `key`, `None` when missing or expired.
+    fn get(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// Stores `value` under `key` for `ttl`.
+    fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()>;
+
+    /// Removes `key`; removing a missing key succeeds.
+    fn delete(&self, key: &str) -> Result<()>;
+
+    /// The values of several keys, in order. The default asks one key at a
+    /// time; a store with a batch call (the client's `MultiGet`) overrides
+    /// it. The outer error fails the whole batch, an inner one a single key.
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Result<Option<Bytes>>>> {
+        Ok(keys.iter().map(|key| self.get(key)).collect())
+    }
+
+    /// The value of `key` if this store holds it in process, without any
+    /// I/O or waiting; `None` otherwise (always, for stores with nothing
+    /// local). Layers ask this before anything that could block.
+    fn peek(&self, _key: &str) -> Option<Bytes> {
+        None
+    }
+}
+
+impl CacheStore for Client {
+    fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        Client::get(self, key)
+    }
+
+    fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        Client::set_with_ttl(self, key, value, ttl)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        Client::delete(self, key)
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Result<Option<Bytes>>>> {
+        let items = Client::get_many(self, keys.iter().copied())?;
+        Ok(items
+            .into_iter()
+            // A per-key failure of MultiGet is the server refusing that key
+            // (too long once namespaced, for example).
+            .map(|item| item.result.map_err(|e| Error::InvalidArgument(e.0.into())))
+            .collect())
+    }
+}
+
+macro_rules! forward_store {
+    ($($wrapper:ident),*) => {$(
+        impl<S: CacheStore + ?Sized> CacheStore for $wrapper<S> {
+            fn get(&self, key: &str) -> Result<Option<Bytes>> {
+                (**self).get(key)
+            }
+            fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+                (**self).set(key, value, ttl)
+            }
+            fn delete(&self, key: &str) -> Result<()> {
+                (**self).delete(key)
+            }
+            fn get_many(&self, keys: &[&str]) -> Result<Vec<Result<Option<Bytes>>>> {
+                (**self).get_many(keys)
+            }
+            fn peek(&self, key: &str) -> Option<Bytes> {
+                (**self).peek(key)
+            }
+        }
+    )*};
+}
+
+forward_store!(Arc, Box);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trait_is_object_safe() {
+        fn takes(_: &dyn CacheStore) {}
+        let _ = takes;
+    }
+}

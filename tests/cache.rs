@@ -1,0 +1,575 @@
+//! The caching layer over real loopback sockets against the embedded server:
+//! single flight, the near cache, codecs and fail-open.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tiny_cache_client::cache::{
+    CacheError, CacheStore, Codec, CodecError, Json, NearCache, NearPolicy, Postcard, ReadThrough,
+    TypedCache,
+};
+use tiny_cache_client::server::Server;
+use tiny_cache_client::{Client, Error, Ttl};
+
+const THREADS: usize = 64;
+const TTL: Duration = Duration::from_secs(60);
+/// Far above how long anything here takes on a busy machine, far below a
+/// hang: the bound for waiting on an event that must come.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn server_and_client() -> (Server, Client) {
+    let server = Server::local().expect("server");
+    let client = Client::builder(&server.address())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    (server, client)
+}
+
+/// Blocks until `ready` holds, polling a counter the other threads bump.
+fn wait_for(what: &str, ready: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < EVENT_TIMEOUT,
+            "timed out waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Runs `call` on `THREADS` threads released together; their results.
+fn stampede<T: Send + 'static>(
+    call: impl Fn() -> T + Send + Sync + 'static,
+) -> Vec<thread::Result<T>> {
+    let call = Arc::new(call);
+    let start = Arc::new(Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (call, start) = (Arc::clone(&call), Arc::clone(&start));
+            thread::spawn(move || {
+                start.wait();
+                call()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join()).collect()
+}
+
+// ----- single flight ----------------------------------------------------
+
+#[test]
+fn sixty_four_threads_missing_one_key_run_the_loader_once_and_all_get_its_value() {
+    let (_server, client) = server_and_client();
+    let cache = ReadThrough::new(client.clone());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (layer, counter) = (cache.clone(), Arc::clone(&runs));
+    let results = stampede(move || {
+        layer.get_with("cold", TTL, || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            // Hold the flight open until every other thread waits on it.
+            wait_for("63 waiters", || {
+                layer.stats().coalesced_waits == THREADS as u64 - 1
+            });
+            "computed once"
+        })
+    });
+    for result in results {
+        assert_eq!(
+            &result.expect("no panic").expect("a value")[..],
+            b"computed once"
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let stats = cache.stats();
+    assert_eq!((stats.loads, stats.misses), (1, 1));
+    assert_eq!(stats.coalesced_waits, THREADS as u64 - 1);
+    assert_eq!(
+        client.get_string("cold").unwrap().as_deref(),
+        Some("computed once")
+    );
+    // One Get and one Set reached the server for 64 callers.
+    let server = client.stats().unwrap();
+    assert_eq!((server.hits, server.misses), (1, 1));
+}
+
+#[test]
+fn a_loader_error_reaches_every_waiter_and_the_next_call_loads_again() {
+    let (_server, client) = server_and_client();
+    let cache = ReadThrough::new(client);
+    let layer = cache.clone();
+    let results = stampede(move || {
+        layer.try_get_with("flaky", TTL, || {
+            wait_for("63 waiters", || {
+                layer.stats().coalesced_waits == THREADS as u64 - 1
+            });
+            Err::<Vec<u8>, _>("backend said no".to_owned())
+        })
+    });
+    for result in results {
+        match result.expect("no panic") {
+            Err(CacheError::Load(why)) => assert_eq!(*why, "backend said no"),
+            other => panic!("every caller sees the loader's error, got {other:?}"),
+        }
+    }
+    assert_eq!(cache.stats().load_errors, 1);
+    // Not cached: the next call computes.
+    let value = cache
+        .try_get_with("flaky", TTL, || Ok::<_, String>("second try"))
+        .unwrap();
+    assert_eq!(&value[..], b"second try");
+    assert_eq!(cache.stats().loads, 2);
+}
+
+#[test]
+fn a_panicking_loader_leaves_no_waiter_hanging_and_does_not_poison_the_key() {
+    let (_server, client) = server_and_client();
+    let cache = ReadThrough::new(client);
+    let layer = cache.clone();
+    let started = Instant::now();
+    let results = stampede(move || {
+        layer.get_with("boom", TTL, || -> Vec<u8> {
+            wait_for("63 waiters", || {
+                layer.stats().coalesced_waits == THREADS as u64 - 1
+            });
+            panic!("loader exploded")
+        })
+    });
+    assert!(started.elapsed() < EVENT_TIMEOUT, "nobody hung");
+    let mut panicked = 0;
+    for result in results {
+        match result {
+            Err(panic) => {
+                assert_eq!(panic.downcast_ref::<&str>(), Some(&"loader exploded"));
+                panicked += 1;
+            }
+            Ok(Err(CacheError::LoaderPanicked { key })) => assert_eq!(key, "boom"),
+            Ok(other) => panic!("a waiter of a panicked loader got {other:?}"),
+        }
+    }
+    assert_eq!(panicked, 1, "the panic unwinds in the loader's own thread");
+    let value = cache.get_with("boom", TTL, || "fine now").unwrap();
+    assert_eq!(&value[..], b"fine now");
+}
+
+#[test]
+fn waiters_with_a_short_deadline_end_on_time_while_the_loader_still_runs() {
+    let (_server, client) = server_and_client();
+    let cache = ReadThrough::new(client);
+    let (release, released) = mpsc::channel::<()>();
+    let layer = cache.clone();
+    let loader = thread::spawn(move || {
+        layer.get_with("slow", TTL, || {
+            released.recv_timeout(EVENT_TIMEOUT).expect("released");
+            "slow value"
+        })
+    });
+    wait_for("the loader to start", || cache.stats().loads == 1);
+    let hurried = cache.with_timeout(Duration::from_millis(200));
+    let waiters: Vec<_> = (0..8)
+        .map(|_| {
+            let hurried = hurried.clone();
+            thread::spawn(move || {
+                let started = Instant::now();
+                (
+                    hurried.get_with("slow", TTL, || "not me"),
+                    started.elapsed(),
+                )
+            })
+        })
+        .collect();
+    for waiter in waiters {
+        let (result, waited) = waiter.join().unwrap();
+        assert!(
+            matches!(&result, Err(CacheError::WaitTimeout { key, waited }) if key == "slow" && *waited == Duration::from_millis(200)),
+            "got {result:?}"
+        );
+        assert!(waited >= Duration::from_millis(200), "waited {waited:?}");
+        assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    }
+    release.send(()).unwrap();
+    assert_eq!(&loader.join().unwrap().unwrap()[..], b"slow value");
+    assert_eq!(cache.stats().loads, 1);
+}
+
+#[test]
+fn a_loader_may_read_other_keys_but_its_own_key_is_a_typed_error() {
+    let (_server, client) = server_and_client();
+    let cache = ReadThrough::new(client);
+    let outer = cache
+        .get_with("outer", TTL, || {
+            let inner = cache.get_with("inner", TTL, || "inner value").unwrap();
+            let again = cache.get_with("outer", TTL, || "never");
+            assert!(
+                matches!(&again, Err(CacheError::Reentrant { key }) if key == "outer"),
+                "got {again:?}"
+            );
+            format!("outer of {}", String::from_utf8_lossy(&inner))
+        })
+        .unwrap();
+    assert_eq!(&outer[..], b"outer of inner value");
+    // The thread-local mark is gone once the loader is done.
+    let again = cache.get_with("outer", TTL, || "never").unwrap();
+    assert_eq!(&again[..], b"outer of inner value");
+}
+
+// ----- near cache -------------------------------------------------------
+
+#[test]
+fn the_near_cache_is_invalidated_by_its_own_writes_and_deletes() {
+    let (_server, client) = server_and_client();
+    let near = NearCache::builder(client.clone())
+        .local_ttl(Duration::from_secs(60))
+        .build();
+    let ttl = Ttl::After(TTL);
+    near.set("k", "one".into(), ttl).unwrap();
+    assert_eq!(near.peek("k").as_deref(), Some(&b"one"[..]));
+    near.set("k", "two".into(), ttl).unwrap();
+    assert_eq!(near.get("k").unwrap().as_deref(), Some(&b"two"[..]));
+    near.delete("k").unwrap();
+    assert_eq!(near.peek("k"), None);
+    assert_eq!(near.get("k").unwrap(), None);
+
+    // A change made elsewhere is not seen until the local copy goes.
+    client.set("shared", "old").unwrap();
+    assert_eq!(near.get("shared").unwrap().as_deref(), Some(&b"old"[..]));
+    client.set("shared", "new").unwrap();
+    assert_eq!(near.get("shared").unwrap().as_deref(), Some(&b"old"[..]));
+    near.flush_local();
+    assert_eq!(near.get("shared").unwrap().as_deref(), Some(&b"new"[..]));
+
+    let stats = near.stats();
+    assert_eq!((stats.hits, stats.misses), (3, 3), "{stats:?}");
+}
+
+/// The client, with reads that stop after fetching until released: a read
+/// that is "out on the network" while something else happens.
+struct HeldReads {
+    client: Client,
+    fetched: mpsc::SyncSender<()>,
+    release: std::sync::Mutex<mpsc::Receiver<()>>,
+}
+
+impl CacheStore for HeldReads {
+    fn get(&self, key: &str) -> tiny_cache_client::Result<Option<bytes::Bytes>> {
+        let value = self.client.get(key)?;
+        self.fetched.send(()).unwrap();
+        self.release
+            .lock()
+            .unwrap()
+            .recv_timeout(EVENT_TIMEOUT)
+            .unwrap();
+        Ok(value)
+    }
+    fn set(&self, key: &str, value: bytes::Bytes, ttl: Ttl) -> tiny_cache_client::Result<()> {
+        self.client.set_with_ttl(key, value, ttl)
+    }
+    fn delete(&self, key: &str) -> tiny_cache_client::Result<()> {
+        self.client.delete(key)
+    }
+}
+
+#[test]
+fn a_read_that_raced_with_our_own_write_does_not_leave_its_stale_value_behind() {
+    let (_server, client) = server_and_client();
+    client.set("k", "old").unwrap();
+    let (fetched_tx, fetched) = mpsc::sync_channel(1);
+    let (release, release_rx) = mpsc::channel();
+    let near = Arc::new(
+        NearCache::builder(HeldReads {
+            client,
+            fetched: fetched_tx,
+            release: std::sync::Mutex::new(release_rx),
+        })
+        .local_ttl(Duration::from_secs(60))
+        .build(),
+    );
+    let reader = {
+        let near = Arc::clone(&near);
+        thread::spawn(move || near.get("k").unwrap())
+    };
+    fetched.recv_timeout(EVENT_TIMEOUT).unwrap();
+    // The reader holds "old"; our write lands before it comes back.
+    near.set("k", "new".into(), Ttl::After(TTL)).unwrap();
+    release.send(()).unwrap();
+    assert_eq!(reader.join().unwrap().as_deref(), Some(&b"old"[..]));
+    assert_eq!(
+        near.peek("k").as_deref(),
+        Some(&b"new"[..]),
+        "the stale read was not kept"
+    );
+}
+
+#[test]
+fn a_read_through_layer_on_the_near_cache_answers_repeats_without_the_network() {
+    let (_server, client) = server_and_client();
+    let cache = ReadThrough::new(NearCache::new(client.clone()));
+    for _ in 0..10 {
+        assert_eq!(&cache.get_with("hot", TTL, || "v").unwrap()[..], b"v");
+    }
+    let server = client.stats().unwrap();
+    // One Get (a miss) and one Set; the nine repeats stayed local.
+    assert_eq!((server.hits, server.misses), (0, 1));
+    assert_eq!(cache.store().stats().hits, 9);
+}
+
+#[test]
+fn the_near_cache_size_bound_holds_by_entries_and_by_bytes() {
+    let (_server, client) = server_and_client();
+    let by_entries = NearCache::builder(client.clone())
+        .max_entries(50)
+        .policy(NearPolicy::Lru)
+        .build();
+    for i in 0..500 {
+        by_entries
+            .set(&format!("e{i}"), vec![b'x'; 10].into(), Ttl::After(TTL))
+            .unwrap();
+    }
+    assert!(
+        by_entries.local_entries() <= 50,
+        "{}",
+        by_entries.local_entries()
+    );
+    assert!(
+        by_entries.stats().evictions >= 450,
+        "{:?}",
+        by_entries.stats()
+    );
+
+    let max_bytes = 20_000;
+    let by_bytes = NearCache::builder(client)
+        .max_bytes(max_bytes)
+        .policy(NearPolicy::Lru)
+        .build();
+    for i in 0..200 {
+        by_bytes
+            .set(&format!("b{i}"), vec![b'y'; 1000].into(), Ttl::After(TTL))
+            .unwrap();
+    }
+    assert!(
+        by_bytes.local_weight() <= max_bytes,
+        "{}",
+        by_bytes.local_weight()
+    );
+    assert!(
+        by_bytes.local_entries() >= 10,
+        "the bound is bytes, not a handful of entries"
+    );
+    assert!(by_bytes.stats().evictions > 0);
+}
+
+#[test]
+fn the_local_ttl_never_outlives_the_remote_one() {
+    let (_server, client) = server_and_client();
+    let near = NearCache::builder(client.clone())
+        .local_ttl(Duration::from_secs(600))
+        .build();
+    near.set("short", "lived".into(), Ttl::After(Duration::from_secs(1)))
+        .unwrap();
+    assert!(near.peek("short").is_some());
+    // Once the server has expired the entry, the local copy must be gone.
+    wait_for("the remote entry to expire", || {
+        client.get("short").unwrap().is_none()
+    });
+    assert_eq!(near.peek("short"), None);
+    assert_eq!(near.get("short").unwrap(), None);
+}
+
+// ----- codecs -----------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Profile {
+    id: u64,
+    name: String,
+    tags: Vec<String>,
+    score: Option<f64>,
+}
+
+fn profile() -> Profile {
+    Profile {
+        id: 7,
+        name: "Ann ünïcode".into(),
+        tags: vec!["a".into(), "b".into()],
+        score: Some(0.5),
+    }
+}
+
+/// MessagePack, the docs' worked example of a user's codec.
+#[derive(Debug, Clone, Copy)]
+struct MessagePack;
+
+impl Codec for MessagePack {
+    fn name(&self) -> &'static str {
+        "messagepack"
+    }
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
+        Ok(rmp_serde::to_vec_named(value)?)
+    }
+    fn decode<T: serde::de::DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        Ok(rmp_serde::from_slice(bytes)?)
+    }
+}
+
+fn round_trips<C: Codec>(client: &Client, codec: C) {
+    let cache = TypedCache::new(ReadThrough::new(client.clone()), codec.clone());
+    let key = format!("profile:{}", codec.name());
+    cache.set(&key, &profile(), TTL).unwrap();
+    assert_eq!(cache.get::<Profile>(&key).unwrap(), Some(profile()));
+    // The bytes on the server are the codec's own encoding.
+    let stored = client.get(&key).unwrap().unwrap();
+    assert_eq!(codec.decode::<Profile>(&stored).unwrap(), profile());
+    let loaded = cache
+        .get_with(&format!("{key}:loaded"), TTL, profile)
+        .unwrap();
+    assert_eq!(loaded, profile());
+}
+
+#[test]
+fn every_codec_round_trips_a_struct_through_the_server() {
+    let (_server, client) = server_and_client();
+    round_trips(&client, Json);
+    round_trips(&client, Postcard);
+    round_trips(&client, MessagePack);
+    assert!(
+        Postcard.encode(&profile()).unwrap().len() < Json.encode(&profile()).unwrap().len(),
+        "postcard is the compact one"
+    );
+}
+
+#[test]
+fn undecodable_bytes_are_a_typed_error_naming_the_key_and_the_codec() {
+    let (_server, client) = server_and_client();
+    client.set("garbage", [0xff, 0x00, 0x13]).unwrap();
+    let cache = TypedCache::new(ReadThrough::new(client.clone()), Json);
+    for result in [
+        cache.get::<Profile>("garbage").map(|_| ()),
+        cache.get_with("garbage", TTL, profile).map(|_| ()),
+    ] {
+        match result {
+            Err(CacheError::Decode { key, codec, .. }) => {
+                assert_eq!((key.as_str(), codec), ("garbage", "json"))
+            }
+            other => panic!("expected a decode error, got {other:?}"),
+        }
+    }
+    match cache.with_codec(Postcard).get::<Profile>("garbage") {
+        Err(CacheError::Decode { codec, .. }) => assert_eq!(codec, "postcard"),
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    // The loader never ran and the bytes are untouched.
+    assert_eq!(cache.stats().loads, 0);
+    assert_eq!(
+        client.get("garbage").unwrap().as_deref(),
+        Some(&[0xff, 0x00, 0x13][..])
+    );
+
+    // Opted in: undecodable reads as a miss, and the new value replaces it.
+    let migrating = cache.clone().overwrite_undecodable(true);
+    assert_eq!(
+        migrating.get_with("garbage", TTL, profile).unwrap(),
+        profile()
+    );
+    assert_eq!(cache.get::<Profile>("garbage").unwrap(), Some(profile()));
+}
+
+#[test]
+fn memoized_functions_run_once_per_argument() {
+    let (_server, client) = server_and_client();
+    let cache = TypedCache::new(ReadThrough::new(client), Postcard);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let area = cache.memoize("area", TTL, move |&(w, h): &(u32, u32)| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        u64::from(w) * u64::from(h)
+    });
+    assert_eq!(area.call(&(3, 4)).unwrap(), 12);
+    assert_eq!(area.call(&(3, 4)).unwrap(), 12);
+    assert_eq!(area.call(&(5, 6)).unwrap(), 30);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A long argument is hashed into a key the server accepts.
+    let long = "word ".repeat(200);
+    let words = cache.memoize("words", TTL, |text: &String| {
+        text.split_whitespace().count()
+    });
+    assert_eq!(words.call(&long).unwrap(), 200);
+    assert_eq!(words.call(&long).unwrap(), 200);
+}
+
+// ----- fail-open --------------------------------------------------------
+
+#[test]
+fn with_the_server_killed_fail_open_read_through_returns_computed_values_and_counts_failures() {
+    let server = Server::local().unwrap();
+    let timeout = Duration::from_secs(2);
+    let client = Client::builder(&server.address())
+        .timeout(timeout)
+        .max_retries(1)
+        .build()
+        .unwrap();
+    let open = ReadThrough::builder(NearCache::new(client.clone()))
+        .fail_open(true)
+        .build();
+    let closed = ReadThrough::new(client.clone());
+    assert_eq!(
+        &open.get_with("before", TTL, || "stored").unwrap()[..],
+        b"stored"
+    );
+    server.kill();
+
+    for i in 0..3 {
+        let started = Instant::now();
+        let value = open
+            .get_with(&format!("during-{i}"), TTL, || format!("computed {i}"))
+            .unwrap();
+        assert_eq!(value, format!("computed {i}").as_bytes());
+        assert!(
+            started.elapsed() < timeout + Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(open.stats().store_failures, 3);
+    assert_eq!(
+        open.get("during-0").unwrap(),
+        None,
+        "a read fails open as a miss"
+    );
+    assert_eq!(open.stats().store_failures, 4);
+    // The near cache still answers what it held.
+    assert_eq!(
+        &open.get_with("before", TTL, || "unused").unwrap()[..],
+        b"stored"
+    );
+
+    // Without fail-open the outage is the caller's error.
+    match closed.get_with("during-0", TTL, || "computed") {
+        Err(CacheError::Store(error)) => assert!(error.is_retryable(), "{error:?}"),
+        other => panic!("expected a store error, got {other:?}"),
+    }
+    // A validation error is a bug, not an outage: it fails even open.
+    match open.get_with("", TTL, || "computed") {
+        Err(CacheError::Store(Error::Validation(_))) => {}
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+    match open.get_with("k", Ttl::After(Duration::ZERO), || "computed") {
+        Err(CacheError::Store(Error::Validation(_))) => {}
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+#[test]
+fn explicit_writes_through_a_fail_open_layer_still_report_the_outage() {
+    let server = Server::local().unwrap();
+    let client = Client::builder(&server.address())
+        .timeout(Duration::from_secs(2))
+        .max_retries(0)
+        .build()
+        .unwrap();
+    let open = ReadThrough::builder(client).fail_open(true).build();
+    server.kill();
+    assert!(matches!(open.set("k", "v", TTL), Err(CacheError::Store(_))));
+    assert!(matches!(open.delete("k"), Err(CacheError::Store(_))));
+}
