@@ -80,6 +80,17 @@ fn timed<T>(call: impl FnOnce() -> T) -> (T, Duration) {
     (outcome, started.elapsed())
 }
 
+/// A Get through a fresh client against `rogue` that must end quickly,
+/// after exactly one attempt (a broken reply is never retried): its outcome.
+#[track_caller]
+fn single_quick_get(rogue: &Rogue) -> Result<Option<Bytes>, Error> {
+    let client = client_of(&rogue.address());
+    let (outcome, elapsed) = timed(|| client.get("k"));
+    assert_eq!(rogue.attempts(), 1, "got {outcome:?}");
+    assert_quick(elapsed);
+    outcome
+}
+
 fn assert_quick(elapsed: Duration) {
     assert!(
         elapsed < QUICK,
@@ -270,8 +281,7 @@ fn ok_reply_whose_trailers_lack_grpc_status_is_an_unknown_protocol_error() {
         steps.push(Step::Trailers(vec![("x-note", "no status here".into())]));
         steps
     });
-    let client = client_of(&rogue.address());
-    let (outcome, elapsed) = timed(|| client.get("k"));
+    let outcome = single_quick_get(&rogue);
     assert!(
         matches!(
             outcome,
@@ -282,8 +292,6 @@ fn ok_reply_whose_trailers_lack_grpc_status_is_an_unknown_protocol_error() {
         ),
         "got {outcome:?}"
     );
-    assert_eq!(rogue.attempts(), 1);
-    assert_quick(elapsed);
 }
 
 #[test]
@@ -322,8 +330,7 @@ fn html_content_type_is_an_internal_protocol_error() {
             text_body("<html><body>Welcome to nginx!</body></html>"),
         ]
     });
-    let client = client_of(&rogue.address());
-    let (outcome, elapsed) = timed(|| client.get("k"));
+    let outcome = single_quick_get(&rogue);
     match outcome {
         Err(Error::Protocol {
             code: Code::Internal,
@@ -331,8 +338,6 @@ fn html_content_type_is_an_internal_protocol_error() {
         }) => assert!(message.contains("text/html"), "{message}"),
         other => panic!("expected Protocol(Internal), got {other:?}"),
     }
-    assert_eq!(rogue.attempts(), 1);
-    assert_quick(elapsed);
 }
 
 #[test]
@@ -394,8 +399,7 @@ fn reply_announced_over_the_receive_limit_is_refused_from_its_prefix() {
 #[test]
 fn zero_messages_with_ok_status_is_an_unimplemented_protocol_error() {
     let rogue = Rogue::start(|_| reply_with(&[], status_trailers("0", &[])));
-    let client = client_of(&rogue.address());
-    let (outcome, elapsed) = timed(|| client.get("k"));
+    let outcome = single_quick_get(&rogue);
     assert!(
         matches!(
             outcome,
@@ -406,8 +410,6 @@ fn zero_messages_with_ok_status_is_an_unimplemented_protocol_error() {
         ),
         "got {outcome:?}"
     );
-    assert_eq!(rogue.attempts(), 1);
-    assert_quick(elapsed);
 }
 
 #[test]
@@ -443,8 +445,7 @@ fn two_messages_with_ok_status_is_an_unimplemented_protocol_error() {
         let body = good_body(seen);
         reply_with(&[&body, &body], status_trailers("0", &[]))
     });
-    let client = client_of(&rogue.address());
-    let (outcome, elapsed) = timed(|| client.get("k"));
+    let outcome = single_quick_get(&rogue);
     assert!(
         matches!(
             outcome,
@@ -455,16 +456,13 @@ fn two_messages_with_ok_status_is_an_unimplemented_protocol_error() {
         ),
         "got {outcome:?}"
     );
-    assert_eq!(rogue.attempts(), 1);
-    assert_quick(elapsed);
 }
 
 #[test]
 fn unparseable_protobuf_in_an_ok_reply_is_an_internal_protocol_error() {
     // Field 2 (bytes) announcing 5 bytes and carrying 1: not a CacheValue.
     let rogue = Rogue::start(|_| ok_reply(&[0x12, 0x05, b'a']));
-    let client = client_of(&rogue.address());
-    let (outcome, elapsed) = timed(|| client.get("k"));
+    let outcome = single_quick_get(&rogue);
     assert!(
         matches!(
             outcome,
@@ -475,8 +473,6 @@ fn unparseable_protobuf_in_an_ok_reply_is_an_internal_protocol_error() {
         ),
         "got {outcome:?}"
     );
-    assert_eq!(rogue.attempts(), 1);
-    assert_quick(elapsed);
 }
 
 #[test]
@@ -492,8 +488,7 @@ fn truncated_message_with_ok_status_is_an_internal_protocol_error() {
             status_trailers("0", &[]),
         ]
     });
-    let client = client_of(&rogue.address());
-    let (outcome, elapsed) = timed(|| client.get("k"));
+    let outcome = single_quick_get(&rogue);
     assert!(
         matches!(
             outcome,
@@ -504,8 +499,6 @@ fn truncated_message_with_ok_status_is_an_internal_protocol_error() {
         ),
         "got {outcome:?}"
     );
-    assert_eq!(rogue.attempts(), 1);
-    assert_quick(elapsed);
 }
 
 #[test]
@@ -550,11 +543,8 @@ fn informational_headers_before_the_reply_are_skipped() {
         steps.extend(good_reply(seen));
         steps
     });
-    let client = client_of(&rogue.address());
-    let (outcome, elapsed) = timed(|| client.get("k"));
+    let outcome = single_quick_get(&rogue);
     assert_eq!(outcome, Ok(Some(Bytes::from_static(VALUE))));
-    assert_eq!(rogue.attempts(), 1);
-    assert_quick(elapsed);
 }
 
 #[test]
@@ -597,11 +587,8 @@ fn trailers_only_error_is_the_status_with_its_message() {
             end_stream: true,
         }]
     });
-    let client = client_of(&rogue.address());
-    let (outcome, elapsed) = timed(|| client.get("k"));
+    let outcome = single_quick_get(&rogue);
     assert_eq!(outcome, Err(status(Code::PermissionDenied, "not your key")));
-    assert_eq!(rogue.attempts(), 1);
-    assert_quick(elapsed);
 }
 
 #[test]
@@ -616,16 +603,13 @@ fn empty_message_then_invalid_argument_trailers_is_invalid_argument() {
             ),
         )
     });
-    let client = client_of(&rogue.address());
-    let (outcome, elapsed) = timed(|| client.get("k"));
+    let outcome = single_quick_get(&rogue);
     assert_eq!(
         outcome,
         Err(Error::InvalidArgument(
             "key must be at most 256 characters".into()
         ))
     );
-    assert_eq!(rogue.attempts(), 1);
-    assert_quick(elapsed);
 }
 
 #[test]
@@ -721,8 +705,7 @@ fn well_formed_status_details_are_returned_as_bytes() {
 fn non_numeric_grpc_status_is_unknown() {
     let rogue =
         Rogue::start(|_| reply_with(&[], status_trailers("abc", &[("grpc-message", "odd peer")])));
-    let client = client_of(&rogue.address());
-    let (outcome, elapsed) = timed(|| client.get("k"));
+    let outcome = single_quick_get(&rogue);
     match outcome {
         Err(Error::Status {
             code: Code::Unknown,
@@ -734,8 +717,6 @@ fn non_numeric_grpc_status_is_unknown() {
         ),
         other => panic!("expected Status(Unknown), got {other:?}"),
     }
-    assert_eq!(rogue.attempts(), 1);
-    assert_quick(elapsed);
 }
 
 // ----- RST_STREAM ---------------------------------------------------------------
@@ -789,8 +770,7 @@ fn refused_streams_beyond_the_retry_budget_are_unavailable() {
 #[test]
 fn reset_with_cancel_is_a_cancelled_status() {
     let rogue = Rogue::start(|_| vec![Step::Reset(Reason::CANCEL)]);
-    let client = client_of(&rogue.address());
-    let (outcome, elapsed) = timed(|| client.get("k"));
+    let outcome = single_quick_get(&rogue);
     assert!(
         matches!(
             outcome,
@@ -802,21 +782,16 @@ fn reset_with_cancel_is_a_cancelled_status() {
         ),
         "got {outcome:?}"
     );
-    assert_eq!(rogue.attempts(), 1);
-    assert_quick(elapsed);
 }
 
 #[test]
 fn reset_with_enhance_your_calm_is_resource_exhausted() {
     let rogue = Rogue::start(|_| vec![Step::Reset(Reason::ENHANCE_YOUR_CALM)]);
-    let client = client_of(&rogue.address());
-    let (outcome, elapsed) = timed(|| client.get("k"));
+    let outcome = single_quick_get(&rogue);
     assert!(
         matches!(outcome, Err(Error::ResourceExhausted(_))),
         "got {outcome:?}"
     );
-    assert_eq!(rogue.attempts(), 1);
-    assert_quick(elapsed);
 }
 
 #[test]
