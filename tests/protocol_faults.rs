@@ -214,6 +214,18 @@ fn http_429_without_grpc_status_is_unavailable_and_retried() {
     assert_eq!(attempts, 1 + RETRIES as usize);
 }
 
+/// A bare HTTP status that the gRPC spec maps to a code no retry can fix:
+/// that code, without details, after one attempt.
+#[track_caller]
+fn assert_http_status_is_final(http: u16, code: Code) {
+    let (error, attempts) = plain_http_status_scenario(http);
+    assert!(
+        matches!(&error, Error::Status { code: c, details: None, .. } if *c == code),
+        "{http}: {error:?}"
+    );
+    assert_eq!(attempts, 1, "an HTTP {http} is not retried");
+}
+
 #[test]
 fn http_502_and_504_without_grpc_status_are_unavailable_and_retried() {
     for http in [502, 504] {
@@ -225,53 +237,17 @@ fn http_502_and_504_without_grpc_status_are_unavailable_and_retried() {
 
 #[test]
 fn http_403_without_grpc_status_is_permission_denied() {
-    let (error, attempts) = plain_http_status_scenario(403);
-    assert!(
-        matches!(
-            error,
-            Error::Status {
-                code: Code::PermissionDenied,
-                details: None,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
-    assert_eq!(attempts, 1, "a 403 is not retried");
+    assert_http_status_is_final(403, Code::PermissionDenied);
 }
 
 #[test]
 fn http_404_without_grpc_status_is_unimplemented() {
-    let (error, attempts) = plain_http_status_scenario(404);
-    assert!(
-        matches!(
-            error,
-            Error::Status {
-                code: Code::Unimplemented,
-                details: None,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
-    assert_eq!(attempts, 1, "a 404 is not retried");
+    assert_http_status_is_final(404, Code::Unimplemented);
 }
 
 #[test]
 fn http_401_without_grpc_status_is_unauthenticated() {
-    let (error, attempts) = plain_http_status_scenario(401);
-    assert!(
-        matches!(
-            error,
-            Error::Status {
-                code: Code::Unauthenticated,
-                details: None,
-                ..
-            }
-        ),
-        "{error:?}"
-    );
-    assert_eq!(attempts, 1, "a 401 is not retried");
+    assert_http_status_is_final(401, Code::Unauthenticated);
 }
 
 #[test]
