@@ -1029,3 +1029,24 @@ fn show_request_id_on_a_server_error_prints_the_servers_id() {
     let err = stderr(&refused);
     assert!(err.contains("x-request-id: cli-too-big"), "{err}");
 }
+
+#[test]
+fn touch_gives_a_new_ttl_keeps_the_value_and_exits_1_for_a_missing_key() {
+    let server = local_server();
+    assert!(against(&server, &["set", "k", "v", "--ttl", "1"])
+        .status
+        .success());
+    let touched = against(&server, &["--json", "touch", "k", "--ttl", "never"]);
+    assert!(touched.status.success(), "{touched:?}");
+    let object = json_object(&touched);
+    assert_eq!(field_names(&object), ["key", "touched", "ttl_seconds"]);
+    assert_eq!(object["touched"], serde_json::Value::Bool(true));
+    assert_eq!(object["ttl_seconds"], serde_json::json!(0));
+    // The first TTL would have expired the key by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(stdout(&against(&server, &["get", "k"])), "v\n");
+
+    let missing = against(&server, &["touch", "nothing-here", "--ttl", "60"]);
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert_eq!(stderr(&missing), "not found: \"nothing-here\"\n");
+}

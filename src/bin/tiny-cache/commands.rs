@@ -81,6 +81,14 @@ pub enum DataCommand {
         #[command(flatten)]
         ttl: TtlArg,
     },
+    /// Give KEY a new TTL without changing its value (read, then written
+    /// back by compare-and-set); exit 1 if KEY is missing.
+    Touch {
+        /// The key to touch.
+        key: String,
+        #[command(flatten)]
+        ttl: TtlArg,
+    },
     /// Remove KEY; removing a missing key succeeds.
     Delete {
         /// The key to remove.
@@ -231,6 +239,16 @@ struct StoredItemJson {
     stored: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+/// `touch`'s object.
+#[derive(Debug, Serialize)]
+struct TouchedJson<'a> {
+    key: &'a str,
+    /// False when the key was missing: nothing was written.
+    touched: bool,
+    /// The new TTL in seconds, 0 for never.
+    ttl_seconds: i32,
 }
 
 /// `delete`'s object, and each item of `delete-many`'s.
@@ -402,6 +420,25 @@ impl DataCommand {
                 written(&key, outcome, value.len(), ttl_seconds, out)
             }
             DataCommand::SetMany { pairs, ttl } => set_many(client, &pairs, &ttl, out),
+            DataCommand::Touch { key, ttl } => {
+                let (ttl, ttl_seconds) = ttl.resolve()?;
+                let touched = client.touch(&key, ttl)?;
+                if out.json {
+                    out.object(&TouchedJson {
+                        key: &key,
+                        touched,
+                        ttl_seconds,
+                    })?;
+                }
+                if touched {
+                    Ok(())
+                } else {
+                    Err(Failure::outcome(
+                        Exit::Missing,
+                        format!("not found: {key:?}"),
+                    ))
+                }
+            }
             DataCommand::Delete { key } => {
                 client.delete(&key)?;
                 if out.json {

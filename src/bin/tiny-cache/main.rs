@@ -41,7 +41,7 @@ const MIB_BYTES: u64 = 1024 * 1024;
 const EXIT_CODES_HELP: &str = "\
 Exit status:
   0  success
-  1  the key is missing: `get`, or `get-many` with a key missing
+  1  the key is missing: `get`, `touch`, or `get-many` with a key missing
   2  usage error: bad arguments, or input the client refuses before
      sending it (an invalid key, namespace or request id, a value that
      cannot be read or decoded, an unusable TLS certificate or key file)
