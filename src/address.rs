@@ -32,26 +32,70 @@ pub struct Address {
 
 impl Address {
     /// The host name or IP address, without brackets.
+    ///
+    /// ```
+    /// use tiny_cache_client::Address;
+    ///
+    /// assert_eq!("grpc://cache.internal:50051".parse::<Address>()?.host(), "cache.internal");
+    /// assert_eq!("[::1]:7000".parse::<Address>()?.host(), "::1"); // no brackets
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
     pub fn host(&self) -> &str {
         &self.host
     }
 
     /// The TCP port.
+    ///
+    /// ```
+    /// use tiny_cache_client::Address;
+    ///
+    /// assert_eq!("cache.internal:50051".parse::<Address>()?.port(), 50051);
+    /// assert!("cache.internal:0".parse::<Address>().is_err());
+    /// assert!("cache.internal:65536".parse::<Address>().is_err());
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// Whether the address asks for TLS (`grpcs://`).
+    ///
+    /// ```
+    /// use tiny_cache_client::Address;
+    ///
+    /// assert!("grpcs://cache.internal:50051".parse::<Address>()?.is_tls());
+    /// assert!(!"grpc://cache.internal:50051".parse::<Address>()?.is_tls());
+    /// assert!(!"cache.internal:50051".parse::<Address>()?.is_tls()); // plain by default
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
     pub fn is_tls(&self) -> bool {
         self.tls
     }
 
     /// `host:port` as sent in `:authority` (IPv6 hosts in brackets).
+    ///
+    /// ```
+    /// use tiny_cache_client::Address;
+    ///
+    /// let address: Address = "grpcs://cache.internal:50051".parse()?;
+    /// assert_eq!(address.authority().as_str(), "cache.internal:50051");
+    /// let ipv6: Address = "[::1]:7000".parse()?;
+    /// assert_eq!(ipv6.authority().as_str(), "[::1]:7000");
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
     pub fn authority(&self) -> &Authority {
         &self.authority
     }
 
     /// The `:scheme` of requests to this address.
+    ///
+    /// ```
+    /// use tiny_cache_client::Address;
+    ///
+    /// assert_eq!("grpcs://cache.internal:50051".parse::<Address>()?.scheme().as_str(), "https");
+    /// assert_eq!("cache.internal:50051".parse::<Address>()?.scheme().as_str(), "http");
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
     pub fn scheme(&self) -> Scheme {
         if self.tls {
             Scheme::HTTPS

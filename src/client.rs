@@ -34,6 +34,13 @@ pub use crate::codec::CACHE_SERVICE_NAME;
 
 /// How many read-then-compare-and-set rounds [`Client::touch`] makes
 /// before giving up to concurrent writers.
+///
+/// ```
+/// use tiny_cache_client::TOUCH_ATTEMPTS;
+///
+/// // Eight lost races in a row before `touch` gives up with `ABORTED`.
+/// assert_eq!(TOUCH_ATTEMPTS, 8);
+/// ```
 pub const TOUCH_ATTEMPTS: u32 = 8;
 
 /// How long a caller waits past its deadline for the worker's own verdict,
@@ -90,6 +97,20 @@ struct Shared {
 
 /// One key's result inside a multi-key call: the key as given, and either
 /// its value/outcome or the reason the server gave for this key alone.
+///
+/// ```
+/// # #[cfg(feature = "server")] {
+/// # let server = tiny_cache_client::server::Server::local()?;
+/// # let client = tiny_cache_client::Client::new(&server.address())?;
+/// let results = client.set_many([("a", "1"), ("", "2")])?;
+/// assert_eq!(results[0].key, "a");
+/// assert_eq!(results[0].result, Ok(()));
+/// // The empty key failed alone; the call as a whole succeeded.
+/// assert_eq!(results[1].key, "");
+/// assert!(results[1].result.is_err());
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemResult<T> {
     /// The key, as it was asked for.
@@ -100,11 +121,47 @@ pub struct ItemResult<T> {
 
 /// Why one item of a multi-key call failed while the call as a whole
 /// succeeded (for example an invalid key or an oversize value).
+///
+/// ```
+/// # #[cfg(feature = "server")] {
+/// # let server = tiny_cache_client::server::Server::local()?;
+/// # let client = tiny_cache_client::Client::new(&server.address())?;
+/// use tiny_cache_client::ItemError;
+///
+/// let results = client.get_many(["a", ""])?;
+/// assert_eq!(results[0].result, Ok(None));
+/// // The server's own text for this key.
+/// assert_eq!(results[1].result, Err(ItemError("Key cannot be empty".into())));
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ItemError(pub String);
 
 /// What [`Client::compare_and_set`] did.
+///
+/// ```
+/// # #[cfg(feature = "server")] {
+/// # let server = tiny_cache_client::server::Server::local()?;
+/// # let client = tiny_cache_client::Client::new(&server.address())?;
+/// use tiny_cache_client::CasOutcome;
+///
+/// client.set("stock", "5")?;
+/// // An optimistic decrement: read, compute, write only if unchanged.
+/// loop {
+///     let current = client.get_string("stock")?.unwrap_or_default();
+///     let next = (current.parse::<u32>()? - 1).to_string();
+///     match client.compare_and_set("stock", &current, &next)? {
+///         CasOutcome::Stored => break,
+///         CasOutcome::Mismatch => continue, // another writer got in between
+///         CasOutcome::NotFound => panic!("the stock entry vanished"),
+///     }
+/// }
+/// assert_eq!(client.get_string("stock")?.as_deref(), Some("4"));
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CasOutcome {
     /// The current value matched and the new value was written.
@@ -155,6 +212,24 @@ impl ClientBuilder {
     /// for TLS settings that cannot be used (an unreadable or malformed PEM
     /// file, a key that does not fit its certificate, an invalid server
     /// name).
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error, TlsFailure};
+    ///
+    /// // Building never connects: this succeeds with no server running.
+    /// let client = Client::builder("127.0.0.1:50051").build()?;
+    /// # drop(client);
+    /// let port_zero = Client::builder("127.0.0.1:0").build();
+    /// assert!(matches!(port_zero, Err(Error::Validation(_))));
+    /// let unreadable = Client::builder("grpcs://cache.internal:50051")
+    ///     .tls_ca_certificate_file("/nonexistent/ca.pem")
+    ///     .build();
+    /// assert!(matches!(
+    ///     unreadable,
+    ///     Err(Error::Tls { kind: TlsFailure::InvalidConfiguration, .. })
+    /// ));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn build(self) -> Result<Client> {
         Client::from_config(self.into_config()?)
     }

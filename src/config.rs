@@ -16,45 +16,167 @@ use crate::tls::{Pem, TlsOptions};
 
 /// Server address used when neither the builder nor `CACHE_SERVER_ADDRESS`
 /// names one: the reference server's default port on this host.
+///
+/// ```
+/// use tiny_cache_client::{Address, DEFAULT_ADDRESS};
+///
+/// let address: Address = DEFAULT_ADDRESS.parse()?;
+/// assert_eq!((address.host(), address.port()), ("localhost", 50051));
+/// assert!(!address.is_tls());
+/// # Ok::<(), tiny_cache_client::Error>(())
+/// ```
 pub const DEFAULT_ADDRESS: &str = "localhost:50051";
 
 /// Per-call deadline, spanning every retry: the Python client's default.
+///
+/// ```
+/// use std::time::Duration;
+/// use tiny_cache_client::{Client, DEFAULT_TIMEOUT};
+///
+/// assert_eq!(DEFAULT_TIMEOUT, Duration::from_secs(30));
+/// // An interactive caller would rather fail fast.
+/// let client = Client::builder("127.0.0.1:50051")
+///     .timeout(DEFAULT_TIMEOUT / 30)
+///     .build()?;
+/// # drop(client);
+/// # Ok::<(), tiny_cache_client::Error>(())
+/// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Extra attempts after the first for a retryable failure: the Python
 /// client's default.
+///
+/// ```
+/// use tiny_cache_client::{Client, DEFAULT_MAX_RETRIES};
+///
+/// assert_eq!(DEFAULT_MAX_RETRIES, 3); // up to 4 attempts in all
+/// let patient = Client::builder("127.0.0.1:50051")
+///     .max_retries(2 * DEFAULT_MAX_RETRIES)
+///     .build()?;
+/// # drop(patient);
+/// # Ok::<(), tiny_cache_client::Error>(())
+/// ```
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 
 /// TTL of writes that do not name one: the Python client's default.
+///
+/// ```
+/// use std::time::Duration;
+/// use tiny_cache_client::{Ttl, DEFAULT_TTL};
+///
+/// assert_eq!(DEFAULT_TTL, Duration::from_secs(3600));
+/// assert_eq!(Ttl::from(DEFAULT_TTL).wire_seconds()?, 3600);
+/// # Ok::<(), tiny_cache_client::Error>(())
+/// ```
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 
 /// Longest wait to establish one connection (TCP, HTTP/2 preface, first
 /// PING answered): the gRPC connection-backoff specification's minimum
 /// connect timeout. A call never waits past its own deadline regardless.
+///
+/// ```
+/// use std::time::Duration;
+/// use tiny_cache_client::{Client, DEFAULT_CONNECT_TIMEOUT};
+///
+/// assert_eq!(DEFAULT_CONNECT_TIMEOUT, Duration::from_secs(20));
+/// let client = Client::builder("127.0.0.1:50051")
+///     .connect_timeout(DEFAULT_CONNECT_TIMEOUT / 4)
+///     .build()?;
+/// # drop(client);
+/// # Ok::<(), tiny_cache_client::Error>(())
+/// ```
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Ping period while calls are in flight, to find a dead connection (a
 /// half-open TCP connection, a wedged server) before the calls' deadlines:
 /// the gRPC keepalive guidance's minimum of 10 s between pings.
+///
+/// ```
+/// use std::time::Duration;
+/// use tiny_cache_client::{DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_TIMEOUT};
+///
+/// assert_eq!(DEFAULT_KEEPALIVE_INTERVAL, Duration::from_secs(10));
+/// // A dead connection is found well within a call's default deadline.
+/// assert!(DEFAULT_KEEPALIVE_INTERVAL < DEFAULT_TIMEOUT);
+/// ```
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How long a keepalive ping may stay unanswered before the connection is
 /// dropped and its calls fail over to a fresh one.
+///
+/// ```
+/// use std::time::Duration;
+/// use tiny_cache_client::{
+///     Client, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_TIMEOUT,
+/// };
+///
+/// assert_eq!(DEFAULT_KEEPALIVE_TIMEOUT, Duration::from_secs(10));
+/// // Ping interval plus ping timeout: still inside the default deadline.
+/// assert!(DEFAULT_KEEPALIVE_INTERVAL + DEFAULT_KEEPALIVE_TIMEOUT < DEFAULT_TIMEOUT);
+/// let client = Client::builder("127.0.0.1:50051")
+///     .keepalive(Some(DEFAULT_KEEPALIVE_INTERVAL), DEFAULT_KEEPALIVE_TIMEOUT / 2)
+///     .build()?;
+/// # drop(client);
+/// # Ok::<(), tiny_cache_client::Error>(())
+/// ```
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// First pause between retries of a call; it doubles per attempt, with full
 /// jitter, up to [`DEFAULT_RETRY_MAX_BACKOFF`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tiny_cache_client::{DEFAULT_RETRY_INITIAL_BACKOFF, DEFAULT_RETRY_MAX_BACKOFF};
+///
+/// assert_eq!(DEFAULT_RETRY_INITIAL_BACKOFF, Duration::from_millis(50));
+/// // Doubling from 50 ms reaches the 2 s cap at the sixth retry.
+/// assert_eq!(DEFAULT_RETRY_INITIAL_BACKOFF * 2u32.pow(5), Duration::from_millis(1600));
+/// assert!(DEFAULT_RETRY_INITIAL_BACKOFF * 2u32.pow(6) > DEFAULT_RETRY_MAX_BACKOFF);
+/// ```
 pub const DEFAULT_RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Cap of the pause between retries of a call.
+///
+/// ```
+/// use std::time::Duration;
+/// use tiny_cache_client::{Client, DEFAULT_RETRY_INITIAL_BACKOFF, DEFAULT_RETRY_MAX_BACKOFF};
+///
+/// assert_eq!(DEFAULT_RETRY_MAX_BACKOFF, Duration::from_secs(2));
+/// // Keep the first pause, allow longer ones for a server that restarts slowly.
+/// let client = Client::builder("127.0.0.1:50051")
+///     .retry_backoff(DEFAULT_RETRY_INITIAL_BACKOFF, 5 * DEFAULT_RETRY_MAX_BACKOFF)
+///     .build()?;
+/// # drop(client);
+/// # Ok::<(), tiny_cache_client::Error>(())
+/// ```
 pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// HTTP/2 stream receive window: a whole 4 MiB message fits in one window,
 /// so large values arrive without waiting for WINDOW_UPDATE round trips
 /// (the protocol default of 64 KiB would cap a stream at one window per RTT).
+///
+/// ```
+/// use tiny_cache_client::DEFAULT_STREAM_WINDOW_BYTES;
+///
+/// // A whole 4 MiB message and its 5-byte gRPC prefix fit in one window.
+/// assert_eq!(DEFAULT_STREAM_WINDOW_BYTES, 4 * 1024 * 1024 + 5);
+/// ```
 pub const DEFAULT_STREAM_WINDOW_BYTES: u32 = STREAM_WINDOW_BYTES;
 
 /// HTTP/2 connection receive window: room for several large replies at once.
+///
+/// ```
+/// use tiny_cache_client::{Client, DEFAULT_CONNECTION_WINDOW_BYTES, DEFAULT_STREAM_WINDOW_BYTES};
+///
+/// assert_eq!(DEFAULT_CONNECTION_WINDOW_BYTES, 16 * 1024 * 1024);
+/// assert!(DEFAULT_CONNECTION_WINDOW_BYTES / DEFAULT_STREAM_WINDOW_BYTES >= 3);
+/// // Room for more large replies at once on each connection.
+/// let client = Client::builder("127.0.0.1:50051")
+///     .http2_windows(DEFAULT_STREAM_WINDOW_BYTES, 2 * DEFAULT_CONNECTION_WINDOW_BYTES)
+///     .build()?;
+/// # drop(client);
+/// # Ok::<(), tiny_cache_client::Error>(())
+/// ```
 pub const DEFAULT_CONNECTION_WINDOW_BYTES: u32 = CONNECTION_WINDOW_BYTES;
 
 /// The TTL of a write.
@@ -89,6 +211,19 @@ impl Ttl {
     ///
     /// Errors with [`Error::Validation`] for a zero duration (ambiguous: the
     /// wire would read it as "never") or one beyond `i32::MAX` seconds.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tiny_cache_client::{Error, Ttl};
+    ///
+    /// assert_eq!(Ttl::Never.wire_seconds()?, 0);
+    /// assert_eq!(Ttl::After(Duration::from_secs(90)).wire_seconds()?, 90);
+    /// assert_eq!(Ttl::After(Duration::from_millis(100)).wire_seconds()?, 1); // rounded up
+    /// assert!(matches!(Ttl::After(Duration::ZERO).wire_seconds(), Err(Error::Validation(_))));
+    /// let too_long = Ttl::After(Duration::from_secs(1 << 31));
+    /// assert!(matches!(too_long.wire_seconds(), Err(Error::Validation(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn wire_seconds(self) -> Result<i32> {
         match self {
             Ttl::Never => Ok(0),
@@ -141,6 +276,21 @@ impl From<Duration> for Ttl {
 ///
 /// Defaults to [`PingMethod::Stats`], because the reference server's health
 /// service answers `UNKNOWN` to every check today.
+///
+/// ```
+/// use tiny_cache_client::{Client, PingMethod};
+///
+/// assert_eq!(PingMethod::default(), PingMethod::Stats);
+/// # #[cfg(feature = "server")] {
+/// # let server = tiny_cache_client::server::Server::local()?;
+/// # let address = server.address();
+/// for method in [PingMethod::Stats, PingMethod::Health] {
+///     let client = Client::builder(&address).ping_method(method).build()?;
+///     client.ping()?;
+/// }
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PingMethod {
     /// A `Stats` call: cheap, and works against every server version.
@@ -158,6 +308,15 @@ pub enum PingMethod {
 /// worker's own CPU is the bottleneck. On a 2-core machine one worker
 /// measured faster than two (see BENCHMARKS.md), and half the cores leaves
 /// the rest to the callers.
+///
+/// ```
+/// use tiny_cache_client::default_pool_size;
+///
+/// let workers = default_pool_size();
+/// assert!((1..=4).contains(&workers));
+/// let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+/// assert!(workers <= cores);
+/// ```
 pub fn default_pool_size() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (cores / 2).clamp(1, 4)
@@ -328,6 +487,17 @@ pub struct ClientBuilder {
 impl ClientBuilder {
     /// A builder for a client of the server at `address` (see [`Address`]
     /// for the accepted forms). A malformed address is reported by `build`.
+    ///
+    /// ```
+    /// use tiny_cache_client::{ClientBuilder, Error};
+    ///
+    /// let client = ClientBuilder::new("grpc://127.0.0.1:50051").build()?;
+    /// # drop(client);
+    /// // A malformed address is reported by `build`, not here.
+    /// let no_port = ClientBuilder::new("127.0.0.1");
+    /// assert!(matches!(no_port.build(), Err(Error::Validation(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn new(address: &str) -> ClientBuilder {
         ClientBuilder {
             config: address.parse().map(ClientConfig::new),
@@ -338,6 +508,24 @@ impl ClientBuilder {
     /// `CACHE_SERVER_ADDRESS` (default [`DEFAULT_ADDRESS`]),
     /// `CACHE_MAX_RETRIES` (default 3) and `CACHE_TIMEOUT` (seconds, may be
     /// fractional; default 30). A malformed value is reported by `build`.
+    ///
+    /// ```
+    /// use tiny_cache_client::{ClientBuilder, Error};
+    ///
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// std::env::set_var("CACHE_SERVER_ADDRESS", server.address());
+    /// std::env::set_var("CACHE_TIMEOUT", "2.5");
+    /// let client = ClientBuilder::from_env().namespace("jobs").build()?;
+    /// client.set("k", "v")?;
+    /// # }
+    /// std::env::set_var("CACHE_MAX_RETRIES", "lots");
+    /// match ClientBuilder::from_env().build() {
+    ///     Err(Error::Validation(message)) => assert!(message.contains("CACHE_MAX_RETRIES")),
+    ///     other => panic!("expected a validation error, got {other:?}"),
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_env() -> ClientBuilder {
         let address =
             std::env::var("CACHE_SERVER_ADDRESS").unwrap_or_else(|_| DEFAULT_ADDRESS.into());
@@ -376,12 +564,46 @@ impl ClientBuilder {
 
     /// Deadline of each call, spanning all its retries. Default
     /// [`DEFAULT_TIMEOUT`]; must be positive.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// // A listener that never answers: the call gives up at its deadline.
+    /// let silent = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let client = Client::builder(&silent.local_addr()?.to_string())
+    ///     .timeout(Duration::from_millis(200))
+    ///     .build()?;
+    /// let started = Instant::now();
+    /// assert!(matches!(client.get("k"), Err(Error::DeadlineExceeded(_))));
+    /// assert!(started.elapsed() >= Duration::from_millis(200));
+    ///
+    /// let refused = Client::builder("127.0.0.1:50051").timeout(Duration::ZERO).build();
+    /// assert!(matches!(refused, Err(Error::Validation(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn timeout(self, timeout: Duration) -> Self {
         self.update(|c| c.call.set_timeout(timeout))
     }
 
     /// Extra attempts after a retryable failure. Default
     /// [`DEFAULT_MAX_RETRIES`]; 0 turns retries off.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// // Nothing listens on port 1: with retries off, the first refusal is the
+    /// // answer, and the caller decides whether to try again later.
+    /// let client = Client::builder("127.0.0.1:1")
+    ///     .max_retries(0)
+    ///     .timeout(Duration::from_secs(5))
+    ///     .build()?;
+    /// let error = client.get("k").unwrap_err();
+    /// assert!(matches!(error, Error::Unavailable(_)));
+    /// assert!(error.is_retryable());
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn max_retries(self, retries: u32) -> Self {
         self.update(|c| {
             c.call.max_retries = retries;
@@ -393,6 +615,22 @@ impl ClientBuilder {
     /// attempt, drawn with full jitter from zero to that value. Defaults
     /// [`DEFAULT_RETRY_INITIAL_BACKOFF`] and [`DEFAULT_RETRY_MAX_BACKOFF`];
     /// `max` must be at least `initial`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// let client = Client::builder("127.0.0.1:50051")
+    ///     .retry_backoff(Duration::from_millis(10), Duration::from_millis(500))
+    ///     .build()?;
+    /// # drop(client);
+    /// // A cap below the first pause is refused, not silently raised.
+    /// let refused = Client::builder("127.0.0.1:50051")
+    ///     .retry_backoff(Duration::from_secs(1), Duration::from_millis(100))
+    ///     .build();
+    /// assert!(matches!(refused, Err(Error::Validation(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn retry_backoff(self, initial: Duration, max: Duration) -> Self {
         self.update(|c| {
             if max < initial {
@@ -408,6 +646,25 @@ impl ClientBuilder {
 
     /// TTL of writes that do not name one. Default one hour
     /// ([`DEFAULT_TTL`]); a zero duration is refused (say [`Ttl::Never`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tiny_cache_client::{Client, Error, Ttl};
+    ///
+    /// let sessions = Client::builder("127.0.0.1:50051")
+    ///     .default_ttl(Duration::from_secs(15 * 60))
+    ///     .build()?;
+    /// let forever = Client::builder("127.0.0.1:50051")
+    ///     .default_ttl(Ttl::Never)
+    ///     .build()?;
+    /// # drop((sessions, forever));
+    /// // Zero is ambiguous (it means "never" on the wire): refused.
+    /// let refused = Client::builder("127.0.0.1:50051")
+    ///     .default_ttl(Duration::ZERO)
+    ///     .build();
+    /// assert!(matches!(refused, Err(Error::Validation(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn default_ttl(self, ttl: impl Into<Ttl>) -> Self {
         let ttl = ttl.into();
         self.update(|c| {
@@ -420,6 +677,22 @@ impl ClientBuilder {
     /// Key space of every call (`x-cache-namespace`); keys in different
     /// namespaces never see each other. Default: the shared key space. Blank
     /// means the shared key space too.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let address = server.address();
+    /// let alice = Client::builder(&address).namespace("alice").build()?;
+    /// let shared = Client::builder(&address).namespace("  ").build()?;
+    /// alice.set("cart", "3 apples")?;
+    /// assert_eq!(shared.get("cart")?, None);
+    /// # }
+    /// let refused = Client::builder("127.0.0.1:50051").namespace("no spaces").build();
+    /// assert!(matches!(refused, Err(Error::Validation(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn namespace(self, namespace: &str) -> Self {
         self.update(|c| c.call.set_namespace(namespace))
     }
@@ -427,18 +700,64 @@ impl ClientBuilder {
     /// Adds an ASCII metadata header sent with every call (per-call
     /// metadata of the same name replaces it). Names are lower-case
     /// `[0-9a-z_.-]`; `grpc-` names are reserved.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let address = server.address();
+    /// // Every call carries the header; the server echoes this one back.
+    /// let client = Client::builder(&address)
+    ///     .metadata("x-request-id", "batch-7")
+    ///     .build()?;
+    /// let response = client.call_with_metadata(|c| c.get("k"))?;
+    /// assert_eq!(response.metadata().request_id(), Some("batch-7"));
+    /// # }
+    /// // `grpc-` names belong to the protocol.
+    /// let refused = Client::builder("127.0.0.1:50051")
+    ///     .metadata("grpc-timeout", "1S")
+    ///     .build();
+    /// assert!(matches!(refused, Err(Error::Validation(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn metadata(self, name: &str, value: &str) -> Self {
         self.update(|c| Ok(c.call.metadata.insert(name, value)?))
     }
 
     /// Adds a binary metadata header (`name` must end in `-bin`) sent with
     /// every call.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// let client = Client::builder("127.0.0.1:50051")
+    ///     .metadata_bin("x-trace-bin", &[0xde, 0xad, 0xbe, 0xef])
+    ///     .build()?;
+    /// # drop(client);
+    /// // A binary header's name must say so.
+    /// let refused = Client::builder("127.0.0.1:50051")
+    ///     .metadata_bin("x-trace", &[1])
+    ///     .build();
+    /// assert!(matches!(refused, Err(Error::Validation(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn metadata_bin(self, name: &str, value: &[u8]) -> Self {
         self.update(|c| Ok(c.call.metadata.insert_bin(name, value)?))
     }
 
     /// Number of worker threads, each owning one HTTP/2 connection.
     /// Default [`default_pool_size`]; must be at least 1.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// let client = Client::builder("127.0.0.1:50051").pool_size(1).build()?;
+    /// # drop(client);
+    /// let refused = Client::builder("127.0.0.1:50051").pool_size(0).build();
+    /// assert!(matches!(refused, Err(Error::Validation(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn pool_size(self, workers: usize) -> Self {
         self.update(|c| {
             if workers == 0 {
@@ -453,6 +772,21 @@ impl ClientBuilder {
 
     /// Longest wait to establish a connection. Default
     /// [`DEFAULT_CONNECT_TIMEOUT`]; must be positive.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// let client = Client::builder("127.0.0.1:50051")
+    ///     .connect_timeout(Duration::from_secs(2))
+    ///     .build()?;
+    /// # drop(client);
+    /// let refused = Client::builder("127.0.0.1:50051")
+    ///     .connect_timeout(Duration::ZERO)
+    ///     .build();
+    /// assert!(matches!(refused, Err(Error::Validation(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn connect_timeout(self, timeout: Duration) -> Self {
         self.update(|c| {
             if timeout.is_zero() {
@@ -468,6 +802,17 @@ impl ClientBuilder {
     /// Largest request message this client sends; a bigger one fails with
     /// [`Error::ResourceExhausted`] before any I/O. Default 4 MiB, the
     /// reference server's own limit; must be positive.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// let client = Client::builder("127.0.0.1:50051")
+    ///     .max_send_message_bytes(1024)
+    ///     .build()?;
+    /// // Refused before any I/O: no server is needed to see it.
+    /// assert!(matches!(client.set("big", vec![0u8; 4096]), Err(Error::ResourceExhausted(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn max_send_message_bytes(self, bytes: usize) -> Self {
         self.update(|c| {
             c.max_send_message_bytes = positive_message_limit(bytes)?;
@@ -478,6 +823,25 @@ impl ClientBuilder {
     /// Largest reply message this client accepts; a bigger one fails with
     /// [`Error::ResourceExhausted`], decided from its length prefix before
     /// it is buffered. Default 4 MiB; must be positive.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let address = server.address();
+    /// Client::new(&address)?.set("photo", vec![0u8; 64 * 1024])?;
+    /// let small = Client::builder(&address)
+    ///     .max_receive_message_bytes(1024)
+    ///     .build()?;
+    /// assert!(matches!(small.get("photo"), Err(Error::ResourceExhausted(_))));
+    /// # }
+    /// let refused = Client::builder("127.0.0.1:50051")
+    ///     .max_receive_message_bytes(0)
+    ///     .build();
+    /// assert!(matches!(refused, Err(Error::Validation(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_receive_message_bytes(self, bytes: usize) -> Self {
         self.update(|c| {
             c.pool.max_receive_message_bytes = positive_message_limit(bytes)?;
@@ -490,6 +854,22 @@ impl ClientBuilder {
     /// [`DEFAULT_CONNECTION_WINDOW_BYTES`]. Each must lie between 65,535
     /// (the protocol's initial window) and 2³¹ − 1 (its maximum), and the
     /// connection's must hold at least one stream's.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// let client = Client::builder("127.0.0.1:50051")
+    ///     .http2_windows(1 << 20, 8 << 20)
+    ///     .build()?;
+    /// # drop(client);
+    /// // The connection's window must hold at least one stream's.
+    /// let inverted = Client::builder("127.0.0.1:50051").http2_windows(8 << 20, 1 << 20);
+    /// assert!(matches!(inverted.build(), Err(Error::Validation(_))));
+    /// // Below the protocol's initial window of 65,535 bytes.
+    /// let tiny = Client::builder("127.0.0.1:50051").http2_windows(1024, 1 << 20);
+    /// assert!(matches!(tiny.build(), Err(Error::Validation(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn http2_windows(self, stream_bytes: u32, connection_bytes: u32) -> Self {
         self.update(|c| {
             let range = MIN_WINDOW_BYTES..=MAX_WINDOW_BYTES;
@@ -513,6 +893,23 @@ impl ClientBuilder {
 
     /// How [`Client::ping`](crate::Client::ping) probes the server. Default
     /// [`PingMethod::Stats`].
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, PingMethod};
+    ///
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let address = server.address();
+    /// // The embedded server's health service reports cache.CacheService as
+    /// // SERVING, so a health-check ping succeeds.
+    /// let client = Client::builder(&address)
+    ///     .ping_method(PingMethod::Health)
+    ///     .build()?;
+    /// let round_trip = client.ping()?;
+    /// println!("healthy, answered in {round_trip:?}");
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ping_method(self, method: PingMethod) -> Self {
         self.update(|c| {
             c.ping_method = method;
@@ -523,6 +920,22 @@ impl ClientBuilder {
     /// The client-wide retry budget (see [`RetryThrottle`]); `None` lets
     /// every call use its whole retry allowance whatever the others see.
     /// Default: [`RetryThrottle::default`].
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, RetryThrottle};
+    ///
+    /// assert_eq!(RetryThrottle::default(), RetryThrottle { max_tokens: 10, token_ratio: 0.1 });
+    /// // A larger budget for a client that must ride out a server restart.
+    /// let patient = Client::builder("127.0.0.1:50051")
+    ///     .retry_throttle(Some(RetryThrottle { max_tokens: 100, ..RetryThrottle::default() }))
+    ///     .build()?;
+    /// // No shared budget at all: each call retries up to `max_retries`.
+    /// let unthrottled = Client::builder("127.0.0.1:50051")
+    ///     .retry_throttle(None)
+    ///     .build()?;
+    /// # drop((patient, unthrottled));
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
     pub fn retry_throttle(self, throttle: Option<RetryThrottle>) -> Self {
         self.update(|c| {
             c.retry_throttle = throttle;
@@ -584,6 +997,25 @@ impl ClientBuilder {
     /// [`DEFAULT_KEEPALIVE_TIMEOUT`]; both must be positive. Servers may
     /// refuse pings more often than every 10 s (GOAWAY `too_many_pings`);
     /// the interval then doubles.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// let client = Client::builder("127.0.0.1:50051")
+    ///     .keepalive(Some(Duration::from_secs(30)), Duration::from_secs(5))
+    ///     .build()?;
+    /// // No periodic pings; a call that times out still triggers one.
+    /// let quiet = Client::builder("127.0.0.1:50051")
+    ///     .keepalive(None, Duration::from_secs(5))
+    ///     .build()?;
+    /// # drop((client, quiet));
+    /// let refused = Client::builder("127.0.0.1:50051")
+    ///     .keepalive(Some(Duration::ZERO), Duration::from_secs(5))
+    ///     .build();
+    /// assert!(matches!(refused, Err(Error::Validation(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
     pub fn keepalive(self, interval: Option<Duration>, timeout: Duration) -> Self {
         self.update(|c| {
             if interval.is_some_and(|i| i.is_zero()) || timeout.is_zero() {
@@ -606,6 +1038,24 @@ impl ClientBuilder {
     /// HTTP/2 by ALPN, and trusts the webpki-roots CAs (Mozilla's) unless
     /// told otherwise; a failed handshake is an [`Error::Tls`] whose
     /// [`TlsFailure`](crate::TlsFailure) names the case.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error, TlsFailure};
+    ///
+    /// // Building never connects: no server is needed to build a TLS client.
+    /// let client = Client::builder("cache.internal:50051").tls(true).build()?;
+    /// # drop(client);
+    /// let contradiction = Client::builder("grpcs://cache.internal:50051").tls(false).build();
+    /// assert!(matches!(contradiction, Err(Error::Validation(_))));
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// // A server speaking plain HTTP/2 is reported as such.
+    /// let client = Client::builder(&server.address()).tls(true).build()?;
+    /// let error = client.get("k").unwrap_err();
+    /// assert!(matches!(error, Error::Tls { kind: TlsFailure::ServerNotTls, .. }));
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn tls(self, enabled: bool) -> Self {
         self.update(|c| {
             c.tls.enabled = Some(enabled);
@@ -621,6 +1071,32 @@ impl ClientBuilder {
     /// too (validity dates and name still checked): that is how the
     /// reference server's development certificate, its own CA, is used,
     /// as grpc clients do when given it as their root.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error, TlsFailure};
+    ///
+    /// # #[cfg(feature = "server")] {
+    /// use tiny_cache_client::server::Server;
+    ///
+    /// // A self-signed certificate, as a development server would use.
+    /// let dev = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
+    /// let server = Server::builder()
+    ///     .tls(dev.cert.pem(), dev.signing_key.serialize_pem())
+    ///     .start()?;
+    /// let client = Client::builder(&server.url()) // grpcs://127.0.0.1:port
+    ///     .tls_ca_certificate_pem(dev.cert.pem())
+    ///     .build()?;
+    /// client.set("k", "over TLS")?;
+    /// # }
+    /// let malformed = Client::builder("grpcs://cache.internal:50051")
+    ///     .tls_ca_certificate_pem("not a certificate")
+    ///     .build();
+    /// assert!(matches!(
+    ///     malformed,
+    ///     Err(Error::Tls { kind: TlsFailure::InvalidConfiguration, .. })
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn tls_ca_certificate_pem(self, pem: impl AsRef<[u8]>) -> Self {
         let pem = pem.as_ref().to_vec();
         self.update(|c| {
@@ -631,6 +1107,21 @@ impl ClientBuilder {
 
     /// Trusts the CA certificate(s) in this PEM file (read by `build`),
     /// like [`tls_ca_certificate_pem`](Self::tls_ca_certificate_pem).
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error, TlsFailure};
+    ///
+    /// // The file is read by `build`, which names it when it cannot.
+    /// let missing = Client::builder("grpcs://cache.internal:50051")
+    ///     .tls_ca_certificate_file("/nonexistent/ca.pem")
+    ///     .build();
+    /// match missing {
+    ///     Err(Error::Tls { kind: TlsFailure::InvalidConfiguration, message }) => {
+    ///         assert!(message.contains("/nonexistent/ca.pem"))
+    ///     }
+    ///     other => panic!("expected an invalid TLS configuration, got {other:?}"),
+    /// }
+    /// ```
     pub fn tls_ca_certificate_file(self, path: impl AsRef<Path>) -> Self {
         let path = path.as_ref().to_path_buf();
         self.update(|c| {
@@ -642,6 +1133,24 @@ impl ClientBuilder {
     /// Whether the built-in webpki-roots CAs are trusted. Default true;
     /// false trusts only the CAs given with the `tls_ca_certificate_*`
     /// options (a private CA, and no public one).
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error, TlsFailure};
+    ///
+    /// // Trust a private CA only.
+    /// let private_ca = rcgen::generate_simple_self_signed(vec!["cache.internal".to_owned()])?;
+    /// let client = Client::builder("grpcs://cache.internal:50051")
+    ///     .tls_built_in_roots(false)
+    ///     .tls_ca_certificate_pem(private_ca.cert.pem())
+    ///     .build()?;
+    /// # drop(client);
+    /// // Trusting nothing at all is refused.
+    /// let nothing = Client::builder("grpcs://cache.internal:50051")
+    ///     .tls_built_in_roots(false)
+    ///     .build();
+    /// assert!(matches!(nothing, Err(Error::Tls { kind: TlsFailure::InvalidConfiguration, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn tls_built_in_roots(self, enabled: bool) -> Self {
         self.update(|c| {
             c.tls.built_in_roots = enabled;
@@ -652,6 +1161,21 @@ impl ClientBuilder {
     /// Presents this certificate chain and private key (PEM text; PKCS#8,
     /// PKCS#1 or SEC1 key) to a server that asks for one: mutual TLS.
     /// Default: no client certificate.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error, TlsFailure};
+    ///
+    /// let identity = rcgen::generate_simple_self_signed(vec!["client".to_owned()])?;
+    /// let client = Client::builder("grpcs://cache.internal:50051")
+    ///     .tls_client_identity_pem(identity.cert.pem(), identity.signing_key.serialize_pem())
+    ///     .build()?;
+    /// # drop(client);
+    /// let no_key = Client::builder("grpcs://cache.internal:50051")
+    ///     .tls_client_identity_pem(identity.cert.pem(), "not a key")
+    ///     .build();
+    /// assert!(matches!(no_key, Err(Error::Tls { kind: TlsFailure::InvalidConfiguration, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn tls_client_identity_pem(
         self,
         certificate_chain: impl AsRef<[u8]>,
@@ -667,6 +1191,21 @@ impl ClientBuilder {
 
     /// Like [`tls_client_identity_pem`](Self::tls_client_identity_pem),
     /// from PEM files read by `build`.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error, TlsFailure};
+    ///
+    /// // The files are read by `build`, which names the one it cannot read.
+    /// let missing = Client::builder("grpcs://cache.internal:50051")
+    ///     .tls_client_identity_files("/nonexistent/client.pem", "/nonexistent/client.key")
+    ///     .build();
+    /// match missing {
+    ///     Err(Error::Tls { kind: TlsFailure::InvalidConfiguration, message }) => {
+    ///         assert!(message.contains("/nonexistent/client.pem"))
+    ///     }
+    ///     other => panic!("expected an invalid TLS configuration, got {other:?}"),
+    /// }
+    /// ```
     pub fn tls_client_identity_files(
         self,
         certificate_chain: impl AsRef<Path>,
@@ -684,6 +1223,36 @@ impl ClientBuilder {
     /// it differs from the address's host (connecting by IP address or
     /// through a tunnel to a server whose certificate names it
     /// `cache.internal`). Default: the address's host.
+    ///
+    /// ```
+    /// use tiny_cache_client::{Client, Error, TlsFailure};
+    ///
+    /// # #[cfg(feature = "server")] {
+    /// use tiny_cache_client::server::Server;
+    ///
+    /// // A certificate for cache.internal, served on 127.0.0.1.
+    /// let dev = rcgen::generate_simple_self_signed(vec!["cache.internal".to_owned()])?;
+    /// let server = Server::builder()
+    ///     .tls(dev.cert.pem(), dev.signing_key.serialize_pem())
+    ///     .start()?;
+    /// let by_ip = Client::builder(&server.url())
+    ///     .tls_ca_certificate_pem(dev.cert.pem())
+    ///     .build()?;
+    /// let error = by_ip.get("k").unwrap_err();
+    /// assert!(matches!(error, Error::Tls { kind: TlsFailure::HostnameMismatch, .. }));
+    /// let by_name = Client::builder(&server.url())
+    ///     .tls_ca_certificate_pem(dev.cert.pem())
+    ///     .tls_server_name("cache.internal")
+    ///     .build()?;
+    /// by_name.set("k", "v")?;
+    /// # }
+    /// let invalid = Client::builder("grpcs://127.0.0.1:50051").tls_server_name("not a name!");
+    /// assert!(matches!(
+    ///     invalid.build(),
+    ///     Err(Error::Tls { kind: TlsFailure::InvalidConfiguration, .. })
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn tls_server_name(self, name: &str) -> Self {
         let name = name.trim().to_owned();
         self.update(|c| {

@@ -283,11 +283,49 @@ pub struct StatusText {
 
 impl StatusText {
     /// The message alone.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// use tiny_cache_client::{server::Server, Client, Error};
+    ///
+    /// let server = Server::builder().max_value_bytes(16).start()?;
+    /// let client = Client::new(&server.address())?.with_request_id("req-3")?;
+    /// match client.set("k", [0u8; 64]) {
+    ///     Err(Error::ResourceExhausted(text)) => {
+    ///         // The server's message alone; `Display` adds the request id.
+    ///         assert_eq!(text.text(), "Value exceeds maximum allowed cache entry size");
+    ///         assert_eq!(text.to_string(), format!("{} (request id req-3)", text.text()));
+    ///     }
+    ///     other => panic!("expected an oversize refusal, got {other:?}"),
+    /// }
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn text(&self) -> &str {
         &self.text
     }
 
     /// The server's `x-request-id` for the call, when a server sent one.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// use tiny_cache_client::{server::Server, Client, Error};
+    ///
+    /// let server = Server::builder().max_value_bytes(16).start()?;
+    /// let client = Client::new(&server.address())?;
+    /// match client.set("k", [0u8; 64]) {
+    ///     Err(Error::ResourceExhausted(text)) => {
+    ///         // No id was sent, so the server made up a 32-hex one.
+    ///         let id = text.request_id().unwrap_or_default();
+    ///         assert!(id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()));
+    ///     }
+    ///     other => panic!("expected an oversize refusal, got {other:?}"),
+    /// }
+    /// # }
+    /// // A text made here never came from a server.
+    /// assert_eq!(tiny_cache_client::StatusText::from("down").request_id(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn request_id(&self) -> Option<&str> {
         self.request_id.as_deref()
     }
@@ -460,6 +498,23 @@ impl std::fmt::Display for TlsFailure {
 }
 
 /// `Result` with this crate's [`Error`].
+///
+/// ```
+/// use tiny_cache_client::{Client, Result};
+///
+/// /// The greeting, or a fallback when none is cached.
+/// fn greeting(client: &Client) -> Result<String> {
+///     Ok(client.get_string("greeting")?.unwrap_or_else(|| "hello".to_owned()))
+/// }
+/// # #[cfg(feature = "server")] {
+/// # let server = tiny_cache_client::server::Server::local()?;
+/// # let client = Client::new(&server.address())?;
+/// assert_eq!(greeting(&client)?, "hello");
+/// client.set("greeting", "bonjour")?;
+/// assert_eq!(greeting(&client)?, "bonjour");
+/// # }
+/// # Ok::<(), tiny_cache_client::Error>(())
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

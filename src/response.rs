@@ -126,18 +126,59 @@ impl ResponseMetadata {
     /// The server's `x-request-id` for the call: the one the caller sent
     /// (see [`Client::with_request_id`](crate::Client::with_request_id)), or
     /// the one the server made up.
+    ///
+    /// ```
+    /// use tiny_cache_client::ResponseMetadata;
+    ///
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let tagged = client.with_request_id("order-1234")?;
+    /// let response = tagged.call_with_metadata(|c| c.get("k"))?;
+    /// assert_eq!(response.metadata().request_id(), Some("order-1234"));
+    /// # }
+    /// // Metadata of no call at all has no id.
+    /// assert_eq!(ResponseMetadata::default().request_id(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn request_id(&self) -> Option<&str> {
         self.get(REQUEST_ID_HEADER)
     }
 
     /// An ASCII metadata value by its lower-case name; `None` when absent
     /// or not visible ASCII.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let response = client.call_with_metadata(|c| c.stats())?;
+    /// let metadata = response.metadata();
+    /// assert_eq!(metadata.get("content-type"), Some("application/grpc"));
+    /// assert_eq!(metadata.get("x-not-sent"), None);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// A binary (`-bin`) metadata value, decoded from its base64; `None`
     /// when absent or not base64.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let response = client.with_request_id("req-9")?.call_with_metadata(|c| c.stats())?;
+    /// let metadata = response.metadata();
+    /// // The embedded server sends no binary metadata.
+    /// assert_eq!(metadata.get_bin("x-trace-bin"), None);
+    /// // A value that is not base64 ("-" is not in its alphabet) is `None` too.
+    /// assert_eq!(metadata.get_bin("x-request-id"), None);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get_bin(&self, name: &str) -> Option<Vec<u8>> {
         self.headers
             .get(name)
@@ -145,6 +186,20 @@ impl ResponseMetadata {
     }
 
     /// Every response header, as received.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let response = client.call_with_metadata(|c| c.stats())?;
+    /// let headers = response.metadata().headers();
+    /// assert!(headers.contains_key("x-request-id"));
+    /// for (name, value) in headers {
+    ///     println!("{name}: {value:?}");
+    /// }
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
     }

@@ -8,21 +8,71 @@ use std::fmt::Write as _;
 
 /// Longest key, in Unicode scalar values (not bytes), including the
 /// namespace prefix once namespaced: the reference server's limit.
+///
+/// ```
+/// use tiny_cache_client::rules::{check_key, MAX_KEY_CHARS};
+///
+/// // Characters, not bytes: 256 two-byte characters are a valid key.
+/// assert!(check_key(&"é".repeat(MAX_KEY_CHARS), None).is_ok());
+/// assert!(check_key(&"k".repeat(MAX_KEY_CHARS + 1), None).is_err());
+/// ```
 pub const MAX_KEY_CHARS: usize = 256;
 
 /// Longest namespace, in characters, after trimming white space.
+///
+/// ```
+/// use tiny_cache_client::rules::{parse_namespace, MAX_NAMESPACE_CHARS};
+///
+/// let longest = "n".repeat(MAX_NAMESPACE_CHARS);
+/// assert!(parse_namespace(&longest).is_ok());
+/// assert!(parse_namespace(&format!("{longest}n")).is_err());
+/// // Trimmed before counting.
+/// assert!(parse_namespace(&format!("  {longest}  ")).is_ok());
+/// ```
 pub const MAX_NAMESPACE_CHARS: usize = 64;
 
 /// The request header that carries the caller's namespace.
+///
+/// ```
+/// use tiny_cache_client::rules::NAMESPACE_HEADER;
+///
+/// // What `ClientBuilder::namespace` and `Client::with_namespace` send.
+/// assert_eq!(NAMESPACE_HEADER, "x-cache-namespace");
+/// ```
 pub const NAMESPACE_HEADER: &str = "x-cache-namespace";
 
 /// The request header that carries a correlation id.
+///
+/// ```
+/// # #[cfg(feature = "server")] {
+/// # let server = tiny_cache_client::server::Server::local()?;
+/// # let client = tiny_cache_client::Client::new(&server.address())?;
+/// use tiny_cache_client::rules::REQUEST_ID_HEADER;
+///
+/// // Sent as plain metadata, the id comes back in the response headers.
+/// let traced = client.with_metadata(REQUEST_ID_HEADER, "req-42")?;
+/// let response = traced.call_with_metadata(|c| c.stats())?;
+/// assert_eq!(response.metadata().get(REQUEST_ID_HEADER), Some("req-42"));
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Why a key or namespace breaks the rules. The text is the reference
 /// server's own details text, word for word (`Key cannot be empty`, ...), so
 /// the client's validation errors and the embedded server's
 /// `INVALID_ARGUMENT` details read the same as the reference server's.
+///
+/// ```
+/// use tiny_cache_client::rules::{check_key, RuleViolation};
+/// use tiny_cache_client::{Client, Error};
+///
+/// assert_eq!(check_key("", None), Err(RuleViolation("Key cannot be empty".into())));
+/// // The client reports the same text as a validation error, before any I/O.
+/// let client = Client::new("127.0.0.1:50051")?;
+/// assert_eq!(client.get(""), Err(Error::Validation("Key cannot be empty".into())));
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleViolation(pub String);
 

@@ -104,6 +104,17 @@ impl Default for ServerBuilder {
 impl ServerBuilder {
     /// Address to listen on. Default `127.0.0.1:0`: loopback, on a free
     /// port (read it back with [`Server::address`]).
+    ///
+    /// ```
+    /// use tiny_cache_client::server::{Server, ServerError};
+    ///
+    /// let server = Server::builder().listen("127.0.0.1:0").start()?;
+    /// assert_ne!(server.local_addr().port(), 0); // a free port was picked
+    /// // Only `ip:port`: no host names.
+    /// let refused = Server::builder().listen("localhost:50051").start();
+    /// assert!(matches!(refused, Err(ServerError::InvalidAddress { .. })));
+    /// # Ok::<(), ServerError>(())
+    /// ```
     pub fn listen(mut self, address: &str) -> Self {
         self.listen = address.to_owned();
         self
@@ -111,6 +122,17 @@ impl ServerBuilder {
 
     /// Runtime worker threads. Default 1: the server shares the machine
     /// with the clients it is used to benchmark.
+    ///
+    /// ```
+    /// use tiny_cache_client::{server::Server, Client};
+    ///
+    /// let server = Server::builder().workers(2).start()?;
+    /// Client::new(&server.address())?.set("k", "v")?;
+    /// // Zero counts as one: a server always has a thread to run on.
+    /// let server = Server::builder().workers(0).start()?;
+    /// Client::new(&server.address())?.set("k", "v")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
         self
@@ -118,6 +140,20 @@ impl ServerBuilder {
 
     /// Most entries kept before least-recently-used ones are evicted.
     /// Default: [`StoreConfig::default`].
+    ///
+    /// ```
+    /// use tiny_cache_client::{server::Server, Client};
+    ///
+    /// let server = Server::builder().max_items(2).start()?;
+    /// let client = Client::new(&server.address())?;
+    /// client.set("a", "1")?;
+    /// client.set("b", "2")?;
+    /// client.set("c", "3")?; // evicts "a", the least recently used
+    /// assert_eq!(client.get("a")?, None);
+    /// let stats = client.stats()?;
+    /// assert_eq!((stats.size, stats.max_items, stats.lru_evictions), (2, 2, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_items(mut self, items: usize) -> Self {
         self.store.max_items = items;
         self
@@ -125,6 +161,20 @@ impl ServerBuilder {
 
     /// Most bytes of entries kept (value length + 33 each) before
     /// least-recently-used ones are evicted. Default: [`StoreConfig::default`].
+    ///
+    /// ```
+    /// use tiny_cache_client::{server::Server, Client};
+    ///
+    /// // Room for two 100-byte values (133 bytes each), not three.
+    /// let server = Server::builder().max_memory_bytes(300).start()?;
+    /// let client = Client::new(&server.address())?;
+    /// for key in ["a", "b", "c"] {
+    ///     client.set(key, [0u8; 100])?;
+    /// }
+    /// assert_eq!(client.get("a")?, None); // evicted to make room for "c"
+    /// assert_eq!(client.stats()?.memory_usage_bytes, 2 * 133);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_memory_bytes(mut self, bytes: u64) -> Self {
         self.store.max_memory_bytes = bytes;
         self
@@ -132,6 +182,19 @@ impl ServerBuilder {
 
     /// Largest entry (value length + 33) accepted; a larger one is
     /// `RESOURCE_EXHAUSTED`. Default: [`StoreConfig::default`].
+    ///
+    /// ```
+    /// use tiny_cache_client::server::{Server, ENTRY_OVERHEAD_BYTES};
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// // Values of up to 64 bytes.
+    /// let server = Server::builder().max_value_bytes(64 + ENTRY_OVERHEAD_BYTES).start()?;
+    /// let client = Client::new(&server.address())?;
+    /// client.set("fits", [0u8; 64])?;
+    /// assert!(matches!(client.set("too-big", [0u8; 65]), Err(Error::ResourceExhausted(_))));
+    /// assert_eq!(client.stats()?.rejected_oversize, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_value_bytes(mut self, bytes: u64) -> Self {
         self.store.max_value_bytes = bytes;
         self
@@ -140,6 +203,17 @@ impl ServerBuilder {
     /// Largest request message accepted; a larger one is refused with
     /// `RESOURCE_EXHAUSTED` before the handler runs. Default 4 MiB, as the
     /// reference server.
+    ///
+    /// ```
+    /// use tiny_cache_client::{server::Server, Client, Error};
+    ///
+    /// let server = Server::builder().max_receive_message_bytes(1024).start()?;
+    /// let client = Client::new(&server.address())?;
+    /// client.set("small", [0u8; 512])?;
+    /// // The client may send it; the server refuses it before any handler runs.
+    /// assert!(matches!(client.set("big", [0u8; 4096]), Err(Error::ResourceExhausted(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_receive_message_bytes(mut self, bytes: usize) -> Self {
         self.max_receive_message_bytes = bytes;
         self
@@ -147,6 +221,25 @@ impl ServerBuilder {
 
     /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` advertised to clients.
     /// Default: no limit.
+    ///
+    /// ```
+    /// use tiny_cache_client::{server::Server, Client};
+    ///
+    /// let server = Server::builder().max_concurrent_streams(1).start()?;
+    /// let client = Client::new(&server.address())?;
+    /// // Four callers, one stream: the calls queue for it instead of failing.
+    /// let callers: Vec<_> = (0..4)
+    ///     .map(|i| {
+    ///         let client = client.clone();
+    ///         std::thread::spawn(move || client.set(&format!("k{i}"), "v"))
+    ///     })
+    ///     .collect();
+    /// for caller in callers {
+    ///     caller.join().expect("caller panicked")?;
+    /// }
+    /// assert_eq!(client.stats()?.size, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
         self.max_concurrent_streams = Some(streams);
         self
@@ -155,6 +248,25 @@ impl ServerBuilder {
     /// Serves TLS (ALPN h2) with this certificate chain and private key,
     /// both PEM text (the key PKCS#8, PKCS#1 or SEC1). Default: plain
     /// HTTP/2. Clients then connect to `grpcs://` + [`Server::address`].
+    ///
+    /// ```
+    /// use tiny_cache_client::server::{Server, ServerError};
+    /// use tiny_cache_client::Client;
+    ///
+    /// let dev = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
+    /// let server = Server::builder()
+    ///     .tls(dev.cert.pem(), dev.signing_key.serialize_pem())
+    ///     .start()?;
+    /// assert!(server.url().starts_with("grpcs://127.0.0.1:"));
+    /// let client = Client::builder(&server.url())
+    ///     .tls_ca_certificate_pem(dev.cert.pem())
+    ///     .build()?;
+    /// client.set("k", "over TLS")?;
+    /// // A key that does not parse is refused at start.
+    /// let refused = Server::builder().tls(dev.cert.pem(), "not a key").start();
+    /// assert!(matches!(refused, Err(ServerError::Tls(_))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn tls(
         mut self,
         certificate_chain: impl AsRef<[u8]>,
@@ -249,6 +361,19 @@ impl ServerBuilder {
     /// [`ServerError::Tls`] for a certificate, key or client CA that cannot
     /// be used (or a client CA without a certificate), [`ServerError::Io`]
     /// when the runtime or its threads cannot start.
+    ///
+    /// ```
+    /// use tiny_cache_client::server::{Server, ServerError};
+    ///
+    /// let first = Server::builder().listen("127.0.0.1:0").start()?;
+    /// // Its address is taken now.
+    /// let taken = Server::builder().listen(&first.address()).start();
+    /// assert!(matches!(taken, Err(ServerError::Bind { .. })));
+    /// // A client CA needs a certificate to go with it.
+    /// let no_certificate = Server::builder().client_ca("a CA").start();
+    /// assert!(matches!(no_certificate, Err(ServerError::Tls(_))));
+    /// # Ok::<(), ServerError>(())
+    /// ```
     pub fn start(self) -> Result<Server, ServerError> {
         let listen = parse_address(&self.listen)?;
         let health_listen = self
@@ -341,6 +466,17 @@ struct Settings {
 
 /// A running embedded server. Dropping it (or [`Server::shutdown`]) stops
 /// it: the listener closes and open connections are dropped.
+///
+/// ```
+/// use tiny_cache_client::{server::Server, Client};
+///
+/// let server = Server::local()?;
+/// let client = Client::new(&server.address())?;
+/// client.set("greeting", "hello")?;
+/// assert_eq!(client.get_string("greeting")?.as_deref(), Some("hello"));
+/// drop(server); // stops it: the listener closes, connections get GOAWAY
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Server {
     address: SocketAddr,
@@ -352,6 +488,15 @@ pub struct Server {
 
 impl Server {
     /// A builder with every default.
+    ///
+    /// ```
+    /// use tiny_cache_client::{server::Server, Client};
+    ///
+    /// let server = Server::builder().max_items(100).start()?;
+    /// let client = Client::new(&server.address())?;
+    /// assert_eq!(client.stats()?.max_items, 100);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
     }
@@ -369,12 +514,32 @@ impl Server {
     }
 
     /// The bound socket address.
+    ///
+    /// ```
+    /// let server = tiny_cache_client::server::Server::local()?;
+    /// let at = server.local_addr();
+    /// assert!(at.ip().is_loopback());
+    /// assert_ne!(at.port(), 0);
+    /// assert_eq!(at.to_string(), server.address());
+    /// # Ok::<(), tiny_cache_client::server::ServerError>(())
+    /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.address
     }
 
     /// The bound address as `host:port`, ready for
     /// [`Client::new`](crate::Client::new).
+    ///
+    /// ```
+    /// use tiny_cache_client::{server::Server, Client};
+    ///
+    /// let server = Server::local()?;
+    /// assert!(server.address().starts_with("127.0.0.1:"));
+    /// let client = Client::new(&server.address())?;
+    /// client.set("k", "v")?;
+    /// assert_eq!(client.get_string("k")?.as_deref(), Some("v"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn address(&self) -> String {
         self.address.to_string()
     }
@@ -422,6 +587,18 @@ impl Server {
     }
 
     /// Whether the server speaks TLS.
+    ///
+    /// ```
+    /// use tiny_cache_client::server::Server;
+    ///
+    /// assert!(!Server::local()?.is_tls());
+    /// let dev = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()])?;
+    /// let server = Server::builder()
+    ///     .tls(dev.cert.pem(), dev.signing_key.serialize_pem())
+    ///     .start()?;
+    /// assert!(server.is_tls());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_tls(&self) -> bool {
         self.tls
     }
@@ -430,12 +607,48 @@ impl Server {
     /// listener closes, every connection gets a GOAWAY, calls already
     /// received finish (for up to 2 s), then the threads end. Dropping the
     /// server does the same.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tiny_cache_client::{server::Server, Client};
+    ///
+    /// let server = Server::local()?;
+    /// let address = server.address();
+    /// let client = Client::builder(&address)
+    ///     .max_retries(0)
+    ///     .timeout(Duration::from_secs(5))
+    ///     .build()?;
+    /// client.set("k", "v")?;
+    /// server.shutdown();
+    /// assert!(client.get("k").is_err()); // nobody answers any more
+    /// // The threads are joined and the port released: it can be bound again.
+    /// let again = Server::builder().listen(&address).start()?;
+    /// # drop(again);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn shutdown(mut self) {
         self.stop_and_join(Stop::Graceful);
     }
 
     /// Stops the server at once, like a crash: connections are dropped
     /// without GOAWAY and calls in flight get no answer. For fault tests.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tiny_cache_client::{server::Server, Client};
+    ///
+    /// let server = Server::local()?;
+    /// let client = Client::builder(&server.address())
+    ///     .max_retries(0)
+    ///     .timeout(Duration::from_secs(5))
+    ///     .build()?;
+    /// client.set("k", "v")?;
+    /// server.kill();
+    /// // A crashed server: the failure is one a later retry could fix.
+    /// let error = client.get("k").unwrap_err();
+    /// assert!(error.is_retryable(), "{error:?}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn kill(mut self) {
         self.stop_and_join(Stop::Abrupt);
     }

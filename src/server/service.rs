@@ -33,10 +33,10 @@ pub const NO_ROOM_TEXT: &str = "Cache capacity exhausted and cannot accommodate 
 ///
 /// ```
 /// use tiny_cache_client::proto::cache::CacheKey;
-/// use tiny_cache_client::server::service::{CacheService, ServiceError};
+/// use tiny_cache_client::server::CacheService;
 ///
 /// let refused = CacheService::default().get(None, CacheKey { key: String::new() });
-/// assert_eq!(refused, Err(ServiceError::InvalidArgument("Key cannot be empty".into())));
+/// assert_eq!(refused.unwrap_err().to_string(), "Key cannot be empty");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceError {
@@ -58,10 +58,13 @@ impl ServiceError {
     /// item's `error`.
     ///
     /// ```
-    /// use tiny_cache_client::server::service::ServiceError;
+    /// use tiny_cache_client::proto::cache::CacheKey;
+    /// use tiny_cache_client::server::CacheService;
     ///
-    /// let error = ServiceError::NotFound("unknown service".into());
-    /// assert_eq!(error.message(), "unknown service");
+    /// let error = CacheService::default()
+    ///     .get(Some("-bad"), CacheKey { key: "k".into() })
+    ///     .unwrap_err();
+    /// assert!(error.message().starts_with("Namespace must"));
     /// ```
     pub fn message(&self) -> &str {
         match self {
@@ -117,6 +120,19 @@ fn storage_key<'k>(namespace: Option<&str>, key: &'k str) -> Result<Cow<'k, str>
 
 /// The cache service: one method per RPC. `Send + Sync`; share one instance
 /// between all connections.
+///
+/// ```
+/// use tiny_cache_client::proto::cache::{CacheItem, CacheKey};
+/// use tiny_cache_client::server::{CacheService, StoreConfig};
+///
+/// // The RPC semantics without any transport, as the server runs them.
+/// let service = CacheService::new(StoreConfig::default());
+/// let item = CacheItem { key: "k".into(), value: "v".into(), ttl: 0 };
+/// service.set(Some("app"), item)?;
+/// assert!(service.get(Some("app"), CacheKey { key: "k".into() })?.found);
+/// assert!(!service.get(None, CacheKey { key: "k".into() })?.found); // other key space
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct CacheService {
     store: Store,

@@ -19,6 +19,17 @@ use crate::proto::cache::ConditionalCacheStatus;
 /// The reference server measures an entry with Python's `sys.getsizeof(bytes)`,
 /// which is the value length plus 33 bytes of object header. Matching it keeps
 /// the same values fitting (and failing) against both servers.
+///
+/// ```
+/// use tiny_cache_client::server::{Server, ENTRY_OVERHEAD_BYTES};
+/// use tiny_cache_client::Client;
+///
+/// let server = Server::local()?;
+/// let client = Client::new(&server.address())?;
+/// client.set("k", [0u8; 10])?;
+/// assert_eq!(client.stats()?.memory_usage_bytes, 10 + ENTRY_OVERHEAD_BYTES);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub const ENTRY_OVERHEAD_BYTES: u64 = 33;
 
 /// Limits of the embedded server's store.
@@ -163,11 +174,18 @@ struct Inner {
 /// server's `RESOURCE_EXHAUSTED` text.
 ///
 /// ```
-/// use tiny_cache_client::server::store::{Rejection, Store, StoreConfig};
+/// use tiny_cache_client::{server::Server, Client, Error};
 ///
-/// let store = Store::new(StoreConfig { max_value_bytes: 40, ..StoreConfig::default() });
-/// let refused = store.set("k".into(), vec![0u8; 8].into(), 0);
-/// assert_eq!(refused, Err(Rejection::Oversize { cost: 41, limit: 40 }));
+/// // 8 bytes + 33 of overhead is over a per-entry limit of 40: `Oversize`.
+/// let server = Server::builder().max_value_bytes(40).start()?;
+/// let client = Client::new(&server.address())?;
+/// match client.set("k", [0u8; 8]) {
+///     Err(Error::ResourceExhausted(text)) => {
+///         assert_eq!(text.text(), "Value exceeds maximum allowed cache entry size")
+///     }
+///     other => panic!("expected an oversize refusal, got {other:?}"),
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
