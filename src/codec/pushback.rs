@@ -22,6 +22,7 @@ pub enum Pushback {
 /// non-negative decimal number means "do not retry".
 ///
 /// ```
+/// # #[cfg(feature = "unstable-internals")] {
 /// use http::HeaderMap;
 /// use std::time::Duration;
 /// use tiny_cache_client::codec::{retry_pushback, Pushback};
@@ -32,6 +33,7 @@ pub enum Pushback {
 /// assert_eq!(retry_pushback(&trailers), Some(Pushback::After(Duration::from_millis(250))));
 /// trailers.insert("grpc-retry-pushback-ms", "-1".parse().unwrap());
 /// assert_eq!(retry_pushback(&trailers), Some(Pushback::Stop));
+/// # }
 /// ```
 pub fn retry_pushback(headers: &HeaderMap) -> Option<Pushback> {
     let raw = headers.get(RETRY_PUSHBACK_HEADER)?;

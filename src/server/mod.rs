@@ -44,7 +44,7 @@ use accept::{accept_until_stopped, Stop};
 // message fits in one stream window.
 use crate::codec::{CONNECTION_WINDOW_BYTES, DEFAULT_MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 pub use error::ServerError;
-pub use service::CacheService;
+pub use service::{CacheService, ServiceError, NO_ROOM_TEXT, OVERSIZE_TEXT};
 pub use store::{StoreConfig, ENTRY_OVERHEAD_BYTES};
 
 /// Largest request header block accepted (gRPC servers refuse header lists

@@ -209,7 +209,7 @@ impl CacheService {
     }
 
     /// The underlying store, for counters and for tests.
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
