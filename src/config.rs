@@ -509,17 +509,19 @@ impl ClientBuilder {
     /// `CACHE_MAX_RETRIES` (default 3) and `CACHE_TIMEOUT` (seconds, may be
     /// fractional; default 30). A malformed value is reported by `build`.
     ///
-    /// ```
+    /// ```standalone_crate
     /// use tiny_cache_client::{ClientBuilder, Error};
     ///
+    /// // SAFETY (of every `set_var` here): this example runs as a process
+    /// // of its own, with no other thread reading the environment.
     /// # #[cfg(feature = "server")] {
     /// # let server = tiny_cache_client::server::Server::local()?;
-    /// std::env::set_var("CACHE_SERVER_ADDRESS", server.address());
-    /// std::env::set_var("CACHE_TIMEOUT", "2.5");
+    /// unsafe { std::env::set_var("CACHE_SERVER_ADDRESS", server.address()) };
+    /// unsafe { std::env::set_var("CACHE_TIMEOUT", "2.5") };
     /// let client = ClientBuilder::from_env().namespace("jobs").build()?;
     /// client.set("k", "v")?;
     /// # }
-    /// std::env::set_var("CACHE_MAX_RETRIES", "lots");
+    /// unsafe { std::env::set_var("CACHE_MAX_RETRIES", "lots") };
     /// match ClientBuilder::from_env().build() {
     ///     Err(Error::Validation(message)) => assert!(message.contains("CACHE_MAX_RETRIES")),
     ///     other => panic!("expected a validation error, got {other:?}"),

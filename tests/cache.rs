@@ -319,9 +319,13 @@ fn a_read_through_layer_on_the_near_cache_answers_repeats_without_the_network() 
 #[test]
 fn the_near_cache_size_bound_holds_by_entries_and_by_bytes() {
     let (_server, client) = server_and_client();
+    // A local TTL as long as the remote one: on a busy machine the writes
+    // below can take longer than the default 5 s, and an entry that expires
+    // is counted as an expiration, not an eviction.
     let by_entries = NearCache::builder(client.clone())
         .max_entries(50)
         .policy(NearPolicy::Lru)
+        .local_ttl(TTL)
         .build();
     for i in 0..500 {
         by_entries
@@ -343,6 +347,7 @@ fn the_near_cache_size_bound_holds_by_entries_and_by_bytes() {
     let by_bytes = NearCache::builder(client)
         .max_bytes(max_bytes)
         .policy(NearPolicy::Lru)
+        .local_ttl(TTL)
         .build();
     for i in 0..200 {
         by_bytes
