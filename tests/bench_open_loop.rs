@@ -1,0 +1,164 @@
+#![cfg(feature = "cli")]
+//! `tiny-cache bench --rate`: the open loop keeps its schedule, and its
+//! latencies, counted from when each call was due, show a server stall that
+//! latencies counted from when each call was sent hide (coordinated
+//! omission corrected).
+//!
+//! The stall comes from a TCP proxy of this test's own in front of an
+//! embedded server: it stops forwarding, both ways, for [`STALL`] once.
+//! This file holds one test so that cargo runs it alone, not beside other
+//! tests competing for the CPU.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tiny_cache_client::server::Server;
+
+/// How long the proxy stops forwarding.
+const STALL: Duration = Duration::from_millis(300);
+
+/// When the stall starts, after the proxy's first connection: past the
+/// pre-fill and the 0.5 s warm-up, early in the 3 s measured window, so
+/// that it lands inside the window even when start-up is slow.
+const STALL_AFTER: Duration = Duration::from_millis(1500);
+
+/// The schedule the test asks for.
+const RATE_PER_S: f64 = 2000.0;
+
+/// A TCP proxy to `upstream` that stops forwarding for [`STALL`] once,
+/// [`STALL_AFTER`] its first connection (when `stall` is set).
+struct Proxy {
+    address: String,
+}
+
+impl Proxy {
+    fn start(upstream: String, stall: bool) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let address = listener.local_addr().expect("its address").to_string();
+        // Set on the first connection: the window in which nothing moves.
+        let window: Arc<Mutex<Option<(Instant, Instant)>>> = Arc::new(Mutex::new(None));
+        std::thread::spawn(move || {
+            for downstream in listener.incoming() {
+                let Ok(downstream) = downstream else { return };
+                let Ok(upstream) = TcpStream::connect(&upstream) else {
+                    return;
+                };
+                if stall {
+                    let mut window = window.lock().unwrap();
+                    if window.is_none() {
+                        let from = Instant::now() + STALL_AFTER;
+                        *window = Some((from, from + STALL));
+                    }
+                }
+                for stream in [&downstream, &upstream] {
+                    // Nagle's algorithm would add its own delays to the
+                    // ones under test.
+                    stream.set_nodelay(true).unwrap();
+                }
+                let pairs = [
+                    (downstream.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, downstream),
+                ];
+                for (from, to) in pairs {
+                    let window = Arc::clone(&window);
+                    std::thread::spawn(move || pump(from, to, &window));
+                }
+            }
+        });
+        Proxy { address }
+    }
+}
+
+/// Copies `from` to `to` until either closes, holding every chunk that
+/// arrives during the stall until the stall ends.
+fn pump(mut from: TcpStream, mut to: TcpStream, window: &Mutex<Option<(Instant, Instant)>>) {
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let stalled_until = window
+            .lock()
+            .unwrap()
+            .and_then(|(from, until)| (from..until).contains(&Instant::now()).then_some(until));
+        if let Some(until) = stalled_until {
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        }
+        if to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Runs `bench --rate 2000 --duration 3` against `address` and returns its
+/// JSON object.
+fn bench_at_2000_per_s(address: &str) -> serde_json::Value {
+    let rate = RATE_PER_S.to_string();
+    let output = Command::new(env!("CARGO_BIN_EXE_tiny-cache"))
+        .args(["bench", "--server", address, "--timeout", "10", "--json"])
+        .args(["--rate", &rate, "--duration", "3", "--warmup", "0.5"])
+        .args(["--threads", "16", "--keys", "100"])
+        .env_remove("CACHE_SERVER_ADDRESS")
+        .env_remove("CACHE_TIMEOUT")
+        .output()
+        .expect("the tiny-cache binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    let last = stdout.trim_end().lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn number(run: &serde_json::Value, pointer: &str) -> f64 {
+    run.pointer(pointer)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or_else(|| panic!("{pointer} missing: {run}"))
+}
+
+/// The schedule is kept: 2000 calls a second for 3 s, within 5 %, none
+/// left unsent.
+fn assert_rate_kept(run: &serde_json::Value) {
+    assert_eq!(run["mode"], "open", "{run}");
+    assert_eq!(number(run, "/target_rate"), RATE_PER_S, "{run}");
+    let achieved = number(run, "/achieved_rate");
+    assert!(
+        (RATE_PER_S * 0.95..=RATE_PER_S * 1.05).contains(&achieved),
+        "achieved {achieved} calls/s: {run}"
+    );
+    assert_eq!(number(run, "/unsent"), 0.0, "{run}");
+    assert_eq!(number(run, "/errors"), 0.0, "{run}");
+}
+
+#[test]
+fn open_loop_keeps_its_rate_and_its_p99_shows_a_server_stall() {
+    let server = Server::local().expect("the embedded server starts");
+
+    let steady = bench_at_2000_per_s(&Proxy::start(server.address(), false).address);
+    assert_rate_kept(&steady);
+
+    let stalled = bench_at_2000_per_s(&Proxy::start(server.address(), true).address);
+    assert_rate_kept(&stalled);
+    // About 600 calls fell due during the 300 ms stall, a tenth of the
+    // window's 6000, waiting from up to 300 ms down to 0: p99 lands near
+    // 270 ms. Counted from when they were sent instead, only the 16 calls
+    // in flight waited: p99 stays where the steady run's is.
+    let p99 = number(&stalled, "/p99_us");
+    assert!(p99 >= 150_000.0, "p99 {p99} µs hides the stall: {stalled}");
+    assert!(
+        number(&stalled, "/max_us") >= 250_000.0,
+        "max hides the stall: {stalled}"
+    );
+    let steady_p99 = number(&steady, "/p99_us");
+    assert!(steady_p99 < p99, "steady {steady_p99} µs vs {p99} µs");
+    let sent_p99 = number(&stalled, "/service/p99_us");
+    assert!(
+        sent_p99 <= p99 / 2.0,
+        "from when sent, p99 {sent_p99} µs; from when due, {p99} µs"
+    );
+    // Every operation's own row shows it too.
+    assert!(number(&stalled, "/operations/get/p99_us") >= 150_000.0, "{stalled}");
+}
