@@ -360,7 +360,12 @@ pub fn run(
     let sampler = mix.sampler().map_err(Failure::Usage)?;
     let last_key = format!("{}{}", args.key_prefix, args.keys - 1);
     tiny_cache_client::rules::check_key(&last_key, settings.namespace.as_deref()).map_err(
-        |why| Failure::Usage(format!("--key-prefix {:?} makes invalid keys: {why}", args.key_prefix)),
+        |why| {
+            Failure::Usage(format!(
+                "--key-prefix {:?} makes invalid keys: {why}",
+                args.key_prefix
+            ))
+        },
     )?;
     let baseline = args.baseline.as_deref().map(Baseline::read).transpose()?;
     if let Some(chart) = &args.chart {
@@ -375,7 +380,12 @@ pub fn run(
     }
 
     let connected = connect(target, args, settings)?;
-    let data = Data::new(&args.key_prefix, args.keys, args.value_size, fastrand::u64(..));
+    let data = Data::new(
+        &args.key_prefix,
+        args.keys,
+        args.value_size,
+        fastrand::u64(..),
+    );
     let prefilled = args.prefill.count(args.keys);
     progress(&format!(
         "bench: writing {} of {} keys of {} to {}",
@@ -405,7 +415,10 @@ pub fn run(
     }
     let measured_start = plan.measured_start(start);
     let measured_end = match plan.length {
-        Length::Time(duration) => tally.last_end.unwrap_or(start).max(measured_start + duration),
+        Length::Time(duration) => tally
+            .last_end
+            .unwrap_or(start)
+            .max(measured_start + duration),
         Length::Requests(_) => tally.last_end.unwrap_or(measured_start),
     };
     let measured = measured_end.saturating_duration_since(measured_start);
@@ -449,6 +462,13 @@ pub fn run(
         text.push_str(&comparison.text());
     }
     write_stdout(text.as_bytes())?;
+    if json.rate_reached == Some(false) {
+        progress(&format!(
+            "bench: warning: the rate fell short of --rate {}: {} calls/s achieved",
+            thousands(args.rate.unwrap_or_default().round() as u64),
+            thousands(json.achieved_rate.round() as u64)
+        ));
+    }
     json.baseline = comparison.clone();
     if out.json {
         out.object(&json)?;
@@ -465,7 +485,10 @@ pub fn run(
             .checked_sub(measured_start.elapsed())
             .unwrap_or(SystemTime::UNIX_EPOCH);
         report.write_hdr_log(path, wall_start)?;
-        progress(&format!("bench: HdrHistogram log written to {}", path.display()));
+        progress(&format!(
+            "bench: HdrHistogram log written to {}",
+            path.display()
+        ));
     }
     if let Some(error) = first_error.filter(|_| report.latencies_micros.is_empty()) {
         return Err(Failure::Other(format!(
@@ -717,8 +740,7 @@ impl Thread<'_, '_> {
             if now < due {
                 std::thread::sleep(due - now);
             } else if give_up.is_some_and(|limit| now > limit) {
-                self.tally.unsent +=
-                    schedule.calls_of_thread(index, call.max(first_measured), end);
+                self.tally.unsent += schedule.calls_of_thread(index, call.max(first_measured), end);
                 return;
             }
             self.call(call >= first_measured, due, Some(Instant::now()));
@@ -795,9 +817,7 @@ fn at_most_a_day(phase: Duration, option: &str) -> Result<Duration, String> {
 /// can reach it is checked with --threads, in `Schedule::new`).
 fn parse_rate(raw: &str) -> Result<f64, String> {
     match raw.trim().parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= schedule::MAX_RATE_PER_S => {
-            Ok(rate)
-        }
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= schedule::MAX_RATE_PER_S => Ok(rate),
         _ => Err(format!(
             "{raw:?} must be a number of calls per second above 0 and at most {}",
             schedule::MAX_RATE_PER_S
@@ -856,7 +876,10 @@ mod tests {
         };
         assert_eq!(plan.measured_calls(&schedule), (1000, 7000));
         let start = Instant::now();
-        assert_eq!(plan.measured_start(start), start + Duration::from_millis(500));
+        assert_eq!(
+            plan.measured_start(start),
+            start + Duration::from_millis(500)
+        );
         let requests = Plan {
             length: Length::Requests(10),
             ..plan

@@ -99,7 +99,9 @@ pub fn perform(calls: &dyn CacheCalls, op: Op, items: &[(&str, &[u8])]) -> Resul
         Op::Set => calls.set(key, value).map(|()| Outcome::default())?,
         Op::Delete => calls.delete(key).map(|()| Outcome::default())?,
         Op::SetIfAbsent => found(!calls.set_if_absent(key, value)?),
-        Op::CompareAndSet => found(calls.compare_and_set(key, value, value)? != CasOutcome::NotFound),
+        Op::CompareAndSet => {
+            found(calls.compare_and_set(key, value, value)? != CasOutcome::NotFound)
+        }
         Op::Touch => found(calls.touch(key, TOUCH_TTL)?),
         Op::GetMany => {
             let mut outcome = Outcome::default();
@@ -164,8 +166,14 @@ mod tests {
             perform(calls, Op::DeleteMany, &both).unwrap(),
             Outcome::default()
         );
-        assert_eq!(perform(calls, Op::Set, &one("d")).unwrap(), Outcome::default());
-        assert_eq!(perform(calls, Op::Delete, &one("d")).unwrap(), Outcome::default());
+        assert_eq!(
+            perform(calls, Op::Set, &one("d")).unwrap(),
+            Outcome::default()
+        );
+        assert_eq!(
+            perform(calls, Op::Delete, &one("d")).unwrap(),
+            Outcome::default()
+        );
         assert_eq!(perform(calls, Op::Get, &one("d")).unwrap(), miss);
     }
 }

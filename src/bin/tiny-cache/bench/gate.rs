@@ -60,7 +60,11 @@ impl Baseline {
         let run = match serde_json::from_str(line) {
             Ok(Value::Object(run)) => run,
             Ok(_) => return Err(not_a_run("its last JSON line is not an object")),
-            Err(e) => return Err(not_a_run(&format!("its last JSON line does not parse: {e}"))),
+            Err(e) => {
+                return Err(not_a_run(&format!(
+                    "its last JSON line does not parse: {e}"
+                )))
+            }
         };
         let number = |field: &str| {
             run.get(field)
@@ -196,9 +200,7 @@ mod tests {
     #[test]
     fn within_the_tolerance_passes_and_beyond_it_regresses() {
         let base = baseline();
-        let run = |ops: f64, p99: u64| {
-            serde_json::json!({"ops_per_s": ops, "p99_us": p99, "threads": 16, "mode": "closed"})
-        };
+        let run = |ops: f64, p99: u64| serde_json::json!({"ops_per_s": ops, "p99_us": p99, "threads": 16, "mode": "closed"});
         let same = base.compare(&run(950.0, 210), 0.1);
         assert!(!same.regressed, "{same:?}");
         assert!(same.differences.is_empty(), "{same:?}");
@@ -221,7 +223,13 @@ mod tests {
 
     #[test]
     fn files_that_are_not_runs_are_usage_errors() {
-        for text in ["", "not json", "{\"p99_us\": 3}", "[1]", "{\"ops_per_s\": \"x\", \"p99_us\": 1}"] {
+        for text in [
+            "",
+            "not json",
+            "{\"p99_us\": 3}",
+            "[1]",
+            "{\"ops_per_s\": \"x\", \"p99_us\": 1}",
+        ] {
             assert!(
                 matches!(Baseline::parse("f", text), Err(Failure::Usage(_))),
                 "{text:?}"

@@ -465,8 +465,7 @@ impl Report<'_> {
                     latency: Latency::of(&tally.latencies_micros),
                     hits: tally.hits,
                     misses: tally.misses,
-                    hit_ratio: (op.looks_up() && lookups > 0)
-                        .then(|| ratio(tally.hits, lookups)),
+                    hit_ratio: (op.looks_up() && lookups > 0).then(|| ratio(tally.hits, lookups)),
                     errors: tally.errors(),
                     errors_by_kind: tally
                         .errors
@@ -553,12 +552,7 @@ impl Report<'_> {
             .begin_log_with(&mut log, &mut serializer)
             .map_err(|e| failed(e.to_string()))?;
         writer
-            .write_histogram(
-                &self.latencies_micros,
-                Duration::ZERO,
-                self.measured,
-                None,
-            )
+            .write_histogram(&self.latencies_micros, Duration::ZERO, self.measured, None)
             .map_err(|e| failed(format!("{e:?}")))?;
         for (op, tally) in &self.tally.ops {
             writer

@@ -105,7 +105,9 @@ mod tests {
         assert_eq!(schedule.due(0), Duration::ZERO);
         assert_eq!(schedule.due(1), Duration::from_micros(500));
         assert_eq!(schedule.due(2000), Duration::from_secs(1));
-        let late = schedule.due(6001).abs_diff(Duration::from_micros(3_000_500));
+        let late = schedule
+            .due(6001)
+            .abs_diff(Duration::from_micros(3_000_500));
         assert!(late <= Duration::from_nanos(1), "{late:?}");
     }
 

@@ -142,9 +142,11 @@ impl Mix {
         }
         weights.retain(|&(_, weight)| weight > 0.0);
         if weights.is_empty() {
-            return Err("the mix sums to 0: give at least one operation a weight above 0 \
+            return Err(
+                "the mix sums to 0: give at least one operation a weight above 0 \
                         (for example get=90,set=10)"
-                .to_owned());
+                    .to_owned(),
+            );
         }
         Ok(Mix { weights })
     }
@@ -532,7 +534,10 @@ mod tests {
     #[test]
     fn mix_refuses_unknown_operations_duplicates_bad_weights_and_a_zero_sum() {
         let unknown = Mix::parse("get=1,fetch=2").unwrap_err();
-        assert!(unknown.contains("fetch") && unknown.contains("get-many"), "{unknown}");
+        assert!(
+            unknown.contains("fetch") && unknown.contains("get-many"),
+            "{unknown}"
+        );
         assert!(Mix::parse("get=1,get=2").unwrap_err().contains("twice"));
         assert!(Mix::parse("get=-1").is_err());
         assert!(Mix::parse("get=NaN").is_err());
@@ -545,10 +550,7 @@ mod tests {
     fn get_ratio_is_a_mix_of_gets_and_sets() {
         let mix = Mix::gets_and_sets(0.9);
         assert_eq!(mix.describe(), "90% get, 10% set");
-        assert_eq!(
-            Mix::gets_and_sets(1.0).ops().collect::<Vec<_>>(),
-            [Op::Get]
-        );
+        assert_eq!(Mix::gets_and_sets(1.0).ops().collect::<Vec<_>>(), [Op::Get]);
     }
 
     #[test]
@@ -583,7 +585,14 @@ mod tests {
             KeyDistribution::parse("gaussian:0.1"),
             Ok(KeyDistribution::Gaussian(0.1))
         );
-        for bad in ["zipf:0", "zipf:-1", "zipf:x", "gaussian:2", "uniform:3", "pareto"] {
+        for bad in [
+            "zipf:0",
+            "zipf:-1",
+            "zipf:x",
+            "gaussian:2",
+            "uniform:3",
+            "pareto",
+        ] {
             assert!(KeyDistribution::parse(bad).is_err(), "{bad}");
         }
     }
@@ -610,10 +619,7 @@ mod tests {
         let gaussian = draws(KeyDistribution::Gaussian(1.0 / 6.0), &mut rng);
         let middle = gaussian.iter().filter(|&&k| (34..66).contains(&k)).count();
         assert!(middle > 12_000, "{middle} of 20000 within one deviation");
-        assert_eq!(
-            draws(KeyDistribution::Sequential, &mut rng)[..3],
-            [0, 1, 2]
-        );
+        assert_eq!(draws(KeyDistribution::Sequential, &mut rng)[..3], [0, 1, 2]);
     }
 
     #[test]
@@ -630,7 +636,10 @@ mod tests {
 
     #[test]
     fn value_sizes_are_a_number_or_an_inclusive_range() {
-        assert_eq!(ValueSize::parse("100"), Ok(ValueSize { min: 100, max: 100 }));
+        assert_eq!(
+            ValueSize::parse("100"),
+            Ok(ValueSize { min: 100, max: 100 })
+        );
         assert_eq!(
             ValueSize::parse("64..4096"),
             Ok(ValueSize { min: 64, max: 4096 })
