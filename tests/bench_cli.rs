@@ -65,7 +65,7 @@ impl Drop for TempDir {
 
 #[test]
 fn impossible_runs_are_refused_before_anything_starts() {
-    let cases: [(&[&str], &str); 10] = [
+    let cases: [(&[&str], &str); 11] = [
         (
             &["--rate", "1000000", "--threads", "1"],
             "at least 10 threads",
@@ -82,6 +82,7 @@ fn impossible_runs_are_refused_before_anything_starts() {
             &["--baseline", "/nonexistent/run.json"],
             "cannot read --baseline",
         ),
+        (&["--tolerance", "5"], "--baseline"),
     ];
     for (args, expected) in cases {
         let output = bench(args);

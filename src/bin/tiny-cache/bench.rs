@@ -1,5 +1,5 @@
 //! `tiny-cache bench`: a load tool for a tiny-cache server. Many threads
-//! share one [`Client`] and make a mix of every RPC (`--mix`) over keys
+//! share one [`Client`](tiny_cache_client::Client) and make a mix of every RPC (`--mix`) over keys
 //! drawn from a distribution (`--key-distribution`), against an embedded
 //! server (the default) or a running one.
 //!
