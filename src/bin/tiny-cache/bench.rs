@@ -325,7 +325,9 @@ impl Plan {
     fn measured_start(&self, start: Instant) -> Instant {
         match self.pace {
             Pace::Closed => start + self.warmup,
-            Pace::Open(schedule) => start + schedule.due(self.measured_calls(&schedule).0),
+            Pace::Open(schedule) => schedule
+                .due_at(start, self.measured_calls(&schedule).0)
+                .unwrap_or(start),
         }
     }
 }
@@ -683,8 +685,9 @@ struct Thread<'s, 'a> {
     rng: SmallRng,
     keys: workload::KeySampler,
     tally: Tally,
-    /// The key numbers of the call being made (reused).
-    items: Vec<usize>,
+    /// The keys and values of the call being made (reused: no allocation
+    /// per call).
+    items: Vec<(&'a str, &'a [u8])>,
 }
 
 impl Thread<'_, '_> {
@@ -727,7 +730,9 @@ impl Thread<'_, '_> {
         // With a --duration, give up on the calls still unsent this long
         // after the window closed; with --requests, every call is sent.
         let give_up = match plan.length {
-            Length::Time(_) => Some(start + schedule.due(end) + MAX_DRAIN),
+            Length::Time(_) => schedule
+                .due_at(start, end)
+                .and_then(|closed| closed.checked_add(MAX_DRAIN)),
             Length::Requests(_) => None,
         };
         let mut call = schedule.first_call_of(index);
@@ -735,7 +740,9 @@ impl Thread<'_, '_> {
             if self.shared.counters.stop.load(Ordering::Relaxed) {
                 return;
             }
-            let due = start + schedule.due(call);
+            let Some(due) = schedule.due_at(start, call) else {
+                return;
+            };
             let now = Instant::now();
             if now < due {
                 std::thread::sleep(due - now);
@@ -755,17 +762,13 @@ impl Thread<'_, '_> {
         let shared = self.shared;
         let op = shared.sampler.next(&mut self.rng);
         let count = if op.is_batch() { shared.batch } else { 1 };
+        let data = shared.data;
         self.items.clear();
         for _ in 0..count {
-            self.items.push(self.keys.next(&mut self.rng));
+            let key = self.keys.next(&mut self.rng);
+            self.items.push((data.keys[key].as_str(), data.value(key)));
         }
-        let data = shared.data;
-        let items: Vec<(&str, &[u8])> = self
-            .items
-            .iter()
-            .map(|&key| (data.keys[key].as_str(), data.value(key)))
-            .collect();
-        let outcome = perform(shared.calls, op, &items);
+        let outcome = perform(shared.calls, op, &self.items);
         let ended = Instant::now();
         if !measured {
             return;
@@ -817,9 +820,12 @@ fn at_most_a_day(phase: Duration, option: &str) -> Result<Duration, String> {
 /// can reach it is checked with --threads, in `Schedule::new`).
 fn parse_rate(raw: &str) -> Result<f64, String> {
     match raw.trim().parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= schedule::MAX_RATE_PER_S => Ok(rate),
+        Ok(rate) if (schedule::MIN_RATE_PER_S..=schedule::MAX_RATE_PER_S).contains(&rate) => {
+            Ok(rate)
+        }
         _ => Err(format!(
-            "{raw:?} must be a number of calls per second above 0 and at most {}",
+            "{raw:?} must be a number of calls per second from {} to {}",
+            schedule::MIN_RATE_PER_S,
             schedule::MAX_RATE_PER_S
         )),
     }
@@ -858,7 +864,7 @@ mod tests {
     fn rate_is_a_positive_number() {
         assert_eq!(parse_rate("2000"), Ok(2000.0));
         assert_eq!(parse_rate("0.5"), Ok(0.5));
-        for bad in ["0", "-1", "fast", "inf", "NaN"] {
+        for bad in ["0", "-1", "fast", "inf", "NaN", "1e-300", "1e300"] {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
     }

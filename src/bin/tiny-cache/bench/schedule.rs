@@ -10,12 +10,16 @@
 //! the calls that should have started meanwhile count the wait they suffered
 //! (coordinated omission corrected, as wrk2 does).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most calls one thread is asked to start per second: one every 10 µs,
 /// less than any round trip through a kernel's loopback takes, so a rate
 /// needing more cannot be met whatever the server does.
 pub const MAX_CALLS_PER_THREAD_PER_S: f64 = 100_000.0;
+
+/// Lowest `--rate`: one call every 100 s. Slower still, a run's timetable
+/// would reach past what a clock can count.
+pub const MIN_RATE_PER_S: f64 = 0.01;
 
 /// Highest `--rate`: with more than this, the schedule's float arithmetic
 /// (call number / rate) would lose the nanosecond.
@@ -32,9 +36,10 @@ impl Schedule {
     /// `rate_per_s` calls a second spread over `threads` threads, or why
     /// they cannot make it.
     pub fn new(rate_per_s: f64, threads: usize) -> Result<Schedule, String> {
-        if !(rate_per_s.is_finite() && rate_per_s > 0.0 && rate_per_s <= MAX_RATE_PER_S) {
+        if !(MIN_RATE_PER_S..=MAX_RATE_PER_S).contains(&rate_per_s) {
             return Err(format!(
-                "--rate must be a number of calls per second above 0 and at most {MAX_RATE_PER_S}"
+                "--rate must be a number of calls per second from {MIN_RATE_PER_S} to \
+                 {MAX_RATE_PER_S}"
             ));
         }
         let threads = threads.max(1);
@@ -53,9 +58,16 @@ impl Schedule {
         })
     }
 
-    /// When call `call` is due, after the schedule's start.
+    /// When call `call` is due, after the schedule's start (saturating: a
+    /// call beyond any clock is due at the end of time).
     pub fn due(&self, call: u64) -> Duration {
-        Duration::from_secs_f64(call as f64 / self.rate_per_s)
+        Duration::try_from_secs_f64(call as f64 / self.rate_per_s).unwrap_or(Duration::MAX)
+    }
+
+    /// When call `call` is due, or `None` when that is past what an
+    /// `Instant` can hold.
+    pub fn due_at(&self, start: Instant, call: u64) -> Option<Instant> {
+        start.checked_add(self.due(call))
     }
 
     /// How many calls are due strictly before `offset`: the number of the
@@ -166,7 +178,7 @@ mod tests {
         let refused = Schedule::new(1_000_000.0, 4).unwrap_err();
         assert!(refused.contains("at least 10 threads"), "{refused}");
         assert!(Schedule::new(1_000_000.0, 10).is_ok());
-        for bad in [0.0, -5.0, f64::NAN, f64::INFINITY, 2e9] {
+        for bad in [0.0, -5.0, f64::NAN, f64::INFINITY, 2e9, 1e-9] {
             assert!(Schedule::new(bad, 1).is_err(), "{bad}");
         }
     }
