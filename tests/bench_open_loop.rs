@@ -15,7 +15,10 @@
 //! the test first measures what this machine does in a closed loop and,
 //! when that is less than twice 2000, runs the same checks at half of it
 //! (saying so on stderr). A rate the machine cannot reach would test the
-//! machine, not the schedule.
+//! machine, not the schedule. When the machine still falls behind (its
+//! other processes took the cores meanwhile), the test tries again at a
+//! lower rate, up to [`TRIES`] times; a schedule that runs too fast fails
+//! at once.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -117,7 +120,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, window: &Mutex<Option<(Instant, 
 fn bench(address: &str, args: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_tiny-cache"))
         .args(["bench", "--server", address, "--timeout", "10", "--json"])
-        .args(["--threads", "16", "--keys", "100"])
+        .args(["--keys", "100"])
         .args(args)
         .env_remove("CACHE_SERVER_ADDRESS")
         .env_remove("CACHE_TIMEOUT")
@@ -135,21 +138,39 @@ fn number(run: &serde_json::Value, pointer: &str) -> f64 {
         .unwrap_or_else(|| panic!("{pointer} missing: {run}"))
 }
 
-/// `bench --rate RATE --duration 3` against `address`.
+/// `bench --rate RATE --duration 3` against `address`, with a thread per
+/// 50 calls a second (16 at most): each has 20 ms for a call, room for a
+/// slow machine. The threads are also the calls a stall can catch in
+/// flight, which then wait the whole stall from when they were sent too;
+/// at most 2 % of the rate, they are under 0.7 % of the window's calls and
+/// leave the p99 from when calls were sent alone.
 fn open_loop(address: &str, rate: f64) -> serde_json::Value {
+    let threads = (rate / 50.0).clamp(1.0, 16.0).to_string();
     let rate = rate.to_string();
     bench(
         address,
-        &["--rate", &rate, "--duration", "3", "--warmup", "0.5"],
+        &[
+            "--rate",
+            &rate,
+            "--duration",
+            "3",
+            "--warmup",
+            "0.5",
+            "--threads",
+            &threads,
+        ],
     )
 }
 
 /// The rate to test: 2000 calls a second, or what this machine can keep up
-/// with `HEADROOM` to spare.
-fn rate_to_test(address: &str) -> f64 {
-    let closed = bench(address, &["--duration", "1", "--warmup", "0.2"]);
+/// with `headroom` to spare.
+fn rate_to_test(address: &str, headroom: f64) -> f64 {
+    let closed = bench(
+        address,
+        &["--duration", "1", "--warmup", "0.2", "--threads", "16"],
+    );
     let capacity = number(&closed, "/ops_per_s");
-    let rate = (capacity / HEADROOM / 100.0).floor() * 100.0;
+    let rate = (capacity / headroom / 100.0).floor() * 100.0;
     if rate >= RATE_PER_S {
         return RATE_PER_S;
     }
@@ -161,36 +182,53 @@ fn rate_to_test(address: &str) -> f64 {
     rate
 }
 
-/// The schedule is kept: `rate` calls a second for 3 s, within 5 %, none
-/// left unsent.
-fn assert_rate_kept(run: &serde_json::Value, rate: f64) {
+/// Whether the schedule was kept: `rate` calls a second for 3 s, within
+/// 5 %, none left unsent. Too many calls is a failure at once; too few may
+/// be a machine that slowed down meanwhile (the caller tries again slower).
+fn rate_kept(run: &serde_json::Value, rate: f64) -> bool {
     assert_eq!(run["mode"], "open", "{run}");
     assert_eq!(number(run, "/target_rate"), rate, "{run}");
+    assert_eq!(number(run, "/errors"), 0.0, "{run}");
     let achieved = number(run, "/achieved_rate");
     assert!(
-        (rate * 0.95..=rate * 1.05).contains(&achieved),
+        achieved <= rate * 1.05,
         "achieved {achieved} calls/s: {run}"
     );
-    assert_eq!(number(run, "/unsent"), 0.0, "{run}");
-    assert_eq!(number(run, "/errors"), 0.0, "{run}");
+    let kept = achieved >= rate * 0.95 && number(run, "/unsent") == 0.0;
+    if !kept {
+        eprintln!("achieved {achieved} of {rate} calls/s: {run}");
+    }
+    kept
 }
+
+/// Times the machine may fall behind a schedule (other processes taking
+/// its cores) before the test gives up; each try halves the rate.
+const TRIES: u32 = 3;
 
 #[test]
 fn open_loop_keeps_2000_per_s_and_its_p99_shows_a_server_stall() {
     let server = Server::local().expect("the embedded server starts");
-
     let steady_proxy = Proxy::start(server.address(), false);
-    let rate = rate_to_test(&steady_proxy.address);
-
-    let steady = open_loop(&steady_proxy.address, rate);
-    assert_rate_kept(&steady, rate);
-
-    let stalled = open_loop(&Proxy::start(server.address(), true).address, rate);
-    assert_rate_kept(&stalled, rate);
+    let mut runs = None;
+    for attempt in 0..TRIES {
+        let rate = rate_to_test(&steady_proxy.address, HEADROOM * f64::from(1 << attempt));
+        let steady = open_loop(&steady_proxy.address, rate);
+        if !rate_kept(&steady, rate) {
+            continue;
+        }
+        let stalled = open_loop(&Proxy::start(server.address(), true).address, rate);
+        if rate_kept(&stalled, rate) {
+            runs = Some((steady, stalled));
+            break;
+        }
+    }
+    let Some((steady, stalled)) = runs else {
+        panic!("the schedule was not kept in {TRIES} tries (see stderr)");
+    };
     // A tenth of the window's calls (600 of 6000 at 2000/s) fell due
     // during the 300 ms stall, waiting from up to 300 ms down to 0: p99
-    // lands near 270 ms. Counted from when they were sent instead, only the 16 calls
-    // in flight waited: p99 stays where the steady run's is.
+    // lands near 270 ms. Counted from when they were sent instead, only the
+    // calls in flight when it began waited that long: p99 stays low.
     let p99 = number(&stalled, "/p99_us");
     assert!(p99 >= 150_000.0, "p99 {p99} µs hides the stall: {stalled}");
     assert!(
