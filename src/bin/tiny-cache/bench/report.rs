@@ -407,7 +407,7 @@ impl Report<'_> {
     /// One row per operation.
     fn table(&self) -> String {
         let mut text = format!(
-            "\n  {:<16}{:>12}{:>10}{:>10}{:>10}{:>10}{:>8}  errors\n",
+            "\n  {:<16}{:>10}{:>11}{:>11}{:>11}{:>11}{:>7}  errors\n",
             "operation", "ops/s", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "hit %"
         );
         for op in Op::ALL {
@@ -432,7 +432,7 @@ impl Report<'_> {
                 errors_text.push_str(&format!(" ({})", kinds.join(", ")));
             }
             text.push_str(&format!(
-                "  {:<16}{:>12}{:>10}{:>10}{:>10}{:>10}{:>8}  {errors_text}\n",
+                "  {:<16}{:>10}{:>11}{:>11}{:>11}{:>11}{:>7}  {errors_text}\n",
                 op.name(),
                 thousands(self.per_second(tally.latencies_micros.len()).round() as u64),
                 thousands(latency.p50_us),
