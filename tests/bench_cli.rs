@@ -277,23 +277,35 @@ fn baseline_gate_exits_9_on_a_regression_and_0_within_the_tolerance() {
     let dir = TempDir::new("baseline");
     let run = ["--requests", "200", "--threads", "2", "--json"];
 
-    // A saved run of this very shape is within a generous tolerance of
-    // itself run again.
+    // A saved run (the whole stdout of `bench --json`) is read back and
+    // compared, shape for shape. Whether a second run on a busy machine is
+    // within any tolerance of it is up to the machine: either verdict will do.
     let saved = bench(&run);
     assert!(saved.status.success(), "{saved:?}");
     let saved_path = dir.file("saved.txt");
     std::fs::write(&saved_path, &saved.stdout).expect("the run is saved");
     let saved_path = saved_path.to_str().expect("a UTF-8 path");
-    let again = bench(&[&run[..], &["--baseline", saved_path, "--tolerance", "1000"]].concat());
-    assert_eq!(again.status.code(), Some(0), "{again:?}");
+    let again = bench(&[&run[..], &["--baseline", saved_path]].concat());
+    assert!(matches!(again.status.code(), Some(0 | 9)), "{again:?}");
     let verdict = last_json(&again);
-    assert_eq!(verdict["baseline"]["regressed"], false, "{verdict}");
+    assert_eq!(
+        verdict["baseline"]["regressed"],
+        again.status.code() == Some(9),
+        "{verdict}"
+    );
     assert_eq!(
         verdict["baseline"]["differences"],
         Value::Array(vec![]),
         "{verdict}"
     );
-    assert!(stdout(&again).contains("within the 1000 % tolerance"));
+
+    // A baseline any run beats: one call a second at an hour's p99.
+    let slow = dir.file("slow.json");
+    std::fs::write(&slow, r#"{"ops_per_s":1,"p99_us":3600000000,"threads":2}"#).unwrap();
+    let faster = bench(&[&run[..], &["--baseline", slow.to_str().unwrap()]].concat());
+    assert_eq!(faster.status.code(), Some(0), "{faster:?}");
+    assert_eq!(last_json(&faster)["baseline"]["regressed"], false);
+    assert!(stdout(&faster).contains("within the 10 % tolerance"));
 
     // A baseline no run can match: a billion calls a second at 1 µs p99.
     let fast = dir.file("fast.json");
