@@ -1,40 +1,59 @@
-//! `tiny-cache bench`: a closed-loop benchmark of mixed gets and sets from
-//! many threads sharing one [`Client`], against an embedded server (the
-//! default) or a running one.
+//! `tiny-cache bench`: a load tool for a tiny-cache server. Many threads
+//! share one [`Client`](tiny_cache_client::Client) and make a mix of every RPC (`--mix`) over keys
+//! drawn from a distribution (`--key-distribution`), against an embedded
+//! server (the default) or a running one.
 //!
-//! Keys are written before anything is measured, so every get is a hit; a
-//! warm-up lets connections and caches settle and is not counted. Each
-//! thread keeps its own latency histogram (no shared lock on the hot path);
-//! they are merged at the end. `--chart FILE` also draws the merged
-//! histogram (see [`crate::chart`]).
+//! Two ways to pace the calls:
+//! - closed loop (the default): each thread makes its next call when the
+//!   previous one returns; throughput is what the client and server manage.
+//! - open loop (`--rate`): calls are due on a fixed timetable shared by the
+//!   threads (see [`schedule`]), and latency counts from when a call was
+//!   due, so a stall shows as the latency it caused rather than as calls
+//!   never made (coordinated omission corrected).
+//!
+//! Keys are written before anything is measured (`--prefill`); a warm-up
+//! lets connections and caches settle and is not counted. Each thread keeps
+//! its own histograms, one per operation (no shared lock on the hot path);
+//! they are merged at the end. The report can also be drawn (`--chart`),
+//! logged for HdrHistogram's tools (`--hdr-log`), and compared with a saved
+//! run (`--baseline`, see [`gate`]).
+//!
+//! Where calls go is behind [`calls::CacheCalls`], and the client is made
+//! in [`connect`] alone: a second kind of target is one more arm there.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+mod calls;
+mod gate;
+mod report;
+mod schedule;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use clap::builder::RangedU64ValueParser;
 use clap::Args;
-use hdrhistogram::Histogram;
-use serde::Serialize;
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
 use tiny_cache_client::server::Server;
-use tiny_cache_client::{Client, Error, ReplyWait};
+use tiny_cache_client::{Error, ReplyWait};
 
-use crate::chart::{self, ChartFile};
+use self::calls::{perform, CacheCalls};
+use self::gate::Baseline;
+use self::report::{Report, Shape, Tally};
+use self::schedule::Schedule;
+use self::workload::{Data, KeyDistribution, Mix, OpSampler, Prefill, ValueSize};
+use crate::chart::ChartFile;
 use crate::usage::ProcessUsage;
-use crate::{parse_seconds, thousands, write_stdout, ClientSettings, Failure, Output};
+use crate::{parse_seconds, thousands, write_stdout, ClientSettings, Exit, Failure, Output};
 
-/// Largest latency the histograms hold, in µs (one hour); slower calls are
-/// recorded as this.
-const MAX_LATENCY_MICROS: u64 = 3_600_000_000;
+/// Bytes of values per `set_many` while pre-filling: well under the 4 MiB
+/// message limit, few enough round trips to be quick.
+const PREFILL_BATCH_BYTES: usize = 1024 * 1024;
 
-/// Significant digits the histograms keep: 0.1 % resolution.
-const HISTOGRAM_SIGNIFICANT_DIGITS: u8 = 3;
-
-/// Bytes of values per `set_many` while pre-populating: well under the
-/// 4 MiB message limit, few enough round trips to be quick.
-const PREPOPULATE_BATCH_BYTES: usize = 1024 * 1024;
-
-/// Most items per pre-populating `set_many`.
-const PREPOPULATE_BATCH_ITEMS: usize = 500;
+/// Most items per pre-filling `set_many`.
+const PREFILL_BATCH_ITEMS: usize = 500;
 
 /// How often the progress line is printed.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -42,6 +61,13 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest `--duration` or `--warmup`: a day is already more than any run
 /// needs, and it keeps deadline arithmetic far from overflowing.
 const MAX_PHASE: Duration = Duration::from_secs(24 * 3600);
+
+/// How long an open-loop run with a `--duration` goes on sending the calls
+/// that fell due in its window but could not be sent in it (the threads
+/// were all waiting on a slow server). They count: leaving them out would
+/// hide exactly the latency the open loop is there to show. Calls still
+/// unsent after this are reported as such, and the rate as not reached.
+const MAX_DRAIN: Duration = Duration::from_secs(2);
 
 /// Most `--threads`: beyond this the machine measures thread scheduling,
 /// not the client.
@@ -51,22 +77,22 @@ const MAX_THREADS: u64 = 4096;
 /// gigabyte between this process and the server.
 const MAX_KEYS: u64 = 10_000_000;
 
-/// Largest `--value-size`: a set carries its value in one gRPC message,
-/// which the client and the reference server cap at 4 MiB.
-const MAX_VALUE_SIZE_BYTES: u64 = 4 * 1024 * 1024;
+/// Most `--requests`: a trillion calls is weeks at any rate this client
+/// reaches.
+const MAX_REQUESTS: u64 = 1_000_000_000_000;
 
-/// Phases the worker threads follow, set by the coordinating thread.
-const PHASE_WARMUP: u8 = 0;
-const PHASE_MEASURE: u8 = 1;
-const PHASE_STOP: u8 = 2;
+/// Largest `--batch`: a multi-key call carries its keys (and, for
+/// set-many, their values) in one message; a thousand is already far past
+/// where batching stops paying.
+const MAX_BATCH: u64 = 1000;
 
 /// Options of `bench`. The global --server, --timeout, --namespace,
 /// --request-id and --json apply too; --json prints the results as one JSON
 /// object, the last line of stdout, after the text report.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Client threads issuing calls, each waiting for its reply before the
-    /// next (closed loop).
+    /// Client threads issuing calls; in a closed loop each waits for its
+    /// reply before the next.
     #[arg(
         long,
         value_name = "N",
@@ -74,24 +100,48 @@ pub struct BenchArgs {
         value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS)
     )]
     threads: usize,
+    /// Open loop: start OPS_PER_S calls a second on a fixed schedule
+    /// spread over the threads, and measure latency from when each call was
+    /// due (coordinated omission corrected) [default: closed loop].
+    #[arg(long, value_name = "OPS_PER_S", value_parser = parse_rate)]
+    rate: Option<f64>,
     /// Measured time in seconds (fractions allowed).
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_duration)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "10",
+        value_parser = parse_duration,
+        conflicts_with = "requests"
+    )]
     duration: Duration,
+    /// Measure this many calls instead of a --duration.
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u64).range(1..=MAX_REQUESTS)
+    )]
+    requests: Option<u64>,
     /// Unmeasured warm-up before it, in seconds.
     #[arg(long, value_name = "SECS", default_value = "0.5", value_parser = parse_warmup)]
     warmup: Duration,
-    /// Bytes per value.
+    /// Operations and their weights: any of get, set, delete, get-many,
+    /// set-many, delete-many, set-if-absent, compare-and-set, touch, as
+    /// `get=80,set=10,get-many=10` [default: get=90,set=10].
+    #[arg(long, value_name = "OP=W,...", value_parser = Mix::parse, conflicts_with = "get_ratio")]
+    mix: Option<Mix>,
+    /// Shorthand for --mix get=R,set=(1-R): the fraction of calls that are
+    /// gets, from 0 to 1.
+    #[arg(long, value_name = "R", value_parser = parse_ratio)]
+    get_ratio: Option<f64>,
+    /// Keys per get-many, set-many and delete-many call.
     #[arg(
         long,
-        value_name = "BYTES",
-        default_value_t = 100,
-        value_parser = RangedU64ValueParser::<usize>::new().range(..=MAX_VALUE_SIZE_BYTES)
+        value_name = "N",
+        default_value_t = 10,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_BATCH)
     )]
-    value_size: usize,
-    /// Fraction of operations that are gets, from 0 to 1; the rest are sets.
-    #[arg(long, value_name = "R", default_value_t = 0.9, value_parser = parse_ratio)]
-    get_ratio: f64,
-    /// Distinct keys, all written before measuring starts.
+    batch: usize,
+    /// Distinct keys.
     #[arg(
         long,
         value_name = "N",
@@ -99,6 +149,27 @@ pub struct BenchArgs {
         value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_KEYS)
     )]
     keys: usize,
+    /// How often each key is used: uniform, zipf:S (key i with weight
+    /// 1/(i+1)^S; bare zipf is S = 0.99), sequential (each thread walks the
+    /// keys in order), gaussian or gaussian:F (around the middle key, with a
+    /// deviation of F times --keys; bare gaussian is F = 1/6).
+    #[arg(
+        long,
+        value_name = "DIST",
+        default_value = "uniform",
+        value_parser = KeyDistribution::parse
+    )]
+    key_distribution: KeyDistribution,
+    /// Keys are this prefix followed by their number.
+    #[arg(long, value_name = "PREFIX", default_value = "bench:")]
+    key_prefix: String,
+    /// Bytes per value: a size, or a range such as 64..4096 (both ends
+    /// included; each key keeps one size from it).
+    #[arg(long, value_name = "BYTES", default_value = "100", value_parser = ValueSize::parse)]
+    value_size: ValueSize,
+    /// Keys written before measuring: all, none, or the first N.
+    #[arg(long, value_name = "N", default_value = "all", value_parser = Prefill::parse)]
+    prefill: Prefill,
     /// Worker threads (HTTP/2 connections) of the client's pool
     /// [default: the library's default, half the cores from 1 to 4].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -112,6 +183,24 @@ pub struct BenchArgs {
     /// it [default: none].
     #[arg(long, value_name = "FILE", value_parser = ChartFile::parse)]
     chart: Option<ChartFile>,
+    /// Also write the latency histograms (µs) to FILE as an HdrHistogram
+    /// interval log, which HistogramLogProcessor and other tools read: all
+    /// operations untagged, then each tagged with its name [default: none].
+    #[arg(long, value_name = "FILE")]
+    hdr_log: Option<PathBuf>,
+    /// Compare with a saved `bench --json` run and exit with status 9 when
+    /// throughput falls, or p99 latency grows, by more than --tolerance.
+    #[arg(long, value_name = "FILE.json")]
+    baseline: Option<PathBuf>,
+    /// How much worse than --baseline a run may be, in percent.
+    #[arg(
+        long,
+        value_name = "PCT",
+        default_value = "10",
+        value_parser = gate::parse_tolerance,
+        requires = "baseline"
+    )]
+    tolerance: f64,
 }
 
 /// Which server the benchmark runs against.
@@ -123,49 +212,29 @@ pub enum Target {
     Remote(String),
 }
 
-/// What one worker thread measured.
-struct ThreadResult {
-    latencies_micros: Histogram<u64>,
-    errors: u64,
-    misses: u64,
-    first_error: Option<Error>,
-}
-
-/// Everything the report shows.
-struct Report {
+/// Where the calls go, and what must live as long as they do.
+struct Connected {
+    calls: Box<dyn CacheCalls>,
+    /// Who serves, as the report names it.
+    label: String,
+    /// `embedded`, or the address, as the JSON names it.
     server: String,
-    embedded: bool,
-    threads: usize,
-    measured: Duration,
-    warmup: Duration,
-    value_size: usize,
-    get_ratio: f64,
-    keys: usize,
-    latencies_micros: Histogram<u64>,
-    errors: u64,
-    misses: u64,
-    usage: Option<ProcessUsage>,
+    /// Held until the end: dropping it stops the embedded server.
+    embedded: Option<Server>,
 }
 
-/// Runs the benchmark and prints its report.
-pub fn run(
-    args: &BenchArgs,
+/// Makes the client the calls go through: the one place that knows what
+/// the target is.
+fn connect(
     target: &Target,
+    args: &BenchArgs,
     settings: &ClientSettings,
-    out: Output,
-) -> Result<(), Failure> {
-    if let Some(chart) = &args.chart {
-        chart.check_directory().map_err(Failure::Other)?;
-    }
-    // Held until the end: dropping it stops the embedded server.
-    let mut embedded = None;
-    let address = match target {
-        Target::Remote(address) => address.clone(),
+) -> Result<Connected, Failure> {
+    let (address, embedded) = match target {
+        Target::Remote(address) => (address.clone(), None),
         Target::Embedded => {
             let server = Server::builder().workers(1).start().map_err(Error::from)?;
-            let address = server.address();
-            embedded = Some(server);
-            address
+            (server.address(), Some(server))
         }
     };
     let mut builder = settings.builder(&address);
@@ -176,156 +245,287 @@ pub fn run(
         builder = builder.reply_wait(wait);
     }
     let client = settings.finish(builder)?;
-    let keys: Vec<String> = (0..args.keys).map(|i| format!("bench:{i}")).collect();
-    let value: Vec<u8> = (0..args.value_size)
-        .map(|_| fastrand::alphanumeric() as u8)
-        .collect();
-    progress(&format!(
-        "bench: writing {} keys of {} bytes to {}",
-        keys.len(),
-        args.value_size,
-        server_label(embedded.is_some(), &address)
-    ));
-    prepopulate(&client, &keys, &value)?;
+    Ok(Connected {
+        calls: Box::new(client),
+        label: match embedded {
+            Some(_) => format!("the embedded server (1 worker) on {address}"),
+            None => address.clone(),
+        },
+        server: match embedded {
+            Some(_) => "embedded".to_owned(),
+            None => address,
+        },
+        embedded,
+    })
+}
 
-    let phase = AtomicU8::new(PHASE_WARMUP);
-    let measured_ops = AtomicU64::new(0);
-    let measured_errors = AtomicU64::new(0);
-    let (results, measured, usage) = std::thread::scope(|scope| {
-        let mut workers = Vec::with_capacity(args.threads);
-        for index in 0..args.threads {
-            let worker = Worker {
-                client: &client,
-                keys: &keys,
-                value: &value,
-                get_ratio: args.get_ratio,
-                phase: &phase,
-                ops: &measured_ops,
-                errors: &measured_errors,
-                seed: fastrand::u64(..) ^ index as u64,
-            };
-            let spawned = std::thread::Builder::new()
-                .name(format!("bench-{index}"))
-                .spawn_scoped(scope, move || worker.run());
-            match spawned {
-                Ok(handle) => workers.push(handle),
-                Err(e) => {
-                    phase.store(PHASE_STOP, Ordering::Relaxed);
-                    return Err(Failure::Other(format!("cannot start a bench thread: {e}")));
-                }
+/// How calls are paced.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// Each thread's next call starts when its previous one ends.
+    Closed,
+    /// Calls start on this timetable.
+    Open(Schedule),
+}
+
+/// When the measured window ends.
+#[derive(Debug, Clone, Copy)]
+enum Length {
+    Time(Duration),
+    Requests(u64),
+}
+
+/// The run's plan, known to every thread before it starts.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    pace: Pace,
+    length: Length,
+    warmup: Duration,
+    threads: usize,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs) -> Result<Plan, Failure> {
+        let length = match args.requests {
+            Some(n) => Length::Requests(n),
+            None => Length::Time(args.duration),
+        };
+        let pace = match args.rate {
+            None => Pace::Closed,
+            Some(rate) => Pace::Open(Schedule::new(rate, args.threads).map_err(Failure::Usage)?),
+        };
+        if let (Some(rate), Length::Time(duration)) = (args.rate, length) {
+            if rate * duration.as_secs_f64() < 1.0 {
+                return Err(Failure::Usage(format!(
+                    "--rate {rate} schedules no call in a --duration of {} s",
+                    duration.as_secs_f64()
+                )));
             }
         }
-        std::thread::sleep(args.warmup);
-        let (measured, usage) = measure(args.duration, &phase, &measured_ops, &measured_errors);
-        let mut results = Vec::with_capacity(workers.len());
-        for handle in workers {
-            match handle.join() {
-                Ok(Ok(result)) => results.push(result),
-                Ok(Err(failure)) => return Err(failure),
-                Err(_) => return Err(Failure::Other("a bench thread panicked".into())),
-            }
-        }
-        Ok((results, measured, usage))
-    })?;
-
-    let mut latencies_micros = new_histogram()?;
-    let (mut errors, mut misses, mut first_error) = (0, 0, None);
-    for result in results {
-        latencies_micros
-            .add(&result.latencies_micros)
-            .map_err(|e| Failure::Other(format!("cannot merge latency histograms: {e:?}")))?;
-        errors += result.errors;
-        misses += result.misses;
-        first_error = first_error.or(result.first_error);
+        Ok(Plan {
+            pace,
+            length,
+            warmup: args.warmup,
+            threads: args.threads,
+        })
     }
+
+    /// Open loop: the numbers of the first measured call and of the first
+    /// call after the measured ones.
+    fn measured_calls(&self, schedule: &Schedule) -> (u64, u64) {
+        let first = schedule.calls_before(self.warmup);
+        let end = match self.length {
+            Length::Time(duration) => schedule.calls_before(self.warmup + duration),
+            Length::Requests(n) => first.saturating_add(n),
+        };
+        (first, end)
+    }
+
+    /// When the measured window starts, after `start`.
+    fn measured_start(&self, start: Instant) -> Instant {
+        match self.pace {
+            Pace::Closed => start + self.warmup,
+            Pace::Open(schedule) => schedule
+                .due_at(start, self.measured_calls(&schedule).0)
+                .unwrap_or(start),
+        }
+    }
+}
+
+/// Counters the threads share with the progress line.
+#[derive(Debug, Default)]
+struct Counters {
+    /// Measured calls ended (failed ones included).
+    calls: AtomicU64,
+    errors: AtomicU64,
+    /// Closed loop with --requests: measured calls claimed so far.
+    tickets: AtomicU64,
+    /// Set when the run must end early (a thread could not start).
+    stop: AtomicBool,
+}
+
+/// Runs the benchmark and prints its report.
+pub fn run(
+    args: &BenchArgs,
+    target: &Target,
+    settings: &ClientSettings,
+    out: Output,
+) -> Result<(), Failure> {
+    // Everything the command line can get wrong fails here, before a
+    // server is started or a key written.
+    let plan = Plan::new(args)?;
+    let mix = match (&args.mix, args.get_ratio) {
+        (Some(mix), _) => mix.clone(),
+        (None, Some(ratio)) => Mix::gets_and_sets(ratio),
+        (None, None) => Mix::gets_and_sets(0.9),
+    };
+    let sampler = mix.sampler().map_err(Failure::Usage)?;
+    let last_key = format!("{}{}", args.key_prefix, args.keys - 1);
+    tiny_cache_client::rules::check_key(&last_key, settings.namespace.as_deref()).map_err(
+        |why| {
+            Failure::Usage(format!(
+                "--key-prefix {:?} makes invalid keys: {why}",
+                args.key_prefix
+            ))
+        },
+    )?;
+    let baseline = args.baseline.as_deref().map(Baseline::read).transpose()?;
+    if let Some(chart) = &args.chart {
+        chart.check_directory().map_err(Failure::Other)?;
+    }
+    if let Some(path) = &args.hdr_log {
+        // Created now so that a path that cannot be written fails before
+        // the run rather than after it.
+        std::fs::File::create(path).map_err(|e| {
+            Failure::Usage(format!("cannot create --hdr-log {}: {e}", path.display()))
+        })?;
+    }
+
+    let connected = connect(target, args, settings)?;
+    let data = Data::new(
+        &args.key_prefix,
+        args.keys,
+        args.value_size,
+        fastrand::u64(..),
+    );
+    let prefilled = args.prefill.count(args.keys);
+    progress(&format!(
+        "bench: writing {} of {} keys of {} to {}",
+        thousands(prefilled as u64),
+        thousands(args.keys as u64),
+        args.value_size.describe(),
+        connected.label
+    ));
+    prefill(connected.calls.as_ref(), &data, prefilled)?;
+
+    let counters = Counters::default();
+    let shared = Shared {
+        calls: connected.calls.as_ref(),
+        data: &data,
+        mix: &mix,
+        sampler: &sampler,
+        distribution: args.key_distribution,
+        batch: args.batch,
+        plan,
+        counters: &counters,
+    };
+    let (tallies, start, usage) = shared.run_threads(args.rate)?;
+
+    let mut tally = Tally::new(&mix, args.rate.is_some())?;
+    for thread in tallies {
+        tally.merge(thread)?;
+    }
+    let measured_start = plan.measured_start(start);
+    let measured_end = match plan.length {
+        Length::Time(duration) => tally
+            .last_end
+            .unwrap_or(start)
+            .max(measured_start + duration),
+        Length::Requests(_) => tally.last_end.unwrap_or(measured_start),
+    };
+    let measured = measured_end.saturating_duration_since(measured_start);
+    let first_error = tally.first_error.take();
     let report = Report {
-        server: address,
-        embedded: embedded.is_some(),
-        threads: args.threads,
+        shape: Shape {
+            server_label: connected.label.clone(),
+            server: connected.server.clone(),
+            embedded: connected.embedded.is_some(),
+            threads: args.threads,
+            target_rate: args.rate,
+            requests: args.requests,
+            warmup: args.warmup,
+            mix: &mix,
+            batch: args.batch,
+            keys: args.keys,
+            key_prefix: &args.key_prefix,
+            distribution: args.key_distribution,
+            value_size: args.value_size,
+            prefilled,
+        },
         measured,
-        warmup: args.warmup,
-        value_size: args.value_size,
-        get_ratio: args.get_ratio,
-        keys: args.keys,
-        latencies_micros,
-        errors,
-        misses,
+        latencies_micros: tally.all_latencies()?,
+        tally,
         usage,
+    };
+    let mut json = report.json();
+    let comparison = match &baseline {
+        Some(baseline) => {
+            let current = serde_json::to_value(&json)
+                .map_err(|e| Failure::Other(format!("cannot encode the JSON output: {e}")))?;
+            Some(baseline.compare(&current, args.tolerance))
+        }
+        None => None,
     };
     let mut text = report.text();
     if let Some(error) = &first_error {
         text.push_str(&format!("  first error  {error}\n"));
     }
-    write_stdout(text.as_bytes())?;
-    if out.json {
-        out.object(&report.json())?;
+    if let Some(comparison) = &comparison {
+        text.push_str(&comparison.text());
     }
-    drop(client);
-    drop(embedded);
+    write_stdout(text.as_bytes())?;
+    if json.rate_reached == Some(false) {
+        progress(&format!(
+            "bench: warning: the rate fell short of --rate {}: {} calls/s achieved",
+            thousands(args.rate.unwrap_or_default().round() as u64),
+            thousands(json.achieved_rate.round() as u64)
+        ));
+    }
+    json.baseline = comparison.clone();
+    if out.json {
+        out.object(&json)?;
+    }
+    drop(connected);
     if let Some(chart) = &args.chart {
         chart
             .write(&report.latencies_micros, &report.chart_run())
             .map_err(Failure::Other)?;
         progress(&format!("bench: chart written to {}", chart.path.display()));
     }
-    match first_error {
-        Some(error) if report.latencies_micros.is_empty() => Err(Failure::Other(format!(
+    if let Some(path) = &args.hdr_log {
+        let wall_start = SystemTime::now()
+            .checked_sub(measured_start.elapsed())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        report.write_hdr_log(path, wall_start)?;
+        progress(&format!(
+            "bench: HdrHistogram log written to {}",
+            path.display()
+        ));
+    }
+    if let Some(error) = first_error.filter(|_| report.latencies_micros.is_empty()) {
+        return Err(Failure::Other(format!(
             "every operation failed; the first with: {error}"
-        ))),
+        )));
+    }
+    match comparison {
+        Some(comparison) if comparison.regressed => Err(Failure::outcome(
+            Exit::Regressed,
+            format!(
+                "regressed against {} beyond the {} % tolerance: {}",
+                comparison.file,
+                comparison.tolerance_pct,
+                comparison.regressions.join("; ")
+            ),
+        )),
         _ => Ok(()),
     }
 }
 
-/// Runs the measured window from the coordinating thread: opens it, prints
-/// progress once a second, closes it. Returns its length and the process's
-/// resource use over it.
-fn measure(
-    duration: Duration,
-    phase: &AtomicU8,
-    ops: &AtomicU64,
-    errors: &AtomicU64,
-) -> (Duration, Option<ProcessUsage>) {
-    let usage_before = ProcessUsage::now();
-    let started = Instant::now();
-    phase.store(PHASE_MEASURE, Ordering::Release);
-    let end = started + duration;
-    let mut last = (started, 0u64);
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
+/// Writes the first `count` keys, in batches, and fails on the first
+/// refusal: a benchmark of misses would measure something else.
+fn prefill(calls: &dyn CacheCalls, data: &Data, count: usize) -> Result<(), Failure> {
+    let mut next = 0;
+    while next < count {
+        let mut bytes = 0;
+        let mut items = Vec::new();
+        while next < count && items.len() < PREFILL_BATCH_ITEMS && bytes < PREFILL_BATCH_BYTES {
+            let value = data.value(next);
+            bytes += value.len() + 64;
+            items.push((data.keys[next].as_str(), value));
+            next += 1;
         }
-        std::thread::sleep(
-            (last.0 + PROGRESS_INTERVAL)
-                .min(end)
-                .saturating_duration_since(now),
-        );
-        let now = Instant::now();
-        let done = ops.load(Ordering::Relaxed);
-        let rate = (done - last.1) as f64 / (now - last.0).as_secs_f64().max(1e-9);
-        progress(&format!(
-            "bench: {:>5.1} s  {:>12} ops/s  errors {}",
-            (now - started).as_secs_f64(),
-            thousands(rate.round() as u64),
-            errors.load(Ordering::Relaxed)
-        ));
-        last = (now, done);
-    }
-    phase.store(PHASE_STOP, Ordering::Release);
-    let measured = started.elapsed();
-    let usage = ProcessUsage::now()
-        .zip(usage_before)
-        .map(|(after, before)| after.since(&before));
-    (measured, usage)
-}
-
-/// Writes every key once, in batches, and fails on the first refusal: a
-/// benchmark of misses would measure something else.
-fn prepopulate(client: &Client, keys: &[String], value: &[u8]) -> Result<(), Failure> {
-    let batch = (PREPOPULATE_BATCH_BYTES / (value.len() + 64)).clamp(1, PREPOPULATE_BATCH_ITEMS);
-    for chunk in keys.chunks(batch) {
-        let results = client
-            .set_many(chunk.iter().map(|key| (key, value)))
+        let results = calls
+            .set_many(&items)
             .map_err(|e| Failure::Other(format!("cannot write the benchmark's keys: {e}")))?;
         if let Some(failed) = results.iter().find(|r| r.result.is_err()) {
             let why = failed.result.as_ref().err().map(ToString::to_string);
@@ -339,232 +539,252 @@ fn prepopulate(client: &Client, keys: &[String], value: &[u8]) -> Result<(), Fai
     Ok(())
 }
 
-/// One benchmark thread's view of the shared state.
-struct Worker<'a> {
-    client: &'a Client,
-    keys: &'a [String],
-    value: &'a [u8],
-    get_ratio: f64,
-    phase: &'a AtomicU8,
-    ops: &'a AtomicU64,
-    errors: &'a AtomicU64,
-    seed: u64,
+/// What the benchmark threads share.
+struct Shared<'a> {
+    calls: &'a dyn CacheCalls,
+    data: &'a Data,
+    mix: &'a Mix,
+    sampler: &'a OpSampler,
+    distribution: KeyDistribution,
+    batch: usize,
+    plan: Plan,
+    counters: &'a Counters,
 }
 
-impl Worker<'_> {
-    /// Issues calls back to back until told to stop; only calls that end
-    /// inside the measured window count.
-    fn run(self) -> Result<ThreadResult, Failure> {
-        let mut rng = fastrand::Rng::with_seed(self.seed);
-        let mut result = ThreadResult {
-            latencies_micros: new_histogram()?,
-            errors: 0,
-            misses: 0,
-            first_error: None,
-        };
-        loop {
-            let phase = self.phase.load(Ordering::Acquire);
-            if phase == PHASE_STOP {
-                return Ok(result);
-            }
-            let key = &self.keys[rng.usize(..self.keys.len())];
-            let is_get = rng.f64() < self.get_ratio;
-            let started = Instant::now();
-            let outcome = if is_get {
-                self.client.get(key).map(|found| found.is_some())
-            } else {
-                self.client.set(key, self.value).map(|()| true)
-            };
-            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            if self.phase.load(Ordering::Acquire) != PHASE_MEASURE {
-                continue;
-            }
-            match outcome {
-                Ok(found) => {
-                    result
-                        .latencies_micros
-                        .saturating_record(micros.clamp(1, MAX_LATENCY_MICROS));
-                    result.misses += u64::from(!found);
-                    self.ops.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(error) => {
-                    result.errors += 1;
-                    result.first_error.get_or_insert(error);
-                    self.errors.fetch_add(1, Ordering::Relaxed);
+impl Shared<'_> {
+    /// Starts the threads together, prints progress while they run, and
+    /// returns what each measured, when they started, and the process's
+    /// resource use over the measured window.
+    fn run_threads(
+        &self,
+        target_rate: Option<f64>,
+    ) -> Result<(Vec<Tally>, Instant, Option<ProcessUsage>), Failure> {
+        let threads = self.plan.threads;
+        // The threads learn the start once all exist, so that none starts
+        // its schedule late for having been spawned last; a closed channel
+        // (a spawn failed) tells them to give up instead.
+        let (start_tx, start_rx) = crossbeam_channel::bounded::<Instant>(threads);
+        // Each thread holds a sender until it ends: when the last one is
+        // gone, the progress loop knows the run is over.
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+        std::thread::scope(|scope| {
+            let mut handles = Vec::with_capacity(threads);
+            for index in 0..threads {
+                let (start_rx, done) = (start_rx.clone(), done_tx.clone());
+                let seed = fastrand::u64(..) ^ index as u64;
+                let spawned = std::thread::Builder::new()
+                    .name(format!("bench-{index}"))
+                    .spawn_scoped(scope, move || {
+                        let _done = done;
+                        match start_rx.recv() {
+                            Ok(start) => self.thread(index, seed, start),
+                            Err(_) => Ok(None),
+                        }
+                    });
+                match spawned {
+                    Ok(handle) => handles.push(handle),
+                    Err(e) => {
+                        self.counters.stop.store(true, Ordering::Relaxed);
+                        drop(start_tx);
+                        return Err(Failure::Other(format!("cannot start a bench thread: {e}")));
+                    }
                 }
             }
-        }
-    }
-}
-
-fn new_histogram() -> Result<Histogram<u64>, Failure> {
-    Histogram::new_with_bounds(1, MAX_LATENCY_MICROS, HISTOGRAM_SIGNIFICANT_DIGITS)
-        .map_err(|e| Failure::Other(format!("cannot create a latency histogram: {e:?}")))
-}
-
-impl Report {
-    /// What the chart's title and caption show.
-    fn chart_run(&self) -> chart::Run {
-        chart::Run {
-            server: server_label(self.embedded, &self.server),
-            threads: self.threads,
-            value_size: self.value_size,
-            get_ratio: self.get_ratio,
-            keys: self.keys,
-            measured: self.measured,
-            warmup: self.warmup,
-            ops_per_second: self.ops_per_second(),
-            errors: self.errors,
-        }
-    }
-
-    fn ops(&self) -> u64 {
-        self.latencies_micros.len()
-    }
-
-    fn ops_per_second(&self) -> f64 {
-        self.ops() as f64 / self.measured.as_secs_f64().max(1e-9)
-    }
-
-    /// Latency at `quantile` in µs; 0 when nothing succeeded.
-    fn quantile_micros(&self, quantile: f64) -> u64 {
-        if self.latencies_micros.is_empty() {
-            0
-        } else {
-            self.latencies_micros.value_at_quantile(quantile)
-        }
-    }
-
-    fn mean_micros(&self) -> f64 {
-        if self.latencies_micros.is_empty() {
-            0.0
-        } else {
-            self.latencies_micros.mean()
-        }
-    }
-
-    /// CPU µs and context switches per call (failed calls included), when
-    /// getrusage worked and anything completed.
-    fn per_op(&self) -> Option<(f64, f64)> {
-        let calls = self.ops() + self.errors;
-        let usage = self.usage?;
-        (calls > 0).then(|| {
-            (
-                usage.cpu.as_secs_f64() * 1e6 / calls as f64,
-                usage.context_switches as f64 / calls as f64,
-            )
+            drop(done_tx);
+            let start = Instant::now();
+            for _ in 0..threads {
+                // The channel holds one start per thread: this never blocks.
+                let _ = start_tx.send(start);
+            }
+            let usage = self.watch(start, target_rate, &done_rx);
+            let mut tallies = Vec::with_capacity(threads);
+            for handle in handles {
+                match handle.join() {
+                    Ok(Ok(Some(tally))) => tallies.push(tally),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(failure)) => return Err(failure),
+                    Err(_) => return Err(Failure::Other("a bench thread panicked".into())),
+                }
+            }
+            Ok((tallies, start, usage))
         })
     }
 
-    fn text(&self) -> String {
-        let mut text = format!(
-            "tiny-cache bench against {}\n  {}\n\n",
-            server_label(self.embedded, &self.server),
-            self.chart_run().parameters(),
-        );
-        text.push_str(&format!(
-            "  throughput   {} ops/s  ({} ops, {} errors, {} misses)\n",
-            thousands(self.ops_per_second().round() as u64),
-            thousands(self.ops()),
-            self.errors,
-            self.misses
-        ));
-        text.push_str(&format!(
-            "  latency      p50 {} µs   p99 {} µs   p99.9 {} µs   max {} µs   mean {:.1} µs\n",
-            thousands(self.quantile_micros(0.5)),
-            thousands(self.quantile_micros(0.99)),
-            thousands(self.quantile_micros(0.999)),
-            thousands(self.latencies_micros.max()),
-            self.mean_micros()
-        ));
-        let scope = if self.embedded {
-            "whole process: includes the embedded server's share"
-        } else {
-            "this client process only"
+    /// From the coordinating thread: waits for the measured window, prints
+    /// progress once a second until every thread is done. Returns the
+    /// process's resource use over the window.
+    fn watch(
+        &self,
+        start: Instant,
+        target_rate: Option<f64>,
+        done: &Receiver<()>,
+    ) -> Option<ProcessUsage> {
+        let window = self.plan.measured_start(start);
+        let over = |deadline: Instant| {
+            matches!(
+                done.recv_deadline(deadline),
+                Err(RecvTimeoutError::Disconnected)
+            )
         };
-        match self.per_op() {
-            Some((cpu, switches)) => text.push_str(&format!(
-                "  client cost  {cpu:.1} µs CPU/op   {switches:.2} context switches/op  ({scope})\n"
-            )),
-            None => text.push_str("  client cost  n/a (needs getrusage)\n"),
+        let usage_before = if over(window) {
+            None
+        } else {
+            ProcessUsage::now()
+        };
+        let mut last = (Instant::now(), self.counters.calls.load(Ordering::Relaxed));
+        while usage_before.is_some() && !over(last.0 + PROGRESS_INTERVAL) {
+            let now = Instant::now();
+            let calls = self.counters.calls.load(Ordering::Relaxed);
+            let rate = (calls - last.1) as f64 / (now - last.0).as_secs_f64().max(1e-9);
+            let mut line = format!(
+                "bench: {:>5.1} s  {:>12} ops/s",
+                now.saturating_duration_since(window).as_secs_f64(),
+                thousands(rate.round() as u64),
+            );
+            if let Some(target) = target_rate {
+                line.push_str(&format!(" (target {})", thousands(target.round() as u64)));
+            }
+            if let Length::Requests(n) = self.plan.length {
+                line.push_str(&format!("  {}/{} calls", thousands(calls), thousands(n)));
+            }
+            line.push_str(&format!(
+                "  errors {}",
+                self.counters.errors.load(Ordering::Relaxed)
+            ));
+            progress(&line);
+            last = (now, calls);
         }
-        text
+        let usage_after = ProcessUsage::now();
+        usage_after
+            .zip(usage_before)
+            .map(|(after, before)| after.since(&before))
     }
 
-    /// The results as `--json` prints them.
-    fn json(&self) -> BenchJson {
-        let per_op = self.per_op();
-        BenchJson {
-            ops_per_s: tenths(self.ops_per_second()),
-            p50_us: self.quantile_micros(0.5),
-            p99_us: self.quantile_micros(0.99),
-            p999_us: self.quantile_micros(0.999),
-            mean_us: tenths(self.mean_micros()),
-            max_us: self.latencies_micros.max(),
-            errors: self.errors,
-            misses: self.misses,
-            ops: self.ops(),
-            threads: self.threads,
-            duration_s: thousandths(self.measured.as_secs_f64()),
-            warmup_s: thousandths(self.warmup.as_secs_f64()),
-            value_size: self.value_size,
-            get_ratio: self.get_ratio,
-            keys: self.keys,
-            cpu_us_per_op: per_op.map(|(cpu, _)| thousandths(cpu)),
-            ctx_switches_per_op: per_op.map(|(_, switches)| thousandths(switches)),
-            usage_includes_server: self.embedded,
-            server: if self.embedded {
-                "embedded".to_owned()
-            } else {
-                self.server.clone()
-            },
+    /// One benchmark thread, from `start`.
+    fn thread(&self, index: usize, seed: u64, start: Instant) -> Result<Option<Tally>, Failure> {
+        let mut thread = Thread {
+            shared: self,
+            rng: SmallRng::seed_from_u64(seed),
+            keys: self
+                .distribution
+                .sampler(self.data.keys.len(), index, self.plan.threads),
+            tally: Tally::new(self.mix, matches!(self.plan.pace, Pace::Open(_)))?,
+            items: Vec::with_capacity(self.batch),
+        };
+        match self.plan.pace {
+            Pace::Closed => thread.closed_loop(start),
+            Pace::Open(schedule) => thread.open_loop(&schedule, index, start),
         }
+        Ok(Some(thread.tally))
     }
 }
 
-/// `bench --json`'s object; the field names are part of the tool's
-/// interface (README).
-#[derive(Debug, Serialize)]
-struct BenchJson {
-    ops_per_s: f64,
-    p50_us: u64,
-    p99_us: u64,
-    p999_us: u64,
-    mean_us: f64,
-    max_us: u64,
-    errors: u64,
-    misses: u64,
-    ops: u64,
-    threads: usize,
-    duration_s: f64,
-    warmup_s: f64,
-    value_size: usize,
-    get_ratio: f64,
-    keys: usize,
-    /// `null` where getrusage is unavailable.
-    cpu_us_per_op: Option<f64>,
-    ctx_switches_per_op: Option<f64>,
-    /// Whether the CPU and switch counts include the embedded server.
-    usage_includes_server: bool,
-    /// `embedded`, or the address of the server measured.
-    server: String,
+/// One benchmark thread's state.
+struct Thread<'s, 'a> {
+    shared: &'s Shared<'a>,
+    rng: SmallRng,
+    keys: workload::KeySampler,
+    tally: Tally,
+    /// The keys and values of the call being made (reused: no allocation
+    /// per call).
+    items: Vec<(&'a str, &'a [u8])>,
 }
 
-/// `x` rounded to one decimal: the precision the report means.
-fn tenths(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
-}
+impl Thread<'_, '_> {
+    /// Calls back to back; a call counts when it starts in the measured
+    /// window.
+    fn closed_loop(&mut self, start: Instant) {
+        let plan = self.shared.plan;
+        let window = start + plan.warmup;
+        let counters = self.shared.counters;
+        loop {
+            if counters.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let started = Instant::now();
+            let measured = match plan.length {
+                Length::Time(duration) => {
+                    if started >= window + duration {
+                        return;
+                    }
+                    started >= window
+                }
+                Length::Requests(n) => {
+                    started >= window && {
+                        if counters.tickets.fetch_add(1, Ordering::Relaxed) >= n {
+                            return;
+                        }
+                        true
+                    }
+                }
+            };
+            self.call(measured, started, None);
+        }
+    }
 
-/// `x` rounded to three decimals.
-fn thousandths(x: f64) -> f64 {
-    (x * 1e3).round() / 1e3
-}
+    /// Calls on the schedule; a call counts when it is due in the measured
+    /// window, and its latency runs from when it was due.
+    fn open_loop(&mut self, schedule: &Schedule, index: usize, start: Instant) {
+        let plan = self.shared.plan;
+        let (first_measured, end) = plan.measured_calls(schedule);
+        // With a --duration, give up on the calls still unsent this long
+        // after the window closed; with --requests, every call is sent.
+        let give_up = match plan.length {
+            Length::Time(_) => schedule
+                .due_at(start, end)
+                .and_then(|closed| closed.checked_add(MAX_DRAIN)),
+            Length::Requests(_) => None,
+        };
+        let mut call = schedule.first_call_of(index);
+        while call < end {
+            if self.shared.counters.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let Some(due) = schedule.due_at(start, call) else {
+                return;
+            };
+            let now = Instant::now();
+            if now < due {
+                std::thread::sleep(due - now);
+            } else if give_up.is_some_and(|limit| now > limit) {
+                self.tally.unsent += schedule.calls_of_thread(index, call.max(first_measured), end);
+                return;
+            }
+            self.call(call >= first_measured, due, Some(Instant::now()));
+            call = schedule.next_call_after(call);
+        }
+    }
 
-fn server_label(embedded: bool, address: &str) -> String {
-    if embedded {
-        format!("the embedded server (1 worker) on {address}")
-    } else {
-        address.to_owned()
+    /// Draws an operation and its keys, makes the call and, when
+    /// `measured`, counts it with its latency from `due` (and its service
+    /// time from `sent`, in an open loop).
+    fn call(&mut self, measured: bool, due: Instant, sent: Option<Instant>) {
+        let shared = self.shared;
+        let op = shared.sampler.next(&mut self.rng);
+        let count = if op.is_batch() { shared.batch } else { 1 };
+        let data = shared.data;
+        self.items.clear();
+        for _ in 0..count {
+            let key = self.keys.next(&mut self.rng);
+            self.items.push((data.keys[key].as_str(), data.value(key)));
+        }
+        let outcome = perform(shared.calls, op, &self.items);
+        let ended = Instant::now();
+        if !measured {
+            return;
+        }
+        let failed = outcome.is_err();
+        self.tally.record(
+            op,
+            outcome,
+            ended.saturating_duration_since(due),
+            sent.map(|sent| ended.saturating_duration_since(sent)),
+        );
+        self.tally.last_end = Some(ended);
+        shared.counters.calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -596,6 +816,21 @@ fn at_most_a_day(phase: Duration, option: &str) -> Result<Duration, String> {
     }
 }
 
+/// `--rate`: a positive number of calls per second (whether the threads
+/// can reach it is checked with --threads, in `Schedule::new`).
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(rate) if (schedule::MIN_RATE_PER_S..=schedule::MAX_RATE_PER_S).contains(&rate) => {
+            Ok(rate)
+        }
+        _ => Err(format!(
+            "{raw:?} must be a number of calls per second from {} to {}",
+            schedule::MIN_RATE_PER_S,
+            schedule::MAX_RATE_PER_S
+        )),
+    }
+}
+
 /// `--wait`: how callers wait for replies.
 fn parse_wait(raw: &str) -> Result<ReplyWait, String> {
     match raw {
@@ -623,5 +858,38 @@ mod tests {
         assert_eq!(parse_ratio("0.9"), Ok(0.9));
         assert!(parse_ratio("1.5").is_err());
         assert!(parse_ratio("-0.1").is_err());
+    }
+
+    #[test]
+    fn rate_is_a_positive_number() {
+        assert_eq!(parse_rate("2000"), Ok(2000.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "fast", "inf", "NaN", "1e-300", "1e300"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn open_loop_measures_the_calls_due_in_the_window() {
+        let plan = Plan {
+            pace: Pace::Open(Schedule::new(2000.0, 16).unwrap()),
+            length: Length::Time(Duration::from_secs(3)),
+            warmup: Duration::from_millis(500),
+            threads: 16,
+        };
+        let Pace::Open(schedule) = plan.pace else {
+            unreachable!()
+        };
+        assert_eq!(plan.measured_calls(&schedule), (1000, 7000));
+        let start = Instant::now();
+        assert_eq!(
+            plan.measured_start(start),
+            start + Duration::from_millis(500)
+        );
+        let requests = Plan {
+            length: Length::Requests(10),
+            ..plan
+        };
+        assert_eq!(requests.measured_calls(&schedule), (1000, 1010));
     }
 }

@@ -136,8 +136,12 @@ pub struct Run {
     /// Who served the run, as the text report names it.
     pub server: String,
     pub threads: usize,
-    pub value_size: usize,
-    pub get_ratio: f64,
+    /// `closed loop` or `open loop at N calls/s`.
+    pub mode: String,
+    /// The value sizes, as `100 B` or `64–4,096 B`.
+    pub values: String,
+    /// The operation mix, as `90% get, 10% set`.
+    pub mix: String,
     pub keys: usize,
     pub measured: Duration,
     pub warmup: Duration,
@@ -150,15 +154,14 @@ impl Run {
     /// caption both say it.
     pub fn parameters(&self) -> String {
         format!(
-            "{} threads, {:.2} s measured after {:.2} s warm-up; {:.0}% gets / {:.0}% sets \
-             over {} keys of {} bytes",
+            "{} threads, {}, {:.2} s measured after {:.2} s warm-up; {} over {} keys of {}",
             self.threads,
+            self.mode,
             self.measured.as_secs_f64(),
             self.warmup.as_secs_f64(),
-            self.get_ratio * 100.0,
-            (1.0 - self.get_ratio) * 100.0,
+            self.mix,
             self.keys,
-            self.value_size,
+            self.values,
         )
     }
 }
@@ -228,10 +231,10 @@ fn svg_element(latencies_micros: &Histogram<u64>, run: &Run) -> String {
 /// The chart's title: what was measured, and how fast.
 fn title(run: &Run) -> String {
     format!(
-        "tiny-cache bench: {} threads, {} B values, {:.0}% gets, {} ops/s",
+        "tiny-cache bench: {} threads, {} values, {}, {} ops/s",
         run.threads,
-        thousands(run.value_size as u64),
-        run.get_ratio * 100.0,
+        run.values,
+        run.mix,
         thousands(rounded(run.ops_per_second))
     )
 }
@@ -622,8 +625,9 @@ mod tests {
         Run {
             server: server.to_owned(),
             threads: 2,
-            value_size: 100,
-            get_ratio: 0.9,
+            mode: "closed loop".to_owned(),
+            values: "100 B".to_owned(),
+            mix: "90% get, 10% set".to_owned(),
             keys: 1000,
             measured: Duration::from_secs(1),
             warmup: Duration::from_millis(500),
@@ -711,7 +715,7 @@ mod tests {
         for label in ["p50 ", "p99 ", "p99.9 ", "99.999%", "percentile", "µs"] {
             assert!(svg.contains(label), "{label} missing");
         }
-        assert!(svg.contains("2 threads, 100 B values, 90% gets, 12,346 ops/s"));
+        assert!(svg.contains("2 threads, 100 B values, 90% get, 10% set, 12,346 ops/s"));
         assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
     }
 
@@ -723,7 +727,7 @@ mod tests {
         let names = check_well_formed(&html);
         assert!(names.contains(&"svg".to_owned()));
         assert!(names.contains(&"figcaption".to_owned()));
-        assert!(html.contains("2 threads, 1.00 s measured after 0.50 s warm-up"));
+        assert!(html.contains("2 threads, closed loop, 1.00 s measured after 0.50 s warm-up"));
         assert!(html.contains("against host&lt;1&gt;."));
     }
 

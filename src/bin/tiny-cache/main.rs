@@ -55,7 +55,9 @@ Exit status:
   6  `compare-and-set`: the key is missing; nothing was written
   7  `get-many`, `set-many`, `delete-many`: the server refused at least
      one key (its reason is shown); the other keys were done
-  8  `health`: the server answers, but the service is not SERVING";
+  8  `health`: the server answers, but the service is not SERVING
+  9  `bench --baseline`: throughput fell, or p99 latency grew, by more
+     than --tolerance against the saved run";
 
 /// Every exit status other than success; `EXIT_CODES_HELP` explains each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,7 @@ pub enum Exit {
     CasNotFound = 6,
     ItemsRefused = 7,
     NotServing = 8,
+    Regressed = 9,
 }
 
 /// Command-line client, embedded server and benchmark for tiny-cache.
@@ -184,7 +187,8 @@ enum Command {
     /// Run an embedded server in the foreground until killed; prints the
     /// bound address on stdout.
     Serve(ServeArgs),
-    /// Benchmark mixed gets and sets from many threads sharing one client.
+    /// Load-test a server: a mix of every call from many threads sharing
+    /// one client, closed loop or at a fixed --rate.
     Bench(bench::BenchArgs),
 }
 
@@ -286,19 +290,7 @@ impl Failure {
             Failure::Outcome { .. } => "outcome",
             Failure::Usage(_) => "usage",
             Failure::Other(_) => "failed",
-            Failure::Client(error) => match error {
-                Error::Validation(_) => "validation",
-                Error::InvalidArgument(_) => "invalid_argument",
-                Error::ResourceExhausted(_) => "resource_exhausted",
-                Error::Unavailable(_) => "unavailable",
-                Error::DeadlineExceeded(_) => "deadline_exceeded",
-                Error::Closed => "closed",
-                Error::Protocol { .. } => "protocol",
-                Error::NotUtf8 { .. } => "not_utf8",
-                Error::Tls { .. } => "tls",
-                Error::Status { .. } => "status",
-                _ => "other",
-            },
+            Failure::Client(error) => error_kind(error),
         }
     }
 
@@ -309,6 +301,24 @@ impl Failure {
             Failure::Client(error) => Some(error.to_string()),
             Failure::Usage(message) | Failure::Other(message) => Some(message.clone()),
         }
+    }
+}
+
+/// What failed, in a word: the `error_kind` of the JSON error object, and
+/// how `bench` counts its errors.
+pub fn error_kind(error: &Error) -> &'static str {
+    match error {
+        Error::Validation(_) => "validation",
+        Error::InvalidArgument(_) => "invalid_argument",
+        Error::ResourceExhausted(_) => "resource_exhausted",
+        Error::Unavailable(_) => "unavailable",
+        Error::DeadlineExceeded(_) => "deadline_exceeded",
+        Error::Closed => "closed",
+        Error::Protocol { .. } => "protocol",
+        Error::NotUtf8 { .. } => "not_utf8",
+        Error::Tls { .. } => "tls",
+        Error::Status { .. } => "status",
+        _ => "other",
     }
 }
 
@@ -652,6 +662,7 @@ mod tests {
             Exit::CasNotFound,
             Exit::ItemsRefused,
             Exit::NotServing,
+            Exit::Regressed,
         ];
         for code in std::iter::once(0).chain(all.iter().map(|&e| e as u8)) {
             let listed = EXIT_CODES_HELP
