@@ -52,15 +52,30 @@
 //! - `pool` (private): worker threads, one HTTP/2 connection each,
 //!   reconnecting with backoff.
 //! - [`Client`]: the blocking API; validation, deadlines, retries.
+//! - `cluster` (feature `cluster`): `Cluster`, one client over many servers:
+//!   rendezvous placement, replicas with a read quorum, dead-server
+//!   handling and DNS discovery, built on the public [`Client`].
 //! - `server` (feature `server`): an embedded server honouring the same
 //!   contract as the reference server, for tests, examples and benchmarks.
 //!
-//! Dependencies point one way: client → pool → codec; the server uses the
-//! codec and nothing of the client.
+//! Dependencies point one way: cluster → client → pool → codec; the server
+//! uses the codec and nothing of the client.
+//!
+//! # Features
+//!
+//! - `server`: the embedded server (`server::Server`).
+//! - `cluster`: `cluster::Cluster`, a client of many servers (adds the
+//!   `xxhash-rust` dependency for its placement hash).
+//! - `cli`: the `tiny-cache` command-line tool (implies `server` and
+//!   `cluster`).
+//! - `unstable-internals`: the codec and reply-wait internals for fuzzing
+//!   and benchmarks; not covered by semantic versioning.
 #![warn(missing_docs)]
 
 mod address;
 mod client;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 #[cfg(feature = "unstable-internals")]
 pub mod codec;
 #[cfg(not(feature = "unstable-internals"))]
