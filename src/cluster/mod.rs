@@ -15,19 +15,22 @@
 //!
 //! # Replication and what a reader sees
 //!
-//! With R replicas ([`ClusterBuilder::replicas`], default 1), a write goes
-//! to the R best-ranked live servers at once; a replica that fails is
-//! replaced by the next-ranked live server, within the deadline. The write
-//! succeeds once every replica it could reach stored it (at least one).
+//! With R replicas ([`ClusterBuilder::replicas`], default 1), a key lives on
+//! the R best-ranked live servers. A write goes to all of them at once and
+//! succeeds when at least one stored it (a replica it missed is repaired by
+//! later reads); a delete succeeds only when every one of them answered,
+//! since a replica that missed it may still hold the value.
 //!
-//! A read asks the Q best-ranked live replicas at once
-//! ([`ClusterBuilder::read_quorum`], default 1), moving down the ranking
-//! past any that fail; fewer than Q answers fail the read. When all the
-//! answers are misses, the remaining replicas (up to R) are asked before
-//! reporting a miss, so a value survives a replica that restarted empty.
-//! The newest answer wins (**last writer wins** by the writer's clock), and
-//! replicas that answered with an older copy or none are rewritten with it
-//! before the read returns (**read repair**).
+//! A read asks Q of them at once ([`ClusterBuilder::read_quorum`], default
+//! 1), then the others of the R in place of any that fail; fewer than Q
+//! answers fail the read. When all the answers are misses, the remaining
+//! replicas are asked before reporting a miss, so a value survives a
+//! replica that restarted empty. The newest answer wins (**last writer
+//! wins** by the writer's clock), and replicas that answered with an older
+//! copy or none are rewritten with it before the read returns (**read
+//! repair**). With R = 1 a key has one server: while it fails, its keys
+//! fail; once it is marked down they go to the next-ranked server, where
+//! they start as misses.
 //!
 //! With R > 1, every value carries a 20-byte envelope so replicas can be
 //! compared: magic `74 63 E7`, version `01`, the write time in
@@ -43,7 +46,7 @@
 //! replica that was unreachable during the delete and comes back with its
 //! data can bring the value back through read repair (there are no
 //! tombstones). Copies written to a stand-in while a server was down stay
-//! there, unread, until they expire.
+//! there, unread once it is back, until they expire.
 //!
 //! Conditional writes ([`Cluster::set_if_absent`],
 //! [`Cluster::compare_and_set`]) need one server to decide, so with R > 1
@@ -622,9 +625,8 @@ impl Cluster {
         let shared = self.shared();
         let topology = shared.topology();
         topology
-            .candidates(key)
+            .replicas(key, shared.settings.replicas)
             .into_iter()
-            .take(shared.settings.replicas)
             .map(|index| topology.nodes[index].name.clone())
             .collect()
     }
@@ -648,6 +650,13 @@ impl Topology {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let slots = nodes.iter().map(|node| node.slot).collect();
         Topology { nodes, slots }
+    }
+
+    /// The key's first `replicas` live servers, best first.
+    fn replicas(&self, key: &str, replicas: usize) -> Vec<usize> {
+        let mut candidates = self.candidates(key);
+        candidates.truncate(replicas);
+        candidates
     }
 
     /// The key's live servers, best first; every server when none is live
@@ -756,7 +765,7 @@ impl Shared {
         let mut reads: Vec<Read> = keys
             .iter()
             .map(|key| Read {
-                candidates: topology.candidates(key),
+                candidates: topology.replicas(key, replicas),
                 next: 0,
                 answers: Vec::new(),
                 error: None,
@@ -896,13 +905,13 @@ impl Shared {
         let topology = self.topology();
         let deadline = Instant::now() + self.settings.timeout;
         let replicas = self.settings.replicas;
-        // A failed delete must not be "replaced": the failed server may
-        // still hold the value. A failed write can be.
-        let replace_failures = matches!(op, Op::Set { .. });
+        // A write stored anywhere is served (and repaired from); a delete
+        // that missed a replica may leave the value there.
+        let partial_ok = matches!(op, Op::Set { .. });
         let mut writes: Vec<Write> = keys
             .iter()
             .map(|key| Write {
-                candidates: topology.candidates(key),
+                candidates: topology.replicas(key, replicas),
                 next: 0,
                 stored: 0,
                 error: None,
@@ -913,7 +922,7 @@ impl Shared {
         loop {
             let mut plan: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
             for (at, write) in writes.iter_mut().enumerate() {
-                if write.refused.is_some() || (!first_round && !replace_failures) {
+                if write.refused.is_some() {
                     continue;
                 }
                 let want = replicas.saturating_sub(write.stored);
@@ -951,7 +960,7 @@ impl Shared {
             .into_iter()
             .map(|write| match (write.refused, write.error) {
                 (Some(refused), _) => Err(refused),
-                (None, Some(error)) if !replace_failures || write.stored == 0 => Err(error),
+                (None, Some(error)) if !partial_ok || write.stored == 0 => Err(error),
                 (None, _) if write.stored == 0 => Err(no_servers()),
                 _ => Ok(()),
             })
@@ -985,9 +994,8 @@ impl Shared {
         let deadline = Instant::now() + self.settings.timeout;
         let replicas = self.settings.replicas;
         let jobs: Vec<_> = topology
-            .candidates(key)
+            .replicas(key, replicas)
             .into_iter()
-            .take(replicas)
             .map(|index| {
                 let topology = &topology;
                 move || {
