@@ -496,9 +496,27 @@ impl Cluster {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_if_absent(&self, key: &str, value: impl AsRef<[u8]>) -> Result<bool> {
-        let shared = self.shared();
-        let ttl = shared.settings.default_ttl;
-        shared.on_primary(key, "set_if_absent", |client| {
+        self.set_if_absent_with_ttl(key, value, self.shared().settings.default_ttl)
+    }
+
+    /// [`set_if_absent`](Self::set_if_absent) with an explicit TTL.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
+    /// assert!(cluster.set_if_absent_with_ttl("lease", "w1", std::time::Duration::from_secs(10))?);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_if_absent_with_ttl(
+        &self,
+        key: &str,
+        value: impl AsRef<[u8]>,
+        ttl: impl Into<Ttl>,
+    ) -> Result<bool> {
+        let ttl = ttl.into();
+        self.shared().on_primary(key, "set_if_absent", |client| {
             client.set_if_absent_with_ttl(key, value.as_ref(), ttl)
         })
     }
@@ -524,9 +542,31 @@ impl Cluster {
         expected: impl AsRef<[u8]>,
         value: impl AsRef<[u8]>,
     ) -> Result<CasOutcome> {
-        let shared = self.shared();
-        let ttl = shared.settings.default_ttl;
-        shared.on_primary(key, "compare_and_set", |client| {
+        self.compare_and_set_with_ttl(key, expected, value, self.shared().settings.default_ttl)
+    }
+
+    /// [`compare_and_set`](Self::compare_and_set) with an explicit TTL for
+    /// the new value.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
+    /// use tiny_cache_client::{CasOutcome, Ttl};
+    /// cluster.set("v", "a")?;
+    /// assert_eq!(cluster.compare_and_set_with_ttl("v", "a", "b", Ttl::Never)?, CasOutcome::Stored);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compare_and_set_with_ttl(
+        &self,
+        key: &str,
+        expected: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: impl Into<Ttl>,
+    ) -> Result<CasOutcome> {
+        let ttl = ttl.into();
+        self.shared().on_primary(key, "compare_and_set", |client| {
             client.compare_and_set_with_ttl(key, expected.as_ref(), value.as_ref(), ttl)
         })
     }

@@ -15,9 +15,11 @@ use clap::builder::RangedU64ValueParser;
 use clap::Args;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use tiny_cache_client::cluster::Cluster;
 use tiny_cache_client::server::Server;
-use tiny_cache_client::{Client, Error, ReplyWait};
+use tiny_cache_client::{Error, ReplyWait};
 
+use crate::backend::Backend;
 use crate::chart::{self, ChartFile};
 use crate::usage::ProcessUsage;
 use crate::{parse_seconds, thousands, write_stdout, ClientSettings, Failure, Output};
@@ -121,6 +123,12 @@ pub enum Target {
     Embedded,
     /// A running server at this address.
     Remote(String),
+    /// Running servers as one cluster (`--server` given several times).
+    Cluster {
+        servers: Vec<String>,
+        replicas: u16,
+        read_quorum: u16,
+    },
 }
 
 /// What one worker thread measured.
@@ -161,6 +169,7 @@ pub fn run(
     let mut embedded = None;
     let address = match target {
         Target::Remote(address) => address.clone(),
+        Target::Cluster { servers, .. } => servers.join(","),
         Target::Embedded => {
             let server = Server::builder().workers(1).start().map_err(Error::from)?;
             let address = server.address();
@@ -175,7 +184,23 @@ pub fn run(
     if let Some(wait) = args.wait {
         builder = builder.reply_wait(wait);
     }
-    let client = settings.finish(builder)?;
+    let (client, cluster) = match target {
+        // Each server of a cluster gets the cluster's own pool size.
+        Target::Cluster {
+            servers,
+            replicas,
+            read_quorum,
+        } => (
+            None,
+            Some(settings.cluster(servers, *replicas, *read_quorum)?),
+        ),
+        _ => (Some(settings.finish(builder)?), None),
+    };
+    let backend = match (&client, &cluster) {
+        (Some(client), _) => Backend::One(client),
+        (None, Some(cluster)) => Backend::Many(cluster),
+        (None, None) => return Err(Failure::Other("no server to benchmark".into())),
+    };
     let keys: Vec<String> = (0..args.keys).map(|i| format!("bench:{i}")).collect();
     let value: Vec<u8> = (0..args.value_size)
         .map(|_| fastrand::alphanumeric() as u8)
@@ -186,7 +211,7 @@ pub fn run(
         args.value_size,
         server_label(embedded.is_some(), &address)
     ));
-    prepopulate(&client, &keys, &value)?;
+    prepopulate(backend, &keys, &value)?;
 
     let phase = AtomicU8::new(PHASE_WARMUP);
     let measured_ops = AtomicU64::new(0);
@@ -195,7 +220,7 @@ pub fn run(
         let mut workers = Vec::with_capacity(args.threads);
         for index in 0..args.threads {
             let worker = Worker {
-                client: &client,
+                client: backend,
                 keys: &keys,
                 value: &value,
                 get_ratio: args.get_ratio,
@@ -256,10 +281,14 @@ pub fn run(
     if let Some(error) = &first_error {
         text.push_str(&format!("  first error  {error}\n"));
     }
+    if let Some(cluster) = &cluster {
+        text.push_str(&per_server_load(cluster));
+    }
     write_stdout(text.as_bytes())?;
     if out.json {
         out.object(&report.json())?;
     }
+    drop(cluster);
     drop(client);
     drop(embedded);
     if let Some(chart) = &args.chart {
@@ -321,7 +350,7 @@ fn measure(
 
 /// Writes every key once, in batches, and fails on the first refusal: a
 /// benchmark of misses would measure something else.
-fn prepopulate(client: &Client, keys: &[String], value: &[u8]) -> Result<(), Failure> {
+fn prepopulate(client: Backend<'_>, keys: &[String], value: &[u8]) -> Result<(), Failure> {
     let batch = (PREPOPULATE_BATCH_BYTES / (value.len() + 64)).clamp(1, PREPOPULATE_BATCH_ITEMS);
     for chunk in keys.chunks(batch) {
         let results = client
@@ -341,7 +370,7 @@ fn prepopulate(client: &Client, keys: &[String], value: &[u8]) -> Result<(), Fai
 
 /// One benchmark thread's view of the shared state.
 struct Worker<'a> {
-    client: &'a Client,
+    client: Backend<'a>,
     keys: &'a [String],
     value: &'a [u8],
     get_ratio: f64,
@@ -395,6 +424,25 @@ impl Worker<'_> {
             }
         }
     }
+}
+
+/// Each server's share of the calls (prepopulation included) and its
+/// health: how evenly the keys spread, and whether one server lagged.
+fn per_server_load(cluster: &Cluster) -> String {
+    let servers = cluster.servers();
+    let total: u64 = servers.iter().map(|state| state.calls).sum();
+    let mut text = String::from("  per server   calls (share)           failed  up\n");
+    for state in servers {
+        let share = 100.0 * state.calls as f64 / total.max(1) as f64;
+        text.push_str(&format!(
+            "    {:<24} {:>12} ({share:>5.1} %) {:>6}  {}\n",
+            state.server,
+            thousands(state.calls),
+            state.failed_calls,
+            state.up
+        ));
+    }
+    text
 }
 
 fn new_histogram() -> Result<Histogram<u64>, Failure> {
