@@ -60,8 +60,10 @@
 //! calls in a row (unreachable, deadline passed, broken protocol; not a
 //! refused request) is marked down: its keys go to the next-ranked server.
 //! After the [`cool_down`](ClusterBuilder::cool_down) a background thread
-//! pings it every [`probe_interval`](ClusterBuilder::probe_interval) and
-//! brings it back at the first answer. Every call has one deadline
+//! pings it every [`probe_interval`](ClusterBuilder::probe_interval), also
+//! over a fresh connection (so the client's reconnect backoff, which grows
+//! to minutes, does not delay the return), and brings it back at the
+//! first answer. Every call has one deadline
 //! ([`ClusterBuilder::timeout`]) covering its fallbacks, and a call's parts
 //! for different servers run in parallel, so a dead server delays only the
 //! calls that reach it, and those no later than their deadline.
@@ -1084,9 +1086,20 @@ impl Shared {
     }
 
     /// Pings the servers marked down whose cool-down is over; the first
-    /// answer brings a server back.
+    /// answer brings a server back. A server whose client does not answer
+    /// is also asked over a fresh connection: the client's own reconnect
+    /// backoff grows to minutes for a server long gone, and must not delay
+    /// its return. When only the fresh client answers, the server comes
+    /// back with it.
     fn probe(&self) {
         let topology = self.topology();
+        let ping = |client: &Client| {
+            client
+                .with_timeout(self.settings.probe_interval)
+                .map(|client| client.with_max_retries(0))
+                .and_then(|client| client.ping())
+                .is_ok()
+        };
         for node in &topology.nodes {
             let due = node
                 .down_since()
@@ -1094,14 +1107,29 @@ impl Shared {
             if !due {
                 continue;
             }
-            let answered = node
-                .client
-                .with_timeout(self.settings.probe_interval)
-                .map(|client| client.with_max_retries(0))
-                .and_then(|client| client.ping());
-            if answered.is_ok() {
+            if ping(&node.client) {
                 node.bring_back();
+                continue;
             }
+            let Ok(fresh) = make_node(&self.builder, node.origin.clone()) else {
+                continue;
+            };
+            if ping(&fresh.client) {
+                self.replace(node, node.renewed(fresh.client));
+            }
+        }
+    }
+
+    /// Swaps `old` for `new` in the current topology, if it is still there.
+    fn replace(&self, old: &Arc<Node>, new: Node) {
+        let mut topology = match self.topology.write() {
+            Ok(topology) => topology,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut nodes = topology.nodes.clone();
+        if let Some(slot) = nodes.iter_mut().find(|node| Arc::ptr_eq(node, old)) {
+            *slot = Arc::new(new);
+            *topology = Arc::new(Topology::new(nodes));
         }
     }
 
@@ -1191,7 +1219,7 @@ fn make_node(builder: &ClusterBuilder, server: Wanted) -> Result<Node> {
     if let Some(configure) = &builder.configure {
         client = configure(client);
     }
-    Ok(Node::new(server.name, server.weight, client.build()?))
+    Ok(Node::new(server, client.build()?))
 }
 
 /// The first of each name wins: a server listed twice is one server.

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use super::discovery::Wanted;
 use super::placement::Slot;
 use crate::{Client, Error, TlsFailure};
 
@@ -16,6 +17,8 @@ pub(crate) struct Node {
     pub(crate) weight: f64,
     pub(crate) slot: Slot,
     pub(crate) client: Client,
+    /// Where it came from: what a fresh client connects to.
+    pub(crate) origin: Wanted,
     failures_in_a_row: AtomicU32,
     down: AtomicBool,
     /// When it was marked down; read by the prober for the cool-down.
@@ -25,12 +28,13 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(name: String, weight: f64, client: Client) -> Node {
+    pub(crate) fn new(origin: Wanted, client: Client) -> Node {
         Node {
-            slot: Slot::new(&name, weight),
-            name,
-            weight,
+            slot: Slot::new(&origin.name, origin.weight),
+            name: origin.name.clone(),
+            weight: origin.weight,
             client,
+            origin,
             failures_in_a_row: AtomicU32::new(0),
             down: AtomicBool::new(false),
             down_since: Mutex::new(None),
@@ -76,6 +80,15 @@ impl Node {
             return None;
         }
         self.down_since.lock().ok().and_then(|since| *since)
+    }
+
+    /// The same server, up, with a fresh `client` and this one's counters.
+    pub(crate) fn renewed(&self, client: Client) -> Node {
+        let node = Node::new(self.origin.clone(), client);
+        node.calls.store(self.calls(), Ordering::Relaxed);
+        node.failed_calls
+            .store(self.failed_calls(), Ordering::Relaxed);
+        node
     }
 
     /// A probe answered: the server takes its keys back.
