@@ -1262,7 +1262,7 @@ fn run_part(
         }),
         Op::Set { values, ttl } => client
             .set_many_with_ttl(part.iter().map(|&at| (keys[at], &values[at])), *ttl)
-            .map(|items| done(items)),
+            .map(done),
         Op::Delete => client.delete_many(chosen).map(done),
     };
     match outcome {

@@ -376,13 +376,11 @@ impl DataCommand {
             Backend::One(_) => None,
         };
         match (self, cluster) {
-            (DataCommand::Stats, Some(cluster)) => return cluster_stats(cluster, out),
-            (DataCommand::Ping, Some(cluster)) => return cluster_ping(cluster, out),
-            (DataCommand::Health { .. }, Some(_)) => {
-                return Err(Failure::Usage(
-                    "health asks one server: give --server once".into(),
-                ))
-            }
+            (DataCommand::Stats, Some(cluster)) => cluster_stats(cluster, out),
+            (DataCommand::Ping, Some(cluster)) => cluster_ping(cluster, out),
+            (DataCommand::Health { .. }, Some(_)) => Err(Failure::Usage(
+                "health asks one server: give --server once".into(),
+            )),
             (command, _) => command.run_one(client, address, out),
         }
     }
