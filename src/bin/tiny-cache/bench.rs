@@ -1,6 +1,7 @@
 //! `tiny-cache bench`: a closed-loop benchmark of mixed gets and sets from
-//! many threads sharing one [`Client`], against an embedded server (the
-//! default) or a running one.
+//! many threads sharing one [`Client`](tiny_cache_client::Client), against
+//! an embedded server (the default), a running one, or several running ones
+//! as one cluster.
 //!
 //! Keys are written before anything is measured, so every get is a hit; a
 //! warm-up lets connections and caches settle and is not counted. Each
