@@ -1348,3 +1348,63 @@ fn touch_copy(
         details: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_is_a_handle_to_share_between_threads() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<Cluster>();
+    }
+
+    #[test]
+    fn the_builder_refuses_what_cannot_work() {
+        let one = || Cluster::builder().server("127.0.0.1:1");
+        assert!(matches!(
+            Cluster::builder().build(),
+            Err(Error::Validation(_))
+        ));
+        assert!(matches!(
+            one().replicas(0).build(),
+            Err(Error::Validation(_))
+        ));
+        assert!(matches!(
+            one().read_quorum(2).build(),
+            Err(Error::Validation(_))
+        ));
+        assert!(matches!(
+            one().failure_threshold(0).build(),
+            Err(Error::Validation(_))
+        ));
+        assert!(matches!(
+            one().server_weighted("127.0.0.1:2", 0.0).build(),
+            Err(Error::Validation(_))
+        ));
+        assert!(matches!(
+            one().server_weighted("127.0.0.1:2", f64::NAN).build(),
+            Err(Error::Validation(_))
+        ));
+        assert!(matches!(
+            one().probe_interval(Duration::ZERO).build(),
+            Err(Error::Validation(_))
+        ));
+        assert!(matches!(
+            Cluster::builder().server("no-port").build(),
+            Err(Error::Validation(_))
+        ));
+    }
+
+    #[test]
+    fn the_same_server_listed_twice_is_one_server() {
+        let cluster = Cluster::builder()
+            .server("127.0.0.1:1")
+            .server("grpc://127.0.0.1:1")
+            .replicas(2)
+            .build()
+            .unwrap();
+        assert_eq!(cluster.servers().len(), 1);
+        assert_eq!(cluster.owners("k"), ["127.0.0.1:1"]);
+    }
+}
