@@ -71,9 +71,12 @@
 //! # Parallel parts
 //!
 //! A call's parts for several servers (R > 1 writes, quorum reads,
-//! multi-key calls) run on scoped threads, the first on the caller's
-//! thread: a part to one server spawns nothing. See `benches/cluster.rs`
-//! for what the spawn costs.
+//! multi-key calls) run at once: the first on the caller's thread, the
+//! others on helper threads the cluster keeps (a thread spawn per call
+//! measured slower than the call itself, see `benches/cluster.rs`). A
+//! helper is used only when idle or newly started, never queued behind a
+//! busy one, so a part stuck on a dead server delays no other call. A part
+//! for one server touches no other thread.
 //!
 //! ```
 //! # #[cfg(feature = "server")] {
@@ -199,6 +202,7 @@ struct Topology {
 
 struct Shared {
     settings: Settings,
+    helpers: fanout::Helpers,
     topology: RwLock<Arc<Topology>>,
     sources: Vec<Source>,
     /// What each source gave last time it resolved.
@@ -206,10 +210,12 @@ struct Shared {
     builder: ClusterBuilder,
 }
 
-/// What a call does on one server for some of its keys.
-enum Op<'a> {
+/// What a call does on one server for some of its keys. Owned (cheap to
+/// clone) so a part can go to a helper thread.
+#[derive(Clone)]
+enum Op {
     Get,
-    Set { values: &'a [Bytes], ttl: Ttl },
+    Set { values: Arc<[Bytes]>, ttl: Ttl },
     Delete,
 }
 
@@ -240,6 +246,7 @@ impl Cluster {
         }
         let shared = Arc::new(Shared {
             settings: builder.settings.clone(),
+            helpers: fanout::Helpers::new(),
             topology: RwLock::new(Arc::new(Topology::new(nodes))),
             sources,
             last_seen: Mutex::new(last_seen),
@@ -334,7 +341,7 @@ impl Cluster {
         ttl.wire_seconds()?;
         let values = [self.shared().encode(value.as_ref(), ttl, SystemTime::now())];
         let op = Op::Set {
-            values: &values,
+            values: values.into(),
             ttl,
         };
         self.shared().write(&[key], &op).pop().unwrap_or(Ok(()))
@@ -436,7 +443,7 @@ impl Cluster {
         let outcomes = self.shared().write(
             &keys,
             &Op::Set {
-                values: &values,
+                values: values.into(),
                 ttl,
             },
         );
@@ -764,40 +771,51 @@ impl Shared {
         }
     }
 
-    /// Sends every server its part of a call, all at once, and returns
-    /// each part's outcome. Parts after the first round get what is left
-    /// of the deadline.
+    /// Sends every server its part of a call, all at once (the first part
+    /// on this thread, the others on helpers), and returns each part's
+    /// outcome. Parts after the first round get what is left of the
+    /// deadline.
     fn dispatch(
         &self,
-        topology: &Topology,
-        op: &Op<'_>,
+        topology: &Arc<Topology>,
+        op: &Op,
         keys: &[&str],
         plan: BTreeMap<usize, Vec<usize>>,
         deadline: Instant,
         first_round: bool,
     ) -> Vec<(usize, Vec<usize>, Result<Vec<KeyOutcome>>)> {
-        let jobs: Vec<_> = plan
+        let (threshold, timeout) = (self.threshold(), self.settings.timeout);
+        if plan.len() == 1 {
+            return plan
+                .into_iter()
+                .map(|(index, part)| {
+                    let node = &topology.nodes[index];
+                    let outcome = send_part(node, op, keys, &part, deadline, timeout, first_round);
+                    if let Some(outcome) = &outcome {
+                        node.record(outcome, threshold);
+                    }
+                    (index, part, outcome.unwrap_or_else(|| Err(late(timeout))))
+                })
+                .collect();
+        }
+        let owned: Arc<[String]> = keys.iter().map(|&key| key.to_owned()).collect();
+        type Part = (usize, Vec<usize>, Result<Vec<KeyOutcome>>);
+        let jobs: Vec<Box<dyn FnOnce() -> Part + Send>> = plan
             .into_iter()
             .map(|(index, part)| {
-                move || {
+                let (topology, op, keys) = (Arc::clone(topology), op.clone(), Arc::clone(&owned));
+                Box::new(move || {
                     let node = &topology.nodes[index];
-                    let outcome = if first_round {
-                        run_part(&node.client, op, keys, &part)
-                    } else {
-                        match remaining(deadline, self.settings.timeout) {
-                            Ok(left) => node
-                                .client
-                                .with_timeout(left)
-                                .and_then(|client| run_part(&client, op, keys, &part)),
-                            Err(late) => return (index, part, Err(late)),
-                        }
-                    };
-                    node.record(&outcome, self.threshold());
-                    (index, part, outcome)
-                }
+                    let outcome =
+                        send_part(node, &op, &keys, &part, deadline, timeout, first_round);
+                    if let Some(outcome) = &outcome {
+                        node.record(outcome, threshold);
+                    }
+                    (index, part, outcome.unwrap_or_else(|| Err(late(timeout))))
+                }) as Box<dyn FnOnce() -> Part + Send>
             })
             .collect();
-        in_parallel(jobs)
+        self.helpers.run_all(jobs)
     }
 
     fn read(&self, keys: &[&str]) -> Vec<KeyOutcome> {
@@ -943,7 +961,7 @@ impl Shared {
         in_parallel(jobs);
     }
 
-    fn write(&self, keys: &[&str], op: &Op<'_>) -> Vec<Result<()>> {
+    fn write(&self, keys: &[&str], op: &Op) -> Vec<Result<()>> {
         let topology = self.topology();
         let deadline = Instant::now() + self.settings.timeout;
         let replicas = self.settings.replicas;
@@ -1234,14 +1252,14 @@ fn dedup(wanted: Vec<Wanted>) -> Vec<Wanted> {
 /// Runs `op` for the keys at `part` on one server: a single-key call for
 /// one key, a multi-key call otherwise. `Err` when the server failed as a
 /// whole; a key it refused is an `Err` inside.
-fn run_part(
+fn run_part<K: AsRef<str>>(
     client: &Client,
-    op: &Op<'_>,
-    keys: &[&str],
+    op: &Op,
+    keys: &[K],
     part: &[usize],
 ) -> Result<Vec<KeyOutcome>> {
     if let [at] = part {
-        let key = keys[*at];
+        let key: &str = keys[*at].as_ref();
         let outcome = match op {
             Op::Get => client.get(key),
             Op::Set { values, ttl } => client.set_with_ttl(key, &values[*at], *ttl).map(|()| None),
@@ -1252,7 +1270,7 @@ fn run_part(
             other => Ok(vec![other]),
         };
     }
-    let chosen = part.iter().map(|&at| keys[at]);
+    let chosen = part.iter().map(|&at| -> &str { keys[at].as_ref() });
     let outcome = match op {
         Op::Get => client.get_many(chosen).map(|items| {
             items
@@ -1261,7 +1279,11 @@ fn run_part(
                 .collect()
         }),
         Op::Set { values, ttl } => client
-            .set_many_with_ttl(part.iter().map(|&at| (keys[at], &values[at])), *ttl)
+            .set_many_with_ttl(
+                part.iter()
+                    .map(|&at| -> (&str, &Bytes) { (keys[at].as_ref(), &values[at]) }),
+                *ttl,
+            )
             .map(done),
         Op::Delete => client.delete_many(chosen).map(done),
     };
@@ -1309,12 +1331,39 @@ fn no_servers() -> Error {
 fn remaining(deadline: Instant, timeout: Duration) -> Result<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
-        Err(Error::DeadlineExceeded(
-            format!("the cluster call's {timeout:?} ran out before every replica was asked").into(),
-        ))
+        Err(late(timeout))
     } else {
         Ok(left)
     }
+}
+
+fn late(timeout: Duration) -> Error {
+    Error::DeadlineExceeded(
+        format!("the cluster call's {timeout:?} ran out before every replica was asked").into(),
+    )
+}
+
+/// One server's part of a call: with the server's own deadline in the
+/// first round, with what is left of the call's after. `None` when no time
+/// was left to send it (which says nothing of the server's health).
+fn send_part<K: AsRef<str>>(
+    node: &Node,
+    op: &Op,
+    keys: &[K],
+    part: &[usize],
+    deadline: Instant,
+    timeout: Duration,
+    first_round: bool,
+) -> Option<Result<Vec<KeyOutcome>>> {
+    if first_round {
+        return Some(run_part(&node.client, op, keys, part));
+    }
+    let left = remaining(deadline, timeout).ok()?;
+    Some(
+        node.client
+            .with_timeout(left)
+            .and_then(|client| run_part(&client, op, keys, part)),
+    )
 }
 
 /// A touch of one replica's enveloped copy: a new expiry, the same write
