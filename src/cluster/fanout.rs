@@ -146,11 +146,12 @@ impl Helpers {
             let part: Job = Box::new(move || {
                 let _ = done.send((index, job()));
             });
-            match self.queue.send(part) {
-                Ok(()) => handed += 1,
-                // Cannot happen while `self` holds the receiver too.
-                Err(crossbeam_channel::SendError(_)) => {}
+            // The queue cannot be closed while `self` holds its receiver;
+            // were it, the part would run here and report the same way.
+            if let Err(crossbeam_channel::SendError(part)) = self.queue.send(part) {
+                part();
             }
+            handed += 1;
         }
         drop(done);
         let mut out: Vec<Option<T>> = (0..count).map(|_| None).collect();
