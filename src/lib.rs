@@ -52,14 +52,18 @@
 //! - `pool` (private): worker threads, one HTTP/2 connection each,
 //!   reconnecting with backoff.
 //! - [`Client`]: the blocking API; validation, deadlines, retries.
+//! - `cluster` (feature `cluster`): `Cluster`, one client over many servers:
+//!   rendezvous placement, replicas with a read quorum, dead-server
+//!   handling and DNS discovery, built on the public [`Client`].
 //! - `server` (feature `server`): an embedded server honouring the same
 //!   contract as the reference server, for tests, examples and benchmarks.
 //! - `cache` (feature `cache`): a caching layer on top of `Client`:
 //!   read-through with single flight, typed values, a near cache,
 //!   fail-open.
 //!
-//! Dependencies point one way: cache → client → pool → codec; the server
-//! uses the codec and nothing of the client.
+//! Dependencies point one way: cache → client and cluster → client (and
+//! cluster → cache for its `CacheStore`), client → pool → codec; the
+//! server uses the codec and nothing of the client.
 //!
 //! # Cargo features
 //!
@@ -67,7 +71,8 @@
 //!
 //! - `server`: the embedded server (module `server`), for tests, examples and
 //!   benchmarks.
-//! - `cli`: the `tiny-cache` command-line tool (implies `server`).
+//! - `cli`: the `tiny-cache` command-line tool (implies `server` and
+//!   `cluster`).
 //! - `cache`: the caching layer (module `cache`): `ReadThrough` with
 //!   single flight per key, the `CacheStore` trait, statistics, opt-in
 //!   fail-open and `memoize`.
@@ -76,12 +81,22 @@
 //! - `near-cache` (implies `cache`): an in-process layer on moka in front
 //!   of any store, bounded by entries or bytes, TinyLFU or LRU, its TTL
 //!   capped by the remote one.
+//! - `cluster`: `cluster::Cluster`, a client of many servers (adds the
+//!   `xxhash-rust` dependency for its placement hash).
+//! - `metrics`: every call's metrics through the `metrics` facade, and
+//!   `Client::metrics()`, a snapshot of the client's own counters.
+//! - `tracing`: a `tracing` span per call, events for retries, reconnects
+//!   and GOAWAY; nothing at all when off.
+//! - `unstable-internals`: the codec and reply-wait internals for fuzzing
+//!   and benchmarks; not covered by semantic versioning.
 #![warn(missing_docs)]
 
 mod address;
 #[cfg(feature = "cache")]
 pub mod cache;
 mod client;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 #[cfg(feature = "unstable-internals")]
 pub mod codec;
 #[cfg(not(feature = "unstable-internals"))]

@@ -1050,3 +1050,47 @@ fn touch_gives_a_new_ttl_keeps_the_value_and_exits_1_for_a_missing_key() {
     assert_eq!(missing.status.code(), Some(1), "{missing:?}");
     assert_eq!(stderr(&missing), "not found: \"nothing-here\"\n");
 }
+
+#[test]
+fn server_given_twice_is_a_cluster_with_replicas_and_per_server_stats() {
+    let (a, b) = (Server::local().unwrap(), Server::local().unwrap());
+    let (a_address, b_address) = (a.address(), b.address());
+    let servers = [
+        "--server",
+        a_address.as_str(),
+        "--server",
+        b_address.as_str(),
+        "--timeout",
+        "3",
+        "--replicas",
+        "2",
+    ];
+    let run = |args: &[&str]| {
+        let mut all = servers.to_vec();
+        all.extend_from_slice(args);
+        tiny_cache(&all)
+    };
+    assert!(run(&["set", "k", "hello"]).status.success());
+    let got = run(&["get", "k"]);
+    assert!(got.status.success());
+    assert_eq!(stdout(&got), "hello\n");
+    // Both servers hold the copy, each with its envelope.
+    for server in [&a, &b] {
+        let raw = against(server, &["get", "k", "--format", "hex"]);
+        assert!(stdout(&raw).starts_with("7463e701"), "{}", stdout(&raw));
+    }
+    // A conditional write needs one server to decide: refused, exit 2.
+    assert_eq!(run(&["set-if-absent", "lock", "me"]).status.code(), Some(2));
+    let stats = json_object(&run(&["stats", "--json"]));
+    let listed: Vec<&str> = stats["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["server"].as_str().unwrap())
+        .collect();
+    let mut expected = vec![a_address.as_str(), b_address.as_str()];
+    expected.sort();
+    assert_eq!(listed, expected);
+    let quorum_too_big = run(&["--read-quorum", "3", "get", "k"]);
+    assert_eq!(quorum_too_big.status.code(), Some(2));
+}

@@ -36,6 +36,7 @@ use clap::Args;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use tiny_cache_client::cluster::Cluster;
 use tiny_cache_client::server::Server;
 use tiny_cache_client::{Error, ReplyWait};
 
@@ -210,6 +211,12 @@ pub enum Target {
     Embedded,
     /// A running server at this address.
     Remote(String),
+    /// Running servers as one cluster (`--server` given several times).
+    Cluster {
+        servers: Vec<String>,
+        replicas: u16,
+        read_quorum: u16,
+    },
 }
 
 /// Where the calls go, and what must live as long as they do.
@@ -221,6 +228,9 @@ struct Connected {
     server: String,
     /// Held until the end: dropping it stops the embedded server.
     embedded: Option<Server>,
+    /// The cluster behind `calls`, when the target is one: its per-server
+    /// load goes into the report.
+    cluster: Option<Cluster>,
 }
 
 /// Makes the client the calls go through: the one place that knows what
@@ -231,6 +241,22 @@ fn connect(
     settings: &ClientSettings,
 ) -> Result<Connected, Failure> {
     let (address, embedded) = match target {
+        Target::Cluster {
+            servers,
+            replicas,
+            read_quorum,
+        } => {
+            // Each server of a cluster gets the cluster's own pool size.
+            let cluster = settings.cluster(servers, *replicas, *read_quorum)?;
+            let label = format!("a cluster of {} (R = {replicas})", servers.join(", "));
+            return Ok(Connected {
+                calls: Box::new(cluster.clone()),
+                label,
+                server: servers.join(","),
+                embedded: None,
+                cluster: Some(cluster),
+            });
+        }
         Target::Remote(address) => (address.clone(), None),
         Target::Embedded => {
             let server = Server::builder().workers(1).start().map_err(Error::from)?;
@@ -256,6 +282,7 @@ fn connect(
             None => address,
         },
         embedded,
+        cluster: None,
     })
 }
 
@@ -459,6 +486,9 @@ pub fn run(
     let mut text = report.text();
     if let Some(error) = &first_error {
         text.push_str(&format!("  first error  {error}\n"));
+    }
+    if let Some(cluster) = &connected.cluster {
+        text.push_str(&per_server_load(cluster));
     }
     if let Some(comparison) = &comparison {
         text.push_str(&comparison.text());
@@ -892,4 +922,23 @@ mod tests {
         };
         assert_eq!(requests.measured_calls(&schedule), (1000, 1010));
     }
+}
+
+/// Each server's share of the calls (prefill included) and its health: how
+/// evenly the keys spread, and whether one server lagged.
+fn per_server_load(cluster: &Cluster) -> String {
+    let servers = cluster.servers();
+    let total: u64 = servers.iter().map(|state| state.calls).sum();
+    let mut text = String::from("  per server   calls (share)           failed  up\n");
+    for state in servers {
+        let share = 100.0 * state.calls as f64 / total.max(1) as f64;
+        text.push_str(&format!(
+            "    {:<24} {:>12} ({share:>5.1} %) {:>6}  {}\n",
+            state.server,
+            thousands(state.calls),
+            state.failed_calls,
+            state.up
+        ));
+    }
+    text
 }

@@ -9,9 +9,12 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
+use tiny_cache_client::cluster::{Cluster, ServerResult};
 use tiny_cache_client::{
     CasOutcome, Client, Code, ItemResult, ServingStatus, Stats, Ttl, DEFAULT_TTL,
 };
+
+use crate::backend::Backend;
 
 use crate::values::{CasInput, Format, ValueInput, STDIN_MARK};
 use crate::{parse_ttl, write_stdout, Exit, Failure, Output};
@@ -383,9 +386,24 @@ struct HealthJson<'a> {
 }
 
 impl DataCommand {
-    /// Runs the command with `client` (of the server at `address`) and
-    /// prints its result.
-    pub fn run(self, client: &Client, address: &str, out: Output) -> Result<(), Failure> {
+    /// Runs the command with `client` (of the server at `address`, or of
+    /// a cluster) and prints its result.
+    pub fn run(self, client: Backend<'_>, address: &str, out: Output) -> Result<(), Failure> {
+        let cluster = match client {
+            Backend::Many(cluster) => Some(cluster),
+            Backend::One(_) => None,
+        };
+        match (self, cluster) {
+            (DataCommand::Stats, Some(cluster)) => cluster_stats(cluster, out),
+            (DataCommand::Ping, Some(cluster)) => cluster_ping(cluster, out),
+            (DataCommand::Health { .. }, Some(_)) => Err(Failure::Usage(
+                "health asks one server: give --server once".into(),
+            )),
+            (command, _) => command.run_one(client, address, out),
+        }
+    }
+
+    fn run_one(self, client: Backend<'_>, address: &str, out: Output) -> Result<(), Failure> {
         match self {
             DataCommand::Get {
                 key,
@@ -463,7 +481,7 @@ impl DataCommand {
                 refused_outcome(refused)
             }
             DataCommand::Stats => {
-                let stats = StatsJson::new(&client.stats()?);
+                let stats = StatsJson::new(&one(client)?.stats()?);
                 if out.json {
                     out.object(&stats)
                 } else {
@@ -471,7 +489,7 @@ impl DataCommand {
                 }
             }
             DataCommand::Ping => {
-                let round_trip_ms = client.ping()?.as_secs_f64() * 1e3;
+                let round_trip_ms = one(client)?.ping()?.as_secs_f64() * 1e3;
                 if out.json {
                     out.object(&PingJson {
                         server: address,
@@ -484,13 +502,105 @@ impl DataCommand {
                     )
                 }
             }
-            DataCommand::Health { service } => health(client, &service, out),
+            DataCommand::Health { service } => health(one(client)?, &service, out),
         }
     }
 }
 
+/// The single server's client, for the commands that ask one server.
+fn one(backend: Backend<'_>) -> Result<&Client, Failure> {
+    match backend {
+        Backend::One(client) => Ok(client),
+        Backend::Many(_) => Err(Failure::Usage("this command asks one server".into())),
+    }
+}
+
+/// `stats --json` over several servers.
+#[derive(Debug, Serialize)]
+struct ClusterStatsJson {
+    servers: Vec<ServerStatsJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct ServerStatsJson {
+    server: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats: Option<StatsJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Every server's counters; exits 3 after printing them if any failed.
+fn cluster_stats(cluster: &Cluster, out: Output) -> Result<(), Failure> {
+    let answers = cluster.stats();
+    let mut text = String::new();
+    let mut servers = Vec::with_capacity(answers.len());
+    for ServerResult { server, result } in &answers {
+        text.push_str(&format!("== {server}\n"));
+        let (stats, error) = match result {
+            Ok(stats) => (Some(StatsJson::new(stats)), None),
+            Err(error) => (None, Some(error.to_string())),
+        };
+        match (&stats, &error) {
+            (Some(stats), _) => text.push_str(&stats.table()?),
+            (_, Some(error)) => text.push_str(&format!("error: {error}\n")),
+            _ => {}
+        }
+        servers.push(ServerStatsJson {
+            server: server.clone(),
+            stats,
+            error,
+        });
+    }
+    if out.json {
+        out.object(&ClusterStatsJson { servers })?;
+    } else {
+        write_stdout(text.as_bytes())?;
+    }
+    first_failure(answers)
+}
+
+/// `ping --json` over several servers.
+#[derive(Debug, Serialize)]
+struct ClusterPingJson<'a> {
+    servers: Vec<PingJson<'a>>,
+}
+
+/// Pings every server; exits 3 after printing if any failed.
+fn cluster_ping(cluster: &Cluster, out: Output) -> Result<(), Failure> {
+    let answers = cluster.ping();
+    let mut text = String::new();
+    let mut servers = Vec::new();
+    for ServerResult { server, result } in &answers {
+        match result {
+            Ok(round_trip) => {
+                let round_trip_ms = round_trip.as_secs_f64() * 1e3;
+                text.push_str(&format!("pong from {server} in {round_trip_ms:.3} ms\n"));
+                servers.push(PingJson {
+                    server,
+                    round_trip_ms: (round_trip_ms * 1e3).round() / 1e3,
+                });
+            }
+            Err(error) => text.push_str(&format!("no answer from {server}: {error}\n")),
+        }
+    }
+    if out.json {
+        out.object(&ClusterPingJson { servers })?;
+    } else {
+        write_stdout(text.as_bytes())?;
+    }
+    first_failure(answers)
+}
+
+fn first_failure<T>(answers: Vec<ServerResult<T>>) -> Result<(), Failure> {
+    match answers.into_iter().find_map(|answer| answer.result.err()) {
+        Some(error) => Err(Failure::Client(error)),
+        None => Ok(()),
+    }
+}
+
 fn get(
-    client: &Client,
+    client: Backend<'_>,
     key: &str,
     format: Option<Format>,
     output: Option<&Path>,
@@ -539,7 +649,7 @@ fn get(
 }
 
 fn get_many(
-    client: &Client,
+    client: Backend<'_>,
     keys: &[String],
     format: Option<Format>,
     out: Output,
@@ -621,7 +731,12 @@ fn written(
     outcome.failure(key).map_or(Ok(()), Err)
 }
 
-fn set_many(client: &Client, pairs: &[String], ttl: &TtlArg, out: Output) -> Result<(), Failure> {
+fn set_many(
+    client: Backend<'_>,
+    pairs: &[String],
+    ttl: &TtlArg,
+    out: Output,
+) -> Result<(), Failure> {
     if pairs.len() % 2 != 0 {
         return Err(Failure::Usage(format!(
             "set-many takes KEY VALUE pairs; got {} arguments",

@@ -6,6 +6,7 @@
 //! JSON object on stdout); nothing the user or the server controls can make
 //! it panic.
 
+mod backend;
 mod bench;
 mod chart;
 mod commands;
@@ -20,8 +21,11 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::Serialize;
+use tiny_cache_client::cluster::Cluster;
 use tiny_cache_client::server::{Server, StoreConfig};
 use tiny_cache_client::{Client, ClientBuilder, Error, TlsFailure, Ttl, DEFAULT_ADDRESS};
+
+use crate::backend::Backend;
 
 /// `--timeout`'s default, in seconds, as clap shows it; a unit test keeps it
 /// equal to the library's `DEFAULT_TIMEOUT`.
@@ -90,7 +94,8 @@ struct Cli {
 struct Globals {
     /// Server address: host:port, `[::1]:port` or grpc://host:port, and
     /// grpcs://host:port for TLS (`bench` uses it only when given on the
-    /// command line, else it benchmarks an embedded server).
+    /// command line, else it benchmarks an embedded server). Give it
+    /// several times for a cluster: keys placed by rendezvous hashing.
     #[arg(
         long,
         global = true,
@@ -98,9 +103,32 @@ struct Globals {
         value_name = "ADDR",
         alias = "target",
         env = "CACHE_SERVER_ADDRESS",
-        default_value = DEFAULT_ADDRESS
+        default_value = DEFAULT_ADDRESS,
+        action = clap::ArgAction::Append
     )]
-    server: String,
+    server: Vec<String>,
+
+    /// With several --server: how many servers hold each key.
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL_HEADING,
+        value_name = "R",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    replicas: u16,
+
+    /// With several --server: how many replicas a read asks (1 to R).
+    #[arg(
+        long,
+        global = true,
+        help_heading = GLOBAL_HEADING,
+        value_name = "Q",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    read_quorum: u16,
 
     /// Deadline of each call in seconds, spanning its retries (fractions
     /// allowed).
@@ -380,7 +408,39 @@ impl ClientSettings {
     /// A builder with these settings but the request id, for callers that
     /// add more and then call [`ClientSettings::finish`].
     pub fn builder(&self, address: &str) -> ClientBuilder {
-        let mut builder = Client::builder(address).timeout(self.timeout);
+        self.apply(Client::builder(address).timeout(self.timeout))
+    }
+
+    /// A cluster of `addresses` with these settings (the request id sent
+    /// with every call of every server).
+    pub fn cluster(
+        &self,
+        addresses: &[String],
+        replicas: u16,
+        read_quorum: u16,
+    ) -> Result<Cluster, Error> {
+        let builder = addresses
+            .iter()
+            .fold(Cluster::builder(), |builder, address| {
+                builder.server(address)
+            })
+            .replicas(usize::from(replicas))
+            .read_quorum(usize::from(read_quorum))
+            .timeout(self.timeout);
+        let settings = self.clone();
+        builder
+            .configure_clients(move |client| {
+                let client = settings.apply(client);
+                match &settings.request_id {
+                    Some(id) => client.metadata("x-request-id", id),
+                    None => client,
+                }
+            })
+            .build()
+    }
+
+    /// Adds the TLS and namespace settings to `builder`.
+    fn apply(&self, mut builder: ClientBuilder) -> ClientBuilder {
         if let Some(namespace) = &self.namespace {
             builder = builder.namespace(namespace);
         }
@@ -459,19 +519,32 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli, server_given: bool) -> Result<(), Failure> {
     let settings = ClientSettings::from_globals(&cli.globals);
-    let address = cli.globals.server.as_str();
+    let servers = &cli.globals.server;
+    let address = servers.first().map_or(DEFAULT_ADDRESS, String::as_str);
     let out = Output {
         json: cli.globals.json,
     };
+    let (replicas, read_quorum) = (cli.globals.replicas, cli.globals.read_quorum);
+    let many = servers.len() > 1 || replicas > 1;
     match cli.command {
+        Command::Data(command) if many => {
+            if cli.globals.show_request_id {
+                return Err(Failure::Usage(
+                    "--show-request-id needs a single --server".into(),
+                ));
+            }
+            let cluster = settings.cluster(servers, replicas, read_quorum)?;
+            command.run(Backend::Many(&cluster), address, out)
+        }
         Command::Data(command) => {
             let client = settings.connect(address)?;
             if !cli.globals.show_request_id {
-                return command.run(&client, address, out);
+                return command.run(Backend::One(&client), address, out);
             }
             // The id the server answered with: its echo of ours, or the
             // one it made up; on failure, the error carries it.
-            let response = client.call_with_metadata(|c| Ok(command.run(c, address, out)))?;
+            let response =
+                client.call_with_metadata(|c| Ok(command.run(Backend::One(c), address, out)))?;
             let answered = response.metadata().request_id().map(str::to_owned);
             let result = response.into_inner();
             let failed_with = match &result {
@@ -485,7 +558,13 @@ fn run(cli: Cli, server_given: bool) -> Result<(), Failure> {
         }
         Command::Serve(args) => serve(&args, out),
         Command::Bench(args) => {
-            let target = if server_given {
+            let target = if server_given && many {
+                bench::Target::Cluster {
+                    servers: servers.clone(),
+                    replicas,
+                    read_quorum,
+                }
+            } else if server_given {
                 bench::Target::Remote(address.to_owned())
             } else {
                 bench::Target::Embedded

@@ -1,10 +1,11 @@
 //! The calls `bench` makes, behind one trait: the benchmark knows what it
-//! asks, not what it asks it of. [`Client`] is one target; a client of many
-//! servers is one more `impl`.
+//! asks, not what it asks it of. [`Client`] is one target, a [`Cluster`]
+//! of many servers another.
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use tiny_cache_client::cluster::Cluster;
 use tiny_cache_client::{CasOutcome, Client, Error, ItemResult};
 
 use super::workload::Op;
@@ -32,40 +33,48 @@ pub trait CacheCalls: Sync {
     fn touch(&self, key: &str, ttl: Duration) -> Result<bool, Error>;
 }
 
-impl CacheCalls for Client {
-    fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
-        Client::get(self, key)
-    }
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
-        Client::set(self, key, value)
-    }
-    fn delete(&self, key: &str) -> Result<(), Error> {
-        Client::delete(self, key)
-    }
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<Option<Bytes>>>, Error> {
-        Client::get_many(self, keys)
-    }
-    fn set_many(&self, items: &[(&str, &[u8])]) -> Result<Vec<ItemResult<()>>, Error> {
-        Client::set_many(self, items.iter().copied())
-    }
-    fn delete_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<()>>, Error> {
-        Client::delete_many(self, keys)
-    }
-    fn set_if_absent(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
-        Client::set_if_absent(self, key, value)
-    }
-    fn compare_and_set(
-        &self,
-        key: &str,
-        expected: &[u8],
-        value: &[u8],
-    ) -> Result<CasOutcome, Error> {
-        Client::compare_and_set(self, key, expected, value)
-    }
-    fn touch(&self, key: &str, ttl: Duration) -> Result<bool, Error> {
-        Client::touch(self, key, ttl)
-    }
+/// The same delegation for every target, so a new one cannot drift.
+macro_rules! delegate_calls {
+    ($target:ty) => {
+        impl CacheCalls for $target {
+            fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
+                <$target>::get(self, key)
+            }
+            fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
+                <$target>::set(self, key, value)
+            }
+            fn delete(&self, key: &str) -> Result<(), Error> {
+                <$target>::delete(self, key)
+            }
+            fn get_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<Option<Bytes>>>, Error> {
+                <$target>::get_many(self, keys)
+            }
+            fn set_many(&self, items: &[(&str, &[u8])]) -> Result<Vec<ItemResult<()>>, Error> {
+                <$target>::set_many(self, items.iter().copied())
+            }
+            fn delete_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<()>>, Error> {
+                <$target>::delete_many(self, keys)
+            }
+            fn set_if_absent(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
+                <$target>::set_if_absent(self, key, value)
+            }
+            fn compare_and_set(
+                &self,
+                key: &str,
+                expected: &[u8],
+                value: &[u8],
+            ) -> Result<CasOutcome, Error> {
+                <$target>::compare_and_set(self, key, expected, value)
+            }
+            fn touch(&self, key: &str, ttl: Duration) -> Result<bool, Error> {
+                <$target>::touch(self, key, ttl)
+            }
+        }
+    };
 }
+
+delegate_calls!(Client);
+delegate_calls!(Cluster);
 
 /// What one successful call found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,113 @@
+//! One server of a cluster: its client, its health and its load counters.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::discovery::Wanted;
+use super::placement::Slot;
+use crate::{Client, Error, TlsFailure};
+
+/// A server, shared by every topology that lists it, so its health and
+/// counters survive a re-resolution that keeps it.
+#[derive(Debug)]
+pub(crate) struct Node {
+    /// `host:port` as the cluster names it; also what places keys on it.
+    pub(crate) name: String,
+    pub(crate) weight: f64,
+    pub(crate) slot: Slot,
+    pub(crate) client: Client,
+    /// Where it came from: what a fresh client connects to.
+    pub(crate) origin: Wanted,
+    failures_in_a_row: AtomicU32,
+    down: AtomicBool,
+    /// When it was marked down; read by the prober for the cool-down.
+    down_since: Mutex<Option<Instant>>,
+    calls: AtomicU64,
+    failed_calls: AtomicU64,
+}
+
+impl Node {
+    pub(crate) fn new(origin: Wanted, client: Client) -> Node {
+        Node {
+            slot: Slot::new(&origin.name, origin.weight),
+            name: origin.name.clone(),
+            weight: origin.weight,
+            client,
+            origin,
+            failures_in_a_row: AtomicU32::new(0),
+            down: AtomicBool::new(false),
+            down_since: Mutex::new(None),
+            calls: AtomicU64::new(0),
+            failed_calls: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        !self.down.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn failed_calls(&self) -> u64 {
+        self.failed_calls.load(Ordering::Relaxed)
+    }
+
+    /// Counts one call and what it says about the server's health.
+    /// Returns the outcome unchanged.
+    pub(crate) fn record<T>(&self, outcome: &Result<T, Error>, failure_threshold: u32) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Err(error) if is_server_failure(error) => {
+                self.failed_calls.fetch_add(1, Ordering::Relaxed);
+                let in_a_row = self.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                if in_a_row >= failure_threshold && !self.down.swap(true, Ordering::Relaxed) {
+                    if let Ok(mut since) = self.down_since.lock() {
+                        *since = Some(Instant::now());
+                    }
+                }
+            }
+            // An answer, even a refusal of the request, proves it is alive.
+            _ => self.failures_in_a_row.store(0, Ordering::Relaxed),
+        }
+    }
+
+    /// Since when the server has been down, if it is.
+    pub(crate) fn down_since(&self) -> Option<Instant> {
+        if self.is_up() {
+            return None;
+        }
+        self.down_since.lock().ok().and_then(|since| *since)
+    }
+
+    /// The same server, up, with a fresh `client` and this one's counters.
+    pub(crate) fn renewed(&self, client: Client) -> Node {
+        let node = Node::new(self.origin.clone(), client);
+        node.calls.store(self.calls(), Ordering::Relaxed);
+        node.failed_calls
+            .store(self.failed_calls(), Ordering::Relaxed);
+        node
+    }
+
+    /// A probe answered: the server takes its keys back.
+    pub(crate) fn bring_back(&self) {
+        self.failures_in_a_row.store(0, Ordering::Relaxed);
+        if let Ok(mut since) = self.down_since.lock() {
+            *since = None;
+        }
+        self.down.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Whether an error says the server (or the way to it) is unwell, rather
+/// than that the request was refused: only these count towards marking a
+/// server down and send a key to its next replica.
+pub(crate) fn is_server_failure(error: &Error) -> bool {
+    match error {
+        Error::Unavailable(_) | Error::DeadlineExceeded(_) | Error::Protocol { .. } => true,
+        Error::Tls { kind, .. } => *kind != TlsFailure::InvalidConfiguration,
+        _ => false,
+    }
+}
