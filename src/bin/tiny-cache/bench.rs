@@ -879,6 +879,25 @@ fn parse_ratio(raw: &str) -> Result<f64, String> {
     }
 }
 
+/// Each server's share of the calls (prefill included) and its health: how
+/// evenly the keys spread, and whether one server lagged.
+fn per_server_load(cluster: &Cluster) -> String {
+    let servers = cluster.servers();
+    let total: u64 = servers.iter().map(|state| state.calls).sum();
+    let mut text = String::from("  per server   calls (share)           failed  up\n");
+    for state in servers {
+        let share = 100.0 * state.calls as f64 / total.max(1) as f64;
+        text.push_str(&format!(
+            "    {:<24} {:>12} ({share:>5.1} %) {:>6}  {}\n",
+            state.server,
+            thousands(state.calls),
+            state.failed_calls,
+            state.up
+        ));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -922,23 +941,4 @@ mod tests {
         };
         assert_eq!(requests.measured_calls(&schedule), (1000, 1010));
     }
-}
-
-/// Each server's share of the calls (prefill included) and its health: how
-/// evenly the keys spread, and whether one server lagged.
-fn per_server_load(cluster: &Cluster) -> String {
-    let servers = cluster.servers();
-    let total: u64 = servers.iter().map(|state| state.calls).sum();
-    let mut text = String::from("  per server   calls (share)           failed  up\n");
-    for state in servers {
-        let share = 100.0 * state.calls as f64 / total.max(1) as f64;
-        text.push_str(&format!(
-            "    {:<24} {:>12} ({share:>5.1} %) {:>6}  {}\n",
-            state.server,
-            thousands(state.calls),
-            state.failed_calls,
-            state.up
-        ));
-    }
-    text
 }
