@@ -460,14 +460,7 @@ impl Client {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get_string(&self, key: &str) -> Result<Option<String>> {
-        match self.get(key)? {
-            None => Ok(None),
-            Some(value) => String::from_utf8(value.into())
-                .map(Some)
-                .map_err(|_| Error::NotUtf8 {
-                    key: key.to_owned(),
-                }),
-        }
+        text_value(key, self.get(key)?)
     }
 
     /// Writes `key` with the client's default TTL (one hour unless
@@ -814,14 +807,7 @@ impl Client {
                 CasOutcome::Mismatch => {}
             }
         }
-        Err(Error::Status {
-            code: crate::Code::Aborted,
-            message: format!(
-                "touch of {key:?} lost to concurrent writers {TOUCH_ATTEMPTS} times in a row"
-            )
-            .into(),
-            details: None,
-        })
+        Err(touch_lost(key))
     }
 
     /// The server's counters (entries, hits, misses, evictions, memory).
@@ -1071,6 +1057,32 @@ impl Client {
             }
         }
         unreachable!("attempts are numbered without end")
+    }
+}
+
+/// Why a touch gave up: other writers changed the value between its read
+/// and its write [`TOUCH_ATTEMPTS`] times (`ABORTED`, retryable).
+pub(crate) fn touch_lost(key: &str) -> Error {
+    Error::Status {
+        code: crate::Code::Aborted,
+        message: format!(
+            "touch of {key:?} lost to concurrent writers {TOUCH_ATTEMPTS} times in a row"
+        )
+        .into(),
+        details: None,
+    }
+}
+
+/// A value read through a text accessor: [`Error::NotUtf8`] when it is not
+/// UTF-8.
+pub(crate) fn text_value(key: &str, value: Option<Bytes>) -> Result<Option<String>> {
+    match value {
+        None => Ok(None),
+        Some(value) => String::from_utf8(value.into())
+            .map(Some)
+            .map_err(|_| Error::NotUtf8 {
+                key: key.to_owned(),
+            }),
     }
 }
 

@@ -298,14 +298,7 @@ impl Cluster {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get_string(&self, key: &str) -> Result<Option<String>> {
-        match self.get(key)? {
-            None => Ok(None),
-            Some(value) => String::from_utf8(value.into())
-                .map(Some)
-                .map_err(|_| Error::NotUtf8 {
-                    key: key.to_owned(),
-                }),
-        }
+        crate::client::text_value(key, self.get(key)?)
     }
 
     /// Writes `key` to its R replicas with the default TTL.
@@ -1389,14 +1382,7 @@ fn touch_copy(
             CasOutcome::Mismatch => {}
         }
     }
-    Err(Error::Status {
-        code: crate::Code::Aborted,
-        message: format!(
-            "touch of {key:?} lost to concurrent writers {TOUCH_ATTEMPTS} times in a row"
-        )
-        .into(),
-        details: None,
-    })
+    Err(crate::client::touch_lost(key))
 }
 
 #[cfg(test)]
