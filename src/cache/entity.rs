@@ -491,7 +491,12 @@ impl<S: CacheStore> EntityCache<S> {
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn use_case_named<F>(&self, name: &str, key_type: &str, function: F) -> UseCase<S, Json, F> {
+    pub fn use_case_named<F>(
+        &self,
+        name: &str,
+        key_type: &str,
+        function: F,
+    ) -> UseCase<S, Json, F> {
         let meter = Arc::new(Meter::new(
             &self.inner.names,
             self.inner.emit_metrics,
@@ -529,7 +534,12 @@ impl<S: CacheStore> EntityCache<S> {
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn invalidate(&self, key_type: &str, id: &(impl Display + ?Sized), buffer: Duration) -> Result<()> {
+    pub fn invalidate(
+        &self,
+        key_type: &str,
+        id: &(impl Display + ?Sized),
+        buffer: Duration,
+    ) -> Result<()> {
         let inner = &*self.inner;
         inner.check_tracking("invalidate")?;
         let generation = generation_key(key_type, &id.to_string());

@@ -46,7 +46,9 @@ pub(crate) const GLOBAL_GENERATION_KEY: &str = "g:*";
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// A fresh token; entries read before `now + buffer` are stale under it.
@@ -85,9 +87,8 @@ impl Envelope {
         if self.global.len() > MAX_TOKEN_BYTES || self.entity.len() > MAX_TOKEN_BYTES {
             return None;
         }
-        let mut out = BytesMut::with_capacity(
-            11 + self.global.len() + self.entity.len() + self.value.len(),
-        );
+        let mut out =
+            BytesMut::with_capacity(11 + self.global.len() + self.entity.len() + self.value.len());
         out.put_u8(ENVELOPE_V1);
         out.put_u64_le(self.read_at_ms);
         for token in [&self.global, &self.entity] {
@@ -225,8 +226,14 @@ mod tests {
     #[test]
     fn keys_are_unambiguous_and_bounded() {
         assert_eq!(generation_key("user", "7"), "g:4:user7");
-        assert_ne!(entry_key("a:b", "c", "1", ""), entry_key("a", "b:c", "1", ""));
-        assert_eq!(entry_key("get_user", "user", "7", ""), "c:8:get_user4:user1:7");
+        assert_ne!(
+            entry_key("a:b", "c", "1", ""),
+            entry_key("a", "b:c", "1", "")
+        );
+        assert_eq!(
+            entry_key("get_user", "user", "7", ""),
+            "c:8:get_user4:user1:7"
+        );
         let long = entry_key(&"x".repeat(300), "user", "7", "");
         assert!(long.starts_with("c:#") && long.len() == 3 + 64);
         assert_eq!(long, entry_key(&"x".repeat(300), "user", "7", ""));

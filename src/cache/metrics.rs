@@ -281,7 +281,8 @@ macro_rules! sample {
 }
 
 sample!(get_took, get_duration, Duration, |d| d.as_secs_f64());
-sample!(function_took, function_duration, Duration, |d| d.as_secs_f64());
+sample!(function_took, function_duration, Duration, |d| d
+    .as_secs_f64());
 sample!(serialization_took, serialization_duration, Duration, |d| d
     .as_secs_f64());
 sample!(value_size, value_bytes, usize, |n| n as f64);
