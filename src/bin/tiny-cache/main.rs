@@ -9,6 +9,7 @@
 mod bench;
 mod chart;
 mod commands;
+mod metrics_listen;
 mod usage;
 mod values;
 
@@ -185,7 +186,16 @@ enum Command {
     /// bound address on stdout.
     Serve(ServeArgs),
     /// Benchmark mixed gets and sets from many threads sharing one client.
-    Bench(bench::BenchArgs),
+    Bench(BenchCommand),
+}
+
+/// `bench`'s options and `--metrics-listen`.
+#[derive(Debug, Args)]
+struct BenchCommand {
+    #[command(flatten)]
+    args: bench::BenchArgs,
+    #[command(flatten)]
+    metrics: metrics_listen::MetricsListen,
 }
 
 /// Options of `serve`.
@@ -232,6 +242,8 @@ struct ServeArgs {
     /// /metrics) on this address; its http:// URL is printed on a second line.
     #[arg(long, value_name = "ADDR")]
     health_listen: Option<String>,
+    #[command(flatten)]
+    metrics: metrics_listen::MetricsListen,
 }
 
 /// Why a command did not succeed; each maps to one exit status.
@@ -473,8 +485,12 @@ fn run(cli: Cli, server_given: bool) -> Result<(), Failure> {
             }
             result
         }
-        Command::Serve(args) => serve(&args, out),
-        Command::Bench(args) => {
+        Command::Serve(args) => {
+            args.metrics.install()?;
+            serve(&args, out)
+        }
+        Command::Bench(BenchCommand { args, metrics }) => {
+            metrics.install()?;
             let target = if server_given {
                 bench::Target::Remote(address.to_owned())
             } else {
