@@ -76,6 +76,13 @@
 //! - `near-cache` (implies `cache`): an in-process layer on moka in front
 //!   of any store, bounded by entries or bytes, TinyLFU or LRU, its TTL
 //!   capped by the remote one.
+//! - `entity-cache` (implies `serde` and `near-cache`): caching in
+//!   production, `cache::EntityCache`: use cases keyed by entity, settings
+//!   per use case from a provider asked on every call, an enable scope,
+//!   entity-scoped invalidation and `flush_all`, fail-open.
+//! - `metrics`: the client's calls through the `metrics` facade and
+//!   `Client::metrics()`; with `entity-cache`, the use cases' metrics too.
+//! - `tracing`: a span per call, events for retries, reconnects and GOAWAY.
 #![warn(missing_docs)]
 
 mod address;
