@@ -144,7 +144,7 @@ fn after_each_invalidate_returns_no_reader_sees_the_old_value_from_the_remote_la
 
 #[test]
 fn another_process_serves_an_invalidated_value_locally_no_longer_than_the_local_ttl() {
-    const LOCAL_TTL: Duration = Duration::from_millis(300);
+    const LOCAL_TTL: Duration = Duration::from_secs(1);
     let server = Server::local().unwrap();
     let config = |_: &UseCaseInfo<'_>| {
         Some(UseCaseConfig::remote(REMOTE_TTL).with_local(LayerConfig::new(LOCAL_TTL)))
@@ -164,9 +164,14 @@ fn another_process_serves_an_invalidated_value_locally_no_longer_than_the_local_
         Ok::<_, Infallible>(truth.load(Ordering::SeqCst))
     });
     let _scope = enable();
-    assert_eq!(name.get(&1, &()).unwrap(), 1);
-    assert_eq!(name.get(&1, &()).unwrap(), 1);
-    assert_eq!(name.stats().local_hits, 1);
+    // Filled, then read locally (again if a slow machine let it expire).
+    for _ in 0..20 {
+        assert_eq!(name.get(&1, &()).unwrap(), 1);
+        if name.stats().local_hits > 0 {
+            break;
+        }
+    }
+    assert!(name.stats().local_hits > 0, "{:?}", name.stats());
 
     source.store(2, Ordering::SeqCst);
     there.invalidate("user_id", &1, Duration::ZERO).unwrap();

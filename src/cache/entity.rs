@@ -49,11 +49,10 @@ use crate::{Error, Result, Ttl, DEFAULT_TIMEOUT};
 /// # Invalidation: what is guaranteed
 ///
 /// Every entity has a generation token in the remote cache, and every
-/// entry carries the tokens read *before* its value was computed (see the
-/// envelope in the module docs of `invalidation`). A read fetches the
-/// entry and the tokens in one `MultiGet`; [`invalidate`](Self::invalidate)
-/// replaces the entity's token with one `Set`, whatever the number of its
-/// entries.
+/// entry carries the tokens read *before* its value was computed (see
+/// "Stored format" below). A read fetches the entry and the tokens in one
+/// `MultiGet`; [`invalidate`](Self::invalidate) replaces the entity's token
+/// with one `Set`, whatever the number of its entries.
 ///
 /// - **Remote layer:** once `invalidate(key_type, id, buffer)` returns
 ///   `Ok`, no call of any process, through any use case, is answered by
@@ -76,6 +75,26 @@ use crate::{Error, Result, Ttl, DEFAULT_TIMEOUT};
 /// - [`flush_all`](Self::flush_all) does the same for every entity at
 ///   once, through a global token read with every entry (the server has no
 ///   FLUSH).
+///
+/// # Stored format
+///
+/// Keys: an entry is `c:<len>:<use case><len>:<key type><len>:<id><arguments>`
+/// (lengths in bytes, arguments as postcard in unpadded URL-safe base64),
+/// an entity's generation `g:<len>:<key type><id>`, the global generation
+/// `g:*`; a key over 180 characters becomes `c:#` or `g:#` and its SHA-256
+/// in hex. A generation is 16 hex digits, followed by `~` and Unix
+/// milliseconds when the invalidation had a buffer. An entry's value is an
+/// envelope (format 1):
+///
+/// | bytes | content |
+/// | --- | --- |
+/// | 1 | `0xE1`: the format and its version |
+/// | 8 | when the generations were read, Unix milliseconds, little endian |
+/// | 1 + g | the global generation: its length (0 to 255), then its bytes |
+/// | 1 + e | the entity's generation, the same way |
+/// | rest | the value, as the use case's codec wrote it |
+///
+/// Bytes of any other format under an entry key read as a miss.
 ///
 /// # Fail-open
 ///
