@@ -110,10 +110,10 @@ use crate::{Error, Result, Ttl, DEFAULT_TIMEOUT};
 /// # let client = tiny_cache_client::Client::new(&server.address())?;
 /// use std::convert::Infallible;
 /// use std::time::Duration;
-/// use tiny_cache_client::cache::{enabled, EntityCache, LayerConfig, UseCaseConfig};
+/// use tiny_cache_client::cache::{enabled, EntityCache, LayerConfig, UseCaseConfig, UseCaseInfo};
 ///
 /// let cache = EntityCache::builder(client)
-///     .config(|_: &_| {
+///     .config(|_: &UseCaseInfo<'_>| {
 ///         Some(UseCaseConfig::remote(Duration::from_secs(300))
 ///             .with_local(LayerConfig::new(Duration::from_secs(2))))
 ///     })
