@@ -81,10 +81,15 @@
 //! - `near-cache` (implies `cache`): an in-process layer on moka in front
 //!   of any store, bounded by entries or bytes, TinyLFU or LRU, its TTL
 //!   capped by the remote one.
+//! - `entity-cache` (implies `serde` and `near-cache`): caching in
+//!   production, `cache::EntityCache`: use cases keyed by entity, settings
+//!   per use case from a provider asked on every call, an enable scope,
+//!   entity-scoped invalidation and `flush_all`, fail-open.
 //! - `cluster`: `cluster::Cluster`, a client of many servers (adds the
 //!   `xxhash-rust` dependency for its placement hash).
 //! - `metrics`: every call's metrics through the `metrics` facade, and
-//!   `Client::metrics()`, a snapshot of the client's own counters.
+//!   `Client::metrics()`, a snapshot of the client's own counters; with
+//!   `entity-cache`, the use cases' metrics too.
 //! - `tracing`: a `tracing` span per call, events for retries, reconnects
 //!   and GOAWAY; nothing at all when off.
 //! - `unstable-internals`: the codec and reply-wait internals for fuzzing

@@ -21,6 +21,14 @@
 //!   of any store, invalidated by its own writes.
 //! - [`CacheStats`]: per-layer hits, misses, evictions, expirations,
 //!   loads, load errors and coalesced waits.
+//! - `EntityCache` (feature `entity-cache`): caching in production. Use
+//!   cases keyed by an entity (key type and id) and their arguments,
+//!   settings per use case from a provider asked on every call (a TTL and
+//!   a ramp per layer, or disabled), caching only inside an enable scope
+//!   (`enable`, `enabled`), invalidation of every entry of one entity in
+//!   one server call (`invalidate`, with a future buffer) or of everything
+//!   (`flush_all`), metrics labelled by use case and key type (with the
+//!   `metrics` feature) and a `UseCaseStats` snapshot, fail-open.
 //!
 //! Dependencies point one way: this module uses the client's public API
 //! and nothing else of the crate uses this module.
@@ -45,16 +53,37 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "entity-cache")]
+mod entity;
 mod error;
 mod flight;
+#[cfg(feature = "entity-cache")]
+mod invalidation;
 mod layer;
 mod memo;
+#[cfg(feature = "entity-cache")]
+mod metrics;
 #[cfg(feature = "near-cache")]
 mod near;
+#[cfg(feature = "entity-cache")]
+mod scope;
 mod stats;
 mod store;
 #[cfg(feature = "serde")]
 mod typed;
+#[cfg(feature = "entity-cache")]
+mod use_case;
+
+#[cfg(feature = "entity-cache")]
+pub use entity::{EntityCache, EntityCacheBuilder, UseCase};
+#[cfg(feature = "entity-cache")]
+pub use metrics::{UseCaseStats, DEFAULT_CACHE_METRICS_PREFIX};
+#[cfg(feature = "entity-cache")]
+pub use scope::{enable, enabled, is_enabled, EnabledScope};
+#[cfg(feature = "entity-cache")]
+pub use use_case::{
+    ConfigProvider, DisabledReason, LayerConfig, UseCaseConfig, UseCaseInfo, DEFAULT_REMOTE_TTL,
+};
 
 pub use error::CacheError;
 pub use layer::{ReadThrough, ReadThroughBuilder};

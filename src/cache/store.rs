@@ -65,6 +65,18 @@ pub trait CacheStore: Send + Sync {
         Ok(keys.iter().map(|key| self.get(key)).collect())
     }
 
+    /// Stores `value` under `key` for `ttl` unless `key` holds a value;
+    /// `true` when it stored. The default reads, then writes: not atomic,
+    /// which is only ever a lost race (a caching layer reads the winner
+    /// again); the client's override is the server's atomic `SetIfAbsent`.
+    fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        if self.get(key)?.is_some() {
+            return Ok(false);
+        }
+        self.set(key, value, ttl)?;
+        Ok(true)
+    }
+
     /// The value of `key` if this store holds it in process, without any
     /// I/O or waiting; `None` otherwise (always, for stores with nothing
     /// local). Layers ask this before anything that could block.
@@ -84,6 +96,10 @@ impl CacheStore for Client {
 
     fn delete(&self, key: &str) -> Result<()> {
         Client::delete(self, key)
+    }
+
+    fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        Client::set_if_absent_with_ttl(self, key, value, ttl)
     }
 
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Result<Option<Bytes>>>> {
@@ -111,6 +127,9 @@ macro_rules! forward_store {
             }
             fn get_many(&self, keys: &[&str]) -> Result<Vec<Result<Option<Bytes>>>> {
                 (**self).get_many(keys)
+            }
+            fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+                (**self).set_if_absent(key, value, ttl)
             }
             fn peek(&self, key: &str) -> Option<Bytes> {
                 (**self).peek(key)

@@ -10,6 +10,7 @@ mod backend;
 mod bench;
 mod chart;
 mod commands;
+mod metrics_listen;
 mod usage;
 mod values;
 
@@ -217,7 +218,16 @@ enum Command {
     Serve(ServeArgs),
     /// Load-test a server: a mix of every call from many threads sharing
     /// one client, closed loop or at a fixed --rate.
-    Bench(bench::BenchArgs),
+    Bench(BenchCommand),
+}
+
+/// `bench`'s options and `--metrics-listen`.
+#[derive(Debug, Args)]
+struct BenchCommand {
+    #[command(flatten)]
+    args: bench::BenchArgs,
+    #[command(flatten)]
+    metrics: metrics_listen::MetricsListen,
 }
 
 /// Options of `serve`.
@@ -264,6 +274,8 @@ struct ServeArgs {
     /// /metrics) on this address; its http:// URL is printed on a second line.
     #[arg(long, value_name = "ADDR")]
     health_listen: Option<String>,
+    #[command(flatten)]
+    metrics: metrics_listen::MetricsListen,
 }
 
 /// Why a command did not succeed; each maps to one exit status.
@@ -556,8 +568,12 @@ fn run(cli: Cli, server_given: bool) -> Result<(), Failure> {
             }
             result
         }
-        Command::Serve(args) => serve(&args, out),
-        Command::Bench(args) => {
+        Command::Serve(args) => {
+            args.metrics.install()?;
+            serve(&args, out)
+        }
+        Command::Bench(BenchCommand { args, metrics }) => {
+            metrics.install()?;
             let target = if server_given && many {
                 bench::Target::Cluster {
                     servers: servers.clone(),

@@ -1,0 +1,606 @@
+//! Caching in production (`cache::EntityCache`) against embedded servers
+//! over loopback: invalidation under concurrent readers, the near-cache
+//! bound, the future buffer, ramps, the enable scope, and the metrics.
+#![cfg(all(feature = "server", feature = "entity-cache", feature = "metrics"))]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use tiny_cache_client::cache::{
+    enable, enabled, CacheStore, EntityCache, LayerConfig, UseCaseConfig, UseCaseInfo,
+};
+use tiny_cache_client::server::Server;
+use tiny_cache_client::{Client, Result, Ttl};
+
+const REMOTE_TTL: Duration = Duration::from_secs(300);
+
+fn client(server: &Server) -> Client {
+    Client::builder(&server.address())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// The client, counting every call that reaches the server.
+struct Counted {
+    client: Client,
+    calls: AtomicU64,
+}
+
+impl Counted {
+    fn new(client: Client) -> Arc<Counted> {
+        Arc::new(Counted {
+            client,
+            calls: AtomicU64::new(0),
+        })
+    }
+    fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl CacheStore for Counted {
+    fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        self.count();
+        CacheStore::get(&self.client, key)
+    }
+    fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        self.count();
+        CacheStore::set(&self.client, key, value, ttl)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        self.count();
+        CacheStore::delete(&self.client, key)
+    }
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Result<Option<Bytes>>>> {
+        self.count();
+        CacheStore::get_many(&self.client, keys)
+    }
+    fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        self.count();
+        CacheStore::set_if_absent(&self.client, key, value, ttl)
+    }
+}
+
+#[test]
+fn after_each_invalidate_returns_no_reader_sees_the_old_value_from_the_remote_layer() {
+    const READERS: usize = 8;
+    const ROUNDS: u64 = 40;
+    let server = Server::local().unwrap();
+    let cache = EntityCache::builder(client(&server)).build().unwrap();
+    // The source of truth, and the lowest version a read starting now may
+    // return (raised only once an invalidation has returned).
+    let source = Arc::new(AtomicU64::new(0));
+    let floor = Arc::new(AtomicU64::new(0));
+    let truth = Arc::clone(&source);
+    let profile = cache.use_case_named("Profile", "user_id", move |_: &u64, _: &()| {
+        Ok::<_, Infallible>(truth.load(Ordering::SeqCst))
+    });
+    let truth = Arc::clone(&source);
+    let posts = cache.use_case_named("Posts", "user_id", move |_: &u64, page: &u32| {
+        Ok::<_, Infallible>((truth.load(Ordering::SeqCst), *page))
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..READERS)
+        .map(|n| {
+            let (profile, posts) = (profile.clone(), posts.clone());
+            let (floor, stop) = (Arc::clone(&floor), Arc::clone(&stop));
+            thread::spawn(move || {
+                let _scope = enable();
+                let (mut reads, mut stale) = (0u64, Vec::new());
+                while !stop.load(Ordering::SeqCst) {
+                    let lowest = floor.load(Ordering::SeqCst);
+                    let seen = profile.get(&7, &()).unwrap();
+                    let (seen_posts, page) = posts.get(&7, &(n as u32 % 3)).unwrap();
+                    assert_eq!(page, n as u32 % 3);
+                    if seen < lowest || seen_posts < lowest {
+                        stale.push((lowest, seen, seen_posts));
+                    }
+                    reads += 1;
+                }
+                (reads, stale)
+            })
+        })
+        .collect();
+    for version in 1..=ROUNDS {
+        // Let the readers fill and hit the cache between updates.
+        let hits = profile.stats().remote_hits;
+        let started = Instant::now();
+        while profile.stats().remote_hits < hits + 20 && started.elapsed() < Duration::from_secs(5)
+        {
+            thread::yield_now();
+        }
+        source.store(version, Ordering::SeqCst);
+        cache
+            .invalidate("user_id", &7, Duration::ZERO)
+            .expect("invalidate");
+        floor.store(version, Ordering::SeqCst);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut total_reads = 0;
+    for reader in readers {
+        let (reads, stale) = reader.join().unwrap();
+        assert!(
+            stale.is_empty(),
+            "stale reads (floor, profile, posts): {stale:?}"
+        );
+        total_reads += reads;
+    }
+    let stats = cache.stats();
+    assert!(total_reads >= READERS as u64, "{total_reads} reads");
+    assert!(stats.remote_hits > ROUNDS, "the cache was used: {stats:?}");
+    assert_eq!(stats.invalidations, ROUNDS);
+    assert_eq!(stats.errors, 0, "{stats:?}");
+}
+
+#[test]
+fn another_process_serves_an_invalidated_value_locally_no_longer_than_the_local_ttl() {
+    const LOCAL_TTL: Duration = Duration::from_secs(1);
+    let server = Server::local().unwrap();
+    let config = |_: &UseCaseInfo<'_>| {
+        Some(UseCaseConfig::remote(REMOTE_TTL).with_local(LayerConfig::new(LOCAL_TTL)))
+    };
+    // Two layers over one server: two processes.
+    let here = EntityCache::builder(client(&server))
+        .config(config)
+        .build()
+        .unwrap();
+    let there = EntityCache::builder(client(&server))
+        .config(config)
+        .build()
+        .unwrap();
+    let source = Arc::new(AtomicU64::new(1));
+    let truth = Arc::clone(&source);
+    let name = here.use_case_named("Name", "user_id", move |_: &u64, _: &()| {
+        Ok::<_, Infallible>(truth.load(Ordering::SeqCst))
+    });
+    let _scope = enable();
+    // Filled, then read locally (again if a slow machine let it expire).
+    for _ in 0..20 {
+        assert_eq!(name.get(&1, &()).unwrap(), 1);
+        if name.stats().local_hits > 0 {
+            break;
+        }
+    }
+    assert!(name.stats().local_hits > 0, "{:?}", name.stats());
+
+    source.store(2, Ordering::SeqCst);
+    there.invalidate("user_id", &1, Duration::ZERO).unwrap();
+    let invalidated = Instant::now();
+    let mut old_reads = Vec::new();
+    loop {
+        let started = Instant::now();
+        let value = name.get(&1, &()).unwrap();
+        if value == 2 {
+            break;
+        }
+        old_reads.push(started);
+        assert!(
+            invalidated.elapsed() < Duration::from_secs(10),
+            "the old value outlived its local TTL by seconds"
+        );
+    }
+    for started in &old_reads {
+        assert!(
+            started.duration_since(invalidated) < LOCAL_TTL,
+            "old value served {:?} after the invalidation",
+            started.duration_since(invalidated)
+        );
+    }
+
+    // In the invalidating process itself, the local layer drops at once.
+    assert_eq!(name.get(&1, &()).unwrap(), 2);
+    source.store(3, Ordering::SeqCst);
+    here.invalidate("user_id", &1, Duration::ZERO).unwrap();
+    assert_eq!(name.get(&1, &()).unwrap(), 3);
+}
+
+/// Runs `use_case.get` on another thread whose function reads the source,
+/// then waits at `read` until the test has done its part and releases it
+/// at `release`.
+fn racing_read(
+    cache: &EntityCache<Client>,
+    name: &str,
+    source: &Arc<AtomicU64>,
+    id: u64,
+) -> (Arc<Barrier>, Arc<Barrier>, thread::JoinHandle<u64>) {
+    let read = Arc::new(Barrier::new(2));
+    let release = Arc::new(Barrier::new(2));
+    let (truth, at_read, at_release) =
+        (Arc::clone(source), Arc::clone(&read), Arc::clone(&release));
+    let use_case = cache.use_case_named(name, "user_id", move |_: &u64, _: &()| {
+        let value = truth.load(Ordering::SeqCst);
+        at_read.wait();
+        at_release.wait();
+        Ok::<_, Infallible>(value)
+    });
+    let reader = thread::spawn(move || enabled(|| use_case.get(&id, &()).unwrap()));
+    (read, release, reader)
+}
+
+fn plain_reader(
+    cache: &EntityCache<Client>,
+    name: &str,
+    source: &Arc<AtomicU64>,
+) -> impl Fn(u64) -> u64 {
+    let truth = Arc::clone(source);
+    let use_case = cache.use_case_named(name, "user_id", move |_: &u64, _: &()| {
+        Ok::<_, Infallible>(truth.load(Ordering::SeqCst))
+    });
+    move |id| enabled(|| use_case.get(&id, &()).unwrap())
+}
+
+#[test]
+fn a_compute_that_began_before_the_invalidation_stores_an_entry_that_reads_as_stale() {
+    let server = Server::local().unwrap();
+    let cache = EntityCache::builder(client(&server)).build().unwrap();
+    let source = Arc::new(AtomicU64::new(1));
+    let (read, release, reader) = racing_read(&cache, "Race", &source, 1);
+    read.wait(); // the reader holds version 1 and has read the generation
+    source.store(2, Ordering::SeqCst);
+    cache.invalidate("user_id", &1, Duration::ZERO).unwrap();
+    release.wait(); // it stores version 1, after the invalidation
+    assert_eq!(reader.join().unwrap(), 1, "it began before the write");
+    let fresh = plain_reader(&cache, "Race", &source);
+    assert_eq!(fresh(1), 2, "the late entry carries the old generation");
+    assert_eq!(fresh(1), 2);
+    assert_eq!(cache.stats().remote_hits, 1);
+}
+
+#[test]
+fn the_future_buffer_closes_the_read_before_write_race() {
+    let server = Server::local().unwrap();
+    let cache = EntityCache::builder(client(&server)).build().unwrap();
+    let source = Arc::new(AtomicU64::new(1));
+    let fresh = plain_reader(&cache, "Buffered", &source);
+
+    // The writer invalidates, then its write becomes visible (a replica
+    // catching up, a commit after the invalidation); a reader computes in
+    // between. Without a buffer its stale entry is served afterwards.
+    cache.invalidate("user_id", &1, Duration::ZERO).unwrap();
+    let (read, release, reader) = racing_read(&cache, "Buffered", &source, 1);
+    read.wait();
+    source.store(2, Ordering::SeqCst);
+    release.wait();
+    assert_eq!(reader.join().unwrap(), 1);
+    assert_eq!(
+        fresh(1),
+        1,
+        "the race, without a buffer: stale until the TTL"
+    );
+
+    // The same with a buffer longer than the race: nothing computed in it
+    // is served after it.
+    source.store(1, Ordering::SeqCst);
+    cache
+        .invalidate("user_id", &2, Duration::from_secs(60))
+        .unwrap();
+    let (read, release, reader) = racing_read(&cache, "Buffered", &source, 2);
+    read.wait();
+    source.store(2, Ordering::SeqCst);
+    release.wait();
+    assert_eq!(reader.join().unwrap(), 1);
+    assert_eq!(
+        fresh(2),
+        2,
+        "the buffer refused the entry read before the write"
+    );
+    source.store(3, Ordering::SeqCst);
+    assert_eq!(fresh(2), 3, "nothing is stored inside the buffer");
+}
+
+/// A layer whose one use case runs with remote ramp `percent` %, and the
+/// count of its function's calls.
+fn ramped(
+    server: &Server,
+    percent: u8,
+) -> (
+    Arc<Counted>,
+    impl Fn() -> u64,
+    Arc<AtomicU64>,
+    EntityCache<Arc<Counted>>,
+) {
+    let store = Counted::new(client(server));
+    let cache = EntityCache::builder(Arc::clone(&store))
+        .config(move |_: &UseCaseInfo<'_>| {
+            Some(
+                UseCaseConfig::default()
+                    .with_remote(LayerConfig::new(REMOTE_TTL).ramp_percent(percent)),
+            )
+        })
+        .build()
+        .unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let counted = Arc::clone(&runs);
+    let use_case = cache.use_case_named("Ramped", "item", move |id: &u64, _: &()| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, Infallible>(*id)
+    });
+    let call = move || enabled(|| use_case.get(&5, &()).unwrap());
+    (store, call, runs, cache)
+}
+
+#[test]
+fn a_zero_ramp_never_touches_the_layer_and_a_full_one_always_does() {
+    let server = Server::local().unwrap();
+    let (store, call, runs, cache) = ramped(&server, 0);
+    for _ in 0..200 {
+        assert_eq!(call(), 5);
+    }
+    assert_eq!(store.calls(), 0);
+    assert_eq!(runs.load(Ordering::SeqCst), 200);
+    assert_eq!(cache.stats().disabled_ramp, 200);
+
+    let (store, call, runs, cache) = ramped(&server, 100);
+    for _ in 0..200 {
+        assert_eq!(call(), 5);
+    }
+    let stats = cache.stats();
+    assert_eq!(stats.disabled(), 0);
+    assert_eq!(stats.remote_hits + stats.misses, 200, "{stats:?}");
+    // One MultiGet per call, plus the first miss's generations and write.
+    assert!(store.calls() >= 200, "{} calls", store.calls());
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "one miss, then hits");
+    assert_eq!(stats.misses, 1);
+}
+
+#[test]
+fn a_thirty_percent_ramp_stays_within_binomial_bounds_over_ten_thousand_calls() {
+    const CALLS: u64 = 10_000;
+    let server = Server::local().unwrap();
+    let (_store, call, _runs, cache) = ramped(&server, 30);
+    for _ in 0..CALLS {
+        assert_eq!(call(), 5);
+    }
+    let stats = cache.stats();
+    let used = stats.remote_hits + stats.misses;
+    assert_eq!(used + stats.disabled_ramp, CALLS, "{stats:?}");
+    // Binomial(10 000, 0.3): mean 3000, standard deviation 45.8; five of
+    // them either side fail by chance once in 3.5 million runs.
+    assert!(
+        (2771..=3229).contains(&used),
+        "{used} of {CALLS} calls used the layer"
+    );
+}
+
+#[test]
+fn outside_a_scope_or_when_disabled_calls_go_straight_to_the_function() {
+    let server = Server::local().unwrap();
+    let store = Counted::new(client(&server));
+    let cache = EntityCache::builder(Arc::clone(&store))
+        .config(|info: &UseCaseInfo<'_>| (info.name != "Off").then(UseCaseConfig::default))
+        .build()
+        .unwrap();
+    let runs = Arc::new(AtomicU64::new(0));
+    let make = |name: &str| {
+        let runs = Arc::clone(&runs);
+        cache.use_case_named(name, "item", move |id: &u64, _: &()| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Infallible>(*id)
+        })
+    };
+    let (on, off) = (make("On"), make("Off"));
+    for _ in 0..3 {
+        assert_eq!(on.get(&1, &()).unwrap(), 1);
+    }
+    assert_eq!(on.stats().disabled_scope, 3);
+    assert_eq!(store.calls(), 0, "outside a scope the layer is not touched");
+    let _scope = enable();
+    for _ in 0..3 {
+        assert_eq!(off.get(&1, &()).unwrap(), 1);
+    }
+    assert_eq!(off.stats().disabled_config, 3);
+    assert_eq!(store.calls(), 0);
+    assert_eq!(runs.load(Ordering::SeqCst), 6);
+    assert_eq!(on.get(&1, &()).unwrap(), 1);
+    assert_eq!(on.get(&1, &()).unwrap(), 1);
+    assert_eq!(runs.load(Ordering::SeqCst), 7, "inside the scope it caches");
+}
+
+#[test]
+fn a_dead_store_fails_open_and_counts_errors() {
+    let down = Client::builder("127.0.0.1:1")
+        .max_retries(0)
+        .build()
+        .unwrap();
+    let cache = EntityCache::builder(down).build().unwrap();
+    let echo = cache.use_case_named("Echo", "item", |id: &u64, _: &()| Ok::<_, Infallible>(*id));
+    let _scope = enable();
+    assert_eq!(echo.get(&9, &()).unwrap(), 9);
+    let stats = echo.stats();
+    assert_eq!((stats.errors, stats.misses), (1, 1), "{stats:?}");
+    assert!(cache.invalidate("item", &9, Duration::ZERO).is_err());
+}
+
+#[test]
+fn flush_all_makes_every_entry_stale() {
+    let server = Server::local().unwrap();
+    let cache = EntityCache::builder(client(&server)).build().unwrap();
+    let source = Arc::new(AtomicU64::new(1));
+    let read = plain_reader(&cache, "Flushed", &source);
+    assert_eq!((read(1), read(2)), (1, 1));
+    source.store(2, Ordering::SeqCst);
+    assert_eq!((read(1), read(2)), (1, 1), "cached");
+    cache.flush_all(Duration::ZERO).unwrap();
+    assert_eq!((read(1), read(2)), (2, 2));
+}
+
+type Seen = HashMap<(String, Vec<(String, String)>), DebugValue>;
+
+#[test]
+fn a_recorder_sees_every_documented_metric_move() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let server = Server::local().unwrap();
+    let store = client(&server);
+    let down = Client::builder("127.0.0.1:1")
+        .max_retries(0)
+        .build()
+        .unwrap();
+    // The handles are registered when the use cases are made: with this
+    // test's recorder, whatever the other tests of this binary do.
+    let (cache, use_cases, broken) = metrics::with_local_recorder(&recorder, || {
+        let cache = EntityCache::builder(store)
+            .metrics_prefix("prod")
+            .config(|info: &UseCaseInfo<'_>| match info.name {
+                "Off" => None,
+                "Never" => Some(
+                    UseCaseConfig::default()
+                        .with_remote(LayerConfig::new(REMOTE_TTL).ramp_percent(0)),
+                ),
+                _ => Some(
+                    UseCaseConfig::remote(REMOTE_TTL)
+                        .with_local(LayerConfig::new(Duration::from_secs(60))),
+                ),
+            })
+            .build()
+            .unwrap();
+        let use_cases: Vec<_> = ["Profile", "Off", "Never"]
+            .into_iter()
+            .map(|name| {
+                cache.use_case_named(name, "user_id", |id: &u64, _: &()| {
+                    Ok::<_, Infallible>(format!("user {id}"))
+                })
+            })
+            .collect();
+        let broken = EntityCache::builder(down)
+            .metrics_prefix("prod")
+            .build()
+            .unwrap()
+            .use_case_named("Broken", "user_id", |id: &u64, _: &()| {
+                Ok::<_, Infallible>(*id)
+            });
+        (cache, use_cases, broken)
+    });
+    let profile = &use_cases[0];
+    profile.get(&12345, &()).unwrap(); // disabled: scope
+    {
+        let _scope = enable();
+        profile.get(&12345, &()).unwrap(); // miss
+        profile.get(&12345, &()).unwrap(); // local hit
+        use_cases[1].get(&12345, &()).unwrap(); // disabled: config
+        use_cases[2].get(&12345, &()).unwrap(); // disabled: ramp
+        broken.get(&12345, &()).unwrap(); // error, failed open
+    }
+    metrics::with_local_recorder(&recorder, || {
+        cache.invalidate("user_id", &12345, Duration::ZERO).unwrap();
+        cache.flush_all(Duration::ZERO).unwrap();
+    });
+    {
+        // A second layer reads the entry from the remote layer.
+        let _scope = enable();
+        profile.get(&12345, &()).unwrap(); // miss again: invalidated
+    }
+    let second = metrics::with_local_recorder(&recorder, || {
+        EntityCache::builder(client(&server))
+            .metrics_prefix("prod")
+            .build()
+            .unwrap()
+            .use_case_named("Profile", "user_id", |id: &u64, _: &()| {
+                Ok::<_, Infallible>(format!("user {id}"))
+            })
+    });
+    enabled(|| second.get(&12345, &()).unwrap()); // remote hit
+
+    let seen: Seen = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let (_, key) = key.into_parts();
+            let mut labels: Vec<(String, String)> = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            labels.sort();
+            ((key.name().to_owned(), labels), value)
+        })
+        .collect();
+    let labels = |use_case: &str, extra: &[(&str, &str)]| {
+        let mut labels = vec![
+            ("key_type".to_owned(), "user_id".to_owned()),
+            ("use_case".to_owned(), use_case.to_owned()),
+        ];
+        labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        labels.sort();
+        labels
+    };
+    let counter =
+        |name: &str, labels: Vec<(String, String)>| match seen.get(&(name.to_owned(), labels)) {
+            Some(DebugValue::Counter(n)) => *n,
+            None => 0,
+            other => panic!("{name}: {other:?}"),
+        };
+    let samples =
+        |name: &str, labels: Vec<(String, String)>| match seen.get(&(name.to_owned(), labels)) {
+            Some(DebugValue::Histogram(samples)) => samples.len(),
+            other => panic!("{name}: {other:?}"),
+        };
+    let profile_labels = || labels("Profile", &[]);
+    // Two layers' Profile use cases share their labels: 5 requests in all.
+    assert_eq!(counter("prod_cache_requests_total", profile_labels()), 5);
+    assert_eq!(counter("prod_cache_misses_total", profile_labels()), 2);
+    assert_eq!(counter("prod_cache_local_hits_total", profile_labels()), 1);
+    assert_eq!(counter("prod_cache_remote_hits_total", profile_labels()), 1);
+    for (use_case, reason) in [("Profile", "scope"), ("Off", "config"), ("Never", "ramp")] {
+        assert_eq!(
+            counter(
+                "prod_cache_disabled_total",
+                labels(use_case, &[("reason", reason)])
+            ),
+            1,
+            "{use_case}"
+        );
+    }
+    assert_eq!(counter("prod_cache_errors_total", labels("Broken", &[])), 1);
+    assert_eq!(counter("prod_cache_errors_total", profile_labels()), 0);
+    assert_eq!(
+        counter(
+            "prod_cache_invalidations_total",
+            vec![("key_type".to_owned(), "user_id".to_owned())]
+        ),
+        1
+    );
+    assert_eq!(counter("prod_cache_flushes_total", vec![]), 1);
+    assert_eq!(
+        samples("prod_cache_get_duration_seconds", profile_labels()),
+        5
+    );
+    // Three runs: outside the scope and two misses; hits run nothing.
+    assert_eq!(
+        samples("prod_cache_function_duration_seconds", profile_labels()),
+        3
+    );
+    // Encodes of two misses, decodes of one local and one remote hit.
+    assert_eq!(
+        samples(
+            "prod_cache_serialization_duration_seconds",
+            profile_labels()
+        ),
+        4
+    );
+    assert_eq!(samples("prod_cache_value_bytes", profile_labels()), 4);
+    // Labels are bounded: never an id. (The raw client's own metrics,
+    // emitted by invalidate, have theirs checked in tests/telemetry.rs.)
+    for ((name, labels), _) in seen
+        .iter()
+        .filter(|((name, _), _)| name.starts_with("prod_cache"))
+    {
+        for (key, value) in labels {
+            assert!(
+                ["use_case", "key_type", "reason"].contains(&key.as_str()),
+                "{name}: label {key}"
+            );
+            assert!(!value.contains("12345"), "{name}: {key}={value}");
+        }
+    }
+}
