@@ -221,7 +221,7 @@ impl Telemetry {
         #[cfg(feature = "metrics")]
         if let Some(metrics) = &self.metrics {
             metrics.counts.in_flight.fetch_add(1, Ordering::Relaxed);
-            metrics::gauge!(metrics.names.in_flight, "method" => method.name()).increment(1.0);
+            labels::gauge(metrics.names.in_flight, labels::of_method(method)).increment(1.0);
         }
         Observation {
             #[cfg(feature = "metrics")]
@@ -279,7 +279,7 @@ impl Observation<'_> {
         #[cfg(feature = "metrics")]
         if let Some(metrics) = &self.telemetry.metrics {
             metrics.counts.retries.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(metrics.names.retries, "method" => self.method.name()).increment(1);
+            labels::counter(metrics.names.retries, labels::of_method(self.method)).increment(1);
         }
         #[cfg(feature = "tracing")]
         self.span.in_scope(|| {
@@ -329,22 +329,130 @@ impl Observation<'_> {
         if let Some(metrics) = &self.telemetry.metrics {
             let counts = &metrics.counts;
             let names = metrics.names;
-            let method = self.method.name();
+            let method = labels::of_method(self.method);
+            let method_and_code = labels::of_call(self.method, code);
             counts.calls.fetch_add(1, Ordering::Relaxed);
             counts.in_flight.fetch_sub(1, Ordering::Relaxed);
             if code != Code::Ok {
                 counts.errors_by_code[code as usize].fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(names.errors, "method" => method, "code" => code.as_str())
-                    .increment(1);
+                labels::counter(names.errors, method_and_code).increment(1);
             }
-            metrics::counter!(names.calls, "method" => method, "code" => code.as_str())
-                .increment(1);
-            metrics::gauge!(names.in_flight, "method" => method).decrement(1.0);
-            metrics::histogram!(names.duration, "method" => method)
-                .record(self.started.elapsed().as_secs_f64());
+            labels::counter(names.calls, method_and_code).increment(1);
+            labels::gauge(names.in_flight, method).decrement(1.0);
+            labels::histogram(names.duration, method).record(self.started.elapsed().as_secs_f64());
         }
         #[cfg(not(any(feature = "metrics", feature = "tracing")))]
         let _ = outcome;
+    }
+}
+
+/// Every label set the client emits, built at compile time, so a call's
+/// metrics allocate nothing: `metrics`' macros collect runtime labels into
+/// a fresh `Vec` on every emission (four per call), while a key made of a
+/// `'static` name and `'static` labels borrows both.
+#[cfg(feature = "metrics")]
+mod labels {
+    use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata};
+
+    use crate::codec::{Code, Method};
+
+    /// Where the client's metrics say they come from.
+    static METADATA: Metadata<'static> =
+        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+    /// gRPC codes, in numeric order (`Code as usize`).
+    macro_rules! by_code {
+        ($method:literal) => {
+            by_code!(@ $method; "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
+                "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
+                "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+                "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
+        };
+        (@ $method:literal; $($code:literal),*) => {
+            [$([
+                Label::from_static_parts("method", $method),
+                Label::from_static_parts("code", $code),
+            ]),*]
+        };
+    }
+
+    /// `method` labels, in `Method::ALL` order.
+    static METHOD: [[Label; 1]; 10] = [
+        [Label::from_static_parts("method", "Get")],
+        [Label::from_static_parts("method", "MultiGet")],
+        [Label::from_static_parts("method", "Set")],
+        [Label::from_static_parts("method", "SetIfAbsent")],
+        [Label::from_static_parts("method", "CompareAndSet")],
+        [Label::from_static_parts("method", "MultiSet")],
+        [Label::from_static_parts("method", "Delete")],
+        [Label::from_static_parts("method", "MultiDelete")],
+        [Label::from_static_parts("method", "Stats")],
+        [Label::from_static_parts("method", "Check")],
+    ];
+
+    /// `method` and `code` labels, by method (`Method::ALL` order) and code.
+    static CALL: [[[Label; 2]; 17]; 10] = [
+        by_code!("Get"),
+        by_code!("MultiGet"),
+        by_code!("Set"),
+        by_code!("SetIfAbsent"),
+        by_code!("CompareAndSet"),
+        by_code!("MultiSet"),
+        by_code!("Delete"),
+        by_code!("MultiDelete"),
+        by_code!("Stats"),
+        by_code!("Check"),
+    ];
+
+    fn index(method: Method) -> usize {
+        Method::ALL
+            .iter()
+            .position(|m| *m == method)
+            .unwrap_or_default()
+    }
+
+    pub(super) fn of_method(method: Method) -> &'static [Label] {
+        &METHOD[index(method)]
+    }
+
+    pub(super) fn of_call(method: Method, code: Code) -> &'static [Label] {
+        &CALL[index(method)][(code as usize).min(16)]
+    }
+
+    pub(super) fn counter(name: &'static str, labels: &'static [Label]) -> Counter {
+        metrics::with_recorder(|r| {
+            r.register_counter(&Key::from_static_parts(name, labels), &METADATA)
+        })
+    }
+
+    pub(super) fn gauge(name: &'static str, labels: &'static [Label]) -> Gauge {
+        metrics::with_recorder(|r| {
+            r.register_gauge(&Key::from_static_parts(name, labels), &METADATA)
+        })
+    }
+
+    pub(super) fn histogram(name: &'static str, labels: &'static [Label]) -> Histogram {
+        metrics::with_recorder(|r| {
+            r.register_histogram(&Key::from_static_parts(name, labels), &METADATA)
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_tables_name_every_method_and_code_in_order() {
+            for method in Method::ALL {
+                assert_eq!(of_method(method)[0].value(), method.name());
+                for n in 0..17 {
+                    let code = Code::from_i32(n);
+                    let labels = of_call(method, code);
+                    assert_eq!(labels[0].value(), method.name());
+                    assert_eq!(labels[1].value(), code.as_str());
+                }
+            }
+        }
     }
 }
 
