@@ -9,7 +9,7 @@
 //! # What runs
 //!
 //! 1. **Clients.** One `tiny-cache serve --workers 1` process, pinned to
-//!    CPU 0 with `taskset` where it exists, is driven in turn by three client
+//!    CPU 0 with `taskset` where it exists, is driven in turn by four client
 //!    processes, each running the same closed loop (keys written first so
 //!    gets hit, 90 % gets / 10 % sets, a 0.5 s warm-up that is not counted):
 //!    - (a) `ours`: `tiny-cache bench --server …`, this crate's `Client` with
@@ -17,14 +17,17 @@
 //!    - (b) `tonic async`: `tonic-bench --mode async`, tonic's generated
 //!      client on one `Channel` (one HTTP/2 connection), N tasks on the
 //!      runtime `#[tokio::main]` builds (multi-thread, one worker per core);
-//!    - (c) `tonic blocking`: `tonic-bench --mode blocking`, N OS threads
+//!    - (c) `tonic current-thread`: `tonic-bench --mode async-current`, the
+//!      same N tasks on a current-thread runtime driven by one thread:
+//!      tonic's best configuration on a 2-core machine;
+//!    - (d) `tonic blocking`: `tonic-bench --mode blocking`, N OS threads
 //!      each calling `handle.block_on(client.clone().get(..))` on a shared
 //!      runtime, the usual way to wrap tonic for blocking code.
 //!
 //!    Configurations: 100 B values at 1, 4, 16, 64 and 256 threads over
 //!    1,000 keys; 64 KiB values at 16 threads over 100 keys; 1 MiB values at
 //!    4 threads over 16 keys. Each round runs every configuration with
-//!    (a), (b), (c) back to back, and rounds repeat (A B C, A B C), because
+//!    (a) to (d) back to back, and rounds repeat (A B C D, A B C D), because
 //!    absolute figures on a shared machine drift by ±30 % between runs while
 //!    ratios taken within a round hold.
 //! 2. **Servers.** The embedded server (that same process) and
@@ -86,22 +89,29 @@ const H2LOAD_KEY: &str = "h2load:key";
 /// Concurrent streams h2load keeps open on its one connection.
 const H2LOAD_STREAMS: usize = 64;
 
-/// The three clients, in the order they run within a round.
+/// The four clients, in the order they run within a round.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Peer {
     Ours,
     TonicAsync,
+    TonicCurrent,
     TonicBlocking,
 }
 
-const PEERS: [Peer; 3] = [Peer::Ours, Peer::TonicAsync, Peer::TonicBlocking];
+const PEERS: [Peer; 4] = [
+    Peer::Ours,
+    Peer::TonicAsync,
+    Peer::TonicCurrent,
+    Peer::TonicBlocking,
+];
 
 impl Peer {
     fn label(self) -> &'static str {
         match self {
             Peer::Ours => "(a) ours",
             Peer::TonicAsync => "(b) tonic async",
-            Peer::TonicBlocking => "(c) tonic blocking",
+            Peer::TonicCurrent => "(c) tonic current-thread",
+            Peer::TonicBlocking => "(d) tonic blocking",
         }
     }
 }
@@ -235,12 +245,12 @@ fn run_client(
             command.arg("bench");
             command
         }
-        Peer::TonicAsync | Peer::TonicBlocking => {
+        Peer::TonicAsync | Peer::TonicCurrent | Peer::TonicBlocking => {
             let mut command = Command::new(tonic_bench);
-            let mode = if peer == Peer::TonicAsync {
-                "async"
-            } else {
-                "blocking"
+            let mode = match peer {
+                Peer::TonicCurrent => "async-current",
+                Peer::TonicBlocking => "blocking",
+                _ => "async",
             };
             command.args(["--mode", mode]);
             command
@@ -677,59 +687,43 @@ fn main() {
     let h2load_ratios = compare_servers(&address, &peer_dir, pin, &plan, &mut out);
 
     // Indexes into WORKLOADS and PEERS for the targets.
-    let (one, sixty_four, kib64, mib1) = (0, 3, 5, 6);
-    let (async_peer, blocking_peer) = (1, 2);
-    let ours_ctx_64: Vec<f64> = samples[sixty_four][0]
-        .iter()
-        .map(|s| s.ctx_switches_per_op)
-        .collect();
+    let (one, four, sixteen, sixty_four, many, kib64, mib1) = (0, 1, 2, 3, 4, 5, 6);
+    let (async_peer, current_peer) = (1, 2);
+    let against_async = |w: usize, what: &'static str| Target {
+        what,
+        rounds: ours_over(w, async_peer, |s| s.ops_per_s),
+        bound: 1.0,
+        at_least: true,
+    };
     let targets = [
         Target {
-            what: "64 threads: ops/s ours ÷ tonic blocking",
-            rounds: ours_over(sixty_four, blocking_peer, |s| s.ops_per_s),
-            bound: 2.0,
-            at_least: true,
-        },
-        Target {
-            what: "64 threads: ops/s ours ÷ tonic async",
-            rounds: ours_over(sixty_four, async_peer, |s| s.ops_per_s),
+            what: "64 threads: ops/s ours ÷ tonic current-thread",
+            rounds: ours_over(sixty_four, current_peer, |s| s.ops_per_s),
             bound: 1.0,
             at_least: true,
         },
+        against_async(four, "4 threads: ops/s ours ÷ tonic async"),
+        against_async(sixteen, "16 threads: ops/s ours ÷ tonic async"),
+        against_async(sixty_four, "64 threads: ops/s ours ÷ tonic async"),
+        against_async(many, "256 threads: ops/s ours ÷ tonic async"),
         Target {
-            what: "1 thread: p50 ours ÷ tonic blocking",
-            rounds: ours_over(one, blocking_peer, |s| s.p50_us),
-            bound: 0.8,
-            at_least: false,
-        },
-        Target {
-            what: "64 threads: client CPU/op ours ÷ tonic async",
-            rounds: ours_over(sixty_four, async_peer, |s| s.cpu_us_per_op),
+            what: "64 threads: client CPU/op ours ÷ tonic current-thread",
+            rounds: ours_over(sixty_four, current_peer, |s| s.cpu_us_per_op),
             bound: 1.0,
             at_least: false,
         },
         Target {
-            what: "64 threads: ours context switches/op",
-            rounds: ours_ctx_64,
-            bound: 1.5,
+            what: "1 thread: p50 ours ÷ tonic async",
+            rounds: ours_over(one, async_peer, |s| s.p50_us),
+            bound: 1.0,
             at_least: false,
         },
-        Target {
-            what: "64 KiB: bytes/s ours ÷ tonic async",
-            rounds: ours_over(kib64, async_peer, |s| s.ops_per_s),
-            bound: 1.0,
-            at_least: true,
-        },
-        Target {
-            what: "1 MiB: bytes/s ours ÷ tonic async",
-            rounds: ours_over(mib1, async_peer, |s| s.ops_per_s),
-            bound: 1.0,
-            at_least: true,
-        },
+        against_async(kib64, "64 KiB: bytes/s ours ÷ tonic async"),
+        against_async(mib1, "1 MiB: bytes/s ours ÷ tonic async"),
         Target {
             what: "h2load, 64 streams: requests/s embedded ÷ tonic server",
             rounds: h2load_ratios,
-            bound: 1.0,
+            bound: 1.5,
             at_least: true,
         },
     ];

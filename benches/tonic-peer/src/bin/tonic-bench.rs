@@ -5,6 +5,10 @@
 //!   tasks on one tokio runtime, each awaiting its call before issuing the
 //!   next. The runtime is what `#[tokio::main]` gives: multi-thread, one
 //!   worker per core (2 on the bench machines).
+//! - `--mode async-current`: the same tasks on a current-thread runtime
+//!   (`Builder::new_current_thread`), driven by the main thread alone:
+//!   tonic's best configuration on a 2-core machine, where the runtime's
+//!   own thread never hands work to another core.
 //! - `--mode blocking`: tonic wrapped for blocking use, the usual way: a
 //!   shared runtime (again the default multi-thread one) owns the `Channel`,
 //!   and `--threads` OS threads each call
@@ -18,7 +22,7 @@
 //! the same fields as `tiny-cache bench --json` (plus `mode`); CPU and
 //! context switches are this process's over the measured window.
 //!
-//! Usage: `tonic-bench --server 127.0.0.1:PORT [--mode async|blocking]
+//! Usage: `tonic-bench --server 127.0.0.1:PORT [--mode async|async-current|blocking]
 //! [--threads 16] [--duration 10] [--warmup 0.5] [--value-size 100]
 //! [--get-ratio 0.9] [--keys 1000] [--json]`
 
@@ -55,6 +59,7 @@ type Client = CacheServiceClient<Channel>;
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Async,
+    AsyncCurrent,
     Blocking,
 }
 
@@ -225,8 +230,11 @@ fn main() {
     };
     let mode = match options.text("mode").unwrap_or("async") {
         "async" => Mode::Async,
+        "async-current" => Mode::AsyncCurrent,
         "blocking" => Mode::Blocking,
-        other => fail(&format!("--mode is async or blocking, not {other:?}")),
+        other => fail(&format!(
+            "--mode is async, async-current or blocking, not {other:?}"
+        )),
     };
     let threads: usize = options.get("threads", 16);
     let keys: usize = options.get("keys", 1000);
@@ -239,8 +247,13 @@ fn main() {
     }
 
     // What `#[tokio::main]` and `Runtime::new()` build: multi-thread, one
-    // worker per core.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // worker per core; or, for async-current, one thread that drives all.
+    let mut builder = if mode == Mode::AsyncCurrent {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .unwrap_or_else(|e| fail(&format!("cannot start the runtime: {e}")));
@@ -267,7 +280,7 @@ fn main() {
         client
     });
 
-    let measured_window = |shared: &Shared| -> (Duration, Option<ProcessUsage>) {
+    let measured_window = move |shared: &Shared| -> (Duration, Option<ProcessUsage>) {
         std::thread::sleep(warmup);
         let before = ProcessUsage::now();
         let started = Instant::now();
@@ -300,6 +313,35 @@ fn main() {
                 }
                 results
             });
+            (results, measured, usage)
+        }
+        Mode::AsyncCurrent => {
+            // A current-thread runtime runs tasks only inside `block_on`,
+            // so the main thread drives them while another thread times
+            // the window.
+            let tasks: Vec<_> = (0..threads)
+                .map(|i| {
+                    runtime.spawn(async_caller(
+                        client.clone(),
+                        shared.clone(),
+                        fastrand::u64(..) ^ i as u64,
+                    ))
+                })
+                .collect();
+            let timer = {
+                let shared = shared.clone();
+                std::thread::spawn(move || measured_window(&shared))
+            };
+            let results = runtime.block_on(async {
+                let mut results = Vec::with_capacity(tasks.len());
+                for task in tasks {
+                    results.push(task.await.unwrap_or_else(|e| fail(&format!("task: {e}"))));
+                }
+                results
+            });
+            let (measured, usage) = timer
+                .join()
+                .unwrap_or_else(|_| fail("the timing thread panicked"));
             (results, measured, usage)
         }
         Mode::Blocking => std::thread::scope(|scope| {
@@ -357,10 +399,10 @@ fn main() {
         ),
         None => ("null".to_owned(), "null".to_owned()),
     };
-    let mode_name = if mode == Mode::Async {
-        "async"
-    } else {
-        "blocking"
+    let mode_name = match mode {
+        Mode::Async => "async",
+        Mode::AsyncCurrent => "async-current",
+        Mode::Blocking => "blocking",
     };
     println!(
         "tonic-bench ({mode_name}) against {url}\n  {threads} threads, {:.2} s measured\n  \
