@@ -994,8 +994,14 @@ impl Client {
         let options = &*self.options;
         let timeout = options.timeout.min(MAX_TIMEOUT);
         let deadline = Instant::now() + timeout;
-        let body = encode_message(request, shared.config.max_send_message_bytes)
-            .map_err(|status| Error::ResourceExhausted(status.message().to_owned().into()))?;
+        let encode = || {
+            encode_message(request, shared.config.max_send_message_bytes)
+                .map_err(|status| Error::ResourceExhausted(status.message().to_owned().into()))
+        };
+        // The first attempt sends this body; a retry encodes the request
+        // again, which is cheaper for the common call than sharing one body
+        // among attempts (sharing costs an allocation on every call).
+        let mut first_body = Some(encode()?);
         let keep_metadata = response::capturing();
         let mut retries = CallRetries::new(
             options.max_retries,
@@ -1016,10 +1022,14 @@ impl Client {
                 Some(remaining),
                 &options.metadata,
             );
-            let (reply_tx, reply_rx) = reply_channel(shared.config.reply_wait);
+            let body = match first_body.take() {
+                Some(body) => body,
+                None => encode()?,
+            };
+            let (reply_tx, mut reply_rx) = reply_channel(shared.config.reply_wait);
             shared.pool.submit(Call {
                 head,
-                body: body.clone(),
+                body,
                 deadline,
                 reply: reply_tx,
                 keep_metadata,

@@ -84,7 +84,11 @@ pub struct MessageDecoder {
     /// `body`; `None` between messages.
     body_len: Option<usize>,
     body: BytesMut,
-    ready: VecDeque<Bytes>,
+    /// The oldest complete message not yet taken. A unary reply holds one
+    /// message, so keeping it outside the queue spares the queue's
+    /// allocation on every call; `first` is empty only when `rest` is too.
+    first: Option<Bytes>,
+    rest: VecDeque<Bytes>,
     error: Option<Status>,
 }
 
@@ -97,7 +101,8 @@ impl MessageDecoder {
             prefix_filled: 0,
             body_len: None,
             body: BytesMut::new(),
-            ready: VecDeque::new(),
+            first: None,
+            rest: VecDeque::new(),
             error: None,
         }
     }
@@ -118,7 +123,8 @@ impl MessageDecoder {
                 let take = wanted.min(chunk.len());
                 self.body.extend_from_slice(&chunk.split_to(take));
                 if take == wanted {
-                    self.ready.push_back(self.body.split().freeze());
+                    let message = self.body.split().freeze();
+                    self.complete(message);
                     self.body_len = None;
                 }
                 continue;
@@ -144,7 +150,7 @@ impl MessageDecoder {
             };
 
             if chunk.len() >= len {
-                self.ready.push_back(chunk.split_to(len));
+                self.complete(chunk.split_to(len));
             } else {
                 self.body.reserve(len);
                 self.body_len = Some(len);
@@ -155,7 +161,17 @@ impl MessageDecoder {
 
     /// The next complete message body (without its prefix), if any.
     pub fn next_message(&mut self) -> Option<Bytes> {
-        self.ready.pop_front()
+        let next = self.first.take();
+        self.first = self.rest.pop_front();
+        next
+    }
+
+    fn complete(&mut self, message: Bytes) {
+        if self.first.is_none() {
+            self.first = Some(message);
+        } else {
+            self.rest.push_back(message);
+        }
     }
 
     /// Whether bytes of an incomplete message (part of a prefix or body) are

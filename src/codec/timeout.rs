@@ -43,11 +43,24 @@ pub fn encode_timeout(timeout: Duration) -> HeaderValue {
 }
 
 fn format_timeout(value: u64, unit: u8) -> HeaderValue {
-    let mut text = value.to_string();
-    text.push(char::from(unit));
+    // Written into a stack buffer: the header value's own copy is then the
+    // only allocation.
+    let mut text = [0u8; 9];
+    let mut start = 8;
+    text[8] = unit;
+    let mut rest = value.min(MAX_TIMEOUT_VALUE);
+    loop {
+        start -= 1;
+        text[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
     // Digits and a unit letter always make a valid header value; the
     // fallback only keeps this function free of panics.
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("99999999H"))
+    HeaderValue::from_bytes(&text[start..])
+        .unwrap_or_else(|_| HeaderValue::from_static("99999999H"))
 }
 
 /// Parses a `grpc-timeout` value; `None` when it is not one to eight ASCII

@@ -1,7 +1,9 @@
 //! How a call's outcome travels from its worker back to the waiting caller.
 //!
-//! The outcome always goes through a one-slot crossbeam channel. What can
-//! differ is how the caller sleeps until it arrives:
+//! The outcome always goes through a one-slot crossbeam channel, which the
+//! calling thread keeps for its next call once the reply is read (so a call
+//! allocates no channel). What can differ is how the caller sleeps until
+//! the outcome arrives:
 //!
 //! - [`ReplyWait::Park`] (the default): the caller parks its thread and the
 //!   worker unparks it right after sending. The caller costs nothing while
@@ -40,77 +42,122 @@ pub(crate) enum WaitError {
     Closed,
 }
 
-/// The worker's half: sends the outcome once, then wakes the caller.
+/// What travels on a reply channel: the call's outcome, or `None` when the
+/// worker dropped the call without one (the pool shut down).
+///
+/// The channel is reused for the calling thread's next call, so it never
+/// disconnects; an explicit `None` takes the place of the disconnection.
+type Message = Option<Reply>;
+
+type Pair = (Sender<Message>, Receiver<Message>);
+
+thread_local! {
+    /// This thread's idle reply channel. A channel goes back here only once
+    /// its one message has been read, so the next call finds it empty; a
+    /// call that timed out leaves its channel behind for the late reply.
+    static SPARE: std::cell::Cell<Option<Pair>> = const { std::cell::Cell::new(None) };
+}
+
+/// The worker's end of one call's reply channel.
 pub(crate) struct ReplySender {
-    /// `None` once used, so `Drop` knows the channel is already released.
-    tx: Option<Sender<Reply>>,
-    /// The caller to unpark, for [`ReplyWait::Park`].
+    tx: Option<Sender<Message>>,
+    /// The caller's thread, unparked after the outcome is sent (or after
+    /// the sender is dropped without one) when the caller parks.
     waiter: Option<Thread>,
 }
 
 impl ReplySender {
-    /// Delivers the outcome; a caller that gave up is simply not there.
+    /// Delivers the outcome. The channel's one slot is free for it: a
+    /// channel carries one message per call and is reused only after the
+    /// caller read the previous one.
     pub(crate) fn send(mut self, reply: Reply) {
         if let Some(tx) = self.tx.take() {
-            let _ = tx.send(reply);
+            let _ = tx.try_send(Some(reply));
         }
     }
 }
 
 impl Drop for ReplySender {
     fn drop(&mut self) {
-        // Release the channel before waking the caller, so a sender dropped
-        // without an answer reads as "disconnected" the moment it wakes.
-        drop(self.tx.take());
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.try_send(None);
+        }
         if let Some(waiter) = self.waiter.take() {
             waiter.unpark();
         }
     }
 }
 
-/// The caller's half.
+/// The caller's end of one call's reply channel.
 pub(crate) struct ReplyReceiver {
-    rx: Receiver<Reply>,
+    pair: Option<Pair>,
     wait: ReplyWait,
+    /// Whether the call's one message was read, so the channel is empty
+    /// and can serve this thread's next call.
+    drained: bool,
 }
 
 impl ReplyReceiver {
     /// Waits for the outcome until `deadline`.
-    pub(crate) fn wait_until(&self, deadline: Instant) -> Result<Reply, WaitError> {
-        match self.wait {
-            ReplyWait::Channel => self.rx.recv_deadline(deadline).map_err(|e| match e {
+    pub(crate) fn wait_until(&mut self, deadline: Instant) -> Result<Reply, WaitError> {
+        let Some((_, rx)) = &self.pair else {
+            return Err(WaitError::Closed);
+        };
+        let received = match self.wait {
+            ReplyWait::Channel => rx.recv_deadline(deadline).map_err(|e| match e {
                 RecvTimeoutError::Timeout => WaitError::Timeout,
                 RecvTimeoutError::Disconnected => WaitError::Closed,
             }),
             ReplyWait::Park => loop {
-                match self.rx.try_recv() {
-                    Ok(reply) => return Ok(reply),
-                    Err(TryRecvError::Disconnected) => return Err(WaitError::Closed),
+                match rx.try_recv() {
+                    Ok(message) => break Ok(message),
+                    Err(TryRecvError::Disconnected) => break Err(WaitError::Closed),
                     Err(TryRecvError::Empty) => {}
                 }
                 let now = Instant::now();
                 if now >= deadline {
-                    return Err(WaitError::Timeout);
+                    break Err(WaitError::Timeout);
                 }
-                // Wakes on the worker's unpark, at the deadline, or
-                // spuriously (a stale unpark from an earlier call): the
-                // loop checks again in every case.
+                // Unparks left over from earlier calls only cost one more
+                // turn of this loop.
                 std::thread::park_timeout(deadline - now);
             },
+        }?;
+        self.drained = true;
+        received.ok_or(WaitError::Closed)
+    }
+}
+
+impl Drop for ReplyReceiver {
+    fn drop(&mut self) {
+        if self.drained {
+            if let Some(pair) = self.pair.take() {
+                // `try_with`: the thread may be tearing down its locals.
+                let _ = SPARE.try_with(|spare| spare.set(Some(pair)));
+            }
         }
     }
 }
 
-/// A fresh reply path for one call made from the current thread.
+/// A reply channel for one call from the current thread: the thread's idle
+/// channel when it has one (no allocation), a new one otherwise.
 pub(crate) fn reply_channel(wait: ReplyWait) -> (ReplySender, ReplyReceiver) {
-    let (tx, rx) = crossbeam_channel::bounded(1);
+    let (tx, rx) = SPARE
+        .try_with(std::cell::Cell::take)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| crossbeam_channel::bounded(1));
     let waiter = (wait == ReplyWait::Park).then(std::thread::current);
     (
         ReplySender {
-            tx: Some(tx),
+            tx: Some(tx.clone()),
             waiter,
         },
-        ReplyReceiver { rx, wait },
+        ReplyReceiver {
+            pair: Some((tx, rx)),
+            wait,
+            drained: false,
+        },
     )
 }
 
@@ -136,7 +183,7 @@ mod tests {
     #[test]
     fn a_reply_sent_from_another_thread_wakes_the_caller() {
         check_both(|wait| {
-            let (tx, rx) = reply_channel(wait);
+            let (tx, mut rx) = reply_channel(wait);
             let worker = std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(20));
                 tx.send(Ok(answer(b"hi")));
@@ -155,7 +202,7 @@ mod tests {
     #[test]
     fn a_sender_dropped_without_reply_reads_as_closed_at_once() {
         check_both(|wait| {
-            let (tx, rx) = reply_channel(wait);
+            let (tx, mut rx) = reply_channel(wait);
             let worker = std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(20));
                 drop(tx);
@@ -175,7 +222,7 @@ mod tests {
     #[test]
     fn no_reply_ends_at_the_deadline() {
         check_both(|wait| {
-            let (_tx, rx) = reply_channel(wait);
+            let (_tx, mut rx) = reply_channel(wait);
             let started = Instant::now();
             let outcome = rx.wait_until(Instant::now() + Duration::from_millis(50));
             assert!(matches!(outcome, Err(WaitError::Timeout)));
@@ -185,7 +232,7 @@ mod tests {
 
     #[test]
     fn a_stale_unpark_does_not_end_the_wait_early() {
-        let (tx, rx) = reply_channel(ReplyWait::Park);
+        let (tx, mut rx) = reply_channel(ReplyWait::Park);
         std::thread::current().unpark();
         let worker = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(30));
@@ -195,5 +242,46 @@ mod tests {
             .wait_until(Instant::now() + Duration::from_secs(5))
             .is_ok());
         worker.join().unwrap();
+    }
+
+    #[test]
+    fn a_late_reply_to_a_timed_out_call_never_reaches_the_next_call() {
+        check_both(|wait| {
+            let (late_tx, mut rx) = reply_channel(wait);
+            let outcome = rx.wait_until(Instant::now() + Duration::from_millis(10));
+            assert!(matches!(outcome, Err(WaitError::Timeout)));
+            drop(rx);
+            // The timed-out call's answer arrives after its caller moved on.
+            late_tx.send(Ok(answer(b"late")));
+            let (tx, mut rx) = reply_channel(wait);
+            let worker = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                tx.send(Ok(answer(b"mine")));
+            });
+            let reply = rx.wait_until(Instant::now() + Duration::from_secs(5));
+            assert_eq!(
+                reply.unwrap().unwrap().message,
+                bytes::Bytes::from_static(b"mine")
+            );
+            worker.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn a_read_channel_serves_the_next_call_and_still_reports_a_drop() {
+        check_both(|wait| {
+            for round in 0..3 {
+                let (tx, mut rx) = reply_channel(wait);
+                if round == 1 {
+                    drop(tx);
+                    let outcome = rx.wait_until(Instant::now() + Duration::from_secs(5));
+                    assert!(matches!(outcome, Err(WaitError::Closed)));
+                } else {
+                    tx.send(Ok(answer(b"x")));
+                    let reply = rx.wait_until(Instant::now() + Duration::from_secs(5));
+                    assert!(reply.unwrap().is_ok());
+                }
+            }
+        });
     }
 }
