@@ -16,10 +16,15 @@ use super::transport::{Probe, Transport};
 use super::PoolConfig;
 use crate::error::Error;
 
-/// Streams the client lets the server open toward it: none, gRPC clients
-/// never accept pushes; h2 needs a number, and this is also what it
-/// advertises before the server's SETTINGS arrive.
-const INITIAL_MAX_SEND_STREAMS: usize = 100;
+/// Streams this client may open before the server states a limit: none.
+/// HTTP/2 starts with no limit on concurrent streams (RFC 9113, 6.5.2), and
+/// h2 keeps this initial value whenever the server's SETTINGS leave
+/// `MAX_CONCURRENT_STREAMS` out, so anything lower would cap a server that
+/// set no cap (h2's own default, 100, queued the 101st concurrent call
+/// behind the others). No call is sent before the server's SETTINGS have
+/// arrived (the connection is up only once its first PING is answered), so
+/// a server that does set a limit always has it honoured.
+const INITIAL_MAX_SEND_STREAMS: usize = u32::MAX as usize;
 
 /// Biggest response header block accepted: far above any real gRPC reply,
 /// small enough that a hostile server cannot make us buffer megabytes.
