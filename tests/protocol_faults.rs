@@ -1068,3 +1068,87 @@ fn new_call_after_graceful_goaway_goes_to_a_new_connection_without_spending_retr
     assert_eq!(rogue.connections(), 2);
     assert_eq!(rogue.attempts(), 2, "nothing was retried");
 }
+
+/// The `Get` reply every held stream gets once released.
+fn held_get(seen: &Seen) -> Vec<Step> {
+    let mut steps = vec![Step::AwaitRelease];
+    steps.extend(good_reply(seen));
+    steps
+}
+
+#[test]
+fn more_than_a_hundred_calls_share_one_connection_when_the_server_sets_no_stream_limit() {
+    // HTTP/2 starts with no limit on concurrent streams, and this server
+    // never sets one: all 150 calls must be open on the server at once,
+    // none held back behind a client-side cap.
+    const CALLERS: usize = 150;
+    let rogue = Rogue::start(held_get);
+    let client = client_of(&rogue.address());
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let client = client.clone();
+            thread::spawn(move || client.get(&format!("k{i}")))
+        })
+        .collect();
+    let all_open = rogue.wait_for_attempts(CALLERS, EVENT_WAIT);
+    rogue.release();
+    for caller in callers {
+        assert_eq!(caller.join().unwrap(), Ok(Some(Bytes::from_static(VALUE))));
+    }
+    assert!(
+        all_open,
+        "only {} streams were opened before release",
+        rogue.attempts()
+    );
+    assert_eq!(rogue.max_concurrent(), CALLERS);
+    assert_eq!(rogue.connections(), 1);
+}
+
+#[test]
+fn a_pool_fills_its_first_connection_before_it_spills_calls_onto_the_next() {
+    let rogue = Rogue::start(|seen| {
+        if seen.attempt < 10 {
+            good_reply(seen)
+        } else {
+            held_get(seen)
+        }
+    });
+    let client = Client::builder(&rogue.address())
+        .timeout(TIMEOUT)
+        .pool_size(2)
+        .build()
+        .expect("client");
+    // One caller at a time: every call goes to the first connection.
+    for i in 0..10 {
+        assert_eq!(
+            client.get(&format!("k{i}")),
+            Ok(Some(Bytes::from_static(VALUE)))
+        );
+    }
+    // Sixty held at once: past 24 on the first connection they spill over.
+    let callers: Vec<_> = (0..60)
+        .map(|i| {
+            let client = client.clone();
+            thread::spawn(move || client.get(&format!("held{i}")))
+        })
+        .collect();
+    let all_open = rogue.wait_for_attempts(70, EVENT_WAIT);
+    rogue.release();
+    for caller in callers {
+        assert_eq!(caller.join().unwrap(), Ok(Some(Bytes::from_static(VALUE))));
+    }
+    assert!(all_open, "only {} streams arrived", rogue.attempts());
+    let seen = rogue.seen();
+    let on = |connection: usize, attempts: std::ops::Range<usize>| {
+        seen.iter()
+            .filter(|s| s.connection == connection && attempts.contains(&s.attempt))
+            .count()
+    };
+    assert_eq!(on(0, 0..10), 10, "sequential calls stay on one connection");
+    let (first, second) = (on(0, 10..70), on(1, 10..70));
+    assert_eq!(first + second, 60);
+    assert!(
+        first >= 24 && second >= 1,
+        "held calls split {first} / {second}"
+    );
+}

@@ -16,15 +16,11 @@ use super::transport::{Probe, Transport};
 use super::PoolConfig;
 use crate::error::Error;
 
-/// Streams this client may open before the server states a limit: none.
-/// HTTP/2 starts with no limit on concurrent streams (RFC 9113, 6.5.2), and
-/// h2 keeps this initial value whenever the server's SETTINGS leave
-/// `MAX_CONCURRENT_STREAMS` out, so anything lower would cap a server that
-/// set no cap (h2's own default, 100, queued the 101st concurrent call
-/// behind the others). No call is sent before the server's SETTINGS have
-/// arrived (the connection is up only once its first PING is answered), so
-/// a server that does set a limit always has it honoured.
-const INITIAL_MAX_SEND_STREAMS: usize = u32::MAX as usize;
+/// Streams this client may open before the server's first SETTINGS
+/// arrive. No call is sent that early (the connection is up only once its
+/// first PING is answered, after the SETTINGS), and from then on h2 follows
+/// the server: its `MAX_CONCURRENT_STREAMS`, or no limit when it sets none.
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
 
 /// Biggest response header block accepted: far above any real gRPC reply,
 /// small enough that a hostile server cannot make us buffer megabytes.
