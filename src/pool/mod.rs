@@ -214,13 +214,11 @@ impl Pool {
     /// The worker for the next call: the first one with fewer than
     /// [`SPILL_LOAD`] calls in flight, else the least loaded.
     ///
-    /// Filling one worker first is what measured fastest at every load:
-    /// under light load one connection gathers the calls into fewer
-    /// writes and wake-ups (spreading 4 callers over two workers cost
-    /// 15–20 % of the throughput), and under heavy load the calls spill
-    /// onto the next worker's thread, which puts a second core to work
-    /// (+40 % at 64 and 256 callers on two cores). BENCHMARKS.md has the
-    /// figures.
+    /// Filling one worker first gathers light load on one connection, into
+    /// fewer writes and wake-ups: with two workers and 4 callers it gave
+    /// 1.24× the throughput of always taking the least loaded, at less CPU
+    /// per call. Under heavy load the calls spread over all workers.
+    /// BENCHMARKS.md has the figures.
     fn pick(&self) -> &worker::WorkerHandle {
         let count = self.workers.len();
         if count == 1 {

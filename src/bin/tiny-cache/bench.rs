@@ -172,7 +172,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value = "all", value_parser = Prefill::parse)]
     prefill: Prefill,
     /// Worker threads (HTTP/2 connections) of the client's pool
-    /// [default: the library's default, one per core from 1 to 4].
+    /// [default: the library's default, half the cores from 1 to 4].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pool_size: Option<u16>,
     /// How callers wait for replies (for measuring the client itself):
