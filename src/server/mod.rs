@@ -748,21 +748,18 @@ async fn serve_h2<T>(
         // write. Then handle half of them (see HANDLE_BATCH) and let the
         // connection write those before the rest.
         let next = std::future::poll_fn(|cx| match connection.poll_accept(cx) {
+            Poll::Ready(Some(Ok(request))) => {
+                arrived.push(request);
+                Poll::Ready(Next::Took)
+            }
+            Poll::Ready(_) => Poll::Ready(Next::Closed),
             Poll::Pending if !arrived.is_empty() => Poll::Ready(Next::NoMoreForNow),
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(request))) => Poll::Ready(Next::Request(request)),
-            Poll::Ready(_) => Poll::Ready(Next::Closed),
         });
         tokio::select! {
             next = next => match next {
-                Next::Request(request) if arrived.len() + 1 < HANDLE_BATCH => arrived.push(request),
-                Next::Request(request) => {
-                    arrived.push(request);
-                    for (request, respond) in arrived.drain(..) {
-                        handle_inline(request, respond, &context).await;
-                    }
-                }
-                Next::NoMoreForNow => {
+                Next::Took if arrived.len() < HANDLE_BATCH => {}
+                Next::Took | Next::NoMoreForNow => {
                     let half = arrived.len().div_ceil(2);
                     for (request, respond) in arrived.drain(..half) {
                         handle_inline(request, respond, &context).await;
@@ -802,7 +799,8 @@ type Arrived = (
 
 /// What asking the connection for its next request gave.
 enum Next {
-    Request(Arrived),
+    /// One more request joined the arrived ones.
+    Took,
     /// None waiting right now, and some are waiting to be handled.
     NoMoreForNow,
     /// The connection ended.
