@@ -29,6 +29,7 @@ mod store;
 mod tls;
 
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::task::Poll;
@@ -817,7 +818,12 @@ async fn handle_inline(
     context: &Arc<handler::Context>,
 ) {
     let mut handling = Box::pin(handler::handle(request, respond, Arc::clone(context)));
-    let done = std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx).is_ready()));
+    // A panic stays with its request, as it did in a task of its own: the
+    // request is dropped (its stream reset) and the connection goes on.
+    let done = std::future::poll_fn(|cx| {
+        let polled = catch_unwind(AssertUnwindSafe(|| handling.as_mut().poll(cx).is_ready()));
+        Poll::Ready(polled.unwrap_or(true))
+    });
     if !done.await {
         tokio::spawn(handling);
     }
