@@ -295,30 +295,10 @@ fn main() {
     };
 
     let (results, measured, usage) = match mode {
-        Mode::Async => {
-            let tasks: Vec<_> = (0..threads)
-                .map(|i| {
-                    runtime.spawn(async_caller(
-                        client.clone(),
-                        shared.clone(),
-                        fastrand::u64(..) ^ i as u64,
-                    ))
-                })
-                .collect();
-            let (measured, usage) = measured_window(&shared);
-            let results = runtime.block_on(async {
-                let mut results = Vec::with_capacity(tasks.len());
-                for task in tasks {
-                    results.push(task.await.unwrap_or_else(|e| fail(&format!("task: {e}"))));
-                }
-                results
-            });
-            (results, measured, usage)
-        }
-        Mode::AsyncCurrent => {
+        Mode::Async | Mode::AsyncCurrent => {
             // A current-thread runtime runs tasks only inside `block_on`,
-            // so the main thread drives them while another thread times
-            // the window.
+            // so the main thread waits there (driving them, for that
+            // runtime) while another thread times the window.
             let tasks: Vec<_> = (0..threads)
                 .map(|i| {
                     runtime.spawn(async_caller(
