@@ -121,6 +121,27 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// ```
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the ping sent after a call timed out may stay unanswered
+/// before the server counts as unresponsive (stopped, wedged, or cut off
+/// without a reset): its connection is dropped and calls fail fast with
+/// [`Error::Unavailable`](crate::Error::Unavailable) until a new connection
+/// is up. A live server answers a ping in a round trip, whatever its load,
+/// so one second is generous; reconnect attempts then get twice this,
+/// doubling while they fail, up to the connect timeout.
+///
+/// ```
+/// use std::time::Duration;
+/// use tiny_cache_client::{Client, DEFAULT_PROBE_TIMEOUT};
+///
+/// assert_eq!(DEFAULT_PROBE_TIMEOUT, Duration::from_secs(1));
+/// let client = Client::builder("127.0.0.1:50051")
+///     .probe_timeout(DEFAULT_PROBE_TIMEOUT * 3)
+///     .build()?;
+/// # drop(client);
+/// # Ok::<(), tiny_cache_client::Error>(())
+/// ```
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// First pause between retries of a call; it doubles per attempt, with full
 /// jitter, up to [`DEFAULT_RETRY_MAX_BACKOFF`].
 ///
@@ -441,6 +462,7 @@ impl ClientConfig {
                 reconnect_backoff: Backoff::RECONNECT,
                 keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
                 keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+                probe_timeout: DEFAULT_PROBE_TIMEOUT,
                 on_reconnect: None,
             },
             #[cfg(feature = "metrics")]
@@ -995,8 +1017,8 @@ impl ClientBuilder {
     /// `interval` (`None` turns periodic pings off) and drop it when a ping
     /// stays unanswered for `timeout`; its calls then fail over to a fresh
     /// connection instead of waiting for their deadlines. A call that times
-    /// out after it was sent also triggers a ping, at most one per
-    /// interval. Defaults [`DEFAULT_KEEPALIVE_INTERVAL`] and
+    /// out after it was sent also triggers a ping (see
+    /// [`probe_timeout`](Self::probe_timeout)). Defaults [`DEFAULT_KEEPALIVE_INTERVAL`] and
     /// [`DEFAULT_KEEPALIVE_TIMEOUT`]; both must be positive. Servers may
     /// refuse pings more often than every 10 s (GOAWAY `too_many_pings`);
     /// the interval then doubles.
@@ -1028,6 +1050,38 @@ impl ClientBuilder {
             }
             c.pool.keepalive_interval = interval;
             c.pool.keepalive_timeout = timeout;
+            Ok(())
+        })
+    }
+
+    /// How long the ping sent after a timed-out call may stay unanswered
+    /// before the server counts as unresponsive: the connection is dropped,
+    /// calls fail fast with [`Error::Unavailable`] while a new one is
+    /// made, and that attempt gets twice this long (doubling while attempts
+    /// fail, up to the connect timeout). Capped by the keepalive timeout.
+    /// Default [`DEFAULT_PROBE_TIMEOUT`]; must be positive.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tiny_cache_client::{Client, Error};
+    ///
+    /// // A server with long pauses (a stop-the-world collector, say).
+    /// let patient = Client::builder("127.0.0.1:50051")
+    ///     .probe_timeout(Duration::from_secs(5))
+    ///     .build()?;
+    /// # drop(patient);
+    /// let refused = Client::builder("127.0.0.1:50051").probe_timeout(Duration::ZERO).build();
+    /// assert!(matches!(refused, Err(Error::Validation(_))));
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn probe_timeout(self, timeout: Duration) -> Self {
+        self.update(|c| {
+            if timeout.is_zero() {
+                return Err(Error::Validation(
+                    "the probe timeout must be positive".into(),
+                ));
+            }
+            c.pool.probe_timeout = timeout;
             Ok(())
         })
     }

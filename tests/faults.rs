@@ -235,6 +235,9 @@ fn calls_beyond_the_servers_stream_limit_queue_and_succeed() {
 struct BlackHoleProxy {
     address: SocketAddr,
     connections: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+    /// While set, new connections are black-holed from their first byte:
+    /// the kernel still accepts them, as it does for a stopped process.
+    hung: Arc<AtomicBool>,
 }
 
 impl BlackHoleProxy {
@@ -243,6 +246,8 @@ impl BlackHoleProxy {
         let address = listener.local_addr().expect("address");
         let connections: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
         let registry = Arc::clone(&connections);
+        let hung = Arc::new(AtomicBool::new(false));
+        let hang_new = Arc::clone(&hung);
         thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -251,7 +256,7 @@ impl BlackHoleProxy {
                 };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
-                let holed = Arc::new(AtomicBool::new(false));
+                let holed = Arc::new(AtomicBool::new(hang_new.load(Ordering::Relaxed)));
                 registry.lock().unwrap().push(Arc::clone(&holed));
                 for (mut from, mut to) in [
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
@@ -278,6 +283,22 @@ impl BlackHoleProxy {
         BlackHoleProxy {
             address,
             connections,
+            hung,
+        }
+    }
+
+    /// The server hangs: every connection, old and new, goes silent.
+    fn hang(&self) {
+        self.hung.store(true, Ordering::Relaxed);
+        self.black_hole_existing();
+    }
+
+    /// The server resumes with its data as it was: every connection
+    /// forwards again.
+    fn resume(&self) {
+        self.hung.store(false, Ordering::Relaxed);
+        for holed in self.connections.lock().unwrap().iter() {
+            holed.store(false, Ordering::Relaxed);
         }
     }
 
@@ -391,6 +412,145 @@ fn calls_in_flight_on_a_black_holed_connection_end_by_their_deadline_without_ret
         assert!(elapsed < timeout + DEADLINE_SLACK, "took {elapsed:?}");
     }
     eventually_reads(&client, "k", "v", Duration::from_secs(5));
+}
+
+/// Calls started after a server hung, each with when it started (relative
+/// to the hang) and how long it took.
+fn calls_against_a_hung_server(
+    call: impl Fn() -> bool + Send + Sync + 'static,
+    threads: usize,
+    run_for: Duration,
+) -> Vec<(Duration, Duration, bool)> {
+    let call = Arc::new(call);
+    let hung_at = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let call = Arc::clone(&call);
+            thread::spawn(move || {
+                let mut seen = Vec::new();
+                while hung_at.elapsed() < run_for {
+                    let started = Instant::now();
+                    let ok = call();
+                    seen.push((started - hung_at, started.elapsed(), ok));
+                }
+                seen
+            })
+        })
+        .collect();
+    workers
+        .into_iter()
+        .flat_map(|worker| worker.join().expect("no caller panics"))
+        .collect()
+}
+
+#[test]
+fn a_hung_server_is_noticed_within_about_a_second_and_calls_then_fail_fast() {
+    let server = Server::local().unwrap();
+    let proxy = BlackHoleProxy::start(server.local_addr());
+    let timeout = Duration::from_millis(300);
+    let client = Client::builder(&proxy.address.to_string())
+        .timeout(timeout)
+        .build()
+        .unwrap();
+    client.set("k", "v").unwrap();
+    proxy.hang();
+
+    let probed = client.clone();
+    let calls = calls_against_a_hung_server(
+        move || {
+            let outcome = probed.get("k");
+            assert!(
+                matches!(
+                    outcome,
+                    Err(Error::Unavailable(_) | Error::DeadlineExceeded(_))
+                ),
+                "got {outcome:?}"
+            );
+            false
+        },
+        8,
+        Duration::from_secs(3),
+    );
+    // Detection: a call times out (300 ms), its probe goes unanswered (1 s);
+    // allow as much again for a loaded machine. From then on no call waits
+    // out its deadline: each fails at once.
+    let noticed_by =
+        timeout + tiny_cache_client::DEFAULT_PROBE_TIMEOUT + Duration::from_millis(700);
+    let late: Vec<_> = calls
+        .iter()
+        .filter(|(started, took, _)| *started > noticed_by && *took >= timeout)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "calls still waited out their deadline: {late:?}"
+    );
+    let after = calls
+        .iter()
+        .filter(|(started, ..)| *started > noticed_by)
+        .count();
+    // Deadline-bound, 8 threads over the last second could make ~27 calls.
+    assert!(after > 500, "only {after} calls after the hang was noticed");
+    for (_, took, _) in &calls {
+        assert!(*took < timeout + DEADLINE_SLACK, "a call took {took:?}");
+    }
+
+    // The server resumes with its data: the client finds it again.
+    proxy.resume();
+    eventually_reads(&client, "k", "v", Duration::from_secs(10));
+}
+
+#[cfg(feature = "cache")]
+#[test]
+fn fail_open_serves_at_the_loaders_speed_once_a_hung_server_is_noticed() {
+    use std::sync::atomic::AtomicUsize;
+    use tiny_cache_client::cache::ReadThrough;
+
+    let server = Server::local().unwrap();
+    let proxy = BlackHoleProxy::start(server.local_addr());
+    let timeout = Duration::from_millis(300);
+    let client = Client::builder(&proxy.address.to_string())
+        .timeout(timeout)
+        .build()
+        .unwrap();
+    let cache = ReadThrough::builder(client).fail_open(true).build();
+    cache
+        .get_with("warm", Duration::from_secs(60), || "up")
+        .unwrap();
+    proxy.hang();
+
+    let loads = Arc::new(AtomicUsize::new(0));
+    let (reader, counted) = (cache.clone(), Arc::clone(&loads));
+    let calls = calls_against_a_hung_server(
+        move || {
+            let value = reader
+                .get_with("k", Duration::from_secs(60), || {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    "computed"
+                })
+                .expect("fail-open never fails a read");
+            assert_eq!(&value[..], b"computed");
+            true
+        },
+        8,
+        Duration::from_secs(3),
+    );
+    let noticed_by =
+        timeout + tiny_cache_client::DEFAULT_PROBE_TIMEOUT + Duration::from_millis(700);
+    let after: Vec<_> = calls
+        .iter()
+        .filter(|(started, ..)| *started > noticed_by)
+        .collect();
+    let waited = after.iter().filter(|(_, took, _)| *took >= timeout).count();
+    assert_eq!(waited, 0, "reads still waited for the hung server");
+    assert!(
+        after.len() > 500,
+        "only {} reads after the hang was noticed",
+        after.len()
+    );
+    // Every read computed its value; concurrent reads of the key share one
+    // loader run (single flight), so at least one run per 8 readers.
+    assert!(loads.load(Ordering::Relaxed) >= after.len() / 8);
+    assert!(cache.stats().store_failures > 0);
 }
 
 #[test]

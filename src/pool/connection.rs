@@ -54,10 +54,14 @@ pub(super) struct Health {
     /// Time between pings while calls are in flight; `None` turns periodic
     /// pings off (probes still happen).
     pub interval: Option<Duration>,
-    /// How long a ping may go unanswered before the connection is dead.
+    /// How long a periodic ping may go unanswered before the connection
+    /// is dead.
     pub timeout: Duration,
-    /// The least time between two pings of any kind, so that probes after
-    /// timed-out calls cannot flood a slow server with pings.
+    /// How long the ping after a timed-out call may go unanswered: short,
+    /// since a call already waited out its deadline on this connection.
+    pub probe_timeout: Duration,
+    /// The least time between a probe and the ping before it, so that
+    /// many calls timing out together cost one ping, not one each.
     pub min_gap: Duration,
     /// Signalled by the worker when a call timed out after it was sent:
     /// ping at once to learn whether the connection is still alive.
@@ -78,15 +82,17 @@ pub(super) enum Ending {
 }
 
 /// Connects, proves the peer speaks HTTP/2, reports `Up`, then drives the
-/// connection until it ends and reports `Lost`. Everything is bounded by
-/// the connect timeout until `Up`.
+/// connection until it ends and reports `Lost`. Everything until `Up` is
+/// bounded by `attempt_timeout` (the worker's choice: the connect timeout
+/// for a first attempt, less for a reconnect).
 pub(super) async fn run(
     config: Arc<PoolConfig>,
     generation: u64,
+    attempt_timeout: Duration,
     events: UnboundedSender<Event>,
     health: Health,
 ) {
-    let connect_deadline = Instant::now() + config.connect_timeout;
+    let connect_deadline = Instant::now() + attempt_timeout;
     let established = tokio::time::timeout_at(connect_deadline, handshake(&config)).await;
     let (sender, mut connection, probe) = match established {
         Ok(Ok(established)) => established,
@@ -99,8 +105,8 @@ pub(super) async fn run(
                 generation,
                 error: Error::Unavailable(
                     format!(
-                        "connecting to {} took longer than {:?}",
-                        config.address, config.connect_timeout
+                        "connecting to {} took longer than {attempt_timeout:?}",
+                        config.address
                     )
                     .into(),
                 ),
@@ -131,8 +137,8 @@ pub(super) async fn run(
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(error)) => Err(describe(&error)),
                 Err(_) => Err(format!(
-                    "{} did not answer the HTTP/2 handshake within {:?}",
-                    config.address, config.connect_timeout
+                    "{} did not answer the HTTP/2 handshake within {attempt_timeout:?}",
+                    config.address
                 )),
             },
         }
@@ -171,22 +177,24 @@ where
     let mut last_ping = Instant::now();
     loop {
         let next_periodic = health.interval.map(|interval| last_ping + interval);
-        tokio::select! {
+        let timeout = tokio::select! {
             ended = &mut connection => return ending_of(ended),
             () = sleep_until_some(next_periodic), if next_periodic.is_some() => {
                 if health.in_flight.load(Ordering::Relaxed) == 0 {
                     last_ping = Instant::now();
                     continue;
                 }
+                health.timeout
             }
             () = health.probe.notified() => {
                 if last_ping.elapsed() < health.min_gap {
                     continue;
                 }
+                health.probe_timeout
             }
-        }
+        };
         last_ping = Instant::now();
-        let pong = tokio::time::timeout(health.timeout, ping_pong.ping(h2::Ping::opaque()));
+        let pong = tokio::time::timeout(timeout, ping_pong.ping(h2::Ping::opaque()));
         tokio::pin!(pong);
         tokio::select! {
             ended = &mut connection => return ending_of(ended),

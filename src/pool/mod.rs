@@ -137,6 +137,10 @@ pub(crate) struct PoolConfig {
     pub keepalive_interval: Option<Duration>,
     /// How long a ping may stay unanswered before the connection is dropped.
     pub keepalive_timeout: Duration,
+    /// How long the ping sent after a timed-out call may stay unanswered
+    /// before the server counts as unresponsive; also the base of reconnect
+    /// attempts' timeouts.
+    pub probe_timeout: Duration,
     /// Called each time a worker connects again after its first
     /// connection (set by the client for its metrics; `None` by default).
     pub on_reconnect: Option<ReconnectHook>,

@@ -200,23 +200,46 @@ impl Worker {
                 "tiny-cache connection: reconnecting"
             );
         }
-        self.state.send_replace(ConnState::Connecting);
+        // While the server is known to be down or unresponsive, calls keep
+        // failing fast during the new attempt (a circuit breaker's half-open
+        // trial) instead of each waiting for an attempt that may hang.
+        if !matches!(*self.state.borrow(), ConnState::Down { .. }) {
+            self.state.send_replace(ConnState::Connecting);
+        }
         self.probe = Arc::new(Notify::new());
         let health = Health {
             in_flight: Arc::clone(&self.in_flight),
             interval: self.keepalive_interval,
             timeout: self.config.keepalive_timeout,
-            min_gap: self
-                .keepalive_interval
-                .unwrap_or(self.config.keepalive_timeout),
+            probe_timeout: self.config.probe_timeout.min(self.config.keepalive_timeout),
+            min_gap: self.config.probe_timeout,
             probe: Arc::clone(&self.probe),
         };
         tokio::spawn(connection::run(
             Arc::clone(&self.config),
             self.generation,
+            self.attempt_timeout(),
             self.events_tx.clone(),
             health,
         ));
+    }
+
+    /// How long this connection attempt may take. The first gets the whole
+    /// connect timeout; a reconnect starts at twice the probe timeout and
+    /// doubles with each failed attempt, so a server that accepts TCP but
+    /// never finishes the handshake (wedged, or its backlog full) is given
+    /// up on in seconds, while one that is merely slow still gets in.
+    fn attempt_timeout(&self) -> Duration {
+        let connect_timeout = self.config.connect_timeout;
+        if self.generation <= 1 {
+            return connect_timeout;
+        }
+        let doublings = self.failed_attempts.min(16);
+        self.config
+            .probe_timeout
+            .saturating_mul(2)
+            .saturating_mul(1 << doublings)
+            .min(connect_timeout)
     }
 
     fn on_event(&mut self, event: Event) {
@@ -238,9 +261,25 @@ impl Worker {
                 if ending == Ending::TooManyPings {
                     self.keepalive_interval = self.keepalive_interval.map(|i| i.saturating_mul(2));
                 }
-                if matches!(*self.state.borrow(), ConnState::Ready { .. }) {
-                    self.connect();
+                if !matches!(*self.state.borrow(), ConnState::Ready { .. }) {
+                    return;
                 }
+                if ending == Ending::Unresponsive {
+                    // A server that stopped answering is likely to hang the
+                    // next handshake too: fail calls fast until a fresh
+                    // connection proves it is back.
+                    self.state.send_replace(ConnState::Down {
+                        error: Error::Unavailable(
+                            format!(
+                                "{} stopped answering (a ping went unanswered); \
+                                 failing fast until a new connection is up",
+                                self.config.address
+                            )
+                            .into(),
+                        ),
+                    });
+                }
+                self.connect();
             }
             Event::Broken { generation } if generation == self.generation => {
                 if matches!(*self.state.borrow(), ConnState::Ready { .. }) {
