@@ -32,6 +32,17 @@ pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// of a pod becoming ready; 10 s bounds how long a new server waits.
 pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Keys whose missed writes a cluster remembers per server (hinted
+/// handoff): a key takes one entry however often it is written, so this
+/// bounds memory at about this many keys and their last values per server
+/// that is down. Past it, the server's keys are read from every replica
+/// for [`DEFAULT_RECOVERY_WINDOW`] once it is back.
+pub const DEFAULT_HINT_CAPACITY: usize = 100_000;
+/// How long a server that missed writes no hint recorded (its hint log was
+/// full) has its keys read from every replica once it is back, so the
+/// newest copy wins and read repair rewrites its old ones.
+pub const DEFAULT_RECOVERY_WINDOW: Duration = Duration::from_secs(60);
+
 /// Changes every server's [`ClientBuilder`] after the cluster's own
 /// settings are applied (for TLS, metadata, windows...).
 pub type ConfigureClient = Arc<dyn Fn(ClientBuilder) -> ClientBuilder + Send + Sync>;
@@ -74,6 +85,23 @@ pub(crate) struct Settings {
     pub(crate) resolve_interval: Duration,
     pub(crate) timeout: Duration,
     pub(crate) default_ttl: Ttl,
+    /// Keys a server's hint log holds at most.
+    pub(crate) hint_capacity: usize,
+    /// How long a server that missed unhinted writes has its keys read
+    /// from every replica.
+    pub(crate) recovery_window: Duration,
+    /// Runs before a read's repairs (tests hold a repair back with it).
+    pub(crate) before_repair: Option<Hook>,
+}
+
+/// A callback the cluster runs at a fixed point, for tests.
+#[derive(Clone)]
+pub(crate) struct Hook(pub(crate) Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 impl std::fmt::Debug for ClusterBuilder {
@@ -98,6 +126,9 @@ impl Default for ClusterBuilder {
                 resolve_interval: DEFAULT_RESOLVE_INTERVAL,
                 timeout: DEFAULT_TIMEOUT,
                 default_ttl: Ttl::After(DEFAULT_TTL),
+                hint_capacity: DEFAULT_HINT_CAPACITY,
+                recovery_window: DEFAULT_RECOVERY_WINDOW,
+                before_repair: None,
             },
             namespace: None,
             pool_size: DEFAULT_POOL_SIZE_PER_SERVER,
@@ -180,6 +211,20 @@ impl ClusterBuilder {
     /// ```
     pub fn replicas(mut self, replicas: usize) -> Self {
         self.settings.replicas = replicas;
+        self
+    }
+
+    /// Keys whose missed writes are remembered per server for hinted
+    /// handoff (see the [module docs](super#hinted-handoff)). Default
+    /// [`DEFAULT_HINT_CAPACITY`]; 0 keeps no hints, so a returning server's
+    /// keys are always read from every replica for the recovery window.
+    ///
+    /// ```
+    /// let builder = tiny_cache_client::cluster::Cluster::builder().replicas(2).hint_capacity(10_000);
+    /// # drop(builder);
+    /// ```
+    pub fn hint_capacity(mut self, keys: usize) -> Self {
+        self.settings.hint_capacity = keys;
         self
     }
 

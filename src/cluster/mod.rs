@@ -42,11 +42,50 @@
 //! stored as given, readable by any client.
 //!
 //! Clocks decide: a writer whose clock runs behind loses to an earlier
-//! write from a faster clock. A delete removes every live replica; a
-//! replica that was unreachable during the delete and comes back with its
-//! data can bring the value back through read repair (there are no
-//! tombstones). Copies written to a stand-in while a server was down stay
-//! there, unread once it is back, until they expire.
+//! write from a faster clock. Read repair never overwrites a copy newer
+//! than the one it repairs with: it is a compare-and-set against the copy
+//! the replica answered, so a write landing between the read and the
+//! repair stays.
+//!
+//! While replicas remain to be asked, no single attempt may use the whole
+//! deadline: each round of a read gets an equal share of what is left for
+//! it and every round that may follow, so with R = 2 a replica that hangs
+//! costs a read half its deadline, not an error.
+//!
+//! # Hinted handoff
+//!
+//! A write or delete acknowledged without one of the key's home servers
+//! (the R best-ranked, whatever their health: one was marked down and a
+//! stand-in took its place, or its part failed) leaves a *hint* for that
+//! server in this process: the key and the last operation it missed.
+//! Until the hint is delivered:
+//!
+//! - a read uses the hint as that server's answer instead of asking it,
+//!   so a server that comes back with old data (it hung, was cut off by a
+//!   partition, or restarted from a snapshot) cannot hide the write;
+//! - a server marked down is not brought back: its probe must answer and
+//!   its hints be delivered first (a write only if the server holds no
+//!   newer copy, by compare-and-set; then the stand-ins' copies are
+//!   deleted, so a later outage cannot serve them). A server still up gets
+//!   its hints from the background thread, once a probe interval.
+//!
+//! What this guarantees, for the writes of this process: once acknowledged,
+//! a write is never hidden by a server that missed it, with R = 1 as with
+//! R > 1, provided the hint log had room ([`ClusterBuilder::hint_capacity`],
+//! [`DEFAULT_HINT_CAPACITY`] keys per server). When it had not, the server
+//! is marked as having missed writes: for [`DEFAULT_RECOVERY_WINDOW`] from
+//! then, and again from its return, reads of its keys ask every replica
+//! and the newest copy wins (R > 1); with R = 1 there is nothing to
+//! compare, and a key past the log may read its old copy until it expires.
+//! Hints live in memory: writes of another process, or of one that died
+//! before delivering them, are covered for R > 1 only as far as a read
+//! that reaches a replica with the newer copy (Q = R always does) and read
+//! repair go. [`Cluster::servers`] counts pending, delivered and dropped
+//! hints per server.
+//!
+//! A delete removes every live replica; a replica that was unreachable
+//! during a delete that failed (not acknowledged) can bring the value back
+//! through read repair (there are no tombstones).
 //!
 //! Conditional writes ([`Cluster::set_if_absent`],
 //! [`Cluster::compare_and_set`]) need one server to decide, so with R > 1
@@ -98,8 +137,9 @@
 
 mod builder;
 mod discovery;
-mod envelope;
+pub(crate) mod envelope;
 mod fanout;
+mod hints;
 mod node;
 mod placement;
 // The read-through layer's `CacheStore` for `Cluster` (cluster → cache,
@@ -117,8 +157,8 @@ use bytes::Bytes;
 
 pub use builder::{
     ClusterBuilder, ConfigureClient, DEFAULT_CLUSTER_MAX_RETRIES, DEFAULT_COOL_DOWN,
-    DEFAULT_FAILURE_THRESHOLD, DEFAULT_POOL_SIZE_PER_SERVER, DEFAULT_PROBE_INTERVAL,
-    DEFAULT_RESOLVE_INTERVAL,
+    DEFAULT_FAILURE_THRESHOLD, DEFAULT_HINT_CAPACITY, DEFAULT_POOL_SIZE_PER_SERVER,
+    DEFAULT_PROBE_INTERVAL, DEFAULT_RECOVERY_WINDOW, DEFAULT_RESOLVE_INTERVAL,
 };
 pub use discovery::Resolver;
 
@@ -126,6 +166,7 @@ use builder::Settings;
 use discovery::{Source, Wanted};
 use envelope::Copy;
 use fanout::in_parallel;
+use hints::Hint;
 use node::{is_server_failure, Node};
 
 use crate::{CasOutcome, Client, Error, ItemError, ItemResult, Result, Stats, Ttl, TOUCH_ATTEMPTS};
@@ -177,6 +218,13 @@ pub struct ServerState {
     /// Of those, the ones that failed for the server's sake (unreachable,
     /// deadline, protocol).
     pub failed_calls: u64,
+    /// Writes and deletes it missed, waiting to be handed to it (see
+    /// [hinted handoff](self#hinted-handoff)).
+    pub pending_hints: usize,
+    /// Hints handed to it since the cluster started.
+    pub delivered_hints: u64,
+    /// Hints it could not be given because its log was full.
+    pub dropped_hints: u64,
 }
 
 struct Inner {
@@ -648,6 +696,9 @@ impl Cluster {
                 up: node.is_up(),
                 calls: node.calls(),
                 failed_calls: node.failed_calls(),
+                pending_hints: node.hints.len(),
+                delivered_hints: node.hints.delivered(),
+                dropped_hints: node.hints.dropped(),
             })
             .collect()
     }
@@ -702,6 +753,26 @@ impl Topology {
         candidates
     }
 
+    /// The key's first `replicas` live servers, best first, and its home:
+    /// the first `replicas` servers whatever their health, the ones that
+    /// must end up with every acknowledged write (a home server missing
+    /// from the live ones gets a hint).
+    fn placement(&self, key: &str, replicas: usize) -> (Vec<usize>, Vec<usize>) {
+        let ranked = placement::rank(key, &self.slots);
+        let mut live: Vec<usize> = ranked
+            .iter()
+            .copied()
+            .filter(|&index| self.nodes[index].is_up())
+            .take(replicas)
+            .collect();
+        let mut home = ranked;
+        home.truncate(replicas);
+        if live.is_empty() {
+            live.clone_from(&home);
+        }
+        (live, home)
+    }
+
     /// The key's live servers, best first; every server when none is live
     /// (trying a server marked down beats refusing outright).
     fn candidates(&self, key: &str) -> Vec<usize> {
@@ -723,16 +794,22 @@ impl Topology {
 struct Read {
     candidates: Vec<usize>,
     next: usize,
+    /// Answers, a server's hint standing in for asking it.
     answers: Vec<(usize, Option<Copy>)>,
+    /// Answers needed: the read quorum, or every replica while one of the
+    /// key's servers is recovering from missed writes.
+    quorum: usize,
     error: Option<Error>,
     refused: Option<Error>,
 }
 
-/// Per key: which servers to write, and how many stored it.
+/// Per key: which servers to write, and which stored it.
 struct Write {
     candidates: Vec<usize>,
+    /// The servers that must end up with the write (hinted if they miss it).
+    home: Vec<usize>,
     next: usize,
-    stored: usize,
+    stored_on: Vec<usize>,
     error: Option<Error>,
     refused: Option<Error>,
 }
@@ -767,32 +844,34 @@ impl Shared {
 
     /// Sends every server its part of a call, all at once (the first part
     /// on this thread, the others on helpers), and returns each part's
-    /// outcome. Parts after the first round get what is left of the
-    /// deadline.
+    /// outcome. Each part must end by `part_deadline` (no later than the
+    /// call's), so that a server that does not answer leaves time to ask
+    /// the next one.
     fn dispatch(
         &self,
         topology: &Arc<Topology>,
         op: &Op,
         keys: &[&str],
         plan: BTreeMap<usize, Vec<usize>>,
-        deadline: Instant,
-        first_round: bool,
+        part_deadline: PartDeadline,
     ) -> Vec<(usize, Vec<usize>, Result<Vec<KeyOutcome>>)> {
-        let (threshold, timeout) = (self.threshold(), self.settings.timeout);
+        let threshold = self.threshold();
+        let late = || late(self.settings.timeout);
         if plan.len() == 1 {
             return plan
                 .into_iter()
                 .map(|(index, part)| {
                     let node = &topology.nodes[index];
-                    let outcome = send_part(node, op, keys, &part, deadline, timeout, first_round);
+                    let outcome = send_part(node, op, keys, &part, part_deadline);
                     if let Some(outcome) = &outcome {
                         node.record(outcome, threshold);
                     }
-                    (index, part, outcome.unwrap_or_else(|| Err(late(timeout))))
+                    (index, part, outcome.unwrap_or_else(|| Err(late())))
                 })
                 .collect();
         }
         let owned: Arc<[String]> = keys.iter().map(|&key| key.to_owned()).collect();
+        let timeout = self.settings.timeout;
         type Part = (usize, Vec<usize>, Result<Vec<KeyOutcome>>);
         let jobs: Vec<Box<dyn FnOnce() -> Part + Send>> = plan
             .into_iter()
@@ -800,12 +879,15 @@ impl Shared {
                 let (topology, op, keys) = (Arc::clone(topology), op.clone(), Arc::clone(&owned));
                 Box::new(move || {
                     let node = &topology.nodes[index];
-                    let outcome =
-                        send_part(node, &op, &keys, &part, deadline, timeout, first_round);
+                    let outcome = send_part(node, &op, &keys, &part, part_deadline);
                     if let Some(outcome) = &outcome {
                         node.record(outcome, threshold);
                     }
-                    (index, part, outcome.unwrap_or_else(|| Err(late(timeout))))
+                    (
+                        index,
+                        part,
+                        outcome.unwrap_or_else(|| Err(self::late(timeout))),
+                    )
                 }) as Box<dyn FnOnce() -> Part + Send>
             })
             .collect();
@@ -818,25 +900,31 @@ impl Shared {
         let (replicas, quorum) = (self.settings.replicas, self.settings.read_quorum);
         let mut reads: Vec<Read> = keys
             .iter()
-            .map(|key| Read {
-                candidates: topology.replicas(key, replicas),
-                next: 0,
-                answers: Vec::new(),
-                error: None,
-                refused: None,
+            .map(|key| {
+                let mut read = Read {
+                    candidates: topology.replicas(key, replicas),
+                    next: 0,
+                    answers: Vec::new(),
+                    quorum,
+                    error: None,
+                    refused: None,
+                };
+                self.answer_from_hints(&topology, key, &mut read);
+                read
             })
             .collect();
         let mut first_round = true;
         loop {
             let mut plan: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            let mut spare = 0;
             for (at, read) in reads.iter_mut().enumerate() {
                 if read.refused.is_some() {
                     continue;
                 }
                 let answered = read.answers.len();
                 let all_missed = read.answers.iter().all(|(_, copy)| copy.is_none());
-                let want = if answered < quorum {
-                    quorum - answered
+                let want = if answered < read.quorum {
+                    read.quorum - answered
                 } else if replicas > 1 && all_missed && answered < replicas {
                     // Confirm a miss with the other replicas: one of them
                     // may hold what a restarted replica lost.
@@ -849,12 +937,17 @@ impl Shared {
                     plan.entry(index).or_default().push(at);
                 }
                 read.next += take;
+                spare = spare.max(read.candidates.len() - read.next);
             }
             if plan.is_empty() {
                 break;
             }
+            // With replicas left to ask, no server may take the whole
+            // deadline: a hung one would leave nothing for the next.
+            let part_deadline =
+                PartDeadline::share(deadline, spare, first_round, self.settings.timeout);
             for (index, part, outcome) in
-                self.dispatch(&topology, &Op::Get, keys, plan, deadline, first_round)
+                self.dispatch(&topology, &Op::Get, keys, plan, part_deadline)
             {
                 match outcome {
                     Err(error) => {
@@ -889,10 +982,14 @@ impl Shared {
                 if read.answers.is_empty() {
                     return Err(read.error.unwrap_or_else(no_servers));
                 }
-                if read.answers.len() < quorum {
+                // Recovering keys ask every replica but, as any read, need
+                // only the read quorum to answer.
+                let needed = quorum;
+                if read.answers.len() < needed {
                     return Err(Error::Unavailable(
                         format!(
-                            "read quorum not met: {} of {quorum} replicas answered ({})",
+                            "read quorum not met for key {:?}: {} of {needed} replicas answered ({})",
+                            keys[at],
                             read.answers.len(),
                             read.error.map_or_else(String::new, |e| e.to_string())
                         )
@@ -910,12 +1007,17 @@ impl Shared {
                 let Some(newest) = newest else {
                     return Ok(None);
                 };
-                if replicas > 1 {
-                    if let Some(ttl) = newest.remaining_ttl(now) {
-                        for (index, copy) in &read.answers {
-                            if copy.as_ref().is_none_or(|copy| newest.is_newer_than(copy)) {
-                                repairs.push((*index, at, newest.raw.clone(), ttl));
-                            }
+                if replicas > 1 && newest.remaining_ttl(now).is_some() {
+                    for (index, copy) in &read.answers {
+                        let stale = copy.as_ref().is_none_or(|copy| newest.is_newer_than(copy));
+                        // A hinted server was not asked: its hint delivers.
+                        if stale && topology.nodes[*index].hints.get(keys[at]).is_none() {
+                            repairs.push(Repair {
+                                index: *index,
+                                at,
+                                seen: copy.clone(),
+                                newest: newest.clone(),
+                            });
                         }
                     }
                 }
@@ -926,28 +1028,68 @@ impl Shared {
         outcomes
     }
 
+    /// Puts what the key's hinted servers missed in their place as answers
+    /// (so a server back with old data cannot hide an acknowledged write),
+    /// and asks every replica while one of them is recovering from writes
+    /// it missed unhinted.
+    fn answer_from_hints(&self, topology: &Topology, key: &str, read: &mut Read) {
+        let nodes = &topology.nodes;
+        if read
+            .candidates
+            .iter()
+            .any(|&index| nodes[index].is_recovering())
+        {
+            read.quorum = read.candidates.len().max(read.quorum);
+        }
+        if read
+            .candidates
+            .iter()
+            .all(|&index| nodes[index].hints.is_empty())
+        {
+            return;
+        }
+        let answers = &mut read.answers;
+        read.candidates
+            .retain(|&index| match nodes[index].hints.get(key) {
+                Some(Hint::Set { raw, .. }) => {
+                    answers.push((index, Some(Copy::parse(raw))));
+                    false
+                }
+                Some(Hint::Delete) => {
+                    answers.push((index, None));
+                    false
+                }
+                None => true,
+            });
+    }
+
     /// Rewrites stale replicas with the newest copy before the read
-    /// returns, within its deadline. A failed repair only counts against
+    /// returns, within its deadline. Never overwrites a copy newer than
+    /// the one it is repairing with: each write is a compare-and-set
+    /// against what the replica answered, so a write that lands between
+    /// the read and the repair stays. A failed repair only counts against
     /// its server: the read already has its answer.
-    fn repair(
-        &self,
-        topology: &Topology,
-        keys: &[&str],
-        repairs: Vec<(usize, usize, Bytes, Ttl)>,
-        deadline: Instant,
-    ) {
+    fn repair(&self, topology: &Topology, keys: &[&str], repairs: Vec<Repair>, deadline: Instant) {
+        if repairs.is_empty() {
+            return;
+        }
+        if let Some(hook) = &self.settings.before_repair {
+            (hook.0)();
+        }
         let jobs: Vec<_> = repairs
             .into_iter()
-            .map(|(index, at, raw, ttl)| {
+            .map(|repair| {
                 move || {
                     let Ok(left) = remaining(deadline, self.settings.timeout) else {
                         return;
                     };
-                    let node = &topology.nodes[index];
-                    let outcome = node
-                        .client
-                        .with_timeout(left)
-                        .and_then(|client| client.set_with_ttl(keys[at], &raw, ttl));
+                    let Some(ttl) = repair.newest.remaining_ttl(SystemTime::now()) else {
+                        return;
+                    };
+                    let node = &topology.nodes[repair.index];
+                    let outcome = node.client.with_timeout(left).and_then(|client| {
+                        store_if_newer(&client, keys[repair.at], &repair.newest, repair.seen, ttl)
+                    });
                     node.record(&outcome, self.threshold());
                 }
             })
@@ -964,12 +1106,16 @@ impl Shared {
         let partial_ok = matches!(op, Op::Set { .. });
         let mut writes: Vec<Write> = keys
             .iter()
-            .map(|key| Write {
-                candidates: topology.replicas(key, replicas),
-                next: 0,
-                stored: 0,
-                error: None,
-                refused: None,
+            .map(|key| {
+                let (candidates, home) = topology.placement(key, replicas);
+                Write {
+                    candidates,
+                    home,
+                    next: 0,
+                    stored_on: Vec::new(),
+                    error: None,
+                    refused: None,
+                }
             })
             .collect();
         let mut first_round = true;
@@ -979,7 +1125,7 @@ impl Shared {
                 if write.refused.is_some() {
                     continue;
                 }
-                let want = replicas.saturating_sub(write.stored);
+                let want = replicas.saturating_sub(write.stored_on.len());
                 let take = want.min(write.candidates.len() - write.next);
                 for &index in &write.candidates[write.next..write.next + take] {
                     plan.entry(index).or_default().push(at);
@@ -989,9 +1135,11 @@ impl Shared {
             if plan.is_empty() {
                 break;
             }
-            for (_, part, outcome) in
-                self.dispatch(&topology, op, keys, plan, deadline, first_round)
-            {
+            // Every replica is written at once, so each part may use what
+            // is left of the deadline.
+            let part_deadline =
+                PartDeadline::share(deadline, 0, first_round, self.settings.timeout);
+            for (index, part, outcome) in self.dispatch(&topology, op, keys, plan, part_deadline) {
                 match outcome {
                     Err(error) => {
                         for at in part {
@@ -1001,7 +1149,7 @@ impl Shared {
                     Ok(results) => {
                         for (at, result) in part.into_iter().zip(results) {
                             match result {
-                                Ok(_) => writes[at].stored += 1,
+                                Ok(_) => writes[at].stored_on.push(index),
                                 Err(refused) => writes[at].refused = Some(refused),
                             }
                         }
@@ -1012,13 +1160,128 @@ impl Shared {
         }
         writes
             .into_iter()
-            .map(|write| match (write.refused, write.error) {
-                (Some(refused), _) => Err(refused),
-                (None, Some(error)) if !partial_ok || write.stored == 0 => Err(error),
-                (None, _) if write.stored == 0 => Err(no_servers()),
-                _ => Ok(()),
+            .enumerate()
+            .map(|(at, write)| {
+                let outcome = match (&write.refused, &write.error) {
+                    (Some(refused), _) => Err(refused.clone()),
+                    (None, Some(error)) if !partial_ok || write.stored_on.is_empty() => {
+                        Err(error.clone())
+                    }
+                    (None, _) if write.stored_on.is_empty() => Err(no_servers()),
+                    _ => Ok(()),
+                };
+                if outcome.is_ok() {
+                    self.hint_missed(&topology, keys[at], op, at, &write);
+                }
+                outcome
             })
             .collect()
+    }
+
+    /// After an acknowledged write: every home server of the key that did
+    /// not store it gets a hint, and every server that stored it loses any
+    /// older hint for the key.
+    fn hint_missed(&self, topology: &Topology, key: &str, op: &Op, at: usize, write: &Write) {
+        let nodes = &topology.nodes;
+        for &index in &write.stored_on {
+            nodes[index].hints.forget(key);
+        }
+        for &index in &write.home {
+            if write.stored_on.contains(&index) {
+                continue;
+            }
+            let hint = match op {
+                Op::Set { values, ttl } => Hint::Set {
+                    raw: values[at].clone(),
+                    ttl: *ttl,
+                    stand_ins: write
+                        .stored_on
+                        .iter()
+                        .filter(|index| !write.home.contains(index))
+                        .map(|&index| nodes[index].name.clone())
+                        .collect(),
+                },
+                Op::Delete => Hint::Delete,
+                Op::Get => continue,
+            };
+            let node = &nodes[index];
+            if !node.hints.record(key, hint, self.settings.hint_capacity) {
+                node.missed_a_hint(self.settings.recovery_window);
+            }
+        }
+    }
+
+    /// Delivers `node`'s hints through `client`: each write the server
+    /// missed, unless it now holds a newer copy; each delete. Returns
+    /// whether every hint was delivered (a server failure stops delivery,
+    /// and the rest waits for the next try).
+    ///
+    /// The stand-ins' copies of the delivered writes are cleared by
+    /// `clear_stand_ins` once the server serves its keys again (before
+    /// that, reads still go to the stand-ins).
+    fn deliver_hints(
+        &self,
+        node: &Node,
+        client: &Client,
+        delivered: &mut Vec<(String, Vec<String>)>,
+    ) -> bool {
+        if node.hints.is_empty() {
+            return true;
+        }
+        let client = match client.with_timeout(self.settings.timeout) {
+            Ok(client) => client.with_max_retries(0),
+            Err(_) => return false,
+        };
+        for (key, hint) in node.hints.snapshot() {
+            let outcome = match &hint {
+                Hint::Set { raw, .. } if self.settings.replicas > 1 => {
+                    let copy = Copy::parse(raw.clone());
+                    match copy.remaining_ttl(SystemTime::now()) {
+                        // Expired meanwhile: nothing to deliver.
+                        None => Ok(()),
+                        Some(left) => store_if_newer(&client, &key, &copy, None, left),
+                    }
+                }
+                Hint::Set { raw, ttl, .. } => client.set_with_ttl(&key, raw, *ttl),
+                Hint::Delete => client.delete(&key),
+            };
+            match outcome {
+                Err(error) if is_server_failure(&error) => return false,
+                // Delivered, or refused for the key's own sake (a value
+                // the server no longer takes): either way it is done.
+                _ => node.hints.delivered_one(&key, &hint),
+            }
+            if let Hint::Set { stand_ins, .. } = hint {
+                if !stand_ins.is_empty() {
+                    delivered.push((key, stand_ins));
+                }
+            }
+        }
+        node.hints.is_empty()
+    }
+
+    /// Deletes a key's copies from the servers that stood in for its home
+    /// server, now that the home server has it, unless a server is home
+    /// to the key itself by now. Best effort: a copy left behind is only
+    /// read while the home server is down again.
+    fn clear_stand_ins(&self, delivered: Vec<(String, Vec<String>)>) {
+        if delivered.is_empty() {
+            return;
+        }
+        let topology = self.topology();
+        for (key, stand_ins) in delivered {
+            let (_, home) = topology.placement(&key, self.settings.replicas);
+            for (index, node) in topology.nodes.iter().enumerate() {
+                if !stand_ins.contains(&node.name) || home.contains(&index) {
+                    continue;
+                }
+                let outcome = node
+                    .client
+                    .with_timeout(self.settings.timeout)
+                    .and_then(|client| client.delete(&key));
+                node.record(&outcome, self.threshold());
+            }
+        }
     }
 
     /// Runs a conditional call on the key's best live server.
@@ -1119,15 +1382,33 @@ impl Shared {
             if !due {
                 continue;
             }
+            // What it missed goes first: until then its copies may be
+            // older than writes acknowledged without it.
+            let mut delivered = Vec::new();
             if ping(&node.client) {
-                node.bring_back();
+                if self.deliver_hints(node, &node.client, &mut delivered) {
+                    node.bring_back(self.settings.recovery_window);
+                    self.clear_stand_ins(delivered);
+                }
                 continue;
             }
             let Ok(fresh) = make_node(&self.builder, node.origin.clone()) else {
                 continue;
             };
-            if ping(&fresh.client) {
-                self.replace(node, node.renewed(fresh.client));
+            if ping(&fresh.client) && self.deliver_hints(node, &fresh.client, &mut delivered) {
+                let renewed = node.renewed(fresh.client);
+                renewed.bring_back(self.settings.recovery_window);
+                self.replace(node, renewed);
+                self.clear_stand_ins(delivered);
+            }
+        }
+        // A server still up that missed writes (a part that failed before
+        // it was marked down) gets them now.
+        for node in &topology.nodes {
+            if node.is_up() && !node.hints.is_empty() {
+                let mut delivered = Vec::new();
+                self.deliver_hints(node, &node.client, &mut delivered);
+                self.clear_stand_ins(delivered);
             }
         }
     }
@@ -1337,27 +1618,115 @@ fn late(timeout: Duration) -> Error {
     )
 }
 
-/// One server's part of a call: with the server's own deadline in the
-/// first round, with what is left of the call's after. `None` when no time
-/// was left to send it (which says nothing of the server's health).
+/// When one server's part of a call must end.
+#[derive(Debug, Clone, Copy)]
+enum PartDeadline {
+    /// The first round with nothing left to fall back on: the server's
+    /// client uses its own timeout (the cluster's), no per-call handle.
+    Own,
+    /// No later than this.
+    By(Instant),
+    /// The call's deadline has passed.
+    Passed,
+}
+
+impl PartDeadline {
+    /// The part's share of what is left before `deadline`, when `spare`
+    /// more servers may still have to be asked after this round: an equal
+    /// share for this round and each of those.
+    fn share(
+        deadline: Instant,
+        spare: usize,
+        first_round: bool,
+        timeout: Duration,
+    ) -> PartDeadline {
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        if left.is_zero() {
+            return PartDeadline::Passed;
+        }
+        if spare == 0 {
+            // The server's own timeout is the cluster's: in the first round
+            // it ends with the call.
+            return if first_round && left + Duration::from_millis(1) >= timeout {
+                PartDeadline::Own
+            } else {
+                PartDeadline::By(deadline)
+            };
+        }
+        let rounds = u32::try_from(spare + 1).unwrap_or(u32::MAX);
+        PartDeadline::By(now + left / rounds)
+    }
+}
+
+/// One server's part of a call, by `deadline`. `None` when no time was
+/// left to send it (which says nothing of the server's health).
 fn send_part<K: AsRef<str>>(
     node: &Node,
     op: &Op,
     keys: &[K],
     part: &[usize],
-    deadline: Instant,
-    timeout: Duration,
-    first_round: bool,
+    deadline: PartDeadline,
 ) -> Option<Result<Vec<KeyOutcome>>> {
-    if first_round {
-        return Some(run_part(&node.client, op, keys, part));
+    let by = match deadline {
+        PartDeadline::Own => return Some(run_part(&node.client, op, keys, part)),
+        PartDeadline::Passed => return None,
+        PartDeadline::By(by) => by,
+    };
+    let left = by.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return None;
     }
-    let left = remaining(deadline, timeout).ok()?;
     Some(
         node.client
             .with_timeout(left)
             .and_then(|client| run_part(&client, op, keys, part)),
     )
+}
+
+/// A stale replica to rewrite after a read.
+struct Repair {
+    /// The server.
+    index: usize,
+    /// The key's position in the call.
+    at: usize,
+    /// What the server answered: the repair replaces exactly this.
+    seen: Option<Copy>,
+    /// The newest copy the read found.
+    newest: Copy,
+}
+
+/// Stores `newest` for `key` unless the server holds a copy at least as
+/// new: a compare-and-set against the copy believed to be there (`seen`,
+/// or read first when `None` is not known to be a miss), read again after
+/// each lost race, at most [`TOUCH_ATTEMPTS`] times. Another writer that
+/// keeps winning the race is newer, so giving up then loses nothing.
+fn store_if_newer(
+    client: &Client,
+    key: &str,
+    newest: &Copy,
+    seen: Option<Copy>,
+    ttl: Ttl,
+) -> Result<()> {
+    let mut current = match seen {
+        Some(copy) => Some(copy),
+        None => client.get(key)?.map(Copy::parse),
+    };
+    for _ in 0..TOUCH_ATTEMPTS {
+        let stored = match &current {
+            Some(copy) if !newest.is_newer_than(copy) => return Ok(()),
+            Some(copy) => {
+                client.compare_and_set_with_ttl(key, &copy.raw, &newest.raw, ttl)?
+                    == CasOutcome::Stored
+            }
+            None => client.set_if_absent_with_ttl(key, &newest.raw, ttl)?,
+        };
+        if stored {
+            return Ok(());
+        }
+        current = client.get(key)?.map(Copy::parse);
+    }
+    Ok(())
 }
 
 /// A touch of one replica's enveloped copy: a new expiry, the same write

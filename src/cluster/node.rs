@@ -1,10 +1,11 @@
 //! One server of a cluster: its client, its health and its load counters.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::discovery::Wanted;
+use super::hints::HintLog;
 use super::placement::Slot;
 use crate::{Client, Error, TlsFailure};
 
@@ -25,6 +26,14 @@ pub(crate) struct Node {
     down_since: Mutex<Option<Instant>>,
     calls: AtomicU64,
     failed_calls: AtomicU64,
+    /// What it missed while unreachable; kept across a renewal.
+    pub(crate) hints: Arc<HintLog>,
+    /// Set when a hint for it had to be dropped: it may hold old copies
+    /// that no hint will fix, so on its return its keys are read from all
+    /// their replicas until this time.
+    recovering_until: Mutex<Option<Instant>>,
+    /// A hint was dropped since it last came back.
+    missed_unhinted: AtomicBool,
 }
 
 impl Node {
@@ -40,7 +49,29 @@ impl Node {
             down_since: Mutex::new(None),
             calls: AtomicU64::new(0),
             failed_calls: AtomicU64::new(0),
+            hints: Arc::default(),
+            recovering_until: Mutex::new(None),
+            missed_unhinted: AtomicBool::new(false),
         }
+    }
+
+    /// Notes that a hint for this server could not be kept: from now, and
+    /// again when it comes back if it is down, its keys are read from all
+    /// their replicas for `recovery_window`.
+    pub(crate) fn missed_a_hint(&self, recovery_window: std::time::Duration) {
+        self.missed_unhinted.store(true, Ordering::Relaxed);
+        if let Ok(mut until) = self.recovering_until.lock() {
+            *until = Some(Instant::now() + recovery_window);
+        }
+    }
+
+    /// Whether reads of its keys must ask every replica: it came back
+    /// after missing writes that no hint recorded.
+    pub(crate) fn is_recovering(&self) -> bool {
+        let Ok(until) = self.recovering_until.lock() else {
+            return false;
+        };
+        until.is_some_and(|until| Instant::now() < until)
     }
 
     pub(crate) fn is_up(&self) -> bool {
@@ -84,15 +115,27 @@ impl Node {
 
     /// The same server, up, with a fresh `client` and this one's counters.
     pub(crate) fn renewed(&self, client: Client) -> Node {
-        let node = Node::new(self.origin.clone(), client);
+        let mut node = Node::new(self.origin.clone(), client);
         node.calls.store(self.calls(), Ordering::Relaxed);
         node.failed_calls
             .store(self.failed_calls(), Ordering::Relaxed);
+        node.hints = Arc::clone(&self.hints);
+        node.missed_unhinted.store(
+            self.missed_unhinted.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         node
     }
 
-    /// A probe answered: the server takes its keys back.
-    pub(crate) fn bring_back(&self) {
+    /// A probe answered and its hints were delivered: the server takes
+    /// its keys back, for a recovery window of all-replica reads if it
+    /// missed writes no hint recorded.
+    pub(crate) fn bring_back(&self, recovery_window: std::time::Duration) {
+        if self.missed_unhinted.swap(false, Ordering::Relaxed) {
+            if let Ok(mut until) = self.recovering_until.lock() {
+                *until = Some(Instant::now() + recovery_window);
+            }
+        }
         self.failures_in_a_row.store(0, Ordering::Relaxed);
         if let Ok(mut since) = self.down_since.lock() {
             *since = None;

@@ -2,6 +2,7 @@
 //! subset, so items unused by one of them are expected.
 #![allow(dead_code)]
 
+pub mod fault_proxy;
 pub mod net;
 pub mod pings;
 pub mod rogue;

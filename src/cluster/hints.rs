@@ -1,0 +1,195 @@
+//! Hinted handoff: what a replica missed while it could not be reached.
+//!
+//! When a write or delete is acknowledged without one of the key's home
+//! replicas (it was marked down and a stand-in took its place, or its part
+//! failed), the cluster keeps a hint for that replica: the key and the
+//! last operation it missed. Until the hint is delivered, a read treats the
+//! hint as that replica's answer instead of asking it, so a replica that
+//! comes back with old data (it hung, was cut off, or restarted from a
+//! snapshot) cannot hide the acknowledged write. A server marked down is
+//! brought back only once its hints are delivered; a server still up gets
+//! them from the background thread. This is Dynamo's hinted handoff, kept
+//! in the writing process.
+//!
+//! The log is bounded per server ([`ClusterBuilder::hint_capacity`]); a
+//! key already hinted takes no new room (only its last operation is kept).
+//! Past the bound, new hints are dropped and counted, and the server is
+//! marked as having missed writes it cannot replay: when it comes back, its
+//! keys are read from all their replicas for a recovery window, so the
+//! newest copy still wins for R > 1 (see the module docs for R = 1).
+//!
+//! [`ClusterBuilder::hint_capacity`]: super::ClusterBuilder::hint_capacity
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use bytes::Bytes;
+
+use crate::Ttl;
+
+/// The last operation a replica missed for one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Hint {
+    /// It missed this write: the stored bytes (envelope included), the
+    /// TTL, and the servers that stood in for it (their copies are deleted
+    /// once it has the write, so a later outage cannot bring them back).
+    Set {
+        raw: Bytes,
+        ttl: Ttl,
+        stand_ins: Vec<String>,
+    },
+    /// It missed a delete.
+    Delete,
+}
+
+/// One replica's hints.
+#[derive(Debug, Default)]
+pub(crate) struct HintLog {
+    entries: Mutex<HashMap<String, Hint>>,
+    /// Keys in `entries`, readable without the lock: the read path's test
+    /// for "nothing hinted here" is one atomic load.
+    len: AtomicUsize,
+    /// Hints refused because the log was full, ever.
+    dropped: AtomicU64,
+    /// Hints delivered to the replica, ever.
+    delivered: AtomicU64,
+}
+
+impl HintLog {
+    /// Whether any hint waits for delivery.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Acquire) == 0
+    }
+
+    /// Hints waiting for delivery.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+
+    /// Hints dropped because the log was full.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Hints delivered.
+    pub(crate) fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Records that the replica missed `hint` for `key`, replacing an older
+    /// hint for the key. Returns false when the log is full (the hint is
+    /// dropped and counted).
+    pub(crate) fn record(&self, key: &str, hint: Hint, capacity: usize) -> bool {
+        let mut entries = self.lock();
+        if let Some(slot) = entries.get_mut(key) {
+            *slot = hint;
+            return true;
+        }
+        if entries.len() >= capacity {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        entries.insert(key.to_owned(), hint);
+        self.len.store(entries.len(), Ordering::Release);
+        true
+    }
+
+    /// The hint for `key`, if one waits.
+    pub(crate) fn get(&self, key: &str) -> Option<Hint> {
+        if self.is_empty() {
+            return None;
+        }
+        self.lock().get(key).cloned()
+    }
+
+    /// The replica now holds what was written after `hint` was recorded
+    /// (a later write reached it): the hint is void.
+    pub(crate) fn forget(&self, key: &str) {
+        if self.is_empty() {
+            return;
+        }
+        let mut entries = self.lock();
+        if entries.remove(key).is_some() {
+            self.len.store(entries.len(), Ordering::Release);
+        }
+    }
+
+    /// Every waiting hint, for delivery.
+    pub(crate) fn snapshot(&self) -> Vec<(String, Hint)> {
+        self.lock()
+            .iter()
+            .map(|(key, hint)| (key.clone(), hint.clone()))
+            .collect()
+    }
+
+    /// `hint` for `key` was delivered: removes it unless a newer one
+    /// replaced it meanwhile.
+    pub(crate) fn delivered_one(&self, key: &str, hint: &Hint) {
+        let mut entries = self.lock();
+        if entries.get(key) == Some(hint) {
+            entries.remove(key);
+            self.len.store(entries.len(), Ordering::Release);
+            self.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Hint>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(value: &'static [u8]) -> Hint {
+        Hint::Set {
+            raw: Bytes::from_static(value),
+            ttl: Ttl::Never,
+            stand_ins: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_key_keeps_only_its_last_missed_operation() {
+        let log = HintLog::default();
+        assert!(log.record("k", set(b"1"), 10));
+        assert!(log.record("k", Hint::Delete, 10));
+        assert_eq!(log.len(), 1);
+        assert_eq!(log.get("k"), Some(Hint::Delete));
+    }
+
+    #[test]
+    fn a_full_log_drops_new_keys_and_counts_them_but_still_updates_old_ones() {
+        let log = HintLog::default();
+        assert!(log.record("a", set(b"1"), 1));
+        assert!(!log.record("b", set(b"1"), 1));
+        assert_eq!(log.dropped(), 1);
+        assert!(log.record("a", set(b"2"), 1));
+        assert_eq!(log.get("a"), Some(set(b"2")));
+        assert_eq!(log.get("b"), None);
+    }
+
+    #[test]
+    fn delivery_removes_a_hint_only_if_no_newer_one_replaced_it() {
+        let log = HintLog::default();
+        log.record("k", set(b"1"), 10);
+        let (key, first) = log.snapshot().pop().unwrap();
+        log.record("k", set(b"2"), 10);
+        log.delivered_one(&key, &first);
+        assert_eq!(log.get("k"), Some(set(b"2")));
+        log.delivered_one("k", &set(b"2"));
+        assert!(log.is_empty());
+        assert_eq!(log.delivered(), 1);
+    }
+
+    #[test]
+    fn a_later_write_that_reached_the_replica_voids_its_hint() {
+        let log = HintLog::default();
+        log.record("k", set(b"1"), 10);
+        log.forget("k");
+        assert!(log.is_empty());
+        assert_eq!(log.get("k"), None);
+    }
+}

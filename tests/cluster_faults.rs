@@ -1,0 +1,271 @@
+#![cfg(all(feature = "server", feature = "cluster"))]
+//! A cluster's servers failing quietly, over real loopback sockets behind
+//! the fault proxy: a server that hangs (accepts, never answers) and comes
+//! back with its data as it was. Reads must cost no errors while another
+//! replica can answer, and no acknowledged write may be hidden by the old
+//! copies of the server that missed it.
+
+use std::collections::HashMap;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tiny_cache_client::cluster::{Cluster, ServerState};
+use tiny_cache_client::server::Server;
+
+mod common;
+
+use common::fault_proxy::{Fault, FaultProxy};
+
+const KEYS: usize = 400;
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Three servers, each behind its own proxy, and a cluster over the proxies.
+struct Rig {
+    _servers: Vec<Server>,
+    proxies: Vec<FaultProxy>,
+    cluster: Cluster,
+}
+
+impl Rig {
+    fn start(replicas: usize) -> Rig {
+        let servers: Vec<Server> = (0..3).map(|_| Server::local().unwrap()).collect();
+        let proxies: Vec<FaultProxy> = servers
+            .iter()
+            .map(|server| FaultProxy::start(server.local_addr()))
+            .collect();
+        let cluster = proxies
+            .iter()
+            .fold(Cluster::builder(), |builder, proxy| {
+                builder.server(&proxy.address())
+            })
+            .replicas(replicas)
+            .timeout(TIMEOUT)
+            .cool_down(Duration::from_millis(500))
+            .probe_interval(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        Rig {
+            _servers: servers,
+            proxies,
+            cluster,
+        }
+    }
+
+    /// The proxy in front of the server that owns the most keys first.
+    fn busiest(&self) -> usize {
+        let mut owned: HashMap<String, usize> = HashMap::new();
+        for key in keys() {
+            *owned
+                .entry(self.cluster.owners(&key)[0].clone())
+                .or_default() += 1;
+        }
+        let (name, _) = owned.into_iter().max_by_key(|(_, n)| *n).unwrap();
+        self.proxies
+            .iter()
+            .position(|proxy| proxy.address() == name)
+            .unwrap()
+    }
+
+    /// The cluster's view of the server behind proxy `index`.
+    fn state(&self, index: usize) -> ServerState {
+        let name = self.proxies[index].address();
+        self.cluster
+            .servers()
+            .into_iter()
+            .find(|server| server.server == name)
+            .unwrap()
+    }
+
+    fn wait_until_all_up(&self, within: Duration) {
+        let give_up = Instant::now() + within;
+        while !self.cluster.servers().iter().all(|server| server.up) {
+            assert!(
+                Instant::now() < give_up,
+                "a server never came back: {:?}",
+                self.cluster.servers()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn keys() -> impl Iterator<Item = String> {
+    (0..KEYS).map(|i| format!("key-{i}"))
+}
+
+/// Every key's value as last acknowledged, checked through the cluster.
+fn stale_reads(cluster: &Cluster, acknowledged: &HashMap<String, String>) -> Vec<String> {
+    acknowledged
+        .iter()
+        .filter_map(|(key, expected)| match cluster.get_string(key) {
+            Ok(Some(value)) if value == *expected => None,
+            other => Some(format!("{key}: expected {expected}, read {other:?}")),
+        })
+        .collect()
+}
+
+#[test]
+fn a_hung_replica_costs_reads_no_errors_with_two_replicas() {
+    let rig = Rig::start(2);
+    for key in keys() {
+        rig.cluster.set(&key, &key).unwrap();
+    }
+    let hung = rig.busiest();
+    rig.proxies[hung].set(Fault::BlackHole);
+
+    let started = Instant::now();
+    let readers: Vec<_> = (0..16)
+        .map(|t| {
+            let cluster = rig.cluster.clone();
+            thread::spawn(move || {
+                let (mut reads, mut errors, mut slowest) = (0, Vec::new(), Duration::ZERO);
+                let mut i = t;
+                while started.elapsed() < Duration::from_secs(3) {
+                    let key = format!("key-{}", i % KEYS);
+                    let began = Instant::now();
+                    match cluster.get_string(&key) {
+                        Ok(Some(value)) if value == key => {}
+                        other => errors.push(format!("{key}: {other:?}")),
+                    }
+                    slowest = slowest.max(began.elapsed());
+                    reads += 1;
+                    i += 16;
+                }
+                (reads, errors, slowest)
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for reader in readers {
+        let (reads, errors, slowest) = reader.join().expect("no reader panics");
+        assert!(
+            errors.is_empty(),
+            "{} failed reads: {errors:?}",
+            errors.len()
+        );
+        assert!(
+            slowest < TIMEOUT + Duration::from_millis(250),
+            "a read took {slowest:?}"
+        );
+        total += reads;
+    }
+    assert!(total > 0);
+    let state = &rig.state(hung);
+    assert!(
+        !state.up,
+        "the hung server was never marked down: {state:?}"
+    );
+}
+
+/// Writes every key while the busiest server hangs, resumes it with its
+/// old copies, and checks that no acknowledged write is hidden: read at
+/// once, and again once the cluster has taken the server back.
+fn acknowledged_writes_win_over_a_returning_servers_old_copies(replicas: usize) {
+    let rig = Rig::start(replicas);
+    for key in keys() {
+        rig.cluster.set(&key, "old").unwrap();
+    }
+    let hung = rig.busiest();
+    rig.proxies[hung].set(Fault::BlackHole);
+
+    // 8 writers rewrite every key while the server hangs; a write that
+    // fails is not acknowledged and the key keeps "old".
+    let writers: Vec<_> = (0..8)
+        .map(|t| {
+            let cluster = rig.cluster.clone();
+            thread::spawn(move || {
+                let mut acknowledged = HashMap::new();
+                for (i, key) in keys().enumerate().filter(|(i, _)| i % 8 == t) {
+                    let value = format!("new-{i}");
+                    if cluster.set(&key, &value).is_ok() {
+                        acknowledged.insert(key, value);
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let mut acknowledged: HashMap<String, String> = keys().map(|k| (k, "old".into())).collect();
+    for writer in writers {
+        acknowledged.extend(writer.join().expect("no writer panics"));
+    }
+    let rewritten = acknowledged.values().filter(|v| *v != "old").count();
+    assert!(
+        rewritten > KEYS / 2,
+        "only {rewritten} writes were acknowledged"
+    );
+    // Let it be marked down (the writes above fail fast once it is noticed).
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while rig.state(hung).up {
+        assert!(Instant::now() < give_up, "never marked down");
+        rig.cluster.get("key-0").ok();
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(rig.state(hung).pending_hints > 0);
+
+    rig.proxies[hung].clear();
+    // Until the cluster takes the server back, its keys are read where
+    // they were written meanwhile. With R = 1 a key that was not rewritten
+    // reads as a miss there: unavailable, not stale.
+    let stale: Vec<_> = stale_reads(&rig.cluster, &acknowledged)
+        .into_iter()
+        .filter(|line| replicas > 1 || !line.ends_with("expected old, read Ok(None)"))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "{} stale right after the return: {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
+    );
+
+    rig.wait_until_all_up(Duration::from_secs(10));
+    let state = &rig.state(hung);
+    assert_eq!(state.pending_hints, 0, "{state:?}");
+    assert!(state.delivered_hints > 0, "{state:?}");
+    let stale = stale_reads(&rig.cluster, &acknowledged);
+    assert!(
+        stale.is_empty(),
+        "{} stale once it is back: {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
+    );
+
+    // A second outage of the same server: what stood in for it the first
+    // time was cleared, so nothing older than the acknowledged writes comes
+    // back from there.
+    rig.proxies[hung].set(Fault::Partition {
+        drop_existing: true,
+    });
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while rig.state(hung).up {
+        assert!(
+            Instant::now() < give_up,
+            "never marked down the second time"
+        );
+        rig.cluster.get("key-0").ok();
+        thread::sleep(Duration::from_millis(20));
+    }
+    let lost: Vec<_> = stale_reads(&rig.cluster, &acknowledged)
+        .into_iter()
+        // With R = 1 the down server's keys are misses on the stand-in
+        // (nothing was written meanwhile): unavailable, not stale.
+        .filter(|line| replicas > 1 || !line.ends_with("read Ok(None)"))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} stale in the second outage: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    rig.proxies[hung].clear();
+}
+
+#[test]
+fn acknowledged_writes_win_over_a_returning_servers_old_copies_with_two_replicas() {
+    acknowledged_writes_win_over_a_returning_servers_old_copies(2);
+}
+
+#[test]
+fn acknowledged_writes_win_over_a_returning_servers_old_copies_with_one_replica() {
+    acknowledged_writes_win_over_a_returning_servers_old_copies(1);
+}
