@@ -1801,6 +1801,66 @@ mod tests {
         ));
     }
 
+    #[cfg(feature = "server")]
+    #[test]
+    fn read_repair_never_overwrites_a_write_that_landed_after_the_read() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use crate::server::Server;
+
+        let (a, b) = (Server::local().unwrap(), Server::local().unwrap());
+        let (direct_a, direct_b) = (
+            Client::new(&a.address()).unwrap(),
+            Client::new(&b.address()).unwrap(),
+        );
+        let sealed = |value: &str, micros: u64| {
+            let at = std::time::UNIX_EPOCH + Duration::from_micros(micros);
+            envelope::seal(value.as_bytes(), Ttl::Never, at)
+        };
+        let now_micros = || {
+            SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as u64
+        };
+        // Both replicas hold "old"; A then gets "new" behind the cluster's
+        // back, so a quorum read finds B stale and repairs it.
+        direct_a.set("k", sealed("old", 1)).unwrap();
+        direct_b.set("k", sealed("old", 1)).unwrap();
+        direct_a.set("k", sealed("new", now_micros())).unwrap();
+
+        // Between the read and the repair, a newer write lands on B (it
+        // was acknowledged there alone: the only copy of it).
+        let landed = Arc::new(AtomicBool::new(false));
+        let (writer, done) = (direct_b.clone(), Arc::clone(&landed));
+        let newest = sealed("newest", now_micros() + 1_000_000);
+        let mut builder = Cluster::builder()
+            .server(&a.address())
+            .server(&b.address())
+            .replicas(2)
+            .read_quorum(2);
+        builder.settings.before_repair = Some(builder::Hook(Arc::new(move || {
+            if !done.swap(true, Ordering::SeqCst) {
+                writer.set("k", &newest).unwrap();
+            }
+        })));
+        let cluster = builder.build().unwrap();
+
+        assert_eq!(cluster.get("k").unwrap().as_deref(), Some(&b"new"[..]));
+        assert!(landed.load(Ordering::SeqCst), "the repair never ran");
+        let on_b = Copy::parse(direct_b.get("k").unwrap().unwrap());
+        assert_eq!(
+            &on_b.value()[..],
+            b"newest",
+            "the repair undid a newer write"
+        );
+        // A stale replica with nothing newer is still repaired.
+        direct_b.set("k", sealed("old", 1)).unwrap();
+        cluster.get("k").unwrap();
+        let on_b = Copy::parse(direct_b.get("k").unwrap().unwrap());
+        assert_eq!(&on_b.value()[..], b"new");
+    }
+
     #[test]
     fn the_same_server_listed_twice_is_one_server() {
         let cluster = Cluster::builder()
