@@ -33,17 +33,7 @@ impl Rig {
             .iter()
             .map(|server| FaultProxy::start(server.local_addr()))
             .collect();
-        let cluster = proxies
-            .iter()
-            .fold(Cluster::builder(), |builder, proxy| {
-                builder.server(&proxy.address())
-            })
-            .replicas(replicas)
-            .timeout(TIMEOUT)
-            .cool_down(Duration::from_millis(500))
-            .probe_interval(Duration::from_millis(200))
-            .build()
-            .unwrap();
+        let cluster = cluster_over(&proxies, replicas);
         Rig {
             _servers: servers,
             proxies,
@@ -87,6 +77,22 @@ impl Rig {
             thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// A cluster over the proxies: each call of this is another process's view
+/// (its own health marks, its own hints).
+fn cluster_over(proxies: &[FaultProxy], replicas: usize) -> Cluster {
+    proxies
+        .iter()
+        .fold(Cluster::builder(), |builder, proxy| {
+            builder.server(&proxy.address())
+        })
+        .replicas(replicas)
+        .timeout(TIMEOUT)
+        .cool_down(Duration::from_millis(500))
+        .probe_interval(Duration::from_millis(200))
+        .build()
+        .unwrap()
 }
 
 fn keys() -> impl Iterator<Item = String> {
@@ -198,7 +204,8 @@ fn acknowledged_writes_win_over_a_returning_servers_old_copies(replicas: usize) 
     let give_up = Instant::now() + Duration::from_secs(10);
     while rig.state(hung).up {
         assert!(Instant::now() < give_up, "never marked down");
-        rig.cluster.get("key-0").ok();
+        // Every server's part: the one cut off fails its own.
+        rig.cluster.get_many(keys()).ok();
         thread::sleep(Duration::from_millis(20));
     }
     assert!(rig.state(hung).pending_hints > 0);
@@ -242,7 +249,8 @@ fn acknowledged_writes_win_over_a_returning_servers_old_copies(replicas: usize) 
             Instant::now() < give_up,
             "never marked down the second time"
         );
-        rig.cluster.get("key-0").ok();
+        // Every server's part: the one cut off fails its own.
+        rig.cluster.get_many(keys()).ok();
         thread::sleep(Duration::from_millis(20));
     }
     let lost: Vec<_> = stale_reads(&rig.cluster, &acknowledged)
@@ -268,4 +276,62 @@ fn acknowledged_writes_win_over_a_returning_servers_old_copies_with_two_replicas
 #[test]
 fn acknowledged_writes_win_over_a_returning_servers_old_copies_with_one_replica() {
     acknowledged_writes_win_over_a_returning_servers_old_copies(1);
+}
+
+#[cfg(feature = "entity-cache")]
+#[test]
+fn an_invalidation_acknowledged_while_a_replica_hung_holds_for_another_process_after_it_returns() {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use tiny_cache_client::cache::{enable, EntityCache, UseCaseConfig, UseCaseInfo};
+
+    const IDS: u64 = 60;
+    let rig = Rig::start(2);
+    let remote_only = |_: &UseCaseInfo<'_>| Some(UseCaseConfig::remote(Duration::from_secs(600)));
+    // Two processes: each its own cluster over the same servers, so the
+    // reader has none of the writer's hints.
+    let writer = EntityCache::builder(rig.cluster.clone())
+        .config(remote_only)
+        .build()
+        .unwrap();
+    let reader = EntityCache::builder(cluster_over(&rig.proxies, 2))
+        .config(remote_only)
+        .build()
+        .unwrap();
+    let source = Arc::new(AtomicU64::new(1));
+    let truth = Arc::clone(&source);
+    let name = reader.use_case_named("Name", "user_id", move |_: &u64, _: &()| {
+        Ok::<_, Infallible>(truth.load(Ordering::SeqCst))
+    });
+    let _scope = enable();
+    for id in 0..IDS {
+        assert_eq!(name.get(&id, &()).unwrap(), 1);
+    }
+
+    // One server hangs; the source changes and every id is invalidated,
+    // retried until acknowledged (an invalidation is acknowledged only
+    // once every live replica of its generation has it).
+    let hung = rig.busiest();
+    rig.proxies[hung].set(Fault::BlackHole);
+    source.store(2, Ordering::SeqCst);
+    let give_up = Instant::now() + Duration::from_secs(20);
+    for id in 0..IDS {
+        while let Err(error) = writer.invalidate("user_id", &id, Duration::ZERO) {
+            assert!(Instant::now() < give_up, "never acknowledged: {error}");
+        }
+    }
+
+    // It returns with the generations it had: the reader, which never
+    // saw it hang, must still see every invalidation.
+    rig.proxies[hung].clear();
+    let stale: Vec<u64> = (0..IDS)
+        .filter(|id| name.get(id, &()).unwrap() != 2)
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "{} ids served the invalidated value: {stale:?}",
+        stale.len()
+    );
 }

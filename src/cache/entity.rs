@@ -563,9 +563,11 @@ impl<S: CacheStore> EntityCache<S> {
         inner.check_tracking("invalidate")?;
         let generation = generation_key(key_type, &id.to_string());
         let token = new_token(buffer);
+        // Acknowledged only once every copy has it (every replica of a
+        // replicated cluster), so no reader of any copy keeps the old one.
         inner
             .store
-            .set(&generation, token.clone(), inner.generation_ttl)?;
+            .set_everywhere(&generation, token.clone(), inner.generation_ttl)?;
         inner.epoch.fetch_add(1, Ordering::SeqCst);
         inner.known.insert(generation, token);
         inner.invalidations.fetch_add(1, Ordering::Relaxed);
@@ -595,7 +597,7 @@ impl<S: CacheStore> EntityCache<S> {
         let token = new_token(buffer);
         inner
             .store
-            .set(GLOBAL_GENERATION_KEY, token.clone(), inner.generation_ttl)?;
+            .set_everywhere(GLOBAL_GENERATION_KEY, token.clone(), inner.generation_ttl)?;
         inner.epoch.fetch_add(1, Ordering::SeqCst);
         inner.known.insert(GLOBAL_GENERATION_KEY.to_owned(), token);
         inner.local.invalidate_all();
@@ -719,8 +721,10 @@ impl<S: CacheStore> Inner<S> {
         {
             return Ok(Some(token));
         }
-        // Another process made it first: use theirs.
-        self.store.get(key)
+        // Another process made it first: use theirs (the newest copy, where
+        // two made one at once on different replicas).
+        let mut found = self.store.get_many_latest(&[key], &[true])?;
+        found.pop().unwrap_or(Ok(None))
     }
 }
 
@@ -1118,9 +1122,15 @@ impl<S: CacheStore, C: Codec, F> UseCase<S, C, F> {
                 entity: Some(Bytes::new()),
             });
         }
+        // The generations are read so the newest copy wins (every replica
+        // of a replicated cluster): one replica that missed an
+        // invalidation must not vouch for an entry it made stale.
         let mut found = inner
             .store
-            .get_many(&[key, generation, GLOBAL_GENERATION_KEY])?
+            .get_many_latest(
+                &[key, generation, GLOBAL_GENERATION_KEY],
+                &[false, true, true],
+            )?
             .into_iter();
         let mut next = || found.next().transpose().map(Option::flatten);
         Ok(Remote {

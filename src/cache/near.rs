@@ -474,6 +474,23 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
         }
     }
 
+    /// Straight to the store below: a key read for its newest copy must
+    /// not be answered from a local one.
+    fn get_many_latest(
+        &self,
+        keys: &[&str],
+        latest: &[bool],
+    ) -> Result<Vec<Result<Option<Bytes>>>> {
+        self.inner.get_many_latest(keys, latest)
+    }
+
+    fn set_everywhere(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        let written = self.inner.set_everywhere(key, value, ttl);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.local.invalidate(key);
+        written
+    }
+
     fn delete(&self, key: &str) -> Result<()> {
         let deleted = self.inner.delete(key);
         self.writes.fetch_add(1, Ordering::SeqCst);

@@ -65,6 +65,28 @@ pub trait CacheStore: Send + Sync {
         Ok(keys.iter().map(|key| self.get(key)).collect())
     }
 
+    /// Like [`get_many`](Self::get_many), but a key whose `latest` flag is
+    /// set is read so that the newest copy wins where the store keeps
+    /// several (a replicated `Cluster` asks every replica of it). The
+    /// default, for stores with one copy of each key, is `get_many`.
+    fn get_many_latest(
+        &self,
+        keys: &[&str],
+        latest: &[bool],
+    ) -> Result<Vec<Result<Option<Bytes>>>> {
+        let _ = latest;
+        self.get_many(keys)
+    }
+
+    /// Like [`set`](Self::set), but acknowledged only once every copy the
+    /// store keeps of `key` has the value (a replicated `Cluster` fails it
+    /// when a replica missed it), so that no reader of any copy sees the
+    /// old value after it returns. The default, for stores with one copy
+    /// of each key, is `set`.
+    fn set_everywhere(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        self.set(key, value, ttl)
+    }
+
     /// Stores `value` under `key` for `ttl` unless `key` holds a value;
     /// `true` when it stored. The default reads, then writes: not atomic,
     /// which is only ever a lost race (a caching layer reads the winner
@@ -130,6 +152,16 @@ macro_rules! forward_store {
             }
             fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
                 (**self).set_if_absent(key, value, ttl)
+            }
+            fn get_many_latest(
+                &self,
+                keys: &[&str],
+                latest: &[bool],
+            ) -> Result<Vec<Result<Option<Bytes>>>> {
+                (**self).get_many_latest(keys, latest)
+            }
+            fn set_everywhere(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+                (**self).set_everywhere(key, value, ttl)
             }
             fn peek(&self, key: &str) -> Option<Bytes> {
                 (**self).peek(key)

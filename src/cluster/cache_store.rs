@@ -41,6 +41,37 @@ impl CacheStore for Cluster {
     fn get_many(&self, keys: &[&str]) -> Result<Vec<Result<Option<Bytes>>>> {
         // The typed error of each key, not `get_many`'s text: a layer's
         // fail-open must tell a server outage from a refused key.
-        Ok(self.shared().read(keys))
+        Ok(self.shared().read(keys, None))
+    }
+
+    /// Stored on every replica that lacks the key, each atomically; `true`
+    /// only when all of them stored it (with one replica: the server's
+    /// own `SetIfAbsent`). When some replicas had another value, the
+    /// caller reads the newest with [`get_many_latest`](CacheStore::get_many_latest).
+    fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        self.shared().set_if_absent_everywhere(key, &value, ttl)
+    }
+
+    /// The keys flagged `latest` are read from every replica, newest wins.
+    fn get_many_latest(
+        &self,
+        keys: &[&str],
+        latest: &[bool],
+    ) -> Result<Vec<Result<Option<Bytes>>>> {
+        Ok(self.shared().read(keys, Some(latest)))
+    }
+
+    /// Written to every replica; fails unless each stored it.
+    fn set_everywhere(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+        ttl.wire_seconds()?;
+        let values = [self
+            .shared()
+            .encode(&value, ttl, std::time::SystemTime::now())];
+        let op = super::Op::Set {
+            values: values.into(),
+            ttl,
+        };
+        let everywhere = self.shared().write_with(&[key], &op, true);
+        everywhere.into_iter().next().unwrap_or(Ok(()))
     }
 }

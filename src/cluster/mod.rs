@@ -262,7 +262,7 @@ struct Shared {
 /// What a call does on one server for some of its keys. Owned (cheap to
 /// clone) so a part can go to a helper thread.
 #[derive(Clone)]
-enum Op {
+pub(crate) enum Op {
     Get,
     Set { values: Arc<[Bytes]>, ttl: Ttl },
     Delete,
@@ -331,7 +331,7 @@ impl Cluster {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        self.shared().read(&[key]).pop().unwrap_or(Ok(None))
+        self.shared().read(&[key], None).pop().unwrap_or(Ok(None))
     }
 
     /// Reads `key` as text; [`Error::NotUtf8`] when it is not UTF-8.
@@ -427,7 +427,7 @@ impl Cluster {
     {
         let keys: Vec<I::Item> = keys.into_iter().collect();
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
-        let outcomes = self.shared().read(&keys);
+        let outcomes = self.shared().read(&keys, None);
         Ok(per_item(&keys, outcomes))
     }
 
@@ -793,6 +793,8 @@ impl Topology {
 /// Per key: which servers to ask, and what they said.
 struct Read {
     candidates: Vec<usize>,
+    /// The key's home servers, whatever their health.
+    home: Vec<usize>,
     next: usize,
     /// Answers, a server's hint standing in for asking it.
     answers: Vec<(usize, Option<Copy>)>,
@@ -894,18 +896,24 @@ impl Shared {
         self.helpers.run_all(jobs)
     }
 
-    fn read(&self, keys: &[&str]) -> Vec<KeyOutcome> {
+    /// Reads `keys`; a key flagged in `latest` asks every replica (newest
+    /// wins) rather than the read quorum.
+    fn read(&self, keys: &[&str], latest: Option<&[bool]>) -> Vec<KeyOutcome> {
         let topology = self.topology();
         let deadline = Instant::now() + self.settings.timeout;
         let (replicas, quorum) = (self.settings.replicas, self.settings.read_quorum);
         let mut reads: Vec<Read> = keys
             .iter()
-            .map(|key| {
+            .enumerate()
+            .map(|(at, key)| {
+                let all = latest.is_some_and(|latest| latest.get(at) == Some(&true));
+                let (candidates, home) = topology.placement(key, replicas);
                 let mut read = Read {
-                    candidates: topology.replicas(key, replicas),
+                    candidates,
+                    home,
                     next: 0,
                     answers: Vec::new(),
-                    quorum,
+                    quorum: if all { replicas } else { quorum },
                     error: None,
                     refused: None,
                 };
@@ -1005,7 +1013,14 @@ impl Shared {
                         _ => Some(copy),
                     });
                 let Some(newest) = newest else {
-                    return Ok(None);
+                    // Only stand-ins answered, with misses, while a home
+                    // server failed: the value may be there. A miss would
+                    // hide it; the failure is the honest answer.
+                    let home_answered = read.answers.iter().any(|(i, _)| read.home.contains(i));
+                    return match read.error {
+                        Some(error) if !home_answered => Err(error),
+                        _ => Ok(None),
+                    };
                 };
                 if replicas > 1 && newest.remaining_ttl(now).is_some() {
                     for (index, copy) in &read.answers {
@@ -1098,12 +1113,18 @@ impl Shared {
     }
 
     fn write(&self, keys: &[&str], op: &Op) -> Vec<Result<()>> {
+        self.write_with(keys, op, false)
+    }
+
+    /// Writes `keys`; with `everywhere`, a write is acknowledged only when
+    /// every replica stored it (as a delete always is).
+    fn write_with(&self, keys: &[&str], op: &Op, everywhere: bool) -> Vec<Result<()>> {
         let topology = self.topology();
         let deadline = Instant::now() + self.settings.timeout;
         let replicas = self.settings.replicas;
         // A write stored anywhere is served (and repaired from); a delete
         // that missed a replica may leave the value there.
-        let partial_ok = matches!(op, Op::Set { .. });
+        let partial_ok = matches!(op, Op::Set { .. }) && !everywhere;
         let mut writes: Vec<Write> = keys
             .iter()
             .map(|key| {
@@ -1282,6 +1303,32 @@ impl Shared {
                 node.record(&outcome, self.threshold());
             }
         }
+    }
+
+    /// `SetIfAbsent` on each of the key's replicas at once: `true` only
+    /// when every one stored it.
+    fn set_if_absent_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
+        ttl.wire_seconds()?;
+        let topology = self.topology();
+        let raw = self.encode(value, ttl, SystemTime::now());
+        let jobs: Vec<_> = topology
+            .replicas(key, self.settings.replicas)
+            .into_iter()
+            .map(|index| {
+                let (topology, raw) = (&topology, &raw);
+                move || {
+                    let node = &topology.nodes[index];
+                    let outcome = node.client.set_if_absent_with_ttl(key, raw, ttl);
+                    node.record(&outcome, self.threshold());
+                    outcome
+                }
+            })
+            .collect();
+        let mut stored_everywhere = true;
+        for outcome in in_parallel(jobs) {
+            stored_everywhere &= outcome?;
+        }
+        Ok(stored_everywhere)
     }
 
     /// Runs a conditional call on the key's best live server.
