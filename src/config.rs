@@ -795,8 +795,10 @@ impl ClientBuilder {
         })
     }
 
-    /// Longest wait to establish a connection. Default
-    /// [`DEFAULT_CONNECT_TIMEOUT`]; must be positive.
+    /// Longest wait to establish the first connection; a reconnect gets
+    /// twice the [`probe_timeout`](Self::probe_timeout), doubling while
+    /// attempts fail, up to this. Default [`DEFAULT_CONNECT_TIMEOUT`]; must
+    /// be positive.
     ///
     /// ```
     /// use std::time::Duration;
