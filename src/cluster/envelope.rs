@@ -115,10 +115,14 @@ pub(crate) fn seal(value: &[u8], ttl: Ttl, now: SystemTime) -> Bytes {
 /// The same copy with a new expiry and its original write time: what a
 /// touch stores, so the touched copy is not mistaken for a newer write.
 pub(crate) fn reseal(copy: &Copy, ttl: Ttl, now: SystemTime) -> Bytes {
-    let mut out = BytesMut::from(&seal(&copy.value(), ttl, now)[..]);
-    if copy.sealed {
-        out[4..12].copy_from_slice(&copy.written_micros.to_be_bytes());
+    if !copy.sealed {
+        // A plain copy counts as older than any enveloped one; sealing it
+        // with the time of the touch would make it the newest. It stays
+        // plain, and gets the new TTL from the compare-and-set alone.
+        return copy.raw.clone();
     }
+    let mut out = BytesMut::from(&seal(&copy.value(), ttl, now)[..]);
+    out[4..12].copy_from_slice(&copy.written_micros.to_be_bytes());
     out.freeze()
 }
 

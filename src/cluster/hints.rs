@@ -6,10 +6,11 @@
 //! last operation it missed. Until the hint is delivered, a read treats the
 //! hint as that replica's answer instead of asking it, so a replica that
 //! comes back with old data (it hung, was cut off, or restarted from a
-//! snapshot) cannot hide the acknowledged write. A server marked down is
-//! brought back only once its hints are delivered; a server still up gets
-//! them from the background thread. This is Dynamo's hinted handoff, kept
-//! in the writing process.
+//! snapshot) cannot hide the acknowledged write. Hints are delivered from
+//! the background thread once the server answers again; it takes its keys
+//! back at once, since reads of its hinted keys keep answering from the
+//! hints until then. This is Dynamo's hinted handoff, kept in the writing
+//! process.
 //!
 //! The log is bounded per server ([`ClusterBuilder::hint_capacity`]); a
 //! key already hinted takes no new room (only its last operation is kept).
@@ -21,8 +22,9 @@
 //! [`ClusterBuilder::hint_capacity`]: super::ClusterBuilder::hint_capacity
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
@@ -43,9 +45,19 @@ pub(crate) enum Hint {
     Delete,
 }
 
+/// Locks that order a hint's delivery against writes of the same key to
+/// the same server, by key hash: a write holds its key's stripe shared
+/// from before it is sent until the server's hint for the key is
+/// forgotten; a delivery holds it exclusively from checking that the hint
+/// is still the newest to recording it delivered. Without this, with
+/// R = 1 (no write times to compare), a delivery could overwrite a write
+/// that landed just before it.
+const STRIPES: usize = 64;
+
 /// One replica's hints.
 #[derive(Debug, Default)]
 pub(crate) struct HintLog {
+    stripes: Stripes,
     entries: Mutex<HashMap<String, Hint>>,
     /// Keys in `entries`, readable without the lock: the read path's test
     /// for "nothing hinted here" is one atomic load.
@@ -124,18 +136,54 @@ impl HintLog {
     }
 
     /// `hint` for `key` was delivered: removes it unless a newer one
-    /// replaced it meanwhile.
-    pub(crate) fn delivered_one(&self, key: &str, hint: &Hint) {
+    /// replaced it meanwhile. Returns whether it was removed.
+    pub(crate) fn delivered_one(&self, key: &str, hint: &Hint) -> bool {
         let mut entries = self.lock();
-        if entries.get(key) == Some(hint) {
-            entries.remove(key);
-            self.len.store(entries.len(), Ordering::Release);
-            self.delivered.fetch_add(1, Ordering::Relaxed);
+        if entries.get(key) != Some(hint) {
+            return false;
         }
+        entries.remove(key);
+        self.len.store(entries.len(), Ordering::Release);
+        self.delivered.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Which stripe orders `key`'s writes and deliveries.
+    pub(crate) fn stripe_of(&self, key: &str) -> usize {
+        (self.stripes.hasher.hash_one(key) as usize) % STRIPES
+    }
+
+    /// Held by a write to this server while it may race a delivery.
+    pub(crate) fn writing(&self, stripe: usize) -> RwLockReadGuard<'_, ()> {
+        self.stripes.locks[stripe]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Held by a delivery of `key`'s hint.
+    pub(crate) fn delivering(&self, key: &str) -> RwLockWriteGuard<'_, ()> {
+        self.stripes.locks[self.stripe_of(key)]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Hint>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug)]
+struct Stripes {
+    locks: Vec<RwLock<()>>,
+    hasher: RandomState,
+}
+
+impl Default for Stripes {
+    fn default() -> Self {
+        Stripes {
+            locks: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            hasher: RandomState::new(),
+        }
     }
 }
 

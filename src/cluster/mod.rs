@@ -63,11 +63,16 @@
 //! - a read uses the hint as that server's answer instead of asking it,
 //!   so a server that comes back with old data (it hung, was cut off by a
 //!   partition, or restarted from a snapshot) cannot hide the write;
-//! - a server marked down is not brought back: its probe must answer and
-//!   its hints be delivered first (a write only if the server holds no
-//!   newer copy, by compare-and-set; then the stand-ins' copies are
-//!   deleted, so a later outage cannot serve them). A server still up gets
-//!   its hints from the background thread, once a probe interval.
+//! - a server marked down comes back at its first answer to a probe, and
+//!   its hints are then delivered from the background thread (a write only
+//!   if the server holds no newer copy, by compare-and-set; then the
+//!   stand-ins' copies are deleted, so a later outage cannot serve them).
+//!   Each delivery is ordered against writes of the same key to that
+//!   server, so a delivery never overwrites a write that reached it first.
+//! - with both of a key's home servers down, their hints still answer
+//!   reads; a read that reaches neither, nor a hint, and finds only
+//!   stand-ins' misses fails with [`Error::Unavailable`] (R > 1) rather
+//!   than report a miss that may hide a value.
 //!
 //! What this guarantees, for the writes of this process: once acknowledged,
 //! a write is never hidden by a server that missed it, with R = 1 as with
@@ -1013,13 +1018,24 @@ impl Shared {
                         _ => Some(copy),
                     });
                 let Some(newest) = newest else {
-                    // Only stand-ins answered, with misses, while a home
-                    // server failed: the value may be there. A miss would
-                    // hide it; the failure is the honest answer.
+                    // Only stand-ins answered, with misses: the value may
+                    // be on a home server that failed or is down, and a
+                    // miss would hide it. With R > 1 that is reported; with
+                    // R = 1 a down server's keys start as misses on the
+                    // next one (documented).
                     let home_answered = read.answers.iter().any(|(i, _)| read.home.contains(i));
                     return match read.error {
-                        Some(error) if !home_answered => Err(error),
-                        _ => Ok(None),
+                        _ if home_answered => Ok(None),
+                        Some(error) => Err(error),
+                        None if replicas > 1 => Err(Error::Unavailable(
+                            format!(
+                                "no replica of key {:?} is reachable: its servers are marked \
+                                 down and the stand-ins have no copy",
+                                keys[at]
+                            )
+                            .into(),
+                        )),
+                        None => Ok(None),
                     };
                 };
                 if replicas > 1 && newest.remaining_ttl(now).is_some() {
@@ -1056,26 +1072,33 @@ impl Shared {
         {
             read.quorum = read.candidates.len().max(read.quorum);
         }
-        if read
-            .candidates
-            .iter()
-            .all(|&index| nodes[index].hints.is_empty())
-        {
+        let hinted = |index: &usize| !nodes[*index].hints.is_empty();
+        if !read.candidates.iter().any(hinted) && !read.home.iter().any(hinted) {
             return;
         }
+        let answer = |index: usize| match nodes[index].hints.get(key) {
+            Some(Hint::Set { raw, .. }) => Some(Some(Copy::parse(raw))),
+            Some(Hint::Delete) => Some(None),
+            None => None,
+        };
         let answers = &mut read.answers;
-        read.candidates
-            .retain(|&index| match nodes[index].hints.get(key) {
-                Some(Hint::Set { raw, .. }) => {
-                    answers.push((index, Some(Copy::parse(raw))));
-                    false
+        read.candidates.retain(|&index| match answer(index) {
+            Some(copy) => {
+                answers.push((index, copy));
+                false
+            }
+            None => true,
+        });
+        // A home server that is down is not asked, but what it missed
+        // still counts: with both of a key's replicas down, its hint may
+        // be the only record of the newest write.
+        for &index in &read.home {
+            if !nodes[index].is_up() && !answers.iter().any(|(i, _)| *i == index) {
+                if let Some(copy) = answer(index) {
+                    answers.push((index, copy));
                 }
-                Some(Hint::Delete) => {
-                    answers.push((index, None));
-                    false
-                }
-                None => true,
-            });
+            }
+        }
     }
 
     /// Rewrites stale replicas with the newest copy before the read
@@ -1139,6 +1162,23 @@ impl Shared {
                 }
             })
             .collect();
+        // Writes to a server with hints waiting are ordered against their
+        // delivery (see `hints`): held until the hints are settled below.
+        let mut stripes: Vec<(usize, usize)> = Vec::new();
+        for (write, key) in writes.iter().zip(keys) {
+            for &index in &write.candidates {
+                let hints = &topology.nodes[index].hints;
+                if !hints.is_empty() {
+                    stripes.push((index, hints.stripe_of(key)));
+                }
+            }
+        }
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _writing: Vec<_> = stripes
+            .iter()
+            .map(|&(index, stripe)| topology.nodes[index].hints.writing(stripe))
+            .collect();
         let mut first_round = true;
         loop {
             let mut plan: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -1191,6 +1231,11 @@ impl Shared {
                     (None, _) if write.stored_on.is_empty() => Err(no_servers()),
                     _ => Ok(()),
                 };
+                // A server that stored it holds something newer than any
+                // hint for the key, acknowledged or not.
+                for &index in &write.stored_on {
+                    topology.nodes[index].hints.forget(keys[at]);
+                }
                 if outcome.is_ok() {
                     self.hint_missed(&topology, keys[at], op, at, &write);
                 }
@@ -1200,13 +1245,9 @@ impl Shared {
     }
 
     /// After an acknowledged write: every home server of the key that did
-    /// not store it gets a hint, and every server that stored it loses any
-    /// older hint for the key.
+    /// not store it gets a hint.
     fn hint_missed(&self, topology: &Topology, key: &str, op: &Op, at: usize, write: &Write) {
         let nodes = &topology.nodes;
-        for &index in &write.stored_on {
-            nodes[index].hints.forget(key);
-        }
         for &index in &write.home {
             if write.stored_on.contains(&index) {
                 continue;
@@ -1233,13 +1274,12 @@ impl Shared {
     }
 
     /// Delivers `node`'s hints through `client`: each write the server
-    /// missed, unless it now holds a newer copy; each delete. Returns
-    /// whether every hint was delivered (a server failure stops delivery,
-    /// and the rest waits for the next try).
-    ///
-    /// The stand-ins' copies of the delivered writes are cleared by
-    /// `clear_stand_ins` once the server serves its keys again (before
-    /// that, reads still go to the stand-ins).
+    /// missed, unless it now holds a newer copy; each delete. Each under
+    /// its key's stripe, checked still to be the key's hint first (a write
+    /// that reached the server since made it void). Returns whether every
+    /// hint waiting when it began was delivered (a server failure stops
+    /// delivery; the rest waits for the next try). The stand-ins' copies
+    /// of the delivered writes are collected for `clear_stand_ins`.
     fn deliver_hints(
         &self,
         node: &Node,
@@ -1254,6 +1294,10 @@ impl Shared {
             Err(_) => return false,
         };
         for (key, hint) in node.hints.snapshot() {
+            let _delivering = node.hints.delivering(&key);
+            if node.hints.get(&key).as_ref() != Some(&hint) {
+                continue;
+            }
             let outcome = match &hint {
                 Hint::Set { raw, .. } if self.settings.replicas > 1 => {
                     let copy = Copy::parse(raw.clone());
@@ -1266,19 +1310,20 @@ impl Shared {
                 Hint::Set { raw, ttl, .. } => client.set_with_ttl(&key, raw, *ttl),
                 Hint::Delete => client.delete(&key),
             };
-            match outcome {
-                Err(error) if is_server_failure(&error) => return false,
-                // Delivered, or refused for the key's own sake (a value
-                // the server no longer takes): either way it is done.
-                _ => node.hints.delivered_one(&key, &hint),
+            if matches!(&outcome, Err(error) if is_server_failure(error)) {
+                return false;
             }
-            if let Hint::Set { stand_ins, .. } = hint {
-                if !stand_ins.is_empty() {
-                    delivered.push((key, stand_ins));
+            // Delivered, or refused for the key's own sake (a value the
+            // server no longer takes): either way it is done.
+            if node.hints.delivered_one(&key, &hint) {
+                if let Hint::Set { stand_ins, .. } = hint {
+                    if !stand_ins.is_empty() {
+                        delivered.push((key, stand_ins));
+                    }
                 }
             }
         }
-        node.hints.is_empty()
+        true
     }
 
     /// Deletes a key's copies from the servers that stood in for its home
@@ -1429,28 +1474,25 @@ impl Shared {
             if !due {
                 continue;
             }
-            // What it missed goes first: until then its copies may be
-            // older than writes acknowledged without it.
-            let mut delivered = Vec::new();
+            // Back at the first answer, even with hints still waiting:
+            // reads answer those keys from the hints, never from its old
+            // copies, and the loop below delivers them.
             if ping(&node.client) {
-                if self.deliver_hints(node, &node.client, &mut delivered) {
-                    node.bring_back(self.settings.recovery_window);
-                    self.clear_stand_ins(delivered);
-                }
+                node.bring_back(self.settings.recovery_window);
                 continue;
             }
             let Ok(fresh) = make_node(&self.builder, node.origin.clone()) else {
                 continue;
             };
-            if ping(&fresh.client) && self.deliver_hints(node, &fresh.client, &mut delivered) {
+            if ping(&fresh.client) {
                 let renewed = node.renewed(fresh.client);
                 renewed.bring_back(self.settings.recovery_window);
                 self.replace(node, renewed);
-                self.clear_stand_ins(delivered);
             }
         }
-        // A server still up that missed writes (a part that failed before
-        // it was marked down) gets them now.
+        // Servers up with hints waiting (back from an outage, or a part
+        // that failed before they were marked down) get them now.
+        let topology = self.topology();
         for node in &topology.nodes {
             if node.is_up() && !node.hints.is_empty() {
                 let mut delivered = Vec::new();
