@@ -205,8 +205,11 @@ fn rate_kept(run: &serde_json::Value, rate: f64) -> bool {
 /// its cores) before the test gives up; each try halves the rate.
 const TRIES: u32 = 3;
 
+/// The rate is the one this machine has room for (2000 calls a second, or
+/// less on a busy machine: see the module's documentation), so the name
+/// promises the rate asked for, whatever it was, not 2000.
 #[test]
-fn open_loop_keeps_2000_per_s_and_its_p99_shows_a_server_stall() {
+fn open_loop_achieves_the_rate_it_is_asked_for_and_its_p99_shows_a_server_stall() {
     let server = Server::local().expect("the embedded server starts");
     let steady_proxy = Proxy::start(server.address(), false);
     let mut runs = None;
@@ -218,13 +221,25 @@ fn open_loop_keeps_2000_per_s_and_its_p99_shows_a_server_stall() {
         }
         let stalled = open_loop(&Proxy::start(server.address(), true).address, rate);
         if rate_kept(&stalled, rate) {
-            runs = Some((steady, stalled));
+            runs = Some((rate, steady, stalled));
             break;
         }
     }
-    let Some((steady, stalled)) = runs else {
+    let Some((rate, steady, stalled)) = runs else {
         panic!("the schedule was not kept in {TRIES} tries (see stderr)");
     };
+    // What the runs judged below report: the rate asked for, achieved
+    // within 5 % (calls a second over the measured window), nothing unsent.
+    for run in [&steady, &stalled] {
+        assert_eq!(number(run, "/target_rate"), rate, "{run}");
+        let achieved = number(run, "/achieved_rate");
+        assert!(
+            (achieved - rate).abs() <= rate * 0.05,
+            "asked for {rate} calls/s, achieved {achieved}: {run}"
+        );
+        assert_eq!(number(run, "/unsent"), 0.0, "{run}");
+    }
+    eprintln!("schedule kept at {rate} calls/s (asked for {RATE_PER_S} when there is room)");
     // A tenth of the window's calls (600 of 6000 at 2000/s) fell due
     // during the 300 ms stall, waiting from up to 300 ms down to 0: p99
     // lands near 270 ms. Counted from when they were sent instead, only the

@@ -367,7 +367,7 @@ fn the_near_cache_size_bound_holds_by_entries_and_by_bytes() {
 }
 
 #[test]
-fn the_local_ttl_never_outlives_the_remote_one() {
+fn an_entry_the_near_cache_wrote_never_outlives_its_remote_ttl_locally() {
     let (_server, client) = server_and_client();
     let near = NearCache::builder(client.clone())
         .local_ttl(Duration::from_secs(600))
@@ -381,6 +381,45 @@ fn the_local_ttl_never_outlives_the_remote_one() {
     });
     assert_eq!(near.peek("short"), None);
     assert_eq!(near.get("short").unwrap(), None);
+}
+
+/// The other half of the local TTL's promise. The server does not say how
+/// long an entry it returns has left, so a copy the near cache *read* can
+/// outlive the remote entry (see `NearCache`'s documentation): what holds
+/// is that it lives locally no longer than the local TTL after the read.
+#[test]
+fn an_entry_another_writer_wrote_lives_locally_no_longer_than_the_local_ttl_after_the_read() {
+    const LOCAL_TTL: Duration = Duration::from_secs(4);
+    let (_server, client) = server_and_client();
+    let near = NearCache::builder(client.clone())
+        .local_ttl(LOCAL_TTL)
+        .build();
+    // Another writer, with a remote TTL shorter than the local one.
+    client
+        .set_with_ttl("theirs", "short", Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(near.get("theirs").unwrap().as_deref(), Some(&b"short"[..]));
+    // The local copy's end was fixed before the read began.
+    let read_returned = Instant::now();
+    assert!(near.peek("theirs").is_some(), "the read was kept locally");
+    wait_for("the remote entry to expire", || {
+        client.get("theirs").unwrap().is_none()
+    });
+    // Past the local TTL (and moka's housekeeping) the copy is gone, and a
+    // read finds what the server has: nothing.
+    thread::sleep(
+        (read_returned + LOCAL_TTL + Duration::from_millis(100))
+            .saturating_duration_since(Instant::now()),
+    );
+    assert_eq!(near.peek("theirs"), None);
+    assert_eq!(near.get("theirs").unwrap(), None);
+    assert_eq!(near.local_entries(), 0);
+    assert_eq!(
+        near.stats().expirations,
+        1,
+        "it expired: {:?}",
+        near.stats()
+    );
 }
 
 // ----- codecs -----------------------------------------------------------
@@ -577,4 +616,164 @@ fn explicit_writes_through_a_fail_open_layer_still_report_the_outage() {
     server.kill();
     assert!(matches!(open.set("k", "v", TTL), Err(CacheError::Store(_))));
     assert!(matches!(open.delete("k"), Err(CacheError::Store(_))));
+}
+
+// ----- fail-open on the write path --------------------------------------
+
+/// The client, with every `Set` refused with `refusal` while reads and
+/// deletes reach the server: a store whose get works but whose set fails
+/// (a server out of memory, a write path cut off). Counts the refusals.
+struct RefusedWrites {
+    client: Client,
+    refusal: Refusal,
+    refused: AtomicUsize,
+}
+
+impl RefusedWrites {
+    fn new(client: Client, refusal: Refusal) -> RefusedWrites {
+        RefusedWrites {
+            client,
+            refusal,
+            refused: AtomicUsize::new(0),
+        }
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.load(Ordering::SeqCst)
+    }
+}
+
+impl CacheStore for RefusedWrites {
+    fn get(&self, key: &str) -> tiny_cache_client::Result<Option<bytes::Bytes>> {
+        self.client.get(key)
+    }
+    fn set(&self, _: &str, _: bytes::Bytes, _: Ttl) -> tiny_cache_client::Result<()> {
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        Err((self.refusal)())
+    }
+    fn delete(&self, key: &str) -> tiny_cache_client::Result<()> {
+        self.client.delete(key)
+    }
+}
+
+/// Makes the error a store answers with.
+type Refusal = fn() -> Error;
+
+/// The write-path failures fail-open absorbs: the store away, or full.
+const WRITE_OUTAGES: [(&str, Refusal); 2] = [
+    ("unavailable", || {
+        Error::Unavailable("write path down".into())
+    }),
+    ("resource exhausted", || {
+        Error::ResourceExhausted("no room for the entry".into())
+    }),
+];
+
+#[test]
+fn when_only_the_write_after_a_compute_fails_fail_open_read_through_returns_the_value_and_counts_it(
+) {
+    let (_server, client) = server_and_client();
+    for (outage, refusal) in WRITE_OUTAGES {
+        let key = format!("computed while {outage}");
+        let open = ReadThrough::builder(RefusedWrites::new(client.clone(), refusal))
+            .fail_open(true)
+            .build();
+        for round in 1..=2 {
+            let value = open
+                .get_with(&key, TTL, || format!("value {round}"))
+                .unwrap_or_else(|e| panic!("{outage}: a failed write failed the read: {e:?}"));
+            assert_eq!(value, format!("value {round}").as_bytes(), "{outage}");
+            let stats = open.stats();
+            // Nothing was stored, so the second call computes again.
+            assert_eq!((stats.loads, stats.misses), (round, round), "{outage}");
+            assert_eq!(stats.store_failures, round, "{outage}: {stats:?}");
+            assert_eq!(stats.load_errors, 0, "{outage}: {stats:?}");
+            assert_eq!(open.store().refused(), round as usize, "{outage}");
+        }
+        assert_eq!(client.get(&key).unwrap(), None, "{outage}: nothing stored");
+
+        // Without fail-open the same failure is the caller's error...
+        let closed = ReadThrough::new(RefusedWrites::new(client.clone(), refusal));
+        match closed.get_with(&key, TTL, || "computed") {
+            Err(CacheError::Store(error)) => assert_eq!(error.code(), refusal().code()),
+            other => panic!("{outage}: expected the store's error, got {other:?}"),
+        }
+        assert_eq!(closed.stats().store_failures, 0, "{outage}");
+    }
+
+    // ...and with it, a write refused for a reason that is not an outage
+    // (a bug, not the store being away) still fails the call.
+    let refused = ReadThrough::builder(RefusedWrites::new(client, || {
+        Error::InvalidArgument("the server refused the key".into())
+    }))
+    .fail_open(true)
+    .build();
+    match refused.get_with("refused", TTL, || "computed") {
+        Err(CacheError::Store(Error::InvalidArgument(_))) => {}
+        other => panic!("expected the invalid-argument error, got {other:?}"),
+    }
+    assert_eq!(refused.stats().store_failures, 0);
+}
+
+#[test]
+fn a_value_over_the_servers_limit_fails_open_on_the_write_and_is_returned() {
+    // A real server that reads everything and refuses entries over 64 bytes
+    // with RESOURCE_EXHAUSTED.
+    let server = Server::builder()
+        .max_value_bytes(64 + tiny_cache_client::server::ENTRY_OVERHEAD_BYTES)
+        .start()
+        .unwrap();
+    let client = Client::new(&server.address()).unwrap();
+    let open = ReadThrough::builder(client.clone()).fail_open(true).build();
+    let big = vec![b'x'; 1000];
+    let value = open.get_with("big", TTL, || big.clone()).unwrap();
+    assert_eq!(&value[..], &big[..]);
+    assert_eq!(open.stats().store_failures, 1, "{:?}", open.stats());
+    assert_eq!(client.stats().unwrap().rejected_oversize, 1);
+    assert_eq!(client.get("big").unwrap(), None);
+    // A small value is stored as usual: the layer is not stuck failing.
+    assert_eq!(
+        &open.get_with("small", TTL, || "fits").unwrap()[..],
+        b"fits"
+    );
+    assert_eq!(client.get_string("small").unwrap().as_deref(), Some("fits"));
+    assert_eq!(open.stats().store_failures, 1);
+}
+
+#[test]
+fn the_near_cache_drops_its_local_copy_when_the_write_below_fails() {
+    let (_server, client) = server_and_client();
+    for (outage, refusal) in WRITE_OUTAGES {
+        let key = format!("held while {outage}");
+        client.set(&key, "old").unwrap();
+        let near = NearCache::builder(RefusedWrites::new(client.clone(), refusal))
+            .local_ttl(TTL)
+            .build();
+        assert_eq!(near.get(&key).unwrap().as_deref(), Some(&b"old"[..]));
+        assert_eq!(near.peek(&key).as_deref(), Some(&b"old"[..]), "{outage}");
+
+        let failed = near.set(&key, "new".into(), Ttl::After(TTL));
+        assert_eq!(failed.unwrap_err().code(), refusal().code(), "{outage}");
+        // Neither the new value (the store may not have it) nor the old one
+        // (the store may have replaced it) stays local.
+        assert_eq!(near.peek(&key), None, "{outage}: a local copy survived");
+        assert_eq!(near.local_entries(), 0, "{outage}");
+        // The next read goes to the store, which still has the old value.
+        assert_eq!(near.get(&key).unwrap().as_deref(), Some(&b"old"[..]));
+    }
+
+    // Under read-through with fail-open: the computed value is returned,
+    // the failure counted, and nothing is kept locally either.
+    let near = NearCache::builder(RefusedWrites::new(client.clone(), WRITE_OUTAGES[0].1))
+        .local_ttl(TTL)
+        .build();
+    let open = ReadThrough::builder(near).fail_open(true).build();
+    assert_eq!(
+        &open.get_with("fresh", TTL, || "computed").unwrap()[..],
+        b"computed"
+    );
+    assert_eq!(open.stats().store_failures, 1);
+    assert_eq!(open.store().peek("fresh"), None);
+    assert_eq!(open.store().local_entries(), 0);
+    assert_eq!(client.get("fresh").unwrap(), None);
 }

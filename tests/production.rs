@@ -354,21 +354,49 @@ fn a_zero_ramp_never_touches_the_layer_and_a_full_one_always_does() {
 }
 
 #[test]
-fn a_thirty_percent_ramp_stays_within_binomial_bounds_over_ten_thousand_calls() {
-    const CALLS: u64 = 10_000;
+fn a_thirty_percent_ramp_stays_within_bounds_tight_enough_to_fail_at_twenty_nine_or_thirty_one() {
+    const CALLS: u64 = 1_000_000;
     let server = Server::local().unwrap();
-    let (_store, call, _runs, cache) = ramped(&server, 30);
+    // Both layers ramped to 30 %, the local one in front with a TTL longer
+    // than the test: a call in the ramp is a local hit after the first
+    // (microseconds, no network), so a million calls take a few
+    // seconds. Either layer drawn at 31 % would show: a call in one
+    // layer's ramp uses that layer.
+    let store = Counted::new(client(&server));
+    let cache = EntityCache::builder(Arc::clone(&store))
+        .config(|_: &UseCaseInfo<'_>| {
+            Some(
+                UseCaseConfig::default()
+                    .with_remote(LayerConfig::new(REMOTE_TTL).ramp_percent(30))
+                    .with_local(LayerConfig::new(REMOTE_TTL).ramp_percent(30)),
+            )
+        })
+        .build()
+        .unwrap();
+    let use_case = cache.use_case_named("Ramped", "item", |id: &u64, _: &()| {
+        Ok::<_, Infallible>(*id)
+    });
+    let _scope = enable();
     for _ in 0..CALLS {
-        assert_eq!(call(), 5);
+        assert_eq!(use_case.get(&5, &()).unwrap(), 5);
     }
     let stats = cache.stats();
-    let used = stats.remote_hits + stats.misses;
+    let used = stats.local_hits + stats.remote_hits + stats.misses;
     assert_eq!(used + stats.disabled_ramp, CALLS, "{stats:?}");
-    // Binomial(10 000, 0.3): mean 3000, standard deviation 45.8; five of
-    // them either side fail by chance once in 3.5 million runs.
     assert!(
-        (2771..=3229).contains(&used),
-        "{used} of {CALLS} calls used the layer"
+        stats.local_hits > used / 2,
+        "in the ramp, calls stay local: {stats:?}"
+    );
+    // Binomial(1 000 000, p). At p = 0.30: mean 300 000, standard
+    // deviation sqrt(1 000 000 * 0.3 * 0.7) = 458.3; the bounds, 300 000
+    // +- 5 000, are 10.9 of them away, so a correct ramp never fails by
+    // chance (odds below 1e-26). At p = 0.31: mean 310 000, deviation
+    // 462.5, the upper bound 10.8 deviations below it; at p = 0.29: mean
+    // 290 000, deviation 453.8, the lower bound 11.0 above it: a ramp
+    // drawn one point off fails, every time.
+    assert!(
+        (295_000..=305_000).contains(&used),
+        "{used} of {CALLS} calls used the layers: {stats:?}"
     );
 }
 
@@ -603,4 +631,194 @@ fn a_recorder_sees_every_documented_metric_move() {
             assert!(!value.contains("12345"), "{name}: {key}={value}");
         }
     }
+}
+
+/// Makes the error a store answers with.
+type Refusal = fn() -> tiny_cache_client::Error;
+
+/// A metric series: kind, name and sorted labels.
+type Series = (String, String, Vec<(String, String)>);
+
+/// The client, with every `Set` refused with `refusal` while reads and the
+/// generations' `SetIfAbsent` reach the server: a store whose get works but
+/// whose write of an entry fails.
+struct RefusedSets {
+    client: Client,
+    refusal: Refusal,
+    refused: AtomicU64,
+}
+
+impl RefusedSets {
+    fn new(client: Client, refusal: Refusal) -> Arc<RefusedSets> {
+        Arc::new(RefusedSets {
+            client,
+            refusal,
+            refused: AtomicU64::new(0),
+        })
+    }
+    fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+}
+
+impl CacheStore for RefusedSets {
+    fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        CacheStore::get(&self.client, key)
+    }
+    fn set(&self, _: &str, _: Bytes, _: Ttl) -> Result<()> {
+        self.refused.fetch_add(1, Ordering::SeqCst);
+        Err((self.refusal)())
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        CacheStore::delete(&self.client, key)
+    }
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<Result<Option<Bytes>>>> {
+        CacheStore::get_many(&self.client, keys)
+    }
+    fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+        CacheStore::set_if_absent(&self.client, key, value, ttl)
+    }
+}
+
+#[test]
+fn when_only_the_entry_write_fails_the_use_case_answers_and_counts_an_error() {
+    use tiny_cache_client::Error;
+    let server = Server::local().unwrap();
+    let outages: [(&str, Refusal); 2] = [
+        ("unavailable", || {
+            Error::Unavailable("write path down".into())
+        }),
+        ("resource exhausted", || {
+            Error::ResourceExhausted("no room for the entry".into())
+        }),
+    ];
+    for (outage, refusal) in outages {
+        let store = RefusedSets::new(client(&server), refusal);
+        let cache = EntityCache::builder(Arc::clone(&store)).build().unwrap();
+        let runs = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&runs);
+        let double = cache.use_case_named(outage, "item", move |id: &u64, _: &()| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Infallible>(id * 2)
+        });
+        let _scope = enable();
+        for round in 1..=2 {
+            assert_eq!(double.get(&21, &()).unwrap(), 42, "{outage}");
+            let stats = double.stats();
+            assert_eq!(stats.misses, round, "{outage}: {stats:?}");
+            assert_eq!(stats.errors, round, "{outage}: the failed write counts");
+            assert_eq!(store.refused(), round, "{outage}");
+            // Nothing was stored: the next call computes again.
+            assert_eq!(runs.load(Ordering::SeqCst), round, "{outage}");
+        }
+    }
+
+    // The same from a real server that refuses entries over 64 bytes with
+    // RESOURCE_EXHAUSTED: generations fit, the entry does not.
+    let limited = Server::builder()
+        .max_value_bytes(64 + tiny_cache_client::server::ENTRY_OVERHEAD_BYTES)
+        .start()
+        .unwrap();
+    let cache = EntityCache::builder(client(&limited)).build().unwrap();
+    let long = cache.use_case_named("Long", "item", |id: &u64, _: &()| {
+        Ok::<_, Infallible>(format!("{id}").repeat(500))
+    });
+    let _scope = enable();
+    assert_eq!(long.get(&7, &()).unwrap(), "7".repeat(500));
+    let stats = long.stats();
+    assert_eq!((stats.misses, stats.errors), (1, 1), "{stats:?}");
+    assert_eq!(cache.store().stats().unwrap().rejected_oversize, 1);
+}
+
+/// Every series a recorder has seen: kind, name and sorted labels.
+fn series(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+) -> std::collections::BTreeSet<Series> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, _)| {
+            let (kind, key) = key.into_parts();
+            let mut labels: Vec<(String, String)> = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            labels.sort();
+            (format!("{kind:?}"), key.name().to_owned(), labels)
+        })
+        .collect()
+}
+
+#[test]
+fn ten_thousand_distinct_keys_and_entity_ids_add_no_metric_series() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let server = Server::local().unwrap();
+    // Everything on this thread, where the calls record their metrics.
+    metrics::with_local_recorder(&recorder, || {
+        let client = Client::builder(&server.address())
+            .timeout(Duration::from_secs(10))
+            .metrics_prefix("card")
+            .build()
+            .unwrap();
+        let cache = EntityCache::builder(client.clone())
+            .metrics_prefix("card")
+            .config(|_: &UseCaseInfo<'_>| {
+                Some(
+                    UseCaseConfig::remote(REMOTE_TTL)
+                        .with_local(LayerConfig::new(Duration::from_secs(60))),
+                )
+            })
+            .build()
+            .unwrap();
+        let double = cache.use_case_named("Double", "user_id", |id: &u64, _: &()| {
+            Ok::<_, Infallible>(id * 2)
+        });
+        let _scope = enable();
+        // Each call with a key or an id no other call used: a Set and a Get
+        // of the raw client, a use case's miss (MultiGet, SetIfAbsent of the
+        // generation, Set of the entry), an invalidation.
+        let call = |i: u64| match i % 4 {
+            0 => client.set(&format!("user:{i}"), "v").unwrap(),
+            1 => assert_eq!(client.get(&format!("user:{i}")).unwrap(), None),
+            2 => assert_eq!(double.get(&i, &()).unwrap(), i * 2),
+            _ => cache.invalidate("user_id", &i, Duration::ZERO).unwrap(),
+        };
+        for i in 0..100 {
+            call(i);
+        }
+        let first = series(&snapshotter);
+        for i in 100..10_100 {
+            call(i);
+        }
+        let after = series(&snapshotter);
+        assert_eq!(
+            after.len(),
+            first.len(),
+            "new series: {:?}",
+            after.difference(&first).collect::<Vec<_>>()
+        );
+        assert_eq!(after, first);
+        // The calls were recorded here: client and use-case series alike.
+        for name in [
+            "card_calls_total",
+            "card_cache_requests_total",
+            "card_cache_invalidations_total",
+        ] {
+            assert!(
+                first.iter().any(|(_, n, _)| n == name),
+                "{name} missing: {first:?}"
+            );
+        }
+        assert!(
+            first.iter().any(|(_, n, labels)| n == "card_calls_total"
+                && labels.contains(&("method".to_owned(), "SetIfAbsent".to_owned()))),
+            "a miss of a new entity creates its generation: {first:?}"
+        );
+    });
+    // The keys and ids were distinct on the server too: each left at least
+    // one entry (a raw Set's key, a miss's entry, an entity's generation).
+    let entries = client(&server).stats().unwrap().size;
+    assert!(entries >= 7_575, "{entries} entries");
 }

@@ -3,7 +3,11 @@
 #![cfg(all(feature = "server", feature = "metrics"))]
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::MetricKind;
@@ -185,4 +189,134 @@ fn every_documented_metric_moves_and_labels_never_carry_keys() {
         }
     }
     drop(restarted);
+}
+
+/// A TCP relay to a server whose way in can be shut: while held, what the
+/// client sends waits in the relay, so its calls stay in flight.
+struct Gate {
+    address: String,
+    held: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Gate {
+    fn start(upstream: SocketAddr) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let held: Arc<(Mutex<bool>, Condvar)> = Arc::default();
+        let gate = Arc::clone(&held);
+        thread::spawn(move || {
+            for downstream in listener.incoming() {
+                let Ok(downstream) = downstream else { return };
+                let Ok(upstream) = TcpStream::connect(upstream) else {
+                    return;
+                };
+                for stream in [&downstream, &upstream] {
+                    stream.set_nodelay(true).unwrap();
+                }
+                let (up, down) = (
+                    upstream.try_clone().unwrap(),
+                    downstream.try_clone().unwrap(),
+                );
+                let gate = Arc::clone(&gate);
+                thread::spawn(move || pump(down, up, Some(&gate)));
+                thread::spawn(move || pump(upstream, downstream, None));
+            }
+        });
+        Gate { address, held }
+    }
+
+    fn hold(&self, held: bool) {
+        let (lock, changed) = &*self.held;
+        *lock.lock().unwrap() = held;
+        changed.notify_all();
+    }
+}
+
+/// Copies `from` to `to` until either closes; each chunk waits while the
+/// gate, if any, is held.
+fn pump(mut from: TcpStream, mut to: TcpStream, gate: Option<&(Mutex<bool>, Condvar)>) {
+    let mut buffer = vec![0; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if let Some((lock, changed)) = gate {
+            let _open = changed
+                .wait_while(lock.lock().unwrap(), |held| *held)
+                .unwrap();
+        }
+        if to.write_all(&buffer[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+#[test]
+fn the_in_flight_gauge_counts_the_calls_held_on_the_wire_and_returns_to_zero() {
+    const HELD: usize = 4;
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let server = Server::local().unwrap();
+    let gate = Gate::start(server.local_addr());
+    // The debugging recorder hands a gauge over as its change since the
+    // previous snapshot: the level is the sum of what every snapshot saw.
+    let mut level = 0.0;
+    let mut observe = || {
+        let now = seen(&snapshotter);
+        if let Some(value) =
+            now.get(&("g_calls_in_flight".to_owned(), labels(&[("method", "Get")])))
+        {
+            match value {
+                DebugValue::Gauge(change) => level += change.into_inner(),
+                other => panic!("not a gauge: {other:?}"),
+            }
+        }
+        (level, now)
+    };
+    // Calls record on their own thread: each runs with this recorder.
+    let client = metrics::with_local_recorder(&recorder, || {
+        Client::builder(&gate.address)
+            .metrics_prefix("g")
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    });
+    metrics::with_local_recorder(&recorder, || client.set("k", "v").unwrap());
+    assert_eq!(observe().0, 0.0, "nothing in flight yet");
+
+    gate.hold(true);
+    thread::scope(|scope| {
+        let calls: Vec<_> = (0..HELD)
+            .map(|_| {
+                let (client, recorder) = (&client, &recorder);
+                scope.spawn(move || metrics::with_local_recorder(recorder, || client.get("k")))
+            })
+            .collect();
+        let give_up = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (level, _) = observe();
+            if level == HELD as f64 {
+                break;
+            }
+            assert!(level <= HELD as f64, "{level} in flight of {HELD}");
+            assert!(Instant::now() < give_up, "the gauge stayed at {level}");
+            thread::sleep(Duration::from_millis(5));
+        }
+        // Still held: the calls cannot have finished.
+        assert_eq!(client.metrics().in_flight, HELD as u64);
+        gate.hold(false);
+        for call in calls {
+            let value = call.join().unwrap().unwrap();
+            assert_eq!(value.as_deref(), Some(&b"v"[..]));
+        }
+    });
+    let (level, now) = observe();
+    assert_eq!(level, 0.0, "every held call ended");
+    assert_eq!(client.metrics().in_flight, 0);
+    assert_eq!(
+        counter(&now, "g_calls_total", &[("method", "Get"), ("code", "OK")]),
+        HELD as u64
+    );
 }
