@@ -542,7 +542,7 @@ impl Samples {
             .zip(&self.up)
             .filter(|(at, up)| **at >= from && !up[s])
             .map(|(at, _)| *at)
-            .last();
+            .next_back();
         let after = last_down.unwrap_or(from);
         self.at
             .iter()
