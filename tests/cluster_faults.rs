@@ -66,6 +66,21 @@ impl Rig {
             .unwrap()
     }
 
+    /// Reads every key until the server behind proxy `index` is marked
+    /// down: each server's part of the reads fails its own.
+    fn read_until_down(&self, index: usize) {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while self.state(index).up {
+            assert!(
+                Instant::now() < give_up,
+                "never marked down: {:?}",
+                self.state(index)
+            );
+            self.cluster.get_many(keys()).ok();
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn wait_until_all_up(&self, within: Duration) {
         let give_up = Instant::now() + within;
         while !self.cluster.servers().iter().all(|server| server.up) {
@@ -201,13 +216,7 @@ fn acknowledged_writes_win_over_a_returning_servers_old_copies(replicas: usize) 
         "only {rewritten} writes were acknowledged"
     );
     // Let it be marked down (the writes above fail fast once it is noticed).
-    let give_up = Instant::now() + Duration::from_secs(10);
-    while rig.state(hung).up {
-        assert!(Instant::now() < give_up, "never marked down");
-        // Every server's part: the one cut off fails its own.
-        rig.cluster.get_many(keys()).ok();
-        thread::sleep(Duration::from_millis(20));
-    }
+    rig.read_until_down(hung);
     assert!(rig.state(hung).pending_hints > 0);
 
     rig.proxies[hung].clear();
@@ -260,16 +269,7 @@ fn acknowledged_writes_win_over_a_returning_servers_old_copies(replicas: usize) 
     rig.proxies[hung].set(Fault::Partition {
         drop_existing: true,
     });
-    let give_up = Instant::now() + Duration::from_secs(10);
-    while rig.state(hung).up {
-        assert!(
-            Instant::now() < give_up,
-            "never marked down the second time"
-        );
-        // Every server's part: the one cut off fails its own.
-        rig.cluster.get_many(keys()).ok();
-        thread::sleep(Duration::from_millis(20));
-    }
+    rig.read_until_down(hung);
     let lost: Vec<_> = stale_reads(&rig.cluster, &acknowledged)
         .into_iter()
         // With R = 1 the down server's keys are misses on the stand-in

@@ -14,6 +14,7 @@ use tiny_cache_client::{Client, Error, RetryThrottle};
 
 mod common;
 
+use common::load::drive;
 use common::net::{ClosedPort, SilentServer};
 use common::rogue::{Rogue, Step};
 
@@ -414,35 +415,6 @@ fn calls_in_flight_on_a_black_holed_connection_end_by_their_deadline_without_ret
     eventually_reads(&client, "k", "v", Duration::from_secs(5));
 }
 
-/// Calls started after a server hung, each with when it started (relative
-/// to the hang) and how long it took.
-fn calls_against_a_hung_server(
-    call: impl Fn() -> bool + Send + Sync + 'static,
-    threads: usize,
-    run_for: Duration,
-) -> Vec<(Duration, Duration, bool)> {
-    let call = Arc::new(call);
-    let hung_at = Instant::now();
-    let workers: Vec<_> = (0..threads)
-        .map(|_| {
-            let call = Arc::clone(&call);
-            thread::spawn(move || {
-                let mut seen = Vec::new();
-                while hung_at.elapsed() < run_for {
-                    let started = Instant::now();
-                    let ok = call();
-                    seen.push((started - hung_at, started.elapsed(), ok));
-                }
-                seen
-            })
-        })
-        .collect();
-    workers
-        .into_iter()
-        .flat_map(|worker| worker.join().expect("no caller panics"))
-        .collect()
-}
-
 #[test]
 fn a_hung_server_is_noticed_within_about_a_second_and_calls_then_fail_fast() {
     let server = Server::local().unwrap();
@@ -456,21 +428,17 @@ fn a_hung_server_is_noticed_within_about_a_second_and_calls_then_fail_fast() {
     proxy.hang();
 
     let probed = client.clone();
-    let calls = calls_against_a_hung_server(
-        move || {
-            let outcome = probed.get("k");
-            assert!(
-                matches!(
-                    outcome,
-                    Err(Error::Unavailable(_) | Error::DeadlineExceeded(_))
-                ),
-                "got {outcome:?}"
-            );
-            false
-        },
-        8,
-        Duration::from_secs(3),
-    );
+    let calls = drive(8, Duration::from_secs(3), move |_| {
+        let outcome = probed.get("k");
+        assert!(
+            matches!(
+                outcome,
+                Err(Error::Unavailable(_) | Error::DeadlineExceeded(_))
+            ),
+            "got {outcome:?}"
+        );
+        false
+    });
     // Detection: a call times out (300 ms), its probe goes unanswered (1 s);
     // allow as much again for a loaded machine. From then on no call waits
     // out its deadline: each fails at once.
@@ -478,7 +446,7 @@ fn a_hung_server_is_noticed_within_about_a_second_and_calls_then_fail_fast() {
         timeout + tiny_cache_client::DEFAULT_PROBE_TIMEOUT + Duration::from_millis(700);
     let late: Vec<_> = calls
         .iter()
-        .filter(|(started, took, _)| *started > noticed_by && *took >= timeout)
+        .filter(|call| call.started > noticed_by && call.took >= timeout)
         .collect();
     assert!(
         late.is_empty(),
@@ -486,12 +454,16 @@ fn a_hung_server_is_noticed_within_about_a_second_and_calls_then_fail_fast() {
     );
     let after = calls
         .iter()
-        .filter(|(started, ..)| *started > noticed_by)
+        .filter(|call| call.started > noticed_by)
         .count();
     // Deadline-bound, 8 threads over the last second could make ~27 calls.
     assert!(after > 500, "only {after} calls after the hang was noticed");
-    for (_, took, _) in &calls {
-        assert!(*took < timeout + DEADLINE_SLACK, "a call took {took:?}");
+    for call in &calls {
+        assert!(
+            call.took < timeout + DEADLINE_SLACK,
+            "a call took {:?}",
+            call.took
+        );
     }
 
     // The server resumes with its data: the client finds it again.
@@ -520,27 +492,23 @@ fn fail_open_serves_at_the_loaders_speed_once_a_hung_server_is_noticed() {
 
     let loads = Arc::new(AtomicUsize::new(0));
     let (reader, counted) = (cache.clone(), Arc::clone(&loads));
-    let calls = calls_against_a_hung_server(
-        move || {
-            let value = reader
-                .get_with("k", Duration::from_secs(60), || {
-                    counted.fetch_add(1, Ordering::Relaxed);
-                    "computed"
-                })
-                .expect("fail-open never fails a read");
-            assert_eq!(&value[..], b"computed");
-            true
-        },
-        8,
-        Duration::from_secs(3),
-    );
+    let calls = drive(8, Duration::from_secs(3), move |_| {
+        let value = reader
+            .get_with("k", Duration::from_secs(60), || {
+                counted.fetch_add(1, Ordering::Relaxed);
+                "computed"
+            })
+            .expect("fail-open never fails a read");
+        assert_eq!(&value[..], b"computed");
+        true
+    });
     let noticed_by =
         timeout + tiny_cache_client::DEFAULT_PROBE_TIMEOUT + Duration::from_millis(700);
     let after: Vec<_> = calls
         .iter()
-        .filter(|(started, ..)| *started > noticed_by)
+        .filter(|call| call.started > noticed_by)
         .collect();
-    let waited = after.iter().filter(|(_, took, _)| *took >= timeout).count();
+    let waited = after.iter().filter(|call| call.took >= timeout).count();
     assert_eq!(waited, 0, "reads still waited for the hung server");
     assert!(
         after.len() > 500,

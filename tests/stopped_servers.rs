@@ -18,6 +18,10 @@ use tiny_cache_client::cache::ReadThrough;
 use tiny_cache_client::cluster::Cluster;
 use tiny_cache_client::Client;
 
+mod common;
+
+use common::load::drive;
+
 /// A `tiny-cache serve` process; killed (and resumed first) on drop.
 struct ServerProcess {
     child: Child,
@@ -66,37 +70,6 @@ impl Drop for ServerProcess {
     }
 }
 
-/// Runs `call` on `threads` threads for `run_for`; each call's start
-/// (from now) and duration, and whether it succeeded.
-fn drive(
-    threads: usize,
-    run_for: Duration,
-    call: impl Fn(usize) -> bool + Send + Sync + 'static,
-) -> Vec<(Duration, Duration, bool)> {
-    let call = Arc::new(call);
-    let begun = Instant::now();
-    let workers: Vec<_> = (0..threads)
-        .map(|t| {
-            let call = Arc::clone(&call);
-            thread::spawn(move || {
-                let mut seen = Vec::new();
-                let mut i = t;
-                while begun.elapsed() < run_for {
-                    let started = Instant::now();
-                    let ok = call(i);
-                    seen.push((started - begun, started.elapsed(), ok));
-                    i += threads;
-                }
-                seen
-            })
-        })
-        .collect();
-    workers
-        .into_iter()
-        .flat_map(|worker| worker.join().expect("no caller panics"))
-        .collect()
-}
-
 #[test]
 fn a_stopped_server_under_fail_open_is_noticed_and_reads_run_at_the_loaders_speed() {
     let server = ServerProcess::start();
@@ -120,15 +93,16 @@ fn a_stopped_server_under_fail_open_is_noticed_and_reads_run_at_the_loaders_spee
             })
             .is_ok()
     });
-    let errors = calls.iter().filter(|(_, _, ok)| !ok).count();
-    let last_second = calls
+    let errors = calls.iter().filter(|call| !call.ok).count();
+    let last_second: Vec<_> = calls
         .iter()
-        .filter(|(started, ..)| *started >= Duration::from_secs(2))
-        .count();
-    let waited_late = calls
+        .filter(|call| call.started >= Duration::from_secs(2))
+        .collect();
+    let waited_late = last_second
         .iter()
-        .filter(|(started, took, _)| *started >= Duration::from_secs(2) && *took >= timeout)
+        .filter(|call| call.took >= timeout)
         .count();
+    let last_second = last_second.len();
     println!(
         "SIGSTOPped server, fail-open, 8 threads, 300 ms: {} reads in 3 s, {errors} errors, \
          {last_second} reads in the last second, {waited_late} of them waited out the deadline, \
@@ -180,12 +154,8 @@ fn a_stopped_replica_costs_cluster_reads_no_errors() {
         let i = i % 2_000;
         matches!(reader.get_string(&format!("key-{i}")), Ok(Some(v)) if v == format!("v{i}"))
     });
-    let errors = calls.iter().filter(|(_, _, ok)| !ok).count();
-    let slowest = calls
-        .iter()
-        .map(|(_, took, _)| *took)
-        .max()
-        .unwrap_or_default();
+    let errors = calls.iter().filter(|call| !call.ok).count();
+    let slowest = calls.iter().map(|call| call.took).max().unwrap_or_default();
     println!(
         "SIGSTOPped replica, R=2 Q=1, 16 threads, 500 ms: {} reads, {errors} errors, slowest {slowest:?}",
         calls.len()
