@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tiny_cache_client::cluster::{Cluster, ServerState};
+use tiny_cache_client::cluster::{Cluster, ClusterBuilder, ServerState};
 use tiny_cache_client::server::Server;
 
 mod common;
@@ -97,6 +97,10 @@ impl Rig {
 /// A cluster over the proxies: each call of this is another process's view
 /// (its own health marks, its own hints).
 fn cluster_over(proxies: &[FaultProxy], replicas: usize) -> Cluster {
+    builder_over(proxies, replicas).build().unwrap()
+}
+
+fn builder_over(proxies: &[FaultProxy], replicas: usize) -> ClusterBuilder {
     proxies
         .iter()
         .fold(Cluster::builder(), |builder, proxy| {
@@ -106,8 +110,6 @@ fn cluster_over(proxies: &[FaultProxy], replicas: usize) -> Cluster {
         .timeout(TIMEOUT)
         .cool_down(Duration::from_millis(500))
         .probe_interval(Duration::from_millis(200))
-        .build()
-        .unwrap()
 }
 
 fn keys() -> impl Iterator<Item = String> {
@@ -351,4 +353,52 @@ fn an_invalidation_acknowledged_while_a_replica_hung_holds_for_another_process_a
         "{} ids served the invalidated value: {stale:?}",
         stale.len()
     );
+}
+
+#[test]
+fn past_a_full_hint_log_a_returning_server_is_read_with_every_replica_so_the_newest_wins() {
+    let rig = Rig::start(2);
+    // The same servers through a cluster whose hint log holds 10 keys.
+    let cluster = builder_over(&rig.proxies, 2)
+        .hint_capacity(10)
+        .build()
+        .unwrap();
+    for key in keys() {
+        cluster.set(&key, "old").unwrap();
+    }
+    let hung = rig.busiest();
+    rig.proxies[hung].set(Fault::BlackHole);
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let name = rig.proxies[hung].address();
+    let state = || {
+        cluster
+            .servers()
+            .into_iter()
+            .find(|s| s.server == name)
+            .unwrap()
+    };
+    while state().up {
+        assert!(Instant::now() < give_up, "never marked down");
+        cluster.get_many(keys()).ok();
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Every key rewritten while it is down: most of its hints are dropped.
+    for key in keys() {
+        cluster.set(&key, "new").unwrap();
+    }
+    assert!(state().dropped_hints > 0, "{:?}", state());
+    assert!(state().pending_hints <= 10, "{:?}", state());
+
+    rig.proxies[hung].clear();
+    let give_up = Instant::now() + Duration::from_secs(10);
+    while !state().up {
+        assert!(Instant::now() < give_up, "never came back");
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Its keys are read from every replica for the recovery window: the
+    // stand-ins' and the other replica's newer copies win over its old ones.
+    let stale: Vec<String> = keys()
+        .filter(|key| cluster.get_string(key).unwrap().as_deref() != Some("new"))
+        .collect();
+    assert!(stale.is_empty(), "{} keys read old: {stale:?}", stale.len());
 }
