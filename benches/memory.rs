@@ -12,6 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tiny_cache_client::cluster::Cluster;
 use tiny_cache_client::Client;
 
 mod common;
@@ -98,6 +99,45 @@ fn main() {
         client.set("k", &value).expect("set");
     });
 
+    // A cluster's own cost on top of its clients: one server (R = 1), and
+    // two servers with every key on both (R = 2: envelopes, two parts per
+    // write, a share of the deadline per read round).
+    let (second_server, second) = common::start_embedded_server(false);
+    let cluster_rows: Vec<(String, f64, f64)> = [
+        (vec![address.clone()], 1),
+        (vec![address.clone(), second], 2),
+    ]
+    .into_iter()
+    .flat_map(|(servers, replicas)| {
+        let cluster = servers
+            .iter()
+            .fold(Cluster::builder(), |builder, server| builder.server(server))
+            .replicas(replicas)
+            .build()
+            .expect("cluster");
+        cluster.set("k", &value).expect("set");
+        for _ in 0..5_000 {
+            let _ = cluster.get("k");
+        }
+        let (get_allocs, get_bytes) = per_call(calls, || {
+            cluster.get("k").expect("get");
+        });
+        let (set_allocs, set_bytes) = per_call(calls, || {
+            cluster.set("k", &value).expect("set");
+        });
+        let label = if replicas == 1 {
+            "one server, R = 1"
+        } else {
+            "two servers, R = 2"
+        };
+        [
+            (format!("cluster get, {label}"), get_allocs, get_bytes),
+            (format!("cluster set, {label}"), set_allocs, set_bytes),
+        ]
+    })
+    .collect();
+    drop(second_server);
+
     // Under load from 64 threads, then the peak.
     std::thread::scope(|scope| {
         for _ in 0..64 {
@@ -117,6 +157,9 @@ fn main() {
     println!("| --- | ---: | ---: |");
     println!("| get | {get_allocs:.1} | {get_bytes:.0} |");
     println!("| set | {set_allocs:.1} | {set_bytes:.0} |");
+    for (call, allocs, bytes) in &cluster_rows {
+        println!("| {call} | {allocs:.1} | {bytes:.0} |");
+    }
     println!();
     println!("resident memory of this process (KiB):");
     println!("| before the client | client idle | after 64 threads × 2000 gets | peak |");

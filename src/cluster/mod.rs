@@ -1352,6 +1352,7 @@ impl Shared {
 
     /// `SetIfAbsent` on each of the key's replicas at once: `true` only
     /// when every one stored it.
+    #[cfg(feature = "cache")]
     fn set_if_absent_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
         ttl.wire_seconds()?;
         let topology = self.topology();
