@@ -92,8 +92,9 @@
 //!   `entity-cache`, the use cases' metrics too.
 //! - `tracing`: a `tracing` span per call, events for retries, reconnects
 //!   and GOAWAY; nothing at all when off.
-//! - `unstable-internals`: the codec and reply-wait internals for fuzzing
-//!   and benchmarks; not covered by semantic versioning.
+//! - `unstable-internals`: the codec and reply-wait internals, and the
+//!   parsers of the replica and entity-cache envelopes, for fuzzing and
+//!   benchmarks; not covered by semantic versioning.
 #![warn(missing_docs)]
 
 mod address;
@@ -108,6 +109,9 @@ pub mod codec;
 mod codec;
 mod config;
 mod error;
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod pool;
 mod requests;
 mod response;

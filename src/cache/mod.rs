@@ -53,12 +53,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "serde")]
+mod depth_limit;
 #[cfg(feature = "entity-cache")]
 mod entity;
 mod error;
 mod flight;
 #[cfg(feature = "entity-cache")]
-mod invalidation;
+pub(crate) mod invalidation;
 mod layer;
 mod memo;
 #[cfg(feature = "entity-cache")]
