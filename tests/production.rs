@@ -73,10 +73,62 @@ impl CacheStore for Counted {
 
 #[test]
 fn after_each_invalidate_returns_no_reader_sees_the_old_value_from_the_remote_layer() {
-    const READERS: usize = 8;
-    const ROUNDS: u64 = 40;
     let server = Server::local().unwrap();
     let cache = EntityCache::builder(client(&server)).build().unwrap();
+    readers_never_see_an_invalidated_value(cache, |_| {});
+}
+
+/// The same over three servers with every key on two (R = 2, Q = 1): each
+/// generation's two replicas must agree before an invalidation returns,
+/// or a reader of the replica that missed it serves the old entry. Midway
+/// one server is restarted, empty, on its address, and later another.
+#[cfg(feature = "cluster")]
+#[test]
+fn after_each_invalidate_returns_no_reader_sees_the_old_value_over_a_replicated_cluster() {
+    use std::sync::Mutex;
+    use tiny_cache_client::cluster::Cluster;
+
+    let servers: Mutex<Vec<Server>> =
+        Mutex::new((0..3).map(|_| Server::local().unwrap()).collect());
+    let cluster = {
+        let servers = servers.lock().unwrap();
+        servers
+            .iter()
+            .fold(Cluster::builder(), |builder, server| {
+                builder.server(&server.address())
+            })
+            .replicas(2)
+            .timeout(Duration::from_secs(2))
+            .cool_down(Duration::from_millis(200))
+            .probe_interval(Duration::from_millis(100))
+            .build()
+            .unwrap()
+    };
+    let cache = EntityCache::builder(cluster).build().unwrap();
+    readers_never_see_an_invalidated_value(cache, |round| {
+        if round == ROUNDS / 3 || round == 2 * ROUNDS / 3 {
+            let mut servers = servers.lock().unwrap();
+            let index = usize::try_from(round % 3).unwrap();
+            let old = servers.remove(index);
+            let address = old.address();
+            old.shutdown();
+            let restarted = Server::builder().listen(&address).start().unwrap();
+            servers.insert(index, restarted);
+        }
+    });
+}
+
+const READERS: usize = 8;
+const ROUNDS: u64 = 40;
+
+/// 8 readers of two use cases of one entity while the test changes the
+/// source and invalidates the entity `ROUNDS` times (calling `between`
+/// with each round's number first): after each invalidation returns, no
+/// read may see an older version.
+fn readers_never_see_an_invalidated_value<S: CacheStore + Send + Sync + 'static>(
+    cache: EntityCache<S>,
+    mut between: impl FnMut(u64),
+) {
     // The source of truth, and the lowest version a read starting now may
     // return (raised only once an invalidation has returned).
     let source = Arc::new(AtomicU64::new(0));
@@ -112,6 +164,7 @@ fn after_each_invalidate_returns_no_reader_sees_the_old_value_from_the_remote_la
         })
         .collect();
     for version in 1..=ROUNDS {
+        between(version);
         // Let the readers fill and hit the cache between updates.
         let hits = profile.stats().remote_hits;
         let started = Instant::now();
