@@ -402,3 +402,39 @@ fn past_a_full_hint_log_a_returning_server_is_read_with_every_replica_so_the_new
         .collect();
     assert!(stale.is_empty(), "{} keys read old: {stale:?}", stale.len());
 }
+
+#[test]
+fn a_conditional_write_taken_by_a_stand_in_holds_once_the_home_server_returns() {
+    use tiny_cache_client::CasOutcome;
+
+    let rig = Rig::start(1);
+    let key = "lock";
+    let home = rig
+        .proxies
+        .iter()
+        .position(|proxy| proxy.address() == rig.cluster.owners(key)[0])
+        .unwrap();
+    rig.cluster.set(key, "stale holder").unwrap();
+    rig.cluster.delete(key).unwrap();
+    rig.proxies[home].set(Fault::BlackHole);
+    rig.read_until_down(home);
+
+    // Taken on the stand-in while the home server hangs.
+    assert!(rig.cluster.set_if_absent(key, "me").unwrap());
+    rig.proxies[home].clear();
+    rig.wait_until_all_up(Duration::from_secs(10));
+    assert_eq!(rig.cluster.owners(key)[0], rig.proxies[home].address());
+
+    // The home server is back: the lock is still held, and a
+    // compare-and-set judges against it, not against the copy it missed.
+    assert!(!rig.cluster.set_if_absent(key, "you").unwrap());
+    assert_eq!(rig.cluster.get_string(key).unwrap().as_deref(), Some("me"));
+    assert_eq!(
+        rig.cluster.compare_and_set(key, "me", "done").unwrap(),
+        CasOutcome::Stored
+    );
+    assert_eq!(
+        rig.cluster.get_string(key).unwrap().as_deref(),
+        Some("done")
+    );
+}

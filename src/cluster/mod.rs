@@ -572,9 +572,14 @@ impl Cluster {
         ttl: impl Into<Ttl>,
     ) -> Result<bool> {
         let ttl = ttl.into();
-        self.shared().on_primary(key, "set_if_absent", |client| {
-            client.set_if_absent_with_ttl(key, value.as_ref(), ttl)
-        })
+        let value = value.as_ref();
+        self.shared().on_primary(
+            key,
+            "set_if_absent",
+            (value, ttl),
+            |stored| *stored,
+            |client| client.set_if_absent_with_ttl(key, value, ttl),
+        )
     }
 
     /// Replaces `key`'s value only if it equals `expected`, on the key's
@@ -622,9 +627,14 @@ impl Cluster {
         ttl: impl Into<Ttl>,
     ) -> Result<CasOutcome> {
         let ttl = ttl.into();
-        self.shared().on_primary(key, "compare_and_set", |client| {
-            client.compare_and_set_with_ttl(key, expected.as_ref(), value.as_ref(), ttl)
-        })
+        let value = value.as_ref();
+        self.shared().on_primary(
+            key,
+            "compare_and_set",
+            (value, ttl),
+            |outcome| *outcome == CasOutcome::Stored,
+            |client| client.compare_and_set_with_ttl(key, expected.as_ref(), value, ttl),
+        )
     }
 
     /// Gives a present key a new TTL on every live replica without changing
@@ -1298,32 +1308,55 @@ impl Shared {
             if node.hints.get(&key).as_ref() != Some(&hint) {
                 continue;
             }
-            let outcome = match &hint {
-                Hint::Set { raw, .. } if self.settings.replicas > 1 => {
-                    let copy = Copy::parse(raw.clone());
-                    match copy.remaining_ttl(SystemTime::now()) {
-                        // Expired meanwhile: nothing to deliver.
-                        None => Ok(()),
-                        Some(left) => store_if_newer(&client, &key, &copy, None, left),
-                    }
-                }
-                Hint::Set { raw, ttl, .. } => client.set_with_ttl(&key, raw, *ttl),
-                Hint::Delete => client.delete(&key),
-            };
-            if matches!(&outcome, Err(error) if is_server_failure(error)) {
+            if self
+                .deliver_one(node, &client, &key, hint, delivered)
+                .is_err()
+            {
                 return false;
-            }
-            // Delivered, or refused for the key's own sake (a value the
-            // server no longer takes): either way it is done.
-            if node.hints.delivered_one(&key, &hint) {
-                if let Hint::Set { stand_ins, .. } = hint {
-                    if !stand_ins.is_empty() {
-                        delivered.push((key, stand_ins));
-                    }
-                }
             }
         }
         true
+    }
+
+    /// Delivers `hint` for `key` to `node` through `client`, the caller
+    /// holding the key's stripe: `Err` only for a server failure (the hint
+    /// stays). A write the server missed is stored unless it now holds a
+    /// newer copy; the stand-ins of a delivered write go to `delivered`.
+    fn deliver_one(
+        &self,
+        node: &Node,
+        client: &Client,
+        key: &str,
+        hint: Hint,
+        delivered: &mut Vec<(String, Vec<String>)>,
+    ) -> Result<()> {
+        let outcome = match &hint {
+            Hint::Set { raw, .. } if self.settings.replicas > 1 => {
+                let copy = Copy::parse(raw.clone());
+                match copy.remaining_ttl(SystemTime::now()) {
+                    // Expired meanwhile: nothing to deliver.
+                    None => Ok(()),
+                    Some(left) => store_if_newer(client, key, &copy, None, left),
+                }
+            }
+            Hint::Set { raw, ttl, .. } => client.set_with_ttl(key, raw, *ttl),
+            Hint::Delete => client.delete(key),
+        };
+        if let Err(error) = outcome {
+            if is_server_failure(&error) {
+                return Err(error);
+            }
+        }
+        // Delivered, or refused for the key's own sake (a value the server
+        // no longer takes): either way it is done.
+        if node.hints.delivered_one(key, &hint) {
+            if let Hint::Set { stand_ins, .. } = hint {
+                if !stand_ins.is_empty() {
+                    delivered.push((key.to_owned(), stand_ins));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes a key's copies from the servers that stood in for its home
@@ -1377,11 +1410,17 @@ impl Shared {
         Ok(stored_everywhere)
     }
 
-    /// Runs a conditional call on the key's best live server.
+    /// Runs a conditional call on the key's best live server. A hint that
+    /// server has for the key is delivered first (the condition must be
+    /// judged against the newest value, not the copy it missed a write
+    /// on); a write the call `stored` on a stand-in leaves a hint for the
+    /// key's home server, as any write does.
     fn on_primary<T>(
         &self,
         key: &str,
         what: &str,
+        written: (&[u8], Ttl),
+        stored: impl Fn(&T) -> bool,
         call: impl FnOnce(&Client) -> Result<T>,
     ) -> Result<T> {
         if self.settings.replicas > 1 {
@@ -1391,10 +1430,36 @@ impl Shared {
             )));
         }
         let topology = self.topology();
-        let index = *topology.candidates(key).first().ok_or_else(no_servers)?;
+        let (live, home) = topology.placement(key, 1);
+        let index = *live.first().ok_or_else(no_servers)?;
         let node = &topology.nodes[index];
+        if node.hints.get(key).is_some() {
+            let mut delivered = Vec::new();
+            let _delivering = node.hints.delivering(key);
+            if let Some(hint) = node.hints.get(key) {
+                let outcome = self.deliver_one(node, &node.client, key, hint, &mut delivered);
+                node.record(&outcome, self.threshold());
+                outcome?;
+            }
+        }
+        let _writing =
+            (!node.hints.is_empty()).then(|| node.hints.writing(node.hints.stripe_of(key)));
         let outcome = call(&node.client);
         node.record(&outcome, self.threshold());
+        if outcome.as_ref().is_ok_and(stored) {
+            node.hints.forget(key);
+            if let Some(&owner) = home.first().filter(|&&owner| owner != index) {
+                let hint = Hint::Set {
+                    raw: Bytes::copy_from_slice(written.0),
+                    ttl: written.1,
+                    stand_ins: vec![node.name.clone()],
+                };
+                let owner = &topology.nodes[owner];
+                if !owner.hints.record(key, hint, self.settings.hint_capacity) {
+                    owner.missed_a_hint(self.settings.recovery_window);
+                }
+            }
+        }
         outcome
     }
 
