@@ -54,7 +54,8 @@
 //!
 //! # Hinted handoff
 //!
-//! A write or delete acknowledged without one of the key's home servers
+//! A write or delete (or, with R = 1, a conditional write that stored)
+//! acknowledged without one of the key's home servers
 //! (the R best-ranked, whatever their health: one was marked down and a
 //! stand-in took its place, or its part failed) leaves a *hint* for that
 //! server in this process: the key and the last operation it missed.
@@ -69,6 +70,8 @@
 //!   stand-ins' copies are deleted, so a later outage cannot serve them).
 //!   Each delivery is ordered against writes of the same key to that
 //!   server, so a delivery never overwrites a write that reached it first.
+//! - a conditional write on a server with a hint for the key delivers the
+//!   hint first, so its condition is judged against the newest value.
 //! - with both of a key's home servers down, their hints still answer
 //!   reads; a read that reaches neither, nor a hint, and finds only
 //!   stand-ins' misses fails with [`Error::Unavailable`] (R > 1) rather
