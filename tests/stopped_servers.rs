@@ -103,10 +103,17 @@ fn a_stopped_server_under_fail_open_is_noticed_and_reads_run_at_the_loaders_spee
         .filter(|call| call.took >= timeout)
         .count();
     let last_second = last_second.len();
+    // Noticed once the last read that waited out its deadline ended.
+    let noticed = calls
+        .iter()
+        .filter(|call| call.took >= timeout)
+        .map(|call| call.started + call.took)
+        .max()
+        .unwrap_or_default();
     println!(
         "SIGSTOPped server, fail-open, 8 threads, 300 ms: {} reads in 3 s, {errors} errors, \
-         {last_second} reads in the last second, {waited_late} of them waited out the deadline, \
-         {} loader runs",
+         noticed after {noticed:?}, {last_second} reads in the last second, {waited_late} of \
+         them waited out the deadline, {} loader runs",
         calls.len(),
         loads.load(Ordering::Relaxed)
     );

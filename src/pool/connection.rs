@@ -60,8 +60,8 @@ pub(super) struct Health {
     /// How long the ping after a timed-out call may go unanswered: short,
     /// since a call already waited out its deadline on this connection.
     pub probe_timeout: Duration,
-    /// The least time between a probe and the ping before it, so that
-    /// many calls timing out together cost one ping, not one each.
+    /// The least time between two probes, so that many calls timing out
+    /// together cost one ping, not one each.
     pub min_gap: Duration,
     /// Signalled by the worker when a call timed out after it was sent:
     /// ping at once to learn whether the connection is still alive.
@@ -175,6 +175,9 @@ where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut last_ping = Instant::now();
+    // Not the last ping of any kind: the handshake's or a periodic one
+    // just before a stall must not delay the stall's own probe.
+    let mut last_probe: Option<Instant> = None;
     loop {
         let next_periodic = health.interval.map(|interval| last_ping + interval);
         let timeout = tokio::select! {
@@ -187,9 +190,10 @@ where
                 health.timeout
             }
             () = health.probe.notified() => {
-                if last_ping.elapsed() < health.min_gap {
+                if last_probe.is_some_and(|at| at.elapsed() < health.min_gap) {
                     continue;
                 }
+                last_probe = Some(Instant::now());
                 health.probe_timeout
             }
         };
