@@ -3,7 +3,9 @@
 //! (`tests/common/fault_proxy.rs`), a `Cluster` with two replicas over
 //! them, a read-through near cache and an entity cache over the cluster,
 //! and 32 threads of reads, writes, invalidations and stampedes while
-//! faults come and go, one server at a time, then two at once.
+//! faults come and go, one server at a time, then two at once. The layers,
+//! the threads' traffic and the checker are `tests/common/chaos_workload.rs`,
+//! which the soak benchmark (`benches/soak.rs`) runs for minutes.
 //!
 //! A Jepsen-style checker (module `checker`) records every call and judges
 //! afterwards: deadlines, panics, lost acknowledged writes, stale reads,
@@ -16,51 +18,24 @@
 //! then the faults; a 3 s fault leaves 3 s of traffic after its heal);
 //! `TINY_CACHE_CHAOS_FULL=1` runs 30 s phases.
 
-use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use tiny_cache_client::cache::{
-    enabled, CacheError, CacheStore, EntityCache, LayerConfig, NearCache, ReadThrough,
-    UseCaseConfig, UseCaseInfo,
-};
 use tiny_cache_client::cluster::Cluster;
 use tiny_cache_client::server::Server;
-use tiny_cache_client::Error;
 
 mod common;
 
+use common::chaos_workload::{
+    cache_error_kind, checker, decode, error_kind, op_bound, short, versioned_key, work, World,
+    ENTITIES, KEYS, LATE_SLACK, LOCAL_TTL, THREADS,
+};
 use common::fault_proxy::{Fault, FaultProxy};
 
-use checker::{Call, Final, Op, Outcome};
+use checker::{Call, Final};
 
-/// The cluster's deadline per call, fallbacks and read repair included.
-const TIMEOUT: Duration = Duration::from_millis(500);
-/// How far past its deadline a call may return: the promise under test.
-const LATE_SLACK: Duration = Duration::from_millis(250);
-/// Short failure knobs, so a server comes back within a phase.
-const COOL_DOWN: Duration = Duration::from_millis(500);
-const PROBE_INTERVAL: Duration = Duration::from_millis(200);
-/// The near caches' local TTL: the staleness a near read is allowed.
-const LOCAL_TTL: Duration = Duration::from_millis(500);
-/// Remote TTLs: long enough that nothing expires during a run, so a
-/// missing value is never an expiry.
-const REMOTE_TTL: Duration = Duration::from_secs(3600);
-const THREADS: usize = 32;
-/// Versioned keys each thread owns (and alone writes).
-const KEYS_PER_THREAD: usize = 4;
-const KEYS: usize = THREADS * KEYS_PER_THREAD;
-/// Entities of the entity cache: thread `t` alone invalidates entity `t`.
-const ENTITIES: usize = THREADS;
-/// Keys read through `get_with` and deleted (read-through invalidation).
-const COMPUTED_KEYS: usize = 16;
-/// What a loader costs: long enough that concurrent callers pile up.
-const LOADER_PAUSE: Duration = Duration::from_millis(20);
-/// Every this long the stampede key changes: callers in the same window
-/// all ask for the same missing key.
-const STAMPEDE_WINDOW: Duration = Duration::from_millis(200);
 /// After a fault ends, how long the cluster has to bring its server back:
 /// cool-down plus a few probes, with room for a busy machine. Shorter
 /// than the traffic after a 3 s fault, so a server must come back under
@@ -70,14 +45,9 @@ const BACK_WAIT: Duration = Duration::from_millis(2500);
 const TIMED_FAULT: Duration = Duration::from_secs(3);
 /// How often the monitor samples `Cluster::servers()`.
 const SAMPLE_EVERY: Duration = Duration::from_millis(25);
-/// Bounds on every loop: no thread runs more calls than this per phase.
-const MAX_CALLS_PER_THREAD: usize = 200_000;
 /// How long past the end of traffic the driver waits for a worker thread
 /// before calling it hung (a call that never returned).
 const JOIN_WAIT: Duration = Duration::from_secs(10);
-/// Padding that makes a value about 100 bytes, so a reset after a few KB
-/// lands in the middle of some response.
-const PAD: &str = "................................................................";
 
 /// How long each phase lasts.
 struct Form {
@@ -252,196 +222,6 @@ fn the_cluster_and_its_caches_hold_under_chaos() {
     );
 }
 
-/// Everything a phase's threads call into.
-struct World {
-    cluster: Cluster,
-    read_through: ReadThrough<NearCache<Cluster>>,
-    entities: EntityCache<Cluster>,
-    /// The "database" behind the entity cache: a version per entity.
-    database: Arc<Vec<AtomicU64>>,
-    /// Loader runs for stampede keys: one per window is single flight
-    /// working and the value staying stored.
-    stampede_loads: AtomicU64,
-    /// Loader runs for the other read-through keys.
-    loads: AtomicU64,
-}
-
-fn versioned_key(index: usize) -> String {
-    format!("k{}-{}", index / KEYS_PER_THREAD, index % KEYS_PER_THREAD)
-}
-
-/// A value carries its key and version, so a read says which write it saw
-/// and a value under the wrong key cannot pass.
-fn encode(key: &str, version: u64) -> String {
-    format!("{key}|{version}|{PAD}")
-}
-
-fn decode(key: &str, value: &[u8]) -> Result<u64, String> {
-    let text = std::str::from_utf8(value).map_err(|_| "a value that is not UTF-8".to_owned())?;
-    let mut parts = text.split('|');
-    let (Some(found), Some(version)) = (parts.next(), parts.next()) else {
-        return Err(format!("an unparseable value {text:?}"));
-    };
-    if found != key {
-        return Err(format!("the value of {found:?}"));
-    }
-    version
-        .parse()
-        .map_err(|_| format!("an unparseable version in {text:?}"))
-}
-
-fn computed(key: &str) -> String {
-    format!("computed:{key}")
-}
-
-fn error_kind(error: &Error) -> &'static str {
-    match error {
-        Error::Unavailable(_) => "unavailable",
-        Error::DeadlineExceeded(_) => "deadline",
-        Error::Protocol { .. } => "protocol",
-        Error::ResourceExhausted(_) => "exhausted",
-        Error::Closed => "closed",
-        Error::Validation(_) => "validation",
-        _ => "other",
-    }
-}
-
-fn cache_error_kind<E>(error: &CacheError<E>) -> &'static str {
-    match error {
-        CacheError::Store(error) => error_kind(error),
-        CacheError::WaitTimeout { .. } => "wait-timeout",
-        CacheError::LoaderPanicked { .. } => "loader-panicked",
-        CacheError::Load(_) => "load",
-        _ => "cache-other",
-    }
-}
-
-/// One worker thread's traffic until `end`: returns every call it made.
-fn work(
-    thread: usize,
-    world: &World,
-    profile: &dyn Fn(u64) -> Result<u64, CacheError>,
-    t0: Instant,
-    end: Instant,
-) -> Vec<Call> {
-    let mut rng = fastrand::Rng::with_seed(0xC4A05 + thread as u64);
-    let mut versions = [0u64; KEYS_PER_THREAD];
-    let mut calls = Vec::new();
-    let at = |instant: Instant| instant.duration_since(t0);
-    while Instant::now() < end && calls.len() < MAX_CALLS_PER_THREAD {
-        let roll = rng.u32(0..100);
-        let began = Instant::now();
-        let (op, target, version, outcome) = match roll {
-            // Write one of this thread's keys, next version.
-            0..25 => {
-                let slot = rng.usize(0..KEYS_PER_THREAD);
-                let index = thread * KEYS_PER_THREAD + slot;
-                let key = versioned_key(index);
-                versions[slot] += 1;
-                let version = versions[slot];
-                let outcome =
-                    match world
-                        .cluster
-                        .set_with_ttl(&key, encode(&key, version), REMOTE_TTL)
-                    {
-                        Ok(()) => Outcome::Wrote,
-                        Err(e) => Outcome::Failed(error_kind(&e)),
-                    };
-                (Op::Write, index, version, outcome)
-            }
-            // Read any key straight through the cluster.
-            25..45 => {
-                let index = rng.usize(0..KEYS);
-                let key = versioned_key(index);
-                let outcome = match world.cluster.get(&key) {
-                    Ok(None) => Outcome::Read(None),
-                    Ok(Some(value)) => match decode(&key, &value) {
-                        Ok(version) => Outcome::Read(Some(version)),
-                        Err(what) => Outcome::Wrong(what),
-                    },
-                    Err(e) => Outcome::Failed(error_kind(&e)),
-                };
-                (Op::RawRead, index, 0, outcome)
-            }
-            // Read any key through the near cache.
-            45..60 => {
-                let index = rng.usize(0..KEYS);
-                let key = versioned_key(index);
-                let outcome = match world.read_through.store().get(&key) {
-                    Ok(None) => Outcome::Read(None),
-                    Ok(Some(value)) => match decode(&key, &value) {
-                        Ok(version) => Outcome::Read(Some(version)),
-                        Err(what) => Outcome::Wrong(what),
-                    },
-                    Err(e) => Outcome::Failed(error_kind(&e)),
-                };
-                (Op::NearRead, index, 0, outcome)
-            }
-            // Stampede: every thread in this window asks for the same
-            // missing key through read-through.
-            60..75 => {
-                let window =
-                    (began.duration_since(t0).as_millis() / STAMPEDE_WINDOW.as_millis()) as usize;
-                let key = format!("stampede-{window}");
-                (
-                    Op::Stampede,
-                    window,
-                    0,
-                    read_through(world, &key, &world.stampede_loads),
-                )
-            }
-            75..83 => {
-                let n = rng.usize(0..COMPUTED_KEYS);
-                (
-                    Op::Computed,
-                    n,
-                    0,
-                    read_through(world, &format!("computed-{n}"), &world.loads),
-                )
-            }
-            // Read-through invalidation: the next get_with computes again.
-            83..86 => {
-                let n = rng.usize(0..COMPUTED_KEYS);
-                let outcome = match world.read_through.delete(&format!("computed-{n}")) {
-                    Ok(()) => Outcome::Done,
-                    Err(e) => Outcome::Failed(cache_error_kind(&e)),
-                };
-                (Op::ComputedDelete, n, 0, outcome)
-            }
-            86..98 => {
-                let id = rng.usize(0..ENTITIES);
-                let outcome = match profile(id as u64) {
-                    Ok(version) => Outcome::Read(Some(version)),
-                    Err(e) => Outcome::Failed(cache_error_kind(&e)),
-                };
-                (Op::EntityRead, id, 0, outcome)
-            }
-            // Invalidate this thread's entity after changing it.
-            _ => {
-                let version = world.database[thread].fetch_add(1, Ordering::SeqCst) + 1;
-                let outcome = match world
-                    .entities
-                    .invalidate("user_id", &thread, Duration::ZERO)
-                {
-                    Ok(()) => Outcome::Wrote,
-                    Err(e) => Outcome::Failed(error_kind(&e)),
-                };
-                (Op::EntityInvalidate, thread, version, outcome)
-            }
-        };
-        calls.push(Call {
-            op,
-            target,
-            version,
-            started: at(began),
-            ended: at(Instant::now()),
-            outcome,
-        });
-        thread::sleep(Duration::from_millis(rng.u64(2..8)));
-    }
-    calls
-}
-
 /// How soon after a heal the server behind `proxy` answers a ping from a
 /// fresh client (no backoff, no cluster state): `None` if not within a
 /// second.
@@ -459,21 +239,6 @@ fn answers_after_heal(proxy: &FaultProxy) -> Option<Duration> {
         thread::sleep(Duration::from_millis(50));
     }
     None
-}
-
-/// A read-through read: with fail-open it must be the computed value,
-/// whatever the store does.
-fn read_through(world: &World, key: &str, loads: &AtomicU64) -> Outcome {
-    let result = world.read_through.get_with(key, REMOTE_TTL, || {
-        thread::sleep(LOADER_PAUSE);
-        loads.fetch_add(1, Ordering::Relaxed);
-        computed(key)
-    });
-    match result {
-        Ok(value) if value[..] == *computed(key).as_bytes() => Outcome::Done,
-        Ok(value) => Outcome::Wrong(format!("{:?}", String::from_utf8_lossy(&value))),
-        Err(e) => Outcome::Failed(cache_error_kind(&e)),
-    }
 }
 
 /// The servers' up flags as the cluster saw them, sampled over the phase.
@@ -662,16 +427,6 @@ about one each); marked down: spells a server was seen down (s<i>@from-to, secon
     }
 }
 
-fn short(kind: &str) -> &str {
-    match kind {
-        "unavailable" => "un",
-        "deadline" => "dl",
-        "wait-timeout" => "wt",
-        "protocol" => "pr",
-        other => other,
-    }
-}
-
 fn run_phase(plan: &Plan, form: &Form) -> PhaseReport {
     let servers: Vec<Server> = (0..3).map(|_| Server::local().expect("a server")).collect();
     let proxies: Vec<FaultProxy> = servers
@@ -679,50 +434,8 @@ fn run_phase(plan: &Plan, form: &Form) -> PhaseReport {
         .map(|server| FaultProxy::to(&server.address()))
         .collect();
     let names: Vec<String> = proxies.iter().map(FaultProxy::address).collect();
-    let cluster = names
-        .iter()
-        .fold(Cluster::builder(), |builder, name| builder.server(name))
-        .replicas(2)
-        .timeout(TIMEOUT)
-        .cool_down(COOL_DOWN)
-        .probe_interval(PROBE_INTERVAL)
-        .default_ttl(REMOTE_TTL)
-        .build()
-        .expect("the cluster");
-    let near = NearCache::builder(cluster.clone())
-        .max_entries(10_000)
-        .local_ttl(LOCAL_TTL)
-        .build();
-    let read_through = ReadThrough::builder(near)
-        .fail_open(true)
-        // A waiter's wait is bounded by its leader's get and set; it
-        // gives up only when that bound is broken.
-        .timeout(2 * TIMEOUT + LOADER_PAUSE + LATE_SLACK)
-        .build();
-    let entities = EntityCache::builder(cluster.clone())
-        .config(|_: &UseCaseInfo<'_>| {
-            Some(UseCaseConfig::remote(REMOTE_TTL).with_local(LayerConfig::new(LOCAL_TTL)))
-        })
-        .generation_ttl(REMOTE_TTL)
-        .wait_timeout(2 * TIMEOUT + LATE_SLACK)
-        .build()
-        .expect("the entity cache");
-    let world = Arc::new(World {
-        cluster: cluster.clone(),
-        read_through,
-        entities,
-        database: Arc::new((0..ENTITIES).map(|_| AtomicU64::new(0)).collect()),
-        stampede_loads: AtomicU64::new(0),
-        loads: AtomicU64::new(0),
-    });
-    let database = Arc::clone(&world.database);
-    let profile = Arc::new(world.entities.use_case_named(
-        "Profile",
-        "user_id",
-        move |id: &u64, _: &()| {
-            Ok::<u64, Infallible>(database[*id as usize].load(Ordering::SeqCst))
-        },
-    ));
+    let world = Arc::new(World::over(&names));
+    let cluster = world.cluster.clone();
 
     let t0 = Instant::now();
     let end = t0 + form.traffic;
@@ -736,16 +449,11 @@ fn run_phase(plan: &Plan, form: &Form) -> PhaseReport {
     let finished = Arc::new(Mutex::new(Vec::new()));
     let workers: Vec<JoinHandle<()>> = (0..THREADS)
         .map(|t| {
-            let (world, profile, finished) = (
-                Arc::clone(&world),
-                Arc::clone(&profile),
-                Arc::clone(&finished),
-            );
+            let (world, finished) = (Arc::clone(&world), Arc::clone(&finished));
             thread::Builder::new()
                 .name(format!("chaos-{t}"))
                 .spawn(move || {
-                    let read = |id: u64| enabled(|| profile.get(&id, &()));
-                    let calls = work(t, &world, &read, t0, end);
+                    let calls = work(t, &world, "", t0, end);
                     finished.lock().unwrap().push((t, calls));
                 })
                 .expect("a worker")
@@ -820,7 +528,7 @@ fn run_phase(plan: &Plan, form: &Form) -> PhaseReport {
     // The final state: every key read straight through the cluster.
     let finals: Vec<Final> = (0..KEYS)
         .map(|index| {
-            let key = versioned_key(index);
+            let key = versioned_key("", index);
             let outcome = match cluster.get(&key) {
                 Ok(None) => Ok(None),
                 Ok(Some(value)) => decode(&key, &value).map(Some),
@@ -829,7 +537,8 @@ fn run_phase(plan: &Plan, form: &Form) -> PhaseReport {
             Final::Key(index, outcome)
         })
         .chain((0..ENTITIES).map(|id| {
-            let outcome = enabled(|| profile.get(&(id as u64), &()))
+            let outcome = world
+                .profile(id as u64)
                 .map(Some)
                 .map_err(|e| cache_error_kind(&e).to_owned());
             Final::Entity(id, outcome)
@@ -846,7 +555,7 @@ fn run_phase(plan: &Plan, form: &Form) -> PhaseReport {
     let homes: Vec<String> = (0..KEYS)
         .map(|index| {
             let mut home: Vec<String> = cluster
-                .owners(&versioned_key(index))
+                .owners(&versioned_key("", index))
                 .iter()
                 .filter_map(|owner| names.iter().position(|name| name == owner))
                 .map(|s| format!("s{s}"))
@@ -966,7 +675,6 @@ fn run_phase(plan: &Plan, form: &Form) -> PhaseReport {
 
     let loads = world.stampede_loads.load(Ordering::Relaxed);
     // Tear down in order: callers first, then the network, then servers.
-    drop(profile);
     drop(world);
     drop(cluster);
     drop(proxies);
@@ -1006,346 +714,5 @@ fn run_phase(plan: &Plan, form: &Form) -> PhaseReport {
         examples,
         verdict,
         violations,
-    }
-}
-
-/// The deadline a call of `op` promises: one cluster call, or a get and a
-/// set (read-through, entity cache) around the loader.
-fn op_bound(op: Op) -> Duration {
-    match op {
-        Op::RawRead | Op::NearRead | Op::Write | Op::ComputedDelete | Op::EntityInvalidate => {
-            TIMEOUT
-        }
-        Op::Stampede | Op::Computed => 2 * TIMEOUT + LOADER_PAUSE,
-        Op::EntityRead => 2 * TIMEOUT,
-    }
-}
-
-/// Records of calls and the judgement on them, after Jepsen's checkers:
-/// nothing is decided while the calls run.
-///
-/// Staleness is decidable because each key (and each entity) has one
-/// writer thread, whose writes carry increasing versions, and nothing
-/// expires or is deleted under those keys:
-///
-/// - a raw cluster read that began at `s` is stale if it saw nothing, or a
-///   version older than the newest one whose write was acknowledged
-///   before `s`;
-/// - a near-cache read may serve what the cluster answered up to one local
-///   TTL earlier (the near cache's documented promise: an entry changed
-///   elsewhere stays visible for at most the local TTL; its local expiry
-///   is counted from before the remote read that filled it), so it is
-///   judged against the writes acknowledged before `s - local TTL`;
-/// - an entity read is judged like a raw read against acknowledged
-///   invalidations (the database version bumped just before each): the
-///   invalidating process drops its own local copies at once;
-/// - a versioned read of a version whose write had not begun by the end of
-///   the read, or of another key's value, is impossible: counted apart.
-///
-/// A write whose call failed may still have landed: a later read may see
-/// it, and it never makes a read stale.
-mod checker {
-    use std::collections::BTreeMap;
-    use std::time::Duration;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-    pub enum Op {
-        Write,
-        RawRead,
-        NearRead,
-        Stampede,
-        Computed,
-        ComputedDelete,
-        EntityRead,
-        EntityInvalidate,
-    }
-
-    #[derive(Debug, Clone)]
-    pub enum Outcome {
-        /// A versioned read: the version seen, or nothing.
-        Read(Option<u64>),
-        /// The write (or invalidation) of `Call::version` was acknowledged.
-        Wrote,
-        /// Any other success.
-        Done,
-        /// A success with a value that cannot be right (wrong key, garbage).
-        Wrong(String),
-        /// An error, by kind.
-        Failed(&'static str),
-    }
-
-    /// One call: what, on which key or entity, when (from the phase's
-    /// start), and how it ended.
-    #[derive(Debug, Clone)]
-    pub struct Call {
-        pub op: Op,
-        /// The key index, entity id, stampede window or computed key.
-        pub target: usize,
-        /// For writes and invalidations: the version written.
-        pub version: u64,
-        pub started: Duration,
-        pub ended: Duration,
-        pub outcome: Outcome,
-    }
-
-    /// The state read once every fault healed.
-    pub enum Final {
-        Key(usize, Result<Option<u64>, String>),
-        Entity(usize, Result<Option<u64>, String>),
-    }
-
-    #[derive(Debug, Default)]
-    pub struct Verdict {
-        pub calls: usize,
-        pub errors: usize,
-        pub errors_by_kind: BTreeMap<&'static str, usize>,
-        /// The same errors by operation and kind, with the first time each
-        /// was seen: which calls a fault cost.
-        pub errors_by_op: BTreeMap<(Op, &'static str), (usize, Duration)>,
-        pub max_latency: Duration,
-        pub late: usize,
-        pub worst_late: Duration,
-        pub worst_late_op: String,
-        pub raw_reads: usize,
-        pub near_reads: usize,
-        pub entity_reads: usize,
-        pub stale_raw: usize,
-        pub stale_near: usize,
-        pub stale_entity: usize,
-        pub bogus: usize,
-        pub lost: usize,
-        pub open_failures: usize,
-        pub open_failure_kinds: Vec<String>,
-        pub stampede_windows: usize,
-        /// Stale reads and lost writes of versioned keys, by the key's
-        /// home replicas: which servers' keys suffered.
-        pub by_home: BTreeMap<String, usize>,
-        pub examples: Vec<String>,
-    }
-
-    /// Acknowledged versions of one key (or entity), in the order their
-    /// single writer made them: versions and acknowledgement times both
-    /// increase.
-    #[derive(Default)]
-    struct Acks {
-        acked: Vec<(Duration, u64)>,
-        /// Every version whose write began, acknowledged or not, with when.
-        begun: BTreeMap<u64, Duration>,
-    }
-
-    impl Acks {
-        /// The newest version acknowledged strictly before `instant`.
-        fn newest_before(&self, instant: Duration) -> Option<u64> {
-            let n = self.acked.partition_point(|(ended, _)| *ended < instant);
-            n.checked_sub(1).map(|i| self.acked[i].1)
-        }
-
-        fn last(&self) -> Option<u64> {
-            self.acked.last().map(|(_, v)| *v)
-        }
-    }
-
-    const MAX_EXAMPLES: usize = 6;
-
-    /// Judges a phase: `calls` from every thread in any order, `finals`
-    /// read after the heal, `local_ttl` the staleness a near read may
-    /// have, `deadline(op)` the latest a call of `op` may return, and
-    /// `home(key)` names a versioned key's home replicas for the report.
-    pub fn judge(
-        calls: &[Call],
-        finals: &[Final],
-        local_ttl: Duration,
-        deadline: impl Fn(Op) -> Duration,
-        home: impl Fn(usize) -> String,
-    ) -> Verdict {
-        let mut verdict = Verdict {
-            calls: calls.len(),
-            ..Verdict::default()
-        };
-        let mut keys: BTreeMap<usize, Acks> = BTreeMap::new();
-        let mut entities: BTreeMap<usize, Acks> = BTreeMap::new();
-        let mut sorted: Vec<&Call> = calls.iter().collect();
-        sorted.sort_by_key(|c| (c.ended, c.started));
-        for call in &sorted {
-            let history = match call.op {
-                Op::Write => keys.entry(call.target).or_default(),
-                Op::EntityInvalidate => entities.entry(call.target).or_default(),
-                _ => continue,
-            };
-            history.begun.insert(call.version, call.started);
-            if matches!(call.outcome, Outcome::Wrote) {
-                history.acked.push((call.ended, call.version));
-            }
-        }
-        for acks in keys.values_mut().chain(entities.values_mut()) {
-            acks.acked.sort();
-        }
-        let empty = Acks::default();
-        let mut windows = std::collections::BTreeSet::new();
-        let example = |verdict: &mut Verdict, text: String| {
-            if verdict.examples.len() < MAX_EXAMPLES {
-                verdict.examples.push(text);
-            }
-        };
-
-        for call in calls {
-            let took = call.ended.saturating_sub(call.started);
-            verdict.max_latency = verdict.max_latency.max(took);
-            let bound = deadline(call.op);
-            if took > bound {
-                verdict.late += 1;
-                if took > verdict.worst_late {
-                    verdict.worst_late = took;
-                    verdict.worst_late_op =
-                        format!("{:?} at {:.2} s", call.op, call.started.as_secs_f64());
-                }
-            }
-            if let Outcome::Failed(kind) = call.outcome {
-                verdict.errors += 1;
-                *verdict.errors_by_kind.entry(kind).or_default() += 1;
-                let (n, first) = verdict
-                    .errors_by_op
-                    .entry((call.op, kind))
-                    .or_insert((0, call.started));
-                *n += 1;
-                *first = (*first).min(call.started);
-                if matches!(call.op, Op::Stampede | Op::Computed | Op::EntityRead) {
-                    verdict.open_failures += 1;
-                    let text = format!("{:?} {kind}", call.op);
-                    if !verdict.open_failure_kinds.contains(&text) {
-                        verdict.open_failure_kinds.push(text);
-                    }
-                }
-            }
-            if call.op == Op::Stampede {
-                windows.insert(call.target);
-            }
-            if let Outcome::Wrong(what) = &call.outcome {
-                verdict.bogus += 1;
-                example(
-                    &mut verdict,
-                    format!(
-                        "{:?} of #{} at {:.2} s returned {what}",
-                        call.op,
-                        call.target,
-                        call.started.as_secs_f64()
-                    ),
-                );
-                if matches!(call.op, Op::Stampede | Op::Computed) {
-                    verdict.open_failures += 1;
-                }
-                continue;
-            }
-            let Outcome::Read(seen) = call.outcome else {
-                continue;
-            };
-            let (history, allowance) = match call.op {
-                Op::RawRead => {
-                    verdict.raw_reads += 1;
-                    (keys.get(&call.target).unwrap_or(&empty), Duration::ZERO)
-                }
-                // A near read may serve what the cluster said up to a
-                // local TTL ago: the promise is "stale by at most the
-                // local TTL", so it is judged against the writes
-                // acknowledged that long before it began.
-                Op::NearRead => {
-                    verdict.near_reads += 1;
-                    (keys.get(&call.target).unwrap_or(&empty), local_ttl)
-                }
-                Op::EntityRead => {
-                    verdict.entity_reads += 1;
-                    (entities.get(&call.target).unwrap_or(&empty), Duration::ZERO)
-                }
-                _ => continue,
-            };
-            // A version no write of that key had begun by the time the
-            // read ended was never written: garbage, not staleness.
-            if call.op != Op::EntityRead {
-                if let Some(version) = seen {
-                    let real = history
-                        .begun
-                        .get(&version)
-                        .is_some_and(|began| *began <= call.ended);
-                    if !real {
-                        verdict.bogus += 1;
-                        example(
-                            &mut verdict,
-                            format!(
-                                "{:?} of key #{} at {:.2} s saw v{version}, never written by then",
-                                call.op,
-                                call.target,
-                                call.started.as_secs_f64()
-                            ),
-                        );
-                        continue;
-                    }
-                }
-            }
-            let Some(required) = call
-                .started
-                .checked_sub(allowance)
-                .and_then(|from| history.newest_before(from))
-            else {
-                continue;
-            };
-            if seen.is_none_or(|version| version < required) {
-                let what = match call.op {
-                    Op::RawRead => {
-                        verdict.stale_raw += 1;
-                        format!("key #{} (home {})", call.target, home(call.target))
-                    }
-                    Op::NearRead => {
-                        verdict.stale_near += 1;
-                        format!("key #{} (home {})", call.target, home(call.target))
-                    }
-                    _ => {
-                        verdict.stale_entity += 1;
-                        format!("entity {}", call.target)
-                    }
-                };
-                if call.op != Op::EntityRead {
-                    *verdict.by_home.entry(home(call.target)).or_default() += 1;
-                }
-                example(
-                    &mut verdict,
-                    format!(
-                    "{:?} of {what} began {:.3} s, saw {}, but v{required} was acknowledged {}before",
-                    call.op,
-                    call.started.as_secs_f64(),
-                    seen.map_or("nothing".to_owned(), |v| format!("v{v}")),
-                    if allowance.is_zero() { String::new() } else { format!("{allowance:?} ") }
-                ),
-                );
-            }
-        }
-
-        for last in finals {
-            let (name, acks, outcome) = match last {
-                Final::Key(index, outcome) => ("key", keys.get(index), outcome),
-                Final::Entity(id, outcome) => ("entity", entities.get(id), outcome),
-            };
-            let Some(wanted) = acks.and_then(Acks::last) else {
-                continue;
-            };
-            let target = match last {
-                Final::Key(i, _) | Final::Entity(i, _) => *i,
-            };
-            match outcome {
-                Ok(Some(version)) if *version >= wanted => {}
-                other => {
-                    verdict.lost += 1;
-                    let whose = match last {
-                        Final::Key(..) => {
-                            *verdict.by_home.entry(home(target)).or_default() += 1;
-                            format!(" (home {})", home(target))
-                        }
-                        Final::Entity(..) => String::new(),
-                    };
-                    example(&mut verdict, format!("after the heal, {name} #{target}{whose} read {other:?}, but v{wanted} was acknowledged"));
-                }
-            }
-        }
-        verdict.stampede_windows = windows.len();
-        verdict
     }
 }

@@ -5,6 +5,7 @@
 // The chaos suite's layers, traffic and checker, also run by the soak
 // benchmark (`benches/soak.rs`).
 #[cfg(all(feature = "cluster", feature = "entity-cache"))]
+pub mod chaos_workload;
 pub mod fault_proxy;
 pub mod load;
 pub mod net;
