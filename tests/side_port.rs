@@ -382,3 +382,66 @@ fn serve_with_health_listen_prints_the_side_port_url_and_serves_it() {
     let body: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
     assert_eq!(body["status"], "healthy");
 }
+
+#[test]
+fn ready_answers_503_while_the_server_drains_and_health_stays_200() {
+    let server = server_with_side_port();
+    let (address, url) = (server.local_addr(), server.health_url().unwrap());
+    let get = |path: &str| {
+        let mut response = agent().get(&format!("{url}{path}")).call().unwrap();
+        let body: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap())
+            .unwrap_or(Value::Null);
+        (
+            response.status().as_u16(),
+            body["status"].as_str().map(str::to_owned),
+        )
+    };
+    assert_eq!(get("/ready"), (200, Some("healthy".into())));
+
+    // A call whose message never comes holds the drain open (up to the
+    // server's 2 s grace) once the shutdown begins.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _held = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        let mut sender = sender.ready().await.unwrap();
+        let request = Request::post(format!("http://{address}/cache.CacheService/Get"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        sender.send_request(request, false).unwrap()
+    });
+    let started = Instant::now();
+    while json(&server, "/stats")["active_requests"].as_u64() != Some(1) {
+        assert!(
+            started.elapsed() < CALL_TIMEOUT,
+            "the held call never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stopping = std::thread::spawn(move || server.shutdown());
+
+    let started = Instant::now();
+    let draining = loop {
+        let ready = get("/ready");
+        if ready.0 == 503 {
+            break ready;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "never draining: {ready:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(draining, (503, Some("draining".into())));
+    assert_eq!(get("/health"), (200, Some("healthy".into())));
+    stopping.join().unwrap();
+    // Drained: the side port is gone with the server.
+    assert!(agent().get(&format!("{url}/health")).call().is_err());
+}

@@ -321,13 +321,15 @@ impl ServerBuilder {
 
     /// Also serves the reference server's HTTP/1.1 side port on this
     /// address (`ip:port`; port 0 picks a free one, read back with
-    /// [`Server::health_local_addr`]). Every answer is `200` with an
-    /// `x-request-id` header:
+    /// [`Server::health_local_addr`]). Every answer is `200` (but `/ready`
+    /// while draining) with an `x-request-id` header:
     ///
     /// - `/health` and `/ready`: JSON `status` (`"healthy"`),
     ///   `uptime_seconds`, `cache_size`, `cache_hits`, `cache_misses`,
     ///   `active_requests` (gRPC calls in progress), `timestamp` (Unix
-    ///   seconds, fractional);
+    ///   seconds, fractional); once a shutdown began, `/ready` answers 503
+    ///   with `"draining"` until the calls in flight are done, while
+    ///   `/health` stays the liveness answer;
     /// - `/live`: JSON `status` (`"alive"`), `uptime_seconds`, `timestamp`;
     /// - `/stats`: JSON with every `Stats` counter and limit, plus
     ///   `memory_usage_mb`, `max_memory_mb`, `uptime_seconds`,
@@ -413,6 +415,9 @@ impl ServerBuilder {
             .map(TcpListener::local_addr)
             .transpose()?;
         let (stop_tx, stop_rx) = watch::channel(Stop::Running);
+        // The side port outlives the gRPC side's drain, so that `/ready`
+        // answers "draining" while it lasts; it stops after.
+        let (drained_tx, drained_rx) = watch::channel(Stop::Running);
         let context = Arc::new(handler::Context {
             service: CacheService::new(self.store),
             max_receive_message_bytes: self.max_receive_message_bytes,
@@ -430,10 +435,12 @@ impl ServerBuilder {
                     runtime.spawn(side_port::serve(
                         listener,
                         Arc::clone(&context),
+                        drained_rx,
                         stop_rx.clone(),
                     ));
                 }
                 runtime.block_on(accept_loop(listener, context, settings, acceptor, stop_rx));
+                let _ = drained_tx.send(Stop::Abrupt);
                 runtime.shutdown_timeout(SHUTDOWN_GRACE);
             })?;
         Ok(Server {

@@ -3,6 +3,7 @@
 //! Prometheus text. hyper does the HTTP; this file only says what each path
 //! answers. Every answer carries an `x-request-id` header.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -22,7 +23,7 @@ use tokio::sync::watch;
 
 use super::accept::{accept_until_stopped, Stop};
 use super::handler::{self, Context};
-use super::store::StoreStats;
+use super::store::{StoreStats, ENTRY_OVERHEAD_BYTES};
 use crate::rules::REQUEST_ID_HEADER;
 
 /// Longest a client may take to send its request headers, so an idle or
@@ -37,18 +38,23 @@ const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const JSON_CONTENT_TYPE: &str = "application/json";
 
-/// Serves the side port until the server stops. Connections still open
-/// then are dropped: probes are short and retried.
+/// Serves the side port until `until` changes: after the gRPC side has
+/// drained, so that `/ready` can say "draining" meanwhile (`server` is the
+/// gRPC side's stop signal). Connections still open then are dropped:
+/// probes are short and retried.
 pub(super) async fn serve(
     listener: TcpListener,
     context: Arc<Context>,
-    mut stop: watch::Receiver<Stop>,
+    mut until: watch::Receiver<Stop>,
+    server: watch::Receiver<Stop>,
 ) {
-    let _still_open = accept_until_stopped(listener, &mut stop, |socket| {
+    let _still_open = accept_until_stopped(listener, &mut until, |socket| {
         let context = Arc::clone(&context);
+        let server = server.clone();
         async move {
             let service = service_fn(move |request| {
-                let response = answer(&request, &context);
+                let draining = *server.borrow() != Stop::Running;
+                let response = answer(&request, &context, draining);
                 async move { Ok::<_, Infallible>(response) }
             });
             // A connection ends in an error when the peer goes away
@@ -64,7 +70,9 @@ pub(super) async fn serve(
 }
 
 /// The answer to one request; never fails (an unknown path is a 404).
-fn answer<B>(request: &Request<B>, context: &Context) -> Response<Full<Bytes>> {
+/// While the server drains, `/ready` answers 503 so a load balancer stops
+/// sending it calls; `/health` stays the liveness answer.
+fn answer<B>(request: &Request<B>, context: &Context, draining: bool) -> Response<Full<Bytes>> {
     let request_id = handler::request_id(request.headers());
     let mut response = if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut refused = plain(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
@@ -74,7 +82,13 @@ fn answer<B>(request: &Request<B>, context: &Context) -> Response<Full<Bytes>> {
         refused
     } else {
         match request.uri().path() {
-            "/health" | "/ready" => json(&Health::new(&Snapshot::take(context))),
+            "/health" => json(&Health::new(&Snapshot::take(context), HEALTHY)),
+            "/ready" if draining => {
+                let mut response = json(&Health::new(&Snapshot::take(context), DRAINING));
+                *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                response
+            }
+            "/ready" => json(&Health::new(&Snapshot::take(context), HEALTHY)),
             "/live" => json(&Live::new(&Snapshot::take(context))),
             "/stats" => json(&StatsBody::new(&Snapshot::take(context))),
             "/metrics" => {
@@ -146,6 +160,11 @@ impl Snapshot {
     }
 }
 
+/// `/health` and `/ready`'s status while serving.
+const HEALTHY: &str = "healthy";
+/// `/ready`'s status once a shutdown began (with HTTP 503).
+const DRAINING: &str = "draining";
+
 /// `/health` and `/ready`.
 #[derive(Serialize)]
 struct Health {
@@ -159,9 +178,9 @@ struct Health {
 }
 
 impl Health {
-    fn new(now: &Snapshot) -> Health {
+    fn new(now: &Snapshot, status: &'static str) -> Health {
         Health {
-            status: "healthy",
+            status,
             uptime_seconds: now.uptime_seconds(),
             cache_size: now.store.size,
             cache_hits: now.store.hits,
@@ -258,7 +277,7 @@ fn saturation(used: u64, limit: u64) -> f64 {
 struct Metric {
     name: &'static str,
     kind: &'static str,
-    help: &'static str,
+    help: Cow<'static, str>,
     value: f64,
 }
 
@@ -269,16 +288,16 @@ const GAUGE: &str = "gauge";
 /// `# TYPE` lines, names as the reference server's.
 fn metrics(now: &Snapshot) -> String {
     let s = &now.store;
-    let counter = |name, help, value: u64| Metric {
+    let counter = |name, help: &'static str, value: u64| Metric {
         name,
         kind: COUNTER,
-        help,
+        help: help.into(),
         value: value as f64,
     };
-    let gauge = |name, help, value: f64| Metric {
+    let gauge = |name, help: &'static str, value: f64| Metric {
         name,
         kind: GAUGE,
-        help,
+        help: help.into(),
         value,
     };
     let all = [
@@ -318,11 +337,15 @@ fn metrics(now: &Snapshot) -> String {
             s.rejected_capacity,
         ),
         gauge("tiny_cache_entries", "Live entries.", s.size as f64),
-        gauge(
-            "tiny_cache_memory_usage_bytes",
-            "Bytes accounted to live entries (value length + 33 each).",
-            s.memory_usage_bytes as f64,
-        ),
+        Metric {
+            name: "tiny_cache_memory_usage_bytes",
+            kind: GAUGE,
+            help: format!(
+                "Bytes accounted to live entries (value length + {ENTRY_OVERHEAD_BYTES} each)."
+            )
+            .into(),
+            value: s.memory_usage_bytes as f64,
+        },
         gauge(
             "tiny_cache_capacity_max_items",
             "Most entries kept before LRU eviction.",
