@@ -451,3 +451,87 @@ fn tls_options_on_a_plain_address_are_a_validation_error() {
     let result = builder("grpcs://127.0.0.1:1").tls(false).build();
     assert!(matches!(result, Err(Error::Validation(_))), "{result:?}");
 }
+
+/// A TLS server that completes each handshake (h2 by ALPN), then hangs up
+/// without an alert: what some servers that require mutual TLS do to a
+/// client without an acceptable certificate.
+fn start_rustls_server_that_hangs_up(identity: &Identity) -> String {
+    let chain = CertificateDer::pem_slice_iter(identity.certificate.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(identity.key.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { continue };
+            let Ok(mut connection) = rustls::ServerConnection::new(Arc::clone(&config)) else {
+                continue;
+            };
+            while connection.is_handshaking() {
+                if connection.complete_io(&mut socket).is_err() {
+                    break;
+                }
+            }
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    format!("grpcs://{address}")
+}
+
+#[test]
+fn a_server_that_hangs_up_right_after_the_tls_handshake_suggests_a_client_certificate() {
+    let ca = Ca::new("test CA");
+    let server = start_rustls_server_that_hangs_up(&ca.server());
+    let client = builder(&server)
+        .tls_ca_certificate_pem(ca.pem())
+        .max_retries(0)
+        .build()
+        .unwrap();
+    match client.get("k") {
+        // Retryable: an overloaded server can hang up the same way.
+        Err(Error::Unavailable(message)) => {
+            let message = message.to_string();
+            assert!(
+                message.contains("right after the TLS handshake"),
+                "{message}"
+            );
+            assert!(message.contains("tls_client_identity_pem"), "{message}");
+        }
+        other => panic!("expected Unavailable with a hint, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_plain_client_hung_up_on_without_a_byte_is_told_about_grpcs() {
+    // What a TLS-only server may do with a plain-text HTTP/2 preface.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { continue };
+            let _ = socket.read(&mut [0u8; 64]);
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    let client = builder(&format!("grpc://{address}"))
+        .max_retries(0)
+        .build()
+        .unwrap();
+    match client.get("k") {
+        Err(Error::Unavailable(message)) => {
+            let message = message.to_string();
+            assert!(message.contains("grpcs://"), "{message}");
+        }
+        other => panic!("expected Unavailable with a hint, got {other:?}"),
+    }
+}

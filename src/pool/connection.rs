@@ -125,30 +125,36 @@ pub(super) async fn run(
         });
         return;
     };
+    // Err((whether the server ended the connection, what happened)).
     let answered = {
         let pong = tokio::time::timeout_at(connect_deadline, ping_pong.ping(h2::Ping::opaque()));
         tokio::pin!(pong);
         tokio::select! {
-            ended = &mut connection => Err(match ended {
+            ended = &mut connection => Err((true, match ended {
                 Ok(()) => "the server closed the connection during the handshake".to_owned(),
                 Err(error) => describe(&error),
-            }),
+            })),
             pong = &mut pong => match pong {
                 Ok(Ok(_)) => Ok(()),
-                Ok(Err(error)) => Err(describe(&error)),
-                Err(_) => Err(format!(
+                Ok(Err(error)) => Err((true, describe(&error))),
+                Err(_) => Err((false, format!(
                     "{} did not answer the HTTP/2 handshake within {attempt_timeout:?}",
                     config.address
-                )),
+                ))),
             },
         }
     };
-    if let Err(message) = answered {
+    if let Err((closed, message)) = answered {
+        // A TLS mismatch or a refused client certificate only shows once
+        // HTTP/2 starts reading; the probe says which it was.
+        let diagnosed = if closed {
+            probe.diagnose_closed(&config.address)
+        } else {
+            probe.diagnose(&config.address)
+        };
         let _ = events.send(Event::Failed {
             generation,
-            // A TLS mismatch or a refused client certificate only shows
-            // once HTTP/2 starts reading; the probe says which it was.
-            error: probe.diagnose(&config.address).unwrap_or_else(|| {
+            error: diagnosed.unwrap_or_else(|| {
                 Error::Unavailable(format!("connecting to {}: {message}", config.address).into())
             }),
         });

@@ -39,6 +39,8 @@ pub(super) struct Seen {
     closed_silently: bool,
     /// The first rustls error the TLS layer reported.
     tls_error: Option<rustls::Error>,
+    /// The TLS handshake completed (and ALPN chose h2).
+    tls_established: bool,
 }
 
 type Shared = Arc<Mutex<Seen>>;
@@ -94,6 +96,9 @@ impl Probe {
             }
             None => {
                 let first = &seen.first_bytes;
+                if seen.closed_silently {
+                    return Some(hung_up_on_plain_text(address));
+                }
                 let looks_like_tls = first.len() >= 2
                     && (first[0] == TLS_ALERT || first[0] == TLS_HANDSHAKE)
                     && first[1] == TLS_MAJOR_VERSION;
@@ -113,6 +118,43 @@ impl Probe {
         Some(tls_error(kind, message))
     }
 
+    /// [`diagnose`](Self::diagnose) for a connection the server closed
+    /// before answering HTTP/2. Closing right after a completed TLS
+    /// handshake, without an alert, is how some servers that require
+    /// mutual TLS turn away a client without an acceptable certificate
+    /// (TLS 1.3 lets them judge it only after the client thinks the
+    /// handshake is done). An overloaded server can do the same, so this
+    /// stays a retryable `Unavailable`, with the hint.
+    pub(super) fn diagnose_closed(&self, address: &impl std::fmt::Display) -> Option<Error> {
+        if let Some(error) = self.diagnose(address) {
+            return Some(error);
+        }
+        let Some((_, has_identity)) = self.tls.as_ref() else {
+            // Closed (a reset, a broken pipe on our preface) before a byte
+            // came back.
+            let silent = lock(&self.seen).first_bytes.is_empty();
+            return silent.then(|| hung_up_on_plain_text(address));
+        };
+        if !lock(&self.seen).tls_established {
+            return None;
+        }
+        let hint = if *has_identity {
+            "a server that requires mutual TLS does this when it does not trust the client \
+             certificate: check that its client CA issued the one configured"
+        } else {
+            "a server that requires mutual TLS does this when the client presents no \
+             certificate: configure one with tls_client_identity_pem or \
+             tls_client_identity_files"
+        };
+        Some(Error::Unavailable(
+            format!(
+                "{address} closed the connection right after the TLS handshake, before \
+                 answering HTTP/2; {hint}"
+            )
+            .into(),
+        ))
+    }
+
     /// Records a rustls error found inside an I/O error; later errors are
     /// consequences of the first.
     fn record(&self, error: &io::Error) {
@@ -129,6 +171,19 @@ fn record_tls_error(seen: &Shared, error: &io::Error) {
             .tls_error
             .get_or_insert_with(|| rustls_error.clone());
     }
+}
+
+/// A plain-text client hung up on before the server said a word: what a
+/// TLS-only server may do with a plain-text preface. A proxy whose backend
+/// is down does the same, so this stays retryable, with the hint.
+fn hung_up_on_plain_text(address: &impl std::fmt::Display) -> Error {
+    Error::Unavailable(
+        format!(
+            "{address} closed the connection without a byte during the HTTP/2 handshake \
+             (if the server requires TLS, connect with grpcs://)"
+        )
+        .into(),
+    )
 }
 
 fn tls_error(kind: TlsFailure, message: String) -> Error {
@@ -256,6 +311,7 @@ impl Transport {
             }
         };
         let alpn = stream.get_ref().1.alpn_protocol();
+        lock(&seen).tls_established = alpn == Some(ALPN_H2);
         if alpn != Some(ALPN_H2) {
             let chosen = match alpn {
                 Some(protocol) => format!("it chose {:?}", String::from_utf8_lossy(protocol)),
@@ -363,6 +419,7 @@ mod tests {
             first_bytes: first_bytes.to_vec(),
             closed_silently,
             tls_error: None,
+            tls_established: false,
         };
         Probe {
             seen: Arc::new(Mutex::new(seen)),
@@ -403,5 +460,30 @@ mod tests {
         ));
         let handshake = probe(true, &[0x16, 0x03, 0x03, 0x00, 0x7a], false);
         assert_eq!(kind(handshake.diagnose(&"x:1")), None);
+    }
+
+    #[test]
+    fn a_plain_client_hung_up_on_without_a_byte_is_told_about_grpcs() {
+        let silence = probe(false, &[], true);
+        assert!(matches!(
+            silence.diagnose(&"x:1"),
+            Some(Error::Unavailable(ref m)) if m.contains("grpcs://")
+        ));
+    }
+
+    #[test]
+    fn a_close_right_after_the_tls_handshake_suggests_a_client_certificate() {
+        let established = probe(true, &[0x16, 0x03, 0x03, 0x00, 0x7a], false);
+        // Not before the handshake completed: no evidence then.
+        assert!(established.diagnose_closed(&"x:1").is_none());
+        lock(&established.seen).tls_established = true;
+        assert!(matches!(
+            established.diagnose_closed(&"x:1"),
+            Some(Error::Unavailable(ref m)) if m.contains("tls_client_identity_pem")
+        ));
+        // A plain connection has no TLS handshake to speak of.
+        assert!(probe(false, &[0x00, 0x00, 0x12, 0x04, 0x00], false)
+            .diagnose_closed(&"x:1")
+            .is_none());
     }
 }
