@@ -475,6 +475,9 @@ fn outside_a_scope_or_when_disabled_calls_go_straight_to_the_function() {
     }
     assert_eq!(on.stats().disabled_scope, 3);
     assert_eq!(store.calls(), 0, "outside a scope the layer is not touched");
+    // A forgotten `enable()` shows where a developer looks first.
+    let shown = format!("{cache:?}");
+    assert!(shown.contains("calls_outside_enabled_scope: 3"), "{shown}");
     let _scope = enable();
     for _ in 0..3 {
         assert_eq!(off.get(&1, &()).unwrap(), 1);

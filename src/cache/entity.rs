@@ -4,7 +4,7 @@
 
 use std::any::type_name;
 use std::fmt::Display;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -143,10 +143,21 @@ impl<S> Clone for EntityCache<S> {
 
 impl<S> std::fmt::Debug for EntityCache<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let outside_scope: u64 = self
+            .inner
+            .meters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|meter| meter.snapshot().disabled_scope)
+            .sum();
         f.debug_struct("EntityCache")
             .field("tracking", &self.inner.tracking)
             .field("generation_ttl", &self.inner.generation_ttl)
             .field("metrics", &self.inner.emit_metrics)
+            // Calls that passed straight through because their thread had
+            // no `enable()` scope: the usual mistake, visible here.
+            .field("calls_outside_enabled_scope", &outside_scope)
             .finish_non_exhaustive()
     }
 }
@@ -171,6 +182,9 @@ struct Inner<S> {
     meters: Mutex<Vec<Arc<Meter>>>,
     invalidations: AtomicU64,
     flushes: AtomicU64,
+    /// Set at the first call outside an enabled scope, which debug builds
+    /// (and the `tracing` feature) report once.
+    warned_outside_scope: AtomicBool,
 }
 
 /// An entry of the local layer.
@@ -417,6 +431,7 @@ impl<S: CacheStore> EntityCacheBuilder<S> {
                 meters: Mutex::new(Vec::new()),
                 invalidations: AtomicU64::new(0),
                 flushes: AtomicU64::new(0),
+                warned_outside_scope: AtomicBool::new(false),
             }),
         })
     }
@@ -635,6 +650,27 @@ impl<S: CacheStore> EntityCache<S> {
 }
 
 impl<S: CacheStore> Inner<S> {
+    /// A use case was called on a thread without an enabled scope: safe
+    /// (it passes through), but usually a forgotten `enable()`, so the
+    /// first time is reported in debug builds and through `tracing`.
+    fn outside_scope(&self, use_case: &str) {
+        if self.warned_outside_scope.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        #[cfg(debug_assertions)]
+        eprintln!(
+            "tiny-cache: use case {use_case:?} was called outside an enabled scope and went \
+             straight to its function (wrap the request in cache::enable() or enabled(..)); \
+             reported once, counted in stats().disabled_scope"
+        );
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            use_case,
+            "tiny-cache: use case called outside an enabled scope: passed through uncached"
+        );
+        let _ = use_case;
+    }
+
     fn check_tracking(&self, what: &str) -> Result<()> {
         if self.tracking {
             Ok(())
@@ -975,6 +1011,7 @@ impl<S: CacheStore, C: Codec, F> UseCase<S, C, F> {
     {
         let inner = &*self.cache.inner;
         if !is_enabled() {
+            inner.outside_scope(&self.name);
             return self.pass_through(DisabledReason::Scope, id, arguments);
         }
         let info = UseCaseInfo {
