@@ -96,6 +96,40 @@ fn sixty_four_threads_missing_one_key_run_the_loader_once_and_all_get_its_value(
     assert_eq!((server.hits, server.misses), (1, 1));
 }
 
+/// The scope README states: clones of a layer share one flight per key
+/// (the 64-thread test above runs through clones); layers built
+/// separately over one store do not, so each runs its own loader.
+#[test]
+fn layers_built_separately_over_one_client_do_not_share_single_flight() {
+    let (_server, client) = server_and_client();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let load = |layer: ReadThrough<Client>| {
+        let runs = Arc::clone(&runs);
+        thread::spawn(move || {
+            layer
+                .get_with("separate", TTL, || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    // Both loaders in flight at once, or the wait ends.
+                    let give_up = Instant::now() + Duration::from_secs(5);
+                    while runs.load(Ordering::SeqCst) < 2 && Instant::now() < give_up {
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                    "loaded"
+                })
+                .unwrap()
+        })
+    };
+    let (first, second) = (ReadThrough::new(client.clone()), ReadThrough::new(client));
+    let (a, b) = (load(first.clone()), load(second.clone()));
+    a.join().unwrap();
+    b.join().unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        first.stats().coalesced_waits + second.stats().coalesced_waits,
+        0
+    );
+}
+
 #[test]
 fn a_loader_error_reaches_every_waiter_and_the_next_call_loads_again() {
     let (_server, client) = server_and_client();
@@ -168,7 +202,7 @@ fn waiters_with_a_short_deadline_end_on_time_while_the_loader_still_runs() {
         })
     });
     wait_for("the loader to start", || cache.stats().loads == 1);
-    let hurried = cache.with_timeout(Duration::from_millis(200));
+    let hurried = cache.with_wait_timeout(Duration::from_millis(200));
     let waiters: Vec<_> = (0..8)
         .map(|_| {
             let hurried = hurried.clone();

@@ -19,7 +19,7 @@ use crate::{Error, Ttl, DEFAULT_TIMEOUT};
 /// runs the closure for a key, every other thread of the process asking for
 /// that key through this layer (or a clone of it) waits for that result
 /// instead of computing it again, at most until its own
-/// [`timeout`](Self::with_timeout). The names follow moka's `get_with` and
+/// [`wait_timeout`](Self::with_wait_timeout). The names follow moka's `get_with` and
 /// `try_get_with`.
 ///
 /// - A loader error reaches every waiter and is not cached: the next call
@@ -94,10 +94,10 @@ impl<S> std::fmt::Debug for ReadThrough<S> {
 /// use tiny_cache_client::cache::ReadThrough;
 ///
 /// let cache = ReadThrough::builder(client)
-///     .timeout(Duration::from_secs(2))
+///     .wait_timeout(Duration::from_secs(2))
 ///     .fail_open(true)
 ///     .build();
-/// assert_eq!(cache.timeout(), Duration::from_secs(2));
+/// assert_eq!(cache.wait_timeout(), Duration::from_secs(2));
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -119,12 +119,12 @@ impl<S: CacheStore> ReadThroughBuilder<S> {
     /// # let server = tiny_cache_client::server::Server::local()?;
     /// # let client = tiny_cache_client::Client::new(&server.address())?;
     /// let cache = ReadThrough::builder(client)
-    ///     .timeout(std::time::Duration::from_millis(500))
+    ///     .wait_timeout(std::time::Duration::from_millis(500))
     ///     .build();
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn timeout(mut self, timeout: Duration) -> Self {
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
@@ -259,11 +259,11 @@ impl<S: CacheStore> ReadThrough<S> {
     /// # let client = tiny_cache_client::Client::new(&server.address())?;
     /// use tiny_cache_client::cache::ReadThrough;
     ///
-    /// assert_eq!(ReadThrough::new(client).timeout(), tiny_cache_client::DEFAULT_TIMEOUT);
+    /// assert_eq!(ReadThrough::new(client).wait_timeout(), tiny_cache_client::DEFAULT_TIMEOUT);
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn timeout(&self) -> Duration {
+    pub fn wait_timeout(&self) -> Duration {
         self.timeout
     }
 
@@ -278,13 +278,13 @@ impl<S: CacheStore> ReadThrough<S> {
     /// use tiny_cache_client::cache::ReadThrough;
     ///
     /// let cache = ReadThrough::new(client);
-    /// let hurried = cache.with_timeout(Duration::from_millis(100));
+    /// let hurried = cache.with_wait_timeout(Duration::from_millis(100));
     /// hurried.get_with("k", Duration::from_secs(60), || "v")?;
     /// assert_eq!(cache.stats().loads, 1);
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn with_timeout(&self, timeout: Duration) -> Self {
+    pub fn with_wait_timeout(&self, timeout: Duration) -> Self {
         ReadThrough {
             shared: Arc::clone(&self.shared),
             timeout,

@@ -97,7 +97,7 @@ impl World {
             .fail_open(true)
             // A waiter's wait is bounded by its leader's get and set; it
             // gives up only when that bound is broken.
-            .timeout(2 * TIMEOUT + LOADER_PAUSE + LATE_SLACK)
+            .wait_timeout(2 * TIMEOUT + LOADER_PAUSE + LATE_SLACK)
             .build();
         let entities = EntityCache::builder(cluster.clone())
             .config(|_: &UseCaseInfo<'_>| {
