@@ -116,6 +116,16 @@ fn keys() -> impl Iterator<Item = String> {
     (0..KEYS).map(|i| format!("key-{i}"))
 }
 
+/// Fails with the count and the first few when any read was stale.
+fn assert_none_stale(stale: &[String], when: &str) {
+    assert!(
+        stale.is_empty(),
+        "{} stale {when}: {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
+    );
+}
+
 /// Every key's value as last acknowledged, checked through the cluster.
 fn stale_reads(cluster: &Cluster, acknowledged: &HashMap<String, String>) -> Vec<String> {
     acknowledged
@@ -229,23 +239,13 @@ fn acknowledged_writes_win_over_a_returning_servers_old_copies(replicas: usize) 
         .into_iter()
         .filter(|line| replicas > 1 || !line.ends_with("expected old, read Ok(None)"))
         .collect();
-    assert!(
-        stale.is_empty(),
-        "{} stale right after the return: {:?}",
-        stale.len(),
-        &stale[..stale.len().min(5)]
-    );
+    assert_none_stale(&stale, "right after the return");
 
     // Back at its first answer; what it missed is delivered after, and
     // until then read from the hints.
     rig.wait_until_all_up(Duration::from_secs(10));
     let stale = stale_reads(&rig.cluster, &acknowledged);
-    assert!(
-        stale.is_empty(),
-        "{} stale once it is back: {:?}",
-        stale.len(),
-        &stale[..stale.len().min(5)]
-    );
+    assert_none_stale(&stale, "once it is back");
     let give_up = Instant::now() + Duration::from_secs(20);
     while rig.state(hung).pending_hints > 0 {
         assert!(
@@ -258,12 +258,7 @@ fn acknowledged_writes_win_over_a_returning_servers_old_copies(replicas: usize) 
     let state = rig.state(hung);
     assert!(state.delivered_hints > 0, "{state:?}");
     let stale = stale_reads(&rig.cluster, &acknowledged);
-    assert!(
-        stale.is_empty(),
-        "{} stale once its hints are delivered: {:?}",
-        stale.len(),
-        &stale[..stale.len().min(5)]
-    );
+    assert_none_stale(&stale, "once its hints are delivered");
 
     // A second outage of the same server: what stood in for it the first
     // time was cleared, so nothing older than the acknowledged writes comes
@@ -278,12 +273,7 @@ fn acknowledged_writes_win_over_a_returning_servers_old_copies(replicas: usize) 
         // (nothing was written meanwhile): unavailable, not stale.
         .filter(|line| replicas > 1 || !line.ends_with("read Ok(None)"))
         .collect();
-    assert!(
-        lost.is_empty(),
-        "{} stale in the second outage: {:?}",
-        lost.len(),
-        &lost[..lost.len().min(5)]
-    );
+    assert_none_stale(&lost, "in the second outage");
     rig.proxies[hung].clear();
 }
 

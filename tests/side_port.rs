@@ -304,17 +304,8 @@ fn active_requests_counts_a_grpc_call_in_progress() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-        let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(connection);
-        let mut sender = sender.ready().await.unwrap();
-        let request = Request::post(format!("http://{address}/cache.CacheService/Get"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .unwrap();
         // Headers sent, message not yet: the call is in progress.
-        let (response, mut stream) = sender.send_request(request, false).unwrap();
+        let (response, mut stream) = start_get_without_its_message(address).await;
         tokio::task::block_in_place(|| wait_for(&server, 1));
         tokio::task::block_in_place(|| assert_eq!(health_active(&server), Some(1)));
         // CacheKey{key: "k"}, framed.
@@ -405,18 +396,7 @@ fn ready_answers_503_while_the_server_drains_and_health_stays_200() {
         .enable_all()
         .build()
         .unwrap();
-    let _held = runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
-        let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
-        tokio::spawn(connection);
-        let mut sender = sender.ready().await.unwrap();
-        let request = Request::post(format!("http://{address}/cache.CacheService/Get"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .unwrap();
-        sender.send_request(request, false).unwrap()
-    });
+    let _held = runtime.block_on(start_get_without_its_message(address));
     let started = Instant::now();
     while json(&server, "/stats")["active_requests"].as_u64() != Some(1) {
         assert!(
@@ -444,4 +424,23 @@ fn ready_answers_503_while_the_server_drains_and_health_stays_200() {
     stopping.join().unwrap();
     // Drained: the side port is gone with the server.
     assert!(agent().get(&format!("{url}/health")).call().is_err());
+}
+
+/// Opens a gRPC Get on a raw HTTP/2 connection of its own and sends its
+/// headers only: the server counts the call in progress until its message
+/// comes (or the connection goes). The connection is driven on the
+/// caller's runtime.
+async fn start_get_without_its_message(
+    address: std::net::SocketAddr,
+) -> (h2::client::ResponseFuture, h2::SendStream<Bytes>) {
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (sender, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut sender = sender.ready().await.unwrap();
+    let request = Request::post(format!("http://{address}/cache.CacheService/Get"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    sender.send_request(request, false).unwrap()
 }

@@ -248,9 +248,9 @@ fn expired_certificate_fails_fast_as_certificate_expired() {
     assert_fails_fast(&client, TlsFailure::CertificateExpired);
 }
 
-/// A TLS server that is not a gRPC server: it completes handshakes with the
-/// given ALPN protocols (none at all when empty), then only reads.
-fn start_rustls_server(identity: &Identity, alpn: &[&[u8]]) -> String {
+/// A rustls server configuration for `identity` offering the given ALPN
+/// protocols (none at all when empty).
+fn rustls_server_config(identity: &Identity, alpn: &[&[u8]]) -> Arc<rustls::ServerConfig> {
     let chain = CertificateDer::pem_slice_iter(identity.certificate.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
@@ -263,7 +263,13 @@ fn start_rustls_server(identity: &Identity, alpn: &[&[u8]]) -> String {
         .with_single_cert(chain, key)
         .unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let config = Arc::new(config);
+    Arc::new(config)
+}
+
+/// A TLS server that is not a gRPC server: it completes handshakes with the
+/// given ALPN protocols (none at all when empty), then only reads.
+fn start_rustls_server(identity: &Identity, alpn: &[&[u8]]) -> String {
+    let config = rustls_server_config(identity, alpn);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     // Detached: the listener lives until the test process ends.
@@ -456,19 +462,7 @@ fn tls_options_on_a_plain_address_are_a_validation_error() {
 /// without an alert: what some servers that require mutual TLS do to a
 /// client without an acceptable certificate.
 fn start_rustls_server_that_hangs_up(identity: &Identity) -> String {
-    let chain = CertificateDer::pem_slice_iter(identity.certificate.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
-    let key = PrivateKeyDer::from_pem_slice(identity.key.as_bytes()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let config = Arc::new(config);
+    let config = rustls_server_config(identity, &[b"h2"]);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     thread::spawn(move || {
