@@ -55,11 +55,8 @@ mod chaos_workload;
 #[path = "../tests/common/fault_proxy.rs"]
 mod fault_proxy;
 
-use chaos_workload::checker::{self, Call, Final, Verdict};
-use chaos_workload::{
-    cache_error_kind, decode, error_kind, op_bound, short, versioned_key, work, World, ENTITIES,
-    KEYS, LATE_SLACK, LOCAL_TTL, THREADS,
-};
+use chaos_workload::checker::{self, Call, Verdict};
+use chaos_workload::{op_bound, short, work, World, LATE_SLACK, LOCAL_TTL, THREADS};
 use fault_proxy::{Fault, FaultProxy};
 
 /// Counts the bytes allocated and not yet freed, around the system
@@ -507,37 +504,8 @@ fn judge_cycle(
     let all_up = states.iter().all(|s| s.up);
     let hints_at_finals = states.iter().map(|s| s.pending_hints as u64).sum();
     let prefix = format!("c{cycle}-");
-    let finals: Vec<Final> = (0..KEYS)
-        .map(|index| {
-            let key = versioned_key(&prefix, index);
-            let outcome = match world.cluster.get(&key) {
-                Ok(None) => Ok(None),
-                Ok(Some(value)) => decode(&key, &value).map(Some),
-                Err(e) => Err(error_kind(&e).to_owned()),
-            };
-            Final::Key(index, outcome)
-        })
-        .chain((0..ENTITIES).map(|id| {
-            let outcome = world
-                .profile(id as u64)
-                .map(Some)
-                .map_err(|e| cache_error_kind(&e).to_owned());
-            Final::Entity(id, outcome)
-        }))
-        .collect();
-    let homes: Vec<String> = (0..KEYS)
-        .map(|index| {
-            let mut home: Vec<String> = world
-                .cluster
-                .owners(&versioned_key(&prefix, index))
-                .iter()
-                .filter_map(|owner| names.iter().position(|name| name == owner))
-                .map(|s| format!("s{s}"))
-                .collect();
-            home.sort();
-            home.join("+")
-        })
-        .collect();
+    let finals = world.finals(&prefix);
+    let homes = world.homes(&prefix, names);
     let verdict = checker::judge(
         calls,
         &finals,

@@ -29,12 +29,11 @@ use tiny_cache_client::server::Server;
 mod common;
 
 use common::chaos_workload::{
-    cache_error_kind, checker, decode, error_kind, op_bound, short, versioned_key, work, World,
-    ENTITIES, KEYS, LATE_SLACK, LOCAL_TTL, THREADS,
+    checker, op_bound, short, work, World, LATE_SLACK, LOCAL_TTL, THREADS,
 };
 use common::fault_proxy::{Fault, FaultProxy};
 
-use checker::{Call, Final};
+use checker::Call;
 
 /// After a fault ends, how long the cluster has to bring its server back:
 /// cool-down plus a few probes, with room for a busy machine. Shorter
@@ -526,24 +525,7 @@ fn run_phase(plan: &Plan, form: &Form) -> PhaseReport {
     }
 
     // The final state: every key read straight through the cluster.
-    let finals: Vec<Final> = (0..KEYS)
-        .map(|index| {
-            let key = versioned_key("", index);
-            let outcome = match cluster.get(&key) {
-                Ok(None) => Ok(None),
-                Ok(Some(value)) => decode(&key, &value).map(Some),
-                Err(e) => Err(error_kind(&e).to_owned()),
-            };
-            Final::Key(index, outcome)
-        })
-        .chain((0..ENTITIES).map(|id| {
-            let outcome = world
-                .profile(id as u64)
-                .map(Some)
-                .map_err(|e| cache_error_kind(&e).to_owned());
-            Final::Entity(id, outcome)
-        }))
-        .collect();
+    let finals = world.finals("");
     stop_monitor.store(true, Ordering::SeqCst);
     let samples = monitor.join().expect("the monitor");
 
@@ -552,18 +534,7 @@ fn run_phase(plan: &Plan, form: &Form) -> PhaseReport {
         calls.append(&mut mine);
     }
     // Each key's home replicas, now that every server is back.
-    let homes: Vec<String> = (0..KEYS)
-        .map(|index| {
-            let mut home: Vec<String> = cluster
-                .owners(&versioned_key("", index))
-                .iter()
-                .filter_map(|owner| names.iter().position(|name| name == owner))
-                .map(|s| format!("s{s}"))
-                .collect();
-            home.sort();
-            home.join("+")
-        })
-        .collect();
+    let homes = world.homes("", &names);
     let verdict = checker::judge(
         &calls,
         &finals,

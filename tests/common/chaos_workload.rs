@@ -24,7 +24,7 @@ use tiny_cache_client::cache::{
 use tiny_cache_client::cluster::Cluster;
 use tiny_cache_client::Error;
 
-use self::checker::{Call, Op, Outcome};
+use self::checker::{Call, Final, Op, Outcome};
 
 /// The cluster's deadline per call, fallbacks and read repair included.
 pub const TIMEOUT: Duration = Duration::from_millis(500);
@@ -127,6 +127,48 @@ impl World {
     /// Entity `id` through the `Profile` use case, in an enabled scope.
     pub fn profile(&self, id: u64) -> Result<u64, CacheError> {
         enabled(|| (self.profile)(id))
+    }
+
+    /// The final state the checker judges: every versioned key of the
+    /// round `prefix` read straight through the cluster, and every entity
+    /// through its use case.
+    pub fn finals(&self, prefix: &str) -> Vec<Final> {
+        (0..KEYS)
+            .map(|index| {
+                let key = versioned_key(prefix, index);
+                let outcome = match self.cluster.get(&key) {
+                    Ok(None) => Ok(None),
+                    Ok(Some(value)) => decode(&key, &value).map(Some),
+                    Err(e) => Err(error_kind(&e).to_owned()),
+                };
+                Final::Key(index, outcome)
+            })
+            .chain((0..ENTITIES).map(|id| {
+                let outcome = self
+                    .profile(id as u64)
+                    .map(Some)
+                    .map_err(|e| cache_error_kind(&e).to_owned());
+                Final::Entity(id, outcome)
+            }))
+            .collect()
+    }
+
+    /// Each versioned key's home servers now, as `s<i>+s<j>` by their
+    /// place in `names` (the proxies' addresses, in order).
+    pub fn homes(&self, prefix: &str, names: &[String]) -> Vec<String> {
+        (0..KEYS)
+            .map(|index| {
+                let mut home: Vec<String> = self
+                    .cluster
+                    .owners(&versioned_key(prefix, index))
+                    .iter()
+                    .filter_map(|owner| names.iter().position(|name| name == owner))
+                    .map(|s| format!("s{s}"))
+                    .collect();
+                home.sort();
+                home.join("+")
+            })
+            .collect()
     }
 }
 
