@@ -29,6 +29,17 @@ fn client(proxy: &FaultProxy, timeout: Duration) -> Client {
 }
 
 /// Polls `condition` every 20 ms until it holds or `wait` passes.
+/// Asserts that `client` reads `expected` under `key` again within
+/// [`RECOVERY_WAIT`].
+fn reads_again(client: &Client, key: &str, expected: impl AsRef<[u8]>, when: &str) {
+    let expected = expected.as_ref();
+    assert!(
+        eventually(RECOVERY_WAIT, || client.get(key).ok().flatten().as_deref()
+            == Some(expected)),
+        "{key} did not read back {when} within {RECOVERY_WAIT:?}"
+    );
+}
+
 fn eventually(wait: Duration, condition: impl Fn() -> bool) -> bool {
     let give_up = Instant::now() + wait;
     loop {
@@ -172,15 +183,7 @@ fn black_hole_times_a_get_out_at_its_deadline_for_old_and_new_connections_and_cl
 
     proxy.clear();
     for client in [&client, &newcomer] {
-        assert!(
-            eventually(RECOVERY_WAIT, || client
-                .get_string("k")
-                .ok()
-                .flatten()
-                .as_deref()
-                == Some("v")),
-            "no get succeeded within {RECOVERY_WAIT:?} of clear"
-        );
+        reads_again(client, "k", "v", "after clear");
     }
 }
 
@@ -204,15 +207,7 @@ fn half_open_forwards_requests_but_no_reply_and_clear_restores_it() {
     assert_eq!(direct.get_string("k").unwrap().as_deref(), Some("new"));
 
     proxy.clear();
-    assert!(
-        eventually(RECOVERY_WAIT, || client
-            .get_string("k")
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some("new")),
-        "no get succeeded within {RECOVERY_WAIT:?} of clear"
-    );
+    reads_again(&client, "k", "new", "after clear");
 }
 
 #[test]
@@ -236,26 +231,10 @@ fn reset_peer_fails_a_large_get_fast_with_unavailable_and_small_ones_still_pass(
     assert!(took < timeout, "a reset took the whole deadline: {took:?}");
 
     // A fresh connection carries small replies until it reaches the limit.
-    assert!(
-        eventually(RECOVERY_WAIT, || client
-            .get_string("small")
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some("v")),
-        "no small get passed under the reset fault"
-    );
+    reads_again(&client, "small", "v", "under the reset fault");
 
     proxy.clear();
-    assert!(
-        eventually(RECOVERY_WAIT, || client
-            .get("big")
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some(&big[..])),
-        "the big get did not pass after clear"
-    );
+    reads_again(&client, "big", &big, "after clear");
 }
 
 /// An upstream that sends `bytes` to every connection and keeps it open.
@@ -365,15 +344,7 @@ fn drop_connections_closes_them_now_and_refuse_new_keeps_clients_out_until_clear
     assert!(eventually(Duration::from_millis(500), || proxy
         .connections()
         == 0));
-    assert!(
-        eventually(RECOVERY_WAIT, || client
-            .get_string("k")
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some("v")),
-        "no reconnect after the connections were dropped"
-    );
+    reads_again(&client, "k", "v", "after the connections were dropped");
     assert!(proxy.accepted() >= 2, "the client never connected again");
 
     proxy.set(Fault::DropConnections { refuse_new: true });

@@ -115,6 +115,29 @@ impl HintLog {
         self.lock().get(key).cloned()
     }
 
+    /// Whether a hint for `key` waits.
+    pub(crate) fn contains(&self, key: &str) -> bool {
+        !self.is_empty() && self.lock().contains_key(key)
+    }
+
+    /// Whether `hint` is still the one waiting for `key`.
+    pub(crate) fn holds(&self, key: &str, hint: &Hint) -> bool {
+        !self.is_empty() && self.lock().get(key) == Some(hint)
+    }
+
+    /// What the server should hold for `key`, when a hint says: the
+    /// stored bytes of the write it missed, or `None` for a delete. What a
+    /// read uses as the server's answer.
+    pub(crate) fn missed(&self, key: &str) -> Option<Option<Bytes>> {
+        if self.is_empty() {
+            return None;
+        }
+        self.lock().get(key).map(|hint| match hint {
+            Hint::Set { raw, .. } => Some(raw.clone()),
+            Hint::Delete => None,
+        })
+    }
+
     /// The replica now holds what was written after `hint` was recorded
     /// (a later write reached it): the hint is void.
     pub(crate) fn forget(&self, key: &str) {
@@ -230,6 +253,18 @@ mod tests {
         log.delivered_one("k", &set(b"2"));
         assert!(log.is_empty());
         assert_eq!(log.delivered(), 1);
+    }
+
+    #[test]
+    fn a_hint_answers_for_the_server_without_being_cloned_whole() {
+        let log = HintLog::default();
+        assert_eq!((log.contains("k"), log.missed("k")), (false, None));
+        log.record("k", set(b"1"), 10);
+        log.record("gone", Hint::Delete, 10);
+        assert!(log.contains("k") && log.holds("k", &set(b"1")));
+        assert!(!log.holds("k", &set(b"2")));
+        assert_eq!(log.missed("k"), Some(Some(Bytes::from_static(b"1"))));
+        assert_eq!(log.missed("gone"), Some(None));
     }
 
     #[test]

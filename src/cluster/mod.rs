@@ -875,8 +875,7 @@ impl Shared {
         plan: BTreeMap<usize, Vec<usize>>,
         part_deadline: PartDeadline,
     ) -> Vec<(usize, Vec<usize>, Result<Vec<KeyOutcome>>)> {
-        let threshold = self.threshold();
-        let late = || late(self.settings.timeout);
+        let (threshold, timeout) = (self.threshold(), self.settings.timeout);
         if plan.len() == 1 {
             return plan
                 .into_iter()
@@ -886,12 +885,11 @@ impl Shared {
                     if let Some(outcome) = &outcome {
                         node.record(outcome, threshold);
                     }
-                    (index, part, outcome.unwrap_or_else(|| Err(late())))
+                    (index, part, outcome.unwrap_or_else(|| Err(late(timeout))))
                 })
                 .collect();
         }
         let owned: Arc<[String]> = keys.iter().map(|&key| key.to_owned()).collect();
-        let timeout = self.settings.timeout;
         type Part = (usize, Vec<usize>, Result<Vec<KeyOutcome>>);
         let jobs: Vec<Box<dyn FnOnce() -> Part + Send>> = plan
             .into_iter()
@@ -903,11 +901,7 @@ impl Shared {
                     if let Some(outcome) = &outcome {
                         node.record(outcome, threshold);
                     }
-                    (
-                        index,
-                        part,
-                        outcome.unwrap_or_else(|| Err(self::late(timeout))),
-                    )
+                    (index, part, outcome.unwrap_or_else(|| Err(late(timeout))))
                 }) as Box<dyn FnOnce() -> Part + Send>
             })
             .collect();
@@ -1055,7 +1049,7 @@ impl Shared {
                     for (index, copy) in &read.answers {
                         let stale = copy.as_ref().is_none_or(|copy| newest.is_newer_than(copy));
                         // A hinted server was not asked: its hint delivers.
-                        if stale && topology.nodes[*index].hints.get(keys[at]).is_none() {
+                        if stale && !topology.nodes[*index].hints.contains(keys[at]) {
                             repairs.push(Repair {
                                 index: *index,
                                 at,
@@ -1089,10 +1083,11 @@ impl Shared {
         if !read.candidates.iter().any(hinted) && !read.home.iter().any(hinted) {
             return;
         }
-        let answer = |index: usize| match nodes[index].hints.get(key) {
-            Some(Hint::Set { raw, .. }) => Some(Some(Copy::parse(raw))),
-            Some(Hint::Delete) => Some(None),
-            None => None,
+        let answer = |index: usize| {
+            nodes[index]
+                .hints
+                .missed(key)
+                .map(|raw| raw.map(Copy::parse))
         };
         let answers = &mut read.answers;
         read.candidates.retain(|&index| match answer(index) {
@@ -1308,7 +1303,7 @@ impl Shared {
         };
         for (key, hint) in node.hints.snapshot() {
             let _delivering = node.hints.delivering(&key);
-            if node.hints.get(&key).as_ref() != Some(&hint) {
+            if !node.hints.holds(&key, &hint) {
                 continue;
             }
             if self
@@ -1436,7 +1431,7 @@ impl Shared {
         let (live, home) = topology.placement(key, 1);
         let index = *live.first().ok_or_else(no_servers)?;
         let node = &topology.nodes[index];
-        if node.hints.get(key).is_some() {
+        if node.hints.contains(key) {
             let mut delivered = Vec::new();
             let _delivering = node.hints.delivering(key);
             if let Some(hint) = node.hints.get(key) {

@@ -32,6 +32,9 @@ pub(crate) struct Node {
     /// that no hint will fix, so on its return its keys are read from all
     /// their replicas until this time.
     recovering_until: Mutex<Option<Instant>>,
+    /// Whether `recovering_until` may be in the future: every read asks,
+    /// and this keeps the lock and the clock off its path when not.
+    recovery_open: AtomicBool,
     /// A hint was dropped since it last came back.
     missed_unhinted: AtomicBool,
 }
@@ -51,6 +54,7 @@ impl Node {
             failed_calls: AtomicU64::new(0),
             hints: Arc::default(),
             recovering_until: Mutex::new(None),
+            recovery_open: AtomicBool::new(false),
             missed_unhinted: AtomicBool::new(false),
         }
     }
@@ -60,18 +64,33 @@ impl Node {
     /// their replicas for `recovery_window`.
     pub(crate) fn missed_a_hint(&self, recovery_window: std::time::Duration) {
         self.missed_unhinted.store(true, Ordering::Relaxed);
-        if let Ok(mut until) = self.recovering_until.lock() {
-            *until = Some(Instant::now() + recovery_window);
-        }
+        self.open_recovery_window(recovery_window);
     }
 
     /// Whether reads of its keys must ask every replica: it came back
     /// after missing writes that no hint recorded.
     pub(crate) fn is_recovering(&self) -> bool {
+        if !self.recovery_open.load(Ordering::Acquire) {
+            return false;
+        }
         let Ok(until) = self.recovering_until.lock() else {
             return false;
         };
-        until.is_some_and(|until| Instant::now() < until)
+        let open = until.is_some_and(|until| Instant::now() < until);
+        if !open {
+            // Cleared under the lock, so a window opened meanwhile (which
+            // sets the flag under it too) is never lost.
+            self.recovery_open.store(false, Ordering::Release);
+        }
+        open
+    }
+
+    /// Opens (or extends) the window of all-replica reads.
+    fn open_recovery_window(&self, recovery_window: std::time::Duration) {
+        if let Ok(mut until) = self.recovering_until.lock() {
+            *until = Some(Instant::now() + recovery_window);
+            self.recovery_open.store(true, Ordering::Release);
+        }
     }
 
     pub(crate) fn is_up(&self) -> bool {
@@ -132,9 +151,7 @@ impl Node {
     /// missed writes no hint recorded.
     pub(crate) fn bring_back(&self, recovery_window: std::time::Duration) {
         if self.missed_unhinted.swap(false, Ordering::Relaxed) {
-            if let Ok(mut until) = self.recovering_until.lock() {
-                *until = Some(Instant::now() + recovery_window);
-            }
+            self.open_recovery_window(recovery_window);
         }
         self.failures_in_a_row.store(0, Ordering::Relaxed);
         if let Ok(mut since) = self.down_since.lock() {
