@@ -24,7 +24,8 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -176,22 +177,65 @@ impl HintLog {
         (self.stripes.hasher.hash_one(key) as usize) % STRIPES
     }
 
-    /// Held by a write to this server while it may race a delivery.
-    pub(crate) fn writing(&self, stripe: usize) -> RwLockReadGuard<'_, ()> {
-        self.stripes.locks[stripe]
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Held by a write to this server while it may race a delivery. A
+    /// delivery holds its stripe across calls to the server, so a caller
+    /// waits for it no later than its own `deadline`: `None` then.
+    pub(crate) fn writing_by(
+        &self,
+        stripe: usize,
+        deadline: Instant,
+    ) -> Option<RwLockReadGuard<'_, ()>> {
+        let lock = &self.stripes.locks[stripe];
+        wait_by(deadline, || match lock.try_read() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        })
     }
 
-    /// Held by a delivery of `key`'s hint.
+    /// Held by a delivery of `key`'s hint from the background thread,
+    /// which may wait as long as it takes.
     pub(crate) fn delivering(&self, key: &str) -> RwLockWriteGuard<'_, ()> {
         self.stripes.locks[self.stripe_of(key)]
             .write()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Held by a delivery a caller makes itself, waited for no later than
+    /// its `deadline`: `None` then.
+    pub(crate) fn delivering_by(
+        &self,
+        key: &str,
+        deadline: Instant,
+    ) -> Option<RwLockWriteGuard<'_, ()>> {
+        let lock = &self.stripes.locks[self.stripe_of(key)];
+        wait_by(deadline, || match lock.try_write() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        })
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Hint>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How often a caller looks again at a stripe a delivery holds: rare (a
+/// delivery to that server of a key in the same stripe), and short next to
+/// any call's deadline.
+const STRIPE_POLL: Duration = Duration::from_millis(1);
+
+/// Tries `take` until it gives something or `deadline` passes.
+fn wait_by<T>(deadline: Instant, mut take: impl FnMut() -> Option<T>) -> Option<T> {
+    loop {
+        if let Some(taken) = take() {
+            return Some(taken);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(STRIPE_POLL);
     }
 }
 
@@ -265,6 +309,21 @@ mod tests {
         assert!(!log.holds("k", &set(b"2")));
         assert_eq!(log.missed("k"), Some(Some(Bytes::from_static(b"1"))));
         assert_eq!(log.missed("gone"), Some(None));
+    }
+
+    #[test]
+    fn a_writer_waits_for_a_delivery_of_its_stripe_no_later_than_its_deadline() {
+        let log = HintLog::default();
+        let stripe = log.stripe_of("k");
+        let delivering = log.delivering("k");
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(50);
+        assert!(log.writing_by(stripe, deadline).is_none());
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert!(log.delivering_by("k", Instant::now()).is_none());
+        drop(delivering);
+        assert!(log.writing_by(stripe, Instant::now()).is_some());
+        assert!(log.delivering_by("k", Instant::now()).is_some());
     }
 
     #[test]

@@ -1183,10 +1183,20 @@ impl Shared {
         }
         stripes.sort_unstable();
         stripes.dedup();
-        let _writing: Vec<_> = stripes
-            .iter()
-            .map(|&(index, stripe)| topology.nodes[index].hints.writing(stripe))
-            .collect();
+        let mut _writing = Vec::with_capacity(stripes.len());
+        for &(index, stripe) in &stripes {
+            match topology.nodes[index].hints.writing_by(stripe, deadline) {
+                Some(guard) => _writing.push(guard),
+                // A delivery held it past this call's deadline: nothing
+                // was sent.
+                None => {
+                    return keys
+                        .iter()
+                        .map(|_| Err(late(self.settings.timeout)))
+                        .collect()
+                }
+            }
+        }
         let mut first_round = true;
         loop {
             let mut plan: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
@@ -1431,18 +1441,35 @@ impl Shared {
         let (live, home) = topology.placement(key, 1);
         let index = *live.first().ok_or_else(no_servers)?;
         let node = &topology.nodes[index];
+        let timeout = self.settings.timeout;
+        let deadline = Instant::now() + timeout;
+        // Only with hints waiting does the call share its deadline with a
+        // delivery; otherwise the server's own client and timeout serve.
+        let hinted = !node.hints.is_empty();
         if node.hints.contains(key) {
             let mut delivered = Vec::new();
-            let _delivering = node.hints.delivering(key);
+            let _delivering = node
+                .hints
+                .delivering_by(key, deadline)
+                .ok_or_else(|| late(timeout))?;
             if let Some(hint) = node.hints.get(key) {
-                let outcome = self.deliver_one(node, &node.client, key, hint, &mut delivered);
+                let client = node.client.with_timeout(remaining(deadline, timeout)?)?;
+                let outcome = self.deliver_one(node, &client, key, hint, &mut delivered);
                 node.record(&outcome, self.threshold());
                 outcome?;
             }
         }
-        let _writing =
-            (!node.hints.is_empty()).then(|| node.hints.writing(node.hints.stripe_of(key)));
-        let outcome = call(&node.client);
+        let (mut _writing, mut bounded) = (None, None);
+        if hinted {
+            let stripe = node.hints.stripe_of(key);
+            _writing = Some(
+                node.hints
+                    .writing_by(stripe, deadline)
+                    .ok_or_else(|| late(timeout))?,
+            );
+            bounded = Some(node.client.with_timeout(remaining(deadline, timeout)?)?);
+        }
+        let outcome = call(bounded.as_ref().unwrap_or(&node.client));
         node.record(&outcome, self.threshold());
         if outcome.as_ref().is_ok_and(stored) {
             node.hints.forget(key);
