@@ -156,6 +156,7 @@ mod placement;
 mod cache_store;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -244,6 +245,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let watcher = self.watcher.get_mut().ok().and_then(Option::take);
         if let Some((stop, thread)) = watcher {
+            // A delivery under way stops at its next hint instead of
+            // holding the join for the rest of the log.
+            self.shared.closing.store(true, Ordering::Relaxed);
             drop(stop);
             let _ = thread.join();
         }
@@ -265,6 +269,8 @@ struct Shared {
     /// What each source gave last time it resolved.
     last_seen: Mutex<Vec<Vec<Wanted>>>,
     builder: ClusterBuilder,
+    /// Set when the last handle is dropped: background work winds down.
+    closing: AtomicBool,
 }
 
 /// What a call does on one server for some of its keys. Owned (cheap to
@@ -308,6 +314,7 @@ impl Cluster {
             sources,
             last_seen: Mutex::new(last_seen),
             builder,
+            closing: AtomicBool::new(false),
         });
         let (stop, stopped) = mpsc::channel();
         let watched = Arc::clone(&shared);
@@ -1312,6 +1319,9 @@ impl Shared {
             Err(_) => return false,
         };
         for (key, hint) in node.hints.snapshot() {
+            if self.closing.load(Ordering::Relaxed) {
+                return false;
+            }
             let _delivering = node.hints.delivering(&key);
             if !node.hints.holds(&key, &hint) {
                 continue;
