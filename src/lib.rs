@@ -107,54 +107,38 @@ pub mod cluster;
 pub mod codec;
 #[cfg(not(feature = "unstable-internals"))]
 mod codec;
-mod config;
 mod error;
 #[cfg(feature = "unstable-internals")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod pool;
-mod requests;
-mod response;
-mod retry;
+#[cfg(feature = "unstable-internals")]
+pub mod proto;
+#[cfg(not(feature = "unstable-internals"))]
+pub(crate) mod proto;
 pub mod rules;
 #[cfg(feature = "server")]
 pub mod server;
-mod stats;
-mod telemetry;
 mod tls;
+mod ttl;
 
 pub use address::Address;
+pub use client::config::{
+    default_pool_size, ClientBuilder, PingMethod, DEFAULT_ADDRESS, DEFAULT_CONNECTION_WINDOW_BYTES,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_RETRIES, DEFAULT_PROBE_TIMEOUT, DEFAULT_RETRY_INITIAL_BACKOFF,
+    DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_STREAM_WINDOW_BYTES, DEFAULT_TIMEOUT, DEFAULT_TTL,
+};
+pub use client::response::{Response, ResponseMetadata};
+pub use client::retry::RetryThrottle;
+pub use client::stats::Stats;
+#[cfg(feature = "metrics")]
+pub use client::telemetry::{ClientMetrics, DEFAULT_METRICS_PREFIX};
 pub use client::{
     CasOutcome, Client, ItemError, ItemResult, ServingStatus, CACHE_SERVICE_NAME, TOUCH_ATTEMPTS,
 };
 pub use codec::Code;
-pub use config::{
-    default_pool_size, ClientBuilder, PingMethod, Ttl, DEFAULT_ADDRESS,
-    DEFAULT_CONNECTION_WINDOW_BYTES, DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL,
-    DEFAULT_KEEPALIVE_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_PROBE_TIMEOUT,
-    DEFAULT_RETRY_INITIAL_BACKOFF, DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_STREAM_WINDOW_BYTES,
-    DEFAULT_TIMEOUT, DEFAULT_TTL,
-};
 pub use error::{Error, Result, StatusText, TlsFailure};
 #[cfg(feature = "unstable-internals")]
 pub use pool::ReplyWait;
-pub use response::{Response, ResponseMetadata};
-pub use retry::RetryThrottle;
-pub use stats::Stats;
-#[cfg(feature = "metrics")]
-pub use telemetry::{ClientMetrics, DEFAULT_METRICS_PREFIX};
-
-/// Messages of the tiny-cache and health services, generated from `proto/`
-/// by prost.
-pub mod proto {
-    /// `package cache`: the cache service's messages.
-    pub mod cache {
-        #![allow(missing_docs)]
-        include!(concat!(env!("OUT_DIR"), "/cache.rs"));
-    }
-    /// `package grpc.health.v1`: the standard health service's messages.
-    pub mod health {
-        #![allow(missing_docs)]
-        include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
-    }
-}
+pub use ttl::Ttl;

@@ -6,6 +6,8 @@
 
 use std::fmt::Write as _;
 
+use crate::error::Error;
+
 /// Longest key, in Unicode scalar values (not bytes), including the
 /// namespace prefix once namespaced: the reference server's limit.
 ///
@@ -158,13 +160,10 @@ pub fn check_key(key: &str, namespace: Option<&str>) -> Result<(), RuleViolation
 /// The storage key the server files `key` under: the key itself in the
 /// shared key space, `<namespace length>:<namespace>:<key>` otherwise.
 ///
-/// ```
-/// use tiny_cache_client::rules::storage_key;
-///
-/// assert_eq!(storage_key("k", Some("app")), "3:app:k");
-/// assert_eq!(storage_key("k", None), "k");
-/// ```
-pub fn storage_key(key: &str, namespace: Option<&str>) -> String {
+/// `storage_key("k", Some("app"))` is `"3:app:k"`; `storage_key("k",
+/// None)` is `"k"`. The server's business: the client sends the key and the
+/// namespace apart.
+pub(crate) fn storage_key(key: &str, namespace: Option<&str>) -> String {
     let Some(namespace) = namespace else {
         return key.to_owned();
     };
@@ -195,6 +194,13 @@ fn char_len(text: &str) -> usize {
 
 fn decimal_digits(n: usize) -> usize {
     n.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// A key or namespace the client refuses before sending.
+impl From<RuleViolation> for Error {
+    fn from(violation: RuleViolation) -> Error {
+        Error::Validation(violation.0)
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! transparent success), inside the call's deadline, without a panic or a
 //! hang; attempts are counted on the server to prove what was retried.
 
+#![cfg(feature = "unstable-internals")]
+
 mod common;
 
 use std::thread;

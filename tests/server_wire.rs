@@ -1,4 +1,4 @@
-#![cfg(feature = "server")]
+#![cfg(all(feature = "server", feature = "unstable-internals"))]
 //! The embedded server's answers frame by frame, read with a bare h2 client
 //! over loopback: the shapes the reference server uses on the wire.
 

@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use super::status::{Code, Status};
+use super::status::Status;
+use crate::error::Code;
 
 /// Length of the prefix in front of every message.
 pub const PREFIX_LEN: usize = 5;

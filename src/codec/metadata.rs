@@ -5,6 +5,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::binary::encode_bin;
 
+use crate::error::Error;
+
 /// Budget for custom metadata, counted the way HPACK counts a header list
 /// (name + value + 32 per entry). Servers refuse header lists beyond a few
 /// KiB (grpc's default limit is 8 KiB for the whole list, pseudo-headers
@@ -205,6 +207,13 @@ fn validate_name(name: &str) -> Result<HeaderName, InvalidMetadata> {
 
 fn invalid(message: String) -> InvalidMetadata {
     InvalidMetadata(message)
+}
+
+/// A metadata entry the client refuses before sending.
+impl From<InvalidMetadata> for Error {
+    fn from(invalid: InvalidMetadata) -> Error {
+        Error::Validation(invalid.0)
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ pub mod response;
 pub mod status;
 pub mod timeout;
 
+pub use crate::error::Code;
 pub use binary::{decode_bin, encode_bin};
 pub use framing::{
     decode_message, encode_message, MessageDecoder, CONNECTION_WINDOW_BYTES,
@@ -44,5 +45,5 @@ pub use method::{Method, CACHE_SERVICE_NAME};
 pub use pushback::{retry_pushback, Pushback, RETRY_PUSHBACK_HEADER};
 pub use request::{request_head, response_head, trailers, USER_AGENT};
 pub use response::{ResponseError, UnaryDecoder};
-pub use status::{percent_decode_message, percent_encode_message, Code, Status};
+pub use status::{percent_decode_message, percent_encode_message, Status};
 pub use timeout::{decode_timeout, encode_timeout};

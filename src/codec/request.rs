@@ -90,7 +90,7 @@ pub fn trailers(status: &Status) -> HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::status::Code;
+    use crate::error::Code;
 
     fn head(timeout: Option<Duration>, metadata: &Metadata) -> Request<()> {
         request_head(

@@ -7,7 +7,9 @@ use http::header::{HeaderMap, CONTENT_TYPE};
 use http::StatusCode;
 
 use super::framing::MessageDecoder;
-use super::status::{Code, Status};
+use super::status::Status;
+use crate::error::Code;
+use crate::error::Error;
 
 /// Why a unary response did not produce a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,12 +224,74 @@ fn is_grpc_content_type(value: &[u8]) -> bool {
     }
 }
 
+/// Maps what the codec made of a response.
+impl From<ResponseError> for Error {
+    fn from(error: ResponseError) -> Error {
+        match error {
+            ResponseError::Status(status) => Error::from(status),
+            // A message over our own receive limit is a size problem, not a
+            // broken peer: report it as the size error callers already handle.
+            ResponseError::Protocol(status) if status.code() == Code::ResourceExhausted => {
+                Error::ResourceExhausted(status.message().to_owned().into())
+            }
+            ResponseError::Protocol(status) => Error::Protocol {
+                code: status.code(),
+                message: status.message().to_owned(),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
     use super::*;
     use crate::codec::framing::DEFAULT_MAX_MESSAGE_BYTES;
     use http::header::{HeaderName, HeaderValue};
 
+    #[test]
+    fn server_statuses_map_to_the_kinds_callers_match_on() {
+        let cases = [
+            (Code::InvalidArgument, "InvalidArgument"),
+            (Code::ResourceExhausted, "ResourceExhausted"),
+            (Code::Unavailable, "Unavailable"),
+            (Code::DeadlineExceeded, "DeadlineExceeded"),
+        ];
+        for (code, kind) in cases {
+            let error = Error::from(Status::new(code, "x"));
+            assert!(
+                format!("{error:?}").starts_with(kind),
+                "{code} gave {error:?}"
+            );
+            assert_eq!(error.code(), code);
+        }
+        let other = Error::from(Status::new(Code::Internal, "boom id=7"));
+        assert_eq!(
+            other,
+            Error::Status {
+                code: Code::Internal,
+                message: "boom id=7".into(),
+                details: None
+            }
+        );
+    }
+
+    #[test]
+    fn oversize_reply_is_a_resource_error_and_other_violations_are_protocol_errors() {
+        let oversize = ResponseError::Protocol(Status::new(Code::ResourceExhausted, "too big"));
+        assert_eq!(
+            Error::from(oversize),
+            Error::ResourceExhausted("too big".into())
+        );
+        let two = ResponseError::Protocol(Status::new(Code::Unimplemented, "two messages"));
+        assert_eq!(
+            Error::from(two),
+            Error::Protocol {
+                code: Code::Unimplemented,
+                message: "two messages".into()
+            }
+        );
+    }
     fn parts(status: u16, headers: &[(&str, &str)]) -> http::response::Parts {
         let mut response = http::Response::new(());
         *response.status_mut() = StatusCode::from_u16(status).expect("test status");

@@ -450,7 +450,7 @@ async fn exchange(
     // Once response headers arrive the call is committed: the server saw it.
     let committed = |error, status_headers: Option<&http::HeaderMap>| Failure {
         pushback: status_headers.and_then(retry_pushback),
-        ..Failure::after_send(Error::from_response(error))
+        ..Failure::after_send(Error::from(error))
     };
     let (mut parts, mut body) = response.into_parts();
     *request_id = parts.headers.get(REQUEST_ID_HEADER).cloned();
@@ -526,7 +526,7 @@ fn stream_failure(error: h2::Error) -> Failure {
         }
         if error.is_reset() && error.is_remote() {
             let code = Code::from_h2_reason(u32::from(reason));
-            return Failure::after_send(Error::from_status(Status::new(
+            return Failure::after_send(Error::from(Status::new(
                 code,
                 format!("the server reset the stream ({reason:?})"),
             )));

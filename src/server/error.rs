@@ -3,6 +3,8 @@
 //! `tiny_cache_client::Error` converts from it for callers that use `?` in
 //! functions returning `tiny_cache_client::Result`.
 
+use crate::error::{Error, TlsFailure};
+
 /// Why `ServerBuilder::start` failed.
 ///
 /// ```
@@ -39,4 +41,20 @@ pub enum ServerError {
     /// The server's runtime or threads could not be started.
     #[error("cannot start the server: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<ServerError> for Error {
+    /// Lets `Server::local()?` work in functions returning this crate's
+    /// [`Result`](crate::Result); each failure keeps the kind it had when
+    /// the server reported client errors itself.
+    fn from(error: ServerError) -> Self {
+        match error {
+            ServerError::InvalidAddress { .. } => Error::Validation(error.to_string()),
+            ServerError::Tls(message) => Error::Tls {
+                kind: TlsFailure::InvalidConfiguration,
+                message,
+            },
+            other => Error::Unavailable(other.to_string().into()),
+        }
+    }
 }

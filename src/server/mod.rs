@@ -46,8 +46,11 @@ use accept::{accept_until_stopped, Stop};
 // message fits in one stream window.
 use crate::codec::{CONNECTION_WINDOW_BYTES, DEFAULT_MAX_MESSAGE_BYTES, STREAM_WINDOW_BYTES};
 pub use error::ServerError;
-pub use service::{CacheService, ServiceError, NO_ROOM_TEXT, OVERSIZE_TEXT};
-pub use store::{StoreConfig, ENTRY_OVERHEAD_BYTES};
+use service::CacheService;
+use store::StoreConfig;
+pub use store::{
+    DEFAULT_MAX_ITEMS, DEFAULT_MAX_MEMORY_BYTES, DEFAULT_MAX_VALUE_BYTES, ENTRY_OVERHEAD_BYTES,
+};
 
 /// Largest request header block accepted (gRPC servers refuse header lists
 /// beyond a few KiB; 16 KiB leaves room for the client's 8 KiB of metadata).

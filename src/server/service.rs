@@ -30,14 +30,6 @@ pub const NO_ROOM_TEXT: &str = "Cache capacity exhausted and cannot accommodate 
 /// gRPC status code of the same name. The texts are the reference server's
 /// own (see [`crate::rules`], [`OVERSIZE_TEXT`], [`NO_ROOM_TEXT`]), so a
 /// program sees the same strings from both servers.
-///
-/// ```
-/// use tiny_cache_client::proto::cache::CacheKey;
-/// use tiny_cache_client::server::CacheService;
-///
-/// let refused = CacheService::default().get(None, CacheKey { key: String::new() });
-/// assert_eq!(refused.unwrap_err().to_string(), "Key cannot be empty");
-/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceError {
     /// gRPC `INVALID_ARGUMENT`: a bad key or namespace.
@@ -56,16 +48,7 @@ pub enum ServiceError {
 impl ServiceError {
     /// The human-readable text, as it goes into `grpc-message` or a Multi*
     /// item's `error`.
-    ///
-    /// ```
-    /// use tiny_cache_client::proto::cache::CacheKey;
-    /// use tiny_cache_client::server::CacheService;
-    ///
-    /// let error = CacheService::default()
-    ///     .get(Some("-bad"), CacheKey { key: "k".into() })
-    ///     .unwrap_err();
-    /// assert!(error.message().starts_with("Namespace must"));
-    /// ```
+    #[cfg(test)]
     pub fn message(&self) -> &str {
         match self {
             ServiceError::InvalidArgument(message)
@@ -120,19 +103,6 @@ fn storage_key<'k>(namespace: Option<&str>, key: &'k str) -> Result<Cow<'k, str>
 
 /// The cache service: one method per RPC. `Send + Sync`; share one instance
 /// between all connections.
-///
-/// ```
-/// use tiny_cache_client::proto::cache::{CacheItem, CacheKey};
-/// use tiny_cache_client::server::{CacheService, StoreConfig};
-///
-/// // The RPC semantics without any transport, as the server runs them.
-/// let service = CacheService::new(StoreConfig::default());
-/// let item = CacheItem { key: "k".into(), value: "v".into(), ttl: 0 };
-/// service.set(Some("app"), item)?;
-/// assert!(service.get(Some("app"), CacheKey { key: "k".into() })?.found);
-/// assert!(!service.get(None, CacheKey { key: "k".into() })?.found); // other key space
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
 #[derive(Debug)]
 pub struct CacheService {
     store: Store,

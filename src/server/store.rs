@@ -33,14 +33,6 @@ use crate::proto::cache::ConditionalCacheStatus;
 pub const ENTRY_OVERHEAD_BYTES: u64 = 33;
 
 /// Limits of the embedded server's store.
-///
-/// ```
-/// use tiny_cache_client::server::{Server, StoreConfig};
-///
-/// let limits = StoreConfig { max_items: 1_000, ..StoreConfig::default() };
-/// assert_eq!(limits.max_memory_bytes, StoreConfig::default().max_memory_bytes);
-/// # let _ = Server::builder();
-/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// Most live entries at once; inserting one more evicts the least recently
@@ -59,12 +51,37 @@ pub struct StoreConfig {
     pub max_value_bytes: u64,
 }
 
+/// How many entries the embedded server holds by default, as the
+/// reference server.
+///
+/// ```
+/// assert_eq!(tiny_cache_client::server::DEFAULT_MAX_ITEMS, 1_000_000);
+/// ```
+pub const DEFAULT_MAX_ITEMS: usize = 1_000_000;
+
+/// How many bytes of entries (keys, values and
+/// [`ENTRY_OVERHEAD_BYTES`] each) the embedded server holds by default: 1 GiB.
+///
+/// ```
+/// assert_eq!(tiny_cache_client::server::DEFAULT_MAX_MEMORY_BYTES, 1 << 30);
+/// ```
+pub const DEFAULT_MAX_MEMORY_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// The largest entry the embedded server accepts by default: a 4 MiB value
+/// and its overhead.
+///
+/// ```
+/// use tiny_cache_client::server::{DEFAULT_MAX_VALUE_BYTES, ENTRY_OVERHEAD_BYTES};
+/// assert_eq!(DEFAULT_MAX_VALUE_BYTES, 4 * 1024 * 1024 + ENTRY_OVERHEAD_BYTES);
+/// ```
+pub const DEFAULT_MAX_VALUE_BYTES: u64 = 4 * 1024 * 1024 + ENTRY_OVERHEAD_BYTES;
+
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
-            max_items: 1_000_000,
-            max_memory_bytes: 1024 * 1024 * 1024,
-            max_value_bytes: 4 * 1024 * 1024 + ENTRY_OVERHEAD_BYTES,
+            max_items: DEFAULT_MAX_ITEMS,
+            max_memory_bytes: DEFAULT_MAX_MEMORY_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }

@@ -793,13 +793,13 @@ fn refused_outcome(refused: Vec<String>) -> Result<(), Failure> {
 
 fn health(client: &Client, service: &str, out: Output) -> Result<(), Failure> {
     let status = match client.health_check(service) {
-        Ok(status) => status.as_str_name(),
+        Ok(status) => status.as_str(),
         // The health protocol answers NOT_FOUND for a service it does not
         // know: an answer about the service, not a failure to ask.
         Err(error) if error.code() == Code::NotFound => "SERVICE_UNKNOWN",
         Err(error) => return Err(error.into()),
     };
-    let serving = status == ServingStatus::Serving.as_str_name();
+    let serving = status == ServingStatus::Serving.as_str();
     if out.json {
         out.object(&HealthJson {
             service,

@@ -23,7 +23,9 @@ use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use serde::Serialize;
 use tiny_cache_client::cluster::Cluster;
-use tiny_cache_client::server::{Server, StoreConfig};
+use tiny_cache_client::server::{
+    Server, DEFAULT_MAX_ITEMS, DEFAULT_MAX_MEMORY_BYTES, DEFAULT_MAX_VALUE_BYTES,
+};
 use tiny_cache_client::{Client, ClientBuilder, Error, TlsFailure, Ttl, DEFAULT_ADDRESS};
 
 use crate::backend::Backend;
@@ -245,19 +247,19 @@ struct ServeArgs {
     )]
     workers: usize,
     /// Most entries kept before least-recently-used ones are evicted.
-    #[arg(long, value_name = "N", default_value_t = StoreConfig::default().max_items)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_ITEMS)]
     max_items: usize,
     /// Most memory accounted to entries, in MiB (value length + 33 bytes
     /// each).
     #[arg(
         long,
         value_name = "N",
-        default_value_t = StoreConfig::default().max_memory_bytes / MIB_BYTES,
+        default_value_t = DEFAULT_MAX_MEMORY_BYTES / MIB_BYTES,
         value_parser = clap::value_parser!(u64).range(..=u64::MAX / MIB_BYTES)
     )]
     max_memory_mb: u64,
     /// Largest single entry in bytes (value length + 33).
-    #[arg(long, value_name = "N", default_value_t = StoreConfig::default().max_value_bytes)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
     max_value_bytes: u64,
     /// Serve TLS with this certificate chain (PEM); needs --tls-key. The
     /// printed address is then grpcs://host:port.

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::codec::{Code, InvalidMetadata, ResponseError, Status};
-use crate::rules::RuleViolation;
+mod code;
+
+pub use code::Code;
 
 /// What went wrong with a call or with building a client.
 ///
@@ -222,38 +223,6 @@ impl Error {
         self
     }
 
-    /// Maps a status the server (or an HTTP intermediary) reported.
-    pub(crate) fn from_status(status: Status) -> Error {
-        let message = StatusText::from(status.message());
-        match status.code() {
-            Code::InvalidArgument => Error::InvalidArgument(message),
-            Code::ResourceExhausted => Error::ResourceExhausted(message),
-            Code::Unavailable => Error::Unavailable(message),
-            Code::DeadlineExceeded => Error::DeadlineExceeded(message),
-            code => Error::Status {
-                code,
-                message,
-                details: status.details().cloned(),
-            },
-        }
-    }
-
-    /// Maps what the codec made of a response.
-    pub(crate) fn from_response(error: ResponseError) -> Error {
-        match error {
-            ResponseError::Status(status) => Error::from_status(status),
-            // A message over our own receive limit is a size problem, not a
-            // broken peer: report it as the size error callers already handle.
-            ResponseError::Protocol(status) if status.code() == Code::ResourceExhausted => {
-                Error::ResourceExhausted(status.message().to_owned().into())
-            }
-            ResponseError::Protocol(status) => Error::Protocol {
-                code: status.code(),
-                message: status.message().to_owned(),
-            },
-        }
-    }
-
     /// A deadline error naming the timeout and the phase that ran out.
     pub(crate) fn deadline(timeout: Duration, phase: &str) -> Error {
         Error::DeadlineExceeded(format!("no reply within {timeout:?} ({phase})").into())
@@ -382,38 +351,6 @@ impl PartialEq<&str> for StatusText {
     }
 }
 
-/// A key or namespace the client refuses before sending.
-impl From<RuleViolation> for Error {
-    fn from(violation: RuleViolation) -> Error {
-        Error::Validation(violation.0)
-    }
-}
-
-/// A metadata entry the client refuses before sending.
-impl From<InvalidMetadata> for Error {
-    fn from(invalid: InvalidMetadata) -> Error {
-        Error::Validation(invalid.0)
-    }
-}
-
-#[cfg(feature = "server")]
-impl From<crate::server::ServerError> for Error {
-    /// Lets `Server::local()?` work in functions returning this crate's
-    /// [`Result`](crate::Result); each failure keeps the kind it had when
-    /// the server reported client errors itself.
-    fn from(error: crate::server::ServerError) -> Self {
-        use crate::server::ServerError;
-        match error {
-            ServerError::InvalidAddress { .. } => Error::Validation(error.to_string()),
-            ServerError::Tls(message) => Error::Tls {
-                kind: TlsFailure::InvalidConfiguration,
-                message,
-            },
-            other => Error::Unavailable(other.to_string().into()),
-        }
-    }
-}
-
 /// Which TLS failure an [`Error::Tls`] is.
 ///
 /// Each kind names what to fix. New kinds may be added, so a `match` needs
@@ -520,50 +457,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn server_statuses_map_to_the_kinds_callers_match_on() {
-        let cases = [
-            (Code::InvalidArgument, "InvalidArgument"),
-            (Code::ResourceExhausted, "ResourceExhausted"),
-            (Code::Unavailable, "Unavailable"),
-            (Code::DeadlineExceeded, "DeadlineExceeded"),
-        ];
-        for (code, kind) in cases {
-            let error = Error::from_status(Status::new(code, "x"));
-            assert!(
-                format!("{error:?}").starts_with(kind),
-                "{code} gave {error:?}"
-            );
-            assert_eq!(error.code(), code);
-        }
-        let other = Error::from_status(Status::new(Code::Internal, "boom id=7"));
-        assert_eq!(
-            other,
-            Error::Status {
-                code: Code::Internal,
-                message: "boom id=7".into(),
-                details: None
-            }
-        );
-    }
-
-    #[test]
-    fn oversize_reply_is_a_resource_error_and_other_violations_are_protocol_errors() {
-        let oversize = ResponseError::Protocol(Status::new(Code::ResourceExhausted, "too big"));
-        assert_eq!(
-            Error::from_response(oversize),
-            Error::ResourceExhausted("too big".into())
-        );
-        let two = ResponseError::Protocol(Status::new(Code::Unimplemented, "two messages"));
-        assert_eq!(
-            Error::from_response(two),
-            Error::Protocol {
-                code: Code::Unimplemented,
-                message: "two messages".into()
-            }
-        );
-    }
 
     #[test]
     fn only_transient_failures_are_retryable() {

@@ -10,24 +10,24 @@ use bytes::Bytes;
 use http::uri::Scheme;
 use prost::Message;
 
+use crate::client::config::{CallOptions, ClientBuilder, ClientConfig, PingMethod, MAX_TIMEOUT};
+use crate::client::requests::{CompareAndSetRef, ItemRef, ItemsRef, KeyRef, KeysRef};
+use crate::client::response::{self, Response};
+use crate::client::retry::{CallRetries, NextStep, TokenBucket};
+use crate::client::stats::Stats;
+use crate::client::telemetry::{Observation, Telemetry};
 use crate::codec::{decode_message, encode_message, request_head, Method};
-use crate::config::{CallOptions, ClientBuilder, ClientConfig, PingMethod, Ttl, MAX_TIMEOUT};
 use crate::error::{Error, Result};
 use crate::pool::{reply_channel, Call, Pool, PoolConfig, WaitError};
 use crate::proto::cache::{
     CacheResponse, CacheStats, CacheStatus, CacheValue, ConditionalCacheResponse,
     ConditionalCacheStatus, Empty, MultiCacheResponse, MultiCacheValueResponse,
 };
-use crate::proto::health::{health_check_response, HealthCheckRequest, HealthCheckResponse};
-use crate::requests::{CompareAndSetRef, ItemRef, ItemsRef, KeyRef, KeysRef};
-use crate::response::{self, Response};
-use crate::retry::{CallRetries, NextStep, TokenBucket};
+use crate::proto::health::{HealthCheckRequest, HealthCheckResponse};
 use crate::rules;
-use crate::stats::Stats;
-use crate::telemetry::{Observation, Telemetry};
+use crate::ttl::Ttl;
 
-/// A service's state, as returned by [`Client::health_check`].
-pub use crate::proto::health::health_check_response::ServingStatus;
+pub use super::serving::ServingStatus;
 
 /// The service name the health check asks about by default.
 pub use crate::codec::CACHE_SERVICE_NAME;
@@ -184,19 +184,6 @@ impl std::fmt::Display for CasOutcome {
             CasOutcome::NotFound => "not found",
             CasOutcome::Mismatch => "mismatch",
         })
-    }
-}
-
-/// The status as the health protocol names it: `SERVING`, `NOT_SERVING`,
-/// `UNKNOWN` or `SERVICE_UNKNOWN`.
-///
-/// ```
-/// use tiny_cache_client::ServingStatus;
-/// assert_eq!(ServingStatus::Serving.to_string(), "SERVING");
-/// ```
-impl std::fmt::Display for ServingStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str_name())
     }
 }
 
@@ -878,7 +865,7 @@ impl Client {
                 service: service.to_owned(),
             },
         )?;
-        health_check_response::ServingStatus::try_from(reply.status).map_err(|_| Error::Protocol {
+        ServingStatus::from_wire(reply.status).ok_or_else(|| Error::Protocol {
             code: crate::Code::Internal,
             message: format!("health check answered an unknown status {}", reply.status),
         })
