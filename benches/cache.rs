@@ -14,7 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tiny_cache_client::cache::{CacheStore, NearCache, ReadThrough};
+use tiny_cache_client::cache::{NearCache, ReadThrough};
+use tiny_cache_client::CacheStore;
 use tiny_cache_client::{Client, Result, Ttl};
 
 mod common;
@@ -35,7 +36,7 @@ impl CacheStore for Counted {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.client.get(key)
     }
-    fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+    fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<()> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.client.set_with_ttl(key, value, ttl)
     }
@@ -125,7 +126,7 @@ fn naive(client: &Client, key: String) -> Stampede {
         if shared.get(&key).expect("get").is_none() {
             let value = loader(runs);
             shared
-                .set(&key, value.into(), Ttl::After(TTL))
+                .set_with_ttl(&key, value.as_bytes(), Ttl::After(TTL))
                 .expect("set");
         }
     });

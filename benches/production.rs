@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tiny_cache_client::cache::{
-    enable, CacheStore, ConfigProvider, EntityCache, LayerConfig, ReadThrough, UseCaseConfig,
-    UseCaseInfo,
+    enable, ConfigProvider, EntityCache, LayerConfig, ReadThrough, UseCaseConfig, UseCaseInfo,
 };
 use tiny_cache_client::server::Server;
+use tiny_cache_client::CacheStore;
 use tiny_cache_client::{Client, Result, Ttl};
 
 const TTL: Duration = Duration::from_secs(300);
@@ -71,8 +71,11 @@ impl CacheStore for InMemory {
     fn get(&self, key: &str) -> Result<Option<Bytes>> {
         Ok(self.0.lock().expect("store").get(key).cloned())
     }
-    fn set(&self, key: &str, value: Bytes, _: Ttl) -> Result<()> {
-        self.0.lock().expect("store").insert(key.to_owned(), value);
+    fn set_with_ttl(&self, key: &str, value: &[u8], _: Ttl) -> Result<()> {
+        self.0
+            .lock()
+            .expect("store")
+            .insert(key.to_owned(), Bytes::copy_from_slice(value));
         Ok(())
     }
     fn delete(&self, key: &str) -> Result<()> {
@@ -193,7 +196,7 @@ fn main() {
 
     let memory = Arc::new(InMemory::default());
     memory
-        .set("plain", "v".repeat(100).into(), Ttl::Never)
+        .set_with_ttl("plain", "v".repeat(100).as_bytes(), Ttl::Never)
         .expect("set");
     let plain_memory = {
         let memory = Arc::clone(&memory);

@@ -83,7 +83,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Our own writes invalidate the near cache.
     let mut product: Product = products.get("product:42")?.expect("cached");
     product.price_cents = 1499;
-    products.set("product:42", &product, Duration::from_secs(300))?;
+    products.set_with_ttl("product:42", &product, Duration::from_secs(300))?;
     let reread: Product = products.get("product:42")?.expect("cached");
     println!("after our update: {} cents", reread.price_cents);
 

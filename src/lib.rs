@@ -119,6 +119,7 @@ pub(crate) mod proto;
 pub mod rules;
 #[cfg(feature = "server")]
 pub mod server;
+mod store;
 mod tls;
 mod ttl;
 
@@ -135,10 +136,11 @@ pub use client::stats::Stats;
 #[cfg(feature = "metrics")]
 pub use client::telemetry::{ClientMetrics, DEFAULT_METRICS_PREFIX};
 pub use client::{
-    CasOutcome, Client, ItemError, ItemResult, ServingStatus, CACHE_SERVICE_NAME, TOUCH_ATTEMPTS,
+    CasOutcome, Client, ItemResult, ServingStatus, CACHE_SERVICE_NAME, TOUCH_ATTEMPTS,
 };
 pub use codec::Code;
 pub use error::{Error, Result, StatusText, TlsFailure};
 #[cfg(feature = "unstable-internals")]
 pub use pool::ReplyWait;
+pub use store::CacheStore;
 pub use ttl::Ttl;

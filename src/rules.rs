@@ -196,6 +196,14 @@ fn decimal_digits(n: usize) -> usize {
     n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
+/// The reference server's details text for an entry over the per-entry
+/// limit, word for word.
+pub(crate) const OVERSIZE_TEXT: &str = "Value exceeds maximum allowed cache entry size";
+
+/// The reference server's details text for an entry that cannot fit under
+/// the item and memory limits, word for word.
+pub(crate) const NO_ROOM_TEXT: &str = "Cache capacity exhausted and cannot accommodate new entry";
+
 /// A key or namespace the client refuses before sending.
 impl From<RuleViolation> for Error {
     fn from(violation: RuleViolation) -> Error {

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tiny_cache_client::cache::{
-    CacheError, CacheStore, Codec, CodecError, Json, NearCache, NearPolicy, Postcard, ReadThrough,
-    TypedCache,
+    CacheError, Codec, CodecError, Json, NearCache, NearPolicy, Postcard, ReadThrough, TypedCache,
 };
 use tiny_cache_client::server::Server;
+use tiny_cache_client::CacheStore;
 use tiny_cache_client::{Client, Error, Ttl};
 
 const THREADS: usize = 64;
@@ -259,9 +259,9 @@ fn the_near_cache_is_invalidated_by_its_own_writes_and_deletes() {
         .local_ttl(Duration::from_secs(60))
         .build();
     let ttl = Ttl::After(TTL);
-    near.set("k", "one".into(), ttl).unwrap();
+    near.set_with_ttl("k", "one", ttl).unwrap();
     assert_eq!(near.peek("k").as_deref(), Some(&b"one"[..]));
-    near.set("k", "two".into(), ttl).unwrap();
+    near.set_with_ttl("k", "two", ttl).unwrap();
     assert_eq!(near.get("k").unwrap().as_deref(), Some(&b"two"[..]));
     near.delete("k").unwrap();
     assert_eq!(near.peek("k"), None);
@@ -298,7 +298,7 @@ impl CacheStore for HeldReads {
             .unwrap();
         Ok(value)
     }
-    fn set(&self, key: &str, value: bytes::Bytes, ttl: Ttl) -> tiny_cache_client::Result<()> {
+    fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> tiny_cache_client::Result<()> {
         self.client.set_with_ttl(key, value, ttl)
     }
     fn delete(&self, key: &str) -> tiny_cache_client::Result<()> {
@@ -327,7 +327,7 @@ fn a_read_that_raced_with_our_own_write_does_not_leave_its_stale_value_behind() 
     };
     fetched.recv_timeout(EVENT_TIMEOUT).unwrap();
     // The reader holds "old"; our write lands before it comes back.
-    near.set("k", "new".into(), Ttl::After(TTL)).unwrap();
+    near.set_with_ttl("k", b"new", Ttl::After(TTL)).unwrap();
     release.send(()).unwrap();
     assert_eq!(reader.join().unwrap().as_deref(), Some(&b"old"[..]));
     assert_eq!(
@@ -363,7 +363,7 @@ fn the_near_cache_size_bound_holds_by_entries_and_by_bytes() {
         .build();
     for i in 0..500 {
         by_entries
-            .set(&format!("e{i}"), vec![b'x'; 10].into(), Ttl::After(TTL))
+            .set_with_ttl(&format!("e{i}"), vec![b'x'; 10], Ttl::After(TTL))
             .unwrap();
     }
     assert!(
@@ -385,7 +385,7 @@ fn the_near_cache_size_bound_holds_by_entries_and_by_bytes() {
         .build();
     for i in 0..200 {
         by_bytes
-            .set(&format!("b{i}"), vec![b'y'; 1000].into(), Ttl::After(TTL))
+            .set_with_ttl(&format!("b{i}"), vec![b'y'; 1000], Ttl::After(TTL))
             .unwrap();
     }
     assert!(
@@ -406,7 +406,7 @@ fn an_entry_the_near_cache_wrote_never_outlives_its_remote_ttl_locally() {
     let near = NearCache::builder(client.clone())
         .local_ttl(Duration::from_secs(600))
         .build();
-    near.set("short", "lived".into(), Ttl::After(Duration::from_secs(1)))
+    near.set_with_ttl("short", "lived", Ttl::After(Duration::from_secs(1)))
         .unwrap();
     assert!(near.peek("short").is_some());
     // Once the server has expired the entry, the local copy must be gone.
@@ -494,7 +494,7 @@ impl Codec for MessagePack {
 fn round_trips<C: Codec>(client: &Client, codec: C) {
     let cache = TypedCache::new(ReadThrough::new(client.clone()), codec.clone());
     let key = format!("profile:{}", codec.name());
-    cache.set(&key, &profile(), TTL).unwrap();
+    cache.set_with_ttl(&key, &profile(), TTL).unwrap();
     assert_eq!(cache.get::<Profile>(&key).unwrap(), Some(profile()));
     // The bytes on the server are the codec's own encoding.
     let stored = client.get(&key).unwrap().unwrap();
@@ -648,8 +648,11 @@ fn explicit_writes_through_a_fail_open_layer_still_report_the_outage() {
         .unwrap();
     let open = ReadThrough::builder(client).fail_open(true).build();
     server.kill();
-    assert!(matches!(open.set("k", "v", TTL), Err(CacheError::Store(_))));
-    assert!(matches!(open.delete("k"), Err(CacheError::Store(_))));
+    assert!(matches!(
+        open.set_with_ttl("k", "v", TTL),
+        Err(Error::Unavailable(_))
+    ));
+    assert!(matches!(open.delete("k"), Err(Error::Unavailable(_))));
 }
 
 // ----- fail-open on the write path --------------------------------------
@@ -681,7 +684,7 @@ impl CacheStore for RefusedWrites {
     fn get(&self, key: &str) -> tiny_cache_client::Result<Option<bytes::Bytes>> {
         self.client.get(key)
     }
-    fn set(&self, _: &str, _: bytes::Bytes, _: Ttl) -> tiny_cache_client::Result<()> {
+    fn set_with_ttl(&self, _: &str, _: &[u8], _: Ttl) -> tiny_cache_client::Result<()> {
         self.refused.fetch_add(1, Ordering::SeqCst);
         Err((self.refusal)())
     }
@@ -786,7 +789,7 @@ fn the_near_cache_drops_its_local_copy_when_the_write_below_fails() {
         assert_eq!(near.get(&key).unwrap().as_deref(), Some(&b"old"[..]));
         assert_eq!(near.peek(&key).as_deref(), Some(&b"old"[..]), "{outage}");
 
-        let failed = near.set(&key, "new".into(), Ttl::After(TTL));
+        let failed = near.set_with_ttl(&key, "new", Ttl::After(TTL));
         assert_eq!(failed.unwrap_err().code(), refusal().code(), "{outage}");
         // Neither the new value (the store may not have it) nor the old one
         // (the store may have replaced it) stays local.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tiny_cache_client::server::Server;
 use tiny_cache_client::{
-    CasOutcome, Client, Code, Error, ItemError, ItemResult, PingMethod, ServingStatus, Ttl,
+    CasOutcome, Client, Code, Error, ItemResult, PingMethod, ServingStatus, Ttl,
 };
 
 /// Deadline of every call in these tests: long enough for a loaded debug
@@ -82,7 +82,9 @@ fn assert_resource_exhausted<T: std::fmt::Debug>(result: Result<T, Error>, what:
 fn assert_item_error<T: std::fmt::Debug>(item: &ItemResult<T>, key: &str) {
     assert_eq!(item.key, key, "the key is echoed");
     match &item.result {
-        Err(ItemError(message)) => assert!(!message.is_empty(), "{key:?}: empty item error"),
+        Err(Error::InvalidArgument(message) | Error::ResourceExhausted(message)) => {
+            assert!(!message.is_empty(), "{key:?}: empty item error")
+        }
         other => panic!("{key:?}: expected an item error, got {other:?}"),
     }
 }
@@ -1117,7 +1119,8 @@ fn namespaced_too_long(prefix_chars: usize) -> String {
 
 fn item_error<T>(item: &ItemResult<T>) -> &str {
     match &item.result {
-        Err(ItemError(message)) => message,
+        Err(Error::InvalidArgument(message) | Error::ResourceExhausted(message)) => message.text(),
+        Err(other) => panic!("{:?}: expected an item error, got {other:?}", item.key),
         Ok(_) => panic!("{:?}: expected an item error", item.key),
     }
 }

@@ -539,7 +539,7 @@ impl<B: AsRef<[u8]>> Show for Vec<ItemResult<Option<B>>> {
             .iter()
             .map(|item| match &item.result {
                 Ok(value) => format!("{}={}", key(&item.key), value.show()),
-                Err(e) => format!("{}={}", key(&item.key), item_error(&e.0)),
+                Err(e) => format!("{}={}", key(&item.key), item_error(server_text(e))),
             })
             .collect();
         format!("[{}]", items.join(", "))
@@ -552,7 +552,7 @@ impl Show for Vec<ItemResult<()>> {
             .iter()
             .map(|item| match &item.result {
                 Ok(()) => format!("{}=ok", key(&item.key)),
-                Err(e) => format!("{}={}", key(&item.key), item_error(&e.0)),
+                Err(e) => format!("{}={}", key(&item.key), item_error(server_text(e))),
             })
             .collect();
         format!("[{}]", items.join(", "))
@@ -619,6 +619,15 @@ fn key(key: &str) -> String {
     } else {
         let start: String = key.chars().take(4).collect();
         format!("<{chars} chars {start:?}…>")
+    }
+}
+
+/// The server's own text of an item's refusal (the typed error carries
+/// it; the peer prints the bare text).
+fn server_text(error: &Error) -> &str {
+    match error {
+        Error::InvalidArgument(text) | Error::ResourceExhausted(text) => text.text(),
+        other => panic!("expected a server's refusal of the item, got {other:?}"),
     }
 }
 

@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tiny_cache_client::cache::{
-    enable, enabled, CacheStore, EntityCache, LayerConfig, UseCaseConfig, UseCaseInfo,
+    enable, enabled, EntityCache, LayerConfig, UseCaseConfig, UseCaseInfo,
 };
 use tiny_cache_client::server::Server;
-use tiny_cache_client::{Client, Result, Ttl};
+use tiny_cache_client::CacheStore;
+use tiny_cache_client::{Client, ItemResult, Result, Ttl};
 
 const REMOTE_TTL: Duration = Duration::from_secs(300);
 
@@ -53,21 +54,21 @@ impl CacheStore for Counted {
         self.count();
         CacheStore::get(&self.client, key)
     }
-    fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+    fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<()> {
         self.count();
-        CacheStore::set(&self.client, key, value, ttl)
+        CacheStore::set_with_ttl(&self.client, key, value, ttl)
     }
     fn delete(&self, key: &str) -> Result<()> {
         self.count();
         CacheStore::delete(&self.client, key)
     }
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Result<Option<Bytes>>>> {
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<Option<Bytes>>>> {
         self.count();
         CacheStore::get_many(&self.client, keys)
     }
-    fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
+    fn set_if_absent_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
         self.count();
-        CacheStore::set_if_absent(&self.client, key, value, ttl)
+        CacheStore::set_if_absent_with_ttl(&self.client, key, value, ttl)
     }
 }
 
@@ -721,18 +722,18 @@ impl CacheStore for RefusedSets {
     fn get(&self, key: &str) -> Result<Option<Bytes>> {
         CacheStore::get(&self.client, key)
     }
-    fn set(&self, _: &str, _: Bytes, _: Ttl) -> Result<()> {
+    fn set_with_ttl(&self, _: &str, _: &[u8], _: Ttl) -> Result<()> {
         self.refused.fetch_add(1, Ordering::SeqCst);
         Err((self.refusal)())
     }
     fn delete(&self, key: &str) -> Result<()> {
         CacheStore::delete(&self.client, key)
     }
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Result<Option<Bytes>>>> {
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<Option<Bytes>>>> {
         CacheStore::get_many(&self.client, keys)
     }
-    fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
-        CacheStore::set_if_absent(&self.client, key, value, ttl)
+    fn set_if_absent_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
+        CacheStore::set_if_absent_with_ttl(&self.client, key, value, ttl)
     }
 }
 

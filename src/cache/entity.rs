@@ -21,7 +21,8 @@ use super::invalidation::{
 use super::metrics::{check_prefix, total, Meter, Names, DEFAULT_CACHE_METRICS_PREFIX};
 use super::scope::is_enabled;
 use super::use_case::{ConfigProvider, DisabledReason, LayerConfig, UseCaseConfig, UseCaseInfo};
-use super::{CacheError, CacheStore, Codec, Json, UseCaseStats, DEFAULT_NEAR_MAX_ENTRIES};
+use super::{CacheError, Codec, Json, UseCaseStats, DEFAULT_NEAR_MAX_ENTRIES};
+use crate::CacheStore;
 use crate::{Error, Result, Ttl, DEFAULT_TIMEOUT};
 
 /// A caching layer for production code: **use cases** (a function of an
@@ -582,7 +583,7 @@ impl<S: CacheStore> EntityCache<S> {
         // replicated cluster), so no reader of any copy keeps the old one.
         inner
             .store
-            .set_everywhere(&generation, token.clone(), inner.generation_ttl)?;
+            .set_everywhere(&generation, &token, inner.generation_ttl)?;
         inner.epoch.fetch_add(1, Ordering::SeqCst);
         inner.known.insert(generation, token);
         inner.invalidations.fetch_add(1, Ordering::Relaxed);
@@ -612,7 +613,7 @@ impl<S: CacheStore> EntityCache<S> {
         let token = new_token(buffer);
         inner
             .store
-            .set_everywhere(GLOBAL_GENERATION_KEY, token.clone(), inner.generation_ttl)?;
+            .set_everywhere(GLOBAL_GENERATION_KEY, &token, inner.generation_ttl)?;
         inner.epoch.fetch_add(1, Ordering::SeqCst);
         inner.known.insert(GLOBAL_GENERATION_KEY.to_owned(), token);
         inner.local.invalidate_all();
@@ -753,14 +754,14 @@ impl<S: CacheStore> Inner<S> {
         let token = new_token(Duration::ZERO);
         if self
             .store
-            .set_if_absent(key, token.clone(), self.generation_ttl)?
+            .set_if_absent_everywhere(key, &token, self.generation_ttl)?
         {
             return Ok(Some(token));
         }
         // Another process made it first: use theirs (the newest copy, where
         // two made one at once on different replicas).
         let mut found = self.store.get_many_latest(&[key], &[true])?;
-        found.pop().unwrap_or(Ok(None))
+        found.pop().map(|item| item.result).unwrap_or(Ok(None))
     }
 }
 
@@ -1169,7 +1170,13 @@ impl<S: CacheStore, C: Codec, F> UseCase<S, C, F> {
                 &[false, true, true],
             )?
             .into_iter();
-        let mut next = || found.next().transpose().map(Option::flatten);
+        let mut next = || {
+            found
+                .next()
+                .map(|item| item.result)
+                .transpose()
+                .map(Option::flatten)
+        };
         Ok(Remote {
             entry: next()?,
             entity: next()?,
@@ -1235,7 +1242,7 @@ impl<S: CacheStore, C: Codec, F> UseCase<S, C, F> {
                     if let Some(stored) = envelope.encode() {
                         if inner
                             .store
-                            .set(miss.key, stored, Ttl::After(remote.ttl))
+                            .set_with_ttl(miss.key, &stored, Ttl::After(remote.ttl))
                             .is_err()
                         {
                             self.meter.error();

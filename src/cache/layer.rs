@@ -8,8 +8,9 @@ use bytes::Bytes;
 
 use super::flight::{Flights, Outcome, Role};
 use super::stats::{bump, CacheStats, Counters};
-use super::{CacheError, CacheStore};
-use crate::{Error, Ttl, DEFAULT_TIMEOUT};
+use super::CacheError;
+use crate::CacheStore;
+use crate::{CasOutcome, Error, ItemResult, Ttl, DEFAULT_TIMEOUT};
 
 /// A read-through caching layer over any [`CacheStore`], with single
 /// flight per key.
@@ -320,18 +321,88 @@ impl<S: CacheStore> ReadThrough<S> {
     /// use tiny_cache_client::cache::ReadThrough;
     ///
     /// let cache = ReadThrough::new(client);
-    /// cache.set("k", "v", Duration::from_secs(60))?;
+    /// cache.set_with_ttl("k", "v", Duration::from_secs(60))?;
     /// assert_eq!(cache.get("k")?.as_deref(), Some(&b"v"[..]));
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
+    pub fn get(&self, key: &str) -> crate::Result<Option<Bytes>> {
         let counters = &self.shared.counters;
         if let Some(value) = self.shared.store.peek(key) {
             bump(&counters.hits);
             return Ok(Some(value));
         }
-        match self.shared.store.get(key) {
+        let found = self.shared.store.get(key);
+        self.count_read(found)
+    }
+
+    /// Stores `value` under `key` for the store's default TTL.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// let cache = ReadThrough::new(client);
+    /// cache.set("motd", "be kind")?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set(&self, key: &str, value: impl AsRef<[u8]>) -> crate::Result<()> {
+        self.shared.store.set(key, value.as_ref())
+    }
+
+    /// Stores `value` under `key` for `ttl`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::ReadThrough;
+    /// use tiny_cache_client::Ttl;
+    ///
+    /// let cache = ReadThrough::new(client);
+    /// cache.set_with_ttl("motd", "be kind", Ttl::Never)?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_with_ttl(
+        &self,
+        key: &str,
+        value: impl AsRef<[u8]>,
+        ttl: impl Into<Ttl>,
+    ) -> crate::Result<()> {
+        self.shared
+            .store
+            .set_with_ttl(key, value.as_ref(), ttl.into())
+    }
+
+    /// Removes `key` (removing a missing key succeeds).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// let cache = ReadThrough::new(client);
+    /// cache.set_with_ttl("k", "v", Duration::from_secs(60))?;
+    /// cache.delete("k")?;
+    /// assert_eq!(cache.get("k")?, None);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn delete(&self, key: &str) -> crate::Result<()> {
+        self.shared.store.delete(key)
+    }
+
+    /// Counts a read of the store as a hit or a miss; with fail-open, an
+    /// outage is a miss.
+    fn count_read(&self, found: crate::Result<Option<Bytes>>) -> crate::Result<Option<Bytes>> {
+        let counters = &self.shared.counters;
+        match found {
             Ok(Some(value)) => {
                 bump(&counters.hits);
                 Ok(Some(value))
@@ -345,51 +416,8 @@ impl<S: CacheStore> ReadThrough<S> {
                 bump(&counters.misses);
                 Ok(None)
             }
-            Err(error) => Err(CacheError::Store(error)),
+            Err(error) => Err(error),
         }
-    }
-
-    /// Stores `value` under `key` for `ttl`.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// use tiny_cache_client::cache::ReadThrough;
-    /// use tiny_cache_client::Ttl;
-    ///
-    /// let cache = ReadThrough::new(client);
-    /// cache.set("motd", "be kind", Ttl::Never)?;
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set(
-        &self,
-        key: &str,
-        value: impl Into<Bytes>,
-        ttl: impl Into<Ttl>,
-    ) -> Result<(), CacheError> {
-        Ok(self.shared.store.set(key, value.into(), ttl.into())?)
-    }
-
-    /// Removes `key` (removing a missing key succeeds).
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// use std::time::Duration;
-    /// use tiny_cache_client::cache::ReadThrough;
-    ///
-    /// let cache = ReadThrough::new(client);
-    /// cache.set("k", "v", Duration::from_secs(60))?;
-    /// cache.delete("k")?;
-    /// assert_eq!(cache.get("k")?, None);
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn delete(&self, key: &str) -> Result<(), CacheError> {
-        Ok(self.shared.store.delete(key)?)
     }
 
     /// The value of `key`; on a miss, `load`'s value, stored for `ttl`.
@@ -583,7 +611,7 @@ impl<S: CacheStore> ReadThrough<S> {
         // With the store just found down, writing would only spend another
         // deadline on it.
         if !store_down {
-            match shared.store.set(key, bytes.clone(), ttl) {
+            match shared.store.set_with_ttl(key, &bytes, ttl) {
                 Ok(()) => {}
                 Err(error) if shared.fail_open && is_outage(&error) => {
                     bump(&counters.store_failures);
@@ -593,5 +621,97 @@ impl<S: CacheStore> ReadThrough<S> {
         }
         lead.publish(Outcome::Value(bytes));
         Ok(value)
+    }
+}
+
+/// A read-through layer is itself a store: reads count in its statistics
+/// and, with fail-open, an outage reads as a miss; writes go to the store
+/// below as they are. So a layer stacks on a layer, and a program taking
+/// `&impl CacheStore` takes it too.
+impl<S: CacheStore> CacheStore for ReadThrough<S> {
+    fn get(&self, key: &str) -> crate::Result<Option<Bytes>> {
+        ReadThrough::get(self, key)
+    }
+
+    fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> crate::Result<()> {
+        self.shared.store.set_with_ttl(key, value, ttl)
+    }
+
+    fn delete(&self, key: &str) -> crate::Result<()> {
+        self.shared.store.delete(key)
+    }
+
+    fn default_ttl(&self) -> Ttl {
+        self.shared.store.default_ttl()
+    }
+
+    fn get_many(&self, keys: &[&str]) -> crate::Result<Vec<ItemResult<Option<Bytes>>>> {
+        let items = match self.shared.store.get_many(keys) {
+            Ok(items) => items,
+            Err(error) if self.shared.fail_open && is_outage(&error) => keys
+                .iter()
+                .map(|key| ItemResult::new(key, Err(error.clone())))
+                .collect(),
+            Err(error) => return Err(error),
+        };
+        Ok(items
+            .into_iter()
+            .map(|item| ItemResult {
+                result: self.count_read(item.result),
+                key: item.key,
+            })
+            .collect())
+    }
+
+    fn set_many_with_ttl(
+        &self,
+        items: &[(&str, &[u8])],
+        ttl: Ttl,
+    ) -> crate::Result<Vec<ItemResult<()>>> {
+        self.shared.store.set_many_with_ttl(items, ttl)
+    }
+
+    fn delete_many(&self, keys: &[&str]) -> crate::Result<Vec<ItemResult<()>>> {
+        self.shared.store.delete_many(keys)
+    }
+
+    fn set_if_absent_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> crate::Result<bool> {
+        self.shared.store.set_if_absent_with_ttl(key, value, ttl)
+    }
+
+    fn compare_and_set_with_ttl(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+        ttl: Ttl,
+    ) -> crate::Result<CasOutcome> {
+        self.shared
+            .store
+            .compare_and_set_with_ttl(key, expected, value, ttl)
+    }
+
+    fn touch(&self, key: &str, ttl: Ttl) -> crate::Result<bool> {
+        self.shared.store.touch(key, ttl)
+    }
+
+    fn get_many_latest(
+        &self,
+        keys: &[&str],
+        latest: &[bool],
+    ) -> crate::Result<Vec<ItemResult<Option<Bytes>>>> {
+        self.shared.store.get_many_latest(keys, latest)
+    }
+
+    fn set_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> crate::Result<()> {
+        self.shared.store.set_everywhere(key, value, ttl)
+    }
+
+    fn set_if_absent_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> crate::Result<bool> {
+        self.shared.store.set_if_absent_everywhere(key, value, ttl)
+    }
+
+    fn peek(&self, key: &str) -> Option<Bytes> {
+        self.shared.store.peek(key)
     }
 }

@@ -5,7 +5,8 @@ use std::fmt::{Display, Write};
 
 use bytes::Bytes;
 
-use super::{CacheError, CacheStore, ReadThrough};
+use super::{CacheError, ReadThrough};
+use crate::CacheStore;
 use crate::Ttl;
 
 /// Argument renderings longer than this are hashed: the server refuses keys

@@ -70,7 +70,6 @@ mod near;
 #[cfg(feature = "entity-cache")]
 mod scope;
 mod stats;
-mod store;
 #[cfg(feature = "serde")]
 mod typed;
 #[cfg(feature = "entity-cache")]
@@ -96,6 +95,5 @@ pub use near::{
     NEAR_ENTRY_OVERHEAD_BYTES,
 };
 pub use stats::CacheStats;
-pub use store::CacheStore;
 #[cfg(feature = "serde")]
 pub use typed::{Codec, CodecError, Json, Postcard, TypedCache, TypedMemoized};

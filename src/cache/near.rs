@@ -10,8 +10,8 @@ use moka::policy::EvictionPolicy;
 use moka::Expiry;
 
 use super::stats::{bump, CacheStats, Counters};
-use super::CacheStore;
-use crate::{Code, Error, Result, Ttl};
+use crate::CacheStore;
+use crate::{CasOutcome, Code, Error, ItemResult, Result, Ttl};
 
 /// Default bound of a near cache, in entries: enough for a service's hot
 /// set, small enough (with values of a few KiB) to stay in the tens of MiB.
@@ -346,11 +346,12 @@ impl<S: CacheStore> NearCache<S> {
     /// # let server = tiny_cache_client::server::Server::local()?;
     /// # let client = tiny_cache_client::Client::new(&server.address())?;
     /// use std::time::Duration;
-    /// use tiny_cache_client::cache::{CacheStore, NearCache};
+    /// use tiny_cache_client::cache::NearCache;
+    /// use tiny_cache_client::CacheStore;
     /// use tiny_cache_client::Ttl;
     ///
     /// let near = NearCache::new(client);
-    /// near.set("k", "v".into(), Ttl::After(Duration::from_secs(60)))?;
+    /// near.set_with_ttl("k", "v", Ttl::After(Duration::from_secs(60)))?;
     /// assert!(near.peek("k").is_some());
     /// near.flush_local();
     /// assert!(near.peek("k").is_none());
@@ -401,7 +402,8 @@ impl<S: CacheStore> NearCache<S> {
     /// # #[cfg(feature = "server")] {
     /// # let server = tiny_cache_client::server::Server::local()?;
     /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// use tiny_cache_client::cache::{CacheStore, NearCache};
+    /// use tiny_cache_client::cache::NearCache;
+    /// use tiny_cache_client::CacheStore;
     ///
     /// let near = NearCache::new(client);
     /// near.get("k")?;
@@ -411,6 +413,110 @@ impl<S: CacheStore> NearCache<S> {
     /// ```
     pub fn stats(&self) -> CacheStats {
         self.counters.snapshot()
+    }
+
+    /// The value of `key`: the local copy when there is one, else the
+    /// store's (kept locally for next time). The same as
+    /// [`CacheStore::get`], without importing the trait.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::NearCache;
+    ///
+    /// let near = NearCache::new(client);
+    /// near.set("k", "v")?;
+    /// assert_eq!(near.get("k")?.as_deref(), Some(&b"v"[..]));
+    /// assert_eq!(near.peek("k").as_deref(), Some(&b"v"[..])); // local, no I/O
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
+        CacheStore::get(self, key)
+    }
+
+    /// Stores `value` under `key` for the store's default TTL, here and
+    /// below ([`CacheStore::set`]).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let near = tiny_cache_client::cache::NearCache::new(client.clone());
+    /// near.set("k", "v")?;
+    /// assert_eq!(client.get("k")?.as_deref(), Some(&b"v"[..]));
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set(&self, key: &str, value: impl AsRef<[u8]>) -> Result<()> {
+        CacheStore::set(self, key, value.as_ref())
+    }
+
+    /// Stores `value` under `key` for `ttl`, here (for at most the local
+    /// TTL) and below ([`CacheStore::set_with_ttl`]).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    ///
+    /// let near = tiny_cache_client::cache::NearCache::new(client);
+    /// near.set_with_ttl("k", "v", Duration::from_secs(60))?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_with_ttl(
+        &self,
+        key: &str,
+        value: impl AsRef<[u8]>,
+        ttl: impl Into<Ttl>,
+    ) -> Result<()> {
+        CacheStore::set_with_ttl(self, key, value.as_ref(), ttl.into())
+    }
+
+    /// Removes `key` here and below ([`CacheStore::delete`]).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let near = tiny_cache_client::cache::NearCache::new(client);
+    /// near.set("k", "v")?;
+    /// near.delete("k")?;
+    /// assert_eq!(near.peek("k"), None);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn delete(&self, key: &str) -> Result<()> {
+        CacheStore::delete(self, key)
+    }
+
+    /// The local copy of `key`, without any I/O ([`CacheStore::peek`]).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let near = tiny_cache_client::cache::NearCache::new(client);
+    /// assert_eq!(near.peek("k"), None);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn peek(&self, key: &str) -> Option<Bytes> {
+        CacheStore::peek(self, key)
+    }
+
+    /// Drops the local copies of keys a write through this layer touched,
+    /// after the write (even a failed one may have happened): a read that
+    /// began before it must not put the old value back (`keep_read` checks
+    /// the write counter).
+    fn forget(&self, keys: &[&str]) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        for key in keys {
+            self.local.invalidate(*key);
+        }
     }
 
     /// Keeps `value` locally until `expires_at`, unless a write through
@@ -450,7 +556,7 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
         Ok(value)
     }
 
-    fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+    fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<()> {
         let local_ttl = match ttl {
             Ttl::After(remote) => remote.min(self.local_ttl),
             Ttl::Never => self.local_ttl,
@@ -458,10 +564,11 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
         // Counted from before the write: the remote entry's clock starts
         // later, so the local copy ends first.
         let expires_at = Instant::now() + local_ttl;
-        let written = self.inner.set(key, value.clone(), ttl);
+        let written = self.inner.set_with_ttl(key, value, ttl);
         self.writes.fetch_add(1, Ordering::SeqCst);
         match written {
             Ok(()) => {
+                let value = Bytes::copy_from_slice(value);
                 self.local
                     .insert(key.to_owned(), Local { value, expires_at });
                 Ok(())
@@ -474,38 +581,24 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
         }
     }
 
-    /// Straight to the store below: a key read for its newest copy must
-    /// not be answered from a local one.
-    fn get_many_latest(
-        &self,
-        keys: &[&str],
-        latest: &[bool],
-    ) -> Result<Vec<Result<Option<Bytes>>>> {
-        self.inner.get_many_latest(keys, latest)
-    }
-
-    fn set_everywhere(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
-        let written = self.inner.set_everywhere(key, value, ttl);
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.local.invalidate(key);
-        written
-    }
-
     fn delete(&self, key: &str) -> Result<()> {
         let deleted = self.inner.delete(key);
-        self.writes.fetch_add(1, Ordering::SeqCst);
         // Even a failed delete may have happened: drop the local copy.
-        self.local.invalidate(key);
+        self.forget(&[key]);
         deleted
     }
 
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Result<Option<Bytes>>>> {
-        let mut results: Vec<Option<Result<Option<Bytes>>>> = keys
+    fn default_ttl(&self) -> Ttl {
+        self.inner.default_ttl()
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<Option<Bytes>>>> {
+        let mut results: Vec<Option<ItemResult<Option<Bytes>>>> = keys
             .iter()
             .map(|key| {
                 self.local.get(*key).map(|local| {
                     bump(&self.counters.hits);
-                    Ok(Some(local.value))
+                    ItemResult::new(key, Ok(Some(local.value)))
                 })
             })
             .collect();
@@ -526,22 +619,92 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
                 if slot.is_some() {
                     continue;
                 }
-                let result = fetched.next().unwrap_or_else(|| {
-                    Err(Error::Protocol {
-                        code: Code::Internal,
-                        message: format!(
-                            "the store answered fewer than the {} keys asked",
-                            missing.len()
-                        ),
-                    })
+                let item = fetched.next().unwrap_or_else(|| {
+                    ItemResult::new(
+                        key,
+                        Err(Error::Protocol {
+                            code: Code::Internal,
+                            message: format!(
+                                "the store answered fewer than the {} keys asked",
+                                missing.len()
+                            ),
+                        }),
+                    )
                 });
-                if let Ok(Some(value)) = &result {
+                if let Ok(Some(value)) = &item.result {
                     self.keep_read(key, value, epoch, expires_at);
                 }
-                *slot = Some(result);
+                *slot = Some(item);
             }
         }
-        Ok(results.into_iter().map(|r| r.unwrap_or(Ok(None))).collect())
+        Ok(keys
+            .iter()
+            .zip(results)
+            .map(|(key, item)| item.unwrap_or_else(|| ItemResult::new(key, Ok(None))))
+            .collect())
+    }
+
+    fn set_many_with_ttl(&self, items: &[(&str, &[u8])], ttl: Ttl) -> Result<Vec<ItemResult<()>>> {
+        let written = self.inner.set_many_with_ttl(items, ttl);
+        let keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
+        self.forget(&keys);
+        written
+    }
+
+    fn delete_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<()>>> {
+        let deleted = self.inner.delete_many(keys);
+        self.forget(keys);
+        deleted
+    }
+
+    fn set_if_absent_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
+        let stored = self.inner.set_if_absent_with_ttl(key, value, ttl);
+        self.forget(&[key]);
+        stored
+    }
+
+    fn compare_and_set_with_ttl(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<CasOutcome> {
+        let outcome = self
+            .inner
+            .compare_and_set_with_ttl(key, expected, value, ttl);
+        self.forget(&[key]);
+        outcome
+    }
+
+    /// The store's own touch; the local copy goes, so it cannot outlive a
+    /// TTL the touch shortened.
+    fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        let touched = self.inner.touch(key, ttl);
+        self.forget(&[key]);
+        touched
+    }
+
+    /// Straight to the store below: a key read for its newest copy must
+    /// not be answered from a local one.
+    fn get_many_latest(
+        &self,
+        keys: &[&str],
+        latest: &[bool],
+    ) -> Result<Vec<ItemResult<Option<Bytes>>>> {
+        self.inner.get_many_latest(keys, latest)
+    }
+
+    fn set_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<()> {
+        let written = self.inner.set_everywhere(key, value, ttl);
+        self.forget(&[key]);
+        written
+    }
+
+    fn set_if_absent_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
+        let stored = self.inner.set_if_absent_everywhere(key, value, ttl);
+        self.forget(&[key]);
+        stored
     }
 
     fn peek(&self, key: &str) -> Option<Bytes> {

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use super::depth_limit;
 use super::memo::memo_key;
-use super::{CacheError, CacheStats, CacheStore, ReadThrough};
+use super::{CacheError, CacheStats, ReadThrough};
+use crate::CacheStore;
 use crate::Ttl;
 
 /// What a codec's encoder or decoder can fail with.
@@ -49,7 +50,7 @@ pub type CodecError = Box<dyn std::error::Error + Send + Sync>;
 /// use tiny_cache_client::cache::{ReadThrough, TypedCache};
 ///
 /// let cache = TypedCache::new(ReadThrough::new(client), MessagePack);
-/// cache.set("pair", &(2u8, "two"), Duration::from_secs(60))?;
+/// cache.set_with_ttl("pair", &(2u8, "two"), Duration::from_secs(60))?;
 /// assert_eq!(cache.get::<(u8, String)>("pair")?, Some((2, "two".to_owned())));
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
@@ -216,7 +217,7 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
     /// let cache = TypedCache::new(ReadThrough::new(client), Json);
     /// // A Vec, not an array: serde writes arrays as tuples (no length),
     /// // and postcard, unlike JSON, cannot read one as the other.
-    /// cache.with_codec(Postcard).set("compact", &vec![1u32, 2, 3], Duration::from_secs(60))?;
+    /// cache.with_codec(Postcard).set_with_ttl("compact", &vec![1u32, 2, 3], Duration::from_secs(60))?;
     /// assert_eq!(cache.with_codec(Postcard).get::<Vec<u32>>("compact")?, Some(vec![1, 2, 3]));
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -242,7 +243,7 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
     /// use tiny_cache_client::cache::{Json, ReadThrough, TypedCache};
     ///
     /// let layer = ReadThrough::new(client);
-    /// layer.set("count", "not json", Duration::from_secs(60))?;
+    /// layer.set_with_ttl("count", "not json", Duration::from_secs(60))?;
     /// let cache = TypedCache::new(layer, Json).overwrite_undecodable(true);
     /// assert_eq!(cache.get_with("count", Duration::from_secs(60), || 5u32)?, 5);
     /// assert_eq!(cache.get::<u32>("count")?, Some(5));
@@ -324,7 +325,7 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
     /// use tiny_cache_client::cache::{CacheError, Json, ReadThrough, TypedCache};
     ///
     /// let cache = TypedCache::new(ReadThrough::new(client), Json);
-    /// cache.set("n", &7u32, Duration::from_secs(60))?;
+    /// cache.set_with_ttl("n", &7u32, Duration::from_secs(60))?;
     /// assert_eq!(cache.get::<u32>("n")?, Some(7));
     /// assert!(matches!(cache.get::<String>("n"), Err(CacheError::Decode { codec: "json", .. })));
     /// # }
@@ -337,6 +338,25 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
         }
     }
 
+    /// Stores `value` under `key` for the store's default TTL.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::{Json, ReadThrough, TypedCache};
+    ///
+    /// let cache = TypedCache::new(ReadThrough::new(client), Json);
+    /// cache.set("n", &7u32)?;
+    /// assert_eq!(cache.get::<u32>("n")?, Some(7));
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), CacheError> {
+        let bytes = self.encode(key, value)?;
+        Ok(self.layer.set(key, bytes)?)
+    }
+
     /// Stores `value` under `key` for `ttl`.
     ///
     /// ```
@@ -347,19 +367,19 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
     /// use tiny_cache_client::Ttl;
     ///
     /// let cache = TypedCache::new(ReadThrough::new(client), Json);
-    /// cache.set("tags", &["a", "b"], Ttl::Never)?;
+    /// cache.set_with_ttl("tags", &["a", "b"], Ttl::Never)?;
     /// assert_eq!(cache.get::<Vec<String>>("tags")?, Some(vec!["a".into(), "b".into()]));
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn set<T: Serialize + ?Sized>(
+    pub fn set_with_ttl<T: Serialize + ?Sized>(
         &self,
         key: &str,
         value: &T,
         ttl: impl Into<Ttl>,
     ) -> Result<(), CacheError> {
         let bytes = self.encode(key, value)?;
-        self.layer.set(key, bytes, ttl)
+        Ok(self.layer.set_with_ttl(key, bytes, ttl)?)
     }
 
     /// Removes `key`.
@@ -372,14 +392,14 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
     /// use tiny_cache_client::cache::{Json, ReadThrough, TypedCache};
     ///
     /// let cache = TypedCache::new(ReadThrough::new(client), Json);
-    /// cache.set("n", &1u8, Duration::from_secs(60))?;
+    /// cache.set_with_ttl("n", &1u8, Duration::from_secs(60))?;
     /// cache.delete("n")?;
     /// assert_eq!(cache.get::<u8>("n")?, None);
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn delete(&self, key: &str) -> Result<(), CacheError> {
-        self.layer.delete(key)
+        Ok(self.layer.delete(key)?)
     }
 
     /// The value of `key`; on a miss, `load`'s value, encoded and stored for

@@ -25,6 +25,7 @@ use crate::proto::cache::{
 };
 use crate::proto::health::{HealthCheckRequest, HealthCheckResponse};
 use crate::rules;
+use crate::store::touch_lost;
 use crate::ttl::Ttl;
 
 pub use super::serving::ServingStatus;
@@ -111,33 +112,30 @@ struct Shared {
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ItemResult<T> {
     /// The key, as it was asked for.
     pub key: String,
     /// The outcome for this key.
-    pub result: std::result::Result<T, ItemError>,
+    pub result: Result<T>,
 }
 
-/// Why one item of a multi-key call failed while the call as a whole
-/// succeeded (for example an invalid key or an oversize value).
-///
-/// ```
-/// # #[cfg(feature = "server")] {
-/// # let server = tiny_cache_client::server::Server::local()?;
-/// # let client = tiny_cache_client::Client::new(&server.address())?;
-/// use tiny_cache_client::ItemError;
-///
-/// let results = client.get_many(["a", ""])?;
-/// assert_eq!(results[0].result, Ok(None));
-/// // The server's own text for this key.
-/// assert_eq!(results[1].result, Err(ItemError("Key cannot be empty".into())));
-/// # }
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ItemError(pub String);
+impl<T> ItemResult<T> {
+    /// One key's outcome.
+    ///
+    /// ```
+    /// use tiny_cache_client::ItemResult;
+    ///
+    /// let found = ItemResult::new("k", Ok(Some(7)));
+    /// assert_eq!((found.key.as_str(), found.result), ("k", Ok(Some(7))));
+    /// ```
+    pub fn new(key: &str, result: Result<T>) -> ItemResult<T> {
+        ItemResult {
+            key: key.to_owned(),
+            result,
+        }
+    }
+}
 
 /// What [`Client::compare_and_set`] did.
 ///
@@ -416,6 +414,25 @@ impl Client {
 
     // ----- operations ---------------------------------------------------
 
+    /// The TTL of the writes that name none (`set`, `set_many`,
+    /// `set_if_absent`, `compare_and_set`): the builder's
+    /// [`default_ttl`](ClientBuilder::default_ttl), one hour unless set.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::{Client, Ttl};
+    ///
+    /// let client = Client::builder(&server.address()).default_ttl(Duration::from_secs(60)).build()?;
+    /// assert_eq!(client.default_ttl(), Ttl::After(Duration::from_secs(60)));
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn default_ttl(&self) -> Ttl {
+        self.shared.config.default_ttl
+    }
+
     /// Reads `key`: `Some(value)` when present and not expired.
     ///
     /// ```
@@ -543,7 +560,7 @@ impl Client {
             .map(|item| ItemResult {
                 key: item.key,
                 result: if !item.error.is_empty() {
-                    Err(ItemError(item.error))
+                    Err(item_error(item.error))
                 } else {
                     Ok(item.found.then_some(item.value))
                 },
@@ -1057,19 +1074,6 @@ impl Client {
     }
 }
 
-/// Why a touch gave up: other writers changed the value between its read
-/// and its write [`TOUCH_ATTEMPTS`] times (`ABORTED`, retryable).
-pub(crate) fn touch_lost(key: &str) -> Error {
-    Error::Status {
-        code: crate::Code::Aborted,
-        message: format!(
-            "touch of {key:?} lost to concurrent writers {TOUCH_ATTEMPTS} times in a row"
-        )
-        .into(),
-        details: None,
-    }
-}
-
 /// A value read through a text accessor: [`Error::NotUtf8`] when it is not
 /// UTF-8.
 pub(crate) fn text_value(key: &str, value: Option<Bytes>) -> Result<Option<String>> {
@@ -1102,6 +1106,18 @@ fn unexpected_status(method: &str, status: i32) -> Error {
     }
 }
 
+/// One item's refusal inside a multi-key call, as the error the same
+/// refusal of a single-key call would be: a value too large or a full
+/// cache is `ResourceExhausted`, anything else (an invalid key) is
+/// `InvalidArgument`, each with the server's own text.
+fn item_error(text: String) -> Error {
+    if text == rules::OVERSIZE_TEXT || text == rules::NO_ROOM_TEXT {
+        Error::ResourceExhausted(text.into())
+    } else {
+        Error::InvalidArgument(text.into())
+    }
+}
+
 fn check_item_count(got: usize, expected: usize, method: &str) -> Result<()> {
     if got == expected {
         Ok(())
@@ -1125,8 +1141,11 @@ fn operation_results(
         .map(|item| {
             let result = match CacheStatus::try_from(item.status) {
                 Ok(CacheStatus::Ok) if item.error.is_empty() => Ok(()),
-                _ if !item.error.is_empty() => Err(ItemError(item.error)),
-                _ => Err(ItemError(format!("{method} item status {}", item.status))),
+                _ if !item.error.is_empty() => Err(item_error(item.error)),
+                _ => Err(Error::Protocol {
+                    code: crate::Code::Internal,
+                    message: format!("{method} answered item status {}", item.status),
+                }),
             };
             ItemResult {
                 key: item.key,

@@ -8,6 +8,7 @@
 //! records every call (feature `metrics`). Arrows point down: this room
 //! uses the pool and the codec, never the layers above it.
 
+mod as_store;
 pub(crate) mod config;
 mod from_wire;
 mod handle;
@@ -19,7 +20,7 @@ pub(crate) mod stats;
 pub(crate) mod telemetry;
 
 #[cfg(feature = "cluster")]
-pub(crate) use handle::{text_value, touch_lost};
+pub(crate) use handle::text_value;
 pub use handle::{
-    CasOutcome, Client, ItemError, ItemResult, ServingStatus, CACHE_SERVICE_NAME, TOUCH_ATTEMPTS,
+    CasOutcome, Client, ItemResult, ServingStatus, CACHE_SERVICE_NAME, TOUCH_ATTEMPTS,
 };

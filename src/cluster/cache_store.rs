@@ -1,17 +1,16 @@
-//! The read-through layer's store over many servers: with this, every
-//! caching layer of `crate::cache` works over a [`Cluster`] unchanged.
+//! [`Cluster`] as a [`CacheStore`]: with this, a program, a tool or any
+//! caching layer takes a cluster wherever it takes a `Client`.
 
 use bytes::Bytes;
 
 use super::Cluster;
-use crate::cache::CacheStore;
-use crate::{Result, Ttl};
+use crate::{CacheStore, CasOutcome, ItemResult, Result, Ttl};
 
 /// A [`Cluster`] as a [`CacheStore`]: the same placement, replicas and
 /// failure handling as its own methods.
 ///
 /// ```
-/// # #[cfg(feature = "server")] {
+/// # #[cfg(all(feature = "server", feature = "cache"))] {
 /// use std::time::Duration;
 /// use tiny_cache_client::cache::ReadThrough;
 /// use tiny_cache_client::cluster::Cluster;
@@ -30,7 +29,7 @@ impl CacheStore for Cluster {
         Cluster::get(self, key)
     }
 
-    fn set(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+    fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<()> {
         Cluster::set_with_ttl(self, key, value, ttl)
     }
 
@@ -38,18 +37,49 @@ impl CacheStore for Cluster {
         Cluster::delete(self, key)
     }
 
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<Result<Option<Bytes>>>> {
-        // The typed error of each key, not `get_many`'s text: a layer's
-        // fail-open must tell a server outage from a refused key.
-        Ok(self.shared().read(keys, None))
+    fn default_ttl(&self) -> Ttl {
+        Cluster::default_ttl(self)
+    }
+
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<Option<Bytes>>>> {
+        Cluster::get_many(self, keys)
+    }
+
+    fn set_many_with_ttl(&self, items: &[(&str, &[u8])], ttl: Ttl) -> Result<Vec<ItemResult<()>>> {
+        Cluster::set_many_with_ttl(self, items.iter().copied(), ttl)
+    }
+
+    fn delete_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<()>>> {
+        Cluster::delete_many(self, keys)
+    }
+
+    /// The key's server's own `SetIfAbsent` (one replica only, as
+    /// [`Cluster::set_if_absent_with_ttl`]).
+    fn set_if_absent_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
+        Cluster::set_if_absent_with_ttl(self, key, value, ttl)
     }
 
     /// Stored on every replica that lacks the key, each atomically; `true`
-    /// only when all of them stored it (with one replica: the server's
-    /// own `SetIfAbsent`). When some replicas had another value, the
-    /// caller reads the newest with [`get_many_latest`](CacheStore::get_many_latest).
-    fn set_if_absent(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<bool> {
-        self.shared().set_if_absent_everywhere(key, &value, ttl)
+    /// only when all of them stored it (with one replica: the key's
+    /// server's own `SetIfAbsent`).
+    fn set_if_absent_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
+        self.shared().set_if_absent_everywhere(key, value, ttl)
+    }
+
+    /// The key's server's own `CompareAndSet` (one replica only, as
+    /// [`Cluster::compare_and_set_with_ttl`]).
+    fn compare_and_set_with_ttl(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<CasOutcome> {
+        Cluster::compare_and_set_with_ttl(self, key, expected, value, ttl)
+    }
+
+    fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        Cluster::touch(self, key, ttl)
     }
 
     /// The keys flagged `latest` are read from every replica, newest wins.
@@ -57,16 +87,21 @@ impl CacheStore for Cluster {
         &self,
         keys: &[&str],
         latest: &[bool],
-    ) -> Result<Vec<Result<Option<Bytes>>>> {
-        Ok(self.shared().read(keys, Some(latest)))
+    ) -> Result<Vec<ItemResult<Option<Bytes>>>> {
+        let outcomes = self.shared().read(keys, Some(latest));
+        Ok(keys
+            .iter()
+            .zip(outcomes)
+            .map(|(key, outcome)| ItemResult::new(key, outcome))
+            .collect())
     }
 
     /// Written to every replica; fails unless each stored it.
-    fn set_everywhere(&self, key: &str, value: Bytes, ttl: Ttl) -> Result<()> {
+    fn set_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<()> {
         ttl.wire_seconds()?;
         let values = [self
             .shared()
-            .encode(&value, ttl, std::time::SystemTime::now())];
+            .encode(value, ttl, std::time::SystemTime::now())];
         let op = super::Op::Set {
             values: values.into(),
             ttl,

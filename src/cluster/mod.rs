@@ -150,9 +150,7 @@ mod fanout;
 mod hints;
 mod node;
 mod placement;
-// The read-through layer's `CacheStore` for `Cluster` (cluster → cache,
-// never back).
-#[cfg(feature = "cache")]
+// `Cluster` as the crate's one store trait.
 mod cache_store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -178,7 +176,7 @@ use fanout::in_parallel;
 use hints::Hint;
 use node::{is_server_failure, Node};
 
-use crate::{CasOutcome, Client, Error, ItemError, ItemResult, Result, Stats, Ttl, TOUCH_ATTEMPTS};
+use crate::{CasOutcome, Client, Error, ItemResult, Result, Stats, Ttl, TOUCH_ATTEMPTS};
 
 /// A client of many tiny-cache servers: keys placed by rendezvous hashing,
 /// optionally replicated, dead servers skipped and probed back. A cheap
@@ -332,6 +330,23 @@ impl Cluster {
 
     fn shared(&self) -> &Shared {
         &self.inner.shared
+    }
+
+    /// The TTL of the writes that name none (`set`, `set_many`, ...): the
+    /// builder's `default_ttl`, one hour unless set.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// use tiny_cache_client::{cluster::Cluster, Ttl};
+    ///
+    /// let cluster = Cluster::builder().server(&server.address()).default_ttl(Ttl::Never).build()?;
+    /// assert_eq!(cluster.default_ttl(), Ttl::Never);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn default_ttl(&self) -> Ttl {
+        self.shared().settings.default_ttl
     }
 
     /// Reads `key` from its replicas (see the [module docs](self) for
@@ -1737,12 +1752,9 @@ fn run_part<K: AsRef<str>>(
     }
     let chosen = part.iter().map(|&at| -> &str { keys[at].as_ref() });
     let outcome = match op {
-        Op::Get => client.get_many(chosen).map(|items| {
-            items
-                .into_iter()
-                .map(|item| item.result.map_err(refusal))
-                .collect()
-        }),
+        Op::Get => client
+            .get_many(chosen)
+            .map(|items| items.into_iter().map(|item| item.result).collect()),
         Op::Set { values, ttl } => client
             .set_many_with_ttl(
                 part.iter()
@@ -1763,28 +1775,15 @@ fn run_part<K: AsRef<str>>(
 fn done(items: Vec<ItemResult<()>>) -> Vec<KeyOutcome> {
     items
         .into_iter()
-        .map(|item| item.result.map(|()| None).map_err(refusal))
+        .map(|item| item.result.map(|()| None))
         .collect()
-}
-
-/// A key the server refused inside a multi-key call.
-fn refusal(error: ItemError) -> Error {
-    Error::InvalidArgument(error.0.into())
 }
 
 /// Back to the per-item form of the caller's multi-key call.
 fn per_item(keys: &[&str], outcomes: Vec<KeyOutcome>) -> Vec<ItemResult<Option<Bytes>>> {
     keys.iter()
         .zip(outcomes)
-        .map(|(key, outcome)| ItemResult {
-            key: (*key).to_owned(),
-            result: outcome.map_err(|error| {
-                ItemError(match error {
-                    Error::InvalidArgument(text) => text.text().to_owned(),
-                    other => other.to_string(),
-                })
-            }),
-        })
+        .map(|(key, outcome)| ItemResult::new(key, outcome))
         .collect()
 }
 
@@ -1941,7 +1940,7 @@ fn touch_copy(
             CasOutcome::Mismatch => {}
         }
     }
-    Err(crate::client::touch_lost(key))
+    Err(crate::store::touch_lost(key))
 }
 
 #[cfg(test)]

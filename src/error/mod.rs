@@ -98,6 +98,15 @@ pub enum Error {
         message: String,
     },
 
+    /// The store does not offer this operation: a [`CacheStore`](crate::CacheStore)
+    /// of your own that has no atomic compare-and-set, for example. Never
+    /// retryable.
+    #[error("this store does not support {operation}")]
+    Unsupported {
+        /// The operation asked for, as the trait names it.
+        operation: &'static str,
+    },
+
     /// Any other status the server answered with, with its code and message.
     #[error("server returned {code}: {message}")]
     Status {
@@ -136,6 +145,7 @@ impl Error {
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Closed => Code::Cancelled,
             Error::NotUtf8 { .. } => Code::FailedPrecondition,
+            Error::Unsupported { .. } => Code::Unimplemented,
             Error::Protocol { code, .. } | Error::Status { code, .. } => *code,
         }
     }
@@ -167,6 +177,7 @@ impl Error {
             | Error::Closed
             | Error::Protocol { .. }
             | Error::NotUtf8 { .. }
+            | Error::Unsupported { .. }
             | Error::Tls { .. } => false,
         }
     }
@@ -201,6 +212,7 @@ impl Error {
             | Error::DeadlineExceeded(text)
             | Error::Status { message: text, .. } => text.request_id(),
             Error::Validation(_)
+            | Error::Unsupported { .. }
             | Error::Closed
             | Error::Protocol { .. }
             | Error::NotUtf8 { .. }

@@ -15,20 +15,12 @@ use crate::proto::cache::{
     CacheValue, CompareAndSetRequest, ConditionalCacheResponse, MultiCacheItemRequest,
     MultiCacheKeyRequest, MultiCacheResponse, MultiCacheValueResponse,
 };
-use crate::rules::{self, RuleViolation};
+use crate::rules::{self, RuleViolation, NO_ROOM_TEXT, OVERSIZE_TEXT};
 use crate::server::store::{Rejection, Store, StoreConfig, StoreStats};
-
-/// The reference server's details text for an entry over the per-entry
-/// limit, word for word.
-pub const OVERSIZE_TEXT: &str = "Value exceeds maximum allowed cache entry size";
-
-/// The reference server's details text for an entry that cannot fit under
-/// the item and memory limits, word for word.
-pub const NO_ROOM_TEXT: &str = "Cache capacity exhausted and cannot accommodate new entry";
 
 /// Why an RPC failed as a whole; the HTTP/2 layer maps each variant to the
 /// gRPC status code of the same name. The texts are the reference server's
-/// own (see [`crate::rules`], [`OVERSIZE_TEXT`], [`NO_ROOM_TEXT`]), so a
+/// own (see [`crate::rules`]), so a
 /// program sees the same strings from both servers.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceError {

@@ -18,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tiny_cache_client::cache::{
-    enabled, CacheError, CacheStore, EntityCache, LayerConfig, NearCache, ReadThrough,
-    UseCaseConfig, UseCaseInfo,
+    enabled, CacheError, EntityCache, LayerConfig, NearCache, ReadThrough, UseCaseConfig,
+    UseCaseInfo,
 };
 use tiny_cache_client::cluster::Cluster;
 use tiny_cache_client::Error;
@@ -310,7 +310,7 @@ pub fn work(thread: usize, world: &World, prefix: &str, t0: Instant, end: Instan
                 let n = rng.usize(0..COMPUTED_KEYS);
                 let outcome = match world.read_through.delete(&format!("{prefix}computed-{n}")) {
                     Ok(()) => Outcome::Done,
-                    Err(e) => Outcome::Failed(cache_error_kind(&e)),
+                    Err(e) => Outcome::Failed(error_kind(&e)),
                 };
                 (Op::ComputedDelete, n, 0, outcome)
             }

@@ -18,7 +18,7 @@
 //! logged for HdrHistogram's tools (`--hdr-log`), and compared with a saved
 //! run (`--baseline`, see [`gate`]).
 //!
-//! Where calls go is behind [`calls::CacheCalls`], and the client is made
+//! Where calls go is behind the crate's `CacheStore` trait, and the client is made
 //! in [`connect`] alone: a second kind of target is one more arm there.
 
 mod calls;
@@ -38,9 +38,9 @@ use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tiny_cache_client::cluster::Cluster;
 use tiny_cache_client::server::Server;
-use tiny_cache_client::{Error, ReplyWait};
+use tiny_cache_client::{CacheStore, Error, ReplyWait};
 
-use self::calls::{perform, CacheCalls};
+use self::calls::perform;
 use self::gate::Baseline;
 use self::report::{Report, Shape, Tally};
 use self::schedule::Schedule;
@@ -221,7 +221,7 @@ pub enum Target {
 
 /// Where the calls go, and what must live as long as they do.
 struct Connected {
-    calls: Box<dyn CacheCalls>,
+    calls: Box<dyn CacheStore>,
     /// Who serves, as the report names it.
     label: String,
     /// `embedded`, or the address, as the JSON names it.
@@ -543,7 +543,7 @@ pub fn run(
 
 /// Writes the first `count` keys, in batches, and fails on the first
 /// refusal: a benchmark of misses would measure something else.
-fn prefill(calls: &dyn CacheCalls, data: &Data, count: usize) -> Result<(), Failure> {
+fn prefill(calls: &dyn CacheStore, data: &Data, count: usize) -> Result<(), Failure> {
     let mut next = 0;
     while next < count {
         let mut bytes = 0;
@@ -571,7 +571,7 @@ fn prefill(calls: &dyn CacheCalls, data: &Data, count: usize) -> Result<(), Fail
 
 /// What the benchmark threads share.
 struct Shared<'a> {
-    calls: &'a dyn CacheCalls,
+    calls: &'a dyn CacheStore,
     data: &'a Data,
     mix: &'a Mix,
     sampler: &'a OpSampler,

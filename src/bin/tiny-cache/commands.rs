@@ -11,10 +11,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use tiny_cache_client::cluster::{Cluster, ServerResult};
 use tiny_cache_client::{
-    CasOutcome, Client, Code, ItemResult, ServingStatus, Stats, Ttl, DEFAULT_TTL,
+    CacheStore, CasOutcome, Client, Code, Error, ItemResult, ServingStatus, Stats, Ttl, DEFAULT_TTL,
 };
-
-use crate::backend::Backend;
 
 use crate::values::{CasInput, Format, ValueInput, STDIN_MARK};
 use crate::{parse_ttl, write_stdout, Exit, Failure, Output};
@@ -388,10 +386,10 @@ struct HealthJson<'a> {
 impl DataCommand {
     /// Runs the command with `client` (of the server at `address`, or of
     /// a cluster) and prints its result.
-    pub fn run(self, client: Backend<'_>, address: &str, out: Output) -> Result<(), Failure> {
-        let cluster = match client {
-            Backend::Many(cluster) => Some(cluster),
-            Backend::One(_) => None,
+    pub fn run(self, target: Target<'_>, address: &str, out: Output) -> Result<(), Failure> {
+        let cluster = match target {
+            Target::Many(cluster) => Some(cluster),
+            Target::One(_) => None,
         };
         match (self, cluster) {
             (DataCommand::Stats, Some(cluster)) => cluster_stats(cluster, out),
@@ -399,11 +397,12 @@ impl DataCommand {
             (DataCommand::Health { .. }, Some(_)) => Err(Failure::Usage(
                 "health asks one server: give --server once".into(),
             )),
-            (command, _) => command.run_one(client, address, out),
+            (command, _) => command.run_one(target, address, out),
         }
     }
 
-    fn run_one(self, client: Backend<'_>, address: &str, out: Output) -> Result<(), Failure> {
+    fn run_one(self, target: Target<'_>, address: &str, out: Output) -> Result<(), Failure> {
+        let client = target.store();
         match self {
             DataCommand::Get {
                 key,
@@ -430,7 +429,7 @@ impl DataCommand {
             DataCommand::CompareAndSet { key, values, ttl } => {
                 let (expected, value) = values.read()?;
                 let (ttl, ttl_seconds) = ttl.resolve()?;
-                let outcome = match client.compare_and_set_with_ttl(&key, expected, &value, ttl)? {
+                let outcome = match client.compare_and_set_with_ttl(&key, &expected, &value, ttl)? {
                     CasOutcome::Stored => WriteOutcome::Stored,
                     CasOutcome::Mismatch => WriteOutcome::Mismatch,
                     CasOutcome::NotFound => WriteOutcome::NotFound,
@@ -469,6 +468,7 @@ impl DataCommand {
                 Ok(())
             }
             DataCommand::DeleteMany { keys } => {
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                 let results = client.delete_many(&keys)?;
                 let (items, refused) = per_item(results, |key, error| DeletedJson {
                     deleted: error.is_none(),
@@ -481,7 +481,7 @@ impl DataCommand {
                 refused_outcome(refused)
             }
             DataCommand::Stats => {
-                let stats = StatsJson::new(&one(client)?.stats()?);
+                let stats = StatsJson::new(&one(target)?.stats()?);
                 if out.json {
                     out.object(&stats)
                 } else {
@@ -489,7 +489,7 @@ impl DataCommand {
                 }
             }
             DataCommand::Ping => {
-                let round_trip_ms = one(client)?.ping()?.as_secs_f64() * 1e3;
+                let round_trip_ms = one(target)?.ping()?.as_secs_f64() * 1e3;
                 if out.json {
                     out.object(&PingJson {
                         server: address,
@@ -502,16 +502,35 @@ impl DataCommand {
                     )
                 }
             }
-            DataCommand::Health { service } => health(one(client)?, &service, out),
+            DataCommand::Health { service } => health(one(target)?, &service, out),
+        }
+    }
+}
+
+/// What a data command talks to: one server's client, or a cluster when
+/// `--server` is given several times (or `--replicas` asks for copies).
+/// The data operations go through the store trait both implement; only
+/// the server-level commands (stats, ping, health) tell them apart.
+#[derive(Clone, Copy)]
+pub enum Target<'a> {
+    One(&'a Client),
+    Many(&'a Cluster),
+}
+
+impl<'a> Target<'a> {
+    fn store(self) -> &'a dyn CacheStore {
+        match self {
+            Target::One(client) => client,
+            Target::Many(cluster) => cluster,
         }
     }
 }
 
 /// The single server's client, for the commands that ask one server.
-fn one(backend: Backend<'_>) -> Result<&Client, Failure> {
-    match backend {
-        Backend::One(client) => Ok(client),
-        Backend::Many(_) => Err(Failure::Usage("this command asks one server".into())),
+fn one(target: Target<'_>) -> Result<&Client, Failure> {
+    match target {
+        Target::One(client) => Ok(client),
+        Target::Many(_) => Err(Failure::Usage("this command asks one server".into())),
     }
 }
 
@@ -600,7 +619,7 @@ fn first_failure<T>(answers: Vec<ServerResult<T>>) -> Result<(), Failure> {
 }
 
 fn get(
-    client: Backend<'_>,
+    client: &dyn CacheStore,
     key: &str,
     format: Option<Format>,
     output: Option<&Path>,
@@ -649,12 +668,13 @@ fn get(
 }
 
 fn get_many(
-    client: Backend<'_>,
+    client: &dyn CacheStore,
     keys: &[String],
     format: Option<Format>,
     out: Output,
 ) -> Result<(), Failure> {
-    let results = client.get_many(keys)?;
+    let asked: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let results = client.get_many(&asked)?;
     let mut items = Vec::with_capacity(results.len());
     let mut lines = Vec::new();
     let (mut notes, mut missing, mut refused) = (Vec::new(), false, false);
@@ -684,11 +704,12 @@ fn get_many(
             }
             Err(error) => {
                 refused = true;
+                let error = item_text(error);
+                notes.push(format!("error: {asked:?}: {error}"));
                 items.push(ValueJson {
-                    error: Some(error.to_string()),
+                    error: Some(error),
                     ..ValueJson::missing(asked)
                 });
-                notes.push(format!("error: {asked:?}: {error}"));
             }
         }
     }
@@ -732,7 +753,7 @@ fn written(
 }
 
 fn set_many(
-    client: Backend<'_>,
+    client: &dyn CacheStore,
     pairs: &[String],
     ttl: &TtlArg,
     out: Output,
@@ -744,10 +765,11 @@ fn set_many(
         )));
     }
     let (ttl, ttl_seconds) = ttl.resolve()?;
-    let items = pairs
+    let items: Vec<(&str, &[u8])> = pairs
         .chunks_exact(2)
-        .map(|pair| (pair[0].as_str(), pair[1].as_bytes()));
-    let results = client.set_many_with_ttl(items, ttl)?;
+        .map(|pair| (pair[0].as_str(), pair[1].as_bytes()))
+        .collect();
+    let results = client.set_many_with_ttl(&items, ttl)?;
     let (items, refused) = per_item(results, |key, error| StoredItemJson {
         stored: error.is_none(),
         key,
@@ -769,7 +791,7 @@ fn per_item<T>(
     let items = results
         .into_iter()
         .map(|result| {
-            let error = result.result.err().map(|e| e.to_string());
+            let error = result.result.err().map(|e| item_text(&e));
             if let Some(error) = &error {
                 refused.push(format!("error: {:?}: {error}", result.key));
             }
@@ -777,6 +799,15 @@ fn per_item<T>(
         })
         .collect();
     (items, refused)
+}
+
+/// What to print for one refused item: the server's own words when it
+/// refused the item, the whole error otherwise (a cluster's server down).
+fn item_text(error: &Error) -> String {
+    match error {
+        Error::InvalidArgument(text) | Error::ResourceExhausted(text) => text.text().to_owned(),
+        other => other.to_string(),
+    }
 }
 
 /// Exit 7 when the server refused any item of a multi-key write.

@@ -6,7 +6,6 @@
 //! JSON object on stdout); nothing the user or the server controls can make
 //! it panic.
 
-mod backend;
 mod bench;
 mod chart;
 mod commands;
@@ -27,8 +26,6 @@ use tiny_cache_client::server::{
     Server, DEFAULT_MAX_ITEMS, DEFAULT_MAX_MEMORY_BYTES, DEFAULT_MAX_VALUE_BYTES,
 };
 use tiny_cache_client::{Client, ClientBuilder, Error, TlsFailure, Ttl, DEFAULT_ADDRESS};
-
-use crate::backend::Backend;
 
 /// `--timeout`'s default, in seconds, as clap shows it; a unit test keeps it
 /// equal to the library's `DEFAULT_TIMEOUT`.
@@ -548,17 +545,17 @@ fn run(cli: Cli, server_given: bool) -> Result<(), Failure> {
                 ));
             }
             let cluster = settings.cluster(servers, replicas, read_quorum)?;
-            command.run(Backend::Many(&cluster), address, out)
+            command.run(commands::Target::Many(&cluster), address, out)
         }
         Command::Data(command) => {
             let client = settings.connect(address)?;
             if !cli.globals.show_request_id {
-                return command.run(Backend::One(&client), address, out);
+                return command.run(commands::Target::One(&client), address, out);
             }
             // The id the server answered with: its echo of ours, or the
             // one it made up; on failure, the error carries it.
-            let response =
-                client.call_with_metadata(|c| Ok(command.run(Backend::One(c), address, out)))?;
+            let response = client
+                .call_with_metadata(|c| Ok(command.run(commands::Target::One(c), address, out)))?;
             let answered = response.metadata().request_id().map(str::to_owned);
             let result = response.into_inner();
             let failed_with = match &result {

@@ -1,80 +1,14 @@
-//! The calls `bench` makes, behind one trait: the benchmark knows what it
-//! asks, not what it asks it of. [`Client`] is one target, a [`Cluster`]
-//! of many servers another.
+//! The calls `bench` makes, through the crate's store trait: the benchmark
+//! knows what it asks, not what it asks it of. A `Client` is one target, a
+//! `Cluster` of many servers another.
 
-use std::time::Duration;
-
-use bytes::Bytes;
-use tiny_cache_client::cluster::Cluster;
-use tiny_cache_client::{CasOutcome, Client, Error, ItemResult};
+use tiny_cache_client::{CacheStore, CasOutcome, Error, ItemResult, Ttl};
 
 use super::workload::Op;
 
 /// The TTL `touch` sets: the client's default TTL, so a touched key lives
 /// as long as a freshly written one.
-const TOUCH_TTL: Duration = tiny_cache_client::DEFAULT_TTL;
-
-/// One method per RPC, with the library's own result types, so an
-/// implementation is a line of delegation each.
-pub trait CacheCalls: Sync {
-    fn get(&self, key: &str) -> Result<Option<Bytes>, Error>;
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), Error>;
-    fn delete(&self, key: &str) -> Result<(), Error>;
-    fn get_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<Option<Bytes>>>, Error>;
-    fn set_many(&self, items: &[(&str, &[u8])]) -> Result<Vec<ItemResult<()>>, Error>;
-    fn delete_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<()>>, Error>;
-    fn set_if_absent(&self, key: &str, value: &[u8]) -> Result<bool, Error>;
-    fn compare_and_set(
-        &self,
-        key: &str,
-        expected: &[u8],
-        value: &[u8],
-    ) -> Result<CasOutcome, Error>;
-    fn touch(&self, key: &str, ttl: Duration) -> Result<bool, Error>;
-}
-
-/// The same delegation for every target, so a new one cannot drift.
-macro_rules! delegate_calls {
-    ($target:ty) => {
-        impl CacheCalls for $target {
-            fn get(&self, key: &str) -> Result<Option<Bytes>, Error> {
-                <$target>::get(self, key)
-            }
-            fn set(&self, key: &str, value: &[u8]) -> Result<(), Error> {
-                <$target>::set(self, key, value)
-            }
-            fn delete(&self, key: &str) -> Result<(), Error> {
-                <$target>::delete(self, key)
-            }
-            fn get_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<Option<Bytes>>>, Error> {
-                <$target>::get_many(self, keys)
-            }
-            fn set_many(&self, items: &[(&str, &[u8])]) -> Result<Vec<ItemResult<()>>, Error> {
-                <$target>::set_many(self, items.iter().copied())
-            }
-            fn delete_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<()>>, Error> {
-                <$target>::delete_many(self, keys)
-            }
-            fn set_if_absent(&self, key: &str, value: &[u8]) -> Result<bool, Error> {
-                <$target>::set_if_absent(self, key, value)
-            }
-            fn compare_and_set(
-                &self,
-                key: &str,
-                expected: &[u8],
-                value: &[u8],
-            ) -> Result<CasOutcome, Error> {
-                <$target>::compare_and_set(self, key, expected, value)
-            }
-            fn touch(&self, key: &str, ttl: Duration) -> Result<bool, Error> {
-                <$target>::touch(self, key, ttl)
-            }
-        }
-    };
-}
-
-delegate_calls!(Client);
-delegate_calls!(Cluster);
+const TOUCH_TTL: Ttl = Ttl::After(tiny_cache_client::DEFAULT_TTL);
 
 /// What one successful call found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +27,7 @@ pub struct Outcome {
 /// A compare-and-set expects the key's own value, which is what the key
 /// holds unless something else wrote it: a present key is stored again, a
 /// missing one is a miss.
-pub fn perform(calls: &dyn CacheCalls, op: Op, items: &[(&str, &[u8])]) -> Result<Outcome, Error> {
+pub fn perform(calls: &dyn CacheStore, op: Op, items: &[(&str, &[u8])]) -> Result<Outcome, Error> {
     let Some(&(key, value)) = items.first() else {
         return Ok(Outcome::default());
     };
@@ -139,12 +73,13 @@ fn refusals(items: Vec<ItemResult<()>>) -> Outcome {
 mod tests {
     use super::*;
     use tiny_cache_client::server::Server;
+    use tiny_cache_client::Client;
 
     #[test]
     fn every_operation_reports_what_it_found_on_a_real_server() {
         let server = Server::local().unwrap();
         let client = Client::new(&server.address()).unwrap();
-        let calls: &dyn CacheCalls = &client;
+        let calls: &dyn CacheStore = &client;
         let value: &[u8] = b"v";
         let one = |key| [(key, value)];
         let hit = Outcome {

@@ -1,0 +1,335 @@
+//! The one trait of a key-value store with TTLs: what [`Client`](crate::Client),
+//! `Cluster` and the caching layers have in common, so that a program, a
+//! layer or a tool can take any of them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::ttl::Ttl;
+use crate::{CasOutcome, ItemResult, DEFAULT_TTL, TOUCH_ATTEMPTS};
+
+/// A key-value store of bytes with TTLs: the remote [`Client`](crate::Client),
+/// a `Cluster` of servers, the caching layers over either (`NearCache`,
+/// `ReadThrough`), `Arc`s, boxes and references of any of them (so
+/// `&dyn CacheStore` and `Arc<dyn CacheStore>` work), and your own stores.
+///
+/// Three methods are required (`get`, `set_with_ttl`, `delete`); every other
+/// operation has a provided form built on them, which a store with a
+/// better one (a batch call, an atomic conditional write) overrides. Errors
+/// are the crate's [`Error`], per item too, so a layer's fail-open can tell
+/// an outage ([`Error::Unavailable`], [`Error::DeadlineExceeded`],
+/// [`Error::ResourceExhausted`]) from a bug ([`Error::Validation`]).
+///
+/// The arguments are the object-safe types (`&[u8]`, [`Ttl`]); the concrete
+/// types (`Client`, `Cluster`, the layers) also have the same methods under
+/// the same names taking `impl AsRef<[u8]>` and `impl Into<Ttl>`, so
+/// `client.set("k", "v")` needs no import and no conversion.
+///
+/// ```
+/// # #[cfg(feature = "server")] {
+/// # let server = tiny_cache_client::server::Server::local()?;
+/// # let address = server.address();
+/// use std::time::Duration;
+/// use tiny_cache_client::{CacheStore, Client, Ttl};
+///
+/// /// Fills any store: a client, a cluster, a near cache over either...
+/// fn warm(store: &impl CacheStore) -> tiny_cache_client::Result<()> {
+///     store.set_with_ttl("config", b"{}", Ttl::After(Duration::from_secs(60)))?;
+///     store.set_many(&[("a", b"1"), ("b", b"2")])?;
+///     Ok(())
+/// }
+///
+/// let client = Client::new(&address)?;
+/// warm(&client)?;
+/// assert_eq!(client.get("a")?.as_deref(), Some(&b"1"[..]));
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Your own store implements the three required methods:
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use tiny_cache_client::{CacheStore, Result, Ttl};
+///
+/// /// A store that never expires anything, for a test.
+/// #[derive(Default)]
+/// struct MapStore(Mutex<HashMap<String, Bytes>>);
+///
+/// impl CacheStore for MapStore {
+///     fn get(&self, key: &str) -> Result<Option<Bytes>> {
+///         Ok(self.0.lock().unwrap().get(key).cloned())
+///     }
+///     fn set_with_ttl(&self, key: &str, value: &[u8], _ttl: Ttl) -> Result<()> {
+///         self.0.lock().unwrap().insert(key.to_owned(), Bytes::copy_from_slice(value));
+///         Ok(())
+///     }
+///     fn delete(&self, key: &str) -> Result<()> {
+///         self.0.lock().unwrap().remove(key);
+///         Ok(())
+///     }
+/// }
+///
+/// let store = MapStore::default();
+/// store.set("k", b"v")?;
+/// assert!(!store.set_if_absent("k", b"w")?);
+/// assert_eq!(store.get_many(&["k", "x"])?[1].result, Ok(None));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait CacheStore: Send + Sync {
+    /// The value of `key`, `None` when missing or expired.
+    fn get(&self, key: &str) -> Result<Option<Bytes>>;
+
+    /// Stores `value` under `key` for `ttl`.
+    fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<()>;
+
+    /// Removes `key`; removing a missing key succeeds.
+    fn delete(&self, key: &str) -> Result<()>;
+
+    /// The TTL of the forms without one ([`set`](Self::set),
+    /// [`set_many`](Self::set_many), ...): the client's configured default
+    /// TTL, [`DEFAULT_TTL`] for a store without a setting.
+    fn default_ttl(&self) -> Ttl {
+        Ttl::After(DEFAULT_TTL)
+    }
+
+    /// Stores `value` under `key` for the [default TTL](Self::default_ttl).
+    fn set(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.set_with_ttl(key, value, self.default_ttl())
+    }
+
+    /// The values of several keys, one result per key in order. The outer
+    /// error fails the whole batch, an item's error that key alone. The
+    /// provided form asks one key at a time; a store with a batch call (the
+    /// client's `MultiGet`) overrides it.
+    fn get_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<Option<Bytes>>>> {
+        Ok(keys
+            .iter()
+            .map(|key| ItemResult::new(key, self.get(key)))
+            .collect())
+    }
+
+    /// Writes several entries, all for `ttl`; one result per item in order.
+    fn set_many_with_ttl(&self, items: &[(&str, &[u8])], ttl: Ttl) -> Result<Vec<ItemResult<()>>> {
+        Ok(items
+            .iter()
+            .map(|(key, value)| ItemResult::new(key, self.set_with_ttl(key, value, ttl)))
+            .collect())
+    }
+
+    /// [`set_many_with_ttl`](Self::set_many_with_ttl) with the default TTL.
+    fn set_many(&self, items: &[(&str, &[u8])]) -> Result<Vec<ItemResult<()>>> {
+        self.set_many_with_ttl(items, self.default_ttl())
+    }
+
+    /// Removes several keys; one result per key in order.
+    fn delete_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<()>>> {
+        Ok(keys
+            .iter()
+            .map(|key| ItemResult::new(key, self.delete(key)))
+            .collect())
+    }
+
+    /// Stores `value` under `key` for `ttl` unless `key` holds a value;
+    /// `true` when it stored. The provided form reads, then writes: not
+    /// atomic, which a caching layer tolerates (a lost race reads the
+    /// winner again); the client's is the server's atomic `SetIfAbsent`.
+    fn set_if_absent_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
+        if self.get(key)?.is_some() {
+            return Ok(false);
+        }
+        self.set_with_ttl(key, value, ttl)?;
+        Ok(true)
+    }
+
+    /// [`set_if_absent_with_ttl`](Self::set_if_absent_with_ttl) with the
+    /// default TTL.
+    fn set_if_absent(&self, key: &str, value: &[u8]) -> Result<bool> {
+        self.set_if_absent_with_ttl(key, value, self.default_ttl())
+    }
+
+    /// Replaces the value of `key` with `value` (for `ttl`) only if it is
+    /// `expected`. There is no correct provided form without an atomic
+    /// store underneath, so the provided one refuses with
+    /// [`Error::Unsupported`].
+    fn compare_and_set_with_ttl(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<CasOutcome> {
+        let _ = (key, expected, value, ttl);
+        Err(Error::Unsupported {
+            operation: "compare_and_set",
+        })
+    }
+
+    /// [`compare_and_set_with_ttl`](Self::compare_and_set_with_ttl) with
+    /// the default TTL.
+    fn compare_and_set(&self, key: &str, expected: &[u8], value: &[u8]) -> Result<CasOutcome> {
+        self.compare_and_set_with_ttl(key, expected, value, self.default_ttl())
+    }
+
+    /// Gives `key` a new TTL without changing its value; `false` when the
+    /// key is missing. The provided form reads the value and writes it
+    /// back with [`compare_and_set_with_ttl`](Self::compare_and_set_with_ttl),
+    /// up to [`TOUCH_ATTEMPTS`] times while other writers change it.
+    fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        ttl.wire_seconds()?;
+        for _ in 0..TOUCH_ATTEMPTS {
+            let Some(value) = self.get(key)? else {
+                return Ok(false);
+            };
+            match self.compare_and_set_with_ttl(key, &value, &value, ttl)? {
+                CasOutcome::Stored => return Ok(true),
+                CasOutcome::NotFound => return Ok(false),
+                CasOutcome::Mismatch => {}
+            }
+        }
+        Err(touch_lost(key))
+    }
+
+    /// Like [`get_many`](Self::get_many), but a key whose `latest` flag is
+    /// set is read so that the newest copy wins where the store keeps
+    /// several (a replicated `Cluster` asks every replica of it). The
+    /// provided form, for stores with one copy of each key, is `get_many`.
+    fn get_many_latest(
+        &self,
+        keys: &[&str],
+        latest: &[bool],
+    ) -> Result<Vec<ItemResult<Option<Bytes>>>> {
+        let _ = latest;
+        self.get_many(keys)
+    }
+
+    /// Like [`set_with_ttl`](Self::set_with_ttl), but acknowledged only once
+    /// every copy the store keeps of `key` has the value (a replicated
+    /// `Cluster` fails it when a replica missed it), so that no reader of
+    /// any copy sees the old value after it returns. The provided form, for
+    /// stores with one copy of each key, is `set_with_ttl`.
+    fn set_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<()> {
+        self.set_with_ttl(key, value, ttl)
+    }
+
+    /// Like [`set_if_absent_with_ttl`](Self::set_if_absent_with_ttl), but
+    /// on every copy the store keeps of `key`: `true` only when each copy
+    /// was absent and now holds `value` (a replicated `Cluster` asks every
+    /// replica, each atomically, where its own `set_if_absent` refuses to
+    /// decide for several). A caller that gets `false` reads the newest
+    /// copy with [`get_many_latest`](Self::get_many_latest). The provided
+    /// form, for stores with one copy of each key, is
+    /// `set_if_absent_with_ttl`.
+    fn set_if_absent_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
+        self.set_if_absent_with_ttl(key, value, ttl)
+    }
+
+    /// The value of `key` if this store holds it in process, without any
+    /// I/O or waiting; `None` otherwise (always, for stores with nothing
+    /// local). Layers ask this before anything that could block.
+    fn peek(&self, key: &str) -> Option<Bytes> {
+        let _ = key;
+        None
+    }
+}
+
+/// The error of a touch that lost every round to concurrent writers:
+/// `ABORTED`, which [`Error::is_retryable`] reads as worth another try.
+pub(crate) fn touch_lost(key: &str) -> Error {
+    Error::Status {
+        code: crate::Code::Aborted,
+        message: format!(
+            "touch of {key:?} lost to concurrent writers {TOUCH_ATTEMPTS} times in a row"
+        )
+        .into(),
+        details: None,
+    }
+}
+
+/// References, `Arc`s and boxes of a store are the store: `&client`,
+/// `Arc<dyn CacheStore>` and `Box<dyn CacheStore>` go wherever a store does.
+macro_rules! forward_store {
+    ($([$($wrapper:tt)*]),*) => {$(
+        impl<S: CacheStore + ?Sized> CacheStore for $($wrapper)* {
+            fn get(&self, key: &str) -> Result<Option<Bytes>> {
+                (**self).get(key)
+            }
+            fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<()> {
+                (**self).set_with_ttl(key, value, ttl)
+            }
+            fn delete(&self, key: &str) -> Result<()> {
+                (**self).delete(key)
+            }
+            fn default_ttl(&self) -> Ttl {
+                (**self).default_ttl()
+            }
+            fn get_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<Option<Bytes>>>> {
+                (**self).get_many(keys)
+            }
+            fn set_many_with_ttl(
+                &self,
+                items: &[(&str, &[u8])],
+                ttl: Ttl,
+            ) -> Result<Vec<ItemResult<()>>> {
+                (**self).set_many_with_ttl(items, ttl)
+            }
+            fn delete_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<()>>> {
+                (**self).delete_many(keys)
+            }
+            fn set_if_absent_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
+                (**self).set_if_absent_with_ttl(key, value, ttl)
+            }
+            fn compare_and_set_with_ttl(
+                &self,
+                key: &str,
+                expected: &[u8],
+                value: &[u8],
+                ttl: Ttl,
+            ) -> Result<CasOutcome> {
+                (**self).compare_and_set_with_ttl(key, expected, value, ttl)
+            }
+            fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+                (**self).touch(key, ttl)
+            }
+            fn get_many_latest(
+                &self,
+                keys: &[&str],
+                latest: &[bool],
+            ) -> Result<Vec<ItemResult<Option<Bytes>>>> {
+                (**self).get_many_latest(keys, latest)
+            }
+            fn set_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<()> {
+                (**self).set_everywhere(key, value, ttl)
+            }
+            fn set_if_absent_everywhere(
+                &self,
+                key: &str,
+                value: &[u8],
+                ttl: Ttl,
+            ) -> Result<bool> {
+                (**self).set_if_absent_everywhere(key, value, ttl)
+            }
+            fn peek(&self, key: &str) -> Option<Bytes> {
+                (**self).peek(key)
+            }
+        }
+    )*};
+}
+
+forward_store!([Arc<S>], [Box<S>], [&S]);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trait_is_object_safe() {
+        fn takes(_: &dyn CacheStore) {}
+        let _ = takes;
+    }
+}
