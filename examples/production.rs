@@ -118,7 +118,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 posts.get(&user, &(round % 3))?;
             }
         }
-        report("after 100 rounds", &profile.stats(), &posts.stats());
+        report(
+            "after 100 rounds",
+            &profile.local_stats(),
+            &posts.local_stats(),
+        );
 
         // The ramp goes to 100 % at run time: no restart.
         settings.write().unwrap_or_else(|e| e.into_inner()).insert(
@@ -130,7 +134,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 posts.get(&user, &(round % 3))?;
             }
         }
-        report("after the ramp to 100 %", &profile.stats(), &posts.stats());
+        report(
+            "after the ramp to 100 %",
+            &profile.local_stats(),
+            &posts.local_stats(),
+        );
 
         // User 7 renames: write, then one Set invalidates every entry of
         // user 7, in both use cases, for every page.
@@ -167,7 +175,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }) {
         println!("  {line}");
     }
-    let stats = cache.stats();
+    let stats = cache.local_stats();
     println!(
         "\nlayer totals: {} requests, {} hits, {} misses, {} disabled, {} errors, {} invalidation(s)",
         stats.requests,

@@ -95,8 +95,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("shipping 3 -> 9: {} cents", shipping.call(&(3, 9))?);
 
-    println!("read-through layer: {:?}", products.stats());
-    println!("near cache: {:?}", products.layer().store().stats());
+    println!("read-through layer: {:?}", products.local_stats());
+    println!("near cache: {:?}", products.store().store().local_stats());
     println!("server: {:?}", client.stats()?);
     Ok(())
 }

@@ -72,7 +72,7 @@ fn sixty_four_threads_missing_one_key_run_the_loader_once_and_all_get_its_value(
             counter.fetch_add(1, Ordering::SeqCst);
             // Hold the flight open until every other thread waits on it.
             wait_for("63 waiters", || {
-                layer.stats().coalesced_waits == THREADS as u64 - 1
+                layer.local_stats().coalesced_waits == THREADS as u64 - 1
             });
             "computed once"
         })
@@ -84,7 +84,7 @@ fn sixty_four_threads_missing_one_key_run_the_loader_once_and_all_get_its_value(
         );
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    let stats = cache.stats();
+    let stats = cache.local_stats();
     assert_eq!((stats.loads, stats.misses), (1, 1));
     assert_eq!(stats.coalesced_waits, THREADS as u64 - 1);
     assert_eq!(
@@ -125,7 +125,7 @@ fn layers_built_separately_over_one_client_do_not_share_single_flight() {
     b.join().unwrap();
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     assert_eq!(
-        first.stats().coalesced_waits + second.stats().coalesced_waits,
+        first.local_stats().coalesced_waits + second.local_stats().coalesced_waits,
         0
     );
 }
@@ -138,7 +138,7 @@ fn a_loader_error_reaches_every_waiter_and_the_next_call_loads_again() {
     let results = stampede(move || {
         layer.try_get_with("flaky", TTL, || {
             wait_for("63 waiters", || {
-                layer.stats().coalesced_waits == THREADS as u64 - 1
+                layer.local_stats().coalesced_waits == THREADS as u64 - 1
             });
             Err::<Vec<u8>, _>("backend said no".to_owned())
         })
@@ -149,13 +149,13 @@ fn a_loader_error_reaches_every_waiter_and_the_next_call_loads_again() {
             other => panic!("every caller sees the loader's error, got {other:?}"),
         }
     }
-    assert_eq!(cache.stats().load_errors, 1);
+    assert_eq!(cache.local_stats().load_errors, 1);
     // Not cached: the next call computes.
     let value = cache
         .try_get_with("flaky", TTL, || Ok::<_, String>("second try"))
         .unwrap();
     assert_eq!(&value[..], b"second try");
-    assert_eq!(cache.stats().loads, 2);
+    assert_eq!(cache.local_stats().loads, 2);
 }
 
 #[test]
@@ -167,7 +167,7 @@ fn a_panicking_loader_leaves_no_waiter_hanging_and_does_not_poison_the_key() {
     let results = stampede(move || {
         layer.get_with("boom", TTL, || -> Vec<u8> {
             wait_for("63 waiters", || {
-                layer.stats().coalesced_waits == THREADS as u64 - 1
+                layer.local_stats().coalesced_waits == THREADS as u64 - 1
             });
             panic!("loader exploded")
         })
@@ -201,7 +201,7 @@ fn waiters_with_a_short_deadline_end_on_time_while_the_loader_still_runs() {
             "slow value"
         })
     });
-    wait_for("the loader to start", || cache.stats().loads == 1);
+    wait_for("the loader to start", || cache.local_stats().loads == 1);
     let hurried = cache.with_wait_timeout(Duration::from_millis(200));
     let waiters: Vec<_> = (0..8)
         .map(|_| {
@@ -226,7 +226,7 @@ fn waiters_with_a_short_deadline_end_on_time_while_the_loader_still_runs() {
     }
     release.send(()).unwrap();
     assert_eq!(&loader.join().unwrap().unwrap()[..], b"slow value");
-    assert_eq!(cache.stats().loads, 1);
+    assert_eq!(cache.local_stats().loads, 1);
 }
 
 #[test]
@@ -275,7 +275,7 @@ fn the_near_cache_is_invalidated_by_its_own_writes_and_deletes() {
     near.flush_local();
     assert_eq!(near.get("shared").unwrap().as_deref(), Some(&b"new"[..]));
 
-    let stats = near.stats();
+    let stats = near.local_stats();
     assert_eq!((stats.hits, stats.misses), (3, 3), "{stats:?}");
 }
 
@@ -347,7 +347,7 @@ fn a_read_through_layer_on_the_near_cache_answers_repeats_without_the_network() 
     let server = client.stats().unwrap();
     // One Get (a miss) and one Set; the nine repeats stayed local.
     assert_eq!((server.hits, server.misses), (0, 1));
-    assert_eq!(cache.store().stats().hits, 9);
+    assert_eq!(cache.store().local_stats().hits, 9);
 }
 
 #[test]
@@ -372,9 +372,9 @@ fn the_near_cache_size_bound_holds_by_entries_and_by_bytes() {
         by_entries.local_entries()
     );
     assert!(
-        by_entries.stats().evictions >= 450,
+        by_entries.local_stats().evictions >= 450,
         "{:?}",
-        by_entries.stats()
+        by_entries.local_stats()
     );
 
     let max_bytes = 20_000;
@@ -397,7 +397,7 @@ fn the_near_cache_size_bound_holds_by_entries_and_by_bytes() {
         by_bytes.local_entries() >= 10,
         "the bound is bytes, not a handful of entries"
     );
-    assert!(by_bytes.stats().evictions > 0);
+    assert!(by_bytes.local_stats().evictions > 0);
 }
 
 #[test]
@@ -449,10 +449,10 @@ fn an_entry_another_writer_wrote_lives_locally_no_longer_than_the_local_ttl_afte
     assert_eq!(near.get("theirs").unwrap(), None);
     assert_eq!(near.local_entries(), 0);
     assert_eq!(
-        near.stats().expirations,
+        near.local_stats().expirations,
         1,
         "it expired: {:?}",
-        near.stats()
+        near.local_stats()
     );
 }
 
@@ -538,7 +538,7 @@ fn undecodable_bytes_are_a_typed_error_naming_the_key_and_the_codec() {
         other => panic!("expected a decode error, got {other:?}"),
     }
     // The loader never ran and the bytes are untouched.
-    assert_eq!(cache.stats().loads, 0);
+    assert_eq!(cache.local_stats().loads, 0);
     assert_eq!(
         client.get("garbage").unwrap().as_deref(),
         Some(&[0xff, 0x00, 0x13][..])
@@ -609,13 +609,13 @@ fn with_the_server_killed_fail_open_read_through_returns_computed_values_and_cou
             started.elapsed()
         );
     }
-    assert_eq!(open.stats().store_failures, 3);
+    assert_eq!(open.local_stats().store_failures, 3);
     assert_eq!(
         open.get("during-0").unwrap(),
         None,
         "a read fails open as a miss"
     );
-    assert_eq!(open.stats().store_failures, 4);
+    assert_eq!(open.local_stats().store_failures, 4);
     // The near cache still answers what it held.
     assert_eq!(
         &open.get_with("before", TTL, || "unused").unwrap()[..],
@@ -720,7 +720,7 @@ fn when_only_the_write_after_a_compute_fails_fail_open_read_through_returns_the_
                 .get_with(&key, TTL, || format!("value {round}"))
                 .unwrap_or_else(|e| panic!("{outage}: a failed write failed the read: {e:?}"));
             assert_eq!(value, format!("value {round}").as_bytes(), "{outage}");
-            let stats = open.stats();
+            let stats = open.local_stats();
             // Nothing was stored, so the second call computes again.
             assert_eq!((stats.loads, stats.misses), (round, round), "{outage}");
             assert_eq!(stats.store_failures, round, "{outage}: {stats:?}");
@@ -735,7 +735,7 @@ fn when_only_the_write_after_a_compute_fails_fail_open_read_through_returns_the_
             Err(CacheError::Store(error)) => assert_eq!(error.code(), refusal().code()),
             other => panic!("{outage}: expected the store's error, got {other:?}"),
         }
-        assert_eq!(closed.stats().store_failures, 0, "{outage}");
+        assert_eq!(closed.local_stats().store_failures, 0, "{outage}");
     }
 
     // ...and with it, a write refused for a reason that is not an outage
@@ -749,7 +749,7 @@ fn when_only_the_write_after_a_compute_fails_fail_open_read_through_returns_the_
         Err(CacheError::Store(Error::InvalidArgument(_))) => {}
         other => panic!("expected the invalid-argument error, got {other:?}"),
     }
-    assert_eq!(refused.stats().store_failures, 0);
+    assert_eq!(refused.local_stats().store_failures, 0);
 }
 
 #[test]
@@ -765,7 +765,12 @@ fn a_value_over_the_servers_limit_fails_open_on_the_write_and_is_returned() {
     let big = vec![b'x'; 1000];
     let value = open.get_with("big", TTL, || big.clone()).unwrap();
     assert_eq!(&value[..], &big[..]);
-    assert_eq!(open.stats().store_failures, 1, "{:?}", open.stats());
+    assert_eq!(
+        open.local_stats().store_failures,
+        1,
+        "{:?}",
+        open.local_stats()
+    );
     assert_eq!(client.stats().unwrap().rejected_oversize, 1);
     assert_eq!(client.get("big").unwrap(), None);
     // A small value is stored as usual: the layer is not stuck failing.
@@ -774,7 +779,7 @@ fn a_value_over_the_servers_limit_fails_open_on_the_write_and_is_returned() {
         b"fits"
     );
     assert_eq!(client.get_string("small").unwrap().as_deref(), Some("fits"));
-    assert_eq!(open.stats().store_failures, 1);
+    assert_eq!(open.local_stats().store_failures, 1);
 }
 
 #[test]
@@ -809,7 +814,7 @@ fn the_near_cache_drops_its_local_copy_when_the_write_below_fails() {
         &open.get_with("fresh", TTL, || "computed").unwrap()[..],
         b"computed"
     );
-    assert_eq!(open.stats().store_failures, 1);
+    assert_eq!(open.local_stats().store_failures, 1);
     assert_eq!(open.store().peek("fresh"), None);
     assert_eq!(open.store().local_entries(), 0);
     assert_eq!(client.get("fresh").unwrap(), None);

@@ -167,9 +167,10 @@ fn readers_never_see_an_invalidated_value<S: CacheStore + Send + Sync + 'static>
     for version in 1..=ROUNDS {
         between(version);
         // Let the readers fill and hit the cache between updates.
-        let hits = profile.stats().remote_hits;
+        let hits = profile.local_stats().remote_hits;
         let started = Instant::now();
-        while profile.stats().remote_hits < hits + 20 && started.elapsed() < Duration::from_secs(5)
+        while profile.local_stats().remote_hits < hits + 20
+            && started.elapsed() < Duration::from_secs(5)
         {
             thread::yield_now();
         }
@@ -189,7 +190,7 @@ fn readers_never_see_an_invalidated_value<S: CacheStore + Send + Sync + 'static>
         );
         total_reads += reads;
     }
-    let stats = cache.stats();
+    let stats = cache.local_stats();
     assert!(total_reads >= READERS as u64, "{total_reads} reads");
     assert!(stats.remote_hits > ROUNDS, "the cache was used: {stats:?}");
     assert_eq!(stats.invalidations, ROUNDS);
@@ -221,11 +222,15 @@ fn another_process_serves_an_invalidated_value_locally_no_longer_than_the_local_
     // Filled, then read locally (again if a slow machine let it expire).
     for _ in 0..20 {
         assert_eq!(name.get(&1, &()).unwrap(), 1);
-        if name.stats().local_hits > 0 {
+        if name.local_stats().local_hits > 0 {
             break;
         }
     }
-    assert!(name.stats().local_hits > 0, "{:?}", name.stats());
+    assert!(
+        name.local_stats().local_hits > 0,
+        "{:?}",
+        name.local_stats()
+    );
 
     source.store(2, Ordering::SeqCst);
     there.invalidate("user_id", &1, Duration::ZERO).unwrap();
@@ -307,7 +312,7 @@ fn a_compute_that_began_before_the_invalidation_stores_an_entry_that_reads_as_st
     let fresh = plain_reader(&cache, "Race", &source);
     assert_eq!(fresh(1), 2, "the late entry carries the old generation");
     assert_eq!(fresh(1), 2);
-    assert_eq!(cache.stats().remote_hits, 1);
+    assert_eq!(cache.local_stats().remote_hits, 1);
 }
 
 #[test]
@@ -392,13 +397,13 @@ fn a_zero_ramp_never_touches_the_layer_and_a_full_one_always_does() {
     }
     assert_eq!(store.calls(), 0);
     assert_eq!(runs.load(Ordering::SeqCst), 200);
-    assert_eq!(cache.stats().disabled_ramp, 200);
+    assert_eq!(cache.local_stats().disabled_ramp, 200);
 
     let (store, call, runs, cache) = ramped(&server, 100);
     for _ in 0..200 {
         assert_eq!(call(), 5);
     }
-    let stats = cache.stats();
+    let stats = cache.local_stats();
     assert_eq!(stats.disabled(), 0);
     assert_eq!(stats.remote_hits + stats.misses, 200, "{stats:?}");
     // One MultiGet per call, plus the first miss's generations and write.
@@ -434,7 +439,7 @@ fn a_thirty_percent_ramp_stays_within_bounds_tight_enough_to_fail_at_twenty_nine
     for _ in 0..CALLS {
         assert_eq!(use_case.get(&5, &()).unwrap(), 5);
     }
-    let stats = cache.stats();
+    let stats = cache.local_stats();
     let used = stats.local_hits + stats.remote_hits + stats.misses;
     assert_eq!(used + stats.disabled_ramp, CALLS, "{stats:?}");
     assert!(
@@ -474,7 +479,7 @@ fn outside_a_scope_or_when_disabled_calls_go_straight_to_the_function() {
     for _ in 0..3 {
         assert_eq!(on.get(&1, &()).unwrap(), 1);
     }
-    assert_eq!(on.stats().disabled_scope, 3);
+    assert_eq!(on.local_stats().disabled_scope, 3);
     assert_eq!(store.calls(), 0, "outside a scope the layer is not touched");
     // A forgotten `enable()` shows where a developer looks first.
     let shown = format!("{cache:?}");
@@ -483,7 +488,7 @@ fn outside_a_scope_or_when_disabled_calls_go_straight_to_the_function() {
     for _ in 0..3 {
         assert_eq!(off.get(&1, &()).unwrap(), 1);
     }
-    assert_eq!(off.stats().disabled_config, 3);
+    assert_eq!(off.local_stats().disabled_config, 3);
     assert_eq!(store.calls(), 0);
     assert_eq!(runs.load(Ordering::SeqCst), 6);
     assert_eq!(on.get(&1, &()).unwrap(), 1);
@@ -501,7 +506,7 @@ fn a_dead_store_fails_open_and_counts_errors() {
     let echo = cache.use_case_named("Echo", "item", |id: &u64, _: &()| Ok::<_, Infallible>(*id));
     let _scope = enable();
     assert_eq!(echo.get(&9, &()).unwrap(), 9);
-    let stats = echo.stats();
+    let stats = echo.local_stats();
     assert_eq!((stats.errors, stats.misses), (1, 1), "{stats:?}");
     assert!(cache.invalidate("item", &9, Duration::ZERO).is_err());
 }
@@ -761,7 +766,7 @@ fn when_only_the_entry_write_fails_the_use_case_answers_and_counts_an_error() {
         let _scope = enable();
         for round in 1..=2 {
             assert_eq!(double.get(&21, &()).unwrap(), 42, "{outage}");
-            let stats = double.stats();
+            let stats = double.local_stats();
             assert_eq!(stats.misses, round, "{outage}: {stats:?}");
             assert_eq!(stats.errors, round, "{outage}: the failed write counts");
             assert_eq!(store.refused(), round, "{outage}");
@@ -782,7 +787,7 @@ fn when_only_the_entry_write_fails_the_use_case_answers_and_counts_an_error() {
     });
     let _scope = enable();
     assert_eq!(long.get(&7, &()).unwrap(), "7".repeat(500));
-    let stats = long.stats();
+    let stats = long.local_stats();
     assert_eq!((stats.misses, stats.errors), (1, 1), "{stats:?}");
     assert_eq!(cache.store().stats().unwrap().rejected_oversize, 1);
 }

@@ -126,7 +126,7 @@ use crate::{Error, Result, Ttl, DEFAULT_TIMEOUT};
 /// let name = enabled(|| user_name.get(&12345, &()))?;
 /// assert_eq!(name, "user 12345");
 /// cache.invalidate("user_id", &12345, Duration::ZERO)?; // every entry of user 12345
-/// assert_eq!(user_name.stats().misses, 1);
+/// assert_eq!(user_name.local_stats().misses, 1);
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -565,7 +565,7 @@ impl<S: CacheStore> EntityCache<S> {
     /// use std::time::Duration;
     /// let cache = tiny_cache_client::cache::EntityCache::builder(client).build()?;
     /// cache.invalidate("user_id", &12345, Duration::from_millis(500))?;
-    /// assert_eq!(cache.stats().invalidations, 1);
+    /// assert_eq!(cache.local_stats().invalidations, 1);
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -603,7 +603,7 @@ impl<S: CacheStore> EntityCache<S> {
     /// use std::time::Duration;
     /// let cache = tiny_cache_client::cache::EntityCache::builder(client).build()?;
     /// cache.flush_all(Duration::ZERO)?;
-    /// assert_eq!(cache.stats().flushes, 1);
+    /// assert_eq!(cache.local_stats().flushes, 1);
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -630,11 +630,11 @@ impl<S: CacheStore> EntityCache<S> {
     /// # let server = tiny_cache_client::server::Server::local()?;
     /// # let client = tiny_cache_client::Client::new(&server.address())?;
     /// let cache = tiny_cache_client::cache::EntityCache::builder(client).build()?;
-    /// assert_eq!(cache.stats().requests, 0);
+    /// assert_eq!(cache.local_stats().requests, 0);
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn stats(&self) -> UseCaseStats {
+    pub fn local_stats(&self) -> UseCaseStats {
         let snapshots: Vec<UseCaseStats> = self
             .inner
             .meters
@@ -789,7 +789,7 @@ struct Remote {
 /// let _scope = enable();
 /// assert_eq!(score.get("ann", &())?, 3);
 /// assert_eq!(score.get("ann", &())?, 3);
-/// assert_eq!(score.stats().remote_hits, 1);
+/// assert_eq!(score.local_stats().remote_hits, 1);
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -892,11 +892,11 @@ impl<S: CacheStore, C: Codec, F> UseCase<S, C, F> {
     /// let cache = tiny_cache_client::cache::EntityCache::builder(client).build()?;
     /// let uc = cache.use_case_named("GetUser", "user_id", |_: &u64, _: &()| Ok::<u8, String>(1));
     /// uc.get(&1, &())?; // outside an enable scope: straight to the function
-    /// assert_eq!(uc.stats().disabled_scope, 1);
+    /// assert_eq!(uc.local_stats().disabled_scope, 1);
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn stats(&self) -> UseCaseStats {
+    pub fn local_stats(&self) -> UseCaseStats {
         self.meter.snapshot()
     }
 

@@ -152,7 +152,7 @@ impl<S: CacheStore> ReadThroughBuilder<S> {
     /// let cache = ReadThrough::builder(down).fail_open(true).build();
     /// let value = cache.get_with("k", Duration::from_secs(60), || "computed anyway")?;
     /// assert_eq!(&value[..], b"computed anyway");
-    /// assert_eq!(cache.stats().store_failures, 1);
+    /// assert_eq!(cache.local_stats().store_failures, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn fail_open(mut self, enabled: bool) -> Self {
@@ -281,7 +281,7 @@ impl<S: CacheStore> ReadThrough<S> {
     /// let cache = ReadThrough::new(client);
     /// let hurried = cache.with_wait_timeout(Duration::from_millis(100));
     /// hurried.get_with("k", Duration::from_secs(60), || "v")?;
-    /// assert_eq!(cache.stats().loads, 1);
+    /// assert_eq!(cache.local_stats().loads, 1);
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -302,11 +302,11 @@ impl<S: CacheStore> ReadThrough<S> {
     ///
     /// let cache = ReadThrough::new(client);
     /// cache.get("k")?;
-    /// assert_eq!(cache.stats().misses, 1);
+    /// assert_eq!(cache.local_stats().misses, 1);
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn stats(&self) -> CacheStats {
+    pub fn local_stats(&self) -> CacheStats {
         self.shared.counters.snapshot()
     }
 

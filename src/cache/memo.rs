@@ -56,7 +56,7 @@ pub fn memo_key(prefix: &str, argument: &str) -> String {
 /// let square = memoize(&cache, "square", Duration::from_secs(60), |n: &u64| (n * n).to_string());
 /// assert_eq!(&square.call(&12)?[..], b"144");
 /// assert_eq!(&square.call(&12)?[..], b"144"); // from the cache
-/// assert_eq!(cache.stats().loads, 1);
+/// assert_eq!(cache.local_stats().loads, 1);
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

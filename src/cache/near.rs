@@ -251,7 +251,7 @@ impl Expiry<String, Local> for LocalExpiry {
 /// let cache = ReadThrough::new(near);
 /// cache.get_with("config", Duration::from_secs(60), || "v1")?; // computed, stored in both
 /// cache.get_with("config", Duration::from_secs(60), || "v1")?; // local hit, no network
-/// assert_eq!(cache.store().stats().hits, 1);
+/// assert_eq!(cache.store().local_stats().hits, 1);
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -316,11 +316,11 @@ impl<S: CacheStore> NearCache<S> {
     /// # let server = tiny_cache_client::server::Server::local()?;
     /// # let client = tiny_cache_client::Client::new(&server.address())?;
     /// let near = tiny_cache_client::cache::NearCache::new(client);
-    /// near.inner().set("bypass", "the local layer")?;
+    /// near.store().set("bypass", "the local layer")?;
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn inner(&self) -> &S {
+    pub fn store(&self) -> &S {
         &self.inner
     }
 
@@ -407,11 +407,11 @@ impl<S: CacheStore> NearCache<S> {
     ///
     /// let near = NearCache::new(client);
     /// near.get("k")?;
-    /// assert_eq!(near.stats().misses, 1);
+    /// assert_eq!(near.local_stats().misses, 1);
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn stats(&self) -> CacheStats {
+    pub fn local_stats(&self) -> CacheStats {
         self.counters.snapshot()
     }
 

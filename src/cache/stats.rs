@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// let cache = ReadThrough::new(client);
 /// cache.get_with("answer", Duration::from_secs(60), || "42")?;
 /// cache.get_with("answer", Duration::from_secs(60), || "never runs")?;
-/// let stats = cache.stats();
+/// let stats = cache.local_stats();
 /// assert_eq!((stats.hits, stats.misses, stats.loads), (1, 1, 1));
 /// assert_eq!(stats.hit_rate(), 0.5);
 /// # }

@@ -264,11 +264,11 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
     /// use tiny_cache_client::cache::{Json, ReadThrough, TypedCache};
     ///
     /// let cache = TypedCache::new(ReadThrough::new(client), Json);
-    /// assert_eq!(cache.layer().get("raw")?, None);
+    /// assert_eq!(cache.store().get("raw")?, None);
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn layer(&self) -> &ReadThrough<S> {
+    pub fn store(&self) -> &ReadThrough<S> {
         &self.layer
     }
 
@@ -282,12 +282,12 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
     ///
     /// let cache = TypedCache::new(ReadThrough::new(client), Json);
     /// cache.get::<u8>("nothing")?;
-    /// assert_eq!(cache.stats().misses, 1);
+    /// assert_eq!(cache.local_stats().misses, 1);
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn stats(&self) -> CacheStats {
-        self.layer.stats()
+    pub fn local_stats(&self) -> CacheStats {
+        self.layer.local_stats()
     }
 
     fn decode<T: DeserializeOwned, E>(&self, key: &str, bytes: &[u8]) -> Result<T, CacheError<E>> {
@@ -480,7 +480,7 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
     /// let area = cache.memoize("area", Duration::from_secs(60), |&(w, h): &(u32, u32)| w * h);
     /// assert_eq!(area.call(&(3, 4))?, 12);
     /// assert_eq!(area.call(&(3, 4))?, 12);
-    /// assert_eq!(cache.stats().loads, 1);
+    /// assert_eq!(cache.local_stats().loads, 1);
     /// # }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
