@@ -1,0 +1,886 @@
+//! The replication engine: how a call on many keys becomes one call per
+//! server, all at once, within one deadline, and how the servers' answers
+//! combine: reads by quorum with the newest copy winning and stale
+//! replicas repaired, writes stored on every live replica with a hint for
+//! each home server that missed one, conditional writes on the key's
+//! server.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use super::envelope::{self, Copy};
+use super::fanout::in_parallel;
+use super::hints::Hint;
+use super::node::{is_server_failure, Node};
+use super::*;
+
+/// Per key: which servers to ask, and what they said.
+pub(super) struct Read {
+    candidates: Vec<usize>,
+    /// The key's home servers, whatever their health.
+    home: Vec<usize>,
+    next: usize,
+    /// Answers, a server's hint standing in for asking it.
+    answers: Vec<(usize, Option<Copy>)>,
+    /// Answers needed: the read quorum, or every replica while one of the
+    /// key's servers is recovering from missed writes.
+    quorum: usize,
+    error: Option<Error>,
+    refused: Option<Error>,
+}
+
+/// Per key: which servers to write, and which stored it.
+pub(super) struct Write {
+    candidates: Vec<usize>,
+    /// The servers that must end up with the write (hinted if they miss it).
+    home: Vec<usize>,
+    next: usize,
+    stored_on: Vec<usize>,
+    error: Option<Error>,
+    refused: Option<Error>,
+}
+
+impl Shared {
+    pub(super) fn topology(&self) -> Arc<Topology> {
+        match self.topology.read() {
+            Ok(topology) => Arc::clone(&topology),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub(super) fn threshold(&self) -> u32 {
+        self.settings.failure_threshold
+    }
+
+    pub(super) fn encode(&self, value: &[u8], ttl: Ttl, now: SystemTime) -> Bytes {
+        if self.settings.replicas > 1 {
+            envelope::seal(value, ttl, now)
+        } else {
+            Bytes::copy_from_slice(value)
+        }
+    }
+
+    pub(super) fn decode(&self, copy: &Copy) -> Bytes {
+        if self.settings.replicas > 1 {
+            copy.value()
+        } else {
+            copy.raw.clone()
+        }
+    }
+
+    /// Sends every server its part of a call, all at once (the first part
+    /// on this thread, the others on helpers), and returns each part's
+    /// outcome. Each part must end by `part_deadline` (no later than the
+    /// call's), so that a server that does not answer leaves time to ask
+    /// the next one.
+    pub(super) fn dispatch(
+        &self,
+        topology: &Arc<Topology>,
+        op: &Op,
+        keys: &[&str],
+        plan: BTreeMap<usize, Vec<usize>>,
+        part_deadline: PartDeadline,
+    ) -> Vec<(usize, Vec<usize>, Result<Vec<KeyOutcome>>)> {
+        let (threshold, timeout) = (self.threshold(), self.settings.timeout);
+        if plan.len() == 1 {
+            return plan
+                .into_iter()
+                .map(|(index, part)| {
+                    let node = &topology.nodes[index];
+                    let outcome = send_part(node, op, keys, &part, part_deadline);
+                    if let Some(outcome) = &outcome {
+                        node.record(outcome, threshold);
+                    }
+                    (index, part, outcome.unwrap_or_else(|| Err(late(timeout))))
+                })
+                .collect();
+        }
+        let owned: Arc<[String]> = keys.iter().map(|&key| key.to_owned()).collect();
+        type Part = (usize, Vec<usize>, Result<Vec<KeyOutcome>>);
+        let jobs: Vec<Box<dyn FnOnce() -> Part + Send>> = plan
+            .into_iter()
+            .map(|(index, part)| {
+                let (topology, op, keys) = (Arc::clone(topology), op.clone(), Arc::clone(&owned));
+                Box::new(move || {
+                    let node = &topology.nodes[index];
+                    let outcome = send_part(node, &op, &keys, &part, part_deadline);
+                    if let Some(outcome) = &outcome {
+                        node.record(outcome, threshold);
+                    }
+                    (index, part, outcome.unwrap_or_else(|| Err(late(timeout))))
+                }) as Box<dyn FnOnce() -> Part + Send>
+            })
+            .collect();
+        self.helpers.run_all(jobs)
+    }
+
+    /// Reads `keys`; a key flagged in `latest` asks every replica (newest
+    /// wins) rather than the read quorum.
+    pub(super) fn read(&self, keys: &[&str], latest: Option<&[bool]>) -> Vec<KeyOutcome> {
+        let topology = self.topology();
+        let deadline = Instant::now() + self.settings.timeout;
+        let (replicas, quorum) = (self.settings.replicas, self.settings.read_quorum);
+        let mut reads: Vec<Read> = keys
+            .iter()
+            .enumerate()
+            .map(|(at, key)| {
+                let all = latest.is_some_and(|latest| latest.get(at) == Some(&true));
+                let (candidates, home) = topology.placement(key, replicas);
+                let mut read = Read {
+                    candidates,
+                    home,
+                    next: 0,
+                    answers: Vec::new(),
+                    quorum: if all { replicas } else { quorum },
+                    error: None,
+                    refused: None,
+                };
+                self.answer_from_hints(&topology, key, &mut read);
+                read
+            })
+            .collect();
+        let mut first_round = true;
+        loop {
+            let mut plan: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            let mut spare = 0;
+            for (at, read) in reads.iter_mut().enumerate() {
+                if read.refused.is_some() {
+                    continue;
+                }
+                let answered = read.answers.len();
+                let all_missed = read.answers.iter().all(|(_, copy)| copy.is_none());
+                let want = if answered < read.quorum {
+                    read.quorum - answered
+                } else if replicas > 1 && all_missed && answered < replicas {
+                    // Confirm a miss with the other replicas: one of them
+                    // may hold what a restarted replica lost.
+                    replicas - answered
+                } else {
+                    0
+                };
+                let take = want.min(read.candidates.len() - read.next);
+                for &index in &read.candidates[read.next..read.next + take] {
+                    plan.entry(index).or_default().push(at);
+                }
+                read.next += take;
+                spare = spare.max(read.candidates.len() - read.next);
+            }
+            if plan.is_empty() {
+                break;
+            }
+            // With replicas left to ask, no server may take the whole
+            // deadline: a hung one would leave nothing for the next.
+            let part_deadline =
+                PartDeadline::share(deadline, spare, first_round, self.settings.timeout);
+            for (index, part, outcome) in
+                self.dispatch(&topology, &Op::Get, keys, plan, part_deadline)
+            {
+                match outcome {
+                    Err(error) => {
+                        for at in part {
+                            reads[at].error = Some(error.clone());
+                        }
+                    }
+                    Ok(results) => {
+                        for (at, result) in part.into_iter().zip(results) {
+                            match result {
+                                Ok(value) => {
+                                    reads[at].answers.push((index, value.map(Copy::parse)))
+                                }
+                                Err(refused) => reads[at].refused = Some(refused),
+                            }
+                        }
+                    }
+                }
+            }
+            first_round = false;
+        }
+
+        let now = SystemTime::now();
+        let mut repairs = Vec::new();
+        let outcomes = reads
+            .into_iter()
+            .enumerate()
+            .map(|(at, read)| {
+                if let Some(refused) = read.refused {
+                    return Err(refused);
+                }
+                if read.answers.is_empty() {
+                    return Err(read.error.unwrap_or_else(no_servers));
+                }
+                // Recovering keys ask every replica but, as any read, need
+                // only the read quorum to answer.
+                let needed = quorum;
+                if read.answers.len() < needed {
+                    return Err(Error::Unavailable(
+                        format!(
+                            "read quorum not met for key {:?}: {} of {needed} replicas answered ({})",
+                            keys[at],
+                            read.answers.len(),
+                            read.error.map_or_else(String::new, |e| e.to_string())
+                        )
+                        .into(),
+                    ));
+                }
+                let newest = read
+                    .answers
+                    .iter()
+                    .filter_map(|(_, copy)| copy.as_ref())
+                    .fold(None::<&Copy>, |best, copy| match best {
+                        Some(best) if !copy.is_newer_than(best) => Some(best),
+                        _ => Some(copy),
+                    });
+                let Some(newest) = newest else {
+                    // Only stand-ins answered, with misses: the value may
+                    // be on a home server that failed or is down, and a
+                    // miss would hide it. With R > 1 that is reported; with
+                    // R = 1 a down server's keys start as misses on the
+                    // next one (documented).
+                    let home_answered = read.answers.iter().any(|(i, _)| read.home.contains(i));
+                    return match read.error {
+                        _ if home_answered => Ok(None),
+                        Some(error) => Err(error),
+                        None if replicas > 1 => Err(Error::Unavailable(
+                            format!(
+                                "no replica of key {:?} is reachable: its servers are marked \
+                                 down and the stand-ins have no copy",
+                                keys[at]
+                            )
+                            .into(),
+                        )),
+                        None => Ok(None),
+                    };
+                };
+                if replicas > 1 && newest.remaining_ttl(now).is_some() {
+                    for (index, copy) in &read.answers {
+                        let stale = copy.as_ref().is_none_or(|copy| newest.is_newer_than(copy));
+                        // A hinted server was not asked: its hint delivers.
+                        if stale && !topology.nodes[*index].hints.contains(keys[at]) {
+                            repairs.push(Repair {
+                                index: *index,
+                                at,
+                                seen: copy.clone(),
+                                newest: newest.clone(),
+                            });
+                        }
+                    }
+                }
+                Ok(Some(self.decode(newest)))
+            })
+            .collect();
+        self.repair(&topology, keys, repairs, deadline);
+        outcomes
+    }
+
+    /// Puts what the key's hinted servers missed in their place as answers
+    /// (so a server back with old data cannot hide an acknowledged write),
+    /// and asks every replica while one of them is recovering from writes
+    /// it missed unhinted.
+    pub(super) fn answer_from_hints(&self, topology: &Topology, key: &str, read: &mut Read) {
+        let nodes = &topology.nodes;
+        if read
+            .candidates
+            .iter()
+            .any(|&index| nodes[index].is_recovering())
+        {
+            read.quorum = read.candidates.len().max(read.quorum);
+        }
+        let hinted = |index: &usize| !nodes[*index].hints.is_empty();
+        if !read.candidates.iter().any(hinted) && !read.home.iter().any(hinted) {
+            return;
+        }
+        let answer = |index: usize| {
+            nodes[index]
+                .hints
+                .missed(key)
+                .map(|raw| raw.map(Copy::parse))
+        };
+        let answers = &mut read.answers;
+        read.candidates.retain(|&index| match answer(index) {
+            Some(copy) => {
+                answers.push((index, copy));
+                false
+            }
+            None => true,
+        });
+        // A home server that is down is not asked, but what it missed
+        // still counts: with both of a key's replicas down, its hint may
+        // be the only record of the newest write.
+        for &index in &read.home {
+            if !nodes[index].is_up() && !answers.iter().any(|(i, _)| *i == index) {
+                if let Some(copy) = answer(index) {
+                    answers.push((index, copy));
+                }
+            }
+        }
+    }
+
+    /// Rewrites stale replicas with the newest copy before the read
+    /// returns, within its deadline. Never overwrites a copy newer than
+    /// the one it is repairing with: each write is a compare-and-set
+    /// against what the replica answered, so a write that lands between
+    /// the read and the repair stays. A failed repair only counts against
+    /// its server: the read already has its answer.
+    pub(super) fn repair(
+        &self,
+        topology: &Topology,
+        keys: &[&str],
+        repairs: Vec<Repair>,
+        deadline: Instant,
+    ) {
+        if repairs.is_empty() {
+            return;
+        }
+        if let Some(hook) = &self.settings.before_repair {
+            (hook.0)();
+        }
+        let jobs: Vec<_> = repairs
+            .into_iter()
+            .map(|repair| {
+                move || {
+                    let Ok(left) = remaining(deadline, self.settings.timeout) else {
+                        return;
+                    };
+                    let Some(ttl) = repair.newest.remaining_ttl(SystemTime::now()) else {
+                        return;
+                    };
+                    let node = &topology.nodes[repair.index];
+                    let outcome = node.client.with_timeout(left).and_then(|client| {
+                        store_if_newer(&client, keys[repair.at], &repair.newest, repair.seen, ttl)
+                    });
+                    node.record(&outcome, self.threshold());
+                }
+            })
+            .collect();
+        in_parallel(jobs);
+    }
+
+    pub(super) fn write(&self, keys: &[&str], op: &Op) -> Vec<Result<()>> {
+        self.write_with(keys, op, false)
+    }
+
+    /// Writes `keys`; with `everywhere`, a write is acknowledged only when
+    /// every replica stored it (as a delete always is).
+    pub(super) fn write_with(&self, keys: &[&str], op: &Op, everywhere: bool) -> Vec<Result<()>> {
+        let topology = self.topology();
+        let deadline = Instant::now() + self.settings.timeout;
+        let replicas = self.settings.replicas;
+        // A write stored anywhere is served (and repaired from); a delete
+        // that missed a replica may leave the value there.
+        let partial_ok = matches!(op, Op::Set { .. }) && !everywhere;
+        let mut writes: Vec<Write> = keys
+            .iter()
+            .map(|key| {
+                let (candidates, home) = topology.placement(key, replicas);
+                Write {
+                    candidates,
+                    home,
+                    next: 0,
+                    stored_on: Vec::new(),
+                    error: None,
+                    refused: None,
+                }
+            })
+            .collect();
+        // Writes to a server with hints waiting are ordered against their
+        // delivery (see `hints`): held until the hints are settled below.
+        let mut stripes: Vec<(usize, usize)> = Vec::new();
+        for (write, key) in writes.iter().zip(keys) {
+            for &index in &write.candidates {
+                let hints = &topology.nodes[index].hints;
+                if !hints.is_empty() {
+                    stripes.push((index, hints.stripe_of(key)));
+                }
+            }
+        }
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut _writing = Vec::with_capacity(stripes.len());
+        for &(index, stripe) in &stripes {
+            match topology.nodes[index].hints.writing_by(stripe, deadline) {
+                Some(guard) => _writing.push(guard),
+                // A delivery held it past this call's deadline: nothing
+                // was sent.
+                None => {
+                    return keys
+                        .iter()
+                        .map(|_| Err(late(self.settings.timeout)))
+                        .collect()
+                }
+            }
+        }
+        let mut first_round = true;
+        loop {
+            let mut plan: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+            for (at, write) in writes.iter_mut().enumerate() {
+                if write.refused.is_some() {
+                    continue;
+                }
+                let want = replicas.saturating_sub(write.stored_on.len());
+                let take = want.min(write.candidates.len() - write.next);
+                for &index in &write.candidates[write.next..write.next + take] {
+                    plan.entry(index).or_default().push(at);
+                }
+                write.next += take;
+            }
+            if plan.is_empty() {
+                break;
+            }
+            // Every replica is written at once, so each part may use what
+            // is left of the deadline.
+            let part_deadline =
+                PartDeadline::share(deadline, 0, first_round, self.settings.timeout);
+            for (index, part, outcome) in self.dispatch(&topology, op, keys, plan, part_deadline) {
+                match outcome {
+                    Err(error) => {
+                        for at in part {
+                            writes[at].error = Some(error.clone());
+                        }
+                    }
+                    Ok(results) => {
+                        for (at, result) in part.into_iter().zip(results) {
+                            match result {
+                                Ok(_) => writes[at].stored_on.push(index),
+                                Err(refused) => writes[at].refused = Some(refused),
+                            }
+                        }
+                    }
+                }
+            }
+            first_round = false;
+        }
+        writes
+            .into_iter()
+            .enumerate()
+            .map(|(at, write)| {
+                let outcome = match (&write.refused, &write.error) {
+                    (Some(refused), _) => Err(refused.clone()),
+                    (None, Some(error)) if !partial_ok || write.stored_on.is_empty() => {
+                        Err(error.clone())
+                    }
+                    (None, _) if write.stored_on.is_empty() => Err(no_servers()),
+                    _ => Ok(()),
+                };
+                // A server that stored it holds something newer than any
+                // hint for the key, acknowledged or not.
+                for &index in &write.stored_on {
+                    topology.nodes[index].hints.forget(keys[at]);
+                }
+                if outcome.is_ok() {
+                    self.hint_missed(&topology, keys[at], op, at, &write);
+                }
+                outcome
+            })
+            .collect()
+    }
+
+    /// After an acknowledged write: every home server of the key that did
+    /// not store it gets a hint.
+    pub(super) fn hint_missed(
+        &self,
+        topology: &Topology,
+        key: &str,
+        op: &Op,
+        at: usize,
+        write: &Write,
+    ) {
+        let nodes = &topology.nodes;
+        for &index in &write.home {
+            if write.stored_on.contains(&index) {
+                continue;
+            }
+            let hint = match op {
+                Op::Set { values, ttl } => Hint::Set {
+                    raw: values[at].clone(),
+                    ttl: *ttl,
+                    stand_ins: write
+                        .stored_on
+                        .iter()
+                        .filter(|index| !write.home.contains(index))
+                        .map(|&index| nodes[index].name.clone())
+                        .collect(),
+                },
+                Op::Delete => Hint::Delete,
+                Op::Get => continue,
+            };
+            let node = &nodes[index];
+            if !node.hints.record(key, hint, self.settings.hint_capacity) {
+                node.missed_a_hint(self.settings.recovery_window);
+            }
+        }
+    }
+
+    /// `SetIfAbsent` on each of the key's replicas at once: `true` only
+    /// when every one stored it.
+    #[cfg(feature = "cache")]
+    pub(super) fn set_if_absent_everywhere(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Ttl,
+    ) -> Result<bool> {
+        ttl.wire_seconds()?;
+        let topology = self.topology();
+        let raw = self.encode(value, ttl, SystemTime::now());
+        let jobs: Vec<_> = topology
+            .replicas(key, self.settings.replicas)
+            .into_iter()
+            .map(|index| {
+                let (topology, raw) = (&topology, &raw);
+                move || {
+                    let node = &topology.nodes[index];
+                    let outcome = node.client.set_if_absent_with_ttl(key, raw, ttl);
+                    node.record(&outcome, self.threshold());
+                    outcome
+                }
+            })
+            .collect();
+        let mut stored_everywhere = true;
+        for outcome in in_parallel(jobs) {
+            stored_everywhere &= outcome?;
+        }
+        Ok(stored_everywhere)
+    }
+
+    /// Runs a conditional call on the key's best live server. A hint that
+    /// server has for the key is delivered first (the condition must be
+    /// judged against the newest value, not the copy it missed a write
+    /// on); a write the call `stored` on a stand-in leaves a hint for the
+    /// key's home server, as any write does.
+    pub(super) fn on_primary<T>(
+        &self,
+        key: &str,
+        what: &str,
+        written: (&[u8], Ttl),
+        stored: impl Fn(&T) -> bool,
+        call: impl FnOnce(&Client) -> Result<T>,
+    ) -> Result<T> {
+        if self.settings.replicas > 1 {
+            return Err(Error::Validation(format!(
+                "{what} needs a cluster with one replica: with {} no single server can decide it",
+                self.settings.replicas
+            )));
+        }
+        let topology = self.topology();
+        let (live, home) = topology.placement(key, 1);
+        let index = *live.first().ok_or_else(no_servers)?;
+        let node = &topology.nodes[index];
+        let timeout = self.settings.timeout;
+        let deadline = Instant::now() + timeout;
+        // Only with hints waiting does the call share its deadline with a
+        // delivery; otherwise the server's own client and timeout serve.
+        let hinted = !node.hints.is_empty();
+        if node.hints.contains(key) {
+            let mut delivered = Vec::new();
+            let _delivering = node
+                .hints
+                .delivering_by(key, deadline)
+                .ok_or_else(|| late(timeout))?;
+            if let Some(hint) = node.hints.get(key) {
+                let client = node.client.with_timeout(remaining(deadline, timeout)?)?;
+                let outcome = self.deliver_one(node, &client, key, hint, &mut delivered);
+                node.record(&outcome, self.threshold());
+                outcome?;
+            }
+        }
+        let (mut _writing, mut bounded) = (None, None);
+        if hinted {
+            let stripe = node.hints.stripe_of(key);
+            _writing = Some(
+                node.hints
+                    .writing_by(stripe, deadline)
+                    .ok_or_else(|| late(timeout))?,
+            );
+            bounded = Some(node.client.with_timeout(remaining(deadline, timeout)?)?);
+        }
+        let outcome = call(bounded.as_ref().unwrap_or(&node.client));
+        node.record(&outcome, self.threshold());
+        if outcome.as_ref().is_ok_and(stored) {
+            node.hints.forget(key);
+            if let Some(&owner) = home.first().filter(|&&owner| owner != index) {
+                let hint = Hint::Set {
+                    raw: Bytes::copy_from_slice(written.0),
+                    ttl: written.1,
+                    stand_ins: vec![node.name.clone()],
+                };
+                let owner = &topology.nodes[owner];
+                if !owner.hints.record(key, hint, self.settings.hint_capacity) {
+                    owner.missed_a_hint(self.settings.recovery_window);
+                }
+            }
+        }
+        outcome
+    }
+
+    pub(super) fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+        ttl.wire_seconds()?;
+        let topology = self.topology();
+        let deadline = Instant::now() + self.settings.timeout;
+        let replicas = self.settings.replicas;
+        let jobs: Vec<_> = topology
+            .replicas(key, replicas)
+            .into_iter()
+            .map(|index| {
+                let topology = &topology;
+                move || {
+                    let node = &topology.nodes[index];
+                    let outcome = if replicas == 1 {
+                        node.client.touch(key, ttl)
+                    } else {
+                        touch_copy(&node.client, key, ttl, deadline, self.settings.timeout)
+                    };
+                    node.record(&outcome, self.threshold());
+                    outcome
+                }
+            })
+            .collect();
+        let mut touched = false;
+        let mut last_error = None;
+        for outcome in in_parallel(jobs) {
+            match outcome {
+                Ok(found) => touched |= found,
+                Err(error) => last_error = Some(error),
+            }
+        }
+        match last_error {
+            Some(error) if !touched => Err(error),
+            _ => Ok(touched),
+        }
+    }
+
+    pub(super) fn per_server<T: Send>(
+        &self,
+        call: impl Fn(&Client) -> Result<T> + Sync,
+    ) -> Vec<ServerResult<T>> {
+        let topology = self.topology();
+        let call = &call;
+        let jobs: Vec<_> = topology
+            .nodes
+            .iter()
+            .map(|node| {
+                move || ServerResult {
+                    server: node.name.clone(),
+                    result: call(&node.client),
+                }
+            })
+            .collect();
+        in_parallel(jobs)
+    }
+}
+
+/// Runs `op` for the keys at `part` on one server: a single-key call for
+/// one key, a multi-key call otherwise. `Err` when the server failed as a
+/// whole; a key it refused is an `Err` inside.
+pub(super) fn run_part<K: AsRef<str>>(
+    client: &Client,
+    op: &Op,
+    keys: &[K],
+    part: &[usize],
+) -> Result<Vec<KeyOutcome>> {
+    if let [at] = part {
+        let key: &str = keys[*at].as_ref();
+        let outcome = match op {
+            Op::Get => client.get(key),
+            Op::Set { values, ttl } => client.set_with_ttl(key, &values[*at], *ttl).map(|()| None),
+            Op::Delete => client.delete(key).map(|()| None),
+        };
+        return match outcome {
+            Err(error) if is_server_failure(&error) => Err(error),
+            other => Ok(vec![other]),
+        };
+    }
+    let chosen = part.iter().map(|&at| -> &str { keys[at].as_ref() });
+    let outcome = match op {
+        Op::Get => client
+            .get_many(chosen)
+            .map(|items| items.into_iter().map(|item| item.result).collect()),
+        Op::Set { values, ttl } => client
+            .set_many_with_ttl(
+                part.iter()
+                    .map(|&at| -> (&str, &Bytes) { (keys[at].as_ref(), &values[at]) }),
+                *ttl,
+            )
+            .map(done),
+        Op::Delete => client.delete_many(chosen).map(done),
+    };
+    match outcome {
+        Err(error) if is_server_failure(&error) => Err(error),
+        // The whole part refused (too many keys, say): each key fails.
+        Err(refused) => Ok(part.iter().map(|_| Err(refused.clone())).collect()),
+        Ok(outcomes) => Ok(outcomes),
+    }
+}
+
+pub(super) fn done(items: Vec<ItemResult<()>>) -> Vec<KeyOutcome> {
+    items
+        .into_iter()
+        .map(|item| item.result.map(|()| None))
+        .collect()
+}
+
+/// Back to the per-item form of the caller's multi-key call.
+pub(super) fn per_item(keys: &[&str], outcomes: Vec<KeyOutcome>) -> Vec<ItemResult<Option<Bytes>>> {
+    keys.iter()
+        .zip(outcomes)
+        .map(|(key, outcome)| ItemResult::new(key, outcome))
+        .collect()
+}
+
+pub(super) fn no_servers() -> Error {
+    Error::Unavailable("no server of the cluster is reachable".into())
+}
+
+/// What is left of the deadline, or the error a call that ran out gets.
+pub(super) fn remaining(deadline: Instant, timeout: Duration) -> Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        Err(late(timeout))
+    } else {
+        Ok(left)
+    }
+}
+
+pub(super) fn late(timeout: Duration) -> Error {
+    Error::DeadlineExceeded(
+        format!("the cluster call's {timeout:?} ran out before every replica was asked").into(),
+    )
+}
+
+/// When one server's part of a call must end.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PartDeadline {
+    /// The first round with nothing left to fall back on: the server's
+    /// client uses its own timeout (the cluster's), no per-call handle.
+    Own,
+    /// No later than this.
+    By(Instant),
+    /// The call's deadline has passed.
+    Passed,
+}
+
+impl PartDeadline {
+    /// The part's share of what is left before `deadline`, when `spare`
+    /// more servers may still have to be asked after this round: an equal
+    /// share for this round and each of those.
+    pub(super) fn share(
+        deadline: Instant,
+        spare: usize,
+        first_round: bool,
+        timeout: Duration,
+    ) -> PartDeadline {
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        if left.is_zero() {
+            return PartDeadline::Passed;
+        }
+        if spare == 0 {
+            // The server's own timeout is the cluster's: in the first round
+            // it ends with the call.
+            return if first_round && left + Duration::from_millis(1) >= timeout {
+                PartDeadline::Own
+            } else {
+                PartDeadline::By(deadline)
+            };
+        }
+        let rounds = u32::try_from(spare + 1).unwrap_or(u32::MAX);
+        PartDeadline::By(now + left / rounds)
+    }
+}
+
+/// One server's part of a call, by `deadline`. `None` when no time was
+/// left to send it (which says nothing of the server's health).
+pub(super) fn send_part<K: AsRef<str>>(
+    node: &Node,
+    op: &Op,
+    keys: &[K],
+    part: &[usize],
+    deadline: PartDeadline,
+) -> Option<Result<Vec<KeyOutcome>>> {
+    let by = match deadline {
+        PartDeadline::Own => return Some(run_part(&node.client, op, keys, part)),
+        PartDeadline::Passed => return None,
+        PartDeadline::By(by) => by,
+    };
+    let left = by.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return None;
+    }
+    Some(
+        node.client
+            .with_timeout(left)
+            .and_then(|client| run_part(&client, op, keys, part)),
+    )
+}
+
+/// A stale replica to rewrite after a read.
+pub(super) struct Repair {
+    /// The server.
+    index: usize,
+    /// The key's position in the call.
+    at: usize,
+    /// What the server answered: the repair replaces exactly this.
+    seen: Option<Copy>,
+    /// The newest copy the read found.
+    newest: Copy,
+}
+
+/// Stores `newest` for `key` unless the server holds a copy at least as
+/// new: a compare-and-set against the copy believed to be there (`seen`,
+/// or read first when `None` is not known to be a miss), read again after
+/// each lost race, at most [`TOUCH_ATTEMPTS`] times. Another writer that
+/// keeps winning the race is newer, so giving up then loses nothing.
+pub(super) fn store_if_newer(
+    client: &Client,
+    key: &str,
+    newest: &Copy,
+    seen: Option<Copy>,
+    ttl: Ttl,
+) -> Result<()> {
+    let mut current = match seen {
+        Some(copy) => Some(copy),
+        None => client.get(key)?.map(Copy::parse),
+    };
+    for _ in 0..TOUCH_ATTEMPTS {
+        let stored = match &current {
+            Some(copy) if !newest.is_newer_than(copy) => return Ok(()),
+            Some(copy) => {
+                client.compare_and_set_with_ttl(key, &copy.raw, &newest.raw, ttl)?
+                    == CasOutcome::Stored
+            }
+            None => client.set_if_absent_with_ttl(key, &newest.raw, ttl)?,
+        };
+        if stored {
+            return Ok(());
+        }
+        current = client.get(key)?.map(Copy::parse);
+    }
+    Ok(())
+}
+
+/// A touch of one replica's enveloped copy: a new expiry, the same write
+/// time, by compare-and-set so a concurrent write is never undone.
+pub(super) fn touch_copy(
+    client: &Client,
+    key: &str,
+    ttl: Ttl,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<bool> {
+    for _ in 0..TOUCH_ATTEMPTS {
+        let within = client.with_timeout(remaining(deadline, timeout)?)?;
+        let Some(raw) = within.get(key)? else {
+            return Ok(false);
+        };
+        let copy = Copy::parse(raw.clone());
+        let touched = envelope::reseal(&copy, ttl, SystemTime::now());
+        match within.compare_and_set_with_ttl(key, &raw, &touched, ttl)? {
+            CasOutcome::Stored => return Ok(true),
+            CasOutcome::NotFound => return Ok(false),
+            CasOutcome::Mismatch => {}
+        }
+    }
+    Err(crate::store::touch_lost(key))
+}
