@@ -253,9 +253,6 @@ impl Drop for Inner {
     }
 }
 
-/// The servers as one call sees them: a snapshot, swapped whole when
-/// discovery changes the set.
-
 struct Shared {
     settings: Settings,
     helpers: fanout::Helpers,

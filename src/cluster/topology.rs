@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::node::Node;
 use super::placement;
 
-/// The servers, sorted by name, and their placement slots.
+/// The servers as one call sees them: a snapshot, swapped whole when
+/// discovery changes the set.
 pub(super) struct Topology {
     pub(super) nodes: Vec<Arc<Node>>,
     pub(super) slots: Vec<placement::Slot>,
