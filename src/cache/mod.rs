@@ -76,14 +76,15 @@ mod typed;
 mod use_case;
 
 #[cfg(feature = "entity-cache")]
-pub use entity::{EntityCache, EntityCacheBuilder, UseCase};
+pub use entity::{EntityCache, EntityCacheBuilder};
 #[cfg(feature = "entity-cache")]
 pub use metrics::{UseCaseStats, DEFAULT_CACHE_METRICS_PREFIX};
 #[cfg(feature = "entity-cache")]
 pub use scope::{enable, enabled, is_enabled, EnabledScope};
 #[cfg(feature = "entity-cache")]
 pub use use_case::{
-    ConfigProvider, DisabledReason, LayerConfig, UseCaseConfig, UseCaseInfo, DEFAULT_REMOTE_TTL,
+    ConfigProvider, DisabledReason, LayerConfig, UseCase, UseCaseConfig, UseCaseInfo,
+    DEFAULT_REMOTE_TTL,
 };
 
 pub use error::CacheError;

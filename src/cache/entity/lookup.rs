@@ -1,0 +1,399 @@
+//! The lookup engine: what one call of a use case does, layer by layer.
+//!
+//! In order: the enable scope, the use case's settings and the call's
+//! ramp draw decide which layers it uses; the local layer answers if its
+//! entry's generations are the ones this process knows; else one read of
+//! the remote layer fetches the entry with its generations; else the
+//! function runs, once per entry and generations across the process's
+//! threads, and its value is stored in the layers the call uses.
+
+use std::fmt::Display;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use moka::Expiry;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::Inner;
+use crate::cache::flight::{Lead, Outcome, Role};
+use crate::cache::invalidation::{
+    entry_key, generation_key, now_ms, Envelope, GLOBAL_GENERATION_KEY,
+};
+use crate::cache::scope::is_enabled;
+use crate::cache::use_case::{DisabledReason, LayerConfig, UseCase, UseCaseInfo};
+use crate::cache::{CacheError, Codec};
+use crate::CacheStore;
+use crate::{Result, Ttl};
+
+/// An entry of the local layer.
+#[derive(Clone)]
+pub(super) struct Local {
+    value: Bytes,
+    global: Bytes,
+    entity: Bytes,
+    expires_at: Instant,
+}
+
+/// Each local entry ends at its own instant, set before the read that
+/// fetched it: the local TTL bounds staleness from the read on.
+pub(super) struct LocalExpiry;
+
+impl Expiry<String, Local> for LocalExpiry {
+    fn expire_after_create(&self, _: &String, local: &Local, now: Instant) -> Option<Duration> {
+        Some(local.expires_at.saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        local: &Local,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(local.expires_at.saturating_duration_since(now))
+    }
+}
+
+/// What one read of the remote layer found.
+struct Remote {
+    entry: Option<Bytes>,
+    entity: Option<Bytes>,
+    global: Option<Bytes>,
+}
+
+/// What the leader of a miss needs from the lookup.
+struct Miss<'a> {
+    key: &'a str,
+    generation: &'a str,
+    found: Remote,
+    remote: Option<LayerConfig>,
+    epoch: u64,
+    read_at_ms: u64,
+    local_expires_at: Option<Instant>,
+}
+
+/// The layers one call uses: the use case's settings after its ramps.
+struct Layers {
+    local: Option<LayerConfig>,
+    remote: Option<LayerConfig>,
+}
+
+impl<S: CacheStore> Inner<S> {
+    /// The value of `use_case` for `id` and `arguments`, through the layers
+    /// its settings give this call (see [`UseCase::get`]).
+    pub(in crate::cache) fn lookup<C, F, I, A, T, E>(
+        &self,
+        use_case: &UseCase<S, C, F>,
+        id: &I,
+        arguments: &A,
+    ) -> std::result::Result<T, CacheError<E>>
+    where
+        C: Codec,
+        F: Fn(&I, &A) -> std::result::Result<T, E>,
+        I: Display + ?Sized,
+        A: Serialize + ?Sized,
+        T: Serialize + DeserializeOwned,
+        E: Send + Sync + 'static,
+    {
+        let Layers { local, remote } = match self.layers(use_case.info()) {
+            Ok(layers) => layers,
+            Err(reason) => return use_case.pass_through(reason, id, arguments),
+        };
+        let meter = use_case.meter();
+
+        let id_text = id.to_string();
+        let Ok(encoded_arguments) = postcard::to_stdvec(arguments) else {
+            meter.error();
+            return use_case.run(id, arguments);
+        };
+        let key = entry_key(
+            use_case.name(),
+            use_case.key_type(),
+            &id_text,
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(encoded_arguments),
+        );
+        let generation = generation_key(use_case.key_type(), &id_text);
+
+        if local.is_some() {
+            if let Some(bytes) = self.local_hit(&key, &generation) {
+                if let Some(value) = use_case.decode(&bytes) {
+                    meter.local_hit();
+                    return Ok(value);
+                }
+                self.local.invalidate(&key);
+            }
+        }
+
+        // Taken before the read: staleness is bounded from here.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let read_at_ms = now_ms();
+        let local_expires_at = local.map(|layer| Instant::now() + layer.ttl);
+
+        let found = if remote.is_some() {
+            match self.read_remote(&key, &generation) {
+                Ok(found) => found,
+                Err(_) => {
+                    // Fail-open: the store is down or refused; the
+                    // function answers.
+                    meter.error();
+                    meter.miss();
+                    return use_case.run(id, arguments);
+                }
+            }
+        } else {
+            Remote {
+                entry: None,
+                global: Some(self.tokens.known_or_local(GLOBAL_GENERATION_KEY)),
+                entity: Some(self.tokens.known_or_local(&generation)),
+            }
+        };
+
+        if let Some(bytes) = &found.entry {
+            if let Some(envelope) = Envelope::decode(bytes) {
+                let current = envelope.is_current(
+                    found.global.as_deref().unwrap_or_default(),
+                    found.entity.as_deref().unwrap_or_default(),
+                );
+                if current {
+                    if let Some(value) = use_case.decode(&envelope.value) {
+                        meter.remote_hit();
+                        if local.is_some() {
+                            self.record(epoch, &key, &generation, &envelope, local_expires_at);
+                        }
+                        return Ok(value);
+                    }
+                }
+            }
+        }
+
+        meter.miss();
+        let flight = format!(
+            "{key}\n{}\n{}",
+            String::from_utf8_lossy(found.global.as_deref().unwrap_or_default()),
+            String::from_utf8_lossy(found.entity.as_deref().unwrap_or_default()),
+        );
+        if self.flights.is_loading_here(&flight) {
+            // The function asks for its own entry: computing it again is
+            // all that can be done without waiting for ourselves.
+            return use_case.run(id, arguments);
+        }
+        let wait = match self.flights.join(&flight) {
+            Role::Leader(lead) => {
+                let miss = Miss {
+                    key: &key,
+                    generation: &generation,
+                    found,
+                    remote,
+                    epoch,
+                    read_at_ms,
+                    local_expires_at,
+                };
+                return self.lead(use_case, lead, miss, id, arguments);
+            }
+            Role::Waiter(wait) => wait,
+        };
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(self.wait_timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+        match wait.until(deadline) {
+            Some(Outcome::Value(bytes)) => match use_case.decode(&bytes) {
+                Some(value) => Ok(value),
+                None => use_case.run(id, arguments),
+            },
+            Some(Outcome::Failed(shared)) => match shared.downcast_ref::<CacheError<E>>() {
+                Some(error) => Err(error.clone()),
+                None => use_case.run(id, arguments),
+            },
+            // Fail-open: the leader panicked or is too slow.
+            Some(Outcome::Panicked) | None => use_case.run(id, arguments),
+        }
+    }
+
+    /// The layers this call uses, or why it uses none: outside an enable
+    /// scope, disabled by its settings, or outside every ramp.
+    fn layers(&self, info: UseCaseInfo<'_>) -> std::result::Result<Layers, DisabledReason> {
+        if !is_enabled() {
+            self.outside_scope(info.name);
+            return Err(DisabledReason::Scope);
+        }
+        let Some(config) = self.provider.config(&info) else {
+            return Err(DisabledReason::Config);
+        };
+        if config.local.is_none() && config.remote.is_none() {
+            return Err(DisabledReason::Config);
+        }
+        // One draw for both layers: ramps nest.
+        let draw = fastrand::u8(0..100);
+        let in_ramp = |layer: Option<LayerConfig>| {
+            layer.filter(|layer| draw < layer.ramp_percent && !layer.ttl.is_zero())
+        };
+        let (local, remote) = (in_ramp(config.local), in_ramp(config.remote));
+        if local.is_none() && remote.is_none() {
+            return Err(DisabledReason::Ramp);
+        }
+        Ok(Layers { local, remote })
+    }
+
+    /// The local entry of `key`, if its generations are still the ones
+    /// this process knows.
+    fn local_hit(&self, key: &str, generation: &str) -> Option<Bytes> {
+        let local = self.local.get(key)?;
+        self.tokens
+            .vouch_for(generation, &local.global, &local.entity)
+            .then_some(local.value)
+    }
+
+    /// The entry and its generations, in one round trip when tracking.
+    fn read_remote(&self, key: &str, generation: &str) -> Result<Remote> {
+        if !self.tokens.tracking() {
+            return Ok(Remote {
+                entry: self.store.get(key)?,
+                global: Some(Bytes::new()),
+                entity: Some(Bytes::new()),
+            });
+        }
+        // The generations are read so the newest copy wins (every replica
+        // of a replicated cluster): one replica that missed an
+        // invalidation must not vouch for an entry it made stale.
+        let mut found = self
+            .store
+            .get_many_latest(
+                &[key, generation, GLOBAL_GENERATION_KEY],
+                &[false, true, true],
+            )?
+            .into_iter();
+        let mut next = || {
+            found
+                .next()
+                .map(|item| item.result)
+                .transpose()
+                .map(Option::flatten)
+        };
+        Ok(Remote {
+            entry: next()?,
+            entity: next()?,
+            global: next()?,
+        })
+    }
+
+    /// Records what a read saw, locally, unless an invalidation of this
+    /// process happened since `epoch` (it may have been read before it).
+    fn record(
+        &self,
+        epoch: u64,
+        key: &str,
+        generation: &str,
+        envelope: &Envelope,
+        expires_at: Option<Instant>,
+    ) {
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        self.tokens
+            .learn(generation, &envelope.global, &envelope.entity);
+        if let Some(expires_at) = expires_at {
+            self.local.insert(
+                key.to_owned(),
+                Local {
+                    value: envelope.value.clone(),
+                    global: envelope.global.clone(),
+                    entity: envelope.entity.clone(),
+                    expires_at,
+                },
+            );
+        }
+        // An invalidation that slipped in between the check and the
+        // inserts recorded its own token; ours must not stay over it.
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            self.tokens.unlearn(generation);
+            self.local.invalidate(key);
+        }
+    }
+
+    /// Computes, stores and hands the value to the waiters.
+    fn lead<C, F, I, A, T, E>(
+        &self,
+        use_case: &UseCase<S, C, F>,
+        lead: Lead<'_>,
+        miss: Miss<'_>,
+        id: &I,
+        arguments: &A,
+    ) -> std::result::Result<T, CacheError<E>>
+    where
+        C: Codec,
+        F: Fn(&I, &A) -> std::result::Result<T, E>,
+        I: ?Sized,
+        A: ?Sized,
+        T: Serialize,
+        E: Send + Sync + 'static,
+    {
+        let Remote { global, entity, .. } = miss.found;
+        // Entries are never stored under a missing generation: one that
+        // the server lost must make them stale, not fresh again.
+        let tokens = if self.tokens.tracking() && miss.remote.is_some() {
+            let ensured = self
+                .tokens
+                .ensure(&self.store, GLOBAL_GENERATION_KEY, global)
+                .and_then(|global| {
+                    Ok(global.zip(self.tokens.ensure(&self.store, miss.generation, entity)?))
+                });
+            ensured.unwrap_or_else(|_| {
+                use_case.meter().error();
+                None
+            })
+        } else {
+            global.zip(entity)
+        };
+        let value = match use_case.run(id, arguments) {
+            Ok(value) => value,
+            Err(error) => {
+                lead.publish(Outcome::Failed(Arc::new(error.clone())));
+                return Err(error);
+            }
+        };
+        let Some(bytes) = use_case.encode(&value) else {
+            // Dropping the lead sends the waiters to compute for themselves.
+            drop(lead);
+            return Ok(value);
+        };
+        if let Some((global, entity)) = tokens {
+            let envelope = Envelope {
+                read_at_ms: miss.read_at_ms,
+                global,
+                entity,
+                value: bytes.clone(),
+            };
+            // Inside a future buffer the entry would read as stale: store
+            // nothing, in either layer.
+            if envelope.is_current(&envelope.global, &envelope.entity) {
+                if let Some(remote) = miss.remote {
+                    if let Some(stored) = envelope.encode() {
+                        if self
+                            .store
+                            .set_with_ttl(miss.key, &stored, Ttl::After(remote.ttl))
+                            .is_err()
+                        {
+                            use_case.meter().error();
+                        }
+                    }
+                }
+                if miss.local_expires_at.is_some() {
+                    self.record(
+                        miss.epoch,
+                        miss.key,
+                        miss.generation,
+                        &envelope,
+                        miss.local_expires_at,
+                    );
+                }
+            }
+        }
+        lead.publish(Outcome::Value(bytes));
+        Ok(value)
+    }
+}
