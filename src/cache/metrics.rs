@@ -3,22 +3,42 @@
 //!
 //! Handles are registered once per use case, when it is made, so a call
 //! never formats a name or looks a metric up: install the application's
-//! recorder before making use cases. Labels are `use_case` and `key_type`
-//! (plus `reason` on `disabled`), never a key or an id.
+//! recorder before making use cases. A layer's own events (invalidations,
+//! flushes) register theirs at their first occurrence and keep them.
+//! Labels are `use_case` and `key_type` (plus `reason` on `disabled`),
+//! never a key or an id. Every metric is described (unit and help text)
+//! once per process and prefix, when a layer first emits one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "metrics")]
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use super::use_case::DisabledReason;
 
+/// One check for a client's prefix and a layer's: their names end up side
+/// by side in one exporter.
+pub(crate) use crate::client::telemetry::check_prefix;
+
 /// The metrics prefix of an [`EntityCache`](crate::cache::EntityCache)
-/// unless its builder names another: the raw client's.
-pub const DEFAULT_CACHE_METRICS_PREFIX: &str = "tiny_cache_client";
+/// unless its builder names another: the raw client's (the same constant),
+/// so a layer's `{prefix}_cache_...` metrics sit next to its client's.
+///
+/// ```
+/// use tiny_cache_client::cache::DEFAULT_CACHE_METRICS_PREFIX;
+///
+/// // `tiny_cache_client_cache_requests_total` and so on.
+/// assert_eq!(DEFAULT_CACHE_METRICS_PREFIX, "tiny_cache_client");
+/// # #[cfg(feature = "metrics")]
+/// assert_eq!(DEFAULT_CACHE_METRICS_PREFIX, tiny_cache_client::DEFAULT_METRICS_PREFIX);
+/// ```
+pub const DEFAULT_CACHE_METRICS_PREFIX: &str = crate::client::telemetry::DEFAULT_METRICS_PREFIX;
 
 /// A snapshot of what use cases counted: one use case's
-/// ([`UseCase::stats`](crate::cache::UseCase::stats)) or a whole layer's
-/// ([`EntityCache::stats`](crate::cache::EntityCache::stats)). Taking one
-/// reads a few atomics; it needs no metrics stack.
+/// ([`UseCase::local_stats`](crate::cache::UseCase::local_stats)) or a
+/// whole layer's
+/// ([`EntityCache::local_stats`](crate::cache::EntityCache::local_stats)).
+/// Taking one reads a few atomics; it needs no metrics stack.
 ///
 /// ```
 /// use tiny_cache_client::cache::UseCaseStats;
@@ -98,12 +118,105 @@ pub(crate) fn total<'a>(all: impl IntoIterator<Item = &'a UseCaseStats>) -> UseC
     sum
 }
 
-/// The metric names of one layer, made once when it is built.
+/// The metric names of one layer, made once when it is built, and the
+/// handles of the layer's own events.
 #[derive(Debug, Clone)]
 pub(crate) struct Names {
     #[cfg(feature = "metrics")]
     prefix: String,
+    /// Set once this layer has made sure its prefix is described, so that
+    /// only its first metric pays for the process-wide set's lock.
+    #[cfg(feature = "metrics")]
+    described: OnceLock<()>,
+    #[cfg(feature = "metrics")]
+    flushes: OnceLock<metrics::Counter>,
+    /// By key type. Key types are open (any `&str`), unlike use cases,
+    /// which register theirs when made; a layer sees a handful, so a short
+    /// list behind a lock will do: an invalidation's round trip to the
+    /// store dwarfs it. Shared by clones, like the series it counts.
+    #[cfg(feature = "metrics")]
+    invalidations: Arc<Mutex<Vec<(String, metrics::Counter)>>>,
 }
+
+/// Which `describe_*` a metric takes.
+#[cfg(feature = "metrics")]
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Histogram,
+}
+
+/// Every metric of a layer: name suffix, kind, unit, help text (the
+/// README's table).
+#[cfg(feature = "metrics")]
+const DESCRIPTIONS: [(&str, Kind, metrics::Unit, &str); 12] = {
+    use metrics::Unit::{Bytes, Count, Seconds};
+    use Kind::{Counter, Histogram};
+    [
+        ("requests_total", Counter, Count, "Calls of a use case."),
+        (
+            "local_hits_total",
+            Counter,
+            Count,
+            "Use case calls answered by the in-process layer.",
+        ),
+        (
+            "remote_hits_total",
+            Counter,
+            Count,
+            "Use case calls answered by the remote layer.",
+        ),
+        (
+            "misses_total",
+            Counter,
+            Count,
+            "Use case calls that used the cache and ran the function.",
+        ),
+        (
+            "disabled_total",
+            Counter,
+            Count,
+            "Use case calls that went straight to the function, by reason (scope, config, ramp).",
+        ),
+        (
+            "errors_total",
+            Counter,
+            Count,
+            "Cache failures (store, encoding, decoding) absorbed by failing open.",
+        ),
+        (
+            "invalidations_total",
+            Counter,
+            Count,
+            "Entities invalidated, by key type.",
+        ),
+        ("flushes_total", Counter, Count, "Calls of flush_all."),
+        (
+            "get_duration_seconds",
+            Histogram,
+            Seconds,
+            "A use case call's latency, whatever answered.",
+        ),
+        (
+            "function_duration_seconds",
+            Histogram,
+            Seconds,
+            "The cached function's own latency, when it ran.",
+        ),
+        (
+            "serialization_duration_seconds",
+            Histogram,
+            Seconds,
+            "Encoding a value or decoding an entry.",
+        ),
+        (
+            "value_bytes",
+            Histogram,
+            Bytes,
+            "Encoded value sizes, stored or read.",
+        ),
+    ]
+};
 
 impl Names {
     pub(crate) fn new(prefix: &str) -> Names {
@@ -112,6 +225,12 @@ impl Names {
         Names {
             #[cfg(feature = "metrics")]
             prefix: prefix.to_owned(),
+            #[cfg(feature = "metrics")]
+            described: OnceLock::new(),
+            #[cfg(feature = "metrics")]
+            flushes: OnceLock::new(),
+            #[cfg(feature = "metrics")]
+            invalidations: Arc::default(),
         }
     }
 
@@ -120,12 +239,51 @@ impl Names {
         format!("{}_cache_{suffix}", self.prefix)
     }
 
+    /// Describes every metric of the prefix to the current recorder, the
+    /// first time any layer of the process emits under it: a recorder
+    /// keeps descriptions for good, and layers of one prefix share them.
+    #[cfg(feature = "metrics")]
+    fn describe(&self) {
+        self.described.get_or_init(|| {
+            static DESCRIBED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+            {
+                let mut described = DESCRIBED.lock().unwrap_or_else(PoisonError::into_inner);
+                if described.contains(&self.prefix) {
+                    return;
+                }
+                described.push(self.prefix.clone());
+            }
+            // Released first: layers of other prefixes need not wait for
+            // this one's twelve descriptions.
+            for (suffix, kind, unit, text) in DESCRIPTIONS {
+                let name = self.name(suffix);
+                match kind {
+                    Kind::Counter => metrics::describe_counter!(name, unit, text),
+                    Kind::Histogram => metrics::describe_histogram!(name, unit, text),
+                }
+            }
+        });
+    }
+
     /// Counts one invalidation of an entity of `key_type`.
     pub(crate) fn invalidated(&self, enabled: bool, key_type: &str) {
         #[cfg(feature = "metrics")]
         if enabled {
-            metrics::counter!(self.name("invalidations_total"), "key_type" => key_type.to_owned())
-                .increment(1);
+            self.describe();
+            let mut known = self
+                .invalidations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, counter)) = known.iter().find(|(known, _)| known == key_type) {
+                counter.increment(1);
+            } else {
+                let counter = metrics::counter!(
+                    self.name("invalidations_total"),
+                    "key_type" => key_type.to_owned()
+                );
+                counter.increment(1);
+                known.push((key_type.to_owned(), counter));
+            }
         }
         #[cfg(not(feature = "metrics"))]
         let _ = (enabled, key_type);
@@ -135,7 +293,10 @@ impl Names {
     pub(crate) fn flushed(&self, enabled: bool) {
         #[cfg(feature = "metrics")]
         if enabled {
-            metrics::counter!(self.name("flushes_total")).increment(1);
+            self.describe();
+            self.flushes
+                .get_or_init(|| metrics::counter!(self.name("flushes_total")))
+                .increment(1);
         }
         #[cfg(not(feature = "metrics"))]
         let _ = enabled;
@@ -183,6 +344,7 @@ impl Meter {
         Meter {
             #[cfg(feature = "metrics")]
             handles: emit.then(|| {
+                names.describe();
                 let labels = [
                     ("use_case", use_case.to_owned()),
                     ("key_type", key_type.to_owned()),
@@ -300,18 +462,111 @@ impl Meter {
     }
 }
 
-/// Checks a metrics prefix: a Prometheus metric name's first part.
-pub(crate) fn check_prefix(prefix: &str) -> crate::Result<()> {
-    let mut chars = prefix.chars();
-    let valid = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(crate::Error::Validation(format!(
-            "metrics prefix {prefix:?} must be [a-zA-Z_][a-zA-Z0-9_]*"
-        )))
+#[cfg(all(test, feature = "metrics"))]
+mod tests {
+    use std::collections::HashMap;
+
+    use metrics::Unit;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+
+    type Seen = HashMap<(String, Vec<String>), (Option<Unit>, bool, DebugValue)>;
+
+    fn seen(recorder: &DebuggingRecorder) -> Seen {
+        recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, unit, text, value)| {
+                let (_, key) = key.into_parts();
+                let labels = key.labels().map(|l| l.value().to_owned()).collect();
+                let described = text.is_some_and(|t| !t.is_empty());
+                ((key.name().to_owned(), labels), (unit, described, value))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_layer_keeps_its_handles_and_describes_every_metric_with_its_unit() {
+        let recorder = DebuggingRecorder::new();
+        metrics::with_local_recorder(&recorder, || {
+            let names = Names::new("unit_layer");
+            let meter = Meter::new(&names, true, "Profile", "user_id");
+            meter.request();
+            meter.miss();
+            meter.get_took(Duration::from_millis(1));
+            meter.value_size(100);
+            for _ in 0..3 {
+                names.invalidated(true, "user_id");
+                names.flushed(true);
+            }
+            names.invalidated(true, "order_id");
+            names.invalidated(false, "never");
+        });
+        let seen = seen(&recorder);
+        let get = |name: &str, labels: &[&str]| {
+            let key = (
+                format!("unit_layer_cache_{name}"),
+                labels.iter().map(|l| l.to_string()).collect(),
+            );
+            seen.get(&key)
+                .unwrap_or_else(|| panic!("{key:?}: {seen:?}"))
+        };
+        let counted = |name: &str, labels: &[&str]| match get(name, labels) {
+            (Some(Unit::Count), true, DebugValue::Counter(n)) => *n,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(counted("invalidations_total", &["user_id"]), 3);
+        assert_eq!(counted("invalidations_total", &["order_id"]), 1);
+        assert_eq!(counted("flushes_total", &[]), 3);
+        assert_eq!(counted("requests_total", &["Profile", "user_id"]), 1);
+        assert_eq!(
+            counted("disabled_total", &["Profile", "user_id", "ramp"]),
+            0
+        );
+        assert!(matches!(
+            get("get_duration_seconds", &["Profile", "user_id"]),
+            (Some(Unit::Seconds), true, DebugValue::Histogram(_))
+        ));
+        assert!(matches!(
+            get("value_bytes", &["Profile", "user_id"]),
+            (Some(Unit::Bytes), true, DebugValue::Histogram(_))
+        ));
+        assert!(!seen
+            .keys()
+            .any(|(_, labels)| labels.iter().any(|l| l == "never")));
+    }
+
+    #[test]
+    fn a_prefix_is_described_once_per_process() {
+        let first = DebuggingRecorder::new();
+        metrics::with_local_recorder(&first, || {
+            Names::new("unit_once").flushed(true);
+        });
+        let second = DebuggingRecorder::new();
+        metrics::with_local_recorder(&second, || {
+            Names::new("unit_once").flushed(true);
+        });
+        let flushes = ("unit_once_cache_flushes_total".to_owned(), Vec::new());
+        assert!(matches!(
+            seen(&first).get(&flushes),
+            Some((Some(Unit::Count), true, _))
+        ));
+        assert!(matches!(
+            seen(&second).get(&flushes),
+            Some((None, false, _))
+        ));
+    }
+
+    #[test]
+    fn the_default_prefix_is_the_clients() {
+        assert_eq!(
+            DEFAULT_CACHE_METRICS_PREFIX,
+            crate::client::telemetry::DEFAULT_METRICS_PREFIX
+        );
+        assert!(check_prefix(DEFAULT_CACHE_METRICS_PREFIX).is_ok());
+        assert!(check_prefix("no-dash").is_err());
     }
 }

@@ -4,11 +4,19 @@
 //!
 //! With both features off, every hook here is an empty inline function on
 //! zero-sized types: the call path pays nothing.
+//!
+//! Each metric handle is registered once per client and kept, as the
+//! `metrics` crate's own examples do, so a call never formats a name or
+//! looks a metric up in the recorder. A handle is registered when its
+//! series first moves (the first call of a method, the first call of a
+//! method to end with a code, the first retry, the first reconnect), so the
+//! recorder sees the same series as when every call looked them up, and
+//! none that never moved: install the recorder before making calls.
 
 #[cfg(feature = "metrics")]
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 #[cfg(feature = "metrics")]
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 #[cfg(feature = "metrics")]
 use std::time::Instant;
 
@@ -17,9 +25,44 @@ use crate::codec::Code;
 use crate::codec::Method;
 use crate::error::{Error, Result};
 
-/// The metrics prefix used unless the builder names another.
-#[cfg(feature = "metrics")]
+/// The metrics prefix used unless the builder names another. An
+/// [`EntityCache`](crate::cache::EntityCache)'s default is the same value,
+/// so a layer's metrics sit next to its client's.
+///
+/// ```
+/// # #[cfg(feature = "metrics")] {
+/// use tiny_cache_client::{Client, DEFAULT_METRICS_PREFIX};
+///
+/// assert_eq!(DEFAULT_METRICS_PREFIX, "tiny_cache_client");
+/// // Naming it is the same as naming nothing: `tiny_cache_client_calls_total`.
+/// let client = Client::builder("127.0.0.1:50051")
+///     .metrics_prefix(DEFAULT_METRICS_PREFIX)
+///     .build()?;
+/// # drop(client);
+/// # }
+/// # Ok::<(), tiny_cache_client::Error>(())
+/// ```
+#[cfg(any(feature = "metrics", feature = "entity-cache"))]
 pub const DEFAULT_METRICS_PREFIX: &str = "tiny_cache_client";
+
+/// Checks a metrics prefix, a client's or an entity cache's: every name is
+/// `{prefix}_...`, so the prefix must be a Prometheus metric name's first
+/// part or every exporter would have to mangle it.
+#[cfg(any(feature = "metrics", feature = "entity-cache"))]
+pub(crate) fn check_prefix(prefix: &str) -> Result<()> {
+    let mut chars = prefix.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Validation(format!(
+            "metrics prefix {prefix:?} must be [a-zA-Z_][a-zA-Z0-9_]*"
+        )))
+    }
+}
 
 /// What every clone of a client shares for its telemetry.
 #[derive(Debug, Default)]
@@ -33,10 +76,11 @@ pub(crate) struct Telemetry {
 struct Metrics {
     names: &'static MetricNames,
     counts: Arc<Counts>,
+    handles: Box<Handles>,
 }
 
 /// The metric names under one prefix, made once per prefix for the life of
-/// the process so that emitting a metric never formats a name.
+/// the process so that registering a handle never formats a name.
 #[cfg(feature = "metrics")]
 #[derive(Debug)]
 struct MetricNames {
@@ -50,27 +94,72 @@ struct MetricNames {
 
 #[cfg(feature = "metrics")]
 impl MetricNames {
+    /// The names under `prefix`, described to the current recorder the
+    /// first time the process sees the prefix.
     fn for_prefix(prefix: &str) -> &'static MetricNames {
         use std::sync::{Mutex, PoisonError};
         // A handful of prefixes per process at most: each is leaked once.
         static MADE: Mutex<Vec<(String, &'static MetricNames)>> = Mutex::new(Vec::new());
-        let mut made = MADE.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, names)) = made.iter().find(|(p, _)| p == prefix) {
-            return names;
-        }
-        let name = |suffix: &str| -> &'static str {
-            Box::leak(format!("{prefix}_{suffix}").into_boxed_str())
+        let names = {
+            let mut made = MADE.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((_, names)) = made.iter().find(|(p, _)| p == prefix) {
+                return names;
+            }
+            let name = |suffix: &str| -> &'static str {
+                Box::leak(format!("{prefix}_{suffix}").into_boxed_str())
+            };
+            let names: &'static MetricNames = Box::leak(Box::new(MetricNames {
+                calls: name("calls_total"),
+                errors: name("errors_total"),
+                retries: name("retries_total"),
+                reconnects: name("reconnects_total"),
+                in_flight: name("calls_in_flight"),
+                duration: name("call_duration_seconds"),
+            }));
+            made.push((prefix.to_owned(), names));
+            names
         };
-        let names: &'static MetricNames = Box::leak(Box::new(MetricNames {
-            calls: name("calls_total"),
-            errors: name("errors_total"),
-            retries: name("retries_total"),
-            reconnects: name("reconnects_total"),
-            in_flight: name("calls_in_flight"),
-            duration: name("call_duration_seconds"),
-        }));
-        made.push((prefix.to_owned(), names));
+        // Outside the lock: a recorder is foreign code, and a client made
+        // meanwhile with this prefix only misses a description it does not
+        // need to count.
+        names.describe();
         names
+    }
+
+    /// Tells the recorder each metric's unit and meaning (an exporter's
+    /// `# HELP`), as the README's table does.
+    fn describe(&self) {
+        use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+        describe_counter!(
+            self.calls,
+            Unit::Count,
+            "Calls finished, by gRPC method and final status code."
+        );
+        describe_counter!(
+            self.errors,
+            Unit::Count,
+            "Calls that ended in an error, by gRPC method and status code."
+        );
+        describe_counter!(
+            self.retries,
+            Unit::Count,
+            "Attempts made again after a failure, by gRPC method."
+        );
+        describe_counter!(
+            self.reconnects,
+            Unit::Count,
+            "Connections made again after a pool worker's first."
+        );
+        describe_gauge!(
+            self.in_flight,
+            Unit::Count,
+            "Calls under way, by gRPC method."
+        );
+        describe_histogram!(
+            self.duration,
+            Unit::Seconds,
+            "A call's latency, retries included, by gRPC method."
+        );
     }
 }
 
@@ -88,6 +177,98 @@ struct Counts {
 /// gRPC codes 0..=16.
 #[cfg(feature = "metrics")]
 const CODES: usize = 17;
+
+/// Methods, indexed `Method as usize` (`Method::ALL` is in declaration
+/// order).
+#[cfg(feature = "metrics")]
+const METHODS: usize = Method::ALL.len();
+
+/// A client's metric handles. Each is registered at its series' first
+/// event and kept: after that, a call reads an initialized `OnceLock` (one
+/// atomic load, no lock) instead of asking the recorder for the metric.
+/// Tables over methods and codes rather than a map: both sets are closed,
+/// so a slot is an array index away.
+#[cfg(feature = "metrics")]
+struct Handles {
+    /// By method.
+    methods: [OnceLock<MethodHandles>; METHODS],
+    /// By method; apart from `methods` because most methods never retry
+    /// and a series that never moved should not be exported.
+    retries: [OnceLock<metrics::Counter>; METHODS],
+    /// By method, then code (`Code as usize`).
+    outcomes: [[OnceLock<Outcome>; CODES]; METHODS],
+}
+
+/// Every call of a method moves both, so they are registered together.
+#[cfg(feature = "metrics")]
+struct MethodHandles {
+    in_flight: metrics::Gauge,
+    duration: metrics::Histogram,
+}
+
+/// The counters of calls of one method that ended with one code.
+#[cfg(feature = "metrics")]
+struct Outcome {
+    calls: metrics::Counter,
+    /// A no-op for `OK`, which is not an error.
+    errors: metrics::Counter,
+}
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for Handles {
+    // 200-odd slots would drown a client's `Debug` output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handles").finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl Metrics {
+    fn new(prefix: &str) -> Metrics {
+        Metrics {
+            names: MetricNames::for_prefix(prefix),
+            counts: Arc::default(),
+            handles: Box::new(Handles {
+                methods: [const { OnceLock::new() }; METHODS],
+                retries: [const { OnceLock::new() }; METHODS],
+                outcomes: [const { [const { OnceLock::new() }; CODES] }; METHODS],
+            }),
+        }
+    }
+
+    #[inline]
+    fn of_method(&self, method: Method) -> &MethodHandles {
+        self.handles.methods[method as usize].get_or_init(|| {
+            let (names, method) = (self.names, method.name());
+            MethodHandles {
+                in_flight: metrics::gauge!(names.in_flight, "method" => method),
+                duration: metrics::histogram!(names.duration, "method" => method),
+            }
+        })
+    }
+
+    #[inline]
+    fn retries(&self, method: Method) -> &metrics::Counter {
+        self.handles.retries[method as usize]
+            .get_or_init(|| metrics::counter!(self.names.retries, "method" => method.name()))
+    }
+
+    #[inline]
+    fn outcome(&self, method: Method, code: Code) -> &Outcome {
+        self.handles.outcomes[method as usize][code as usize].get_or_init(|| {
+            let names = self.names;
+            let labels = [("method", method.name()), ("code", code.as_str())];
+            Outcome {
+                calls: metrics::counter!(names.calls, &labels),
+                errors: if code == Code::Ok {
+                    metrics::Counter::noop()
+                } else {
+                    metrics::counter!(names.errors, &labels)
+                },
+            }
+        })
+    }
+}
 
 /// A snapshot of a client's counters, shared by all its clones: what a
 /// program without a metrics stack can log or expose itself. Taking one
@@ -130,28 +311,19 @@ pub struct ClientMetrics {
 #[cfg(feature = "metrics")]
 impl ClientMetrics {
     /// Failed calls with `code`.
+    ///
+    /// ```
+    /// use tiny_cache_client::{ClientMetrics, Code};
+    ///
+    /// // A client that made no call yet.
+    /// let metrics = ClientMetrics::default();
+    /// assert_eq!(metrics.errors_with(Code::DeadlineExceeded), 0);
+    /// ```
     pub fn errors_with(&self, code: Code) -> u64 {
         self.errors_by_code
             .iter()
             .find(|(c, _)| *c == code)
             .map_or(0, |(_, n)| *n)
-    }
-}
-
-/// Checks a metrics prefix: a Prometheus metric name's first part.
-#[cfg(feature = "metrics")]
-pub(crate) fn check_prefix(prefix: &str) -> Result<()> {
-    let mut chars = prefix.chars();
-    let valid = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::Validation(format!(
-            "metrics prefix {prefix:?} must be [a-zA-Z_][a-zA-Z0-9_]*"
-        )))
     }
 }
 
@@ -161,10 +333,7 @@ impl Telemetry {
     #[cfg(feature = "metrics")]
     pub(crate) fn new(prefix: &str) -> Telemetry {
         Telemetry {
-            metrics: Some(Metrics {
-                names: MetricNames::for_prefix(prefix),
-                counts: Arc::default(),
-            }),
+            metrics: Some(Metrics::new(prefix)),
         }
     }
 
@@ -181,9 +350,15 @@ impl Telemetry {
         if let Some(metrics) = &self.metrics {
             let counts = Arc::clone(&metrics.counts);
             let name = metrics.names.reconnects;
+            // Registered at the first reconnect, on the pool worker that
+            // made it: series that never moved stay unexported, and a
+            // worker thread records to the process's recorder.
+            let reconnects = OnceLock::new();
             return Some(crate::pool::ReconnectHook(Arc::new(move || {
                 counts.reconnects.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(name).increment(1);
+                reconnects
+                    .get_or_init(|| metrics::counter!(name))
+                    .increment(1);
             })));
         }
         None
@@ -221,7 +396,7 @@ impl Telemetry {
         #[cfg(feature = "metrics")]
         if let Some(metrics) = &self.metrics {
             metrics.counts.in_flight.fetch_add(1, Ordering::Relaxed);
-            labels::gauge(metrics.names.in_flight, labels::of_method(method)).increment(1.0);
+            metrics.of_method(method).in_flight.increment(1.0);
         }
         Observation {
             #[cfg(feature = "metrics")]
@@ -279,7 +454,7 @@ impl Observation<'_> {
         #[cfg(feature = "metrics")]
         if let Some(metrics) = &self.telemetry.metrics {
             metrics.counts.retries.fetch_add(1, Ordering::Relaxed);
-            labels::counter(metrics.names.retries, labels::of_method(self.method)).increment(1);
+            metrics.retries(self.method).increment(1);
         }
         #[cfg(feature = "tracing")]
         self.span.in_scope(|| {
@@ -328,146 +503,51 @@ impl Observation<'_> {
         #[cfg(feature = "metrics")]
         if let Some(metrics) = &self.telemetry.metrics {
             let counts = &metrics.counts;
-            let names = metrics.names;
-            let method = labels::of_method(self.method);
-            let method_and_code = labels::of_call(self.method, code);
             counts.calls.fetch_add(1, Ordering::Relaxed);
             counts.in_flight.fetch_sub(1, Ordering::Relaxed);
+            let ended = metrics.outcome(self.method, code);
             if code != Code::Ok {
                 counts.errors_by_code[code as usize].fetch_add(1, Ordering::Relaxed);
-                labels::counter(names.errors, method_and_code).increment(1);
+                ended.errors.increment(1);
             }
-            labels::counter(names.calls, method_and_code).increment(1);
-            labels::gauge(names.in_flight, method).decrement(1.0);
-            labels::histogram(names.duration, method).record(self.started.elapsed().as_secs_f64());
+            ended.calls.increment(1);
+            let of_method = metrics.of_method(self.method);
+            of_method.in_flight.decrement(1.0);
+            of_method
+                .duration
+                .record(self.started.elapsed().as_secs_f64());
         }
         #[cfg(not(any(feature = "metrics", feature = "tracing")))]
         let _ = outcome;
     }
 }
 
-/// Every label set the client emits, built at compile time, so a call's
-/// metrics allocate nothing: `metrics`' macros collect runtime labels into
-/// a fresh `Vec` on every emission (four per call), while a key made of a
-/// `'static` name and `'static` labels borrows both.
-#[cfg(feature = "metrics")]
-mod labels {
-    use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata};
+#[cfg(all(test, any(feature = "metrics", feature = "entity-cache")))]
+mod prefix_tests {
+    use super::*;
 
-    use crate::codec::{Code, Method};
-
-    /// Where the client's metrics say they come from.
-    static METADATA: Metadata<'static> =
-        Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
-
-    /// gRPC codes, in numeric order (`Code as usize`).
-    macro_rules! by_code {
-        ($method:literal) => {
-            by_code!(@ $method; "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
-                "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
-                "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-                "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED")
-        };
-        (@ $method:literal; $($code:literal),*) => {
-            [$([
-                Label::from_static_parts("method", $method),
-                Label::from_static_parts("code", $code),
-            ]),*]
-        };
-    }
-
-    /// `method` labels, in `Method::ALL` order.
-    static METHOD: [[Label; 1]; 10] = [
-        [Label::from_static_parts("method", "Get")],
-        [Label::from_static_parts("method", "MultiGet")],
-        [Label::from_static_parts("method", "Set")],
-        [Label::from_static_parts("method", "SetIfAbsent")],
-        [Label::from_static_parts("method", "CompareAndSet")],
-        [Label::from_static_parts("method", "MultiSet")],
-        [Label::from_static_parts("method", "Delete")],
-        [Label::from_static_parts("method", "MultiDelete")],
-        [Label::from_static_parts("method", "Stats")],
-        [Label::from_static_parts("method", "Check")],
-    ];
-
-    /// `method` and `code` labels, by method (`Method::ALL` order) and code.
-    static CALL: [[[Label; 2]; 17]; 10] = [
-        by_code!("Get"),
-        by_code!("MultiGet"),
-        by_code!("Set"),
-        by_code!("SetIfAbsent"),
-        by_code!("CompareAndSet"),
-        by_code!("MultiSet"),
-        by_code!("Delete"),
-        by_code!("MultiDelete"),
-        by_code!("Stats"),
-        by_code!("Check"),
-    ];
-
-    fn index(method: Method) -> usize {
-        Method::ALL
-            .iter()
-            .position(|m| *m == method)
-            .unwrap_or_default()
-    }
-
-    pub(super) fn of_method(method: Method) -> &'static [Label] {
-        &METHOD[index(method)]
-    }
-
-    pub(super) fn of_call(method: Method, code: Code) -> &'static [Label] {
-        &CALL[index(method)][(code as usize).min(16)]
-    }
-
-    pub(super) fn counter(name: &'static str, labels: &'static [Label]) -> Counter {
-        metrics::with_recorder(|r| {
-            r.register_counter(&Key::from_static_parts(name, labels), &METADATA)
-        })
-    }
-
-    pub(super) fn gauge(name: &'static str, labels: &'static [Label]) -> Gauge {
-        metrics::with_recorder(|r| {
-            r.register_gauge(&Key::from_static_parts(name, labels), &METADATA)
-        })
-    }
-
-    pub(super) fn histogram(name: &'static str, labels: &'static [Label]) -> Histogram {
-        metrics::with_recorder(|r| {
-            r.register_histogram(&Key::from_static_parts(name, labels), &METADATA)
-        })
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn the_tables_name_every_method_and_code_in_order() {
-            for method in Method::ALL {
-                assert_eq!(of_method(method)[0].value(), method.name());
-                for n in 0..17 {
-                    let code = Code::from_i32(n);
-                    let labels = of_call(method, code);
-                    assert_eq!(labels[0].value(), method.name());
-                    assert_eq!(labels[1].value(), code.as_str());
-                }
-            }
+    #[test]
+    fn prefixes_must_be_metric_names() {
+        assert!(check_prefix(DEFAULT_METRICS_PREFIX).is_ok());
+        assert!(check_prefix("_x9").is_ok());
+        for bad in ["", "9x", "a-b", "a b", "a:b", "é"] {
+            assert!(check_prefix(bad).is_err(), "{bad:?}");
         }
     }
 }
 
 #[cfg(all(test, feature = "metrics"))]
 mod tests {
-    use super::*;
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
 
-    #[test]
-    fn prefixes_must_be_metric_names() {
-        assert!(check_prefix("tiny_cache_client").is_ok());
-        assert!(check_prefix("_x9").is_ok());
-        for bad in ["", "9x", "a-b", "a b", "a:b"] {
-            assert!(check_prefix(bad).is_err(), "{bad:?}");
-        }
-    }
+    use metrics::{
+        Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
 
     #[test]
     fn names_are_made_once_per_prefix() {
@@ -476,5 +556,164 @@ mod tests {
         assert!(std::ptr::eq(a, b));
         assert_eq!(a.calls, "svc_calls_total");
         assert_eq!(a.duration, "svc_call_duration_seconds");
+    }
+
+    #[test]
+    fn methods_and_codes_are_their_tables_indexes() {
+        for (at, method) in Method::ALL.into_iter().enumerate() {
+            assert_eq!(method as usize, at, "{method:?}");
+        }
+        for at in 0..CODES {
+            assert_eq!(Code::from_i32(at as i32) as usize, at);
+        }
+    }
+
+    /// The debugging recorder, counting the handles it is asked for.
+    struct Counting {
+        inner: DebuggingRecorder,
+        registered: AtomicUsize,
+    }
+
+    impl Counting {
+        fn registered(&self) -> usize {
+            self.registered.load(Ordering::Relaxed)
+        }
+    }
+
+    impl Recorder for Counting {
+        fn describe_counter(&self, key: KeyName, unit: Option<Unit>, text: SharedString) {
+            self.inner.describe_counter(key, unit, text);
+        }
+        fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, text: SharedString) {
+            self.inner.describe_gauge(key, unit, text);
+        }
+        fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, text: SharedString) {
+            self.inner.describe_histogram(key, unit, text);
+        }
+        fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+            self.registered.fetch_add(1, Ordering::Relaxed);
+            self.inner.register_counter(key, metadata)
+        }
+        fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+            self.registered.fetch_add(1, Ordering::Relaxed);
+            self.inner.register_gauge(key, metadata)
+        }
+        fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+            self.registered.fetch_add(1, Ordering::Relaxed);
+            self.inner.register_histogram(key, metadata)
+        }
+    }
+
+    fn counting() -> Counting {
+        Counting {
+            inner: DebuggingRecorder::new(),
+            registered: AtomicUsize::new(0),
+        }
+    }
+
+    #[test]
+    fn a_handle_is_registered_once_and_only_when_its_series_first_moves() {
+        let recorder = counting();
+        let snapshotter = recorder.inner.snapshotter();
+        let failed: Result<()> = Err(Error::Unavailable("down".into()));
+        metrics::with_local_recorder(&recorder, || {
+            let telemetry = Telemetry::new("kept");
+            assert_eq!(recorder.registered(), 0, "nothing moved yet");
+            for _ in 0..100 {
+                telemetry.start(Method::Get).finish(&Ok(()));
+            }
+            // In flight, latency, calls{Get, OK}.
+            assert_eq!(recorder.registered(), 3);
+            for _ in 0..100 {
+                let call = telemetry.start(Method::Get);
+                call.retry(&Error::Unavailable("down".into()), Duration::ZERO);
+                call.finish(&failed);
+            }
+            // And retries{Get}, calls and errors{Get, UNAVAILABLE}.
+            assert_eq!(recorder.registered(), 6);
+            let hook = telemetry.reconnect_hook().expect("metrics on");
+            for _ in 0..100 {
+                (hook.0)();
+            }
+            assert_eq!(recorder.registered(), 7);
+        });
+
+        let seen: HashMap<(String, Vec<String>), DebugValue> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let (_, key) = key.into_parts();
+                let labels = key.labels().map(|l| l.value().to_owned()).collect();
+                ((key.name().to_owned(), labels), value)
+            })
+            .collect();
+        let counter = |name: &str, labels: &[&str]| {
+            let labels = labels.iter().map(|l| l.to_string()).collect();
+            match seen.get(&(name.to_owned(), labels)) {
+                Some(DebugValue::Counter(n)) => *n,
+                other => panic!("{name}: {other:?}"),
+            }
+        };
+        assert_eq!(counter("kept_calls_total", &["Get", "OK"]), 100);
+        assert_eq!(counter("kept_calls_total", &["Get", "UNAVAILABLE"]), 100);
+        assert_eq!(counter("kept_errors_total", &["Get", "UNAVAILABLE"]), 100);
+        assert_eq!(counter("kept_retries_total", &["Get"]), 100);
+        assert_eq!(counter("kept_reconnects_total", &[]), 100);
+        match seen.get(&(
+            "kept_call_duration_seconds".to_owned(),
+            vec!["Get".to_owned()],
+        )) {
+            Some(DebugValue::Histogram(samples)) => assert_eq!(samples.len(), 200),
+            other => panic!("latency: {other:?}"),
+        }
+        assert_eq!(seen.len(), 7, "no series that never moved: {seen:?}");
+    }
+
+    #[test]
+    fn every_metric_is_described_with_its_unit_once_per_prefix() {
+        let first = counting();
+        let snapshotter = first.inner.snapshotter();
+        metrics::with_local_recorder(&first, || {
+            let telemetry = Telemetry::new("described");
+            telemetry.start(Method::Set).finish(&Ok(()));
+            let call = telemetry.start(Method::Set);
+            call.retry(&Error::Unavailable("down".into()), Duration::ZERO);
+            call.finish(&Err::<(), _>(Error::Unavailable("down".into())));
+            let hook = telemetry.reconnect_hook().expect("metrics on");
+            (hook.0)();
+        });
+        let described: HashMap<String, (Option<Unit>, bool)> = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, unit, text, _)| {
+                let name = key.key().name().to_owned();
+                (name, (unit, text.is_some_and(|t| !t.is_empty())))
+            })
+            .collect();
+        for (suffix, unit) in [
+            ("calls_total", Unit::Count),
+            ("errors_total", Unit::Count),
+            ("retries_total", Unit::Count),
+            ("reconnects_total", Unit::Count),
+            ("calls_in_flight", Unit::Count),
+            ("call_duration_seconds", Unit::Seconds),
+        ] {
+            let name = format!("described_{suffix}");
+            assert_eq!(described.get(&name), Some(&(Some(unit), true)), "{name}");
+        }
+
+        // A second client with the prefix describes nothing again.
+        let second = counting();
+        let snapshotter = second.inner.snapshotter();
+        metrics::with_local_recorder(&second, || {
+            Telemetry::new("described")
+                .start(Method::Set)
+                .finish(&Ok(()));
+        });
+        for (_, unit, text, _) in snapshotter.snapshot().into_vec() {
+            assert_eq!((unit, text), (None, None));
+        }
     }
 }
