@@ -43,8 +43,10 @@ pub enum NearPolicy {
     Lru,
 }
 
+/// What bounds a local layer: entries, or bytes of keys, values and
+/// [`NEAR_ENTRY_OVERHEAD_BYTES`].
 #[derive(Debug, Clone, Copy)]
-enum Capacity {
+pub(crate) enum Capacity {
     Entries(u64),
     Bytes(u64),
 }
@@ -156,36 +158,10 @@ impl<S: CacheStore> NearCacheBuilder<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn build(self) -> NearCache<S> {
-        let counters = Arc::new(Counters::default());
-        let listener_counters = Arc::clone(&counters);
-        let builder = moka::sync::Cache::builder()
-            .eviction_policy(match self.policy {
-                NearPolicy::TinyLfu => EvictionPolicy::tiny_lfu(),
-                NearPolicy::Lru => EvictionPolicy::lru(),
-            })
-            .expire_after(LocalExpiry)
-            .eviction_listener(move |_key, _value, cause| match cause {
-                RemovalCause::Size => bump(&listener_counters.evictions),
-                RemovalCause::Expired => bump(&listener_counters.expirations),
-                // Our own invalidations and overwrites are not losses.
-                RemovalCause::Explicit | RemovalCause::Replaced => {}
-            });
-        let local = match self.capacity {
-            Capacity::Entries(entries) => builder.max_capacity(entries).build(),
-            Capacity::Bytes(bytes) => builder
-                .max_capacity(bytes)
-                .weigher(|key: &String, local: &Local| {
-                    let weight = key.len() + local.value.len() + NEAR_ENTRY_OVERHEAD_BYTES as usize;
-                    u32::try_from(weight).unwrap_or(u32::MAX)
-                })
-                .build(),
-        };
         NearCache {
             inner: self.inner,
-            local,
+            local: LocalCopies::new(self.capacity, self.policy),
             local_ttl: self.local_ttl,
-            writes: AtomicU64::new(0),
-            counters,
         }
     }
 }
@@ -223,6 +199,151 @@ impl Expiry<String, Local> for LocalExpiry {
     }
 }
 
+/// The in-process half of a near layer: entries that each end at their own
+/// instant, bounded by entries or bytes, counted, and a write counter (the
+/// epoch) that keeps a read which raced a write from putting an old value
+/// back. [`NearCache`] is this in front of a store; an
+/// [`EntityCache`](crate::cache::EntityCache)'s local layer is this too,
+/// with an expiry per use case and its own invalidations as the writes.
+pub(crate) struct LocalCopies {
+    entries: moka::sync::Cache<String, Local>,
+    /// Bumped by every write this layer learns of: a read that saw it
+    /// change while it was out fetching does not keep what it fetched,
+    /// which might predate the write.
+    writes: AtomicU64,
+    counters: Arc<Counters>,
+}
+
+impl LocalCopies {
+    pub(crate) fn new(capacity: Capacity, policy: NearPolicy) -> LocalCopies {
+        let counters = Arc::new(Counters::default());
+        let listener_counters = Arc::clone(&counters);
+        let builder = moka::sync::Cache::builder()
+            .eviction_policy(match policy {
+                NearPolicy::TinyLfu => EvictionPolicy::tiny_lfu(),
+                NearPolicy::Lru => EvictionPolicy::lru(),
+            })
+            .expire_after(LocalExpiry)
+            .eviction_listener(move |_key, _value, cause| match cause {
+                RemovalCause::Size => bump(&listener_counters.evictions),
+                RemovalCause::Expired => bump(&listener_counters.expirations),
+                // Our own invalidations and overwrites are not losses.
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            });
+        let entries = match capacity {
+            Capacity::Entries(entries) => builder.max_capacity(entries).build(),
+            Capacity::Bytes(bytes) => builder
+                .max_capacity(bytes)
+                .weigher(|key: &String, local: &Local| {
+                    let weight = key.len() + local.value.len() + NEAR_ENTRY_OVERHEAD_BYTES as usize;
+                    u32::try_from(weight).unwrap_or(u32::MAX)
+                })
+                .build(),
+        };
+        LocalCopies {
+            entries,
+            writes: AtomicU64::new(0),
+            counters,
+        }
+    }
+
+    /// The local copy of `key`, counted as a hit when there is one.
+    pub(crate) fn get(&self, key: &str) -> Option<Bytes> {
+        let local = self.entries.get(key)?;
+        bump(&self.counters.hits);
+        Some(local.value)
+    }
+
+    /// Counts `keys` lookups this layer could not answer.
+    pub(crate) fn missed(&self, keys: usize) {
+        self.counters
+            .misses
+            .fetch_add(keys as u64, Ordering::Relaxed);
+    }
+
+    /// The write counter now: taken before a read, handed back to
+    /// [`keep_read`](Self::keep_read) or
+    /// [`keep_unless_written`](Self::keep_unless_written) after it.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Runs `keep` (which records what a read saw) unless a write happened
+    /// since `epoch`; when one slips in while `keep` runs, `undo` takes the
+    /// record back, since the write has already put its own.
+    pub(crate) fn keep_unless_written(&self, epoch: u64, keep: impl FnOnce(), undo: impl FnOnce()) {
+        if self.epoch() != epoch {
+            return;
+        }
+        keep();
+        if self.epoch() != epoch {
+            undo();
+        }
+    }
+
+    /// Keeps `value` locally until `expires_at`, unless a write happened
+    /// since `epoch` (the value may predate it).
+    pub(crate) fn keep_read(&self, key: &str, value: &Bytes, epoch: u64, expires_at: Instant) {
+        self.keep_unless_written(
+            epoch,
+            || self.insert(key, value.clone(), expires_at),
+            || self.invalidate(key),
+        );
+    }
+
+    /// Holds `value` under `key` until `expires_at`, whatever the epoch:
+    /// for what this process itself wrote or decided.
+    pub(crate) fn insert(&self, key: &str, value: Bytes, expires_at: Instant) {
+        self.entries
+            .insert(key.to_owned(), Local { value, expires_at });
+    }
+
+    /// Drops the local copy of `key` without counting a write: for a copy
+    /// found unusable.
+    pub(crate) fn invalidate(&self, key: &str) {
+        self.entries.invalidate(key);
+    }
+
+    /// Counts a write: reads out at the time keep nothing.
+    pub(crate) fn written(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Drops the local copies of keys a write touched, after the write
+    /// (even a failed one may have happened).
+    pub(crate) fn forget(&self, keys: &[&str]) {
+        self.written();
+        for key in keys {
+            self.entries.invalidate(*key);
+        }
+    }
+
+    /// Drops every local copy, as a write of every key.
+    pub(crate) fn flush(&self) {
+        self.written();
+        self.entries.invalidate_all();
+    }
+
+    /// How many entries are held (moka's count, maybe behind by pending
+    /// evictions; `settle` first catches up).
+    pub(crate) fn entry_count(&self, settle: bool) -> u64 {
+        if settle {
+            self.entries.run_pending_tasks();
+        }
+        self.entries.entry_count()
+    }
+
+    /// What the entries weigh, after moka's pending evictions.
+    pub(crate) fn weight(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
+    }
+
+    pub(crate) fn stats(&self) -> CacheStats {
+        self.counters.snapshot()
+    }
+}
+
 /// An in-process cache (moka) in front of another [`CacheStore`] (usually
 /// the remote [`Client`](crate::Client)), itself a `CacheStore`: put a
 /// [`ReadThrough`](crate::cache::ReadThrough) on top for single flight.
@@ -257,20 +378,16 @@ impl Expiry<String, Local> for LocalExpiry {
 /// ```
 pub struct NearCache<S> {
     inner: S,
-    local: moka::sync::Cache<String, Local>,
+    /// Every write and delete through this layer counts as a write there.
+    local: LocalCopies,
     local_ttl: Duration,
-    /// Bumped by every write and delete through this layer: a read that saw
-    /// it change while it was out fetching does not keep what it fetched,
-    /// which might predate the write.
-    writes: AtomicU64,
-    counters: Arc<Counters>,
 }
 
 impl<S> std::fmt::Debug for NearCache<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NearCache")
             .field("local_ttl", &self.local_ttl)
-            .field("local_entries", &self.local.entry_count())
+            .field("local_entries", &self.local.entry_count(false))
             .finish_non_exhaustive()
     }
 }
@@ -359,8 +476,7 @@ impl<S: CacheStore> NearCache<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn flush_local(&self) {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.local.invalidate_all();
+        self.local.flush();
     }
 
     /// How many entries are held locally (after moka's pending evictions).
@@ -375,8 +491,7 @@ impl<S: CacheStore> NearCache<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn local_entries(&self) -> u64 {
-        self.local.run_pending_tasks();
-        self.local.entry_count()
+        self.local.entry_count(true)
     }
 
     /// What the local entries weigh: bytes with [`max_bytes`](NearCacheBuilder::max_bytes),
@@ -392,8 +507,7 @@ impl<S: CacheStore> NearCache<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn local_weight(&self) -> u64 {
-        self.local.run_pending_tasks();
-        self.local.weighted_size()
+        self.local.weight()
     }
 
     /// The local layer's counters: hits, misses, evictions, expirations.
@@ -412,7 +526,7 @@ impl<S: CacheStore> NearCache<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn local_stats(&self) -> CacheStats {
-        self.counters.snapshot()
+        self.local.stats()
     }
 
     /// The value of `key`: the local copy when there is one, else the
@@ -507,51 +621,19 @@ impl<S: CacheStore> NearCache<S> {
     pub fn peek(&self, key: &str) -> Option<Bytes> {
         CacheStore::peek(self, key)
     }
-
-    /// Drops the local copies of keys a write through this layer touched,
-    /// after the write (even a failed one may have happened): a read that
-    /// began before it must not put the old value back (`keep_read` checks
-    /// the write counter).
-    fn forget(&self, keys: &[&str]) {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        for key in keys {
-            self.local.invalidate(*key);
-        }
-    }
-
-    /// Keeps `value` locally until `expires_at`, unless a write through
-    /// this layer happened since `epoch` (the value may predate it).
-    fn keep_read(&self, key: &str, value: &Bytes, epoch: u64, expires_at: Instant) {
-        if self.writes.load(Ordering::SeqCst) != epoch {
-            return;
-        }
-        self.local.insert(
-            key.to_owned(),
-            Local {
-                value: value.clone(),
-                expires_at,
-            },
-        );
-        // A write that slipped in between the check and the insert has
-        // already put its own value; ours must not stay over it.
-        if self.writes.load(Ordering::SeqCst) != epoch {
-            self.local.invalidate(key);
-        }
-    }
 }
 
 impl<S: CacheStore> CacheStore for NearCache<S> {
     fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        if let Some(local) = self.local.get(key) {
-            bump(&self.counters.hits);
-            return Ok(Some(local.value));
+        if let Some(value) = self.local.get(key) {
+            return Ok(Some(value));
         }
-        bump(&self.counters.misses);
-        let epoch = self.writes.load(Ordering::SeqCst);
+        self.local.missed(1);
+        let epoch = self.local.epoch();
         let expires_at = Instant::now() + self.local_ttl;
         let value = self.inner.get(key)?;
         if let Some(value) = &value {
-            self.keep_read(key, value, epoch, expires_at);
+            self.local.keep_read(key, value, epoch, expires_at);
         }
         Ok(value)
     }
@@ -565,12 +647,11 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
         // later, so the local copy ends first.
         let expires_at = Instant::now() + local_ttl;
         let written = self.inner.set_with_ttl(key, value, ttl);
-        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.local.written();
         match written {
             Ok(()) => {
-                let value = Bytes::copy_from_slice(value);
                 self.local
-                    .insert(key.to_owned(), Local { value, expires_at });
+                    .insert(key, Bytes::copy_from_slice(value), expires_at);
                 Ok(())
             }
             Err(error) => {
@@ -584,7 +665,7 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
     fn delete(&self, key: &str) -> Result<()> {
         let deleted = self.inner.delete(key);
         // Even a failed delete may have happened: drop the local copy.
-        self.forget(&[key]);
+        self.local.forget(&[key]);
         deleted
     }
 
@@ -596,10 +677,9 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
         let mut results: Vec<Option<ItemResult<Option<Bytes>>>> = keys
             .iter()
             .map(|key| {
-                self.local.get(*key).map(|local| {
-                    bump(&self.counters.hits);
-                    ItemResult::new(key, Ok(Some(local.value)))
-                })
+                self.local
+                    .get(key)
+                    .map(|value| ItemResult::new(key, Ok(Some(value))))
             })
             .collect();
         let missing: Vec<&str> = keys
@@ -609,10 +689,8 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
             .map(|(key, _)| *key)
             .collect();
         if !missing.is_empty() {
-            for _ in &missing {
-                bump(&self.counters.misses);
-            }
-            let epoch = self.writes.load(Ordering::SeqCst);
+            self.local.missed(missing.len());
+            let epoch = self.local.epoch();
             let expires_at = Instant::now() + self.local_ttl;
             let mut fetched = self.inner.get_many(&missing)?.into_iter();
             for (key, slot) in keys.iter().zip(results.iter_mut()) {
@@ -632,7 +710,7 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
                     )
                 });
                 if let Ok(Some(value)) = &item.result {
-                    self.keep_read(key, value, epoch, expires_at);
+                    self.local.keep_read(key, value, epoch, expires_at);
                 }
                 *slot = Some(item);
             }
@@ -647,19 +725,19 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
     fn set_many_with_ttl(&self, items: &[(&str, &[u8])], ttl: Ttl) -> Result<Vec<ItemResult<()>>> {
         let written = self.inner.set_many_with_ttl(items, ttl);
         let keys: Vec<&str> = items.iter().map(|(key, _)| *key).collect();
-        self.forget(&keys);
+        self.local.forget(&keys);
         written
     }
 
     fn delete_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<()>>> {
         let deleted = self.inner.delete_many(keys);
-        self.forget(keys);
+        self.local.forget(keys);
         deleted
     }
 
     fn set_if_absent_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
         let stored = self.inner.set_if_absent_with_ttl(key, value, ttl);
-        self.forget(&[key]);
+        self.local.forget(&[key]);
         stored
     }
 
@@ -673,7 +751,7 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
         let outcome = self
             .inner
             .compare_and_set_with_ttl(key, expected, value, ttl);
-        self.forget(&[key]);
+        self.local.forget(&[key]);
         outcome
     }
 
@@ -681,7 +759,7 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
     /// TTL the touch shortened.
     fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
         let touched = self.inner.touch(key, ttl);
-        self.forget(&[key]);
+        self.local.forget(&[key]);
         touched
     }
 
@@ -697,19 +775,70 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
 
     fn set_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<()> {
         let written = self.inner.set_everywhere(key, value, ttl);
-        self.forget(&[key]);
+        self.local.forget(&[key]);
         written
     }
 
     fn set_if_absent_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
         let stored = self.inner.set_if_absent_everywhere(key, value, ttl);
-        self.forget(&[key]);
+        self.local.forget(&[key]);
         stored
     }
 
     fn peek(&self, key: &str) -> Option<Bytes> {
-        let local = self.local.get(key)?;
-        bump(&self.counters.hits);
-        Some(local.value)
+        self.local.get(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copies() -> LocalCopies {
+        LocalCopies::new(Capacity::Entries(100), NearPolicy::Lru)
+    }
+
+    fn in_a_minute() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn a_read_that_raced_a_write_keeps_nothing() {
+        let local = copies();
+        let epoch = local.epoch();
+        local.written();
+        local.keep_read("k", &Bytes::from_static(b"old"), epoch, in_a_minute());
+        assert_eq!(local.get("k"), None);
+    }
+
+    #[test]
+    fn a_write_that_slips_in_while_keeping_takes_the_record_back() {
+        let local = copies();
+        let epoch = local.epoch();
+        let mut undone = false;
+        local.keep_unless_written(
+            epoch,
+            || {
+                local.insert("k", Bytes::from_static(b"old"), in_a_minute());
+                local.written();
+            },
+            || {
+                local.invalidate("k");
+                undone = true;
+            },
+        );
+        assert!(undone);
+        assert_eq!(local.get("k"), None);
+    }
+
+    #[test]
+    fn each_entry_ends_at_its_own_instant() {
+        let local = copies();
+        let soon = Instant::now() + Duration::from_millis(20);
+        local.insert("short", Bytes::from_static(b"v"), soon);
+        local.insert("long", Bytes::from_static(b"v"), in_a_minute());
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(local.get("short"), None);
+        assert_eq!(local.get("long").as_deref(), Some(&b"v"[..]));
     }
 }

@@ -4,12 +4,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::lookup::LocalExpiry;
 use super::{EntityCache, Inner, Tokens};
 use crate::cache::flight::Flights;
 use crate::cache::metrics::{check_prefix, Names, DEFAULT_CACHE_METRICS_PREFIX};
+use crate::cache::near::{Capacity, LocalCopies};
 use crate::cache::use_case::{ConfigProvider, UseCaseConfig, UseCaseInfo};
-use crate::cache::DEFAULT_NEAR_MAX_ENTRIES;
+use crate::cache::{NearPolicy, DEFAULT_NEAR_MAX_ENTRIES};
 use crate::CacheStore;
 use crate::{Result, Ttl, DEFAULT_TIMEOUT};
 
@@ -205,10 +205,6 @@ impl<S: CacheStore> EntityCacheBuilder<S> {
     pub fn build(self) -> Result<EntityCache<S>> {
         check_prefix(&self.prefix)?;
         self.generation_ttl.wire_seconds()?;
-        let local = moka::sync::Cache::builder()
-            .max_capacity(self.local_max_entries)
-            .expire_after(LocalExpiry)
-            .build();
         Ok(EntityCache {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -217,9 +213,11 @@ impl<S: CacheStore> EntityCacheBuilder<S> {
                 emit_metrics: self.metrics && cfg!(feature = "metrics"),
                 names: Names::new(&self.prefix),
                 flights: Flights::default(),
-                local,
+                local: LocalCopies::new(
+                    Capacity::Entries(self.local_max_entries),
+                    NearPolicy::TinyLfu,
+                ),
                 tokens: Tokens::new(self.tracking, self.generation_ttl, self.local_max_entries),
-                epoch: AtomicU64::new(0),
                 meters: Mutex::new(Vec::new()),
                 invalidations: AtomicU64::new(0),
                 flushes: AtomicU64::new(0),

@@ -8,13 +8,11 @@
 //! threads, and its value is stored in the layers the call uses.
 
 use std::fmt::Display;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
-use moka::Expiry;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -28,35 +26,6 @@ use crate::cache::use_case::{DisabledReason, LayerConfig, UseCase, UseCaseInfo};
 use crate::cache::{CacheError, Codec};
 use crate::CacheStore;
 use crate::{Result, Ttl};
-
-/// An entry of the local layer.
-#[derive(Clone)]
-pub(super) struct Local {
-    value: Bytes,
-    global: Bytes,
-    entity: Bytes,
-    expires_at: Instant,
-}
-
-/// Each local entry ends at its own instant, set before the read that
-/// fetched it: the local TTL bounds staleness from the read on.
-pub(super) struct LocalExpiry;
-
-impl Expiry<String, Local> for LocalExpiry {
-    fn expire_after_create(&self, _: &String, local: &Local, now: Instant) -> Option<Duration> {
-        Some(local.expires_at.saturating_duration_since(now))
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &String,
-        local: &Local,
-        now: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(local.expires_at.saturating_duration_since(now))
-    }
-}
 
 /// What one read of the remote layer found.
 struct Remote {
@@ -129,7 +98,7 @@ impl<S: CacheStore> Inner<S> {
         }
 
         // Taken before the read: staleness is bounded from here.
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let epoch = self.local.epoch();
         let read_at_ms = now_ms();
         let local_expires_at = local.map(|layer| Instant::now() + layer.ttl);
 
@@ -161,8 +130,8 @@ impl<S: CacheStore> Inner<S> {
                 if current {
                     if let Some(value) = use_case.decode(&envelope.value) {
                         meter.remote_hit();
-                        if local.is_some() {
-                            self.record(epoch, &key, &generation, &envelope, local_expires_at);
+                        if let Some(expires_at) = local_expires_at {
+                            self.record(epoch, expires_at, &key, &generation, &envelope, bytes);
                         }
                         return Ok(value);
                     }
@@ -239,13 +208,13 @@ impl<S: CacheStore> Inner<S> {
         Ok(Layers { local, remote })
     }
 
-    /// The local entry of `key`, if its generations are still the ones
-    /// this process knows.
+    /// The value of `key`'s local entry, if its generations are still the
+    /// ones this process knows.
     fn local_hit(&self, key: &str, generation: &str) -> Option<Bytes> {
-        let local = self.local.get(key)?;
+        let envelope = Envelope::decode(&self.local.get(key)?)?;
         self.tokens
-            .vouch_for(generation, &local.global, &local.entity)
-            .then_some(local.value)
+            .vouch_for(generation, &envelope.global, &envelope.entity)
+            .then_some(envelope.value)
     }
 
     /// The entry and its generations, in one round trip when tracking.
@@ -281,38 +250,33 @@ impl<S: CacheStore> Inner<S> {
         })
     }
 
-    /// Records what a read saw, locally, unless an invalidation of this
-    /// process happened since `epoch` (it may have been read before it).
+    /// Records what a read saw: the generations, and `stored` (the entry
+    /// in its envelope) in the local layer until `expires_at`, unless an
+    /// invalidation of this process happened since `epoch` (the read may
+    /// predate it).
     fn record(
         &self,
         epoch: u64,
+        expires_at: Instant,
         key: &str,
         generation: &str,
         envelope: &Envelope,
-        expires_at: Option<Instant>,
+        stored: &Bytes,
     ) {
-        if self.epoch.load(Ordering::SeqCst) != epoch {
-            return;
-        }
-        self.tokens
-            .learn(generation, &envelope.global, &envelope.entity);
-        if let Some(expires_at) = expires_at {
-            self.local.insert(
-                key.to_owned(),
-                Local {
-                    value: envelope.value.clone(),
-                    global: envelope.global.clone(),
-                    entity: envelope.entity.clone(),
-                    expires_at,
-                },
-            );
-        }
-        // An invalidation that slipped in between the check and the
-        // inserts recorded its own token; ours must not stay over it.
-        if self.epoch.load(Ordering::SeqCst) != epoch {
-            self.tokens.unlearn(generation);
-            self.local.invalidate(key);
-        }
+        self.local.keep_unless_written(
+            epoch,
+            || {
+                self.tokens
+                    .learn(generation, &envelope.global, &envelope.entity);
+                self.local.insert(key, stored.clone(), expires_at);
+            },
+            // An invalidation that slipped in recorded its own token; ours
+            // must not stay over it.
+            || {
+                self.tokens.unlearn(generation);
+                self.local.invalidate(key);
+            },
+        );
     }
 
     /// Computes, stores and hands the value to the waiters.
@@ -369,10 +333,10 @@ impl<S: CacheStore> Inner<S> {
                 value: bytes.clone(),
             };
             // Inside a future buffer the entry would read as stale: store
-            // nothing, in either layer.
+            // nothing, in either layer. Both layers hold the same envelope.
             if envelope.is_current(&envelope.global, &envelope.entity) {
-                if let Some(remote) = miss.remote {
-                    if let Some(stored) = envelope.encode() {
+                if let Some(stored) = envelope.encode() {
+                    if let Some(remote) = miss.remote {
                         if self
                             .store
                             .set_with_ttl(miss.key, &stored, Ttl::After(remote.ttl))
@@ -381,15 +345,10 @@ impl<S: CacheStore> Inner<S> {
                             use_case.meter().error();
                         }
                     }
-                }
-                if miss.local_expires_at.is_some() {
-                    self.record(
-                        miss.epoch,
-                        miss.key,
-                        miss.generation,
-                        &envelope,
-                        miss.local_expires_at,
-                    );
+                    if let Some(expires_at) = miss.local_expires_at {
+                        let (key, generation) = (miss.key, miss.generation);
+                        self.record(miss.epoch, expires_at, key, generation, &envelope, &stored);
+                    }
                 }
             }
         }

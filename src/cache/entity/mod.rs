@@ -20,13 +20,13 @@ use std::time::Duration;
 use super::flight::Flights;
 use super::invalidation::{generation_key, GLOBAL_GENERATION_KEY};
 use super::metrics::{total, Meter, Names};
+use super::near::LocalCopies;
 use super::use_case::{ConfigProvider, UseCase};
 use super::{Json, UseCaseStats};
 use crate::CacheStore;
 use crate::Result;
 
 pub use builder::EntityCacheBuilder;
-use lookup::Local;
 use tokens::Tokens;
 
 /// A caching layer for production code: **use cases** (a function of an
@@ -177,12 +177,11 @@ pub(in crate::cache) struct Inner<S> {
     emit_metrics: bool,
     names: Names,
     flights: Flights,
-    local: moka::sync::Cache<String, Local>,
+    /// The local layer, holding entries as the remote one does (in their
+    /// envelopes); this process's invalidations and flushes count as its
+    /// writes, so a read that raced one does not record what it read.
+    local: LocalCopies,
     tokens: Tokens,
-    /// Bumped by every invalidation and flush of this process: a read that
-    /// saw it move while it was out does not record what it read, which
-    /// may predate them.
-    epoch: AtomicU64,
     meters: Mutex<Vec<Arc<Meter>>>,
     invalidations: AtomicU64,
     flushes: AtomicU64,
@@ -301,7 +300,7 @@ impl<S: CacheStore> EntityCache<S> {
         inner.tokens.check_tracking("invalidate")?;
         let generation = generation_key(key_type, &id.to_string());
         let token = inner.tokens.replace(&inner.store, &generation, buffer)?;
-        inner.epoch.fetch_add(1, Ordering::SeqCst);
+        inner.local.written();
         inner.tokens.know(generation, token);
         inner.invalidations.fetch_add(1, Ordering::Relaxed);
         inner.names.invalidated(inner.emit_metrics, key_type);
@@ -330,9 +329,8 @@ impl<S: CacheStore> EntityCache<S> {
         let token = inner
             .tokens
             .replace(&inner.store, GLOBAL_GENERATION_KEY, buffer)?;
-        inner.epoch.fetch_add(1, Ordering::SeqCst);
+        inner.local.flush();
         inner.tokens.know(GLOBAL_GENERATION_KEY.to_owned(), token);
-        inner.local.invalidate_all();
         inner.flushes.fetch_add(1, Ordering::Relaxed);
         inner.names.flushed(inner.emit_metrics);
         Ok(())
