@@ -428,3 +428,61 @@ fn a_conditional_write_taken_by_a_stand_in_holds_once_the_home_server_returns() 
         Some("done")
     );
 }
+
+// ----- a cluster handle's own settings, as a client's ---------------------
+
+#[test]
+fn with_timeout_bounds_each_call_to_a_silent_server_while_the_cluster_keeps_its_own() {
+    let silent = common::net::SilentServer::start();
+    let cluster = Cluster::builder()
+        .server(&silent.address().to_string())
+        .timeout(Duration::from_secs(30))
+        .max_retries(0)
+        .build()
+        .unwrap();
+    let quick = cluster.with_timeout(Duration::from_millis(300)).unwrap();
+    for call in 0..3 {
+        let started = Instant::now();
+        let outcome = quick.get("k");
+        let took = started.elapsed();
+        assert!(
+            matches!(outcome, Err(tiny_cache_client::Error::DeadlineExceeded(_))),
+            "call {call}: {outcome:?}"
+        );
+        assert!(took < Duration::from_secs(5), "call {call} took {took:?}");
+        let started = Instant::now();
+        let written = quick.set("k", "v");
+        assert!(written.is_err(), "call {call}: {written:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "set of call {call}"
+        );
+    }
+    assert!(cluster.with_timeout(Duration::ZERO).is_err());
+}
+
+#[test]
+fn close_ends_every_clone_and_with_namespace_is_another_key_space() {
+    let (a, b) = (Server::local().unwrap(), Server::local().unwrap());
+    let cluster = Cluster::builder()
+        .server(&a.address())
+        .server(&b.address())
+        .replicas(2)
+        .build()
+        .unwrap();
+    let billing = cluster.with_namespace("billing").unwrap();
+    billing.set("k", "invoice").unwrap();
+    assert_eq!(cluster.get("k").unwrap(), None);
+    assert_eq!(billing.get("k").unwrap().as_deref(), Some(&b"invoice"[..]));
+    assert!(cluster.with_namespace("-bad").is_err());
+
+    let clone = cluster.clone();
+    cluster.close();
+    for handle in [&cluster, &clone] {
+        assert_eq!(handle.get("k"), Err(tiny_cache_client::Error::Closed));
+    }
+    // Another key space's cluster has its own connections.
+    assert_eq!(billing.get("k").unwrap().as_deref(), Some(&b"invoice"[..]));
+    billing.close();
+    billing.close(); // twice is harmless
+}

@@ -63,7 +63,8 @@ impl CacheStore for Cluster {
     /// only when all of them stored it (with one replica: the key's
     /// server's own `SetIfAbsent`).
     fn set_if_absent_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
-        self.shared().set_if_absent_everywhere(key, value, ttl)
+        self.shared()
+            .set_if_absent_everywhere(key, value, ttl, self.timeout)
     }
 
     /// The key's server's own `CompareAndSet` (one replica only, as
@@ -88,7 +89,7 @@ impl CacheStore for Cluster {
         keys: &[&str],
         latest: &[bool],
     ) -> Result<Vec<ItemResult<Option<Bytes>>>> {
-        let outcomes = self.shared().read(keys, Some(latest));
+        let outcomes = self.shared().read(keys, Some(latest), self.timeout);
         Ok(keys
             .iter()
             .zip(outcomes)
@@ -106,7 +107,12 @@ impl CacheStore for Cluster {
             values: values.into(),
             ttl,
         };
-        let everywhere = self.shared().write_with(&[key], &op, true);
+        let everywhere = self.shared().write_with(
+            &[key],
+            &op,
+            super::policy::ResponsePolicy::AllStored,
+            self.timeout,
+        );
         everywhere.into_iter().next().unwrap_or(Ok(()))
     }
 }

@@ -5,6 +5,7 @@
 //! each home server that missed one, conditional writes on the key's
 //! server.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -15,39 +16,25 @@ use super::envelope::{self, Copy};
 use super::fanout::in_parallel;
 use super::hints::Hint;
 use super::node::{is_server_failure, Node};
+use super::policy::{Replies, ResponsePolicy};
 use super::*;
-
-/// Per key: which servers to ask, and what they said.
-pub(super) struct Read {
-    candidates: Vec<usize>,
-    /// The key's home servers, whatever their health.
-    home: Vec<usize>,
-    next: usize,
-    /// Answers, a server's hint standing in for asking it.
-    answers: Vec<(usize, Option<Copy>)>,
-    /// Answers needed: the read quorum, or every replica while one of the
-    /// key's servers is recovering from missed writes.
-    quorum: usize,
-    error: Option<Error>,
-    refused: Option<Error>,
-}
-
-/// Per key: which servers to write, and which stored it.
-pub(super) struct Write {
-    candidates: Vec<usize>,
-    /// The servers that must end up with the write (hinted if they miss it).
-    home: Vec<usize>,
-    next: usize,
-    stored_on: Vec<usize>,
-    error: Option<Error>,
-    refused: Option<Error>,
-}
 
 impl Shared {
     pub(super) fn topology(&self) -> Arc<Topology> {
         match self.topology.read() {
             Ok(topology) => Arc::clone(&topology),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// `node`'s client bounded by `timeout`: the client itself when that
+    /// is the cluster's timeout (its clients' own), so the common call
+    /// makes no per-call handle.
+    pub(super) fn bounded<'a>(&self, node: &'a Node, timeout: Duration) -> Result<Cow<'a, Client>> {
+        if timeout == self.settings.timeout {
+            Ok(Cow::Borrowed(&node.client))
+        } else {
+            node.client.with_timeout(timeout).map(Cow::Owned)
         }
     }
 
@@ -83,8 +70,9 @@ impl Shared {
         keys: &[&str],
         plan: BTreeMap<usize, Vec<usize>>,
         part_deadline: PartDeadline,
+        timeout: Duration,
     ) -> Vec<(usize, Vec<usize>, Result<Vec<KeyOutcome>>)> {
-        let (threshold, timeout) = (self.threshold(), self.settings.timeout);
+        let threshold = self.threshold();
         if plan.len() == 1 {
             return plan
                 .into_iter()
@@ -117,80 +105,63 @@ impl Shared {
         self.helpers.run_all(jobs)
     }
 
-    /// Reads `keys`; a key flagged in `latest` asks every replica (newest
-    /// wins) rather than the read quorum.
-    pub(super) fn read(&self, keys: &[&str], latest: Option<&[bool]>) -> Vec<KeyOutcome> {
-        let topology = self.topology();
-        let deadline = Instant::now() + self.settings.timeout;
-        let (replicas, quorum) = (self.settings.replicas, self.settings.read_quorum);
-        let mut reads: Vec<Read> = keys
-            .iter()
-            .enumerate()
-            .map(|(at, key)| {
-                let all = latest.is_some_and(|latest| latest.get(at) == Some(&true));
-                let (candidates, home) = topology.placement(key, replicas);
-                let mut read = Read {
-                    candidates,
-                    home,
-                    next: 0,
-                    answers: Vec::new(),
-                    quorum: if all { replicas } else { quorum },
-                    error: None,
-                    refused: None,
-                };
-                self.answer_from_hints(&topology, key, &mut read);
-                read
-            })
-            .collect();
+    /// Asks each key's servers in rank order, in rounds, until its policy
+    /// has what it needs or no server is left: every server gets its
+    /// keys of a round in one call, all servers at once. A read with
+    /// replicas left to ask shares the deadline between the rounds (a hung
+    /// server must leave time for the next); a write asks every replica at
+    /// once, each with what is left.
+    pub(super) fn gather(
+        &self,
+        topology: &Arc<Topology>,
+        op: &Op,
+        keys: &[&str],
+        replies: &mut [Replies],
+        policy: ResponsePolicy,
+        (deadline, timeout): (Instant, Duration),
+    ) {
+        let replicas = self.settings.replicas;
         let mut first_round = true;
         loop {
             let mut plan: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
             let mut spare = 0;
-            for (at, read) in reads.iter_mut().enumerate() {
-                if read.refused.is_some() {
+            for (at, key) in replies.iter_mut().enumerate() {
+                if key.refused.is_some() {
                     continue;
                 }
-                let answered = read.answers.len();
-                let all_missed = read.answers.iter().all(|(_, copy)| copy.is_none());
-                let want = if answered < read.quorum {
-                    read.quorum - answered
-                } else if replicas > 1 && all_missed && answered < replicas {
-                    // Confirm a miss with the other replicas: one of them
-                    // may hold what a restarted replica lost.
-                    replicas - answered
-                } else {
-                    0
-                };
-                let take = want.min(read.candidates.len() - read.next);
-                for &index in &read.candidates[read.next..read.next + take] {
+                let wanted = key.wanted(policy, replicas);
+                for &index in key.take(wanted) {
                     plan.entry(index).or_default().push(at);
                 }
-                read.next += take;
-                spare = spare.max(read.candidates.len() - read.next);
+                if policy == ResponsePolicy::Newest {
+                    spare = spare.max(key.spare());
+                }
             }
             if plan.is_empty() {
-                break;
+                return;
             }
-            // With replicas left to ask, no server may take the whole
-            // deadline: a hung one would leave nothing for the next.
-            let part_deadline =
-                PartDeadline::share(deadline, spare, first_round, self.settings.timeout);
+            let part_deadline = match PartDeadline::share(deadline, spare, first_round, timeout) {
+                // The servers' clients run on the cluster's timeout, not a
+                // handle's own.
+                PartDeadline::Own if timeout != self.settings.timeout => PartDeadline::By(deadline),
+                part_deadline => part_deadline,
+            };
             for (index, part, outcome) in
-                self.dispatch(&topology, &Op::Get, keys, plan, part_deadline)
+                self.dispatch(topology, op, keys, plan, part_deadline, timeout)
             {
                 match outcome {
                     Err(error) => {
                         for at in part {
-                            reads[at].error = Some(error.clone());
+                            replies[at].error = Some(error.clone());
                         }
                     }
                     Ok(results) => {
                         for (at, result) in part.into_iter().zip(results) {
                             match result {
                                 Ok(value) => {
-                                    reads[at].answers.push((index, value.map(Copy::parse)))
+                                    replies[at].answers.push((index, value.map(Copy::parse)))
                                 }
-                                Err(refused) => reads[at].refused = Some(refused),
+                                Err(refused) => replies[at].refused = Some(refused),
                             }
                         }
                     }
@@ -198,6 +169,38 @@ impl Shared {
             }
             first_round = false;
         }
+    }
+
+    /// Reads `keys`; a key flagged in `latest` asks every replica (newest
+    /// wins) rather than the read quorum.
+    pub(super) fn read(
+        &self,
+        keys: &[&str],
+        latest: Option<&[bool]>,
+        timeout: Duration,
+    ) -> Vec<KeyOutcome> {
+        let topology = self.topology();
+        let deadline = Instant::now() + timeout;
+        let (replicas, quorum) = (self.settings.replicas, self.settings.read_quorum);
+        let mut reads: Vec<Replies> = keys
+            .iter()
+            .enumerate()
+            .map(|(at, key)| {
+                let all = latest.is_some_and(|latest| latest.get(at) == Some(&true));
+                let (candidates, home) = topology.placement(key, replicas);
+                let mut read = Replies::new(candidates, home, if all { replicas } else { quorum });
+                self.answer_from_hints(&topology, key, &mut read);
+                read
+            })
+            .collect();
+        self.gather(
+            &topology,
+            &Op::Get,
+            keys,
+            &mut reads,
+            ResponsePolicy::Newest,
+            (deadline, timeout),
+        );
 
         let now = SystemTime::now();
         let mut repairs = Vec::new();
@@ -271,7 +274,7 @@ impl Shared {
                 Ok(Some(self.decode(newest)))
             })
             .collect();
-        self.repair(&topology, keys, repairs, deadline);
+        self.repair(&topology, keys, repairs, deadline, timeout);
         outcomes
     }
 
@@ -279,14 +282,14 @@ impl Shared {
     /// (so a server back with old data cannot hide an acknowledged write),
     /// and asks every replica while one of them is recovering from writes
     /// it missed unhinted.
-    pub(super) fn answer_from_hints(&self, topology: &Topology, key: &str, read: &mut Read) {
+    pub(super) fn answer_from_hints(&self, topology: &Topology, key: &str, read: &mut Replies) {
         let nodes = &topology.nodes;
         if read
             .candidates
             .iter()
             .any(|&index| nodes[index].is_recovering())
         {
-            read.quorum = read.candidates.len().max(read.quorum);
+            read.needed = read.candidates.len().max(read.needed);
         }
         let hinted = |index: &usize| !nodes[*index].hints.is_empty();
         if !read.candidates.iter().any(hinted) && !read.home.iter().any(hinted) {
@@ -330,6 +333,7 @@ impl Shared {
         keys: &[&str],
         repairs: Vec<Repair>,
         deadline: Instant,
+        timeout: Duration,
     ) {
         if repairs.is_empty() {
             return;
@@ -341,7 +345,7 @@ impl Shared {
             .into_iter()
             .map(|repair| {
                 move || {
-                    let Ok(left) = remaining(deadline, self.settings.timeout) else {
+                    let Ok(left) = remaining(deadline, timeout) else {
                         return;
                     };
                     let Some(ttl) = repair.newest.remaining_ttl(SystemTime::now()) else {
@@ -358,31 +362,34 @@ impl Shared {
         in_parallel(jobs);
     }
 
-    pub(super) fn write(&self, keys: &[&str], op: &Op) -> Vec<Result<()>> {
-        self.write_with(keys, op, false)
+    /// Writes `keys` under the operation's own policy: a write is
+    /// acknowledged once stored anywhere (it is served, and repaired,
+    /// from there), a delete only once every replica has it (a replica
+    /// that missed it may still serve the value).
+    pub(super) fn write(&self, keys: &[&str], op: &Op, timeout: Duration) -> Vec<Result<()>> {
+        let policy = match op {
+            Op::Set { .. } => ResponsePolicy::AnyStored,
+            Op::Get | Op::Delete => ResponsePolicy::AllStored,
+        };
+        self.write_with(keys, op, policy, timeout)
     }
 
-    /// Writes `keys`; with `everywhere`, a write is acknowledged only when
-    /// every replica stored it (as a delete always is).
-    pub(super) fn write_with(&self, keys: &[&str], op: &Op, everywhere: bool) -> Vec<Result<()>> {
+    /// Writes `keys`, acknowledging each under `policy`.
+    pub(super) fn write_with(
+        &self,
+        keys: &[&str],
+        op: &Op,
+        policy: ResponsePolicy,
+        timeout: Duration,
+    ) -> Vec<Result<()>> {
         let topology = self.topology();
-        let deadline = Instant::now() + self.settings.timeout;
+        let deadline = Instant::now() + timeout;
         let replicas = self.settings.replicas;
-        // A write stored anywhere is served (and repaired from); a delete
-        // that missed a replica may leave the value there.
-        let partial_ok = matches!(op, Op::Set { .. }) && !everywhere;
-        let mut writes: Vec<Write> = keys
+        let mut writes: Vec<Replies> = keys
             .iter()
             .map(|key| {
                 let (candidates, home) = topology.placement(key, replicas);
-                Write {
-                    candidates,
-                    home,
-                    next: 0,
-                    stored_on: Vec::new(),
-                    error: None,
-                    refused: None,
-                }
+                Replies::new(candidates, home, replicas)
             })
             .collect();
         // Writes to a server with hints waiting are ordered against their
@@ -404,69 +411,25 @@ impl Shared {
                 Some(guard) => _writing.push(guard),
                 // A delivery held it past this call's deadline: nothing
                 // was sent.
-                None => {
-                    return keys
-                        .iter()
-                        .map(|_| Err(late(self.settings.timeout)))
-                        .collect()
-                }
+                None => return keys.iter().map(|_| Err(late(timeout))).collect(),
             }
         }
-        let mut first_round = true;
-        loop {
-            let mut plan: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-            for (at, write) in writes.iter_mut().enumerate() {
-                if write.refused.is_some() {
-                    continue;
-                }
-                let want = replicas.saturating_sub(write.stored_on.len());
-                let take = want.min(write.candidates.len() - write.next);
-                for &index in &write.candidates[write.next..write.next + take] {
-                    plan.entry(index).or_default().push(at);
-                }
-                write.next += take;
-            }
-            if plan.is_empty() {
-                break;
-            }
-            // Every replica is written at once, so each part may use what
-            // is left of the deadline.
-            let part_deadline =
-                PartDeadline::share(deadline, 0, first_round, self.settings.timeout);
-            for (index, part, outcome) in self.dispatch(&topology, op, keys, plan, part_deadline) {
-                match outcome {
-                    Err(error) => {
-                        for at in part {
-                            writes[at].error = Some(error.clone());
-                        }
-                    }
-                    Ok(results) => {
-                        for (at, result) in part.into_iter().zip(results) {
-                            match result {
-                                Ok(_) => writes[at].stored_on.push(index),
-                                Err(refused) => writes[at].refused = Some(refused),
-                            }
-                        }
-                    }
-                }
-            }
-            first_round = false;
-        }
+        self.gather(
+            &topology,
+            op,
+            keys,
+            &mut writes,
+            policy,
+            (deadline, timeout),
+        );
         writes
             .into_iter()
             .enumerate()
             .map(|(at, write)| {
-                let outcome = match (&write.refused, &write.error) {
-                    (Some(refused), _) => Err(refused.clone()),
-                    (None, Some(error)) if !partial_ok || write.stored_on.is_empty() => {
-                        Err(error.clone())
-                    }
-                    (None, _) if write.stored_on.is_empty() => Err(no_servers()),
-                    _ => Ok(()),
-                };
+                let outcome = write.write_outcome(policy);
                 // A server that stored it holds something newer than any
                 // hint for the key, acknowledged or not.
-                for &index in &write.stored_on {
+                for index in write.answered_by() {
                     topology.nodes[index].hints.forget(keys[at]);
                 }
                 if outcome.is_ok() {
@@ -485,11 +448,11 @@ impl Shared {
         key: &str,
         op: &Op,
         at: usize,
-        write: &Write,
+        write: &Replies,
     ) {
         let nodes = &topology.nodes;
         for &index in &write.home {
-            if write.stored_on.contains(&index) {
+            if write.answered_by().any(|stored| stored == index) {
                 continue;
             }
             let hint = match op {
@@ -497,10 +460,9 @@ impl Shared {
                     raw: values[at].clone(),
                     ttl: *ttl,
                     stand_ins: write
-                        .stored_on
-                        .iter()
+                        .answered_by()
                         .filter(|index| !write.home.contains(index))
-                        .map(|&index| nodes[index].name.clone())
+                        .map(|index| nodes[index].name.clone())
                         .collect(),
                 },
                 Op::Delete => Hint::Delete,
@@ -521,6 +483,7 @@ impl Shared {
         key: &str,
         value: &[u8],
         ttl: Ttl,
+        timeout: Duration,
     ) -> Result<bool> {
         ttl.wire_seconds()?;
         let topology = self.topology();
@@ -532,7 +495,9 @@ impl Shared {
                 let (topology, raw) = (&topology, &raw);
                 move || {
                     let node = &topology.nodes[index];
-                    let outcome = node.client.set_if_absent_with_ttl(key, raw, ttl);
+                    let outcome = self
+                        .bounded(node, timeout)
+                        .and_then(|client| client.set_if_absent_with_ttl(key, raw, ttl));
                     node.record(&outcome, self.threshold());
                     outcome
                 }
@@ -557,6 +522,7 @@ impl Shared {
         written: (&[u8], Ttl),
         stored: impl Fn(&T) -> bool,
         call: impl FnOnce(&Client) -> Result<T>,
+        timeout: Duration,
     ) -> Result<T> {
         if self.settings.replicas > 1 {
             return Err(Error::Validation(format!(
@@ -568,7 +534,6 @@ impl Shared {
         let (live, home) = topology.placement(key, 1);
         let index = *live.first().ok_or_else(no_servers)?;
         let node = &topology.nodes[index];
-        let timeout = self.settings.timeout;
         let deadline = Instant::now() + timeout;
         // Only with hints waiting does the call share its deadline with a
         // delivery; otherwise the server's own client and timeout serve.
@@ -587,6 +552,9 @@ impl Shared {
             }
         }
         let (mut _writing, mut bounded) = (None, None);
+        if timeout != self.settings.timeout {
+            bounded = Some(node.client.with_timeout(timeout)?);
+        }
         if hinted {
             let stripe = node.hints.stripe_of(key);
             _writing = Some(
@@ -615,10 +583,10 @@ impl Shared {
         outcome
     }
 
-    pub(super) fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
+    pub(super) fn touch(&self, key: &str, ttl: Ttl, timeout: Duration) -> Result<bool> {
         ttl.wire_seconds()?;
         let topology = self.topology();
-        let deadline = Instant::now() + self.settings.timeout;
+        let deadline = Instant::now() + timeout;
         let replicas = self.settings.replicas;
         let jobs: Vec<_> = topology
             .replicas(key, replicas)
@@ -628,9 +596,10 @@ impl Shared {
                 move || {
                     let node = &topology.nodes[index];
                     let outcome = if replicas == 1 {
-                        node.client.touch(key, ttl)
+                        self.bounded(node, timeout)
+                            .and_then(|client| client.touch(key, ttl))
                     } else {
-                        touch_copy(&node.client, key, ttl, deadline, self.settings.timeout)
+                        touch_copy(&node.client, key, ttl, deadline, timeout)
                     };
                     node.record(&outcome, self.threshold());
                     outcome
@@ -654,6 +623,7 @@ impl Shared {
     pub(super) fn per_server<T: Send>(
         &self,
         call: impl Fn(&Client) -> Result<T> + Sync,
+        timeout: Duration,
     ) -> Vec<ServerResult<T>> {
         let topology = self.topology();
         let call = &call;
@@ -663,7 +633,7 @@ impl Shared {
             .map(|node| {
                 move || ServerResult {
                     server: node.name.clone(),
-                    result: call(&node.client),
+                    result: self.bounded(node, timeout).and_then(|client| call(&client)),
                 }
             })
             .collect();

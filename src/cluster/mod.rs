@@ -154,8 +154,11 @@ mod placement;
 mod cache_store;
 mod engine;
 mod membership;
+mod policy;
 mod topology;
 
+#[cfg(feature = "metrics")]
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, RwLock};
@@ -199,6 +202,8 @@ use crate::{CasOutcome, Client, Error, ItemResult, Result, Stats, Ttl, TOUCH_ATT
 #[derive(Clone)]
 pub struct Cluster {
     inner: Arc<Inner>,
+    /// This handle's deadline per call (`with_timeout`).
+    timeout: Duration,
 }
 
 /// One server's answer to a per-server call ([`Cluster::stats`],
@@ -240,9 +245,13 @@ struct Inner {
     watcher: Mutex<Option<(mpsc::Sender<()>, JoinHandle<()>)>>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let watcher = self.watcher.get_mut().ok().and_then(Option::take);
+impl Inner {
+    /// Stops the background thread and waits for it, once.
+    fn stop_watching(&self) {
+        let watcher = match self.watcher.lock() {
+            Ok(mut watcher) => watcher.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
         if let Some((stop, thread)) = watcher {
             // A delivery under way stops at its next hint instead of
             // holding the join for the rest of the log.
@@ -250,6 +259,12 @@ impl Drop for Inner {
             drop(stop);
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_watching();
     }
 }
 
@@ -314,7 +329,9 @@ impl Cluster {
             .name("tiny-cache-cluster".into())
             .spawn(move || watch(&watched, &stopped))
             .map_err(|e| Error::Validation(format!("cannot start the cluster's thread: {e}")))?;
+        let timeout = shared.settings.timeout;
         Ok(Cluster {
+            timeout,
             inner: Arc::new(Inner {
                 shared,
                 watcher: Mutex::new(Some((stop, thread))),
@@ -324,6 +341,119 @@ impl Cluster {
 
     fn shared(&self) -> &Shared {
         &self.inner.shared
+    }
+
+    /// A handle on the same servers whose calls each end within `timeout`
+    /// (the builder's `timeout` otherwise), as [`Client::with_timeout`]:
+    /// cheap, made per call if need be. A read with replicas left to ask
+    /// shares it between them as any read shares the cluster's.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::cluster::Cluster;
+    ///
+    /// let cluster = Cluster::builder().server(&server.address()).build()?;
+    /// let quick = cluster.with_timeout(Duration::from_millis(200))?;
+    /// quick.set("k", "v")?;
+    /// assert!(cluster.with_timeout(Duration::ZERO).is_err());
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_timeout(&self, timeout: Duration) -> Result<Cluster> {
+        if timeout.is_zero() {
+            return Err(Error::Validation("the timeout must be positive".into()));
+        }
+        Ok(Cluster {
+            inner: Arc::clone(&self.inner),
+            timeout,
+        })
+    }
+
+    /// A cluster of the same servers and settings in another key space
+    /// (`x-cache-namespace`), as [`Client::with_namespace`]; blank means
+    /// the shared key space.
+    ///
+    /// Unlike the client's, it opens its own connections, background
+    /// thread and hint logs: hints are kept per key space, so a server
+    /// that missed writes in two of them is caught up in each. Make it
+    /// once per namespace and keep it, not per call.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// use tiny_cache_client::cluster::Cluster;
+    ///
+    /// let shared = Cluster::builder().server(&server.address()).build()?;
+    /// let billing = shared.with_namespace("billing")?;
+    /// billing.set("k", "invoice")?;
+    /// assert_eq!(shared.get("k")?, None); // another key space
+    /// assert!(shared.with_namespace("-bad").is_err());
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_namespace(&self, namespace: &str) -> Result<Cluster> {
+        crate::rules::parse_namespace(namespace)?;
+        let cluster = self.shared().builder.clone().namespace(namespace).build()?;
+        cluster.with_timeout(self.timeout)
+    }
+
+    /// Shuts the cluster down now, for every clone: its background thread
+    /// stops (a hint delivery under way stops at its next hint) and every
+    /// server's client closes, so calls in flight and later calls fail
+    /// with [`Error::Closed`]. Dropping the last clone does the same.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// use tiny_cache_client::{cluster::Cluster, Error};
+    ///
+    /// let cluster = Cluster::builder().server(&server.address()).build()?;
+    /// cluster.close();
+    /// assert_eq!(cluster.get("k"), Err(Error::Closed));
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(&self) {
+        self.inner.stop_watching();
+        for node in &self.shared().topology().nodes {
+            node.client.close();
+        }
+    }
+
+    /// A snapshot of the cluster's counters (feature `metrics`): the
+    /// figures of [`Client::metrics`], summed over every server's client.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let (a, b) = (tiny_cache_client::server::Server::local()?, tiny_cache_client::server::Server::local()?);
+    /// use tiny_cache_client::cluster::Cluster;
+    ///
+    /// let cluster = Cluster::builder().server(&a.address()).server(&b.address()).build()?;
+    /// cluster.get_many(["a", "b", "c", "d"])?;
+    /// let metrics = cluster.metrics();
+    /// assert!(metrics.calls >= 1 && metrics.calls <= 2, "{metrics:?}"); // one call per server asked
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn metrics(&self) -> crate::ClientMetrics {
+        let mut total = crate::ClientMetrics::default();
+        let mut by_code: BTreeMap<i32, (crate::Code, u64)> = BTreeMap::new();
+        for node in &self.shared().topology().nodes {
+            let one = node.client.metrics();
+            total.calls += one.calls;
+            total.errors += one.errors;
+            total.retries += one.retries;
+            total.reconnects += one.reconnects;
+            total.in_flight += one.in_flight;
+            for (code, count) in one.errors_by_code {
+                by_code.entry(code.as_i32()).or_insert((code, 0)).1 += count;
+            }
+        }
+        total.errors_by_code = by_code.into_values().collect();
+        total
     }
 
     /// The TTL of the writes that name none (`set`, `set_many`, ...): the
@@ -355,7 +485,10 @@ impl Cluster {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        self.shared().read(&[key], None).pop().unwrap_or(Ok(None))
+        self.shared()
+            .read(&[key], None, self.timeout)
+            .pop()
+            .unwrap_or(Ok(None))
     }
 
     /// Reads `key` as text; [`Error::NotUtf8`] when it is not UTF-8.
@@ -410,7 +543,10 @@ impl Cluster {
             values: values.into(),
             ttl,
         };
-        self.shared().write(&[key], &op).pop().unwrap_or(Ok(()))
+        self.shared()
+            .write(&[key], &op, self.timeout)
+            .pop()
+            .unwrap_or(Ok(()))
     }
 
     /// Removes `key` from every live replica; a missing key succeeds.
@@ -425,7 +561,7 @@ impl Cluster {
     /// ```
     pub fn delete(&self, key: &str) -> Result<()> {
         self.shared()
-            .write(&[key], &Op::Delete)
+            .write(&[key], &Op::Delete, self.timeout)
             .pop()
             .unwrap_or(Ok(()))
     }
@@ -451,7 +587,7 @@ impl Cluster {
     {
         let keys: Vec<I::Item> = keys.into_iter().collect();
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
-        let outcomes = self.shared().read(&keys, None);
+        let outcomes = self.shared().read(&keys, None, self.timeout);
         Ok(per_item(&keys, outcomes))
     }
 
@@ -512,6 +648,7 @@ impl Cluster {
                 values: values.into(),
                 ttl,
             },
+            self.timeout,
         );
         Ok(per_item(
             &keys,
@@ -543,7 +680,7 @@ impl Cluster {
     {
         let keys: Vec<I::Item> = keys.into_iter().collect();
         let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
-        let outcomes = self.shared().write(&keys, &Op::Delete);
+        let outcomes = self.shared().write(&keys, &Op::Delete, self.timeout);
         Ok(per_item(
             &keys,
             outcomes.into_iter().map(|o| o.map(|()| None)).collect(),
@@ -598,6 +735,7 @@ impl Cluster {
             (value, ttl),
             |stored| *stored,
             |client| client.set_if_absent_with_ttl(key, value, ttl),
+            self.timeout,
         )
     }
 
@@ -653,6 +791,7 @@ impl Cluster {
             (value, ttl),
             |outcome| *outcome == CasOutcome::Stored,
             |client| client.compare_and_set_with_ttl(key, expected.as_ref(), value, ttl),
+            self.timeout,
         )
     }
 
@@ -671,7 +810,7 @@ impl Cluster {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn touch(&self, key: &str, ttl: impl Into<Ttl>) -> Result<bool> {
-        self.shared().touch(key, ttl.into())
+        self.shared().touch(key, ttl.into(), self.timeout)
     }
 
     /// Every server's counters, asked in parallel.
@@ -687,7 +826,8 @@ impl Cluster {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> Vec<ServerResult<Stats>> {
-        self.shared().per_server(|client| client.stats())
+        self.shared()
+            .per_server(|client| client.stats(), self.timeout)
     }
 
     /// Pings every server in parallel (marked down or not), with each
@@ -702,7 +842,8 @@ impl Cluster {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn ping(&self) -> Vec<ServerResult<Duration>> {
-        self.shared().per_server(|client| client.ping())
+        self.shared()
+            .per_server(|client| client.ping(), self.timeout)
     }
 
     /// The servers now, in placement order of their names, with their
