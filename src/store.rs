@@ -251,72 +251,184 @@ pub(crate) fn touch_lost(key: &str) -> Error {
     }
 }
 
-/// References, `Arc`s and boxes of a store are the store: `&client`,
-/// `Arc<dyn CacheStore>` and `Box<dyn CacheStore>` go wherever a store does.
-macro_rules! forward_store {
-    ($([$($wrapper:tt)*]),*) => {$(
-        impl<S: CacheStore + ?Sized> CacheStore for $($wrapper)* {
-            fn get(&self, key: &str) -> Result<Option<Bytes>> {
-                (**self).get(key)
+/// Trait methods that hand the call unchanged to another store, `$to` (an
+/// expression over `self`): the one place each forwarding signature is
+/// written, for every store that wraps another.
+macro_rules! delegate_store {
+    ($s:ident => $to:expr; $($method:ident),+ $(,)?) => {
+        $( $crate::store::delegate_store!(@one $s => $to; $method); )+
+    };
+    (@one $s:ident => $to:expr; get) => {
+        fn get(&$s, key: &str) -> $crate::Result<Option<bytes::Bytes>> {
+            $to.get(key)
+        }
+    };
+    (@one $s:ident => $to:expr; set_with_ttl) => {
+        fn set_with_ttl(&$s, key: &str, value: &[u8], ttl: $crate::Ttl) -> $crate::Result<()> {
+            $to.set_with_ttl(key, value, ttl)
+        }
+    };
+    (@one $s:ident => $to:expr; delete) => {
+        fn delete(&$s, key: &str) -> $crate::Result<()> {
+            $to.delete(key)
+        }
+    };
+    (@one $s:ident => $to:expr; default_ttl) => {
+        fn default_ttl(&$s) -> $crate::Ttl {
+            $to.default_ttl()
+        }
+    };
+    (@one $s:ident => $to:expr; get_many) => {
+        fn get_many(
+            &$s,
+            keys: &[&str],
+        ) -> $crate::Result<Vec<$crate::ItemResult<Option<bytes::Bytes>>>> {
+            $to.get_many(keys)
+        }
+    };
+    (@one $s:ident => $to:expr; set_many_with_ttl) => {
+        fn set_many_with_ttl(
+            &$s,
+            items: &[(&str, &[u8])],
+            ttl: $crate::Ttl,
+        ) -> $crate::Result<Vec<$crate::ItemResult<()>>> {
+            $to.set_many_with_ttl(items, ttl)
+        }
+    };
+    (@one $s:ident => $to:expr; delete_many) => {
+        fn delete_many(&$s, keys: &[&str]) -> $crate::Result<Vec<$crate::ItemResult<()>>> {
+            $to.delete_many(keys)
+        }
+    };
+    (@one $s:ident => $to:expr; set_if_absent_with_ttl) => {
+        fn set_if_absent_with_ttl(
+            &$s,
+            key: &str,
+            value: &[u8],
+            ttl: $crate::Ttl,
+        ) -> $crate::Result<bool> {
+            $to.set_if_absent_with_ttl(key, value, ttl)
+        }
+    };
+    (@one $s:ident => $to:expr; compare_and_set_with_ttl) => {
+        fn compare_and_set_with_ttl(
+            &$s,
+            key: &str,
+            expected: &[u8],
+            value: &[u8],
+            ttl: $crate::Ttl,
+        ) -> $crate::Result<$crate::CasOutcome> {
+            $to.compare_and_set_with_ttl(key, expected, value, ttl)
+        }
+    };
+    (@one $s:ident => $to:expr; touch) => {
+        fn touch(&$s, key: &str, ttl: $crate::Ttl) -> $crate::Result<bool> {
+            $to.touch(key, ttl)
+        }
+    };
+    (@one $s:ident => $to:expr; get_many_latest) => {
+        fn get_many_latest(
+            &$s,
+            keys: &[&str],
+            latest: &[bool],
+        ) -> $crate::Result<Vec<$crate::ItemResult<Option<bytes::Bytes>>>> {
+            $to.get_many_latest(keys, latest)
+        }
+    };
+    (@one $s:ident => $to:expr; set_everywhere) => {
+        fn set_everywhere(&$s, key: &str, value: &[u8], ttl: $crate::Ttl) -> $crate::Result<()> {
+            $to.set_everywhere(key, value, ttl)
+        }
+    };
+    (@one $s:ident => $to:expr; set_if_absent_everywhere) => {
+        fn set_if_absent_everywhere(
+            &$s,
+            key: &str,
+            value: &[u8],
+            ttl: $crate::Ttl,
+        ) -> $crate::Result<bool> {
+            $to.set_if_absent_everywhere(key, value, ttl)
+        }
+    };
+    (@one $s:ident => $to:expr; peek) => {
+        fn peek(&$s, key: &str) -> Option<bytes::Bytes> {
+            $to.peek(key)
+        }
+    };
+}
+pub(crate) use delegate_store;
+
+/// The trait for a type whose inherent methods already are the store's
+/// operations under the same names (`Client`, `Cluster`): each trait
+/// method calls the inherent one, the batch write passing its items on as
+/// an iterator. `$extra` are the type's own overrides of the others.
+macro_rules! store_from_inherent {
+    ($ty:ty $(, { $($extra:item)* })?) => {
+        impl $crate::CacheStore for $ty {
+            fn get(&self, key: &str) -> $crate::Result<Option<bytes::Bytes>> {
+                <$ty>::get(self, key)
             }
-            fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<()> {
-                (**self).set_with_ttl(key, value, ttl)
+            fn set_with_ttl(&self, key: &str, value: &[u8], ttl: $crate::Ttl) -> $crate::Result<()> {
+                <$ty>::set_with_ttl(self, key, value, ttl)
             }
-            fn delete(&self, key: &str) -> Result<()> {
-                (**self).delete(key)
+            fn delete(&self, key: &str) -> $crate::Result<()> {
+                <$ty>::delete(self, key)
             }
-            fn default_ttl(&self) -> Ttl {
-                (**self).default_ttl()
+            fn default_ttl(&self) -> $crate::Ttl {
+                <$ty>::default_ttl(self)
             }
-            fn get_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<Option<Bytes>>>> {
-                (**self).get_many(keys)
+            fn get_many(
+                &self,
+                keys: &[&str],
+            ) -> $crate::Result<Vec<$crate::ItemResult<Option<bytes::Bytes>>>> {
+                <$ty>::get_many(self, keys)
             }
             fn set_many_with_ttl(
                 &self,
                 items: &[(&str, &[u8])],
-                ttl: Ttl,
-            ) -> Result<Vec<ItemResult<()>>> {
-                (**self).set_many_with_ttl(items, ttl)
+                ttl: $crate::Ttl,
+            ) -> $crate::Result<Vec<$crate::ItemResult<()>>> {
+                <$ty>::set_many_with_ttl(self, items.iter().copied(), ttl)
             }
-            fn delete_many(&self, keys: &[&str]) -> Result<Vec<ItemResult<()>>> {
-                (**self).delete_many(keys)
+            fn delete_many(&self, keys: &[&str]) -> $crate::Result<Vec<$crate::ItemResult<()>>> {
+                <$ty>::delete_many(self, keys)
             }
-            fn set_if_absent_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<bool> {
-                (**self).set_if_absent_with_ttl(key, value, ttl)
+            fn set_if_absent_with_ttl(
+                &self,
+                key: &str,
+                value: &[u8],
+                ttl: $crate::Ttl,
+            ) -> $crate::Result<bool> {
+                <$ty>::set_if_absent_with_ttl(self, key, value, ttl)
             }
             fn compare_and_set_with_ttl(
                 &self,
                 key: &str,
                 expected: &[u8],
                 value: &[u8],
-                ttl: Ttl,
-            ) -> Result<CasOutcome> {
-                (**self).compare_and_set_with_ttl(key, expected, value, ttl)
+                ttl: $crate::Ttl,
+            ) -> $crate::Result<$crate::CasOutcome> {
+                <$ty>::compare_and_set_with_ttl(self, key, expected, value, ttl)
             }
-            fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
-                (**self).touch(key, ttl)
+            fn touch(&self, key: &str, ttl: $crate::Ttl) -> $crate::Result<bool> {
+                <$ty>::touch(self, key, ttl)
             }
-            fn get_many_latest(
-                &self,
-                keys: &[&str],
-                latest: &[bool],
-            ) -> Result<Vec<ItemResult<Option<Bytes>>>> {
-                (**self).get_many_latest(keys, latest)
-            }
-            fn set_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> Result<()> {
-                (**self).set_everywhere(key, value, ttl)
-            }
-            fn set_if_absent_everywhere(
-                &self,
-                key: &str,
-                value: &[u8],
-                ttl: Ttl,
-            ) -> Result<bool> {
-                (**self).set_if_absent_everywhere(key, value, ttl)
-            }
-            fn peek(&self, key: &str) -> Option<Bytes> {
-                (**self).peek(key)
-            }
+            $($($extra)*)?
+        }
+    };
+}
+pub(crate) use store_from_inherent;
+
+/// References, `Arc`s and boxes of a store are the store: `&client`,
+/// `Arc<dyn CacheStore>` and `Box<dyn CacheStore>` go wherever a store does.
+macro_rules! forward_store {
+    ($([$($wrapper:tt)*]),*) => {$(
+        impl<S: CacheStore + ?Sized> CacheStore for $($wrapper)* {
+            delegate_store!(self => (**self);
+                get, set_with_ttl, delete, default_ttl, get_many, set_many_with_ttl,
+                delete_many, set_if_absent_with_ttl, compare_and_set_with_ttl, touch,
+                get_many_latest, set_everywhere, set_if_absent_everywhere, peek,
+            );
         }
     )*};
 }
