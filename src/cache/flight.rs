@@ -7,14 +7,21 @@
 //! leader ends (a value, an error, a panic unwinding through it), dropping
 //! the `Lead` publishes an outcome and removes the slot, so no waiter hangs
 //! and the key is never poisoned.
+//!
+//! Every layer that loads goes through [`Flights::lead_or_wait`]: the
+//! read-through layer and the entity cache join, wait and read a leader's
+//! outcome the same way, and differ only in what they do with it (the
+//! entity cache fails open where read-through reports).
 
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use super::CacheError;
 
 /// What a leader hands its waiters.
 #[derive(Clone)]
@@ -36,11 +43,11 @@ struct Slot {
 }
 
 /// A waiter's handle on a key being loaded by another thread.
-pub(crate) struct Wait(Arc<Slot>);
+struct Wait(Arc<Slot>);
 
 impl Wait {
     /// The leader's outcome, or `None` when `deadline` passes first.
-    pub(crate) fn until(&self, deadline: Instant) -> Option<Outcome> {
+    fn until(&self, deadline: Instant) -> Option<Outcome> {
         let mut outcome = lock(&self.0.outcome);
         loop {
             if let Some(outcome) = outcome.as_ref() {
@@ -67,7 +74,7 @@ pub(crate) struct Flights {
 }
 
 /// Whether the caller loads the key or waits for the thread that does.
-pub(crate) enum Role<'a> {
+enum Role<'a> {
     Leader(Lead<'a>),
     Waiter(Wait),
 }
@@ -88,7 +95,7 @@ impl Flights {
 
     /// Whether the current thread is inside the loader of `key` on this
     /// layer.
-    pub(crate) fn is_loading_here(&self, key: &str) -> bool {
+    fn is_loading_here(&self, key: &str) -> bool {
         let id = self.id();
         LOADING
             .try_with(|loading| {
@@ -101,7 +108,7 @@ impl Flights {
     }
 
     /// Joins the flight for `key`, starting it when there is none.
-    pub(crate) fn join(&self, key: &str) -> Role<'_> {
+    fn join(&self, key: &str) -> Role<'_> {
         let mut slots = lock(&self.slots);
         if let Some(slot) = slots.get(key) {
             return Role::Waiter(Wait(Arc::clone(slot)));
@@ -118,11 +125,75 @@ impl Flights {
         })
     }
 
+    /// Leads the flight of `key`, or waits for the thread that leads it
+    /// for at most `timeout` (`on_wait` runs once if this caller waits).
+    /// A leader's error reaches the waiters whose error type it has;
+    /// waiters of another type load (or wait) again, since it means
+    /// nothing to them.
+    pub(crate) fn lead_or_wait<E>(
+        &self,
+        key: &str,
+        timeout: Duration,
+        on_wait: impl FnOnce(),
+    ) -> Joined<'_, E>
+    where
+        E: Send + Sync + 'static,
+    {
+        if self.is_loading_here(key) {
+            return Joined::Failed(CacheError::Reentrant {
+                key: key.to_owned(),
+            });
+        }
+        let now = Instant::now();
+        // A timeout too large for an Instant means "wait for as long as it
+        // takes": a year is as good.
+        let deadline = now
+            .checked_add(timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+        let mut on_wait = Some(on_wait);
+        loop {
+            let wait = match self.join(key) {
+                Role::Leader(lead) => return Joined::Lead(lead),
+                Role::Waiter(wait) => wait,
+            };
+            if let Some(on_wait) = on_wait.take() {
+                on_wait();
+            }
+            let failed = match wait.until(deadline) {
+                Some(Outcome::Value(bytes)) => return Joined::Value(bytes),
+                Some(Outcome::Failed(shared)) => match shared.downcast_ref::<CacheError<E>>() {
+                    Some(error) => error.clone(),
+                    None => continue,
+                },
+                Some(Outcome::Panicked) => CacheError::LoaderPanicked {
+                    key: key.to_owned(),
+                },
+                None => CacheError::WaitTimeout {
+                    key: key.to_owned(),
+                    waited: timeout,
+                },
+            };
+            return Joined::Failed(failed);
+        }
+    }
+
     /// How many keys are being loaded (for tests).
     #[cfg(test)]
     fn in_flight(&self) -> usize {
         lock(&self.slots).len()
     }
+}
+
+/// What [`Flights::lead_or_wait`] gave its caller.
+pub(crate) enum Joined<'a, E> {
+    /// The caller loads the key, and publishes what it got.
+    Lead(Lead<'a>),
+    /// Another thread loaded it: the bytes it stored or computed.
+    Value(Bytes),
+    /// Nothing to show for the wait: the leader's error, or
+    /// [`CacheError::Reentrant`], [`CacheError::LoaderPanicked`] or
+    /// [`CacheError::WaitTimeout`].
+    Failed(CacheError<E>),
 }
 
 /// The right and the duty to load one key: dropped without
@@ -138,6 +209,16 @@ impl Lead<'_> {
     /// Hands `outcome` to every waiter and ends the flight.
     pub(crate) fn publish(mut self, outcome: Outcome) {
         self.finish(outcome);
+    }
+
+    /// Hands `error` to every waiter, ends the flight, and gives it back
+    /// to the leader to return.
+    pub(crate) fn fail<T, E>(self, error: CacheError<E>) -> Result<T, CacheError<E>>
+    where
+        E: Send + Sync + 'static,
+    {
+        self.publish(Outcome::Failed(Arc::new(error.clone())));
+        Err(error)
     }
 
     fn finish(&mut self, outcome: Outcome) {
@@ -175,7 +256,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::convert::Infallible;
 
     #[test]
     fn second_caller_waits_and_gets_the_leaders_value() {
@@ -233,5 +314,72 @@ mod tests {
         assert!(one.is_loading_here("k"));
         assert!(!one.is_loading_here("other"));
         assert!(!two.is_loading_here("k"));
+    }
+
+    #[test]
+    fn lead_or_wait_leads_a_free_key_and_refuses_a_thread_its_own_key() {
+        let flights = Flights::default();
+        let Joined::<Infallible>::Lead(lead) = flights.lead_or_wait("k", Duration::ZERO, || {})
+        else {
+            panic!("a free key is led")
+        };
+        assert!(matches!(
+            flights.lead_or_wait::<Infallible>("k", Duration::ZERO, || {}),
+            Joined::Failed(CacheError::Reentrant { .. })
+        ));
+        drop(lead);
+    }
+
+    #[test]
+    fn lead_or_wait_hands_waiters_the_value_or_their_own_kind_of_error() {
+        let flights = Arc::new(Flights::default());
+        let waiter = |flights: &Arc<Flights>| {
+            let flights = Arc::clone(flights);
+            std::thread::spawn(move || {
+                let mut waited = false;
+                let joined = flights.lead_or_wait::<String>("k", Duration::from_secs(5), || {
+                    waited = true;
+                });
+                match joined {
+                    Joined::Value(bytes) => (waited, format!("value {bytes:?}")),
+                    Joined::Failed(CacheError::Load(error)) => (waited, format!("error {error}")),
+                    Joined::Failed(other) => (waited, format!("other {other}")),
+                    Joined::Lead(_) => (waited, "led".to_owned()),
+                }
+            })
+        };
+        for (outcome, expected) in [
+            (Ok(Bytes::from_static(b"v")), "value b\"v\""),
+            (Err("no".to_owned()), "error no"),
+        ] {
+            let Role::Leader(lead) = flights.join("k") else {
+                panic!("the first caller leads")
+            };
+            let waiting = waiter(&flights);
+            while Arc::strong_count(&lead.slot) < 3 {
+                std::thread::yield_now();
+            }
+            match outcome {
+                Ok(bytes) => lead.publish(Outcome::Value(bytes)),
+                Err(error) => {
+                    let _ = lead.fail::<(), String>(CacheError::Load(Arc::new(error)));
+                }
+            }
+            assert_eq!(waiting.join().unwrap(), (true, expected.to_owned()));
+        }
+    }
+
+    #[test]
+    fn lead_or_wait_times_out_with_the_wait_it_was_given() {
+        let flights = Arc::new(Flights::default());
+        let _lead = flights.join("k");
+        let waiter = Arc::clone(&flights);
+        let joined = std::thread::spawn(move || {
+            match waiter.lead_or_wait::<Infallible>("k", Duration::from_millis(10), || {}) {
+                Joined::Failed(CacheError::WaitTimeout { waited, .. }) => Some(waited),
+                _ => None,
+            }
+        });
+        assert_eq!(joined.join().unwrap(), Some(Duration::from_millis(10)));
     }
 }

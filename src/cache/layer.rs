@@ -2,11 +2,11 @@
 //! store and return.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::flight::{Flights, Outcome, Role};
+use super::flight::{Flights, Joined, Lead, Outcome};
 use super::stats::{bump, CacheStats, Counters};
 use super::CacheError;
 use crate::CacheStore;
@@ -510,57 +510,18 @@ impl<S: CacheStore> ReadThrough<S> {
                 Err(_) => {}
             }
         }
-        if self.shared.flights.is_loading_here(key) {
-            return Err(CacheError::Reentrant {
-                key: key.to_owned(),
-            });
-        }
-        let now = Instant::now();
-        // A timeout too large for an Instant means "wait for as long as it
-        // takes": a year is as good.
-        let deadline = now
-            .checked_add(self.timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
-        let mut counted = false;
-        loop {
-            let wait = match self.shared.flights.join(key) {
-                Role::Leader(lead) => {
-                    return self.lead(lead, key, ttl, decode, miss_on_undecodable, compute)
-                }
-                Role::Waiter(wait) => wait,
-            };
-            if !counted {
-                bump(&self.shared.counters.coalesced_waits);
-                counted = true;
-            }
-            match wait.until(deadline) {
-                None => {
-                    return Err(CacheError::WaitTimeout {
-                        key: key.to_owned(),
-                        waited: self.timeout,
-                    })
-                }
-                Some(Outcome::Value(bytes)) => return decode(&bytes),
-                Some(Outcome::Panicked) => {
-                    return Err(CacheError::LoaderPanicked {
-                        key: key.to_owned(),
-                    })
-                }
-                Some(Outcome::Failed(shared)) => {
-                    if let Some(error) = shared.downcast_ref::<CacheError<E>>() {
-                        return Err(error.clone());
-                    }
-                    // The leader's loader had another error type: its error
-                    // means nothing to this caller, who loads (or waits)
-                    // again.
-                }
-            }
+        let counters = &self.shared.counters;
+        let waited = || bump(&counters.coalesced_waits);
+        match self.shared.flights.lead_or_wait(key, self.timeout, waited) {
+            Joined::Lead(lead) => self.lead(lead, key, ttl, decode, miss_on_undecodable, compute),
+            Joined::Value(bytes) => decode(&bytes),
+            Joined::Failed(error) => Err(error),
         }
     }
 
     fn lead<T, E>(
         &self,
-        lead: super::flight::Lead<'_>,
+        lead: Lead<'_>,
         key: &str,
         ttl: Ttl,
         decode: Decode<'_, T, E>,
@@ -572,10 +533,6 @@ impl<S: CacheStore> ReadThrough<S> {
     {
         let shared = &*self.shared;
         let counters = &shared.counters;
-        let fail = |lead: super::flight::Lead<'_>, error: CacheError<E>| {
-            lead.publish(Outcome::Failed(Arc::new(error.clone())));
-            Err(error)
-        };
         let mut store_down = false;
         match shared.store.get(key) {
             Ok(Some(bytes)) => match decode(&bytes) {
@@ -597,7 +554,7 @@ impl<S: CacheStore> ReadThrough<S> {
                 bump(&counters.store_failures);
                 store_down = true;
             }
-            Err(error) => return fail(lead, CacheError::Store(error)),
+            Err(error) => return lead.fail(CacheError::Store(error)),
         }
         bump(&counters.misses);
         bump(&counters.loads);
@@ -605,7 +562,7 @@ impl<S: CacheStore> ReadThrough<S> {
             Ok(computed) => computed,
             Err(error) => {
                 bump(&counters.load_errors);
-                return fail(lead, error);
+                return lead.fail(error);
             }
         };
         // With the store just found down, writing would only spend another
@@ -616,7 +573,7 @@ impl<S: CacheStore> ReadThrough<S> {
                 Err(error) if shared.fail_open && is_outage(&error) => {
                     bump(&counters.store_failures);
                 }
-                Err(error) => return fail(lead, CacheError::Store(error)),
+                Err(error) => return lead.fail(CacheError::Store(error)),
             }
         }
         lead.publish(Outcome::Value(bytes));

@@ -8,8 +8,7 @@
 //! threads, and its value is stored in the layers the call uses.
 
 use std::fmt::Display;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -17,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Inner;
-use crate::cache::flight::{Lead, Outcome, Role};
+use crate::cache::flight::{Joined, Lead, Outcome};
 use crate::cache::invalidation::{
     entry_key, generation_key, now_ms, Envelope, GLOBAL_GENERATION_KEY,
 };
@@ -68,11 +67,14 @@ impl<S: CacheStore> Inner<S> {
         T: Serialize + DeserializeOwned,
         E: Send + Sync + 'static,
     {
+        let meter = use_case.meter();
         let Layers { local, remote } = match self.layers(use_case.info()) {
             Ok(layers) => layers,
-            Err(reason) => return use_case.pass_through(reason, id, arguments),
+            Err(reason) => {
+                meter.disabled(reason);
+                return use_case.run(id, arguments);
+            }
         };
-        let meter = use_case.meter();
 
         let id_text = id.to_string();
         let Ok(encoded_arguments) = postcard::to_stdvec(arguments) else {
@@ -145,41 +147,27 @@ impl<S: CacheStore> Inner<S> {
             String::from_utf8_lossy(found.global.as_deref().unwrap_or_default()),
             String::from_utf8_lossy(found.entity.as_deref().unwrap_or_default()),
         );
-        if self.flights.is_loading_here(&flight) {
-            // The function asks for its own entry: computing it again is
-            // all that can be done without waiting for ourselves.
-            return use_case.run(id, arguments);
-        }
-        let wait = match self.flights.join(&flight) {
-            Role::Leader(lead) => {
-                let miss = Miss {
-                    key: &key,
-                    generation: &generation,
-                    found,
-                    remote,
-                    epoch,
-                    read_at_ms,
-                    local_expires_at,
-                };
-                return self.lead(use_case, lead, miss, id, arguments);
-            }
-            Role::Waiter(wait) => wait,
+        let miss = Miss {
+            key: &key,
+            generation: &generation,
+            found,
+            remote,
+            epoch,
+            read_at_ms,
+            local_expires_at,
         };
-        let now = Instant::now();
-        let deadline = now
-            .checked_add(self.wait_timeout)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
-        match wait.until(deadline) {
-            Some(Outcome::Value(bytes)) => match use_case.decode(&bytes) {
+        match self.flights.lead_or_wait(&flight, self.wait_timeout, || {}) {
+            Joined::Lead(lead) => self.lead(use_case, lead, miss, || use_case.run(id, arguments)),
+            Joined::Value(bytes) => match use_case.decode(&bytes) {
                 Some(value) => Ok(value),
                 None => use_case.run(id, arguments),
             },
-            Some(Outcome::Failed(shared)) => match shared.downcast_ref::<CacheError<E>>() {
-                Some(error) => Err(error.clone()),
-                None => use_case.run(id, arguments),
-            },
-            // Fail-open: the leader panicked or is too slow.
-            Some(Outcome::Panicked) | None => use_case.run(id, arguments),
+            // The function's own error, from the thread that ran it.
+            Joined::Failed(error @ CacheError::Load(_)) => Err(error),
+            // Fail-open: the leader panicked or is too slow, or the
+            // function asks for its own entry (computing it again is all
+            // that can be done without waiting for ourselves).
+            Joined::Failed(_) => use_case.run(id, arguments),
         }
     }
 
@@ -279,23 +267,15 @@ impl<S: CacheStore> Inner<S> {
         );
     }
 
-    /// Computes, stores and hands the value to the waiters.
-    fn lead<C, F, I, A, T, E>(
+    /// Computes (with `run`, the use case's function), stores and hands
+    /// the value to the waiters.
+    fn lead<C: Codec, F, T: Serialize, E: Send + Sync + 'static>(
         &self,
         use_case: &UseCase<S, C, F>,
         lead: Lead<'_>,
         miss: Miss<'_>,
-        id: &I,
-        arguments: &A,
-    ) -> std::result::Result<T, CacheError<E>>
-    where
-        C: Codec,
-        F: Fn(&I, &A) -> std::result::Result<T, E>,
-        I: ?Sized,
-        A: ?Sized,
-        T: Serialize,
-        E: Send + Sync + 'static,
-    {
+        run: impl FnOnce() -> std::result::Result<T, CacheError<E>>,
+    ) -> std::result::Result<T, CacheError<E>> {
         let Remote { global, entity, .. } = miss.found;
         // Entries are never stored under a missing generation: one that
         // the server lost must make them stale, not fresh again.
@@ -313,12 +293,9 @@ impl<S: CacheStore> Inner<S> {
         } else {
             global.zip(entity)
         };
-        let value = match use_case.run(id, arguments) {
+        let value = match run() {
             Ok(value) => value,
-            Err(error) => {
-                lead.publish(Outcome::Failed(Arc::new(error.clone())));
-                return Err(error);
-            }
+            Err(error) => return lead.fail(error),
         };
         let Some(bytes) = use_case.encode(&value) else {
             // Dropping the lead sends the waiters to compute for themselves.

@@ -3,13 +3,13 @@
 
 use std::fmt::Display;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::config::{DisabledReason, UseCaseInfo};
+use super::config::UseCaseInfo;
 use crate::cache::metrics::Meter;
 use crate::cache::{CacheError, Codec, EntityCache, UseCaseStats};
 use crate::CacheStore;
@@ -172,10 +172,19 @@ impl<S: CacheStore, C: Codec, F> UseCase<S, C, F> {
         E: Send + Sync + 'static,
     {
         self.meter.request();
+        self.timed(
+            || self.cache.inner.lookup(self, id, arguments),
+            Meter::get_took,
+        )
+    }
+
+    /// `work`'s result; its duration goes to `took` when the meter times
+    /// (reading the clock costs, so only then).
+    fn timed<R>(&self, work: impl FnOnce() -> R, took: fn(&Meter, Duration)) -> R {
         let started = self.meter.timed().then(Instant::now);
-        let result = self.cache.inner.lookup(self, id, arguments);
+        let result = work();
         if let Some(started) = started {
-            self.meter.get_took(started.elapsed());
+            took(&self.meter, started.elapsed());
         }
         result
     }
@@ -203,35 +212,12 @@ impl<S: CacheStore, C: Codec, F> UseCase<S, C, F> {
         I: ?Sized,
         A: ?Sized,
     {
-        let started = self.meter.timed().then(Instant::now);
-        let result = (self.function)(id, arguments);
-        if let Some(started) = started {
-            self.meter.function_took(started.elapsed());
-        }
+        let result = self.timed(|| (self.function)(id, arguments), Meter::function_took);
         result.map_err(|error| CacheError::Load(Arc::new(error)))
     }
 
-    pub(in crate::cache) fn pass_through<I, A, T, E>(
-        &self,
-        reason: DisabledReason,
-        id: &I,
-        arguments: &A,
-    ) -> std::result::Result<T, CacheError<E>>
-    where
-        F: Fn(&I, &A) -> std::result::Result<T, E>,
-        I: ?Sized,
-        A: ?Sized,
-    {
-        self.meter.disabled(reason);
-        self.run(id, arguments)
-    }
-
     pub(in crate::cache) fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Option<T> {
-        let started = self.meter.timed().then(Instant::now);
-        let value = self.codec.decode(bytes);
-        if let Some(started) = started {
-            self.meter.serialization_took(started.elapsed());
-        }
+        let value = self.timed(|| self.codec.decode(bytes), Meter::serialization_took);
         self.meter.value_size(bytes.len());
         match value {
             Ok(value) => Some(value),
@@ -243,11 +229,7 @@ impl<S: CacheStore, C: Codec, F> UseCase<S, C, F> {
     }
 
     pub(in crate::cache) fn encode<T: Serialize>(&self, value: &T) -> Option<Bytes> {
-        let started = self.meter.timed().then(Instant::now);
-        let bytes = self.codec.encode(value);
-        if let Some(started) = started {
-            self.meter.serialization_took(started.elapsed());
-        }
+        let bytes = self.timed(|| self.codec.encode(value), Meter::serialization_took);
         match bytes {
             Ok(bytes) => {
                 self.meter.value_size(bytes.len());
