@@ -477,7 +477,6 @@ impl Shared {
 
     /// `SetIfAbsent` on each of the key's replicas at once: `true` only
     /// when every one stored it.
-    #[cfg(feature = "cache")]
     pub(super) fn set_if_absent_everywhere(
         &self,
         key: &str,
