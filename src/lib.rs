@@ -128,19 +128,17 @@ pub use client::config::{
     default_pool_size, ClientBuilder, PingMethod, DEFAULT_ADDRESS, DEFAULT_CONNECTION_WINDOW_BYTES,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT,
     DEFAULT_MAX_RETRIES, DEFAULT_PROBE_TIMEOUT, DEFAULT_RETRY_INITIAL_BACKOFF,
-    DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_STREAM_WINDOW_BYTES, DEFAULT_TIMEOUT, DEFAULT_TTL,
+    DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_STREAM_WINDOW_BYTES, DEFAULT_TIMEOUT,
 };
 pub use client::response::{Response, ResponseMetadata};
 pub use client::retry::RetryThrottle;
 pub use client::stats::Stats;
 #[cfg(feature = "metrics")]
 pub use client::telemetry::{ClientMetrics, DEFAULT_METRICS_PREFIX};
-pub use client::{
-    CasOutcome, Client, ItemResult, ServingStatus, CACHE_SERVICE_NAME, TOUCH_ATTEMPTS,
-};
-pub use codec::Code;
+pub use client::{Client, ServingStatus, CACHE_SERVICE_NAME};
+pub use error::Code;
 pub use error::{Error, Result, StatusText, TlsFailure};
 #[cfg(feature = "unstable-internals")]
 pub use pool::ReplyWait;
-pub use store::CacheStore;
-pub use ttl::Ttl;
+pub use store::{CacheStore, CasOutcome, ItemResult, TOUCH_ATTEMPTS};
+pub use ttl::{Ttl, DEFAULT_TTL};

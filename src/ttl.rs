@@ -5,6 +5,18 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
+/// TTL of writes that do not name one: the Python client's default.
+///
+/// ```
+/// use std::time::Duration;
+/// use tiny_cache_client::{Ttl, DEFAULT_TTL};
+///
+/// assert_eq!(DEFAULT_TTL, Duration::from_secs(3600));
+/// assert_eq!(Ttl::from(DEFAULT_TTL).wire_seconds()?, 3600);
+/// # Ok::<(), tiny_cache_client::Error>(())
+/// ```
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+
 /// The TTL of a write.
 ///
 /// The Python client's convention is "`None` means the default TTL, `0`

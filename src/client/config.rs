@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::pool::{Backoff, PoolConfig, ReplyWait};
 use crate::rules;
 use crate::tls::{Pem, TlsOptions};
-use crate::ttl::Ttl;
+use crate::ttl::{Ttl, DEFAULT_TTL};
 
 /// Server address used when neither the builder nor `CACHE_SERVER_ADDRESS`
 /// names one: the reference server's default port on this host.
@@ -58,18 +58,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// # Ok::<(), tiny_cache_client::Error>(())
 /// ```
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
-
-/// TTL of writes that do not name one: the Python client's default.
-///
-/// ```
-/// use std::time::Duration;
-/// use tiny_cache_client::{Ttl, DEFAULT_TTL};
-///
-/// assert_eq!(DEFAULT_TTL, Duration::from_secs(3600));
-/// assert_eq!(Ttl::from(DEFAULT_TTL).wire_seconds()?, 3600);
-/// # Ok::<(), tiny_cache_client::Error>(())
-/// ```
-pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
 
 /// Longest wait to establish one connection (TCP, HTTP/2 preface, first
 /// PING answered): the gRPC connection-backoff specification's minimum

@@ -25,24 +25,13 @@ use crate::proto::cache::{
 };
 use crate::proto::health::{HealthCheckRequest, HealthCheckResponse};
 use crate::rules;
-use crate::store::touch_lost;
+use crate::store::{touch_lost, CasOutcome, ItemResult, TOUCH_ATTEMPTS};
 use crate::ttl::Ttl;
 
 pub use super::serving::ServingStatus;
 
 /// The service name the health check asks about by default.
 pub use crate::codec::CACHE_SERVICE_NAME;
-
-/// How many read-then-compare-and-set rounds [`Client::touch`] makes
-/// before giving up to concurrent writers.
-///
-/// ```
-/// use tiny_cache_client::TOUCH_ATTEMPTS;
-///
-/// // Eight lost races in a row before `touch` gives up with `ABORTED`.
-/// assert_eq!(TOUCH_ATTEMPTS, 8);
-/// ```
-pub const TOUCH_ATTEMPTS: u32 = 8;
 
 /// How long a caller waits past its deadline for the worker's own verdict,
 /// which names the phase the call was in; the caller still gives up on its
@@ -94,95 +83,6 @@ struct Shared {
     scheme: Scheme,
     /// None when the builder turned the retry budget off.
     retry_budget: Option<TokenBucket>,
-}
-
-/// One key's result inside a multi-key call: the key as given, and either
-/// its value/outcome or the reason the server gave for this key alone.
-///
-/// ```
-/// # #[cfg(feature = "server")] {
-/// # let server = tiny_cache_client::server::Server::local()?;
-/// # let client = tiny_cache_client::Client::new(&server.address())?;
-/// let results = client.set_many([("a", "1"), ("", "2")])?;
-/// assert_eq!(results[0].key, "a");
-/// assert_eq!(results[0].result, Ok(()));
-/// // The empty key failed alone; the call as a whole succeeded.
-/// assert_eq!(results[1].key, "");
-/// assert!(results[1].result.is_err());
-/// # }
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct ItemResult<T> {
-    /// The key, as it was asked for.
-    pub key: String,
-    /// The outcome for this key.
-    pub result: Result<T>,
-}
-
-impl<T> ItemResult<T> {
-    /// One key's outcome.
-    ///
-    /// ```
-    /// use tiny_cache_client::ItemResult;
-    ///
-    /// let found = ItemResult::new("k", Ok(Some(7)));
-    /// assert_eq!((found.key.as_str(), found.result), ("k", Ok(Some(7))));
-    /// ```
-    pub fn new(key: &str, result: Result<T>) -> ItemResult<T> {
-        ItemResult {
-            key: key.to_owned(),
-            result,
-        }
-    }
-}
-
-/// What [`Client::compare_and_set`] did.
-///
-/// ```
-/// # #[cfg(feature = "server")] {
-/// # let server = tiny_cache_client::server::Server::local()?;
-/// # let client = tiny_cache_client::Client::new(&server.address())?;
-/// use tiny_cache_client::CasOutcome;
-///
-/// client.set("stock", "5")?;
-/// // An optimistic decrement: read, compute, write only if unchanged.
-/// loop {
-///     let current = client.get_string("stock")?.unwrap_or_default();
-///     let next = (current.parse::<u32>()? - 1).to_string();
-///     match client.compare_and_set("stock", &current, &next)? {
-///         CasOutcome::Stored => break,
-///         CasOutcome::Mismatch => continue, // another writer got in between
-///         CasOutcome::NotFound => panic!("the stock entry vanished"),
-///     }
-/// }
-/// assert_eq!(client.get_string("stock")?.as_deref(), Some("4"));
-/// # }
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CasOutcome {
-    /// The current value matched and the new value was written.
-    Stored,
-    /// The key is missing or expired; nothing was written.
-    NotFound,
-    /// The current value differs from the expected one; nothing was written.
-    Mismatch,
-}
-
-/// `stored`, `not found` or `mismatch`.
-///
-/// ```
-/// assert_eq!(tiny_cache_client::CasOutcome::Mismatch.to_string(), "mismatch");
-/// ```
-impl std::fmt::Display for CasOutcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CasOutcome::Stored => "stored",
-            CasOutcome::NotFound => "not found",
-            CasOutcome::Mismatch => "mismatch",
-        })
-    }
 }
 
 // `build` lives here rather than beside the builder so that the

@@ -21,6 +21,4 @@ pub(crate) mod telemetry;
 
 #[cfg(feature = "cluster")]
 pub(crate) use handle::text_value;
-pub use handle::{
-    CasOutcome, Client, ItemResult, ServingStatus, CACHE_SERVICE_NAME, TOUCH_ATTEMPTS,
-};
+pub use handle::{Client, ServingStatus, CACHE_SERVICE_NAME};
