@@ -63,7 +63,7 @@ impl<T> ItemResult<T> {
     }
 }
 
-/// What [`Client::compare_and_set`] did.
+/// What [`Client::compare_and_set`](crate::Client::compare_and_set) did.
 ///
 /// ```
 /// # #[cfg(feature = "server")] {

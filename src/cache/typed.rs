@@ -272,7 +272,7 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
         &self.layer
     }
 
-    /// The layer's counters (the same as [`ReadThrough::stats`]).
+    /// The layer's counters (the same as [`ReadThrough::local_stats`]).
     ///
     /// ```
     /// # #[cfg(feature = "server")] {

@@ -144,7 +144,7 @@ impl ServerBuilder {
     }
 
     /// Most entries kept before least-recently-used ones are evicted.
-    /// Default: [`StoreConfig::default`].
+    /// Default: [`DEFAULT_MAX_ITEMS`].
     ///
     /// ```
     /// use tiny_cache_client::{server::Server, Client};
@@ -165,7 +165,7 @@ impl ServerBuilder {
     }
 
     /// Most bytes of entries kept (value length + 33 each) before
-    /// least-recently-used ones are evicted. Default: [`StoreConfig::default`].
+    /// least-recently-used ones are evicted. Default: [`DEFAULT_MAX_MEMORY_BYTES`].
     ///
     /// ```
     /// use tiny_cache_client::{server::Server, Client};
@@ -186,7 +186,7 @@ impl ServerBuilder {
     }
 
     /// Largest entry (value length + 33) accepted; a larger one is
-    /// `RESOURCE_EXHAUSTED`. Default: [`StoreConfig::default`].
+    /// `RESOURCE_EXHAUSTED`. Default: [`DEFAULT_MAX_VALUE_BYTES`].
     ///
     /// ```
     /// use tiny_cache_client::server::{Server, ENTRY_OVERHEAD_BYTES};
