@@ -43,27 +43,50 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # One store, many front doors
+//!
+//! [`CacheStore`] is the one trait of a key-value store with TTLs: get,
+//! set with or without a TTL, delete, the `*_many` calls, `set_if_absent`,
+//! `compare_and_set` and `touch`, with per-item results as the crate's
+//! [`Error`]. [`Client`] implements it, and so do `cluster::Cluster`, the
+//! caching layers that are stores themselves (`cache::NearCache`,
+//! `cache::ReadThrough`), references, `Arc`s and boxes of any of them:
+//! write `fn warm(store: &impl CacheStore)` once and pass any of them. The
+//! concrete types have the same methods under the same names, taking
+//! `impl AsRef<[u8]>` values and `impl Into<Ttl>` TTLs, so they need no
+//! import.
+//!
 //! # Layout
 //!
+//! Each room is a folder (or a file) of `src/`, and arrows point down only
+//! (`tests/architecture.rs` checks it from the source):
+//!
+//! - `error`: [`Error`] and [`Code`], the bottom; they name nothing else.
+//! - `ttl`, `rules`, `address`, `proto`: [`Ttl`], the key and namespace
+//!   rules, server addresses, the generated messages (public only with
+//!   `unstable-internals`).
 //! - `codec`: gRPC over HTTP/2 as bytes and headers: framing, status,
 //!   `grpc-timeout`, metadata. No threads, no sockets. Public only with the
 //!   `unstable-internals` feature, for the fuzz targets and benchmarks:
 //!   nothing in it is covered by semantic versioning.
 //! - `pool` (private): worker threads, one HTTP/2 connection each,
 //!   reconnecting with backoff.
-//! - [`Client`]: the blocking API; validation, deadlines, retries.
+//! - `store`: the [`CacheStore`] trait and the results of its operations.
+//! - `client`: [`Client`], the blocking API (validation, deadlines,
+//!   retries), its builder, statistics and telemetry.
 //! - `cluster` (feature `cluster`): `Cluster`, one client over many servers:
 //!   rendezvous placement, replicas with a read quorum, dead-server
-//!   handling and DNS discovery, built on the public [`Client`].
-//! - `server` (feature `server`): an embedded server honouring the same
-//!   contract as the reference server, for tests, examples and benchmarks.
-//! - `cache` (feature `cache`): a caching layer on top of `Client`:
+//!   handling, hinted handoff and DNS discovery, built on the public
+//!   [`Client`].
+//! - `cache` (feature `cache`): the caching layers over any store:
 //!   read-through with single flight, typed values, a near cache,
-//!   fail-open.
+//!   fail-open, caching in production.
+//! - `server` (feature `server`): an embedded server honouring the same
+//!   contract as the reference server, for tests, examples and
+//!   benchmarks; it uses the codec and nothing of the client.
 //!
-//! Dependencies point one way: cache → client and cluster → client (and
-//! cluster → cache for its `CacheStore`), client → pool → codec; the
-//! server uses the codec and nothing of the client.
+//! So: cache → store and cluster → store (never each other), client →
+//! store, client → pool → codec → error.
 //!
 //! # Cargo features
 //!
