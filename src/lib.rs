@@ -165,3 +165,9 @@ pub use error::{Error, Result, StatusText, TlsFailure};
 pub use pool::ReplyWait;
 pub use store::{CacheStore, CasOutcome, ItemResult, TOUCH_ATTEMPTS};
 pub use ttl::{Ttl, DEFAULT_TTL};
+
+// The README's code blocks, compiled and run as doctests: the first page a
+// user reads cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
