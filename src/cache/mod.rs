@@ -4,10 +4,13 @@
 //!
 //! Users rarely want raw bytes: they want "the value of this key, or
 //! compute it once, store it, and give it to everyone who asked meanwhile".
-//! The pieces stack, each a [`CacheStore`] or standing on one:
+//! The pieces stack, each a [`CacheStore`](crate::CacheStore) or standing
+//! on one, in three tiers ([`read_through`], `near_cache`, `production`;
+//! every item is also here at `cache::`):
 //!
-//! - [`CacheStore`]: get / set with a TTL / delete of bytes. Implemented by
-//!   [`Client`](crate::Client), by `NearCache`, and by your own stores.
+//! - [`CacheStore`](crate::CacheStore): the crate's store trait, implemented
+//!   by [`Client`](crate::Client), `Cluster`, `NearCache`, `ReadThrough`
+//!   and your own stores.
 //! - [`ReadThrough`]: [`get_with`](ReadThrough::get_with) and
 //!   [`try_get_with`](ReadThrough::try_get_with) (moka's names), with one
 //!   loader per key across the process, per-caller wait deadlines, loader
@@ -30,8 +33,8 @@
 //!   (`flush_all`), metrics labelled by use case and key type (with the
 //!   `metrics` feature) and a `UseCaseStats` snapshot, fail-open.
 //!
-//! Dependencies point one way: this module uses the client's public API
-//! and nothing else of the crate uses this module.
+//! Dependencies point one way: this module uses the store trait and the
+//! client's public API, and nothing else of the crate uses this module.
 //!
 //! ```
 //! # #[cfg(all(feature = "server", feature = "serde", feature = "near-cache"))] {
@@ -75,26 +78,48 @@ mod typed;
 #[cfg(feature = "entity-cache")]
 mod use_case;
 
-#[cfg(feature = "entity-cache")]
-pub use entity::{EntityCache, EntityCacheBuilder};
-#[cfg(feature = "entity-cache")]
-pub use metrics::{UseCaseStats, DEFAULT_CACHE_METRICS_PREFIX};
-#[cfg(feature = "entity-cache")]
-pub use scope::{enable, enabled, is_enabled, EnabledScope};
-#[cfg(feature = "entity-cache")]
-pub use use_case::{
-    ConfigProvider, DisabledReason, LayerConfig, UseCase, UseCaseConfig, UseCaseInfo,
-    DEFAULT_REMOTE_TTL,
-};
+/// Read-through with single flight, typed values and memoized functions:
+/// the first tier, over any [`CacheStore`](crate::CacheStore).
+pub mod read_through {
+    pub use super::error::CacheError;
+    pub use super::layer::{ReadThrough, ReadThroughBuilder};
+    pub use super::memo::{memo_key, memoize, Memoized};
+    pub use super::stats::CacheStats;
+    #[cfg(feature = "serde")]
+    pub use super::typed::{Codec, CodecError, Json, Postcard, TypedCache, TypedMemoized};
+}
 
-pub use error::CacheError;
-pub use layer::{ReadThrough, ReadThroughBuilder};
-pub use memo::{memo_key, memoize, Memoized};
+/// The near cache (feature `near-cache`): an in-process layer in front of
+/// any store, itself a store.
 #[cfg(feature = "near-cache")]
-pub use near::{
-    NearCache, NearCacheBuilder, NearPolicy, DEFAULT_NEAR_MAX_ENTRIES, DEFAULT_NEAR_TTL,
-    NEAR_ENTRY_OVERHEAD_BYTES,
-};
-pub use stats::CacheStats;
-#[cfg(feature = "serde")]
-pub use typed::{Codec, CodecError, Json, Postcard, TypedCache, TypedMemoized};
+pub mod near_cache {
+    pub use super::near::{
+        NearCache, NearCacheBuilder, NearPolicy, DEFAULT_NEAR_MAX_ENTRIES, DEFAULT_NEAR_TTL,
+        NEAR_ENTRY_OVERHEAD_BYTES,
+    };
+}
+
+/// Caching in production (feature `entity-cache`): use cases keyed by
+/// entity, settings from a provider, the enable scope, entity-scoped
+/// invalidation, metrics.
+#[cfg(feature = "entity-cache")]
+pub mod production {
+    pub use super::entity::{EntityCache, EntityCacheBuilder};
+    pub use super::metrics::{UseCaseStats, DEFAULT_CACHE_METRICS_PREFIX};
+    pub use super::scope::{enable, enabled, is_enabled, EnabledScope};
+    pub use super::use_case::{
+        ConfigProvider, DisabledReason, LayerConfig, UseCase, UseCaseConfig, UseCaseInfo,
+        DEFAULT_REMOTE_TTL,
+    };
+}
+
+// Every item is also at `cache::` itself, listed as a re-export so that
+// the module's page shows the three tiers above rather than one flat list.
+#[cfg(feature = "near-cache")]
+#[doc(no_inline)]
+pub use near_cache::*;
+#[cfg(feature = "entity-cache")]
+#[doc(no_inline)]
+pub use production::*;
+#[doc(no_inline)]
+pub use read_through::*;
