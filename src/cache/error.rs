@@ -56,7 +56,7 @@ pub enum CacheError<E = Infallible> {
 
     /// This caller's deadline passed while another thread was still loading
     /// the key.
-    #[error("gave up waiting {waited:?} for another thread loading key {key:?}")]
+    #[error("gave up waiting {waited:?} for another thread loading key {key:?} (the layer's wait_timeout)")]
     WaitTimeout {
         /// The key being loaded.
         key: String,

@@ -220,7 +220,8 @@ impl Shared {
                 if read.answers.len() < needed {
                     return Err(Error::Unavailable(
                         format!(
-                            "read quorum not met for key {:?}: {} of {needed} replicas answered ({})",
+                            "read quorum not met for key {:?}: {} of {needed} replicas answered ({}); \
+                             a lower read_quorum or more servers let reads ride out a failure",
                             keys[at],
                             read.answers.len(),
                             read.error.map_or_else(String::new, |e| e.to_string())
@@ -249,7 +250,8 @@ impl Shared {
                         None if replicas > 1 => Err(Error::Unavailable(
                             format!(
                                 "no replica of key {:?} is reachable: its servers are marked \
-                                 down and the stand-ins have no copy",
+                                 down and the stand-ins have no copy (see Cluster::servers; \
+                                 a server is back at its first answered probe)",
                                 keys[at]
                             )
                             .into(),
@@ -525,7 +527,9 @@ impl Shared {
     ) -> Result<T> {
         if self.settings.replicas > 1 {
             return Err(Error::Validation(format!(
-                "{what} needs a cluster with one replica: with {} no single server can decide it",
+                "{what} of key {key:?} needs a cluster with one replica: with {} no single \
+                 server can decide it (build with replicas(1), or use the CacheStore \
+                 trait's set_if_absent_everywhere to write every replica)",
                 self.settings.replicas
             )));
         }
@@ -699,7 +703,11 @@ pub(super) fn per_item(keys: &[&str], outcomes: Vec<KeyOutcome>) -> Vec<ItemResu
 }
 
 pub(super) fn no_servers() -> Error {
-    Error::Unavailable("no server of the cluster is reachable".into())
+    Error::Unavailable(
+        "no server of the cluster is reachable: every one is marked down or failed \
+         (see Cluster::servers)"
+            .into(),
+    )
 }
 
 /// What is left of the deadline, or the error a call that ran out gets.
@@ -714,7 +722,11 @@ pub(super) fn remaining(deadline: Instant, timeout: Duration) -> Result<Duration
 
 pub(super) fn late(timeout: Duration) -> Error {
     Error::DeadlineExceeded(
-        format!("the cluster call's {timeout:?} ran out before every replica was asked").into(),
+        format!(
+            "the cluster call's {timeout:?} ran out before every replica was asked \
+             (ClusterBuilder::timeout, or Cluster::with_timeout for one call)"
+        )
+        .into(),
     )
 }
 
