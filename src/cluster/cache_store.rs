@@ -62,12 +62,9 @@ crate::store::store_from_inherent!(Cluster, {
             values: values.into(),
             ttl,
         };
-        let everywhere = self.shared().write_with(
-            &[key],
-            &op,
-            ResponsePolicy::AllStored,
-            self.timeout,
-        );
+        let everywhere =
+            self.shared()
+                .write_with(&[key], &op, ResponsePolicy::AllStored, self.timeout);
         everywhere.into_iter().next().unwrap_or(Ok(()))
     }
 });
