@@ -5,6 +5,7 @@
 //! the two can never disagree about what is valid.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use crate::error::Error;
 
@@ -206,6 +207,32 @@ pub(crate) const OVERSIZE_TEXT: &str = "Value exceeds maximum allowed cache entr
 /// The reference server's details text for an entry that cannot fit under
 /// the item and memory limits, word for word.
 pub(crate) const NO_ROOM_TEXT: &str = "Cache capacity exhausted and cannot accommodate new entry";
+
+/// A positive, finite number of seconds, fractions allowed (`"0.5"`,
+/// `"30"`): how the environment (`CACHE_TIMEOUT`) and the command-line
+/// tool's flags spell a duration.
+///
+/// ```
+/// use std::time::Duration;
+/// use tiny_cache_client::rules::parse_seconds;
+///
+/// assert_eq!(parse_seconds(" 0.25 "), Ok(Duration::from_millis(250)));
+/// assert!(parse_seconds("0").is_err());
+/// assert!(parse_seconds("soon").is_err());
+/// ```
+pub fn parse_seconds(raw: &str) -> Result<Duration, RuleViolation> {
+    let seconds: f64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| RuleViolation(format!("{raw:?} is not a number of seconds")))?;
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(RuleViolation(format!(
+            "{raw:?} must be a positive number of seconds"
+        )));
+    }
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| RuleViolation(format!("{raw:?} seconds is too long")))
+}
 
 /// A key or namespace the client refuses before sending.
 impl From<RuleViolation> for Error {

@@ -463,7 +463,7 @@ impl ClientBuilder {
         }
         if let Ok(raw) = std::env::var("CACHE_TIMEOUT") {
             builder = builder.update(|c| {
-                let timeout = parse_seconds(&raw).ok_or_else(|| {
+                let timeout = rules::parse_seconds(&raw).map_err(|_| {
                     Error::Validation(format!(
                         "CACHE_TIMEOUT must be a positive number of seconds, got {raw:?}"
                     ))
@@ -1301,15 +1301,6 @@ fn positive_message_limit(bytes: usize) -> Result<usize> {
     Ok(bytes)
 }
 
-/// Parses a positive number of seconds, fractions allowed ("0.5", "30").
-pub(crate) fn parse_seconds(raw: &str) -> Option<Duration> {
-    let seconds: f64 = raw.trim().parse().ok()?;
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return None;
-    }
-    Duration::try_from_secs_f64(seconds).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1372,10 +1363,13 @@ mod tests {
 
     #[test]
     fn seconds_parse_with_fractions_and_refuse_nonsense() {
-        assert_eq!(parse_seconds("30"), Some(Duration::from_secs(30)));
-        assert_eq!(parse_seconds(" 0.25 "), Some(Duration::from_millis(250)));
+        assert_eq!(rules::parse_seconds("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(
+            rules::parse_seconds(" 0.25 "),
+            Ok(Duration::from_millis(250))
+        );
         for bad in ["0", "-1", "abc", "NaN", "inf", ""] {
-            assert_eq!(parse_seconds(bad), None, "{bad:?}");
+            assert!(rules::parse_seconds(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -475,14 +475,9 @@ pub fn run(
         usage,
     };
     let mut json = report.json();
-    let comparison = match &baseline {
-        Some(baseline) => {
-            let current = serde_json::to_value(&json)
-                .map_err(|e| Failure::Other(format!("cannot encode the JSON output: {e}")))?;
-            Some(baseline.compare(&current, args.tolerance))
-        }
-        None => None,
-    };
+    let comparison = baseline
+        .as_ref()
+        .map(|baseline| baseline.compare(&json, args.tolerance));
     let mut text = report.text();
     if let Some(error) = &first_error {
         text.push_str(&format!("  first error  {error}\n"));

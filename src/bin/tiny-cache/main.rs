@@ -682,17 +682,11 @@ fn thousands(n: u64) -> String {
     out
 }
 
-/// Parses a positive, finite number of seconds ("0.5", "30"); clap has no
-/// parser for fractional numbers with a range.
+/// Parses a positive, finite number of seconds ("0.5", "30"), the
+/// library's rule, as clap's parsers want it (clap has none for fractional
+/// numbers with a range).
 pub fn parse_seconds(raw: &str) -> Result<Duration, String> {
-    let seconds: f64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a number of seconds"))?;
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err(format!("{raw:?} must be a positive number of seconds"));
-    }
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{raw:?} seconds is too long"))
+    tiny_cache_client::rules::parse_seconds(raw).map_err(|violation| violation.0)
 }
 
 /// `--ttl`: `never` or 0 mean never expire (0 is the Python client's

@@ -4,35 +4,17 @@
 
 use std::path::Path;
 
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
+use super::report::BenchJson;
 use crate::Failure;
 
-/// Fields that, when they differ, make the two runs measure different
-/// things: the comparison still stands, with a warning.
-const SHAPE_FIELDS: [&str; 12] = [
-    "server",
-    "mode",
-    "threads",
-    "target_rate",
-    "requests",
-    "mix",
-    "batch",
-    "keys",
-    "key_distribution",
-    "value_size_min",
-    "value_size_max",
-    "prefill_keys",
-];
-
-/// A saved run: the JSON object of `bench --json`.
-#[derive(Debug, Clone)]
+/// A saved run: the JSON object of `bench --json`, read back as the same
+/// type that wrote it.
+#[derive(Debug)]
 pub struct Baseline {
     file: String,
-    run: serde_json::Map<String, Value>,
-    ops_per_s: f64,
-    p99_us: f64,
+    run: BenchJson,
 }
 
 impl Baseline {
@@ -57,64 +39,51 @@ impl Baseline {
             .map(str::trim)
             .find(|line| line.starts_with('{'))
             .ok_or_else(|| not_a_run("no JSON object in it"))?;
-        let run = match serde_json::from_str(line) {
-            Ok(Value::Object(run)) => run,
-            Ok(_) => return Err(not_a_run("its last JSON line is not an object")),
-            Err(e) => {
-                return Err(not_a_run(&format!(
-                    "its last JSON line does not parse: {e}"
-                )))
-            }
-        };
-        let number = |field: &str| {
-            run.get(field)
-                .and_then(Value::as_f64)
-                .filter(|x| x.is_finite() && *x >= 0.0)
-                .ok_or_else(|| not_a_run(&format!("it has no number {field}")))
-        };
+        let run: BenchJson = serde_json::from_str(line)
+            .map_err(|e| not_a_run(&format!("its last JSON line does not read as one: {e}")))?;
+        if !(run.ops_per_s.is_finite() && run.ops_per_s >= 0.0) {
+            return Err(not_a_run("its ops_per_s is not a throughput"));
+        }
         Ok(Baseline {
             file: file.to_owned(),
-            ops_per_s: number("ops_per_s")?,
-            p99_us: number("p99_us")?,
             run,
         })
     }
 
-    /// Compares `current` (this run's `--json` object) with the baseline,
-    /// allowing `tolerance` (a fraction: 0.1 for 10 %) either way.
-    pub fn compare(&self, current: &Value, tolerance: f64) -> Comparison {
-        let field = |name: &str| current.get(name).and_then(Value::as_f64).unwrap_or(0.0);
-        let (ops_per_s, p99_us) = (field("ops_per_s"), field("p99_us"));
+    /// Compares `current` (this run) with the baseline, allowing
+    /// `tolerance` (a fraction: 0.1 for 10 %) either way.
+    pub fn compare(&self, current: &BenchJson, tolerance: f64) -> Comparison {
+        let (base_ops, base_p99) = (self.run.ops_per_s, self.run.p99_us as f64);
+        let (ops_per_s, p99_us) = (current.ops_per_s, current.p99_us as f64);
         let change = |now: f64, before: f64| (before > 0.0).then(|| (now / before - 1.0) * 100.0);
-        let throughput_change_pct = change(ops_per_s, self.ops_per_s);
-        let p99_change_pct = change(p99_us, self.p99_us);
+        let throughput_change_pct = change(ops_per_s, base_ops);
+        let p99_change_pct = change(p99_us, base_p99);
         let tolerance_pct = tolerance * 100.0;
         let mut regressions = Vec::new();
         if let Some(pct) = throughput_change_pct.filter(|&pct| pct < -tolerance_pct) {
             regressions.push(format!(
-                "throughput fell {:.1} % ({:.1} → {:.1} ops/s)",
-                -pct, self.ops_per_s, ops_per_s
+                "throughput fell {:.1} % ({base_ops:.1} → {ops_per_s:.1} ops/s)",
+                -pct
             ));
         }
         if let Some(pct) = p99_change_pct.filter(|&pct| pct > tolerance_pct) {
             regressions.push(format!(
-                "p99 latency grew {pct:.1} % ({} → {} µs)",
-                self.p99_us, p99_us
+                "p99 latency grew {pct:.1} % ({base_p99} → {p99_us} µs)"
             ));
         }
-        let differences = SHAPE_FIELDS
-            .iter()
-            .filter_map(|&name| {
-                let before = self.run.get(name)?;
-                let now = current.get(name).unwrap_or(&Value::Null);
-                (before != now).then(|| format!("{name} {before} → {now}"))
-            })
+        let differences = self
+            .run
+            .shape()
+            .into_iter()
+            .zip(current.shape())
+            .filter(|((_, before), (_, now))| before != now)
+            .map(|((name, before), (_, now))| format!("{name} {before} → {now}"))
             .collect();
         Comparison {
             file: self.file.clone(),
             tolerance_pct,
-            baseline_ops_per_s: self.ops_per_s,
-            baseline_p99_us: self.p99_us,
+            baseline_ops_per_s: base_ops,
+            baseline_p99_us: base_p99,
             throughput_change_pct: throughput_change_pct.map(hundredths),
             p99_change_pct: p99_change_pct.map(hundredths),
             regressed: !regressions.is_empty(),
@@ -125,7 +94,7 @@ impl Baseline {
 }
 
 /// The verdict, as `--json` shows it under `baseline`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Comparison {
     pub file: String,
     pub tolerance_pct: f64,
@@ -188,6 +157,14 @@ pub fn parse_tolerance(raw: &str) -> Result<f64, String> {
 mod tests {
     use super::*;
 
+    /// A run as `bench --json` would have printed it.
+    fn saved(json: &str) -> BenchJson {
+        match serde_json::from_str(json) {
+            Ok(run) => run,
+            Err(e) => panic!("{json}: {e}"),
+        }
+    }
+
     fn baseline() -> Baseline {
         let saved = "tiny-cache bench against ...\n  throughput ...\n\
                      {\"ops_per_s\":1000.0,\"p99_us\":200,\"threads\":16,\"mode\":\"closed\"}\n";
@@ -200,7 +177,11 @@ mod tests {
     #[test]
     fn within_the_tolerance_passes_and_beyond_it_regresses() {
         let base = baseline();
-        let run = |ops: f64, p99: u64| serde_json::json!({"ops_per_s": ops, "p99_us": p99, "threads": 16, "mode": "closed"});
+        let run = |ops: f64, p99: u64| {
+            saved(&format!(
+                r#"{{"ops_per_s":{ops},"p99_us":{p99},"threads":16,"mode":"closed"}}"#
+            ))
+        };
         let same = base.compare(&run(950.0, 210), 0.1);
         assert!(!same.regressed, "{same:?}");
         assert!(same.differences.is_empty(), "{same:?}");
@@ -216,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_different_shape_is_named() {
-        let other = serde_json::json!({"ops_per_s": 1000.0, "p99_us": 200, "threads": 64, "mode": "closed"});
+        let other = saved(r#"{"ops_per_s":1000.0,"p99_us":200,"threads":64,"mode":"closed"}"#);
         let comparison = baseline().compare(&other, 0.1);
         assert_eq!(comparison.differences, ["threads 16 → 64"]);
     }

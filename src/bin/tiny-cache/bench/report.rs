@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tiny_cache_client::Error;
 
 use super::calls::Outcome;
@@ -208,7 +208,7 @@ pub struct Report<'a> {
 }
 
 /// Summary statistics of one histogram, in µs.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct Latency {
     pub p50_us: u64,
     pub p99_us: u64,
@@ -493,7 +493,8 @@ impl Report<'_> {
                 "open"
             } else {
                 "closed"
-            },
+            }
+            .to_owned(),
             target_rate: shape.target_rate,
             achieved_rate: tenths(self.achieved_rate()),
             rate_reached: self.rate_reached(),
@@ -572,66 +573,124 @@ impl Report<'_> {
 /// `bench --json`'s object; the field names are part of the tool's
 /// interface (README). The flat fields come first, so that a reader looking
 /// for the first `"p99_us":` finds the run's own.
-#[derive(Debug, Serialize)]
+///
+/// `--baseline` reads a saved run back through this same type: throughput
+/// and p99 must be there, every other field defaults when an older run
+/// lacks it.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BenchJson {
     pub ops_per_s: f64,
+    #[serde(default)]
     pub p50_us: u64,
     pub p99_us: u64,
+    #[serde(default)]
     pub p999_us: u64,
+    #[serde(default)]
     pub mean_us: f64,
+    #[serde(default)]
     pub max_us: u64,
+    #[serde(default)]
     pub errors: u64,
+    #[serde(default)]
     pub misses: u64,
+    #[serde(default)]
     pub hits: u64,
     /// `null` when no call looked a key up.
+    #[serde(default)]
     pub hit_ratio: Option<f64>,
+    #[serde(default)]
     pub ops: u64,
+    #[serde(default)]
     pub threads: usize,
     /// `closed` or `open` (`--rate`).
-    pub mode: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_rate: Option<f64>,
     /// Calls per second, failed ones included.
+    #[serde(default)]
     pub achieved_rate: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_reached: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unsent: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests: Option<u64>,
+    #[serde(default)]
     pub duration_s: f64,
+    #[serde(default)]
     pub warmup_s: f64,
     /// Only when every value has the same size.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_size: Option<usize>,
+    #[serde(default)]
     pub value_size_min: usize,
+    #[serde(default)]
     pub value_size_max: usize,
     /// The share of `get` in the mix.
+    #[serde(default)]
     pub get_ratio: f64,
+    #[serde(default)]
     pub batch: usize,
+    #[serde(default)]
     pub keys: usize,
+    #[serde(default)]
     pub key_distribution: String,
+    #[serde(default)]
     pub key_prefix: String,
+    #[serde(default)]
     pub prefill_keys: usize,
     /// `null` where getrusage is unavailable.
+    #[serde(default)]
     pub cpu_us_per_op: Option<f64>,
+    #[serde(default)]
     pub ctx_switches_per_op: Option<f64>,
     /// Whether the CPU and switch counts include the embedded server.
+    #[serde(default)]
     pub usage_includes_server: bool,
     /// `embedded`, or the address of the server measured.
+    #[serde(default)]
     pub server: String,
     /// Each operation's share of the calls.
+    #[serde(default)]
     pub mix: BTreeMap<String, f64>,
     /// Open loop: latency from when each call was sent.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<Latency>,
+    #[serde(default)]
     pub operations: BTreeMap<String, OpJson>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<super::gate::Comparison>,
 }
 
+impl BenchJson {
+    /// The fields that say what a run measured (its shape, not its
+    /// results), by name, as text: two runs that differ in one of them
+    /// measured different things.
+    pub fn shape(&self) -> Vec<(&'static str, String)> {
+        let some = |value: Option<String>| value.unwrap_or_else(|| "none".to_owned());
+        vec![
+            ("server", self.server.clone()),
+            ("mode", self.mode.clone()),
+            ("threads", self.threads.to_string()),
+            (
+                "target_rate",
+                some(self.target_rate.map(|rate| rate.to_string())),
+            ),
+            ("requests", some(self.requests.map(|n| n.to_string()))),
+            ("mix", format!("{:?}", self.mix)),
+            ("batch", self.batch.to_string()),
+            ("keys", self.keys.to_string()),
+            ("key_distribution", self.key_distribution.clone()),
+            ("value_size_min", self.value_size_min.to_string()),
+            ("value_size_max", self.value_size_max.to_string()),
+            ("prefill_keys", self.prefill_keys.to_string()),
+        ]
+    }
+}
+
 /// One operation's results in `bench --json`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct OpJson {
     pub share: f64,
     pub ops: u64,
