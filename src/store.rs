@@ -283,17 +283,7 @@ pub trait CacheStore: Send + Sync {
     /// up to [`TOUCH_ATTEMPTS`] times while other writers change it.
     fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
         ttl.wire_seconds()?;
-        for _ in 0..TOUCH_ATTEMPTS {
-            let Some(value) = self.get(key)? else {
-                return Ok(false);
-            };
-            match self.compare_and_set_with_ttl(key, &value, &value, ttl)? {
-                CasOutcome::Stored => return Ok(true),
-                CasOutcome::NotFound => return Ok(false),
-                CasOutcome::Mismatch => {}
-            }
-        }
-        Err(touch_lost(key))
+        touch_by_cas(key, ttl, || Ok(self), Bytes::clone)
     }
 
     /// Like [`get_many`](Self::get_many), but a key whose `latest` flag is
@@ -339,6 +329,33 @@ pub trait CacheStore: Send + Sync {
     }
 }
 
+/// The rounds of a touch: each reads `key` from the store `each_round`
+/// gives (the store itself, or a handle bounded by what is left of the
+/// touch's deadline) and writes `rewrite(value)` back for `ttl` by
+/// compare-and-set, so a concurrent writer is never overwritten with an
+/// older value. A lost race reads the new value and touches it in turn, up
+/// to [`TOUCH_ATTEMPTS`] rounds, then fails with [`touch_lost`].
+pub(crate) fn touch_by_cas<S: CacheStore>(
+    key: &str,
+    ttl: Ttl,
+    mut each_round: impl FnMut() -> Result<S>,
+    rewrite: impl Fn(&Bytes) -> Bytes,
+) -> Result<bool> {
+    for _ in 0..TOUCH_ATTEMPTS {
+        let store = each_round()?;
+        let Some(value) = store.get(key)? else {
+            return Ok(false);
+        };
+        match store.compare_and_set_with_ttl(key, &value, &rewrite(&value), ttl)? {
+            CasOutcome::Stored => return Ok(true),
+            CasOutcome::NotFound => return Ok(false),
+            // Changed between the read and the write: touch the new one.
+            CasOutcome::Mismatch => {}
+        }
+    }
+    Err(touch_lost(key))
+}
+
 /// The error of a touch that lost every round to concurrent writers:
 /// `ABORTED`, which [`Error::is_retryable`] reads as worth another try.
 pub(crate) fn touch_lost(key: &str) -> Error {
@@ -360,100 +377,61 @@ macro_rules! delegate_store {
         $( $crate::store::delegate_store!(@one $s => $to; $method); )+
     };
     (@one $s:ident => $to:expr; get) => {
-        fn get(&$s, key: &str) -> $crate::Result<Option<bytes::Bytes>> {
-            $to.get(key)
-        }
+        $crate::store::delegate_store!(@fn $s => $to; get(key: &str)
+            -> $crate::Result<Option<bytes::Bytes>>);
     };
     (@one $s:ident => $to:expr; set_with_ttl) => {
-        fn set_with_ttl(&$s, key: &str, value: &[u8], ttl: $crate::Ttl) -> $crate::Result<()> {
-            $to.set_with_ttl(key, value, ttl)
-        }
+        $crate::store::delegate_store!(@fn $s => $to; set_with_ttl(key: &str, value: &[u8],
+            ttl: $crate::Ttl) -> $crate::Result<()>);
     };
     (@one $s:ident => $to:expr; delete) => {
-        fn delete(&$s, key: &str) -> $crate::Result<()> {
-            $to.delete(key)
-        }
+        $crate::store::delegate_store!(@fn $s => $to; delete(key: &str) -> $crate::Result<()>);
     };
     (@one $s:ident => $to:expr; default_ttl) => {
-        fn default_ttl(&$s) -> $crate::Ttl {
-            $to.default_ttl()
-        }
+        $crate::store::delegate_store!(@fn $s => $to; default_ttl() -> $crate::Ttl);
     };
     (@one $s:ident => $to:expr; get_many) => {
-        fn get_many(
-            &$s,
-            keys: &[&str],
-        ) -> $crate::Result<Vec<$crate::ItemResult<Option<bytes::Bytes>>>> {
-            $to.get_many(keys)
-        }
+        $crate::store::delegate_store!(@fn $s => $to; get_many(keys: &[&str])
+            -> $crate::Result<Vec<$crate::ItemResult<Option<bytes::Bytes>>>>);
     };
     (@one $s:ident => $to:expr; set_many_with_ttl) => {
-        fn set_many_with_ttl(
-            &$s,
-            items: &[(&str, &[u8])],
-            ttl: $crate::Ttl,
-        ) -> $crate::Result<Vec<$crate::ItemResult<()>>> {
-            $to.set_many_with_ttl(items, ttl)
-        }
+        $crate::store::delegate_store!(@fn $s => $to; set_many_with_ttl(items: &[(&str, &[u8])],
+            ttl: $crate::Ttl) -> $crate::Result<Vec<$crate::ItemResult<()>>>);
     };
     (@one $s:ident => $to:expr; delete_many) => {
-        fn delete_many(&$s, keys: &[&str]) -> $crate::Result<Vec<$crate::ItemResult<()>>> {
-            $to.delete_many(keys)
-        }
+        $crate::store::delegate_store!(@fn $s => $to; delete_many(keys: &[&str])
+            -> $crate::Result<Vec<$crate::ItemResult<()>>>);
     };
     (@one $s:ident => $to:expr; set_if_absent_with_ttl) => {
-        fn set_if_absent_with_ttl(
-            &$s,
-            key: &str,
-            value: &[u8],
-            ttl: $crate::Ttl,
-        ) -> $crate::Result<bool> {
-            $to.set_if_absent_with_ttl(key, value, ttl)
-        }
+        $crate::store::delegate_store!(@fn $s => $to; set_if_absent_with_ttl(key: &str,
+            value: &[u8], ttl: $crate::Ttl) -> $crate::Result<bool>);
     };
     (@one $s:ident => $to:expr; compare_and_set_with_ttl) => {
-        fn compare_and_set_with_ttl(
-            &$s,
-            key: &str,
-            expected: &[u8],
-            value: &[u8],
-            ttl: $crate::Ttl,
-        ) -> $crate::Result<$crate::CasOutcome> {
-            $to.compare_and_set_with_ttl(key, expected, value, ttl)
-        }
+        $crate::store::delegate_store!(@fn $s => $to; compare_and_set_with_ttl(key: &str,
+            expected: &[u8], value: &[u8], ttl: $crate::Ttl) -> $crate::Result<$crate::CasOutcome>);
     };
     (@one $s:ident => $to:expr; touch) => {
-        fn touch(&$s, key: &str, ttl: $crate::Ttl) -> $crate::Result<bool> {
-            $to.touch(key, ttl)
-        }
+        $crate::store::delegate_store!(@fn $s => $to; touch(key: &str, ttl: $crate::Ttl)
+            -> $crate::Result<bool>);
     };
     (@one $s:ident => $to:expr; get_many_latest) => {
-        fn get_many_latest(
-            &$s,
-            keys: &[&str],
-            latest: &[bool],
-        ) -> $crate::Result<Vec<$crate::ItemResult<Option<bytes::Bytes>>>> {
-            $to.get_many_latest(keys, latest)
-        }
+        $crate::store::delegate_store!(@fn $s => $to; get_many_latest(keys: &[&str],
+            latest: &[bool]) -> $crate::Result<Vec<$crate::ItemResult<Option<bytes::Bytes>>>>);
     };
     (@one $s:ident => $to:expr; set_everywhere) => {
-        fn set_everywhere(&$s, key: &str, value: &[u8], ttl: $crate::Ttl) -> $crate::Result<()> {
-            $to.set_everywhere(key, value, ttl)
-        }
+        $crate::store::delegate_store!(@fn $s => $to; set_everywhere(key: &str, value: &[u8],
+            ttl: $crate::Ttl) -> $crate::Result<()>);
     };
     (@one $s:ident => $to:expr; set_if_absent_everywhere) => {
-        fn set_if_absent_everywhere(
-            &$s,
-            key: &str,
-            value: &[u8],
-            ttl: $crate::Ttl,
-        ) -> $crate::Result<bool> {
-            $to.set_if_absent_everywhere(key, value, ttl)
-        }
+        $crate::store::delegate_store!(@fn $s => $to; set_if_absent_everywhere(key: &str,
+            value: &[u8], ttl: $crate::Ttl) -> $crate::Result<bool>);
     };
     (@one $s:ident => $to:expr; peek) => {
-        fn peek(&$s, key: &str) -> Option<bytes::Bytes> {
-            $to.peek(key)
+        $crate::store::delegate_store!(@fn $s => $to; peek(key: &str) -> Option<bytes::Bytes>);
+    };
+    (@fn $s:ident => $to:expr; $method:ident($($arg:ident: $ty:ty),*) -> $out:ty) => {
+        fn $method(&$s, $($arg: $ty),*) -> $out {
+            $to.$method($($arg),*)
         }
     };
 }
@@ -520,6 +498,151 @@ macro_rules! store_from_inherent {
 }
 pub(crate) use store_from_inherent;
 
+/// The inherent operations of a type that is a store (`Client`, `Cluster`)
+/// taking `impl AsRef<[u8]>`, `impl Into<Ttl>` and iterators of keys or
+/// entries: the one place their signatures are written, as redis-rs's
+/// `implement_commands!` writes every command's. Invoked inside the type's
+/// `impl` block.
+///
+/// The type gives each method's doc comment (with its example) and:
+/// - for a form with a TTL and the multi-key forms, its body, written over
+///   the arguments already converted (`key: &str`, `value: &[u8]`,
+///   `ttl: Ttl`, `keys: &[&str]`, `items: &[(&str, &[u8])]`) and named as
+///   the caller likes: `fn set_with_ttl(&self, key, value, ttl) { ... }`;
+/// - for a form without one (`fn set;`), nothing: it calls the form with
+///   a TTL with the type's inherent `default_ttl()`.
+macro_rules! store_methods {
+    (@each) => {};
+    (@each $(#[$doc:meta])* fn $name:ident; $($rest:tt)*) => {
+        $crate::store::store_methods!(@default $name $(#[$doc])*);
+        $crate::store::store_methods!(@each $($rest)*);
+    };
+    (@each $(#[$doc:meta])* fn $name:ident(&$s:ident $(, $arg:ident)*) $body:block
+        $($rest:tt)*) => {
+        $crate::store::store_methods!(@body $name ($s $(, $arg)*) $body $(#[$doc])*);
+        $crate::store::store_methods!(@each $($rest)*);
+    };
+
+    // The forms without a TTL.
+    (@default set $(#[$doc:meta])*) => {
+        $crate::store::store_methods!(@entry_default set set_with_ttl (); $(#[$doc])*);
+    };
+    (@default set_if_absent $(#[$doc:meta])*) => {
+        $crate::store::store_methods!(
+            @entry_default set_if_absent set_if_absent_with_ttl bool; $(#[$doc])*
+        );
+    };
+    (@default set_many $(#[$doc:meta])*) => {
+        $(#[$doc])*
+        pub fn set_many<I, K, V>(&self, items: I) -> $crate::Result<Vec<$crate::ItemResult<()>>>
+        where
+            I: IntoIterator<Item = (K, V)>,
+            K: AsRef<str>,
+            V: AsRef<[u8]>,
+        {
+            self.set_many_with_ttl(items, self.default_ttl())
+        }
+    };
+    (@default compare_and_set $(#[$doc:meta])*) => {
+        $(#[$doc])*
+        pub fn compare_and_set(
+            &self,
+            key: &str,
+            expected: impl AsRef<[u8]>,
+            value: impl AsRef<[u8]>,
+        ) -> $crate::Result<$crate::CasOutcome> {
+            self.compare_and_set_with_ttl(key, expected, value, self.default_ttl())
+        }
+    };
+    (@entry_default $name:ident $with_ttl:ident $out:ty; $(#[$doc:meta])*) => {
+        $(#[$doc])*
+        pub fn $name(&self, key: &str, value: impl AsRef<[u8]>) -> $crate::Result<$out> {
+            self.$with_ttl(key, value, self.default_ttl())
+        }
+    };
+
+    // The forms with a TTL, and the multi-key forms.
+    (@body set_with_ttl $($rest:tt)*) => {
+        $crate::store::store_methods!(@entry set_with_ttl (), $($rest)*);
+    };
+    (@body set_if_absent_with_ttl $($rest:tt)*) => {
+        $crate::store::store_methods!(@entry set_if_absent_with_ttl bool, $($rest)*);
+    };
+    (@body get_many $($rest:tt)*) => {
+        $crate::store::store_methods!(@keys get_many Option<bytes::Bytes>, $($rest)*);
+    };
+    (@body delete_many $($rest:tt)*) => {
+        $crate::store::store_methods!(@keys delete_many (), $($rest)*);
+    };
+    (@body compare_and_set_with_ttl
+        ($s:ident, $key:ident, $expected:ident, $value:ident, $ttl:ident) $body:block
+        $(#[$doc:meta])*) => {
+        $(#[$doc])*
+        pub fn compare_and_set_with_ttl(
+            &$s,
+            $key: &str,
+            $expected: impl AsRef<[u8]>,
+            $value: impl AsRef<[u8]>,
+            $ttl: impl Into<$crate::Ttl>,
+        ) -> $crate::Result<$crate::CasOutcome> {
+            let ($expected, $value): (&[u8], &[u8]) = ($expected.as_ref(), $value.as_ref());
+            let $ttl: $crate::Ttl = $ttl.into();
+            $body
+        }
+    };
+    (@body set_many_with_ttl ($s:ident, $items:ident, $ttl:ident) $body:block
+        $(#[$doc:meta])*) => {
+        $(#[$doc])*
+        pub fn set_many_with_ttl<I, K, V>(
+            &$s,
+            $items: I,
+            $ttl: impl Into<$crate::Ttl>,
+        ) -> $crate::Result<Vec<$crate::ItemResult<()>>>
+        where
+            I: IntoIterator<Item = (K, V)>,
+            K: AsRef<str>,
+            V: AsRef<[u8]>,
+        {
+            let $ttl: $crate::Ttl = $ttl.into();
+            let owned: Vec<(K, V)> = $items.into_iter().collect();
+            let $items: &[(&str, &[u8])] = &owned
+                .iter()
+                .map(|(key, value)| (key.as_ref(), value.as_ref()))
+                .collect::<Vec<_>>();
+            $body
+        }
+    };
+    (@entry $name:ident $out:ty, ($s:ident, $key:ident, $value:ident, $ttl:ident) $body:block
+        $(#[$doc:meta])*) => {
+        $(#[$doc])*
+        pub fn $name(
+            &$s,
+            $key: &str,
+            $value: impl AsRef<[u8]>,
+            $ttl: impl Into<$crate::Ttl>,
+        ) -> $crate::Result<$out> {
+            let ($value, $ttl): (&[u8], $crate::Ttl) = ($value.as_ref(), $ttl.into());
+            $body
+        }
+    };
+    (@keys $name:ident $item:ty, ($s:ident, $keys:ident) $body:block $(#[$doc:meta])*) => {
+        $(#[$doc])*
+        pub fn $name<I>(&$s, $keys: I) -> $crate::Result<Vec<$crate::ItemResult<$item>>>
+        where
+            I: IntoIterator,
+            I::Item: AsRef<str>,
+        {
+            let owned: Vec<I::Item> = $keys.into_iter().collect();
+            let $keys: &[&str] = &owned.iter().map(AsRef::as_ref).collect::<Vec<&str>>();
+            $body
+        }
+    };
+    ($($methods:tt)*) => {
+        $crate::store::store_methods!(@each $($methods)*);
+    };
+}
+pub(crate) use store_methods;
+
 /// References, `Arc`s and boxes of a store are the store: `&client`,
 /// `Arc<dyn CacheStore>` and `Box<dyn CacheStore>` go wherever a store does.
 macro_rules! forward_store {
@@ -544,5 +667,15 @@ mod tests {
     fn the_trait_is_object_safe() {
         fn takes(_: &dyn CacheStore) {}
         let _ = takes;
+    }
+
+    #[test]
+    fn the_remote_stores_and_their_results_can_cross_threads() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<crate::Client>();
+        #[cfg(feature = "cluster")]
+        shareable::<crate::cluster::Cluster>();
+        shareable::<Error>();
+        shareable::<ItemResult<Option<Bytes>>>();
     }
 }

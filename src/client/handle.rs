@@ -25,7 +25,7 @@ use crate::proto::cache::{
 };
 use crate::proto::health::{HealthCheckRequest, HealthCheckResponse};
 use crate::rules;
-use crate::store::{touch_lost, CasOutcome, ItemResult, TOUCH_ATTEMPTS};
+use crate::store::{touch_by_cas, CasOutcome, ItemResult};
 use crate::ttl::Ttl;
 
 pub use super::serving::ServingStatus;
@@ -367,51 +367,6 @@ impl Client {
         text_value(key, self.get(key)?)
     }
 
-    /// Writes `key` with the client's default TTL (one hour unless
-    /// configured otherwise).
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// client.set("session:42", b"{\"user\":7}")?;
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set(&self, key: &str, value: impl AsRef<[u8]>) -> Result<()> {
-        self.set_with_ttl(key, value, self.shared.config.default_ttl)
-    }
-
-    /// Writes `key` with an explicit TTL: a [`Duration`] (rounded up to
-    /// whole seconds) or [`Ttl::Never`].
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// use std::time::Duration;
-    /// use tiny_cache_client::Ttl;
-    ///
-    /// client.set_with_ttl("otp", "123456", Duration::from_secs(60))?;
-    /// client.set_with_ttl("config", "v1", Ttl::Never)?;
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set_with_ttl(
-        &self,
-        key: &str,
-        value: impl AsRef<[u8]>,
-        ttl: impl Into<Ttl>,
-    ) -> Result<()> {
-        let value = value.as_ref();
-        let reply: CacheResponse = self.write(Method::Set, key, ttl.into(), |ttl| ItemRef {
-            key,
-            value,
-            ttl,
-        })?;
-        expect_ok(reply.status, "Set")
-    }
-
     /// Removes `key`; removing a missing key succeeds.
     ///
     /// ```
@@ -428,239 +383,211 @@ impl Client {
         expect_ok(reply.status, "Delete")
     }
 
-    /// Reads many keys in one round trip. Results come in request order;
-    /// a key the server refuses (for example an empty one) fails alone.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// client.set("a", "1")?;
-    /// let results = client.get_many(["a", "b", ""])?;
-    /// assert_eq!(results[0].result.as_ref().unwrap().as_deref(), Some(&b"1"[..]));
-    /// assert_eq!(results[1].result, Ok(None));
-    /// assert!(results[2].result.is_err());
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn get_many<I>(&self, keys: I) -> Result<Vec<ItemResult<Option<Bytes>>>>
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
-        let keys: Vec<I::Item> = keys.into_iter().collect();
-        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
-        let expected = keys.len();
-        let reply: MultiCacheValueResponse =
-            self.call(Method::MultiGet, &KeysRef { keys: &keys })?;
-        check_item_count(reply.items.len(), expected, "MultiGet")?;
-        Ok(reply
-            .items
-            .into_iter()
-            .map(|item| ItemResult {
-                key: item.key,
-                result: if !item.error.is_empty() {
-                    Err(item_error(item.error))
-                } else {
-                    Ok(item.found.then_some(item.value))
-                },
-            })
-            .collect())
-    }
+    crate::store::store_methods! {
+        /// Writes `key` with the client's default TTL (one hour unless
+        /// configured otherwise).
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// client.set("session:42", b"{\"user\":7}")?;
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn set;
 
-    /// Writes many entries in one round trip with the default TTL; one
-    /// result per item, in request order.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// let results = client.set_many([("a", "1"), ("b", "2")])?;
-    /// assert!(results.iter().all(|r| r.result.is_ok()));
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set_many<I, K, V>(&self, items: I) -> Result<Vec<ItemResult<()>>>
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<str>,
-        V: AsRef<[u8]>,
-    {
-        self.set_many_with_ttl(items, self.shared.config.default_ttl)
-    }
-
-    /// Writes many entries in one round trip, all with `ttl`.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// use tiny_cache_client::Ttl;
-    /// client.set_many_with_ttl([("a", "1")], Ttl::Never)?;
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set_many_with_ttl<I, K, V>(
-        &self,
-        items: I,
-        ttl: impl Into<Ttl>,
-    ) -> Result<Vec<ItemResult<()>>>
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<str>,
-        V: AsRef<[u8]>,
-    {
-        let ttl = ttl.into().wire_seconds()?;
-        let owned: Vec<(K, V)> = items.into_iter().collect();
-        let items: Vec<ItemRef<'_>> = owned
-            .iter()
-            .map(|(key, value)| ItemRef {
-                key: key.as_ref(),
-                value: value.as_ref(),
-                ttl,
-            })
-            .collect();
-        let expected = items.len();
-        let reply: MultiCacheResponse = self.call(Method::MultiSet, &ItemsRef { items: &items })?;
-        operation_results(reply, expected, "MultiSet")
-    }
-
-    /// Removes many keys in one round trip; missing keys succeed.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// let results = client.delete_many(["a", "b"])?;
-    /// assert_eq!(results.len(), 2);
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn delete_many<I>(&self, keys: I) -> Result<Vec<ItemResult<()>>>
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
-        let keys: Vec<I::Item> = keys.into_iter().collect();
-        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
-        let expected = keys.len();
-        let reply: MultiCacheResponse = self.call(Method::MultiDelete, &KeysRef { keys: &keys })?;
-        operation_results(reply, expected, "MultiDelete")
-    }
-
-    /// Writes `key` only if it is missing or expired, with the default TTL.
-    /// Returns whether it was written.
-    ///
-    /// Not idempotent: it is retried only when the server surely never saw
-    /// the first attempt.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// assert!(client.set_if_absent("lock", "me")?);
-    /// assert!(!client.set_if_absent("lock", "you")?);
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set_if_absent(&self, key: &str, value: impl AsRef<[u8]>) -> Result<bool> {
-        self.set_if_absent_with_ttl(key, value, self.shared.config.default_ttl)
-    }
-
-    /// [`set_if_absent`](Client::set_if_absent) with an explicit TTL.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// use std::time::Duration;
-    /// assert!(client.set_if_absent_with_ttl("lease", "w1", Duration::from_secs(10))?);
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set_if_absent_with_ttl(
-        &self,
-        key: &str,
-        value: impl AsRef<[u8]>,
-        ttl: impl Into<Ttl>,
-    ) -> Result<bool> {
-        let value = value.as_ref();
-        let reply: ConditionalCacheResponse =
-            self.write(Method::SetIfAbsent, key, ttl.into(), |ttl| ItemRef {
-                key,
-                value,
-                ttl,
-            })?;
-        match ConditionalCacheStatus::try_from(reply.status) {
-            Ok(ConditionalCacheStatus::Stored) => Ok(true),
-            Ok(ConditionalCacheStatus::Exists) => Ok(false),
-            _ => Err(unexpected_status("SetIfAbsent", reply.status)),
+        /// Writes `key` with an explicit TTL: a [`Duration`] (rounded up to
+        /// whole seconds) or [`Ttl::Never`].
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// use std::time::Duration;
+        /// use tiny_cache_client::Ttl;
+        ///
+        /// client.set_with_ttl("otp", "123456", Duration::from_secs(60))?;
+        /// client.set_with_ttl("config", "v1", Ttl::Never)?;
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn set_with_ttl(&self, key, value, ttl) {
+            let reply: CacheResponse =
+                self.write(Method::Set, key, ttl, |ttl| ItemRef { key, value, ttl })?;
+            expect_ok(reply.status, "Set")
         }
-    }
 
-    /// Replaces `key`'s value with `value` only if it currently equals
-    /// `expected`, with the default TTL.
-    ///
-    /// Not idempotent: it is retried only when the server surely never saw
-    /// the first attempt.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// use tiny_cache_client::CasOutcome;
-    ///
-    /// client.set("counter", "1")?;
-    /// assert_eq!(client.compare_and_set("counter", "1", "2")?, CasOutcome::Stored);
-    /// assert_eq!(client.compare_and_set("counter", "1", "3")?, CasOutcome::Mismatch);
-    /// assert_eq!(client.compare_and_set("nothing", "1", "2")?, CasOutcome::NotFound);
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn compare_and_set(
-        &self,
-        key: &str,
-        expected: impl AsRef<[u8]>,
-        value: impl AsRef<[u8]>,
-    ) -> Result<CasOutcome> {
-        self.compare_and_set_with_ttl(key, expected, value, self.shared.config.default_ttl)
-    }
+        /// Reads many keys in one round trip. Results come in request order;
+        /// a key the server refuses (for example an empty one) fails alone.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// client.set("a", "1")?;
+        /// let results = client.get_many(["a", "b", ""])?;
+        /// assert_eq!(results[0].result.as_ref().unwrap().as_deref(), Some(&b"1"[..]));
+        /// assert_eq!(results[1].result, Ok(None));
+        /// assert!(results[2].result.is_err());
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn get_many(&self, keys) {
+            let reply: MultiCacheValueResponse = self.call(Method::MultiGet, &KeysRef { keys })?;
+            check_item_count(reply.items.len(), keys.len(), "MultiGet")?;
+            Ok(reply
+                .items
+                .into_iter()
+                .map(|item| ItemResult {
+                    key: item.key,
+                    result: if !item.error.is_empty() {
+                        Err(item_error(item.error))
+                    } else {
+                        Ok(item.found.then_some(item.value))
+                    },
+                })
+                .collect())
+        }
 
-    /// [`compare_and_set`](Client::compare_and_set) with an explicit TTL for
-    /// the new value.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// use tiny_cache_client::{CasOutcome, Ttl};
-    /// client.set("v", "a")?;
-    /// assert_eq!(client.compare_and_set_with_ttl("v", "a", "b", Ttl::Never)?, CasOutcome::Stored);
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn compare_and_set_with_ttl(
-        &self,
-        key: &str,
-        expected: impl AsRef<[u8]>,
-        value: impl AsRef<[u8]>,
-        ttl: impl Into<Ttl>,
-    ) -> Result<CasOutcome> {
-        let (expected, value) = (expected.as_ref(), value.as_ref());
-        let reply: ConditionalCacheResponse =
-            self.write(Method::CompareAndSet, key, ttl.into(), |ttl| {
-                CompareAndSetRef {
+        /// Writes many entries in one round trip with the default TTL; one
+        /// result per item, in request order.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// let results = client.set_many([("a", "1"), ("b", "2")])?;
+        /// assert!(results.iter().all(|r| r.result.is_ok()));
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn set_many;
+
+        /// Writes many entries in one round trip, all with `ttl`.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// use tiny_cache_client::Ttl;
+        /// client.set_many_with_ttl([("a", "1")], Ttl::Never)?;
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn set_many_with_ttl(&self, items, ttl) {
+            let ttl = ttl.wire_seconds()?;
+            let items: Vec<ItemRef<'_>> = items
+                .iter()
+                .map(|&(key, value)| ItemRef { key, value, ttl })
+                .collect();
+            let reply: MultiCacheResponse =
+                self.call(Method::MultiSet, &ItemsRef { items: &items })?;
+            operation_results(reply, items.len(), "MultiSet")
+        }
+
+        /// Removes many keys in one round trip; missing keys succeed.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// let results = client.delete_many(["a", "b"])?;
+        /// assert_eq!(results.len(), 2);
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn delete_many(&self, keys) {
+            let reply: MultiCacheResponse = self.call(Method::MultiDelete, &KeysRef { keys })?;
+            operation_results(reply, keys.len(), "MultiDelete")
+        }
+
+        /// Writes `key` only if it is missing or expired, with the default TTL.
+        /// Returns whether it was written.
+        ///
+        /// Not idempotent: it is retried only when the server surely never saw
+        /// the first attempt.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// assert!(client.set_if_absent("lock", "me")?);
+        /// assert!(!client.set_if_absent("lock", "you")?);
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn set_if_absent;
+
+        /// [`set_if_absent`](Client::set_if_absent) with an explicit TTL.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// use std::time::Duration;
+        /// assert!(client.set_if_absent_with_ttl("lease", "w1", Duration::from_secs(10))?);
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn set_if_absent_with_ttl(&self, key, value, ttl) {
+            let reply: ConditionalCacheResponse =
+                self.write(Method::SetIfAbsent, key, ttl, |ttl| ItemRef { key, value, ttl })?;
+            match ConditionalCacheStatus::try_from(reply.status) {
+                Ok(ConditionalCacheStatus::Stored) => Ok(true),
+                Ok(ConditionalCacheStatus::Exists) => Ok(false),
+                _ => Err(unexpected_status("SetIfAbsent", reply.status)),
+            }
+        }
+
+        /// Replaces `key`'s value with `value` only if it currently equals
+        /// `expected`, with the default TTL.
+        ///
+        /// Not idempotent: it is retried only when the server surely never saw
+        /// the first attempt.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// use tiny_cache_client::CasOutcome;
+        ///
+        /// client.set("counter", "1")?;
+        /// assert_eq!(client.compare_and_set("counter", "1", "2")?, CasOutcome::Stored);
+        /// assert_eq!(client.compare_and_set("counter", "1", "3")?, CasOutcome::Mismatch);
+        /// assert_eq!(client.compare_and_set("nothing", "1", "2")?, CasOutcome::NotFound);
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn compare_and_set;
+
+        /// [`compare_and_set`](Client::compare_and_set) with an explicit TTL for
+        /// the new value.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// use tiny_cache_client::{CasOutcome, Ttl};
+        /// client.set("v", "a")?;
+        /// assert_eq!(client.compare_and_set_with_ttl("v", "a", "b", Ttl::Never)?, CasOutcome::Stored);
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn compare_and_set_with_ttl(&self, key, expected, value, ttl) {
+            let reply: ConditionalCacheResponse =
+                self.write(Method::CompareAndSet, key, ttl, |ttl| CompareAndSetRef {
                     key,
                     expected,
                     value,
                     ttl,
-                }
-            })?;
-        match ConditionalCacheStatus::try_from(reply.status) {
-            Ok(ConditionalCacheStatus::Stored) => Ok(CasOutcome::Stored),
-            Ok(ConditionalCacheStatus::NotFound) => Ok(CasOutcome::NotFound),
-            Ok(ConditionalCacheStatus::Mismatch) => Ok(CasOutcome::Mismatch),
-            _ => Err(unexpected_status("CompareAndSet", reply.status)),
+                })?;
+            match ConditionalCacheStatus::try_from(reply.status) {
+                Ok(ConditionalCacheStatus::Stored) => Ok(CasOutcome::Stored),
+                Ok(ConditionalCacheStatus::NotFound) => Ok(CasOutcome::NotFound),
+                Ok(ConditionalCacheStatus::Mismatch) => Ok(CasOutcome::Mismatch),
+                _ => Err(unexpected_status("CompareAndSet", reply.status)),
+            }
         }
     }
 
@@ -672,10 +599,10 @@ impl Client {
     /// lands only if the value is still the one read, so a concurrent writer
     /// is never overwritten with an older value. When another writer wins
     /// in between, the new value is read and touched in turn, up to
-    /// [`TOUCH_ATTEMPTS`] times, after which the call fails with
-    /// `Error::Status { code: Aborted, .. }` (retryable). It costs two round
-    /// trips and sends the value twice (as expected and new value), all
-    /// within one deadline, the handle's timeout.
+    /// [`TOUCH_ATTEMPTS`](crate::TOUCH_ATTEMPTS) times, after which the call
+    /// fails with `Error::Status { code: Aborted, .. }` (retryable). It costs
+    /// two round trips and sends the value twice (as expected and new
+    /// value), all within one deadline, the handle's timeout.
     ///
     /// ```
     /// # #[cfg(feature = "server")] {
@@ -696,22 +623,11 @@ impl Client {
         ttl.wire_seconds()?;
         // One deadline for the whole touch, as for any other call.
         let deadline = Instant::now() + self.options.timeout.min(MAX_TIMEOUT);
-        for _ in 0..TOUCH_ATTEMPTS {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let within = self
-                .with_timeout(remaining)
-                .map_err(|_| Error::deadline(self.options.timeout, "touching the key"))?;
-            let Some(value) = within.get(key)? else {
-                return Ok(false);
-            };
-            match within.compare_and_set_with_ttl(key, &value, &value, ttl)? {
-                CasOutcome::Stored => return Ok(true),
-                CasOutcome::NotFound => return Ok(false),
-                // Changed between the read and the write: touch the new one.
-                CasOutcome::Mismatch => {}
-            }
-        }
-        Err(touch_lost(key))
+        let within_deadline = || {
+            self.with_timeout(deadline.saturating_duration_since(Instant::now()))
+                .map_err(|_| Error::deadline(self.options.timeout, "touching the key"))
+        };
+        touch_by_cas(key, ttl, within_deadline, Bytes::clone)
     }
 
     /// The server's counters (entries, hits, misses, evictions, memory).
@@ -1058,14 +974,6 @@ fn operation_results(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn client_and_its_results_can_cross_threads() {
-        fn shareable<T: Clone + Send + Sync + 'static>() {}
-        shareable::<Client>();
-        shareable::<Error>();
-        shareable::<ItemResult<Option<Bytes>>>();
-    }
 
     #[test]
     fn with_options_derives_a_handle_without_touching_the_original() {

@@ -45,11 +45,7 @@ crate::store::store_from_inherent!(Cluster, {
         latest: &[bool],
     ) -> crate::Result<Vec<crate::ItemResult<Option<bytes::Bytes>>>> {
         let outcomes = self.shared().read(keys, Some(latest), self.timeout);
-        Ok(keys
-            .iter()
-            .zip(outcomes)
-            .map(|(key, outcome)| crate::ItemResult::new(key, outcome))
-            .collect())
+        Ok(super::engine::per_item(keys, outcomes))
     }
 
     /// Written to every replica; fails unless each stored it.

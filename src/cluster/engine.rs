@@ -695,7 +695,7 @@ pub(super) fn done(items: Vec<ItemResult<()>>) -> Vec<KeyOutcome> {
 }
 
 /// Back to the per-item form of the caller's multi-key call.
-pub(super) fn per_item(keys: &[&str], outcomes: Vec<KeyOutcome>) -> Vec<ItemResult<Option<Bytes>>> {
+pub(super) fn per_item<T>(keys: &[&str], outcomes: Vec<Result<T>>) -> Vec<ItemResult<T>> {
     keys.iter()
         .zip(outcomes)
         .map(|(key, outcome)| ItemResult::new(key, outcome))
@@ -850,18 +850,10 @@ pub(super) fn touch_copy(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<bool> {
-    for _ in 0..TOUCH_ATTEMPTS {
-        let within = client.with_timeout(remaining(deadline, timeout)?)?;
-        let Some(raw) = within.get(key)? else {
-            return Ok(false);
-        };
-        let copy = Copy::parse(raw.clone());
-        let touched = envelope::reseal(&copy, ttl, SystemTime::now());
-        match within.compare_and_set_with_ttl(key, &raw, &touched, ttl)? {
-            CasOutcome::Stored => return Ok(true),
-            CasOutcome::NotFound => return Ok(false),
-            CasOutcome::Mismatch => {}
-        }
-    }
-    Err(crate::store::touch_lost(key))
+    crate::store::touch_by_cas(
+        key,
+        ttl,
+        || client.with_timeout(remaining(deadline, timeout)?),
+        |raw| envelope::reseal(&Copy::parse(raw.clone()), ttl, SystemTime::now()),
+    )
 }

@@ -506,49 +506,6 @@ impl Cluster {
         crate::client::text_value(key, self.get(key)?)
     }
 
-    /// Writes `key` to its R replicas with the default TTL.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
-    /// cluster.set("session:42", "{\"user\":7}")?;
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set(&self, key: &str, value: impl AsRef<[u8]>) -> Result<()> {
-        self.set_with_ttl(key, value, self.shared().settings.default_ttl)
-    }
-
-    /// Writes `key` to its R replicas with `ttl`.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
-    /// cluster.set_with_ttl("otp", "123456", std::time::Duration::from_secs(60))?;
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set_with_ttl(
-        &self,
-        key: &str,
-        value: impl AsRef<[u8]>,
-        ttl: impl Into<Ttl>,
-    ) -> Result<()> {
-        let ttl = ttl.into();
-        ttl.wire_seconds()?;
-        let values = [self.shared().encode(value.as_ref(), ttl, SystemTime::now())];
-        let op = Op::Set {
-            values: values.into(),
-            ttl,
-        };
-        self.shared()
-            .write(&[key], &op, self.timeout)
-            .pop()
-            .unwrap_or(Ok(()))
-    }
-
     /// Removes `key` from every live replica; a missing key succeeds.
     ///
     /// ```
@@ -566,233 +523,192 @@ impl Cluster {
             .unwrap_or(Ok(()))
     }
 
-    /// Reads many keys: one call per server, all servers at once, results
-    /// in the caller's order. A server that fails fails only its own keys.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let (a, b) = (tiny_cache_client::server::Server::local()?, tiny_cache_client::server::Server::local()?);
-    /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&a.address()).server(&b.address()).build()?;
-    /// cluster.set("a", "1")?;
-    /// let found = cluster.get_many(["a", "b"])?;
-    /// assert_eq!(found[0].result.as_ref().unwrap().as_deref(), Some(&b"1"[..]));
-    /// assert_eq!(found[1].result, Ok(None));
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn get_many<I>(&self, keys: I) -> Result<Vec<ItemResult<Option<Bytes>>>>
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
-        let keys: Vec<I::Item> = keys.into_iter().collect();
-        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
-        let outcomes = self.shared().read(&keys, None, self.timeout);
-        Ok(per_item(&keys, outcomes))
-    }
+    crate::store::store_methods! {
+        /// Writes `key` to its R replicas with the default TTL.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
+        /// cluster.set("session:42", "{\"user\":7}")?;
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn set;
 
-    /// Writes many entries with the default TTL; see
-    /// [`set_many_with_ttl`](Self::set_many_with_ttl).
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
-    /// let results = cluster.set_many([("a", "1"), ("b", "2")])?;
-    /// assert!(results.iter().all(|r| r.result.is_ok()));
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set_many<I, K, V>(&self, items: I) -> Result<Vec<ItemResult<()>>>
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<str>,
-        V: AsRef<[u8]>,
-    {
-        self.set_many_with_ttl(items, self.shared().settings.default_ttl)
-    }
-
-    /// Writes many entries, all with `ttl`: one call per server, all
-    /// servers at once, results in the caller's order.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
-    /// cluster.set_many_with_ttl([("a", "1")], tiny_cache_client::Ttl::Never)?;
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set_many_with_ttl<I, K, V>(
-        &self,
-        items: I,
-        ttl: impl Into<Ttl>,
-    ) -> Result<Vec<ItemResult<()>>>
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<str>,
-        V: AsRef<[u8]>,
-    {
-        let ttl = ttl.into();
-        ttl.wire_seconds()?;
-        let owned: Vec<(K, V)> = items.into_iter().collect();
-        let keys: Vec<&str> = owned.iter().map(|(key, _)| key.as_ref()).collect();
-        let now = SystemTime::now();
-        let values: Vec<Bytes> = owned
-            .iter()
-            .map(|(_, value)| self.shared().encode(value.as_ref(), ttl, now))
-            .collect();
-        let outcomes = self.shared().write(
-            &keys,
-            &Op::Set {
+        /// Writes `key` to its R replicas with `ttl`.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
+        /// cluster.set_with_ttl("otp", "123456", std::time::Duration::from_secs(60))?;
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn set_with_ttl(&self, key, value, ttl) {
+            ttl.wire_seconds()?;
+            let values = [self.shared().encode(value, ttl, SystemTime::now())];
+            let op = Op::Set {
                 values: values.into(),
                 ttl,
-            },
-            self.timeout,
-        );
-        Ok(per_item(
-            &keys,
-            outcomes.into_iter().map(|o| o.map(|()| None)).collect(),
-        )
-        .into_iter()
-        .map(|item| ItemResult {
-            key: item.key,
-            result: item.result.map(|_| ()),
-        })
-        .collect())
-    }
+            };
+            self.shared()
+                .write(&[key], &op, self.timeout)
+                .pop()
+                .unwrap_or(Ok(()))
+        }
 
-    /// Removes many keys from every live replica, results in the caller's
-    /// order.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
-    /// assert_eq!(cluster.delete_many(["a", "b"])?.len(), 2);
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn delete_many<I>(&self, keys: I) -> Result<Vec<ItemResult<()>>>
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
-        let keys: Vec<I::Item> = keys.into_iter().collect();
-        let keys: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
-        let outcomes = self.shared().write(&keys, &Op::Delete, self.timeout);
-        Ok(per_item(
-            &keys,
-            outcomes.into_iter().map(|o| o.map(|()| None)).collect(),
-        )
-        .into_iter()
-        .map(|item| ItemResult {
-            key: item.key,
-            result: item.result.map(|_| ()),
-        })
-        .collect())
-    }
+        /// Reads many keys: one call per server, all servers at once, results
+        /// in the caller's order. A server that fails fails only its own keys.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let (a, b) = (tiny_cache_client::server::Server::local()?, tiny_cache_client::server::Server::local()?);
+        /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&a.address()).server(&b.address()).build()?;
+        /// cluster.set("a", "1")?;
+        /// let found = cluster.get_many(["a", "b"])?;
+        /// assert_eq!(found[0].result.as_ref().unwrap().as_deref(), Some(&b"1"[..]));
+        /// assert_eq!(found[1].result, Ok(None));
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn get_many(&self, keys) {
+            Ok(per_item(keys, self.shared().read(keys, None, self.timeout)))
+        }
 
-    /// Writes `key` only if it is missing, on the key's server, with the
-    /// default TTL; returns whether it was written. Only with R = 1: with
-    /// more replicas no single server can decide, and the call fails with
-    /// [`Error::Validation`].
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
-    /// assert!(cluster.set_if_absent("lock", "me")?);
-    /// assert!(!cluster.set_if_absent("lock", "you")?);
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set_if_absent(&self, key: &str, value: impl AsRef<[u8]>) -> Result<bool> {
-        self.set_if_absent_with_ttl(key, value, self.shared().settings.default_ttl)
-    }
+        /// Writes many entries with the default TTL; see
+        /// [`set_many_with_ttl`](Self::set_many_with_ttl).
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
+        /// let results = cluster.set_many([("a", "1"), ("b", "2")])?;
+        /// assert!(results.iter().all(|r| r.result.is_ok()));
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn set_many;
 
-    /// [`set_if_absent`](Self::set_if_absent) with an explicit TTL.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
-    /// assert!(cluster.set_if_absent_with_ttl("lease", "w1", std::time::Duration::from_secs(10))?);
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set_if_absent_with_ttl(
-        &self,
-        key: &str,
-        value: impl AsRef<[u8]>,
-        ttl: impl Into<Ttl>,
-    ) -> Result<bool> {
-        let ttl = ttl.into();
-        let value = value.as_ref();
-        self.shared().on_primary(
-            key,
-            "set_if_absent",
-            (value, ttl),
-            |stored| *stored,
-            |client| client.set_if_absent_with_ttl(key, value, ttl),
-            self.timeout,
-        )
-    }
+        /// Writes many entries, all with `ttl`: one call per server, all
+        /// servers at once, results in the caller's order.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
+        /// cluster.set_many_with_ttl([("a", "1")], tiny_cache_client::Ttl::Never)?;
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn set_many_with_ttl(&self, items, ttl) {
+            ttl.wire_seconds()?;
+            let keys: Vec<&str> = items.iter().map(|&(key, _)| key).collect();
+            let now = SystemTime::now();
+            let values: Vec<Bytes> = items
+                .iter()
+                .map(|&(_, value)| self.shared().encode(value, ttl, now))
+                .collect();
+            let op = Op::Set {
+                values: values.into(),
+                ttl,
+            };
+            Ok(per_item(&keys, self.shared().write(&keys, &op, self.timeout)))
+        }
 
-    /// Replaces `key`'s value only if it equals `expected`, on the key's
-    /// server, with the default TTL. Only with R = 1, like
-    /// [`set_if_absent`](Self::set_if_absent).
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
-    /// use tiny_cache_client::CasOutcome;
-    /// cluster.set("n", "1")?;
-    /// assert_eq!(cluster.compare_and_set("n", "1", "2")?, CasOutcome::Stored);
-    /// assert_eq!(cluster.compare_and_set("n", "1", "3")?, CasOutcome::Mismatch);
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn compare_and_set(
-        &self,
-        key: &str,
-        expected: impl AsRef<[u8]>,
-        value: impl AsRef<[u8]>,
-    ) -> Result<CasOutcome> {
-        self.compare_and_set_with_ttl(key, expected, value, self.shared().settings.default_ttl)
-    }
+        /// Removes many keys from every live replica, results in the caller's
+        /// order.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
+        /// assert_eq!(cluster.delete_many(["a", "b"])?.len(), 2);
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn delete_many(&self, keys) {
+            Ok(per_item(keys, self.shared().write(keys, &Op::Delete, self.timeout)))
+        }
 
-    /// [`compare_and_set`](Self::compare_and_set) with an explicit TTL for
-    /// the new value.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
-    /// use tiny_cache_client::{CasOutcome, Ttl};
-    /// cluster.set("v", "a")?;
-    /// assert_eq!(cluster.compare_and_set_with_ttl("v", "a", "b", Ttl::Never)?, CasOutcome::Stored);
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn compare_and_set_with_ttl(
-        &self,
-        key: &str,
-        expected: impl AsRef<[u8]>,
-        value: impl AsRef<[u8]>,
-        ttl: impl Into<Ttl>,
-    ) -> Result<CasOutcome> {
-        let ttl = ttl.into();
-        let value = value.as_ref();
-        self.shared().on_primary(
-            key,
-            "compare_and_set",
-            (value, ttl),
-            |outcome| *outcome == CasOutcome::Stored,
-            |client| client.compare_and_set_with_ttl(key, expected.as_ref(), value, ttl),
-            self.timeout,
-        )
+        /// Writes `key` only if it is missing, on the key's server, with the
+        /// default TTL; returns whether it was written. Only with R = 1: with
+        /// more replicas no single server can decide, and the call fails with
+        /// [`Error::Validation`].
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
+        /// assert!(cluster.set_if_absent("lock", "me")?);
+        /// assert!(!cluster.set_if_absent("lock", "you")?);
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn set_if_absent;
+
+        /// [`set_if_absent`](Self::set_if_absent) with an explicit TTL.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
+        /// assert!(cluster.set_if_absent_with_ttl("lease", "w1", std::time::Duration::from_secs(10))?);
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn set_if_absent_with_ttl(&self, key, value, ttl) {
+            self.shared().on_primary(
+                key,
+                "set_if_absent",
+                (value, ttl),
+                |stored| *stored,
+                |client| client.set_if_absent_with_ttl(key, value, ttl),
+                self.timeout,
+            )
+        }
+
+        /// Replaces `key`'s value only if it equals `expected`, on the key's
+        /// server, with the default TTL. Only with R = 1, like
+        /// [`set_if_absent`](Self::set_if_absent).
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
+        /// use tiny_cache_client::CasOutcome;
+        /// cluster.set("n", "1")?;
+        /// assert_eq!(cluster.compare_and_set("n", "1", "2")?, CasOutcome::Stored);
+        /// assert_eq!(cluster.compare_and_set("n", "1", "3")?, CasOutcome::Mismatch);
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn compare_and_set;
+
+        /// [`compare_and_set`](Self::compare_and_set) with an explicit TTL for
+        /// the new value.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let cluster = tiny_cache_client::cluster::Cluster::builder().server(&server.address()).build()?;
+        /// use tiny_cache_client::{CasOutcome, Ttl};
+        /// cluster.set("v", "a")?;
+        /// assert_eq!(cluster.compare_and_set_with_ttl("v", "a", "b", Ttl::Never)?, CasOutcome::Stored);
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fn compare_and_set_with_ttl(&self, key, expected, value, ttl) {
+            self.shared().on_primary(
+                key,
+                "compare_and_set",
+                (value, ttl),
+                |outcome| *outcome == CasOutcome::Stored,
+                |client| client.compare_and_set_with_ttl(key, expected, value, ttl),
+                self.timeout,
+            )
+        }
     }
 
     /// Gives a present key a new TTL on every live replica without changing
@@ -918,12 +834,6 @@ impl std::fmt::Debug for Cluster {
 mod tests {
     use super::envelope::Copy;
     use super::*;
-
-    #[test]
-    fn a_cluster_is_a_handle_to_share_between_threads() {
-        fn shareable<T: Clone + Send + Sync + 'static>() {}
-        shareable::<Cluster>();
-    }
 
     #[test]
     fn the_builder_refuses_what_cannot_work() {
