@@ -50,6 +50,25 @@ pub fn decode_bin(value: &[u8]) -> Option<Vec<u8>> {
     BIN_DECODE.decode(value).ok()
 }
 
+/// Values no `-bin` header may carry, for the tests of everything that
+/// decodes one: a lone sextet, padding too long or inside, characters
+/// outside the standard alphabet (URL-safe ones, spaces, non-ASCII).
+#[cfg(test)]
+pub(crate) const MALFORMED_BASE64: &[&[u8]] = &[
+    b"a",
+    b"a===",
+    b"aGkhIQ===",
+    b"aGk=hIQ",
+    b"====",
+    b"*abc",
+    b"***",
+    b"aG-k",
+    b"aG_k",
+    b"ab cd",
+    b"a b c",
+    b"\xff",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,15 +91,7 @@ mod tests {
 
     #[test]
     fn decode_bin_refuses_malformed_base64() {
-        for raw in [
-            &b"a"[..],
-            b"a===",
-            b"*abc",
-            b"aG-k",
-            b"aG_k",
-            b"ab cd",
-            b"\xff",
-        ] {
+        for raw in MALFORMED_BASE64 {
             assert_eq!(decode_bin(raw), None, "{raw:?}");
         }
     }
