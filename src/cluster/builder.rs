@@ -139,6 +139,20 @@ impl Default for ClusterBuilder {
     }
 }
 
+/// Setters that store their argument as given (`build` checks it): each
+/// method, with its docs, and the field it sets.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty) => $($field:ident).+;)+) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $arg: $ty) -> Self {
+                self.$($field).+ = $arg;
+                self
+            }
+        )+
+    };
+}
+
 impl ClusterBuilder {
     /// A builder with no servers and every default.
     ///
@@ -202,105 +216,101 @@ impl ClusterBuilder {
         self
     }
 
-    /// How many servers hold each key (R). Default 1. With more than one,
-    /// values carry a 20-byte envelope (see the [module docs](super)).
-    ///
-    /// ```
-    /// let builder = tiny_cache_client::cluster::Cluster::builder().replicas(2);
-    /// # drop(builder);
-    /// ```
-    pub fn replicas(mut self, replicas: usize) -> Self {
-        self.settings.replicas = replicas;
-        self
-    }
+    setters! {
+        /// How many servers hold each key (R). Default 1. With more than one,
+        /// values carry a 20-byte envelope (see the [module docs](super)).
+        ///
+        /// ```
+        /// let builder = tiny_cache_client::cluster::Cluster::builder().replicas(2);
+        /// # drop(builder);
+        /// ```
+        replicas(replicas: usize) => settings.replicas;
 
-    /// Keys whose missed writes are remembered per server for hinted
-    /// handoff (see the [module docs](super#hinted-handoff)). Default
-    /// [`DEFAULT_HINT_CAPACITY`]; 0 keeps no hints, so a returning server's
-    /// keys are always read from every replica for the recovery window.
-    ///
-    /// ```
-    /// let builder = tiny_cache_client::cluster::Cluster::builder().replicas(2).hint_capacity(10_000);
-    /// # drop(builder);
-    /// ```
-    pub fn hint_capacity(mut self, keys: usize) -> Self {
-        self.settings.hint_capacity = keys;
-        self
-    }
+        /// Keys whose missed writes are remembered per server for hinted
+        /// handoff (see the [module docs](super#hinted-handoff)). Default
+        /// [`DEFAULT_HINT_CAPACITY`]; 0 keeps no hints, so a returning server's
+        /// keys are always read from every replica for the recovery window.
+        ///
+        /// ```
+        /// let builder = tiny_cache_client::cluster::Cluster::builder().replicas(2).hint_capacity(10_000);
+        /// # drop(builder);
+        /// ```
+        hint_capacity(keys: usize) => settings.hint_capacity;
 
-    /// How many replicas a read asks (Q, from 1 to R). Default 1.
-    ///
-    /// ```
-    /// let builder = tiny_cache_client::cluster::Cluster::builder().replicas(3).read_quorum(2);
-    /// # drop(builder);
-    /// ```
-    pub fn read_quorum(mut self, quorum: usize) -> Self {
-        self.settings.read_quorum = quorum;
-        self
-    }
+        /// How many replicas a read asks (Q, from 1 to R). Default 1.
+        ///
+        /// ```
+        /// let builder = tiny_cache_client::cluster::Cluster::builder().replicas(3).read_quorum(2);
+        /// # drop(builder);
+        /// ```
+        read_quorum(quorum: usize) => settings.read_quorum;
 
-    /// Consecutive failed calls that mark a server down. Default
-    /// [`DEFAULT_FAILURE_THRESHOLD`].
-    ///
-    /// ```
-    /// let builder = tiny_cache_client::cluster::Cluster::builder().failure_threshold(5);
-    /// # drop(builder);
-    /// ```
-    pub fn failure_threshold(mut self, failures: u32) -> Self {
-        self.settings.failure_threshold = failures;
-        self
-    }
+        /// Consecutive failed calls that mark a server down. Default
+        /// [`DEFAULT_FAILURE_THRESHOLD`].
+        ///
+        /// ```
+        /// let builder = tiny_cache_client::cluster::Cluster::builder().failure_threshold(5);
+        /// # drop(builder);
+        /// ```
+        failure_threshold(failures: u32) => settings.failure_threshold;
 
-    /// How long a server marked down is skipped before it is probed.
-    /// Default [`DEFAULT_COOL_DOWN`].
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let builder = tiny_cache_client::cluster::Cluster::builder().cool_down(Duration::from_secs(30));
-    /// # drop(builder);
-    /// ```
-    pub fn cool_down(mut self, cool_down: Duration) -> Self {
-        self.settings.cool_down = cool_down;
-        self
-    }
+        /// How long a server marked down is skipped before it is probed.
+        /// Default [`DEFAULT_COOL_DOWN`].
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// let builder = tiny_cache_client::cluster::Cluster::builder().cool_down(Duration::from_secs(30));
+        /// # drop(builder);
+        /// ```
+        cool_down(cool_down: Duration) => settings.cool_down;
 
-    /// How often servers marked down are probed, and how long a probe
-    /// waits. Default [`DEFAULT_PROBE_INTERVAL`].
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let builder = tiny_cache_client::cluster::Cluster::builder().probe_interval(Duration::from_millis(250));
-    /// # drop(builder);
-    /// ```
-    pub fn probe_interval(mut self, interval: Duration) -> Self {
-        self.settings.probe_interval = interval;
-        self
-    }
+        /// How often servers marked down are probed, and how long a probe
+        /// waits. Default [`DEFAULT_PROBE_INTERVAL`].
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// let builder = tiny_cache_client::cluster::Cluster::builder().probe_interval(Duration::from_millis(250));
+        /// # drop(builder);
+        /// ```
+        probe_interval(interval: Duration) => settings.probe_interval;
 
-    /// How often discovered names are resolved again. Default
-    /// [`DEFAULT_RESOLVE_INTERVAL`].
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let builder = tiny_cache_client::cluster::Cluster::builder().resolve_interval(Duration::from_secs(30));
-    /// # drop(builder);
-    /// ```
-    pub fn resolve_interval(mut self, interval: Duration) -> Self {
-        self.settings.resolve_interval = interval;
-        self
-    }
+        /// How often discovered names are resolved again. Default
+        /// [`DEFAULT_RESOLVE_INTERVAL`].
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// let builder = tiny_cache_client::cluster::Cluster::builder().resolve_interval(Duration::from_secs(30));
+        /// # drop(builder);
+        /// ```
+        resolve_interval(interval: Duration) => settings.resolve_interval;
 
-    /// The deadline of every cluster call, fallbacks and read repair
-    /// included. Default [`DEFAULT_TIMEOUT`].
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// let builder = tiny_cache_client::cluster::Cluster::builder().timeout(Duration::from_millis(300));
-    /// # drop(builder);
-    /// ```
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.settings.timeout = timeout;
-        self
+        /// The deadline of every cluster call, fallbacks and read repair
+        /// included. Default [`DEFAULT_TIMEOUT`].
+        ///
+        /// ```
+        /// use std::time::Duration;
+        /// let builder = tiny_cache_client::cluster::Cluster::builder().timeout(Duration::from_millis(300));
+        /// # drop(builder);
+        /// ```
+        timeout(timeout: Duration) => settings.timeout;
+
+        /// Extra attempts per call on the same server. Default
+        /// [`DEFAULT_CLUSTER_MAX_RETRIES`].
+        ///
+        /// ```
+        /// let builder = tiny_cache_client::cluster::Cluster::builder().max_retries(0);
+        /// # drop(builder);
+        /// ```
+        max_retries(retries: u32) => max_retries;
+
+        /// Worker threads (connections) per server. Default
+        /// [`DEFAULT_POOL_SIZE_PER_SERVER`].
+        ///
+        /// ```
+        /// let builder = tiny_cache_client::cluster::Cluster::builder().pool_size_per_server(2);
+        /// # drop(builder);
+        /// ```
+        pool_size_per_server(workers: usize) => pool_size;
     }
 
     /// The TTL of writes that do not give one. Default [`DEFAULT_TTL`].
@@ -323,30 +333,6 @@ impl ClusterBuilder {
     /// ```
     pub fn namespace(mut self, namespace: &str) -> Self {
         self.namespace = Some(namespace.to_owned());
-        self
-    }
-
-    /// Extra attempts per call on the same server. Default
-    /// [`DEFAULT_CLUSTER_MAX_RETRIES`].
-    ///
-    /// ```
-    /// let builder = tiny_cache_client::cluster::Cluster::builder().max_retries(0);
-    /// # drop(builder);
-    /// ```
-    pub fn max_retries(mut self, retries: u32) -> Self {
-        self.max_retries = retries;
-        self
-    }
-
-    /// Worker threads (connections) per server. Default
-    /// [`DEFAULT_POOL_SIZE_PER_SERVER`].
-    ///
-    /// ```
-    /// let builder = tiny_cache_client::cluster::Cluster::builder().pool_size_per_server(2);
-    /// # drop(builder);
-    /// ```
-    pub fn pool_size_per_server(mut self, workers: usize) -> Self {
-        self.pool_size = workers;
         self
     }
 
