@@ -127,14 +127,16 @@ fn run(
     let namespace = namespace.map(|value| String::from_utf8_lossy(value.as_bytes()));
     let namespace = namespace.as_deref();
     let ran = catch_unwind(AssertUnwindSafe(|| match method {
-        Method::Get => call(message, |r| service.get(namespace, r)),
-        Method::MultiGet => call(message, |r| service.multi_get(namespace, r)),
-        Method::Set => call(message, |r| service.set(namespace, r)),
-        Method::SetIfAbsent => call(message, |r| service.set_if_absent(namespace, r)),
-        Method::CompareAndSet => call(message, |r| service.compare_and_set(namespace, r)),
-        Method::MultiSet => call(message, |r| service.multi_set(namespace, r)),
-        Method::Delete => call(message, |r| service.delete(namespace, r)),
-        Method::MultiDelete => call(message, |r| service.multi_delete(namespace, r)),
+        // Decoded first: an undecodable request fails as UNKNOWN whatever
+        // its namespace, then a bad namespace fails before any key.
+        Method::Get => call(message, |r| service.scope(namespace)?.get(r)),
+        Method::MultiGet => call(message, |r| Ok(service.scope(namespace)?.multi_get(r))),
+        Method::Set => call(message, |r| service.scope(namespace)?.set(r)),
+        Method::SetIfAbsent => call(message, |r| service.scope(namespace)?.set_if_absent(r)),
+        Method::CompareAndSet => call(message, |r| service.scope(namespace)?.compare_and_set(r)),
+        Method::MultiSet => call(message, |r| Ok(service.scope(namespace)?.multi_set(r))),
+        Method::Delete => call(message, |r| service.scope(namespace)?.delete(r)),
+        Method::MultiDelete => call(message, |r| Ok(service.scope(namespace)?.multi_delete(r))),
         Method::Stats => call(message, |_: crate::proto::cache::Empty| Ok(service.stats())),
         Method::HealthCheck => call(message, health_check),
     }));

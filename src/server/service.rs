@@ -2,18 +2,16 @@
 //! and key validation, per-item error reporting in the Multi* calls, and the
 //! proto shapes of every answer.
 //!
-//! No framing or transport here: the HTTP/2 layer decodes a request, calls the
-//! matching method with the raw `x-cache-namespace` header value, and maps a
-//! [`ServiceError`] to a gRPC status.
+//! No framing or transport here: the HTTP/2 layer decodes a request, asks for
+//! the [`Scope`] of its raw `x-cache-namespace` header value, calls the
+//! matching method there, and maps a [`ServiceError`] to a gRPC status.
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
-
 use crate::proto::cache::{
     CacheItem, CacheKey, CacheLookup, CacheOperationResult, CacheResponse, CacheStats, CacheStatus,
-    CacheValue, CompareAndSetRequest, ConditionalCacheResponse, MultiCacheItemRequest,
-    MultiCacheKeyRequest, MultiCacheResponse, MultiCacheValueResponse,
+    CacheValue, CompareAndSetRequest, ConditionalCacheResponse, ConditionalCacheStatus,
+    MultiCacheItemRequest, MultiCacheKeyRequest, MultiCacheResponse, MultiCacheValueResponse,
 };
 use crate::rules::{self, RuleViolation, NO_ROOM_TEXT, OVERSIZE_TEXT};
 use crate::server::store::{Rejection, Store, StoreConfig, StoreStats};
@@ -83,18 +81,8 @@ fn namespace_ref(raw: Option<&str>) -> Result<Option<&str>, ServiceError> {
     Ok(raw.map_or(Ok(None), rules::parse_namespace)?)
 }
 
-/// The storage key for `key` in `namespace`, validated; in the shared key
-/// space the key is borrowed, not copied.
-fn storage_key<'k>(namespace: Option<&str>, key: &'k str) -> Result<Cow<'k, str>, ServiceError> {
-    rules::check_key(key, namespace)?;
-    Ok(match namespace {
-        None => Cow::Borrowed(key),
-        Some(_) => Cow::Owned(rules::storage_key(key, namespace)),
-    })
-}
-
-/// The cache service: one method per RPC. `Send + Sync`; share one instance
-/// between all connections.
+/// The cache service: `Stats`, and the [`Scope`] every other RPC runs in.
+/// `Send + Sync`; share one instance between all connections.
 #[derive(Debug)]
 pub struct CacheService {
     store: Store,
@@ -104,18 +92,6 @@ impl Default for CacheService {
     /// A service over a store with [`StoreConfig::default`] limits.
     fn default() -> Self {
         Self::new(StoreConfig::default())
-    }
-}
-
-/// Storage key for a key the caller owns: in the shared key space the key is
-/// moved, not copied.
-fn owned_storage_key(namespace: Option<&str>, key: String) -> Result<String, ServiceError> {
-    match namespace {
-        None => {
-            rules::check_key(&key, None)?;
-            Ok(key)
-        }
-        Some(_) => storage_key(namespace, &key).map(Cow::into_owned),
     }
 }
 
@@ -175,187 +151,18 @@ impl CacheService {
         &self.store
     }
 
-    /// `Get`: `found: false` for a missing or expired key.
+    /// The key space the raw `x-cache-namespace` header value names (the
+    /// shared one when absent or blank), in which a request's call runs.
+    /// Every call but `Stats` starts here, so a bad namespace fails it
+    /// before any of its keys is looked at, Multi* calls as a whole.
     ///
     /// # Errors
-    /// `InvalidArgument` for a bad namespace (checked first) or key.
-    pub fn get(&self, namespace: Option<&str>, req: CacheKey) -> Result<CacheValue, ServiceError> {
-        let namespace = namespace_ref(namespace)?;
-        let key = storage_key(namespace, &req.key)?;
-        Ok(match self.store.get(&key) {
-            Some(value) => CacheValue { found: true, value },
-            None => CacheValue {
-                found: false,
-                value: Bytes::new(),
-            },
+    /// `InvalidArgument` for a bad namespace.
+    pub fn scope<'s>(&'s self, namespace: Option<&'s str>) -> Result<Scope<'s>, ServiceError> {
+        Ok(Scope {
+            store: &self.store,
+            namespace: namespace_ref(namespace)?,
         })
-    }
-
-    /// `MultiGet`: one lookup per key, in request order, with the key as
-    /// given; a bad key is that item's `error`, a missing key is
-    /// `found: false` with no error.
-    ///
-    /// # Errors
-    /// `InvalidArgument` for a bad namespace only.
-    pub fn multi_get(
-        &self,
-        namespace: Option<&str>,
-        req: MultiCacheKeyRequest,
-    ) -> Result<MultiCacheValueResponse, ServiceError> {
-        let namespace = namespace_ref(namespace)?;
-        let items = req
-            .keys
-            .into_iter()
-            .map(|key| {
-                let lookup = storage_key(namespace, &key).map(|stored| self.store.get(&stored));
-                match lookup {
-                    Ok(Some(value)) => CacheLookup {
-                        key,
-                        found: true,
-                        value,
-                        error: String::new(),
-                    },
-                    Ok(None) => CacheLookup {
-                        key,
-                        found: false,
-                        value: Bytes::new(),
-                        error: String::new(),
-                    },
-                    Err(error) => CacheLookup {
-                        key,
-                        found: false,
-                        value: Bytes::new(),
-                        error: error.into_message(),
-                    },
-                }
-            })
-            .collect();
-        Ok(MultiCacheValueResponse { items })
-    }
-
-    /// `Set`: `status: OK` on success.
-    ///
-    /// # Errors
-    /// `InvalidArgument` for a bad namespace or key; `ResourceExhausted` for
-    /// an entry over the per-entry limit or that cannot fit.
-    pub fn set(
-        &self,
-        namespace: Option<&str>,
-        req: CacheItem,
-    ) -> Result<CacheResponse, ServiceError> {
-        let namespace = namespace_ref(namespace)?;
-        let key = owned_storage_key(namespace, req.key)?;
-        self.store.set(key, req.value, req.ttl)?;
-        Ok(CacheResponse {
-            status: CacheStatus::Ok as i32,
-        })
-    }
-
-    /// `SetIfAbsent`: `STORED` when the key was missing or expired, else
-    /// `EXISTS`.
-    ///
-    /// # Errors
-    /// As [`CacheService::set`]; a size problem is reported only when the
-    /// write would have happened.
-    pub fn set_if_absent(
-        &self,
-        namespace: Option<&str>,
-        req: CacheItem,
-    ) -> Result<ConditionalCacheResponse, ServiceError> {
-        let namespace = namespace_ref(namespace)?;
-        let key = owned_storage_key(namespace, req.key)?;
-        let status = self.store.set_if_absent(key, req.value, req.ttl)?;
-        Ok(ConditionalCacheResponse {
-            status: status as i32,
-        })
-    }
-
-    /// `CompareAndSet`: `NOT_FOUND` when missing or expired, `MISMATCH` when
-    /// the live value differs from `expected_value`, `STORED` otherwise.
-    ///
-    /// # Errors
-    /// As [`CacheService::set`]; a size problem is reported only when the
-    /// write would have happened.
-    pub fn compare_and_set(
-        &self,
-        namespace: Option<&str>,
-        req: CompareAndSetRequest,
-    ) -> Result<ConditionalCacheResponse, ServiceError> {
-        let namespace = namespace_ref(namespace)?;
-        let key = owned_storage_key(namespace, req.key)?;
-        let status = self
-            .store
-            .compare_and_set(key, &req.expected_value, req.value, req.ttl)?;
-        Ok(ConditionalCacheResponse {
-            status: status as i32,
-        })
-    }
-
-    /// `MultiSet`: one result per item, in request order, with the key as
-    /// given; a bad key, an oversize value or no room is that item's
-    /// `status: ERROR` plus `error`, and the other items are still written.
-    ///
-    /// # Errors
-    /// `InvalidArgument` for a bad namespace only.
-    pub fn multi_set(
-        &self,
-        namespace: Option<&str>,
-        req: MultiCacheItemRequest,
-    ) -> Result<MultiCacheResponse, ServiceError> {
-        let namespace = namespace_ref(namespace)?;
-        let items = req
-            .items
-            .into_iter()
-            .map(|item| {
-                let written = storage_key(namespace, &item.key).and_then(|stored| {
-                    Ok(self.store.set(stored.into_owned(), item.value, item.ttl)?)
-                });
-                operation_result(item.key, written)
-            })
-            .collect();
-        Ok(MultiCacheResponse { items })
-    }
-
-    /// `Delete`: `OK` whether or not the key was there.
-    ///
-    /// # Errors
-    /// `InvalidArgument` for a bad namespace or key.
-    pub fn delete(
-        &self,
-        namespace: Option<&str>,
-        req: CacheKey,
-    ) -> Result<CacheResponse, ServiceError> {
-        let namespace = namespace_ref(namespace)?;
-        let key = storage_key(namespace, &req.key)?;
-        self.store.delete(&key);
-        Ok(CacheResponse {
-            status: CacheStatus::Ok as i32,
-        })
-    }
-
-    /// `MultiDelete`: one result per key, in request order, with the key as
-    /// given; missing keys are `OK`, a bad key is `status: ERROR` plus
-    /// `error`.
-    ///
-    /// # Errors
-    /// `InvalidArgument` for a bad namespace only.
-    pub fn multi_delete(
-        &self,
-        namespace: Option<&str>,
-        req: MultiCacheKeyRequest,
-    ) -> Result<MultiCacheResponse, ServiceError> {
-        let namespace = namespace_ref(namespace)?;
-        let items = req
-            .keys
-            .into_iter()
-            .map(|key| {
-                let deleted = storage_key(namespace, &key).map(|stored| {
-                    self.store.delete(&stored);
-                });
-                operation_result(key, deleted)
-            })
-            .collect();
-        Ok(MultiCacheResponse { items })
     }
 
     /// `Stats`: counters of the whole server; no namespace applies.
@@ -364,9 +171,171 @@ impl CacheService {
     }
 }
 
+/// The RPCs of one request, in its (validated) key space: one method per
+/// RPC but `Stats`.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'s> {
+    store: &'s Store,
+    namespace: Option<&'s str>,
+}
+
+impl Scope<'_> {
+    /// The storage key for `key` in this key space, validated; in the
+    /// shared key space the key is borrowed, not copied.
+    fn key<'k>(&self, key: &'k str) -> Result<Cow<'k, str>, ServiceError> {
+        rules::check_key(key, self.namespace)?;
+        Ok(match self.namespace {
+            None => Cow::Borrowed(key),
+            Some(_) => Cow::Owned(rules::storage_key(key, self.namespace)),
+        })
+    }
+
+    /// The storage key for a key the caller owns: in the shared key space
+    /// the key is moved, not copied.
+    fn owned_key(&self, key: String) -> Result<String, ServiceError> {
+        match self.namespace {
+            None => {
+                rules::check_key(&key, None)?;
+                Ok(key)
+            }
+            Some(_) => self.key(&key).map(Cow::into_owned),
+        }
+    }
+
+    /// `Get`: `found: false` for a missing or expired key.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad key.
+    pub fn get(&self, req: CacheKey) -> Result<CacheValue, ServiceError> {
+        let value = self.store.get(&self.key(&req.key)?);
+        Ok(CacheValue {
+            found: value.is_some(),
+            value: value.unwrap_or_default(),
+        })
+    }
+
+    /// `MultiGet`: one lookup per key, in request order, with the key as
+    /// given; a bad key is that item's `error`, a missing key is
+    /// `found: false` with no error.
+    pub fn multi_get(&self, req: MultiCacheKeyRequest) -> MultiCacheValueResponse {
+        let items = req.keys.into_iter().map(|key| {
+            let (value, error) = match self.key(&key) {
+                Ok(stored) => (self.store.get(&stored), String::new()),
+                Err(error) => (None, error.into_message()),
+            };
+            CacheLookup {
+                key,
+                found: value.is_some(),
+                value: value.unwrap_or_default(),
+                error,
+            }
+        });
+        MultiCacheValueResponse {
+            items: items.collect(),
+        }
+    }
+
+    /// `Set`: `status: OK` on success.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad key; `ResourceExhausted` for an entry
+    /// over the per-entry limit or that cannot fit.
+    pub fn set(&self, req: CacheItem) -> Result<CacheResponse, ServiceError> {
+        let key = self.owned_key(req.key)?;
+        self.store.set(key, req.value, req.ttl)?;
+        Ok(ok())
+    }
+
+    /// `SetIfAbsent`: `STORED` when the key was missing or expired, else
+    /// `EXISTS`.
+    ///
+    /// # Errors
+    /// As [`Scope::set`]; a size problem is reported only when the write
+    /// would have happened.
+    pub fn set_if_absent(&self, req: CacheItem) -> Result<ConditionalCacheResponse, ServiceError> {
+        let key = self.owned_key(req.key)?;
+        conditional(self.store.set_if_absent(key, req.value, req.ttl))
+    }
+
+    /// `CompareAndSet`: `NOT_FOUND` when missing or expired, `MISMATCH` when
+    /// the live value differs from `expected_value`, `STORED` otherwise.
+    ///
+    /// # Errors
+    /// As [`Scope::set`]; a size problem is reported only when the write
+    /// would have happened.
+    pub fn compare_and_set(
+        &self,
+        req: CompareAndSetRequest,
+    ) -> Result<ConditionalCacheResponse, ServiceError> {
+        let key = self.owned_key(req.key)?;
+        let expected = &req.expected_value;
+        conditional(
+            self.store
+                .compare_and_set(key, expected, req.value, req.ttl),
+        )
+    }
+
+    /// `MultiSet`: one result per item, in request order, with the key as
+    /// given; a bad key, an oversize value or no room is that item's
+    /// `status: ERROR` plus `error`, and the other items are still written.
+    pub fn multi_set(&self, req: MultiCacheItemRequest) -> MultiCacheResponse {
+        let items = req.items.into_iter().map(|item| {
+            let written = self.key(&item.key).and_then(|stored| {
+                Ok(self.store.set(stored.into_owned(), item.value, item.ttl)?)
+            });
+            operation_result(item.key, written)
+        });
+        MultiCacheResponse {
+            items: items.collect(),
+        }
+    }
+
+    /// `Delete`: `OK` whether or not the key was there.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a bad key.
+    pub fn delete(&self, req: CacheKey) -> Result<CacheResponse, ServiceError> {
+        self.store.delete(&self.key(&req.key)?);
+        Ok(ok())
+    }
+
+    /// `MultiDelete`: one result per key, in request order, with the key as
+    /// given; missing keys are `OK`, a bad key is `status: ERROR` plus
+    /// `error`.
+    pub fn multi_delete(&self, req: MultiCacheKeyRequest) -> MultiCacheResponse {
+        let items = req.keys.into_iter().map(|key| {
+            let deleted = self.key(&key).map(|stored| {
+                self.store.delete(&stored);
+            });
+            operation_result(key, deleted)
+        });
+        MultiCacheResponse {
+            items: items.collect(),
+        }
+    }
+}
+
+/// The answer of a `Set` or `Delete` that went through.
+fn ok() -> CacheResponse {
+    CacheResponse {
+        status: CacheStatus::Ok as i32,
+    }
+}
+
+/// The answer of a conditional write, or its refusal.
+fn conditional(
+    status: Result<ConditionalCacheStatus, Rejection>,
+) -> Result<ConditionalCacheResponse, ServiceError> {
+    Ok(ConditionalCacheResponse {
+        status: status? as i32,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
 
     use super::*;
     use crate::proto::cache::ConditionalCacheStatus;
@@ -374,6 +343,11 @@ mod tests {
 
     fn service() -> CacheService {
         CacheService::default()
+    }
+
+    /// The scope of a valid namespace (`None`: the shared key space).
+    fn at<'s>(svc: &'s CacheService, namespace: Option<&'s str>) -> Scope<'s> {
+        svc.scope(namespace).expect("a valid namespace")
     }
 
     fn small_service(max_value_bytes: u64) -> CacheService {
@@ -419,73 +393,73 @@ mod tests {
         matches!(result, Err(ServiceError::ResourceExhausted(_)))
     }
 
+    /// Asserts a MultiSet or MultiDelete answer's keys and statuses, in
+    /// order, and that an item carries an error text exactly when its status
+    /// is `ERROR`.
+    fn assert_outcomes(reply: &MultiCacheResponse, expected: &[(&str, i32)]) {
+        let got: Vec<_> = reply
+            .items
+            .iter()
+            .map(|i| (i.key.as_str(), i.status))
+            .collect();
+        assert_eq!(got, expected);
+        for item in &reply.items {
+            assert_eq!(item.error.is_empty(), item.status == OK, "{item:?}");
+        }
+    }
+
     const OK: i32 = CacheStatus::Ok as i32;
     const ERROR: i32 = CacheStatus::Error as i32;
 
     #[test]
     fn set_then_get_round_trips_the_value() {
         let svc = service();
-        let reply = svc.set(None, item("k", b"v", 0)).unwrap();
+        let reply = at(&svc, None).set(item("k", b"v", 0)).unwrap();
         assert_eq!(reply.status, OK);
-        let value = svc.get(None, key("k")).unwrap();
+        let value = at(&svc, None).get(key("k")).unwrap();
         assert!(value.found);
         assert_eq!(value.value, Bytes::from_static(b"v"));
     }
 
     #[test]
     fn get_of_a_missing_key_is_not_found_not_an_error() {
-        let value = service().get(None, key("nope")).unwrap();
+        let value = at(&service(), None).get(key("nope")).unwrap();
         assert!(!value.found);
         assert!(value.value.is_empty());
     }
 
     #[test]
-    fn get_of_an_expired_key_is_not_found() {
-        let svc = service();
-        let t0 = Instant::now();
-        svc.store()
-            .set_at("k".into(), Bytes::from_static(b"v"), 1, t0)
-            .unwrap();
-        assert!(svc
-            .store()
-            .get_at("k", t0 + Duration::from_secs(1))
-            .is_none());
-        assert!(!svc.get(None, key("k")).unwrap().found);
-    }
-
-    #[test]
     fn empty_and_257_character_keys_are_invalid_argument() {
         let svc = service();
-        assert!(invalid(svc.get(None, key(""))));
-        assert!(invalid(svc.set(None, item("", b"v", 0))));
-        assert!(invalid(svc.delete(None, key(""))));
-        assert!(invalid(svc.get(None, key(&"k".repeat(257)))));
-        assert!(svc.set(None, item(&"k".repeat(256), b"v", 0)).is_ok());
+        assert!(invalid(at(&svc, None).get(key(""))));
+        assert!(invalid(at(&svc, None).set(item("", b"v", 0))));
+        assert!(invalid(at(&svc, None).delete(key(""))));
+        assert!(invalid(at(&svc, None).get(key(&"k".repeat(257)))));
+        assert!(at(&svc, None).set(item(&"k".repeat(256), b"v", 0)).is_ok());
     }
 
     #[test]
     fn multibyte_key_of_256_characters_is_accepted() {
         let svc = service();
         let k = "ß".repeat(256);
-        svc.set(None, item(&k, b"v", 0)).unwrap();
-        assert!(svc.get(None, key(&k)).unwrap().found);
-        assert!(invalid(svc.get(None, key(&"ß".repeat(257)))));
+        at(&svc, None).set(item(&k, b"v", 0)).unwrap();
+        assert!(at(&svc, None).get(key(&k)).unwrap().found);
+        assert!(invalid(at(&svc, None).get(key(&"ß".repeat(257)))));
     }
 
     #[test]
     fn key_valid_alone_is_invalid_argument_once_namespaced() {
         let svc = service();
         let k = "k".repeat(251);
-        assert!(svc.set(None, item(&k, b"v", 0)).is_ok());
-        assert!(invalid(svc.set(Some("app"), item(&k, b"v", 0))));
-        assert!(svc
-            .set(Some("app"), item(&"k".repeat(250), b"v", 0))
-            .is_ok());
+        assert!(at(&svc, None).set(item(&k, b"v", 0)).is_ok());
+        let app = at(&svc, Some("app"));
+        assert!(invalid(app.set(item(&k, b"v", 0))));
+        assert!(app.set(item(&"k".repeat(250), b"v", 0)).is_ok());
     }
 
     #[test]
     fn namespace_is_checked_before_the_key() {
-        let err = service().get(Some("-bad"), key("")).unwrap_err();
+        let err = service().scope(Some("-bad")).unwrap_err();
         assert_eq!(
             err.message(),
             "Namespace must contain only letters, numbers, dots, dashes, or underscores"
@@ -495,15 +469,21 @@ mod tests {
     #[test]
     fn keys_in_different_namespaces_never_see_each_other() {
         let svc = service();
-        svc.set(Some("a"), item("k", b"in a", 0)).unwrap();
-        svc.set(Some("b"), item("k", b"in b", 0)).unwrap();
-        svc.set(None, item("k", b"shared", 0)).unwrap();
-        assert_eq!(svc.get(Some("a"), key("k")).unwrap().value, &b"in a"[..]);
-        assert_eq!(svc.get(Some("b"), key("k")).unwrap().value, &b"in b"[..]);
-        assert_eq!(svc.get(None, key("k")).unwrap().value, &b"shared"[..]);
-        svc.delete(Some("a"), key("k")).unwrap();
-        assert!(!svc.get(Some("a"), key("k")).unwrap().found);
-        assert!(svc.get(Some("b"), key("k")).unwrap().found);
+        at(&svc, Some("a")).set(item("k", b"in a", 0)).unwrap();
+        at(&svc, Some("b")).set(item("k", b"in b", 0)).unwrap();
+        at(&svc, None).set(item("k", b"shared", 0)).unwrap();
+        assert_eq!(
+            at(&svc, Some("a")).get(key("k")).unwrap().value,
+            &b"in a"[..]
+        );
+        assert_eq!(
+            at(&svc, Some("b")).get(key("k")).unwrap().value,
+            &b"in b"[..]
+        );
+        assert_eq!(at(&svc, None).get(key("k")).unwrap().value, &b"shared"[..]);
+        at(&svc, Some("a")).delete(key("k")).unwrap();
+        assert!(!at(&svc, Some("a")).get(key("k")).unwrap().found);
+        assert!(at(&svc, Some("b")).get(key("k")).unwrap().found);
     }
 
     #[test]
@@ -512,28 +492,32 @@ mod tests {
         // the contract, so a shared-space key spelled like a storage key
         // reaches the namespaced entry there too.
         let svc = service();
-        svc.set(Some("b"), item("k", b"in b", 0)).unwrap();
-        assert_eq!(svc.get(None, key("1:b:k")).unwrap().value, &b"in b"[..]);
+        at(&svc, Some("b")).set(item("k", b"in b", 0)).unwrap();
+        assert_eq!(
+            at(&svc, None).get(key("1:b:k")).unwrap().value,
+            &b"in b"[..]
+        );
     }
 
     #[test]
     fn blank_or_padded_namespace_header_is_trimmed() {
         let svc = service();
-        svc.set(Some("  app  "), item("k", b"v", 0)).unwrap();
-        assert!(svc.get(Some("app"), key("k")).unwrap().found);
-        svc.set(Some("   "), item("s", b"v", 0)).unwrap();
-        assert!(svc.get(None, key("s")).unwrap().found);
-        assert!(svc.get(Some(""), key("s")).unwrap().found);
+        at(&svc, Some("  app  ")).set(item("k", b"v", 0)).unwrap();
+        assert!(at(&svc, Some("app")).get(key("k")).unwrap().found);
+        at(&svc, Some("   ")).set(item("s", b"v", 0)).unwrap();
+        assert!(at(&svc, None).get(key("s")).unwrap().found);
+        assert!(at(&svc, Some("")).get(key("s")).unwrap().found);
     }
 
     #[test]
     fn invalid_namespaces_are_invalid_argument() {
         let svc = service();
-        for bad in ["_x", "a b", "a:b", &"n".repeat(65)] {
-            assert!(invalid(svc.get(Some(bad), key("k"))), "{bad}");
-            assert!(invalid(svc.set(Some(bad), item("k", b"v", 0))), "{bad}");
+        // Every call but Stats runs in a scope, so a bad namespace fails
+        // it, a Multi* call as a whole.
+        for bad in ["_x", "a b", "a:b", "-x", "!", &"n".repeat(65)] {
+            assert!(invalid(svc.scope(Some(bad))), "{bad}");
         }
-        assert!(svc.get(Some(&"n".repeat(64)), key("k")).is_ok());
+        assert!(at(&svc, Some(&"n".repeat(64))).get(key("k")).is_ok());
     }
 
     #[test]
@@ -549,53 +533,60 @@ mod tests {
             value: Bytes::from(vec![0u8; 992]),
             ttl: 0,
         };
-        assert!(svc.set(None, fits).is_ok());
-        assert!(exhausted(svc.set(None, too_big)));
+        assert!(at(&svc, None).set(fits).is_ok());
+        assert!(exhausted(at(&svc, None).set(too_big)));
         assert_eq!(svc.stats().rejected_oversize, 1);
     }
 
     #[test]
     fn delete_is_ok_for_present_and_missing_keys() {
         let svc = service();
-        svc.set(None, item("k", b"v", 0)).unwrap();
-        assert_eq!(svc.delete(None, key("k")).unwrap().status, OK);
-        assert_eq!(svc.delete(None, key("k")).unwrap().status, OK);
-        assert!(!svc.get(None, key("k")).unwrap().found);
+        at(&svc, None).set(item("k", b"v", 0)).unwrap();
+        assert_eq!(at(&svc, None).delete(key("k")).unwrap().status, OK);
+        assert_eq!(at(&svc, None).delete(key("k")).unwrap().status, OK);
+        assert!(!at(&svc, None).get(key("k")).unwrap().found);
     }
 
     #[test]
     fn set_if_absent_answers_stored_then_exists() {
         let svc = service();
-        let first = svc.set_if_absent(Some("ns"), item("k", b"1", 0)).unwrap();
+        let first = at(&svc, Some("ns"))
+            .set_if_absent(item("k", b"1", 0))
+            .unwrap();
         assert_eq!(first.status, ConditionalCacheStatus::Stored as i32);
-        let second = svc.set_if_absent(Some("ns"), item("k", b"2", 0)).unwrap();
+        let second = at(&svc, Some("ns"))
+            .set_if_absent(item("k", b"2", 0))
+            .unwrap();
         assert_eq!(second.status, ConditionalCacheStatus::Exists as i32);
-        assert_eq!(svc.get(Some("ns"), key("k")).unwrap().value, &b"1"[..]);
+        assert_eq!(at(&svc, Some("ns")).get(key("k")).unwrap().value, &b"1"[..]);
         // Same key, other namespace: absent there.
-        let other = svc
-            .set_if_absent(Some("other"), item("k", b"3", 0))
+        let other = at(&svc, Some("other"))
+            .set_if_absent(item("k", b"3", 0))
             .unwrap();
         assert_eq!(other.status, ConditionalCacheStatus::Stored as i32);
     }
 
     #[test]
-    fn set_if_absent_after_expiry_stores() {
+    fn an_expired_entry_is_not_found_and_absent_for_set_if_absent() {
         let svc = service();
         let t0 = Instant::now();
-        svc.store()
-            .set_at("3:app:k".into(), Bytes::from_static(b"old"), 1, t0)
-            .unwrap();
-        let status = svc
+        let later = t0 + Duration::from_secs(1);
+        // "3:app:k" is the storage key of "k" in the namespace "app".
+        for stored in ["k", "3:app:k"] {
+            let old = Bytes::from_static(b"old");
+            svc.store().set_at(stored.into(), old, 1, t0).unwrap();
+        }
+        assert!(svc.store().get_at("k", later).is_none());
+        assert!(!at(&svc, None).get(key("k")).unwrap().found);
+        let new = Bytes::from_static(b"new");
+        let put = svc
             .store()
-            .set_if_absent_at(
-                "3:app:k".into(),
-                Bytes::from_static(b"new"),
-                0,
-                t0 + Duration::from_secs(1),
-            )
-            .unwrap();
-        assert_eq!(status, ConditionalCacheStatus::Stored);
-        assert_eq!(svc.get(Some("app"), key("k")).unwrap().value, &b"new"[..]);
+            .set_if_absent_at("3:app:k".into(), new, 0, later);
+        assert_eq!(put, Ok(ConditionalCacheStatus::Stored));
+        assert_eq!(
+            at(&svc, Some("app")).get(key("k")).unwrap().value,
+            &b"new"[..]
+        );
     }
 
     #[test]
@@ -603,38 +594,35 @@ mod tests {
         let svc = service();
         let status = |r: Result<ConditionalCacheResponse, ServiceError>| r.unwrap().status;
         assert_eq!(
-            status(svc.compare_and_set(None, cas("k", b"a", b"b"))),
+            status(at(&svc, None).compare_and_set(cas("k", b"a", b"b"))),
             ConditionalCacheStatus::NotFound as i32
         );
-        svc.set(None, item("k", b"a", 0)).unwrap();
+        at(&svc, None).set(item("k", b"a", 0)).unwrap();
         assert_eq!(
-            status(svc.compare_and_set(None, cas("k", b"x", b"b"))),
+            status(at(&svc, None).compare_and_set(cas("k", b"x", b"b"))),
             ConditionalCacheStatus::Mismatch as i32
         );
         assert_eq!(
-            status(svc.compare_and_set(None, cas("k", b"a", b"b"))),
+            status(at(&svc, None).compare_and_set(cas("k", b"a", b"b"))),
             ConditionalCacheStatus::Stored as i32
         );
-        assert_eq!(svc.get(None, key("k")).unwrap().value, &b"b"[..]);
+        assert_eq!(at(&svc, None).get(key("k")).unwrap().value, &b"b"[..]);
     }
 
     #[test]
-    fn compare_and_set_validates_namespace_and_key() {
+    fn conditional_writes_validate_the_key() {
         let svc = service();
-        assert!(invalid(svc.compare_and_set(Some("!"), cas("k", b"", b""))));
-        assert!(invalid(svc.compare_and_set(None, cas("", b"", b""))));
-        assert!(invalid(svc.set_if_absent(None, item("", b"", 0))));
+        assert!(invalid(at(&svc, None).compare_and_set(cas("", b"", b""))));
+        assert!(invalid(at(&svc, None).set_if_absent(item("", b"", 0))));
     }
 
     #[test]
     fn multi_get_answers_in_request_order_with_keys_as_given() {
         let svc = service();
-        svc.set(Some("app"), item("a", b"1", 0)).unwrap();
-        svc.set(Some("app"), item("c", b"3", 0)).unwrap();
+        at(&svc, Some("app")).set(item("a", b"1", 0)).unwrap();
+        at(&svc, Some("app")).set(item("c", b"3", 0)).unwrap();
         let long = "k".repeat(257);
-        let reply = svc
-            .multi_get(Some("app"), keys(&["c", "missing", "", "a", &long, "c"]))
-            .unwrap();
+        let reply = at(&svc, Some("app")).multi_get(keys(&["c", "missing", "", "a", &long, "c"]));
         let got: Vec<_> = reply
             .items
             .iter()
@@ -657,21 +645,9 @@ mod tests {
     fn multi_get_reports_a_key_too_long_once_namespaced_as_an_item_error() {
         let svc = service();
         let k = "k".repeat(251);
-        let reply = svc.multi_get(Some("app"), keys(&[&k])).unwrap();
+        let reply = at(&svc, Some("app")).multi_get(keys(&[&k]));
         assert!(!reply.items[0].found);
         assert!(!reply.items[0].error.is_empty());
-    }
-
-    #[test]
-    fn multi_calls_fail_as_a_whole_on_an_invalid_namespace() {
-        let svc = service();
-        assert!(invalid(svc.multi_get(Some("-x"), keys(&["a"]))));
-        assert!(invalid(svc.multi_delete(Some("-x"), keys(&["a"]))));
-        let req = MultiCacheItemRequest {
-            items: vec![item("a", b"1", 0)],
-        };
-        assert!(invalid(svc.multi_set(Some("-x"), req)));
-        assert!(!svc.get(None, key("a")).unwrap().found);
     }
 
     #[test]
@@ -685,24 +661,11 @@ mod tests {
                 item("b", b"3", 0),
             ],
         };
-        let reply = svc.multi_set(Some("ns"), req).unwrap();
-        let got: Vec<_> = reply
-            .items
-            .iter()
-            .map(|i| (i.key.as_str(), i.status, i.error.is_empty()))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("a", OK, true),
-                ("", ERROR, false),
-                ("big", ERROR, false),
-                ("b", OK, true),
-            ]
-        );
-        assert!(svc.get(Some("ns"), key("a")).unwrap().found);
-        assert!(svc.get(Some("ns"), key("b")).unwrap().found);
-        assert!(!svc.get(Some("ns"), key("big")).unwrap().found);
+        let reply = at(&svc, Some("ns")).multi_set(req);
+        assert_outcomes(&reply, &[("a", OK), ("", ERROR), ("big", ERROR), ("b", OK)]);
+        assert!(at(&svc, Some("ns")).get(key("a")).unwrap().found);
+        assert!(at(&svc, Some("ns")).get(key("b")).unwrap().found);
+        assert!(!at(&svc, Some("ns")).get(key("big")).unwrap().found);
         assert_eq!(svc.stats().rejected_oversize, 1);
     }
 
@@ -716,35 +679,21 @@ mod tests {
         let req = MultiCacheItemRequest {
             items: vec![item("a", b"1", 0), item("b", b"this does not fit", 0)],
         };
-        let reply = svc.multi_set(None, req).unwrap();
-        assert_eq!(reply.items[0].status, OK);
-        assert_eq!(reply.items[1].status, ERROR);
-        assert!(!reply.items[1].error.is_empty());
+        let reply = at(&svc, None).multi_set(req);
+        assert_outcomes(&reply, &[("a", OK), ("b", ERROR)]);
         assert_eq!(svc.stats().rejected_capacity, 1);
     }
 
     #[test]
     fn multi_delete_reports_missing_keys_as_ok_and_bad_keys_as_errors() {
         let svc = service();
-        svc.set(None, item("a", b"1", 0)).unwrap();
-        let reply = svc
-            .multi_delete(None, keys(&["a", "missing", "", "a"]))
-            .unwrap();
-        let got: Vec<_> = reply
-            .items
-            .iter()
-            .map(|i| (i.key.as_str(), i.status, i.error.is_empty()))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("a", OK, true),
-                ("missing", OK, true),
-                ("", ERROR, false),
-                ("a", OK, true),
-            ]
+        at(&svc, None).set(item("a", b"1", 0)).unwrap();
+        let reply = at(&svc, None).multi_delete(keys(&["a", "missing", "", "a"]));
+        assert_outcomes(
+            &reply,
+            &[("a", OK), ("missing", OK), ("", ERROR), ("a", OK)],
         );
-        assert!(!svc.get(None, key("a")).unwrap().found);
+        assert!(!at(&svc, None).get(key("a")).unwrap().found);
     }
 
     #[test]
@@ -753,12 +702,12 @@ mod tests {
         let empty = svc.stats();
         assert_eq!(empty.hit_rate, 0.0);
         assert_eq!(empty.size, 0);
-        svc.set(Some("a"), item("k", b"v", 0)).unwrap();
-        svc.set(None, item("k", b"v", 0)).unwrap();
-        svc.get(Some("a"), key("k")).unwrap();
-        svc.get(None, key("k")).unwrap();
-        svc.get(None, key("x")).unwrap();
-        svc.multi_get(None, keys(&["k", "y"])).unwrap();
+        at(&svc, Some("a")).set(item("k", b"v", 0)).unwrap();
+        at(&svc, None).set(item("k", b"v", 0)).unwrap();
+        at(&svc, Some("a")).get(key("k")).unwrap();
+        at(&svc, None).get(key("k")).unwrap();
+        at(&svc, None).get(key("x")).unwrap();
+        at(&svc, None).multi_get(keys(&["k", "y"]));
         let stats = svc.stats();
         assert_eq!(stats.size, 2);
         assert_eq!(stats.hits, 3);
@@ -786,9 +735,8 @@ mod tests {
         svc.store().set_at("b".into(), Bytes::new(), 1, t0).unwrap(); // evicts a
         svc.store().get_at("b", t0 + Duration::from_secs(1)); // expires b
         let stats = svc.stats();
-        assert_eq!(stats.lru_evictions, 1);
-        assert_eq!(stats.expired_removals, 1);
-        assert_eq!(stats.evictions, 2);
+        let evictions = (stats.lru_evictions, stats.expired_removals, stats.evictions);
+        assert_eq!(evictions, (1, 1, 2));
     }
 
     #[test]
@@ -815,7 +763,7 @@ mod tests {
 
     #[test]
     fn errors_display_their_message() {
-        let err = service().get(None, key("")).unwrap_err();
+        let err = at(&service(), None).get(key("")).unwrap_err();
         assert_eq!(err.to_string(), "Key cannot be empty");
         assert_eq!(err.message(), err.to_string());
     }
@@ -833,16 +781,11 @@ mod tests {
             ttl: 0,
         };
         let oversize = ServiceError::ResourceExhausted(OVERSIZE_TEXT.into());
-        assert_eq!(svc.set(None, big("k")), Err(oversize.clone()));
-        assert_eq!(svc.set_if_absent(None, big("k")), Err(oversize));
-        let reply = svc
-            .multi_set(
-                None,
-                MultiCacheItemRequest {
-                    items: vec![big("k")],
-                },
-            )
-            .unwrap();
+        assert_eq!(at(&svc, None).set(big("k")), Err(oversize.clone()));
+        assert_eq!(at(&svc, None).set_if_absent(big("k")), Err(oversize));
+        let reply = at(&svc, None).multi_set(MultiCacheItemRequest {
+            items: vec![big("k")],
+        });
         assert_eq!(reply.items[0].error, OVERSIZE_TEXT);
 
         let no_room = CacheService::new(StoreConfig {
@@ -850,7 +793,7 @@ mod tests {
             ..StoreConfig::default()
         });
         assert_eq!(
-            no_room.set(None, item("k", b"v", 0)),
+            at(&no_room, None).set(item("k", b"v", 0)),
             Err(ServiceError::ResourceExhausted(NO_ROOM_TEXT.into()))
         );
     }

@@ -319,14 +319,37 @@ impl Store {
         ttl_secs: i32,
         now: Instant,
     ) -> Result<(), Rejection> {
+        self.write_at(key, value, ttl_secs, now, |_, _, _| None)
+            .map(|_| ())
+    }
+
+    /// The write path of every setter: under the lock, `answer` looks at
+    /// the key first and may answer instead of writing; otherwise the entry
+    /// is inserted (`Stored`). What the write replaces or evicts is dropped
+    /// once the lock is released, so freeing it lengthens no critical
+    /// section.
+    fn write_at(
+        &self,
+        key: String,
+        value: Bytes,
+        ttl_secs: i32,
+        now: Instant,
+        answer: impl FnOnce(&mut Inner, &str, &mut Garbage) -> Option<ConditionalCacheStatus>,
+    ) -> Result<ConditionalCacheStatus, Rejection> {
         let entry = Entry {
             value,
             expires_at: deadline(now, ttl_secs),
         };
         let mut garbage = Garbage::default();
-        let result = self
-            .lock()
-            .insert(&self.config, key, entry, now, &mut garbage);
+        let result = {
+            let mut inner = self.lock();
+            match answer(&mut inner, &key, &mut garbage) {
+                Some(status) => Ok(status),
+                None => inner
+                    .insert(&self.config, key, entry, now, &mut garbage)
+                    .map(|()| ConditionalCacheStatus::Stored),
+            }
+        };
         drop(garbage);
         result
     }
@@ -354,23 +377,11 @@ impl Store {
         ttl_secs: i32,
         now: Instant,
     ) -> Result<ConditionalCacheStatus, Rejection> {
-        let entry = Entry {
-            value,
-            expires_at: deadline(now, ttl_secs),
-        };
-        let mut garbage = Garbage::default();
-        let result = {
-            let mut inner = self.lock();
-            if inner.live(&key, now, &mut garbage).is_some() {
-                Ok(ConditionalCacheStatus::Exists)
-            } else {
-                inner
-                    .insert(&self.config, key, entry, now, &mut garbage)
-                    .map(|()| ConditionalCacheStatus::Stored)
-            }
-        };
-        drop(garbage);
-        result
+        self.write_at(key, value, ttl_secs, now, |inner, key, garbage| {
+            inner
+                .live(key, now, garbage)
+                .map(|_| ConditionalCacheStatus::Exists)
+        })
     }
 
     /// Replaces the value of `key` with `value` only when its live value
@@ -399,25 +410,12 @@ impl Store {
         ttl_secs: i32,
         now: Instant,
     ) -> Result<ConditionalCacheStatus, Rejection> {
-        let entry = Entry {
-            value,
-            expires_at: deadline(now, ttl_secs),
-        };
-        let mut garbage = Garbage::default();
-        let result = {
-            let mut inner = self.lock();
-            match inner.live(&key, now, &mut garbage) {
-                None => Ok(ConditionalCacheStatus::NotFound),
-                Some(current) if current.value.as_ref() != expected => {
-                    Ok(ConditionalCacheStatus::Mismatch)
-                }
-                Some(_) => inner
-                    .insert(&self.config, key, entry, now, &mut garbage)
-                    .map(|()| ConditionalCacheStatus::Stored),
-            }
-        };
-        drop(garbage);
-        result
+        self.write_at(key, value, ttl_secs, now, |inner, key, garbage| {
+            let Some(current) = inner.live(key, now, garbage) else {
+                return Some(ConditionalCacheStatus::NotFound);
+            };
+            (current.value.as_ref() != expected).then_some(ConditionalCacheStatus::Mismatch)
+        })
     }
 
     /// Removes `key`; returns whether a live entry was there. Deleting a
@@ -610,6 +608,27 @@ mod tests {
         matches!(result, Err(Rejection::NoRoom { .. }))
     }
 
+    /// A store with default limits holding `entries` (key, value, TTL in
+    /// seconds), all written at the instant it returns.
+    fn written(entries: &[(&str, &'static [u8], i32)]) -> (Store, Instant) {
+        let store = Store::new(StoreConfig::default());
+        let t0 = Instant::now();
+        for &(key, value, ttl_secs) in entries {
+            let value = Bytes::from_static(value);
+            store.set_at(key.into(), value, ttl_secs, t0).unwrap();
+        }
+        (store, t0)
+    }
+
+    /// Which of `keys` the store still holds, read in order (each read
+    /// counts, and refreshes recency).
+    fn held<'k>(store: &Store, keys: &[&'k str]) -> Vec<&'k str> {
+        keys.iter()
+            .copied()
+            .filter(|key| store.get(key).is_some())
+            .collect()
+    }
+
     #[test]
     fn default_config_lets_a_value_of_any_size_a_4_mib_message_carries_fit() {
         let config = StoreConfig::default();
@@ -677,9 +696,7 @@ mod tests {
         store.set("a".into(), bytes_of(1), 0).unwrap();
         store.set("b".into(), bytes_of(1), 0).unwrap();
         store.set("c".into(), bytes_of(1), 0).unwrap();
-        assert_eq!(store.get("a"), None);
-        assert!(store.get("b").is_some());
-        assert!(store.get("c").is_some());
+        assert_eq!(held(&store, &["a", "b", "c"]), ["b", "c"]);
         let stats = store.stats();
         assert_eq!(stats.size, 2);
         assert_eq!(stats.lru_evictions, 1);
@@ -693,8 +710,7 @@ mod tests {
         store.set("b".into(), bytes_of(1), 0).unwrap();
         assert!(store.get("a").is_some());
         store.set("c".into(), bytes_of(1), 0).unwrap();
-        assert!(store.get("a").is_some());
-        assert_eq!(store.get("b"), None);
+        assert_eq!(held(&store, &["a", "b"]), ["a"]);
     }
 
     #[test]
@@ -706,10 +722,7 @@ mod tests {
         }
         // 100 bytes needs two evictions: 150 - 100 + 100 = 150 <= 160.
         store.set("d".into(), bytes_of(67), 0).unwrap();
-        assert_eq!(store.get("a"), None);
-        assert_eq!(store.get("b"), None);
-        assert!(store.get("c").is_some());
-        assert!(store.get("d").is_some());
+        assert_eq!(held(&store, &["a", "b", "c", "d"]), ["c", "d"]);
         let stats = store.stats();
         assert_eq!(stats.lru_evictions, 2);
         assert_eq!(stats.memory_usage_bytes, 150);
@@ -732,11 +745,7 @@ mod tests {
 
     #[test]
     fn entry_expires_exactly_when_elapsed_equals_ttl() {
-        let store = Store::new(StoreConfig::default());
-        let t0 = Instant::now();
-        store
-            .set_at("k".into(), Bytes::from_static(b"v"), 5, t0)
-            .unwrap();
+        let (store, t0) = written(&[("k", b"v", 5)]);
         let just_before = t0 + Duration::from_secs(5) - Duration::from_nanos(1);
         assert!(store.get_at("k", just_before).is_some());
         assert_eq!(store.get_at("k", t0 + Duration::from_secs(5)), None);
@@ -751,12 +760,7 @@ mod tests {
 
     #[test]
     fn ttl_zero_and_negative_never_expire() {
-        let store = Store::new(StoreConfig::default());
-        let t0 = Instant::now();
-        store.set_at("zero".into(), bytes_of(1), 0, t0).unwrap();
-        store
-            .set_at("negative".into(), bytes_of(1), -7, t0)
-            .unwrap();
+        let (store, t0) = written(&[("zero", b"x", 0), ("negative", b"x", -7)]);
         let much_later = t0 + Duration::from_secs(100 * 365 * 24 * 3600);
         assert!(store.get_at("zero", much_later).is_some());
         assert!(store.get_at("negative", much_later).is_some());
@@ -765,11 +769,7 @@ mod tests {
 
     #[test]
     fn stats_removes_expired_entries_before_counting() {
-        let store = Store::new(StoreConfig::default());
-        let t0 = Instant::now();
-        store.set_at("short".into(), bytes_of(1), 1, t0).unwrap();
-        store.set_at("long".into(), bytes_of(1), 10, t0).unwrap();
-        store.set_at("never".into(), bytes_of(1), 0, t0).unwrap();
+        let (store, t0) = written(&[("short", b"x", 1), ("long", b"x", 10), ("never", b"x", 0)]);
         assert_eq!(store.stats_at(t0).size, 3);
         let stats = store.stats_at(t0 + Duration::from_secs(1));
         assert_eq!(stats.size, 2);
@@ -785,55 +785,41 @@ mod tests {
     #[test]
     fn set_if_absent_stores_when_missing_and_reports_exists_otherwise() {
         let store = Store::new(StoreConfig::default());
-        let status = store.set_if_absent("k".into(), Bytes::from_static(b"1"), 0);
-        assert_eq!(status.unwrap(), ConditionalCacheStatus::Stored);
-        let status = store.set_if_absent("k".into(), Bytes::from_static(b"2"), 0);
-        assert_eq!(status.unwrap(), ConditionalCacheStatus::Exists);
+        let put = |value| store.set_if_absent("k".into(), Bytes::from_static(value), 0);
+        assert_eq!(put(b"1"), Ok(ConditionalCacheStatus::Stored));
+        assert_eq!(put(b"2"), Ok(ConditionalCacheStatus::Exists));
         assert_eq!(store.get("k"), Some(Bytes::from_static(b"1")));
-    }
-
-    #[test]
-    fn set_if_absent_treats_an_expired_entry_as_absent() {
-        let store = Store::new(StoreConfig::default());
-        let t0 = Instant::now();
-        store
-            .set_at("k".into(), Bytes::from_static(b"old"), 1, t0)
-            .unwrap();
-        let later = t0 + Duration::from_secs(1);
-        let status = store.set_if_absent_at("k".into(), Bytes::from_static(b"new"), 0, later);
-        assert_eq!(status.unwrap(), ConditionalCacheStatus::Stored);
-        assert_eq!(store.get_at("k", later), Some(Bytes::from_static(b"new")));
-        assert_eq!(store.stats_at(later).expired_removals, 1);
     }
 
     #[test]
     fn compare_and_set_reports_not_found_mismatch_and_stored() {
         let store = Store::new(StoreConfig::default());
-        let status = store.compare_and_set("k".into(), b"a", Bytes::from_static(b"b"), 0);
-        assert_eq!(status.unwrap(), ConditionalCacheStatus::NotFound);
+        // Each attempt replaces "k" with "b" if it holds `expected`.
+        let replace =
+            |expected| store.compare_and_set("k".into(), expected, Bytes::from_static(b"b"), 0);
+        assert_eq!(replace(b"a"), Ok(ConditionalCacheStatus::NotFound));
         assert_eq!(store.get("k"), None);
 
         store.set("k".into(), Bytes::from_static(b"a"), 0).unwrap();
-        let status = store.compare_and_set("k".into(), b"x", Bytes::from_static(b"b"), 0);
-        assert_eq!(status.unwrap(), ConditionalCacheStatus::Mismatch);
+        assert_eq!(replace(b"x"), Ok(ConditionalCacheStatus::Mismatch));
         assert_eq!(store.get("k"), Some(Bytes::from_static(b"a")));
 
-        let status = store.compare_and_set("k".into(), b"a", Bytes::from_static(b"b"), 0);
-        assert_eq!(status.unwrap(), ConditionalCacheStatus::Stored);
+        assert_eq!(replace(b"a"), Ok(ConditionalCacheStatus::Stored));
         assert_eq!(store.get("k"), Some(Bytes::from_static(b"b")));
     }
 
     #[test]
-    fn compare_and_set_on_an_expired_entry_is_not_found() {
-        let store = Store::new(StoreConfig::default());
-        let t0 = Instant::now();
-        store
-            .set_at("k".into(), Bytes::from_static(b"a"), 2, t0)
-            .unwrap();
-        let later = t0 + Duration::from_secs(2);
-        let status = store.compare_and_set_at("k".into(), b"a", Bytes::from_static(b"b"), 0, later);
-        assert_eq!(status.unwrap(), ConditionalCacheStatus::NotFound);
-        assert_eq!(store.get_at("k", later), None);
+    fn conditional_writes_treat_an_expired_entry_as_missing() {
+        let (store, t0) = written(&[("absent", b"old", 1), ("swapped", b"a", 1)]);
+        let later = t0 + Duration::from_secs(1);
+        let new = Bytes::from_static(b"new");
+        let put = store.set_if_absent_at("absent".into(), new.clone(), 0, later);
+        assert_eq!(put, Ok(ConditionalCacheStatus::Stored));
+        assert_eq!(store.get_at("absent", later), Some(new.clone()));
+        let replaced = store.compare_and_set_at("swapped".into(), b"a", new, 0, later);
+        assert_eq!(replaced, Ok(ConditionalCacheStatus::NotFound));
+        assert_eq!(store.get_at("swapped", later), None);
+        assert_eq!(store.stats_at(later).expired_removals, 2);
     }
 
     #[test]
@@ -847,11 +833,7 @@ mod tests {
 
     #[test]
     fn compare_and_set_with_a_new_ttl_applies_it() {
-        let store = Store::new(StoreConfig::default());
-        let t0 = Instant::now();
-        store
-            .set_at("k".into(), Bytes::from_static(b"a"), 0, t0)
-            .unwrap();
+        let (store, t0) = written(&[("k", b"a", 0)]);
         let status = store.compare_and_set_at("k".into(), b"a", Bytes::from_static(b"b"), 3, t0);
         assert_eq!(status.unwrap(), ConditionalCacheStatus::Stored);
         assert_eq!(store.get_at("k", t0 + Duration::from_secs(3)), None);
@@ -870,9 +852,7 @@ mod tests {
 
     #[test]
     fn deleting_an_expired_entry_reports_nothing_removed() {
-        let store = Store::new(StoreConfig::default());
-        let t0 = Instant::now();
-        store.set_at("k".into(), bytes_of(10), 1, t0).unwrap();
+        let (store, t0) = written(&[("k", b"ten bytes!", 1)]);
         assert!(!store.delete_at("k", t0 + Duration::from_secs(1)));
         assert_eq!(store.stats().memory_usage_bytes, 0);
     }
