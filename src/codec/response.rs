@@ -247,6 +247,7 @@ mod tests {
 
     use super::*;
     use crate::codec::framing::DEFAULT_MAX_MESSAGE_BYTES;
+    use crate::codec::status::HTTP_STATUS_TABLE;
     use http::header::{HeaderName, HeaderValue};
 
     #[test]
@@ -334,166 +335,125 @@ mod tests {
         trailer_map(&[("grpc-status", "0")])
     }
 
-    #[test]
-    fn successful_response_yields_the_one_message() {
+    /// A decoder past a normal gRPC head.
+    fn started() -> UnaryDecoder {
         let mut d = decoder();
         d.on_head(&grpc_head()).expect("head");
-        d.on_data(framed(b"\x08\x01")).expect("data");
-        assert_eq!(
-            d.finish(Some(&ok_trailers())),
-            Ok(Bytes::from_static(b"\x08\x01"))
-        );
+        d
+    }
+
+    /// A whole response: a normal head, each of `frames` as a DATA frame,
+    /// then `trailers`.
+    fn finished(frames: &[Bytes], trailers: Option<&HeaderMap>) -> Result<Bytes, ResponseError> {
+        let mut d = started();
+        for frame in frames {
+            d.on_data(frame.clone()).expect("data");
+        }
+        d.finish(trailers)
+    }
+
+    /// The error a head that ends the call (trailers-only, or an HTTP
+    /// error) gives.
+    fn head_error(status: u16, headers: &[(&str, &str)]) -> ResponseError {
+        let head = parts(status, headers);
+        decoder()
+            .on_head(&head)
+            .expect_err("the head ends the call")
     }
 
     #[test]
-    fn message_split_across_data_frames_is_reassembled() {
+    fn one_message_with_ok_trailers_is_the_reply_however_it_is_framed() {
         let data = framed(b"hello world");
-        let mut d = decoder();
-        d.on_head(&grpc_head()).expect("head");
-        d.on_data(data.slice(..2)).expect("data");
-        d.on_data(data.slice(2..8)).expect("data");
-        d.on_data(data.slice(8..)).expect("data");
-        assert_eq!(
-            d.finish(Some(&ok_trailers())),
-            Ok(Bytes::from_static(b"hello world"))
-        );
-    }
-
-    #[test]
-    fn empty_message_with_ok_status_is_a_valid_empty_reply() {
-        let mut d = decoder();
-        d.on_head(&grpc_head()).expect("head");
-        d.on_data(framed(b"")).expect("data");
-        assert_eq!(d.finish(Some(&ok_trailers())), Ok(Bytes::new()));
-    }
-
-    #[test]
-    fn reference_server_error_with_empty_message_then_error_trailers_is_the_status() {
-        let mut d = decoder();
-        d.on_head(&grpc_head()).expect("head");
-        d.on_data(Bytes::from_static(&[0, 0, 0, 0, 0]))
-            .expect("empty message");
-        let trailers = trailer_map(&[
-            ("grpc-status", "3"),
-            ("grpc-message", "key must be at most 256 characters"),
-        ]);
-        let err = d.finish(Some(&trailers)).expect_err("error status wins");
-        assert_eq!(
-            err,
-            ResponseError::Status(Status::new(
-                Code::InvalidArgument,
-                "key must be at most 256 characters"
-            ))
-        );
-    }
-
-    #[test]
-    fn error_trailers_win_over_extra_messages() {
-        let mut d = decoder();
-        d.on_head(&grpc_head()).expect("head");
-        d.on_data(framed(b"a")).expect("data");
-        d.on_data(framed(b"b")).expect("data");
-        let err = d
-            .finish(Some(&trailer_map(&[
-                ("grpc-status", "8"),
-                ("grpc-message", "full"),
-            ])))
-            .expect_err("status");
-        assert_eq!(
-            err,
-            ResponseError::Status(Status::new(Code::ResourceExhausted, "full"))
-        );
-    }
-
-    #[test]
-    fn error_trailers_win_over_a_truncated_message() {
-        let mut d = decoder();
-        d.on_head(&grpc_head()).expect("head");
-        d.on_data(framed(b"abc").slice(..6)).expect("partial");
-        let err = d
-            .finish(Some(&trailer_map(&[("grpc-status", "14")])))
-            .expect_err("status");
-        assert_eq!(err.status().code(), Code::Unavailable);
-        assert!(!err.is_protocol());
-    }
-
-    #[test]
-    fn zero_messages_with_ok_status_is_unimplemented() {
-        let mut d = decoder();
-        d.on_head(&grpc_head()).expect("head");
-        let err = d.finish(Some(&ok_trailers())).expect_err("no message");
-        assert!(err.is_protocol());
-        assert_eq!(err.status().code(), Code::Unimplemented);
-    }
-
-    #[test]
-    fn two_messages_with_ok_status_is_unimplemented() {
-        let mut d = decoder();
-        d.on_head(&grpc_head()).expect("head");
-        let mut both = framed(b"one").to_vec();
-        both.extend_from_slice(&framed(b"two"));
-        d.on_data(Bytes::from(both)).expect("data");
-        d.on_data(framed(b"three")).expect("data");
-        let err = d.finish(Some(&ok_trailers())).expect_err("too many");
-        assert!(err.is_protocol());
-        assert_eq!(err.status().code(), Code::Unimplemented);
-        assert!(err.status().message().contains('3'), "{err}");
-    }
-
-    #[test]
-    fn truncated_message_with_ok_status_is_internal() {
-        for cut in [1, 4, 5, 7] {
-            let mut d = decoder();
-            d.on_head(&grpc_head()).expect("head");
-            d.on_data(framed(b"abcdef").slice(..cut)).expect("partial");
-            let err = d.finish(Some(&ok_trailers())).expect_err("truncated");
-            assert!(err.is_protocol());
-            assert_eq!(err.status().code(), Code::Internal, "cut at {cut}");
-            assert!(err.status().message().contains("truncated"));
+        let split = [data.slice(..2), data.slice(2..8), data.slice(8..)];
+        let replies: [(&[Bytes], &[u8]); 3] = [
+            (&[framed(b"\x08\x01")], b"\x08\x01"),
+            // A message split across DATA frames is reassembled.
+            (&split, b"hello world"),
+            // An empty message is a valid empty reply.
+            (&[framed(b"")], b""),
+        ];
+        for (frames, reply) in replies {
+            let body = finished(frames, Some(&ok_trailers()));
+            assert_eq!(body, Ok(Bytes::copy_from_slice(reply)));
         }
     }
 
     #[test]
-    fn truncated_second_message_is_internal_too() {
-        let mut d = decoder();
-        d.on_head(&grpc_head()).expect("head");
-        d.on_data(framed(b"one")).expect("data");
-        d.on_data(framed(b"two").slice(..3)).expect("partial");
-        let err = d.finish(Some(&ok_trailers())).expect_err("truncated");
-        assert_eq!(err.status().code(), Code::Internal);
+    fn error_trailers_win_over_whatever_came_before() {
+        let reference = trailer_map(&[
+            ("grpc-status", "3"),
+            ("grpc-message", "key must be at most 256 characters"),
+        ]);
+        let full = trailer_map(&[("grpc-status", "8"), ("grpc-message", "full")]);
+        let unavailable = trailer_map(&[("grpc-status", "14")]);
+        let cases: [(&[Bytes], &HeaderMap, Status); 3] = [
+            // The reference server sends an empty message before its error.
+            (
+                &[Bytes::from_static(&[0, 0, 0, 0, 0])],
+                &reference,
+                Status::new(Code::InvalidArgument, "key must be at most 256 characters"),
+            ),
+            (
+                &[framed(b"a"), framed(b"b")],
+                &full,
+                Status::new(Code::ResourceExhausted, "full"),
+            ),
+            (
+                &[framed(b"abc").slice(..6)],
+                &unavailable,
+                Status::new(Code::Unavailable, ""),
+            ),
+        ];
+        for (frames, trailers, status) in cases {
+            let err = finished(frames, Some(trailers)).expect_err("error status wins");
+            assert_eq!(err, ResponseError::Status(status));
+        }
     }
 
     #[test]
-    fn missing_trailers_are_unknown() {
-        let mut d = decoder();
-        d.on_head(&grpc_head()).expect("head");
-        d.on_data(framed(b"x")).expect("data");
-        let err = d.finish(None).expect_err("no trailers");
-        assert!(err.is_protocol());
-        assert_eq!(err.status().code(), Code::Unknown);
+    fn ok_trailers_after_anything_but_one_whole_message_are_a_protocol_error() {
+        let mut both = framed(b"one").to_vec();
+        both.extend_from_slice(&framed(b"two"));
+        let truncated = [1, 4, 5, 7].map(|cut| vec![framed(b"abcdef").slice(..cut)]);
+        let mut cases = vec![
+            (vec![], Code::Unimplemented, "no response message"),
+            // Three messages, two of them in one DATA frame.
+            (
+                vec![Bytes::from(both), framed(b"three")],
+                Code::Unimplemented,
+                "3",
+            ),
+            // A second message cut short.
+            (
+                vec![framed(b"one"), framed(b"two").slice(..3)],
+                Code::Internal,
+                "truncated",
+            ),
+        ];
+        cases.extend(truncated.map(|frames| (frames, Code::Internal, "truncated")));
+        for (frames, code, text) in cases {
+            let err = finished(&frames, Some(&ok_trailers())).expect_err("protocol");
+            assert!(err.is_protocol(), "{err}");
+            assert_eq!(err.status().code(), code, "{frames:?}");
+            assert!(err.status().message().contains(text), "{err}");
+        }
     }
 
     #[test]
-    fn trailers_without_grpc_status_are_unknown() {
-        let mut d = decoder();
-        d.on_head(&grpc_head()).expect("head");
-        d.on_data(framed(b"x")).expect("data");
-        let err = d
-            .finish(Some(&trailer_map(&[("grpc-message", "hm")])))
-            .expect_err("no status");
-        assert!(err.is_protocol());
-        assert_eq!(err.status().code(), Code::Unknown);
-    }
-
-    #[test]
-    fn malformed_trailer_status_is_unknown_status() {
-        let mut d = decoder();
-        d.on_head(&grpc_head()).expect("head");
-        d.on_data(framed(b"x")).expect("data");
-        let err = d
-            .finish(Some(&trailer_map(&[("grpc-status", "ok")])))
-            .expect_err("malformed");
-        assert_eq!(err.status().code(), Code::Unknown);
+    fn trailers_without_a_readable_status_are_unknown() {
+        let without_status = trailer_map(&[("grpc-message", "hm")]);
+        let malformed = trailer_map(&[("grpc-status", "ok")]);
+        // No trailers, or none naming a status, break the protocol; a
+        // malformed status is an Unknown status.
+        for (trailers, protocol) in [
+            (None, true),
+            (Some(&without_status), true),
+            (Some(&malformed), false),
+        ] {
+            let err = finished(&[framed(b"x")], trailers).expect_err("no status");
+            assert_eq!(err.is_protocol(), protocol, "{err}");
+            assert_eq!(err.status().code(), Code::Unknown, "{err}");
+        }
     }
 
     #[test]
@@ -515,9 +475,7 @@ mod tests {
 
     #[test]
     fn compressed_message_is_protocol_internal() {
-        let mut d = decoder();
-        d.on_head(&grpc_head()).expect("head");
-        let err = d
+        let err = started()
             .on_data(Bytes::from_static(&[1, 0, 0, 0, 1, 0x78]))
             .expect_err("compressed");
         assert!(err.is_protocol());
@@ -544,46 +502,38 @@ mod tests {
     }
 
     #[test]
-    fn trailers_only_without_content_type_still_reports_its_status() {
-        let head = parts(200, &[("grpc-status", "16")]);
-        let err = decoder().on_head(&head).expect_err("trailers-only");
-        assert_eq!(
-            err,
-            ResponseError::Status(Status::new(Code::Unauthenticated, ""))
-        );
-    }
-
-    #[test]
-    fn trailers_only_ok_is_unimplemented_no_message() {
-        let head = parts(
-            200,
-            &[("content-type", "application/grpc"), ("grpc-status", "0")],
-        );
-        let err = decoder().on_head(&head).expect_err("no message");
-        assert_eq!(
-            err,
-            ResponseError::Protocol(Status::new(Code::Unimplemented, "no response message"))
-        );
+    fn a_head_with_a_grpc_status_ends_the_call_with_it() {
+        let grpc = ("content-type", "application/grpc");
+        let cases = [
+            // Trailers-only, even without a content type.
+            (
+                200,
+                &[("grpc-status", "16")][..],
+                ResponseError::Status(Status::new(Code::Unauthenticated, "")),
+            ),
+            // Trailers-only OK: a call with no response message.
+            (
+                200,
+                &[grpc, ("grpc-status", "0")],
+                protocol(Code::Unimplemented, "no response message"),
+            ),
+            // An HTTP error with a grpc-status: the grpc-status.
+            (
+                503,
+                &[("grpc-status", "8"), ("grpc-message", "slow down")],
+                ResponseError::Status(Status::new(Code::ResourceExhausted, "slow down")),
+            ),
+        ];
+        for (http_status, headers, expected) in cases {
+            assert_eq!(head_error(http_status, headers), expected, "{headers:?}");
+        }
     }
 
     #[test]
     fn http_error_without_grpc_status_maps_the_http_status() {
-        let cases = [
-            (400, Code::Internal),
-            (401, Code::Unauthenticated),
-            (403, Code::PermissionDenied),
-            (404, Code::Unimplemented),
-            (429, Code::Unavailable),
-            (500, Code::Unknown),
-            (502, Code::Unavailable),
-            (503, Code::Unavailable),
-            (504, Code::Unavailable),
-            (302, Code::Unknown),
-            (204, Code::Unknown),
-        ];
-        for (http_status, code) in cases {
-            let head = parts(http_status, &[("content-type", "text/html")]);
-            let err = decoder().on_head(&head).expect_err("http error");
+        let unknown = [500, 302, 204].map(|http_status| (http_status, Code::Unknown));
+        for (http_status, code) in HTTP_STATUS_TABLE.into_iter().chain(unknown) {
+            let err = head_error(http_status, &[("content-type", "text/html")]);
             assert!(!err.is_protocol(), "{http_status}");
             assert_eq!(err.status().code(), code, "{http_status}");
             assert_eq!(
@@ -594,58 +544,38 @@ mod tests {
     }
 
     #[test]
-    fn http_error_with_grpc_status_uses_the_grpc_status() {
-        let head = parts(503, &[("grpc-status", "8"), ("grpc-message", "slow down")]);
-        let err = decoder().on_head(&head).expect_err("error");
-        assert_eq!(
-            err,
-            ResponseError::Status(Status::new(Code::ResourceExhausted, "slow down"))
-        );
-    }
-
-    #[test]
     fn http_error_with_ok_grpc_status_falls_back_to_the_http_status() {
-        let head = parts(503, &[("grpc-status", "0")]);
-        let err = decoder().on_head(&head).expect_err("error");
+        let err = head_error(503, &[("grpc-status", "0")]);
         assert_eq!(err.status().code(), Code::Unavailable);
     }
 
     #[test]
-    fn non_grpc_content_type_is_a_protocol_error() {
-        for ct in [
+    fn only_a_grpc_content_type_makes_a_normal_head() {
+        let accepted = [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc;charset=utf-8",
+            "Application/GRPC",
+        ];
+        for ct in accepted {
+            decoder()
+                .on_head(&parts(200, &[("content-type", ct)]))
+                .expect(ct);
+        }
+        let refused = [
             "text/html",
             "application/json",
             "application/grpcx",
             "application/grpc-web",
             "application/grp",
             "",
-        ] {
-            let head = parts(200, &[("content-type", ct)]);
-            let err = decoder().on_head(&head).expect_err(ct);
-            assert!(err.is_protocol(), "{ct}");
-            assert_eq!(err.status().code(), Code::Internal, "{ct}");
-        }
-    }
-
-    #[test]
-    fn missing_content_type_on_a_normal_head_is_a_protocol_error() {
-        let err = decoder()
-            .on_head(&parts(200, &[]))
-            .expect_err("no content-type");
-        assert!(err.is_protocol());
-        assert_eq!(err.status().code(), Code::Internal);
-    }
-
-    #[test]
-    fn grpc_content_type_variants_are_accepted() {
-        for ct in [
-            "application/grpc",
-            "application/grpc+proto",
-            "application/grpc;charset=utf-8",
-            "Application/GRPC",
-        ] {
-            let head = parts(200, &[("content-type", ct)]);
-            decoder().on_head(&head).expect(ct);
+        ];
+        // A missing content type is refused the same way.
+        let refused = refused.map(|ct| vec![("content-type", ct)]);
+        for headers in refused.iter().map(Vec::as_slice).chain([&[][..]]) {
+            let err = head_error(200, headers);
+            assert!(err.is_protocol(), "{headers:?}");
+            assert_eq!(err.status().code(), Code::Internal, "{headers:?}");
         }
     }
 

@@ -234,6 +234,21 @@ impl From<Status> for Error {
     }
 }
 
+/// The gRPC spec's table of the HTTP statuses a response without
+/// `grpc-status` stands for (any other is `Unknown`), for the tests of
+/// [`Code::from_http_status`] and of the response head that uses it.
+#[cfg(test)]
+pub(crate) const HTTP_STATUS_TABLE: [(u16, Code); 8] = [
+    (400, Code::Internal),
+    (401, Code::Unauthenticated),
+    (403, Code::PermissionDenied),
+    (404, Code::Unimplemented),
+    (429, Code::Unavailable),
+    (502, Code::Unavailable),
+    (503, Code::Unavailable),
+    (504, Code::Unavailable),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,17 +330,8 @@ mod tests {
 
     #[test]
     fn http_status_without_grpc_status_maps_per_the_spec_table() {
-        let table = [
-            (400, Code::Internal),
-            (401, Code::Unauthenticated),
-            (403, Code::PermissionDenied),
-            (404, Code::Unimplemented),
-            (429, Code::Unavailable),
-            (502, Code::Unavailable),
-            (503, Code::Unavailable),
-            (504, Code::Unavailable),
-        ];
         let others = [0, 200, 204, 301, 500, 505, 999, u16::MAX];
+        let table = HTTP_STATUS_TABLE;
         assert_maps(Code::from_http_status, &table, (&others, Code::Unknown));
     }
 
