@@ -346,12 +346,18 @@ mod tests {
         }
     }
 
+    /// A bucket with the default throttle after `failures` failed calls.
+    fn after_failures(failures: usize) -> TokenBucket {
+        let bucket = TokenBucket::new(RetryThrottle::default());
+        for _ in 0..failures {
+            bucket.record_failure();
+        }
+        bucket
+    }
+
     #[test]
     fn an_exhausted_budget_stops_retries_for_every_call() {
-        let budget = TokenBucket::new(RetryThrottle::default());
-        for _ in 0..5 {
-            budget.record_failure();
-        }
+        let budget = after_failures(5);
         let mut retries = CallRetries::new(3, true, Some(&budget), &BACKOFF);
         assert_eq!(retries.after(&unavailable(true)), NextStep::GiveUp);
     }
@@ -372,10 +378,7 @@ mod tests {
 
     #[test]
     fn successes_refill_the_bucket_slowly_and_never_past_its_size() {
-        let bucket = TokenBucket::new(RetryThrottle::default());
-        for _ in 0..10 {
-            bucket.record_failure();
-        }
+        let bucket = after_failures(10);
         for _ in 0..50 {
             bucket.record_success();
         }
@@ -401,10 +404,7 @@ mod tests {
 
     #[test]
     fn an_empty_bucket_stays_at_zero() {
-        let bucket = TokenBucket::new(RetryThrottle::default());
-        for _ in 0..100 {
-            bucket.record_failure();
-        }
+        let bucket = after_failures(100);
         assert_eq!(bucket.milli_tokens.load(Ordering::Relaxed), 0);
     }
 }

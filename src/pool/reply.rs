@@ -180,13 +180,25 @@ mod tests {
         test(ReplyWait::Channel);
     }
 
+    /// A worker thread that does `reply` with `tx` after `delay`, while the
+    /// caller is waiting.
+    fn reply_later(
+        tx: ReplySender,
+        delay: Duration,
+        reply: impl FnOnce(ReplySender) + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            reply(tx);
+        })
+    }
+
     #[test]
     fn a_reply_sent_from_another_thread_wakes_the_caller() {
         check_both(|wait| {
             let (tx, mut rx) = reply_channel(wait);
-            let worker = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                tx.send(Ok(answer(b"hi")));
+            let worker = reply_later(tx, Duration::from_millis(20), |tx| {
+                tx.send(Ok(answer(b"hi")))
             });
             let started = Instant::now();
             let reply = rx.wait_until(Instant::now() + Duration::from_secs(5));
@@ -203,10 +215,7 @@ mod tests {
     fn a_sender_dropped_without_reply_reads_as_closed_at_once() {
         check_both(|wait| {
             let (tx, mut rx) = reply_channel(wait);
-            let worker = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                drop(tx);
-            });
+            let worker = reply_later(tx, Duration::from_millis(20), drop);
             let started = Instant::now();
             let outcome = rx.wait_until(Instant::now() + Duration::from_secs(5));
             assert!(matches!(outcome, Err(WaitError::Closed)));
@@ -234,10 +243,7 @@ mod tests {
     fn a_stale_unpark_does_not_end_the_wait_early() {
         let (tx, mut rx) = reply_channel(ReplyWait::Park);
         std::thread::current().unpark();
-        let worker = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(30));
-            tx.send(Ok(answer(b"")));
-        });
+        let worker = reply_later(tx, Duration::from_millis(30), |tx| tx.send(Ok(answer(b""))));
         assert!(rx
             .wait_until(Instant::now() + Duration::from_secs(5))
             .is_ok());
@@ -254,9 +260,8 @@ mod tests {
             // The timed-out call's answer arrives after its caller moved on.
             late_tx.send(Ok(answer(b"late")));
             let (tx, mut rx) = reply_channel(wait);
-            let worker = std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(20));
-                tx.send(Ok(answer(b"mine")));
+            let worker = reply_later(tx, Duration::from_millis(20), |tx| {
+                tx.send(Ok(answer(b"mine")))
             });
             let reply = rx.wait_until(Instant::now() + Duration::from_secs(5));
             assert_eq!(
