@@ -434,7 +434,8 @@ impl Client {
         /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```
         fn get_many(&self, keys) {
-            let reply: MultiCacheValueResponse = self.call(Method::MultiGet, &KeysRef { keys })?;
+            let request = KeysRef { elements: keys };
+            let reply: MultiCacheValueResponse = self.call(Method::MultiGet, &request)?;
             check_item_count(reply.items.len(), keys.len(), "MultiGet")?;
             Ok(reply
                 .items
@@ -482,7 +483,7 @@ impl Client {
                 .map(|&(key, value)| ItemRef { key, value, ttl })
                 .collect();
             let reply: MultiCacheResponse =
-                self.call(Method::MultiSet, &ItemsRef { items: &items })?;
+                self.call(Method::MultiSet, &ItemsRef { elements: &items })?;
             operation_results(reply, items.len(), "MultiSet")
         }
 
@@ -498,7 +499,8 @@ impl Client {
         /// # Ok::<(), Box<dyn std::error::Error>>(())
         /// ```
         fn delete_many(&self, keys) {
-            let reply: MultiCacheResponse = self.call(Method::MultiDelete, &KeysRef { keys })?;
+            let request = KeysRef { elements: keys };
+            let reply: MultiCacheResponse = self.call(Method::MultiDelete, &request)?;
             operation_results(reply, keys.len(), "MultiDelete")
         }
 

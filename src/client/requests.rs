@@ -5,6 +5,9 @@
 //! frame. These views encode the same bytes straight from the caller's
 //! data into the frame (the tests check they match prost's encoding byte
 //! for byte). They are only ever encoded, never decoded.
+//!
+//! A single-message view lists its fields, as the proto declares them; a
+//! Multi* request is one repeated field of keys or items.
 
 use bytes::{Buf, BufMut};
 use prost::encoding::{
@@ -13,49 +16,69 @@ use prost::encoding::{
 };
 use prost::{DecodeError, Message};
 
-/// Field of `bytes` or `string` type, omitted when empty (proto3 default).
-fn bytes_field_len(tag: u32, data: &[u8]) -> usize {
-    if data.is_empty() {
-        0
-    } else {
-        repeated_element_len(tag, data)
-    }
+/// One field of a request, by its proto3 type; a field holding its type's
+/// default (empty, zero) is omitted, as proto3 encodes it.
+enum Field<'a> {
+    /// `bytes` or `string`.
+    Bytes(u32, &'a [u8]),
+    /// `int32` (the TTL).
+    Int32(u32, i32),
 }
 
-fn put_bytes_field(tag: u32, data: &[u8], buf: &mut impl BufMut) {
-    if !data.is_empty() {
-        put_repeated_element(tag, data, buf);
+impl Field<'_> {
+    fn len(&self) -> usize {
+        match *self {
+            Field::Bytes(_, []) | Field::Int32(_, 0) => 0,
+            Field::Bytes(tag, data) => length_delimited_len(tag, data.len()),
+            Field::Int32(tag, n) => int32::encoded_len(tag, &n),
+        }
     }
-}
 
-/// An element of a repeated `bytes`/`string`/message field: always present,
-/// even when empty.
-fn repeated_element_len(tag: u32, data: &[u8]) -> usize {
-    length_delimited_len(tag, data.len())
+    fn put(&self, buf: &mut impl BufMut) {
+        match *self {
+            Field::Bytes(_, []) | Field::Int32(_, 0) => {}
+            Field::Bytes(tag, data) => put_length_delimited(tag, data.len(), buf, |buf| {
+                buf.put_slice(data);
+            }),
+            Field::Int32(tag, n) => int32::encode(tag, &n, buf),
+        }
+    }
 }
 
 fn length_delimited_len(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
-fn put_repeated_element(tag: u32, data: &[u8], buf: &mut impl BufMut) {
+/// A length-delimited field, even an empty one: its key, its length, then
+/// what `body` puts (`len` bytes).
+fn put_length_delimited<B: BufMut>(tag: u32, len: usize, buf: &mut B, body: impl FnOnce(&mut B)) {
     encode_key(tag, WireType::LengthDelimited, buf);
-    encode_varint(data.len() as u64, buf);
-    buf.put_slice(data);
+    encode_varint(len as u64, buf);
+    body(buf);
 }
 
-fn ttl_len(ttl: i32) -> usize {
-    if ttl == 0 {
-        0
-    } else {
-        int32::encoded_len(3, &ttl)
+/// A view made of plain fields: its encoding is theirs, in order.
+trait Fields {
+    fn fields(&self) -> impl IntoIterator<Item = Field<'_>>;
+
+    fn fields_len(&self) -> usize {
+        self.fields().into_iter().map(|field| field.len()).sum()
+    }
+
+    fn encode_fields(&self, buf: &mut impl BufMut) {
+        for field in self.fields() {
+            field.put(buf);
+        }
     }
 }
 
 /// Implements `prost::Message` for an encode-only view.
 macro_rules! encode_only {
     ($view:ident) => {
-        impl Message for $view<'_> {
+        encode_only!(impl[] $view<'_>);
+    };
+    (impl[$($generics:tt)*] $view:ty) => {
+        impl<$($generics)*> Message for $view {
             fn encode_raw(&self, buf: &mut impl BufMut) {
                 self.encode_fields(buf)
             }
@@ -80,123 +103,119 @@ macro_rules! encode_only {
     };
 }
 
-/// `CacheKey` (Get, Delete).
-#[derive(Debug)]
-pub(crate) struct KeyRef<'a> {
-    pub key: &'a str,
+/// The proto3 type a view's field is encoded as.
+trait ToField {
+    fn to_field(&self, tag: u32) -> Field<'_>;
 }
 
-impl KeyRef<'_> {
-    fn fields_len(&self) -> usize {
-        bytes_field_len(1, self.key.as_bytes())
-    }
-
-    fn encode_fields(&self, buf: &mut impl BufMut) {
-        put_bytes_field(1, self.key.as_bytes(), buf);
+impl ToField for &str {
+    fn to_field(&self, tag: u32) -> Field<'_> {
+        Field::Bytes(tag, self.as_bytes())
     }
 }
-encode_only!(KeyRef);
 
-/// `CacheItem` (Set, SetIfAbsent, and each item of MultiSet).
-#[derive(Debug)]
-pub(crate) struct ItemRef<'a> {
-    pub key: &'a str,
-    pub value: &'a [u8],
-    pub ttl: i32,
+impl ToField for &[u8] {
+    fn to_field(&self, tag: u32) -> Field<'_> {
+        Field::Bytes(tag, self)
+    }
 }
 
-impl ItemRef<'_> {
-    fn fields_len(&self) -> usize {
-        bytes_field_len(1, self.key.as_bytes()) + bytes_field_len(2, self.value) + ttl_len(self.ttl)
+impl ToField for i32 {
+    fn to_field(&self, tag: u32) -> Field<'_> {
+        Field::Int32(tag, *self)
     }
+}
 
-    fn encode_fields(&self, buf: &mut impl BufMut) {
-        put_bytes_field(1, self.key.as_bytes(), buf);
-        put_bytes_field(2, self.value, buf);
-        if self.ttl != 0 {
-            int32::encode(3, &self.ttl, buf);
+/// A view of a message of plain fields, declared as the proto declares it
+/// (each field with its tag): the struct, its fields in tag order, and
+/// `prost::Message`.
+macro_rules! view {
+    ($(#[$doc:meta])* $name:ident { $($field:ident: $ty:ty = $tag:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub(crate) struct $name<'a> {
+            $(pub $field: $ty,)+
         }
-    }
-}
-encode_only!(ItemRef);
 
-/// `CompareAndSetRequest`.
-#[derive(Debug)]
-pub(crate) struct CompareAndSetRef<'a> {
-    pub key: &'a str,
-    pub expected: &'a [u8],
-    pub value: &'a [u8],
-    pub ttl: i32,
-}
-
-impl CompareAndSetRef<'_> {
-    fn fields_len(&self) -> usize {
-        bytes_field_len(1, self.key.as_bytes())
-            + bytes_field_len(2, self.expected)
-            + bytes_field_len(3, self.value)
-            + if self.ttl == 0 {
-                0
-            } else {
-                int32::encoded_len(4, &self.ttl)
+        impl Fields for $name<'_> {
+            fn fields(&self) -> impl IntoIterator<Item = Field<'_>> {
+                [$(self.$field.to_field($tag)),+]
             }
+        }
+        encode_only!($name);
+    };
+}
+
+view! {
+    /// `CacheKey` (Get, Delete).
+    KeyRef { key: &'a str = 1 }
+}
+
+view! {
+    /// `CacheItem` (Set, SetIfAbsent, and each item of MultiSet).
+    ItemRef { key: &'a str = 1, value: &'a [u8] = 2, ttl: i32 = 3 }
+}
+
+view! {
+    /// `CompareAndSetRequest`.
+    CompareAndSetRef { key: &'a str = 1, expected: &'a [u8] = 2, value: &'a [u8] = 3, ttl: i32 = 4 }
+}
+
+/// An element of a request's one repeated field: a key (MultiGet,
+/// MultiDelete) or an item (MultiSet).
+pub(crate) trait Element: std::fmt::Debug + Send + Sync {
+    /// The length of its bytes after the field's key and length prefix.
+    fn body_len(&self) -> usize;
+    fn put_body(&self, buf: &mut impl BufMut);
+}
+
+impl Element for &str {
+    fn body_len(&self) -> usize {
+        self.len()
     }
 
-    fn encode_fields(&self, buf: &mut impl BufMut) {
-        put_bytes_field(1, self.key.as_bytes(), buf);
-        put_bytes_field(2, self.expected, buf);
-        put_bytes_field(3, self.value, buf);
-        if self.ttl != 0 {
-            int32::encode(4, &self.ttl, buf);
-        }
+    fn put_body(&self, buf: &mut impl BufMut) {
+        buf.put_slice(self.as_bytes());
     }
 }
-encode_only!(CompareAndSetRef);
+
+impl Element for ItemRef<'_> {
+    fn body_len(&self) -> usize {
+        self.fields_len()
+    }
+
+    fn put_body(&self, buf: &mut impl BufMut) {
+        self.encode_fields(buf);
+    }
+}
+
+/// A request whose one field is repeated field 1, each element present
+/// even when empty: `MultiCacheKeyRequest` ([`KeysRef`]) and
+/// `MultiCacheItemRequest` ([`ItemsRef`]).
+#[derive(Debug)]
+pub(crate) struct Repeated<'a, T> {
+    pub elements: &'a [T],
+}
 
 /// `MultiCacheKeyRequest` (MultiGet, MultiDelete).
-#[derive(Debug)]
-pub(crate) struct KeysRef<'a> {
-    pub keys: &'a [&'a str],
-}
-
-impl KeysRef<'_> {
-    fn fields_len(&self) -> usize {
-        self.keys
-            .iter()
-            .map(|key| repeated_element_len(1, key.as_bytes()))
-            .sum()
-    }
-
-    fn encode_fields(&self, buf: &mut impl BufMut) {
-        for key in self.keys {
-            put_repeated_element(1, key.as_bytes(), buf);
-        }
-    }
-}
-encode_only!(KeysRef);
+pub(crate) type KeysRef<'a> = Repeated<'a, &'a str>;
 
 /// `MultiCacheItemRequest` (MultiSet).
-#[derive(Debug)]
-pub(crate) struct ItemsRef<'a> {
-    pub items: &'a [ItemRef<'a>],
-}
+pub(crate) type ItemsRef<'a> = Repeated<'a, ItemRef<'a>>;
 
-impl ItemsRef<'_> {
+impl<T: Element> Repeated<'_, T> {
     fn fields_len(&self) -> usize {
-        self.items
-            .iter()
-            .map(|item| length_delimited_len(1, item.fields_len()))
-            .sum()
+        let element_len = |element: &T| length_delimited_len(1, element.body_len());
+        self.elements.iter().map(element_len).sum()
     }
 
     fn encode_fields(&self, buf: &mut impl BufMut) {
-        for item in self.items {
-            encode_key(1, WireType::LengthDelimited, buf);
-            encode_varint(item.fields_len() as u64, buf);
-            item.encode_fields(buf);
+        for element in self.elements {
+            put_length_delimited(1, element.body_len(), buf, |buf| element.put_body(buf));
         }
     }
 }
-encode_only!(ItemsRef);
+encode_only!(impl[T: Element] Repeated<'_, T>);
 
 #[cfg(test)]
 mod tests {
@@ -221,13 +240,13 @@ mod tests {
         }
         let keys: Vec<&str> = KEYS.to_vec();
         same_bytes(
-            &KeysRef { keys: &keys },
+            &KeysRef { elements: &keys },
             &MultiCacheKeyRequest {
                 keys: keys.iter().map(|k| k.to_string()).collect(),
             },
         );
         same_bytes(
-            &KeysRef { keys: &[] },
+            &KeysRef { elements: &[] },
             &MultiCacheKeyRequest { keys: vec![] },
         );
     }
@@ -294,6 +313,6 @@ mod tests {
                 })
                 .collect(),
         };
-        same_bytes(&ItemsRef { items: &items }, &owned);
+        same_bytes(&ItemsRef { elements: &items }, &owned);
     }
 }
