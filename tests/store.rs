@@ -87,6 +87,13 @@ fn cluster_of(servers: &[&Server]) -> Cluster {
 }
 
 #[test]
+fn the_remote_stores_are_handles_to_share_between_threads() {
+    fn shareable<T: CacheStore + Clone + Send + Sync + 'static>() {}
+    shareable::<Client>();
+    shareable::<Cluster>();
+}
+
+#[test]
 fn one_function_takes_a_client_a_cluster_a_near_cache_over_either_and_a_read_through() {
     let (a, b) = (Server::local().unwrap(), Server::local().unwrap());
     let client = Client::new(&a.address()).unwrap();
