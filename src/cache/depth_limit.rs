@@ -174,6 +174,23 @@ macro_rules! forward_visit {
     };
 }
 
+/// Visitor methods for a value that nests others: each enters one more
+/// level (failing past the limit) and hands the inner visitor the nested
+/// values through a `Limited` deserializer or an `Access` at the same limit.
+macro_rules! visit_nested {
+    ($($method:ident<$t:ident: $bound:ident>($arg:ident) => $wrapper:ident;)*) => {
+        $(
+            fn $method<$t: $bound<'de>>(self, $arg: $t) -> Result<Self::Value, $t::Error> {
+                let _level = Level::enter(self.depth)?;
+                self.inner.$method($wrapper {
+                    inner: $arg,
+                    depth: self.depth,
+                })
+            }
+        )*
+    };
+}
+
 impl<'de, V: Visitor<'de>> Visitor<'de> for Counting<'_, V> {
     type Value = V::Value;
 
@@ -212,47 +229,12 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Counting<'_, V> {
         self.inner.visit_unit()
     }
 
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        let _level = Level::enter(self.depth)?;
-        self.inner.visit_some(Limited {
-            inner: deserializer,
-            depth: self.depth,
-        })
-    }
-
-    fn visit_newtype_struct<D: Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
-        let _level = Level::enter(self.depth)?;
-        self.inner.visit_newtype_struct(Limited {
-            inner: deserializer,
-            depth: self.depth,
-        })
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        let _level = Level::enter(self.depth)?;
-        self.inner.visit_seq(Access {
-            inner: seq,
-            depth: self.depth,
-        })
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        let _level = Level::enter(self.depth)?;
-        self.inner.visit_map(Access {
-            inner: map,
-            depth: self.depth,
-        })
-    }
-
-    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
-        let _level = Level::enter(self.depth)?;
-        self.inner.visit_enum(Access {
-            inner: data,
-            depth: self.depth,
-        })
+    visit_nested! {
+        visit_some<D: Deserializer>(deserializer) => Limited;
+        visit_newtype_struct<D: Deserializer>(deserializer) => Limited;
+        visit_seq<A: SeqAccess>(seq) => Access;
+        visit_map<A: MapAccess>(map) => Access;
+        visit_enum<A: EnumAccess>(data) => Access;
     }
 }
 
@@ -276,15 +258,24 @@ impl<'a, A> Access<'a, A> {
     }
 }
 
+/// Access methods that hand the inner access each seed wrapped, so what it
+/// deserializes stays under the same limit.
+macro_rules! forward_seeded {
+    ($($method:ident(&mut self) -> $out:ty;)*) => {
+        $(
+            fn $method<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<$out, A::Error> {
+                let seed = self.seed(seed);
+                self.inner.$method(seed)
+            }
+        )*
+    };
+}
+
 impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Access<'_, A> {
     type Error = A::Error;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(
-        &mut self,
-        seed: T,
-    ) -> Result<Option<T::Value>, A::Error> {
-        let seed = self.seed(seed);
-        self.inner.next_element_seed(seed)
+    forward_seeded! {
+        next_element_seed(&mut self) -> Option<T::Value>;
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -295,17 +286,9 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Access<'_, A> {
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for Access<'_, A> {
     type Error = A::Error;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, A::Error> {
-        let seed = self.seed(seed);
-        self.inner.next_key_seed(seed)
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
-        let seed = self.seed(seed);
-        self.inner.next_value_seed(seed)
+    forward_seeded! {
+        next_key_seed(&mut self) -> Option<T::Value>;
+        next_value_seed(&mut self) -> T::Value;
     }
 
     fn size_hint(&self) -> Option<usize> {
