@@ -565,26 +565,16 @@ mod tests {
 
     #[test]
     fn distributions_parse_with_and_without_parameters() {
-        assert_eq!(
-            KeyDistribution::parse("uniform"),
-            Ok(KeyDistribution::Uniform)
-        );
-        assert_eq!(
-            KeyDistribution::parse("zipf:1.2"),
-            Ok(KeyDistribution::Zipf(1.2))
-        );
-        assert_eq!(
-            KeyDistribution::parse("zipf"),
-            Ok(KeyDistribution::Zipf(DEFAULT_ZIPF_EXPONENT))
-        );
-        assert_eq!(
-            KeyDistribution::parse("sequential"),
-            Ok(KeyDistribution::Sequential)
-        );
-        assert_eq!(
-            KeyDistribution::parse("gaussian:0.1"),
-            Ok(KeyDistribution::Gaussian(0.1))
-        );
+        let parsed = [
+            ("uniform", KeyDistribution::Uniform),
+            ("zipf:1.2", KeyDistribution::Zipf(1.2)),
+            ("zipf", KeyDistribution::Zipf(DEFAULT_ZIPF_EXPONENT)),
+            ("sequential", KeyDistribution::Sequential),
+            ("gaussian:0.1", KeyDistribution::Gaussian(0.1)),
+        ];
+        for (text, distribution) in parsed {
+            assert_eq!(KeyDistribution::parse(text), Ok(distribution), "{text}");
+        }
         for bad in [
             "zipf:0",
             "zipf:-1",
