@@ -67,36 +67,35 @@ impl CacheStats {
     }
 }
 
-/// The live counters behind a [`CacheStats`].
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) evictions: AtomicU64,
-    pub(crate) expirations: AtomicU64,
-    pub(crate) loads: AtomicU64,
-    pub(crate) load_errors: AtomicU64,
-    pub(crate) coalesced_waits: AtomicU64,
-    pub(crate) store_failures: AtomicU64,
+/// Live counters and their snapshot: one `AtomicU64` per field of the
+/// snapshot type (each field named as there), and `snapshot()` reading
+/// them all. Statistics need no ordering with anything else.
+macro_rules! live_counters {
+    ($(#[$doc:meta])* $name:ident => $snapshot:ident { $($field:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Default)]
+        pub(crate) struct $name {
+            $(pub(crate) $field: AtomicU64,)+
+        }
+
+        impl $name {
+            pub(crate) fn snapshot(&self) -> $snapshot {
+                $snapshot {
+                    $($field: self.$field.load(Ordering::Relaxed),)+
+                }
+            }
+        }
+    };
+}
+
+live_counters! {
+    /// The live counters behind a [`CacheStats`].
+    Counters => CacheStats {
+        hits, misses, evictions, expirations, loads, load_errors, coalesced_waits, store_failures,
+    }
 }
 
 /// Adds one; statistics need no ordering with anything else.
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
-}
-
-impl Counters {
-    pub(crate) fn snapshot(&self) -> CacheStats {
-        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        CacheStats {
-            hits: read(&self.hits),
-            misses: read(&self.misses),
-            evictions: read(&self.evictions),
-            expirations: read(&self.expirations),
-            loads: read(&self.loads),
-            load_errors: read(&self.load_errors),
-            coalesced_waits: read(&self.coalesced_waits),
-            store_failures: read(&self.store_failures),
-        }
-    }
 }
