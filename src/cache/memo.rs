@@ -1,7 +1,7 @@
 //! Memoized functions: a function whose results live in the cache, keyed by
 //! its argument.
 
-use std::fmt::{Display, Write};
+use std::fmt::{self, Debug, Display, Write};
 
 use bytes::Bytes;
 
@@ -60,31 +60,66 @@ pub fn memo_key(prefix: &str, argument: &str) -> String {
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Memoized<S, F> {
-    layer: ReadThrough<S>,
-    prefix: String,
+pub struct Memoized<S, F>(Memo<ReadThrough<S>, F>);
+
+impl<S, F> Debug for Memoized<S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.debug(f, "Memoized", ("layer", &self.0.cache))
+    }
+}
+
+// By hand: a derive would ask `S: Clone`, and the layer is shared.
+impl<S, F: Clone> Clone for Memoized<S, F> {
+    fn clone(&self) -> Self {
+        Memoized(self.0.clone())
+    }
+}
+
+/// What a memoized function holds, whichever cache its results go
+/// through ([`Memoized`]: bytes through a [`ReadThrough`];
+/// `TypedMemoized`: typed values through a `TypedCache`).
+#[derive(Clone)]
+pub(crate) struct Memo<C, F> {
+    pub(crate) cache: C,
+    pub(crate) prefix: String,
     ttl: Ttl,
     function: F,
 }
 
-impl<S, F> std::fmt::Debug for Memoized<S, F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Memoized")
+impl<C, F> Memo<C, F> {
+    pub(crate) fn new(cache: C, prefix: &str, ttl: Ttl, function: F) -> Self {
+        Memo {
+            cache,
+            prefix: prefix.to_owned(),
+            ttl,
+            function,
+        }
+    }
+
+    /// Runs `read` (a read-through of the cache) with the cache, the key
+    /// of the call whose argument renders as `rendered`, the TTL and the
+    /// function.
+    pub(crate) fn read_through<R>(
+        &self,
+        rendered: &str,
+        read: impl FnOnce(&C, &str, Ttl, &F) -> R,
+    ) -> R {
+        let key = memo_key(&self.prefix, rendered);
+        read(&self.cache, &key, self.ttl, &self.function)
+    }
+
+    /// `name { prefix, ttl, <what>: cache, .. }`: the function is opaque.
+    pub(crate) fn debug(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        name: &str,
+        (what, cache): (&str, &dyn Debug),
+    ) -> fmt::Result {
+        f.debug_struct(name)
             .field("prefix", &self.prefix)
             .field("ttl", &self.ttl)
-            .field("layer", &self.layer)
+            .field(what, cache)
             .finish_non_exhaustive()
-    }
-}
-
-impl<S, F: Clone> Clone for Memoized<S, F> {
-    fn clone(&self) -> Self {
-        Memoized {
-            layer: self.layer.clone(),
-            prefix: self.prefix.clone(),
-            ttl: self.ttl,
-            function: self.function.clone(),
-        }
     }
 }
 
@@ -114,12 +149,7 @@ pub fn memoize<S, F>(
 where
     S: CacheStore,
 {
-    Memoized {
-        layer: layer.clone(),
-        prefix: prefix.to_owned(),
-        ttl: ttl.into(),
-        function,
-    }
+    Memoized(Memo::new(layer.clone(), prefix, ttl.into(), function))
 }
 
 impl<S: CacheStore, F> Memoized<S, F> {
@@ -145,9 +175,10 @@ impl<S: CacheStore, F> Memoized<S, F> {
         F: Fn(&A) -> V,
         V: Into<Bytes>,
     {
-        let key = memo_key(&self.prefix, &argument.to_string());
-        self.layer
-            .get_with(&key, self.ttl, || (self.function)(argument))
+        self.0
+            .read_through(&argument.to_string(), |layer, key, ttl, function| {
+                layer.get_with(key, ttl, || function(argument))
+            })
     }
 
     /// For a fallible function: its error reaches the caller (and every
@@ -176,9 +207,10 @@ impl<S: CacheStore, F> Memoized<S, F> {
         V: Into<Bytes>,
         E: Send + Sync + 'static,
     {
-        let key = memo_key(&self.prefix, &argument.to_string());
-        self.layer
-            .try_get_with(&key, self.ttl, || (self.function)(argument))
+        self.0
+            .read_through(&argument.to_string(), |layer, key, ttl, function| {
+                layer.try_get_with(key, ttl, || function(argument))
+            })
     }
 }
 

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::depth_limit;
-use super::memo::memo_key;
+use super::memo::Memo;
 use super::{CacheError, CacheStats, ReadThrough};
 use crate::CacheStore;
 use crate::Ttl;
@@ -466,8 +466,8 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
     }
 
     /// Wraps `function` so that its results are cached for `ttl`, keyed by
-    /// [`memo_key`]`(prefix, JSON of the argument)`: any serde type is an
-    /// argument, and the key is stable across processes.
+    /// [`memo_key`](super::memo_key)`(prefix, JSON of the argument)`: any
+    /// serde type is an argument, and the key is stable across processes.
     ///
     /// ```
     /// # #[cfg(feature = "server")] {
@@ -490,12 +490,7 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
         ttl: impl Into<Ttl>,
         function: F,
     ) -> TypedMemoized<S, C, F> {
-        TypedMemoized {
-            cache: self.clone(),
-            prefix: prefix.to_owned(),
-            ttl: ttl.into(),
-            function,
-        }
+        TypedMemoized(Memo::new(self.clone(), prefix, ttl.into(), function))
     }
 }
 
@@ -517,42 +512,29 @@ impl<S: CacheStore, C: Codec> TypedCache<S, C> {
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct TypedMemoized<S, C, F> {
-    cache: TypedCache<S, C>,
-    prefix: String,
-    ttl: Ttl,
-    function: F,
-}
+pub struct TypedMemoized<S, C, F>(Memo<TypedCache<S, C>, F>);
 
 impl<S, C: std::fmt::Debug, F> std::fmt::Debug for TypedMemoized<S, C, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TypedMemoized")
-            .field("prefix", &self.prefix)
-            .field("ttl", &self.ttl)
-            .field("codec", &self.cache.codec)
-            .finish_non_exhaustive()
+        self.0
+            .debug(f, "TypedMemoized", ("codec", &self.0.cache.codec))
     }
 }
 
 impl<S, C: Clone, F: Clone> Clone for TypedMemoized<S, C, F> {
     fn clone(&self) -> Self {
-        TypedMemoized {
-            cache: self.cache.clone(),
-            prefix: self.prefix.clone(),
-            ttl: self.ttl,
-            function: self.function.clone(),
-        }
+        TypedMemoized(self.0.clone())
     }
 }
 
 impl<S: CacheStore, C: Codec, F> TypedMemoized<S, C, F> {
-    fn key<A: Serialize + ?Sized, E>(&self, argument: &A) -> Result<String, CacheError<E>> {
-        let rendered = serde_json::to_string(argument).map_err(|error| CacheError::Encode {
-            key: self.prefix.clone(),
+    /// The argument as the JSON its key is made of.
+    fn render<A: Serialize + ?Sized, E>(&self, argument: &A) -> Result<String, CacheError<E>> {
+        serde_json::to_string(argument).map_err(|error| CacheError::Encode {
+            key: self.0.prefix.clone(),
             codec: "json",
             message: format!("the argument does not render as a key: {error}"),
-        })?;
-        Ok(memo_key(&self.prefix, &rendered))
+        })
     }
 
     /// The function's value for `argument`, from the cache or computed and
@@ -577,9 +559,10 @@ impl<S: CacheStore, C: Codec, F> TypedMemoized<S, C, F> {
         F: Fn(&A) -> T,
         T: Serialize + DeserializeOwned,
     {
-        let key = self.key(argument)?;
-        self.cache
-            .get_with(&key, self.ttl, || (self.function)(argument))
+        let rendered = self.render(argument)?;
+        self.0.read_through(&rendered, |cache, key, ttl, function| {
+            cache.get_with(key, ttl, || function(argument))
+        })
     }
 
     /// For a fallible function: its error reaches the caller (and every
@@ -606,9 +589,10 @@ impl<S: CacheStore, C: Codec, F> TypedMemoized<S, C, F> {
         T: Serialize + DeserializeOwned,
         E: Send + Sync + 'static,
     {
-        let key = self.key(argument)?;
-        self.cache
-            .try_get_with(&key, self.ttl, || (self.function)(argument))
+        let rendered = self.render(argument)?;
+        self.0.read_through(&rendered, |cache, key, ttl, function| {
+            cache.try_get_with(key, ttl, || function(argument))
+        })
     }
 }
 
