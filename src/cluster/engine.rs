@@ -464,7 +464,7 @@ impl Shared {
                     stand_ins: write
                         .answered_by()
                         .filter(|index| !write.home.contains(index))
-                        .map(|index| nodes[index].name.clone())
+                        .map(|index| nodes[index].origin.name.clone())
                         .collect(),
                 },
                 Op::Delete => Hint::Delete,
@@ -575,7 +575,7 @@ impl Shared {
                 let hint = Hint::Set {
                     raw: Bytes::copy_from_slice(written.0),
                     ttl: written.1,
-                    stand_ins: vec![node.name.clone()],
+                    stand_ins: vec![node.origin.name.clone()],
                 };
                 let owner = &topology.nodes[owner];
                 if !owner.hints.record(key, hint, self.settings.hint_capacity) {
@@ -635,7 +635,7 @@ impl Shared {
             .iter()
             .map(|node| {
                 move || ServerResult {
-                    server: node.name.clone(),
+                    server: node.origin.name.clone(),
                     result: self.bounded(node, timeout).and_then(|client| call(&client)),
                 }
             })

@@ -106,7 +106,7 @@ impl Shared {
         for (key, stand_ins) in delivered {
             let (_, home) = topology.placement(&key, self.settings.replicas);
             for (index, node) in topology.nodes.iter().enumerate() {
-                if !stand_ins.contains(&node.name) || home.contains(&index) {
+                if !stand_ins.contains(&node.origin.name) || home.contains(&index) {
                     continue;
                 }
                 let outcome = node
@@ -201,12 +201,19 @@ impl Shared {
         let current = self.topology();
         let mut names: Vec<&str> = wanted.iter().map(|w| w.name.as_str()).collect();
         names.sort_unstable();
-        let current_names: Vec<&str> = current.nodes.iter().map(|n| n.name.as_str()).collect();
+        let current_names: Vec<&str> = current
+            .nodes
+            .iter()
+            .map(|n| n.origin.name.as_str())
+            .collect();
         if names == current_names {
             return;
         }
-        let existing: HashMap<&str, &Arc<Node>> =
-            current.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        let existing: HashMap<&str, &Arc<Node>> = current
+            .nodes
+            .iter()
+            .map(|n| (n.origin.name.as_str(), n))
+            .collect();
         let nodes: Vec<Arc<Node>> = wanted
             .into_iter()
             .filter_map(|server| match existing.get(server.name.as_str()) {

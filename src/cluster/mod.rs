@@ -782,8 +782,8 @@ impl Cluster {
             .nodes
             .iter()
             .map(|node| ServerState {
-                server: node.name.clone(),
-                weight: node.weight,
+                server: node.origin.name.clone(),
+                weight: node.origin.weight,
                 up: node.is_up(),
                 calls: node.calls(),
                 failed_calls: node.failed_calls(),
@@ -812,7 +812,7 @@ impl Cluster {
         topology
             .replicas(key, shared.settings.replicas)
             .into_iter()
-            .map(|index| topology.nodes[index].name.clone())
+            .map(|index| topology.nodes[index].origin.name.clone())
             .collect()
     }
 }
@@ -821,7 +821,11 @@ impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shared = self.shared();
         let topology = shared.topology();
-        let names: Vec<&str> = topology.nodes.iter().map(|n| n.name.as_str()).collect();
+        let names: Vec<&str> = topology
+            .nodes
+            .iter()
+            .map(|n| n.origin.name.as_str())
+            .collect();
         f.debug_struct("Cluster")
             .field("servers", &names)
             .field("replicas", &shared.settings.replicas)

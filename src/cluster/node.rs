@@ -13,13 +13,11 @@ use crate::{Client, Error, TlsFailure};
 /// counters survive a re-resolution that keeps it.
 #[derive(Debug)]
 pub(crate) struct Node {
-    /// `host:port` as the cluster names it; also what places keys on it.
-    pub(crate) name: String,
-    pub(crate) weight: f64,
+    /// Where it came from: its name (`host:port`, what places keys on it)
+    /// and weight, and what a fresh client connects to.
+    pub(crate) origin: Wanted,
     pub(crate) slot: Slot,
     pub(crate) client: Client,
-    /// Where it came from: what a fresh client connects to.
-    pub(crate) origin: Wanted,
     failures_in_a_row: AtomicU32,
     down: AtomicBool,
     /// When it was marked down; read by the prober for the cool-down.
@@ -43,8 +41,6 @@ impl Node {
     pub(crate) fn new(origin: Wanted, client: Client) -> Node {
         Node {
             slot: Slot::new(&origin.name, origin.weight),
-            name: origin.name.clone(),
-            weight: origin.weight,
             client,
             origin,
             failures_in_a_row: AtomicU32::new(0),

@@ -15,7 +15,7 @@ pub(super) struct Topology {
 
 impl Topology {
     pub(super) fn new(mut nodes: Vec<Arc<Node>>) -> Topology {
-        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        nodes.sort_by(|a, b| a.origin.name.cmp(&b.origin.name));
         let slots = nodes.iter().map(|node| node.slot).collect();
         Topology { nodes, slots }
     }
