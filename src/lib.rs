@@ -142,6 +142,8 @@ pub(crate) mod proto;
 pub mod rules;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(any(feature = "cache", feature = "cluster"))]
+mod setters;
 mod store;
 mod tls;
 mod ttl;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 /// The rooms, lowest first. A room may use any room of lower rank.
 const RANKS: &[(&str, u32)] = &[
     ("error", 0),
+    ("setters", 0),
     ("ttl", 1),
     ("rules", 1),
     ("address", 1),

@@ -110,54 +110,50 @@ pub struct ReadThroughBuilder<S> {
 }
 
 impl<S: CacheStore> ReadThroughBuilder<S> {
-    /// How long a caller waits for another thread loading the same key
-    /// before [`CacheError::WaitTimeout`]. Default: [`DEFAULT_TIMEOUT`]
-    /// (30 s, the client's default deadline).
-    ///
-    /// ```
-    /// # use tiny_cache_client::cache::ReadThrough;
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// let cache = ReadThrough::builder(client)
-    ///     .wait_timeout(std::time::Duration::from_millis(500))
-    ///     .build();
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
+    crate::setters::setters! {
+        /// How long a caller waits for another thread loading the same key
+        /// before [`CacheError::WaitTimeout`]. Default: [`DEFAULT_TIMEOUT`]
+        /// (30 s, the client's default deadline).
+        ///
+        /// ```
+        /// # use tiny_cache_client::cache::ReadThrough;
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// let cache = ReadThrough::builder(client)
+        ///     .wait_timeout(std::time::Duration::from_millis(500))
+        ///     .build();
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        wait_timeout(timeout: Duration) => timeout;
 
-    /// Whether read-through survives an outage of the store. Default: off.
-    ///
-    /// When on, and the store fails with [`Error::Unavailable`],
-    /// [`Error::DeadlineExceeded`] or [`Error::ResourceExhausted`]:
-    /// [`get_with`](ReadThrough::get_with) computes and returns the value
-    /// anyway, [`get`](ReadThrough::get) reports a miss, writes after a
-    /// compute are best effort, and each failure is counted in
-    /// [`CacheStats::store_failures`]. Any other error (a validation error
-    /// is a bug, not an outage) still fails the call, and so do explicit
-    /// [`set`](ReadThrough::set) and [`delete`](ReadThrough::delete): a
-    /// caller invalidating an entry needs to know it did not happen.
-    ///
-    /// ```
-    /// # use tiny_cache_client::cache::ReadThrough;
-    /// use std::time::Duration;
-    /// use tiny_cache_client::Client;
-    ///
-    /// // Nothing listens on port 1: the cache is "down".
-    /// let down = Client::builder("127.0.0.1:1").max_retries(0).build()?;
-    /// let cache = ReadThrough::builder(down).fail_open(true).build();
-    /// let value = cache.get_with("k", Duration::from_secs(60), || "computed anyway")?;
-    /// assert_eq!(&value[..], b"computed anyway");
-    /// assert_eq!(cache.local_stats().store_failures, 1);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn fail_open(mut self, enabled: bool) -> Self {
-        self.fail_open = enabled;
-        self
+        /// Whether read-through survives an outage of the store. Default: off.
+        ///
+        /// When on, and the store fails with [`Error::Unavailable`],
+        /// [`Error::DeadlineExceeded`] or [`Error::ResourceExhausted`]:
+        /// [`get_with`](ReadThrough::get_with) computes and returns the value
+        /// anyway, [`get`](ReadThrough::get) reports a miss, writes after a
+        /// compute are best effort, and each failure is counted in
+        /// [`CacheStats::store_failures`]. Any other error (a validation error
+        /// is a bug, not an outage) still fails the call, and so do explicit
+        /// [`set`](ReadThrough::set) and [`delete`](ReadThrough::delete): a
+        /// caller invalidating an entry needs to know it did not happen.
+        ///
+        /// ```
+        /// # use tiny_cache_client::cache::ReadThrough;
+        /// use std::time::Duration;
+        /// use tiny_cache_client::Client;
+        ///
+        /// // Nothing listens on port 1: the cache is "down".
+        /// let down = Client::builder("127.0.0.1:1").max_retries(0).build()?;
+        /// let cache = ReadThrough::builder(down).fail_open(true).build();
+        /// let value = cache.get_with("k", Duration::from_secs(60), || "computed anyway")?;
+        /// assert_eq!(&value[..], b"computed anyway");
+        /// assert_eq!(cache.local_stats().store_failures, 1);
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        fail_open(enabled: bool) => fail_open;
     }
 
     /// The layer.

@@ -110,41 +110,37 @@ impl<S: CacheStore> NearCacheBuilder<S> {
         self
     }
 
-    /// How long an entry lives locally at most (default
-    /// [`DEFAULT_NEAR_TTL`]). An entry this layer writes lives no longer
-    /// than the TTL it was written with.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// use std::time::Duration;
-    /// let near = tiny_cache_client::cache::NearCache::builder(client)
-    ///     .local_ttl(Duration::from_millis(500))
-    ///     .build();
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn local_ttl(mut self, ttl: Duration) -> Self {
-        self.local_ttl = ttl;
-        self
-    }
+    crate::setters::setters! {
+        /// How long an entry lives locally at most (default
+        /// [`DEFAULT_NEAR_TTL`]). An entry this layer writes lives no longer
+        /// than the TTL it was written with.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// use std::time::Duration;
+        /// let near = tiny_cache_client::cache::NearCache::builder(client)
+        ///     .local_ttl(Duration::from_millis(500))
+        ///     .build();
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        local_ttl(ttl: Duration) => local_ttl;
 
-    /// Which entries go first when the layer is full (default
-    /// [`NearPolicy::TinyLfu`]).
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// use tiny_cache_client::cache::{NearCache, NearPolicy};
-    /// let near = NearCache::builder(client).policy(NearPolicy::Lru).build();
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn policy(mut self, policy: NearPolicy) -> Self {
-        self.policy = policy;
-        self
+        /// Which entries go first when the layer is full (default
+        /// [`NearPolicy::TinyLfu`]).
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// use tiny_cache_client::cache::{NearCache, NearPolicy};
+        /// let near = NearCache::builder(client).policy(NearPolicy::Lru).build();
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        policy(policy: NearPolicy) => policy;
     }
 
     /// The near cache.

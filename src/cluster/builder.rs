@@ -139,20 +139,6 @@ impl Default for ClusterBuilder {
     }
 }
 
-/// Setters that store their argument as given (`build` checks it): each
-/// method, with its docs, and the field it sets.
-macro_rules! setters {
-    ($($(#[$doc:meta])* $name:ident($arg:ident: $ty:ty) => $($field:ident).+;)+) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(mut self, $arg: $ty) -> Self {
-                self.$($field).+ = $arg;
-                self
-            }
-        )+
-    };
-}
-
 impl ClusterBuilder {
     /// A builder with no servers and every default.
     ///
@@ -216,7 +202,7 @@ impl ClusterBuilder {
         self
     }
 
-    setters! {
+    crate::setters::setters! {
         /// How many servers hold each key (R). Default 1. With more than one,
         /// values carry a 20-byte envelope (see the [module docs](super)).
         ///

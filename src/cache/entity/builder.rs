@@ -116,58 +116,51 @@ impl<S: CacheStore> EntityCacheBuilder<S> {
         self
     }
 
-    /// How long a call waits for another thread computing the same entry
-    /// (single flight) before computing it itself. Default:
-    /// [`DEFAULT_TIMEOUT`] (30 s).
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// let cache = tiny_cache_client::cache::EntityCache::builder(client)
-    ///     .wait_timeout(std::time::Duration::from_millis(500))
-    ///     .build()?;
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
-        self.wait_timeout = timeout;
-        self
-    }
+    crate::setters::setters! {
+        /// How long a call waits for another thread computing the same entry
+        /// (single flight) before computing it itself. Default:
+        /// [`DEFAULT_TIMEOUT`] (30 s).
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// let cache = tiny_cache_client::cache::EntityCache::builder(client)
+        ///     .wait_timeout(std::time::Duration::from_millis(500))
+        ///     .build()?;
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        wait_timeout(timeout: Duration) => wait_timeout;
 
-    /// Bound of the local layer in entries (default
-    /// [`DEFAULT_NEAR_MAX_ENTRIES`]).
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// let cache = tiny_cache_client::cache::EntityCache::builder(client)
-    ///     .local_max_entries(1_000)
-    ///     .build()?;
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn local_max_entries(mut self, entries: u64) -> Self {
-        self.local_max_entries = entries;
-        self
-    }
+        /// Bound of the local layer in entries (default
+        /// [`DEFAULT_NEAR_MAX_ENTRIES`]).
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// let cache = tiny_cache_client::cache::EntityCache::builder(client)
+        ///     .local_max_entries(1_000)
+        ///     .build()?;
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        local_max_entries(entries: u64) => local_max_entries;
 
-    /// Whether use cases emit through the `metrics` facade (default: on
-    /// with the `metrics` feature; without it there is nothing to emit).
-    /// The [`UseCaseStats`](crate::cache::UseCaseStats) counters run either way.
-    ///
-    /// ```
-    /// # #[cfg(feature = "server")] {
-    /// # let server = tiny_cache_client::server::Server::local()?;
-    /// # let client = tiny_cache_client::Client::new(&server.address())?;
-    /// let cache = tiny_cache_client::cache::EntityCache::builder(client).metrics(false).build()?;
-    /// # }
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn metrics(mut self, on: bool) -> Self {
-        self.metrics = on;
-        self
+        /// Whether use cases emit through the `metrics` facade (default: on
+        /// with the `metrics` feature; without it there is nothing to emit).
+        /// The [`UseCaseStats`](crate::cache::UseCaseStats) counters run either way.
+        ///
+        /// ```
+        /// # #[cfg(feature = "server")] {
+        /// # let server = tiny_cache_client::server::Server::local()?;
+        /// # let client = tiny_cache_client::Client::new(&server.address())?;
+        /// let cache = tiny_cache_client::cache::EntityCache::builder(client).metrics(false).build()?;
+        /// # }
+        /// # Ok::<(), Box<dyn std::error::Error>>(())
+        /// ```
+        metrics(on: bool) => metrics;
     }
 
     /// The first part of every metric name (default
