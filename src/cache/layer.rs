@@ -10,7 +10,7 @@ use super::flight::{Flights, Joined, Lead, Outcome};
 use super::stats::{bump, CacheStats, Counters};
 use super::CacheError;
 use crate::CacheStore;
-use crate::{CasOutcome, Error, ItemResult, Ttl, DEFAULT_TIMEOUT};
+use crate::{Error, ItemResult, Ttl, DEFAULT_TIMEOUT};
 
 /// A read-through caching layer over any [`CacheStore`], with single
 /// flight per key.
@@ -586,18 +586,6 @@ impl<S: CacheStore> CacheStore for ReadThrough<S> {
         ReadThrough::get(self, key)
     }
 
-    fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> crate::Result<()> {
-        self.shared.store.set_with_ttl(key, value, ttl)
-    }
-
-    fn delete(&self, key: &str) -> crate::Result<()> {
-        self.shared.store.delete(key)
-    }
-
-    fn default_ttl(&self) -> Ttl {
-        self.shared.store.default_ttl()
-    }
-
     fn get_many(&self, keys: &[&str]) -> crate::Result<Vec<ItemResult<Option<Bytes>>>> {
         let items = match self.shared.store.get_many(keys) {
             Ok(items) => items,
@@ -616,55 +604,9 @@ impl<S: CacheStore> CacheStore for ReadThrough<S> {
             .collect())
     }
 
-    fn set_many_with_ttl(
-        &self,
-        items: &[(&str, &[u8])],
-        ttl: Ttl,
-    ) -> crate::Result<Vec<ItemResult<()>>> {
-        self.shared.store.set_many_with_ttl(items, ttl)
-    }
-
-    fn delete_many(&self, keys: &[&str]) -> crate::Result<Vec<ItemResult<()>>> {
-        self.shared.store.delete_many(keys)
-    }
-
-    fn set_if_absent_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> crate::Result<bool> {
-        self.shared.store.set_if_absent_with_ttl(key, value, ttl)
-    }
-
-    fn compare_and_set_with_ttl(
-        &self,
-        key: &str,
-        expected: &[u8],
-        value: &[u8],
-        ttl: Ttl,
-    ) -> crate::Result<CasOutcome> {
-        self.shared
-            .store
-            .compare_and_set_with_ttl(key, expected, value, ttl)
-    }
-
-    fn touch(&self, key: &str, ttl: Ttl) -> crate::Result<bool> {
-        self.shared.store.touch(key, ttl)
-    }
-
-    fn get_many_latest(
-        &self,
-        keys: &[&str],
-        latest: &[bool],
-    ) -> crate::Result<Vec<ItemResult<Option<Bytes>>>> {
-        self.shared.store.get_many_latest(keys, latest)
-    }
-
-    fn set_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> crate::Result<()> {
-        self.shared.store.set_everywhere(key, value, ttl)
-    }
-
-    fn set_if_absent_everywhere(&self, key: &str, value: &[u8], ttl: Ttl) -> crate::Result<bool> {
-        self.shared.store.set_if_absent_everywhere(key, value, ttl)
-    }
-
-    fn peek(&self, key: &str) -> Option<Bytes> {
-        self.shared.store.peek(key)
-    }
+    crate::store::delegate_store!(self => self.shared.store;
+        set_with_ttl, delete, default_ttl, set_many_with_ttl, delete_many,
+        set_if_absent_with_ttl, compare_and_set_with_ttl, touch, get_many_latest,
+        set_everywhere, set_if_absent_everywhere, peek,
+    );
 }
