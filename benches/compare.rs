@@ -2,7 +2,9 @@
 //! server (the performance issue's comparison harness).
 //!
 //! Run with: `cargo bench --bench compare --features cli` (about 8 minutes
-//! once built); `-- --quick` for a one-minute pass. The first run also builds
+//! once built); `-- --quick` for a one-minute pass; `-- --floor` measures
+//! only the floor (one park/unpark round trip between two threads, also
+//! measured at the start of every run) and exits. The first run also builds
 //! the tonic peer (`benches/tonic-peer`, a separate cargo package, so tonic
 //! never enters this crate's dependency tree), which takes a few minutes.
 //!
@@ -544,6 +546,103 @@ fn compare_servers(
 }
 
 /// One of the issue's targets, checked.
+/// What one blocking wait costs at the least: a thread hands a message to
+/// another over a crossbeam channel and parks until the other answers and
+/// unparks it, as a caller waits for its pool worker. Measured in this
+/// process (both threads), after a warm-up, so every target about the
+/// client's CPU per call can be read against it.
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    /// Wall time of one round trip, µs.
+    wall_us: f64,
+    /// CPU of one round trip, both threads, µs.
+    cpu_us: f64,
+    /// Context switches of one round trip, both threads.
+    switches: f64,
+}
+
+/// The process's CPU time (user + system) and context switches so far.
+fn process_usage() -> Option<(Duration, u64)> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let time = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+    };
+    let count = |n: nix::libc::c_long| u64::try_from(n).unwrap_or(0);
+    Some((
+        time(usage.user_time()) + time(usage.system_time()),
+        count(usage.voluntary_context_switches()) + count(usage.involuntary_context_switches()),
+    ))
+}
+
+fn park_round_trip(round_trips: u32) -> Floor {
+    let (to_worker, requests) = crossbeam_channel::bounded::<std::thread::Thread>(1);
+    let (to_caller, replies) = crossbeam_channel::bounded::<()>(1);
+    // Both sides sleep by parking (crossbeam's own blocking receive spins
+    // and yields first, which would measure its spinning, not a sleep).
+    let worker = std::thread::spawn(move || loop {
+        match requests.try_recv() {
+            Ok(caller) => {
+                if to_caller.send(()).is_err() {
+                    return;
+                }
+                caller.unpark();
+            }
+            Err(crossbeam_channel::TryRecvError::Empty) => std::thread::park(),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return,
+        }
+    });
+    let worker_thread = worker.thread().clone();
+    let round_trip = || {
+        if to_worker.send(std::thread::current()).is_err() {
+            return;
+        }
+        worker_thread.unpark();
+        // The caller parks until its reply is there, as `ReplyWait::Park`.
+        while replies.try_recv().is_err() {
+            std::thread::park();
+        }
+    };
+    for _ in 0..round_trips / 10 {
+        round_trip();
+    }
+    let (started, before) = (Instant::now(), process_usage());
+    for _ in 0..round_trips {
+        round_trip();
+    }
+    let wall = started.elapsed();
+    let after = process_usage();
+    drop(to_worker);
+    worker_thread.unpark();
+    let _ = worker.join();
+    let n = f64::from(round_trips);
+    let (cpu_us, switches) = match (before, after) {
+        (Some((cpu0, sw0)), Some((cpu1, sw1))) => (
+            (cpu1 - cpu0).as_secs_f64() * 1e6 / n,
+            sw1.saturating_sub(sw0) as f64 / n,
+        ),
+        _ => (f64::NAN, f64::NAN),
+    };
+    Floor {
+        wall_us: wall.as_secs_f64() * 1e6 / n,
+        cpu_us,
+        switches,
+    }
+}
+
+fn floor_table(floor: &Floor, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "\n### The floor: one park/unpark round trip between two threads\n\n\
+         | wall µs | CPU µs (both threads) | context switches |\n| ---: | ---: | ---: |\n\
+         | {} | {} | {} |",
+        show(floor.wall_us, 1),
+        show(floor.cpu_us, 1),
+        show(floor.switches, 2),
+    );
+}
+
 struct Target {
     what: &'static str,
     /// The figure in each round; the target is judged on their median.
@@ -554,6 +653,14 @@ struct Target {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let floor = park_round_trip(if quick { 20_000 } else { 100_000 });
+    if std::env::args().any(|a| a == "--floor") {
+        // The floor alone, in seconds, for a quick look on any machine.
+        let mut out = String::new();
+        floor_table(&floor, &mut out);
+        print!("{out}");
+        return;
+    }
     let plan = if quick {
         Plan {
             rounds: 1,
@@ -685,6 +792,7 @@ fn main() {
     }
 
     let h2load_ratios = compare_servers(&address, &peer_dir, pin, &plan, &mut out);
+    floor_table(&floor, &mut out);
 
     // Indexes into WORKLOADS and PEERS for the targets.
     let (one, four, sixteen, sixty_four, many, kib64, mib1) = (0, 1, 2, 3, 4, 5, 6);
@@ -710,6 +818,16 @@ fn main() {
             what: "64 threads: client CPU/op ours ÷ tonic current-thread",
             rounds: ours_over(sixty_four, current_peer, |s| s.cpu_us_per_op),
             bound: 1.0,
+            at_least: false,
+        },
+        Target {
+            what: "64 threads: (client CPU/op ours − tonic current-thread's) ÷ the floor's CPU",
+            rounds: samples[sixty_four][0]
+                .iter()
+                .zip(&samples[sixty_four][current_peer])
+                .map(|(ours, tonic)| (ours.cpu_us_per_op - tonic.cpu_us_per_op) / floor.cpu_us)
+                .collect(),
+            bound: 1.1,
             at_least: false,
         },
         Target {
