@@ -56,7 +56,7 @@ mod chaos_workload;
 mod fault_proxy;
 
 use chaos_workload::checker::{self, Call, Verdict};
-use chaos_workload::{op_bound, short, work, World, LATE_SLACK, LOCAL_TTL, THREADS};
+use chaos_workload::{op_bound, work, World, LATE_SLACK, LOCAL_TTL, THREADS};
 use fault_proxy::{Fault, FaultProxy};
 
 /// Counts the bytes allocated and not yet freed, around the system
@@ -1149,7 +1149,7 @@ fn report(
             r.kind,
             v.calls,
             v.errors,
-            kinds_text(v),
+            v.kinds_text(),
             v.max_latency.as_secs_f64() * 1000.0,
             v.late,
             v.stale_raw,
@@ -1194,7 +1194,7 @@ fn report(
             mine.len(),
             sum.calls,
             sum.errors,
-            kinds_text(&sum),
+            sum.kinds_text(),
             sum.late,
             sum.stale_raw + sum.stale_near + sum.stale_entity,
             sum.lost,
@@ -1208,7 +1208,7 @@ fn report(
         reports.len(),
         total.calls,
         total.errors,
-        kinds_text(&total),
+        total.kinds_text(),
         total.late,
         total.stale_raw + total.stale_near + total.stale_entity,
         total.lost,
@@ -1294,21 +1294,6 @@ fn json_name(name: &str) -> String {
         other => other.to_owned(),
     }
 }
-
-fn kinds_text(v: &Verdict) -> String {
-    let text = v
-        .errors_by_kind
-        .iter()
-        .map(|(kind, n)| format!("{} {n}", short(kind)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if text.is_empty() {
-        "-".to_owned()
-    } else {
-        text
-    }
-}
-
 /// Adds `v`'s counts to `sum` (the counts only: examples and latencies
 /// are per cycle).
 fn add(sum: &mut Verdict, v: &Verdict) {

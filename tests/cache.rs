@@ -639,6 +639,31 @@ fn with_the_server_killed_fail_open_read_through_returns_computed_values_and_cou
 }
 
 #[test]
+fn a_fail_open_layer_used_as_a_store_reads_an_outage_as_misses_and_counts_it() {
+    use tiny_cache_client::CacheStore;
+    let server = Server::local().unwrap();
+    let client = Client::builder(&server.address())
+        .timeout(Duration::from_secs(2))
+        .max_retries(0)
+        .build()
+        .unwrap();
+    let open = ReadThrough::builder(client.clone()).fail_open(true).build();
+    let closed = ReadThrough::new(client);
+    server.kill();
+    // Through the trait, the batch read fails open as `get` does...
+    let items = CacheStore::get_many(&open, &["a", "b"]).unwrap();
+    let results: Vec<_> = items.iter().map(|item| item.result.clone()).collect();
+    assert_eq!(results, [Ok(None), Ok(None)], "{items:?}");
+    let stats = open.local_stats();
+    assert_eq!((stats.misses, stats.store_failures), (2, 2), "{stats:?}");
+    // ...and without fail-open the outage is the caller's to see.
+    assert!(matches!(
+        CacheStore::get_many(&closed, &["a"]),
+        Err(Error::Unavailable(_))
+    ));
+}
+
+#[test]
 fn explicit_writes_through_a_fail_open_layer_still_report_the_outage() {
     let server = Server::local().unwrap();
     let client = Client::builder(&server.address())

@@ -28,9 +28,7 @@ use tiny_cache_client::server::Server;
 
 mod common;
 
-use common::chaos_workload::{
-    checker, op_bound, short, work, World, LATE_SLACK, LOCAL_TTL, THREADS,
-};
+use common::chaos_workload::{checker, op_bound, work, World, LATE_SLACK, LOCAL_TTL, THREADS};
 use common::fault_proxy::{Fault, FaultProxy};
 
 use checker::Call;
@@ -400,18 +398,12 @@ about one each); marked down: spells a server was seen down (s<i>@from-to, secon
 
     fn row(&self) -> String {
         let v = &self.verdict;
-        let kinds = v
-            .errors_by_kind
-            .iter()
-            .map(|(kind, n)| format!("{} {n}", short(kind)))
-            .collect::<Vec<_>>()
-            .join(", ");
         format!(
             "{:<22} {:>6} {:>6}  {:<22} {:>6.0} {:>4} {:>5} {:>5} {:>5} {:>4} {:>4} {:>6}  {:<22} {}",
             self.name,
             v.calls,
             v.errors,
-            if kinds.is_empty() { "-".to_owned() } else { kinds },
+            v.kinds_text(),
             v.max_latency.as_secs_f64() * 1000.0,
             v.late,
             v.stale_raw,

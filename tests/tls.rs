@@ -491,18 +491,11 @@ fn a_server_that_hangs_up_right_after_the_tls_handshake_suggests_a_client_certif
         .max_retries(0)
         .build()
         .unwrap();
-    match client.get("k") {
-        // Retryable: an overloaded server can hang up the same way.
-        Err(Error::Unavailable(message)) => {
-            let message = message.to_string();
-            assert!(
-                message.contains("right after the TLS handshake"),
-                "{message}"
-            );
-            assert!(message.contains("tls_client_identity_pem"), "{message}");
-        }
-        other => panic!("expected Unavailable with a hint, got {other:?}"),
-    }
+    // Retryable: an overloaded server can hang up the same way.
+    assert_unavailable_with_hint(
+        client.get("k"),
+        &["right after the TLS handshake", "tls_client_identity_pem"],
+    );
 }
 
 #[test]
@@ -521,10 +514,17 @@ fn a_plain_client_hung_up_on_without_a_byte_is_told_about_grpcs() {
         .max_retries(0)
         .build()
         .unwrap();
-    match client.get("k") {
+    assert_unavailable_with_hint(client.get("k"), &["grpcs://"]);
+}
+
+/// The call failed as `Unavailable`, with every one of `hints` in its text.
+fn assert_unavailable_with_hint<T: std::fmt::Debug>(outcome: Result<T, Error>, hints: &[&str]) {
+    match outcome {
         Err(Error::Unavailable(message)) => {
             let message = message.to_string();
-            assert!(message.contains("grpcs://"), "{message}");
+            for hint in hints {
+                assert!(message.contains(hint), "{hint:?} not in {message}");
+            }
         }
         other => panic!("expected Unavailable with a hint, got {other:?}"),
     }

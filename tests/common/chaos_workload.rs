@@ -487,6 +487,24 @@ pub mod checker {
         pub examples: Vec<String>,
     }
 
+    impl Verdict {
+        /// The errors by kind in a report's few characters (`un 3, dl 1`),
+        /// `-` for none.
+        pub fn kinds_text(&self) -> String {
+            let text = self
+                .errors_by_kind
+                .iter()
+                .map(|(kind, n)| format!("{} {n}", super::short(kind)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if text.is_empty() {
+                "-".to_owned()
+            } else {
+                text
+            }
+        }
+    }
+
     /// Acknowledged versions of one key (or entity), in the order their
     /// single writer made them: versions and acknowledgement times both
     /// increase.
