@@ -165,6 +165,7 @@ pub use error::Code;
 pub use error::{Error, Result, StatusText, TlsFailure};
 #[cfg(feature = "unstable-internals")]
 pub use pool::ReplyWait;
+pub use store::pipeline;
 pub use store::{CacheStore, CasOutcome, ItemResult, TOUCH_ATTEMPTS};
 pub use ttl::{Ttl, DEFAULT_TTL};
 

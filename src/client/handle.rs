@@ -436,19 +436,7 @@ impl Client {
         fn get_many(&self, keys) {
             let request = KeysRef { elements: keys };
             let reply: MultiCacheValueResponse = self.call(Method::MultiGet, &request)?;
-            check_item_count(reply.items.len(), keys.len(), "MultiGet")?;
-            Ok(reply
-                .items
-                .into_iter()
-                .map(|item| ItemResult {
-                    key: item.key,
-                    result: if !item.error.is_empty() {
-                        Err(item_error(item.error))
-                    } else {
-                        Ok(item.found.then_some(item.value))
-                    },
-                })
-                .collect())
+            value_results(reply, keys.len())
         }
 
         /// Writes many entries in one round trip with the default TTL; one
@@ -535,11 +523,7 @@ impl Client {
         fn set_if_absent_with_ttl(&self, key, value, ttl) {
             let reply: ConditionalCacheResponse =
                 self.write(Method::SetIfAbsent, key, ttl, |ttl| ItemRef { key, value, ttl })?;
-            match ConditionalCacheStatus::try_from(reply.status) {
-                Ok(ConditionalCacheStatus::Stored) => Ok(true),
-                Ok(ConditionalCacheStatus::Exists) => Ok(false),
-                _ => Err(unexpected_status("SetIfAbsent", reply.status)),
-            }
+            inserted(&reply)
         }
 
         /// Replaces `key`'s value with `value` only if it currently equals
@@ -584,12 +568,7 @@ impl Client {
                     value,
                     ttl,
                 })?;
-            match ConditionalCacheStatus::try_from(reply.status) {
-                Ok(ConditionalCacheStatus::Stored) => Ok(CasOutcome::Stored),
-                Ok(ConditionalCacheStatus::NotFound) => Ok(CasOutcome::NotFound),
-                Ok(ConditionalCacheStatus::Mismatch) => Ok(CasOutcome::Mismatch),
-                _ => Err(unexpected_status("CompareAndSet", reply.status)),
-            }
+            swapped(&reply)
         }
     }
 
@@ -773,9 +752,81 @@ impl Client {
         self.shared.pool.shutdown();
     }
 
+    /// A pipeline of operations on this client, sent all at once and
+    /// waited for once (see [`pipeline`](crate::pipeline)).
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// let outcomes = client.pipeline().set("a", "1").get("a").run()?;
+    /// assert_eq!(outcomes.len(), 2);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pipeline(&self) -> crate::pipeline::Pipeline<'_> {
+        crate::pipeline::Pipeline::on(self)
+    }
+
     // ----- the call path ------------------------------------------------
 
-    fn check_key(&self, key: &str) -> Result<()> {
+    /// The deadline of this handle's calls, from their start.
+    pub(super) fn timeout(&self) -> Duration {
+        self.options.timeout.min(MAX_TIMEOUT)
+    }
+
+    /// What a call started on this handle needs from the client, for
+    /// `flight`: its deadline, retry policy, telemetry and encoder.
+    pub(super) fn call_parts(&self, method: Method) -> CallParts<'_> {
+        let shared = &*self.shared;
+        let options = &*self.options;
+        CallParts {
+            timeout: options.timeout.min(MAX_TIMEOUT),
+            retries: CallRetries::new(
+                options.max_retries,
+                method.is_idempotent(),
+                shared.retry_budget.as_ref(),
+                &shared.config.retry_backoff,
+            ),
+            observation: shared.telemetry.start(method),
+        }
+    }
+
+    /// `request` framed for the wire, within the client's size limit.
+    pub(super) fn encode<Req: Message>(&self, request: &Req) -> Result<Bytes> {
+        encode_message(request, self.shared.config.max_send_message_bytes)
+            .map_err(|status| Error::ResourceExhausted(status.message().to_owned().into()))
+    }
+
+    /// Hands one attempt of a call to the pool, with `deadline - now` as
+    /// its `grpc-timeout`.
+    pub(super) fn submit(
+        &self,
+        method: Method,
+        body: Bytes,
+        deadline: Instant,
+        reply: crate::pool::ReplySender,
+        cancel: Option<crate::pool::CancelSignal>,
+    ) -> Result<()> {
+        let shared = &*self.shared;
+        let head = request_head(
+            &shared.scheme,
+            shared.config.pool.address.authority(),
+            method,
+            Some(deadline.saturating_duration_since(Instant::now())),
+            &self.options.metadata,
+        );
+        shared.pool.submit(Call {
+            head,
+            body,
+            deadline,
+            reply,
+            keep_metadata: false,
+            cancel,
+        })
+    }
+
+    pub(super) fn check_key(&self, key: &str) -> Result<()> {
         Ok(rules::check_key(key, self.options.namespace.as_deref())?)
     }
 
@@ -816,10 +867,7 @@ impl Client {
         let options = &*self.options;
         let timeout = options.timeout.min(MAX_TIMEOUT);
         let deadline = Instant::now() + timeout;
-        let encode = || {
-            encode_message(request, shared.config.max_send_message_bytes)
-                .map_err(|status| Error::ResourceExhausted(status.message().to_owned().into()))
-        };
+        let encode = || self.encode(request);
         // The first attempt sends this body; a retry encodes the request
         // again, which is cheaper for the common call than sharing one body
         // among attempts (sharing costs an allocation on every call).
@@ -855,6 +903,7 @@ impl Client {
                 deadline,
                 reply: reply_tx,
                 keep_metadata,
+                cancel: None,
             })?;
             let failure = match reply_rx.wait_until(deadline + REPLY_GRACE) {
                 Ok(Ok(answer)) => {
@@ -892,6 +941,14 @@ impl Client {
     }
 }
 
+/// A call's deadline, retry policy and observation, as the client's
+/// handle sets them.
+pub(super) struct CallParts<'a> {
+    pub(super) timeout: Duration,
+    pub(super) retries: CallRetries<'a>,
+    pub(super) observation: Observation<'a>,
+}
+
 /// A value read through a text accessor: [`Error::NotUtf8`] when it is not
 /// UTF-8.
 pub(crate) fn text_value(key: &str, value: Option<Bytes>) -> Result<Option<String>> {
@@ -905,7 +962,7 @@ pub(crate) fn text_value(key: &str, value: Option<Bytes>) -> Result<Option<Strin
     }
 }
 
-fn expect_ok(status: i32, method: &str) -> Result<()> {
+pub(super) fn expect_ok(status: i32, method: &str) -> Result<()> {
     match CacheStatus::try_from(status) {
         Ok(CacheStatus::Ok) => Ok(()),
         Ok(CacheStatus::Error) => Err(Error::Status {
@@ -914,6 +971,45 @@ fn expect_ok(status: i32, method: &str) -> Result<()> {
             details: None,
         }),
         _ => Err(unexpected_status(method, status)),
+    }
+}
+
+/// A `MultiGet` reply as one result per key, in request order.
+pub(super) fn value_results(
+    reply: MultiCacheValueResponse,
+    expected: usize,
+) -> Result<Vec<ItemResult<Option<Bytes>>>> {
+    check_item_count(reply.items.len(), expected, "MultiGet")?;
+    Ok(reply
+        .items
+        .into_iter()
+        .map(|item| ItemResult {
+            key: item.key,
+            result: if !item.error.is_empty() {
+                Err(item_error(item.error))
+            } else {
+                Ok(item.found.then_some(item.value))
+            },
+        })
+        .collect())
+}
+
+/// Whether a `SetIfAbsent` stored its value.
+pub(super) fn inserted(reply: &ConditionalCacheResponse) -> Result<bool> {
+    match ConditionalCacheStatus::try_from(reply.status) {
+        Ok(ConditionalCacheStatus::Stored) => Ok(true),
+        Ok(ConditionalCacheStatus::Exists) => Ok(false),
+        _ => Err(unexpected_status("SetIfAbsent", reply.status)),
+    }
+}
+
+/// What a `CompareAndSet` did.
+pub(super) fn swapped(reply: &ConditionalCacheResponse) -> Result<CasOutcome> {
+    match ConditionalCacheStatus::try_from(reply.status) {
+        Ok(ConditionalCacheStatus::Stored) => Ok(CasOutcome::Stored),
+        Ok(ConditionalCacheStatus::NotFound) => Ok(CasOutcome::NotFound),
+        Ok(ConditionalCacheStatus::Mismatch) => Ok(CasOutcome::Mismatch),
+        _ => Err(unexpected_status("CompareAndSet", reply.status)),
     }
 }
 
@@ -936,7 +1032,7 @@ fn item_error(text: String) -> Error {
     }
 }
 
-fn check_item_count(got: usize, expected: usize, method: &str) -> Result<()> {
+pub(super) fn check_item_count(got: usize, expected: usize, method: &str) -> Result<()> {
     if got == expected {
         Ok(())
     } else {
@@ -947,7 +1043,7 @@ fn check_item_count(got: usize, expected: usize, method: &str) -> Result<()> {
     }
 }
 
-fn operation_results(
+pub(super) fn operation_results(
     reply: MultiCacheResponse,
     expected: usize,
     method: &str,

@@ -10,6 +10,7 @@
 
 mod as_store;
 pub(crate) mod config;
+pub(crate) mod flight;
 mod from_wire;
 mod handle;
 pub(crate) mod requests;

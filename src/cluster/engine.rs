@@ -18,6 +18,7 @@ use super::hints::Hint;
 use super::node::{is_server_failure, Node};
 use super::policy::{Replies, ResponsePolicy};
 use super::*;
+use crate::client::flight::{Answered, Flight, Request};
 
 impl Shared {
     pub(super) fn topology(&self) -> Arc<Topology> {
@@ -58,11 +59,16 @@ impl Shared {
         }
     }
 
-    /// Sends every server its part of a call, all at once (the first part
-    /// on this thread, the others on helpers), and returns each part's
-    /// outcome. Each part must end by `part_deadline` (no later than the
-    /// call's), so that a server that does not answer leaves time to ask
-    /// the next one.
+    /// Sends every server its part of a call, all at once, and returns each
+    /// part's outcome. Each part must end by `part_deadline` (no later
+    /// than the call's), so that a server that does not answer leaves time
+    /// to ask the next one.
+    ///
+    /// A part for one server runs as a plain call. Parts for several start
+    /// together on one [`Flight`] from this thread, which then sleeps once
+    /// for all their replies: no helper thread, and a part stuck on a
+    /// silent server ends at its own deadline without holding up the
+    /// others' replies.
     pub(super) fn dispatch(
         &self,
         topology: &Arc<Topology>,
@@ -73,36 +79,69 @@ impl Shared {
         timeout: Duration,
     ) -> Vec<(usize, Vec<usize>, Result<Vec<KeyOutcome>>)> {
         let threshold = self.threshold();
+        let finish = |index: usize, part: Vec<usize>, outcome: Option<Result<Vec<KeyOutcome>>>| {
+            let node = &topology.nodes[index];
+            if let Some(outcome) = &outcome {
+                node.record(outcome, threshold);
+            }
+            (index, part, outcome.unwrap_or_else(|| Err(late(timeout))))
+        };
         if plan.len() == 1 {
             return plan
                 .into_iter()
                 .map(|(index, part)| {
-                    let node = &topology.nodes[index];
-                    let outcome = send_part(node, op, keys, &part, part_deadline);
-                    if let Some(outcome) = &outcome {
-                        node.record(outcome, threshold);
-                    }
-                    (index, part, outcome.unwrap_or_else(|| Err(late(timeout))))
+                    let outcome = send_part(&topology.nodes[index], op, keys, &part, part_deadline);
+                    finish(index, part, outcome)
                 })
                 .collect();
         }
-        let owned: Arc<[String]> = keys.iter().map(|&key| key.to_owned()).collect();
-        type Part = (usize, Vec<usize>, Result<Vec<KeyOutcome>>);
-        let jobs: Vec<Box<dyn FnOnce() -> Part + Send>> = plan
-            .into_iter()
-            .map(|(index, part)| {
-                let (topology, op, keys) = (Arc::clone(topology), op.clone(), Arc::clone(&owned));
-                Box::new(move || {
-                    let node = &topology.nodes[index];
-                    let outcome = send_part(node, &op, &keys, &part, part_deadline);
-                    if let Some(outcome) = &outcome {
-                        node.record(outcome, threshold);
+        let parts: Vec<(usize, Vec<usize>)> = plan.into_iter().collect();
+        let chosen: Vec<Vec<&str>> = parts
+            .iter()
+            .map(|(_, part)| part.iter().map(|&at| keys[at]).collect())
+            .collect();
+        let items: Vec<Vec<(&str, &[u8])>> = match op {
+            Op::Set { values, .. } => parts
+                .iter()
+                .map(|(_, part)| part.iter().map(|&at| (keys[at], &values[at][..])).collect())
+                .collect(),
+            Op::Get | Op::Delete => Vec::new(),
+        };
+        let mut flight = Flight::new();
+        let mut latest = Instant::now();
+        let slots: Vec<Option<usize>> = parts
+            .iter()
+            .enumerate()
+            .map(|(at, (index, _))| {
+                let client = &topology.nodes[*index].client;
+                let request =
+                    part_request(op, &chosen[at], items.get(at).map_or(&[], Vec::as_slice));
+                match part_deadline {
+                    PartDeadline::Own => {
+                        latest = latest.max(Instant::now() + self.settings.timeout);
+                        Some(flight.start(client, request))
                     }
-                    (index, part, outcome.unwrap_or_else(|| Err(late(timeout))))
-                }) as Box<dyn FnOnce() -> Part + Send>
+                    PartDeadline::By(by) if by > Instant::now() => {
+                        latest = latest.max(by);
+                        Some(flight.start_until(client, request, by))
+                    }
+                    PartDeadline::By(_) | PartDeadline::Passed => None,
+                }
             })
             .collect();
-        self.helpers.run_all(jobs)
+        // Every call ends by its own deadline; the margin only covers the
+        // worker's last word.
+        flight.wait_all(latest + Duration::from_millis(50));
+        parts
+            .into_iter()
+            .zip(slots)
+            .map(|((index, part), slot)| {
+                let outcome = slot
+                    .and_then(|slot| flight.take(slot))
+                    .map(|answered| part_outcome(answered, part.len()));
+                finish(index, part, outcome)
+            })
+            .collect()
     }
 
     /// Asks each key's servers in rank order, in rounds, until its policy
@@ -343,25 +382,49 @@ impl Shared {
         if let Some(hook) = &self.settings.before_repair {
             (hook.0)();
         }
-        let jobs: Vec<_> = repairs
-            .into_iter()
-            .map(|repair| {
-                move || {
-                    let Ok(left) = remaining(deadline, timeout) else {
-                        return;
-                    };
-                    let Some(ttl) = repair.newest.remaining_ttl(SystemTime::now()) else {
-                        return;
-                    };
-                    let node = &topology.nodes[repair.index];
-                    let outcome = node.client.with_timeout(left).and_then(|client| {
-                        store_if_newer(&client, keys[repair.at], &repair.newest, repair.seen, ttl)
-                    });
-                    node.record(&outcome, self.threshold());
+        // Every stale replica's compare-and-set goes out at once; the rare
+        // one that loses a race is settled afterwards, one at a time.
+        let now = SystemTime::now();
+        let mut flight = Flight::new();
+        let mut started = Vec::with_capacity(repairs.len());
+        for repair in &repairs {
+            let Some(ttl) = repair.newest.remaining_ttl(now) else {
+                continue;
+            };
+            let key = keys[repair.at];
+            let (newest, client) = (&repair.newest.raw, &topology.nodes[repair.index].client);
+            let request = match &repair.seen {
+                Some(copy) => Request::CompareAndSet {
+                    key,
+                    expected: &copy.raw,
+                    value: newest,
+                    ttl,
+                },
+                None => Request::SetIfAbsent(key, newest, ttl),
+            };
+            if remaining(deadline, timeout).is_ok() {
+                started.push((repair, ttl, flight.start_until(client, request, deadline)));
+            }
+        }
+        flight.wait_all(deadline + Duration::from_millis(50));
+        for (repair, ttl, slot) in started {
+            let node = &topology.nodes[repair.index];
+            let outcome = match flight.take(slot) {
+                Some(Ok(Answered::Swapped(CasOutcome::Stored) | Answered::Inserted(true))) => {
+                    Ok(())
                 }
-            })
-            .collect();
-        in_parallel(jobs);
+                // Another write got there first: compare with what is
+                // there now.
+                Some(Ok(_)) => remaining(deadline, timeout)
+                    .and_then(|left| node.client.with_timeout(left))
+                    .and_then(|client| {
+                        store_if_newer(&client, keys[repair.at], &repair.newest, None, ttl)
+                    }),
+                Some(Err(error)) => Err(error),
+                None => Err(late(timeout)),
+            };
+            node.record(&outcome, self.threshold());
+        }
     }
 
     /// Writes `keys` under the operation's own policy: a write is
@@ -489,26 +552,39 @@ impl Shared {
         ttl.wire_seconds()?;
         let topology = self.topology();
         let raw = self.encode(value, ttl, SystemTime::now());
-        let jobs: Vec<_> = topology
+        let deadline = Instant::now() + timeout;
+        let mut flight = Flight::new();
+        let started: Vec<(usize, usize)> = topology
             .replicas(key, self.settings.replicas)
             .into_iter()
             .map(|index| {
-                let (topology, raw) = (&topology, &raw);
-                move || {
-                    let node = &topology.nodes[index];
-                    let outcome = self
-                        .bounded(node, timeout)
-                        .and_then(|client| client.set_if_absent_with_ttl(key, raw, ttl));
-                    node.record(&outcome, self.threshold());
-                    outcome
-                }
+                let request = Request::SetIfAbsent(key, &raw, ttl);
+                (
+                    index,
+                    flight.start_until(&topology.nodes[index].client, request, deadline),
+                )
             })
             .collect();
-        let mut stored_everywhere = true;
-        for outcome in in_parallel(jobs) {
-            stored_everywhere &= outcome?;
+        flight.wait_all(deadline + Duration::from_millis(50));
+        let mut stored_everywhere = Ok(true);
+        for (index, slot) in started {
+            let outcome = match flight.take(slot) {
+                Some(Ok(Answered::Inserted(stored))) => Ok(stored),
+                Some(Ok(other)) => Err(Error::Protocol {
+                    code: crate::Code::Internal,
+                    message: format!("SetIfAbsent answered as {other:?}"),
+                }),
+                Some(Err(error)) => Err(error),
+                None => Err(late(timeout)),
+            };
+            topology.nodes[index].record(&outcome, self.threshold());
+            stored_everywhere = match (stored_everywhere, outcome) {
+                (Err(first), _) => Err(first),
+                (Ok(_), Err(error)) => Err(error),
+                (Ok(all), Ok(stored)) => Ok(all && stored),
+            };
         }
-        Ok(stored_everywhere)
+        stored_everywhere
     }
 
     /// Runs a conditional call on the key's best live server. A hint that
@@ -684,6 +760,41 @@ pub(super) fn run_part<K: AsRef<str>>(
         // The whole part refused (too many keys, say): each key fails.
         Err(refused) => Ok(part.iter().map(|_| Err(refused.clone())).collect()),
         Ok(outcomes) => Ok(outcomes),
+    }
+}
+
+/// One server's part of `op` as a request: a single-key call for one key,
+/// a multi-key call otherwise (as [`run_part`] makes it). `items` are a
+/// write's keys and values, empty for other operations.
+fn part_request<'r>(
+    op: &Op,
+    chosen: &'r [&'r str],
+    items: &'r [(&'r str, &'r [u8])],
+) -> Request<'r> {
+    match (op, chosen, items) {
+        (Op::Get, [key], _) => Request::Get(key),
+        (Op::Delete, [key], _) => Request::Delete(key),
+        (Op::Set { ttl, .. }, _, [(key, value)]) => Request::Set(key, value, *ttl),
+        (Op::Get, keys, _) => Request::GetMany(keys),
+        (Op::Delete, keys, _) => Request::DeleteMany(keys),
+        (Op::Set { ttl, .. }, _, items) => Request::SetMany(items, *ttl),
+    }
+}
+
+/// A part's answer as one outcome per key, with [`run_part`]'s reading of
+/// errors: a server failure fails the part, any other refusal each key.
+fn part_outcome(answered: Result<Answered>, keys: usize) -> Result<Vec<KeyOutcome>> {
+    match answered {
+        Ok(Answered::Value(value)) => Ok(vec![Ok(value)]),
+        Ok(Answered::Done) => Ok(vec![Ok(None)]),
+        Ok(Answered::Values(items)) => Ok(items.into_iter().map(|item| item.result).collect()),
+        Ok(Answered::Items(items)) => Ok(done(items)),
+        Ok(Answered::Inserted(_) | Answered::Swapped(_)) => Err(Error::Protocol {
+            code: crate::Code::Internal,
+            message: "a replicated part answered as a conditional write".into(),
+        }),
+        Err(error) if is_server_failure(&error) => Err(error),
+        Err(refused) => Ok((0..keys).map(|_| Err(refused.clone())).collect()),
     }
 }
 

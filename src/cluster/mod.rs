@@ -270,7 +270,6 @@ impl Drop for Inner {
 
 struct Shared {
     settings: Settings,
-    helpers: fanout::Helpers,
     topology: RwLock<Arc<Topology>>,
     sources: Vec<Source>,
     /// What each source gave last time it resolved.
@@ -316,7 +315,6 @@ impl Cluster {
         }
         let shared = Arc::new(Shared {
             settings: builder.settings.clone(),
-            helpers: fanout::Helpers::new(),
             topology: RwLock::new(Arc::new(Topology::new(nodes))),
             sources,
             last_seen: Mutex::new(last_seen),
@@ -369,6 +367,25 @@ impl Cluster {
             inner: Arc::clone(&self.inner),
             timeout,
         })
+    }
+
+    /// A pipeline of operations on this cluster (see
+    /// [`pipeline`](crate::pipeline)): every get goes out in one fan-out,
+    /// then every write, then every delete, within one deadline.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let (a, b) = (tiny_cache_client::server::Server::local()?, tiny_cache_client::server::Server::local()?);
+    /// use tiny_cache_client::cluster::Cluster;
+    ///
+    /// let cluster = Cluster::builder().server(&a.address()).server(&b.address()).build()?;
+    /// let outcomes = cluster.pipeline().set("x", "1").set("y", "2").get("z").run()?;
+    /// assert_eq!(outcomes.len(), 3);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pipeline(&self) -> crate::pipeline::Pipeline<'_> {
+        crate::pipeline::Pipeline::on(self)
     }
 
     /// A cluster of the same servers and settings in another key space

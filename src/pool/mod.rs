@@ -28,7 +28,7 @@ use crate::tls::ClientTls;
 
 pub(crate) use backoff::Backoff;
 pub use reply::ReplyWait;
-pub(crate) use reply::{reply_channel, ReplySender, WaitError};
+pub(crate) use reply::{reply_channel, ReplySender, Tagged, WaitError};
 
 /// One unary call, ready for the wire.
 pub(crate) struct Call {
@@ -43,6 +43,25 @@ pub(crate) struct Call {
     /// Whether the caller wants the response headers back (asked for per
     /// call, so plain calls never copy them).
     pub keep_metadata: bool,
+    /// Set for a call its caller may abandon before its deadline (one of
+    /// several waited for together); `None` for a plain call, which pays
+    /// nothing for it.
+    pub cancel: Option<CancelSignal>,
+}
+
+/// The caller's end of an abandonable call: dropping it makes the worker
+/// reset the call's stream with CANCEL at once, so the server stops
+/// working for nobody and the stream's slot frees up.
+#[derive(Debug)]
+pub(crate) struct CancelOnDrop(#[allow(dead_code)] tokio::sync::oneshot::Sender<()>);
+
+/// The worker's end of [`CancelOnDrop`].
+pub(crate) struct CancelSignal(tokio::sync::oneshot::Receiver<()>);
+
+/// A pair for one abandonable call.
+pub(crate) fn cancel_pair() -> (CancelOnDrop, CancelSignal) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    (CancelOnDrop(tx), CancelSignal(rx))
 }
 
 /// A call's answer: the reply message's body, and the response headers

@@ -58,29 +58,66 @@ thread_local! {
     static SPARE: std::cell::Cell<Option<Pair>> = const { std::cell::Cell::new(None) };
 }
 
+/// A reply on a channel shared by many calls: the call's tag (chosen by
+/// the caller) and its message.
+pub(crate) type Tagged = (u64, Message);
+
+/// Where one call's outcome goes.
+enum Destination {
+    /// The call's own one-slot channel.
+    Own(Sender<Message>),
+    /// A channel shared by calls waited for together, with this call's tag.
+    Shared(Sender<Tagged>, u64),
+}
+
+impl Destination {
+    fn deliver(self, message: Message) {
+        // An abandoned channel drops the message: its caller has given up
+        // on it.
+        match self {
+            Destination::Own(tx) => {
+                let _ = tx.try_send(message);
+            }
+            Destination::Shared(tx, tag) => {
+                let _ = tx.try_send((tag, message));
+            }
+        }
+    }
+}
+
 /// The worker's end of one call's reply channel.
 pub(crate) struct ReplySender {
-    tx: Option<Sender<Message>>,
+    to: Option<Destination>,
     /// The caller's thread, unparked after the outcome is sent (or after
     /// the sender is dropped without one) when the caller parks.
     waiter: Option<Thread>,
 }
 
 impl ReplySender {
-    /// Delivers the outcome. The channel's one slot is free for it: a
-    /// channel carries one message per call and is reused only after the
-    /// caller read the previous one.
+    /// A sender onto `shared`, a channel many calls answer on (see
+    /// `client::flight`): the outcome arrives tagged with `tag`, and
+    /// `waiter` is unparked after each one.
+    pub(crate) fn tagged(shared: &Sender<Tagged>, tag: u64, waiter: Thread) -> ReplySender {
+        ReplySender {
+            to: Some(Destination::Shared(shared.clone(), tag)),
+            waiter: Some(waiter),
+        }
+    }
+
+    /// Delivers the outcome. An own channel's one slot is free for it: it
+    /// carries one message per call and is reused only after the caller
+    /// read the previous one.
     pub(crate) fn send(mut self, reply: Reply) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.try_send(Some(reply));
+        if let Some(to) = self.to.take() {
+            to.deliver(Some(reply));
         }
     }
 }
 
 impl Drop for ReplySender {
     fn drop(&mut self) {
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.try_send(None);
+        if let Some(to) = self.to.take() {
+            to.deliver(None);
         }
         if let Some(waiter) = self.waiter.take() {
             waiter.unpark();
@@ -150,7 +187,7 @@ pub(crate) fn reply_channel(wait: ReplyWait) -> (ReplySender, ReplyReceiver) {
     let waiter = (wait == ReplyWait::Park).then(std::thread::current);
     (
         ReplySender {
-            tx: Some(tx.clone()),
+            to: Some(Destination::Own(tx.clone())),
             waiter,
         },
         ReplyReceiver {

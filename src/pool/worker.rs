@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use super::connection::{self, describe, sleep_until_some, Ending, Event, Health};
-use super::{Answer, Call, Failure, PoolConfig, Reply};
+use super::{Answer, Call, CancelSignal, Failure, PoolConfig, Reply};
 use crate::codec::{retry_pushback, Code, Status, UnaryDecoder};
 use crate::error::Error;
 use crate::rules::REQUEST_ID_HEADER;
@@ -337,13 +337,14 @@ async fn run_call(
         deadline,
         reply,
         keep_metadata,
+        cancel,
     } = call;
     let mut progress = Progress {
         phase: Phase::WaitingForConnection,
         generation: None,
         request_id: None,
     };
-    let exchanged = tokio::time::timeout_at(
+    let bounded = tokio::time::timeout_at(
         deadline.into(),
         exchange(
             head,
@@ -353,8 +354,23 @@ async fn run_call(
             (max_receive_message_bytes, keep_metadata),
             &mut progress,
         ),
-    )
-    .await;
+    );
+    let exchanged = match cancel {
+        None => bounded.await,
+        Some(CancelSignal(abandoned)) => {
+            tokio::select! {
+                biased;
+                exchanged = bounded => exchanged,
+                // The caller dropped its end: the exchange is dropped
+                // here, which resets the stream with CANCEL. Nobody waits
+                // for this reply.
+                _ = abandoned => {
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    };
     let Progress {
         phase,
         generation,

@@ -3,12 +3,17 @@
 //! layer or a tool can take any of them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::ttl::Ttl;
 use crate::ttl::DEFAULT_TTL;
+
+pub mod pipeline;
+
+use pipeline::{Op, Pipeline, Started};
 
 /// How many read-then-compare-and-set rounds a touch makes (the
 /// client's, and the trait's provided one) before giving up to concurrent
@@ -327,6 +332,38 @@ pub trait CacheStore: Send + Sync {
         let _ = key;
         None
     }
+
+    /// A [`Pipeline`] on this store: operations sent together and waited
+    /// for once. For a `&dyn CacheStore`, use [`Pipeline::on`].
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// use tiny_cache_client::{CacheStore, Client};
+    ///
+    /// fn warm(store: &impl CacheStore) -> tiny_cache_client::Result<()> {
+    ///     store.pipeline().set("a", "1").set("b", "2").run()?;
+    ///     Ok(())
+    /// }
+    /// warm(&Client::new(&server.address())?)?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn pipeline(&self) -> Pipeline<'_>
+    where
+        Self: Sized,
+    {
+        Pipeline::on(self)
+    }
+
+    /// Starts `ops` (within `timeout`, or the store's own deadline per
+    /// call) and returns the handle their outcomes come in on; what
+    /// [`Pipeline::start`] calls. The provided form runs them one after
+    /// another before it returns; a store that can overlap calls (`Client`,
+    /// `Cluster`) overrides it.
+    fn start_pipeline(&self, ops: Vec<Op>, timeout: Option<Duration>) -> Started<'_> {
+        Started::finished(pipeline::run_in_turn(self, &ops, timeout))
+    }
 }
 
 /// The rounds of a touch: each reads `key` from the store `each_round`
@@ -425,6 +462,11 @@ macro_rules! delegate_store {
     (@one $s:ident => $to:expr; set_if_absent_everywhere) => {
         $crate::store::delegate_store!(@fn $s => $to; set_if_absent_everywhere(key: &str,
             value: &[u8], ttl: $crate::Ttl) -> $crate::Result<bool>);
+    };
+    (@one $s:ident => $to:expr; start_pipeline) => {
+        $crate::store::delegate_store!(@fn $s => $to; start_pipeline(
+            ops: Vec<$crate::pipeline::Op>, timeout: Option<std::time::Duration>)
+            -> $crate::pipeline::Started<'_>);
     };
     (@one $s:ident => $to:expr; peek) => {
         $crate::store::delegate_store!(@fn $s => $to; peek(key: &str) -> Option<bytes::Bytes>);
@@ -652,6 +694,7 @@ macro_rules! forward_store {
                 get, set_with_ttl, delete, default_ttl, get_many, set_many_with_ttl,
                 delete_many, set_if_absent_with_ttl, compare_and_set_with_ttl, touch,
                 get_many_latest, set_everywhere, set_if_absent_everywhere, peek,
+                start_pipeline,
             );
         }
     )*};
