@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::discovery::{system_resolver, Resolver, Source};
+use super::hedging::Hedging;
 use super::Cluster;
 use crate::{Address, ClientBuilder, Error, Result, Ttl, DEFAULT_TIMEOUT, DEFAULT_TTL};
 
@@ -90,6 +91,8 @@ pub(crate) struct Settings {
     /// How long a server that missed unhinted writes has its keys read
     /// from every replica.
     pub(crate) recovery_window: Duration,
+    /// How reads with a replica to spare are hedged.
+    pub(crate) hedging: Hedging,
     /// Runs before a read's repairs (tests hold a repair back with it).
     pub(crate) before_repair: Option<Hook>,
 }
@@ -128,6 +131,7 @@ impl Default for ClusterBuilder {
                 default_ttl: Ttl::After(DEFAULT_TTL),
                 hint_capacity: DEFAULT_HINT_CAPACITY,
                 recovery_window: DEFAULT_RECOVERY_WINDOW,
+                hedging: Hedging::default(),
                 before_repair: None,
             },
             namespace: None,
@@ -230,6 +234,17 @@ impl ClusterBuilder {
         /// # drop(builder);
         /// ```
         read_quorum(quorum: usize) => settings.read_quorum;
+
+        /// How reads of one key with a replica to spare (R > Q) are hedged:
+        /// by default after the first replica's recent p95, within 5 % of
+        /// reads (see [`Hedging`]). [`Hedging::off`] turns it off.
+        ///
+        /// ```
+        /// use tiny_cache_client::cluster::{Cluster, Hedging};
+        /// let builder = Cluster::builder().replicas(2).hedging(Hedging::off());
+        /// # drop(builder);
+        /// ```
+        hedging(hedging: Hedging) => settings.hedging;
 
         /// Consecutive failed calls that mark a server down. Default
         /// [`DEFAULT_FAILURE_THRESHOLD`].

@@ -116,17 +116,9 @@ impl Shared {
                 let client = &topology.nodes[*index].client;
                 let request =
                     part_request(op, &chosen[at], items.get(at).map_or(&[], Vec::as_slice));
-                match part_deadline {
-                    PartDeadline::Own => {
-                        latest = latest.max(Instant::now() + self.settings.timeout);
-                        Some(flight.start(client, request))
-                    }
-                    PartDeadline::By(by) if by > Instant::now() => {
-                        latest = latest.max(by);
-                        Some(flight.start_until(client, request, by))
-                    }
-                    PartDeadline::By(_) | PartDeadline::Passed => None,
-                }
+                let (slot, by) = self.start_part(&mut flight, client, request, part_deadline)?;
+                latest = latest.max(by);
+                Some(slot)
             })
             .collect();
         // Every call ends by its own deadline; the margin only covers the
@@ -185,9 +177,22 @@ impl Shared {
                 PartDeadline::Own if timeout != self.settings.timeout => PartDeadline::By(deadline),
                 part_deadline => part_deadline,
             };
-            for (index, part, outcome) in
-                self.dispatch(topology, op, keys, plan, part_deadline, timeout)
-            {
+            let hedgeable = self.hedgeable(op, policy, first_round, &plan, replies);
+            let outcomes = match hedgeable {
+                Some((at, first, second)) => {
+                    let read = &mut replies[at];
+                    self.hedged(
+                        topology,
+                        keys,
+                        (at, first, second),
+                        read,
+                        part_deadline,
+                        (deadline, timeout),
+                    )
+                }
+                None => self.dispatch(topology, op, keys, plan, part_deadline, timeout),
+            };
+            for (index, part, outcome) in outcomes {
                 match outcome {
                     Err(error) => {
                         for at in part {
@@ -210,6 +215,133 @@ impl Shared {
         }
     }
 
+    /// A read round that may be hedged: the first round of a read of one
+    /// key with a replica to spare. Returns the key's place, its first
+    /// replica and the one a hedge would ask.
+    fn hedgeable(
+        &self,
+        op: &Op,
+        policy: ResponsePolicy,
+        first_round: bool,
+        plan: &BTreeMap<usize, Vec<usize>>,
+        replies: &[Replies],
+    ) -> Option<(usize, usize, usize)> {
+        if !matches!(op, Op::Get) || policy != ResponsePolicy::Newest || !first_round {
+            return None;
+        }
+        if !self.hedger.enabled() || plan.len() != 1 {
+            return None;
+        }
+        let (&first, part) = plan.iter().next()?;
+        let &[at] = part.as_slice() else {
+            return None;
+        };
+        let read = &replies[at];
+        let second = *read.candidates.get(read.next)?;
+        // Only a home replica is worth a hedge: a stand-in is asked when
+        // the home servers fail, not when they are slow (see `read`).
+        if !read.home.contains(&second) || !read.home.contains(&first) {
+            return None;
+        }
+        self.hedger.earn();
+        Some((at, first, second))
+    }
+
+    /// One key's read from its `first` replica, hedged to `second` when
+    /// the first has not answered within the hedge delay (see `hedging`).
+    /// Returns the answers to count: the first copy to arrive (the other
+    /// call cancelled), or both when the first answer is a miss or a
+    /// failure.
+    fn hedged(
+        &self,
+        topology: &Arc<Topology>,
+        keys: &[&str],
+        (at, first, second): (usize, usize, usize),
+        read: &mut Replies,
+        part_deadline: PartDeadline,
+        (deadline, timeout): (Instant, Duration),
+    ) -> Vec<(usize, Vec<usize>, Result<Vec<KeyOutcome>>)> {
+        let nodes = &topology.nodes;
+        let request = Request::Get(keys[at]);
+        let mut flight = Flight::new();
+        let started = Instant::now();
+        let Some((first_slot, first_by)) =
+            self.start_part(&mut flight, &nodes[first].client, request, part_deadline)
+        else {
+            return vec![(first, vec![at], Err(late(timeout)))];
+        };
+        let hedge_at = started + self.hedger.delay(&nodes[first].latencies);
+        let mut legs = vec![(first, first_slot, started)];
+        let mut latest = first_by;
+        let mut early = flight.wait_any(hedge_at.min(first_by));
+        if early.is_none() && read.spare() > 0 && self.hedger.spend() {
+            read.take(1);
+            let share = PartDeadline::share(deadline, read.spare(), false, timeout);
+            let hedge_client = &nodes[second].client;
+            if let Some((slot, by)) = self.start_part(&mut flight, hedge_client, request, share) {
+                legs.push((second, slot, Instant::now()));
+                latest = latest.max(by);
+            }
+        }
+        let mut out = Vec::with_capacity(legs.len());
+        let threshold = self.threshold();
+        let last_word = latest + Duration::from_millis(50);
+        while let Some(slot) = early.take().or_else(|| flight.wait_any(last_word)) {
+            let Some(&(index, _, sent)) = legs.iter().find(|leg| leg.1 == slot) else {
+                continue;
+            };
+            let Some(answered) = flight.take(slot) else {
+                continue;
+            };
+            if answered.is_ok() {
+                nodes[index].latencies.record(sent.elapsed());
+            }
+            let outcome = part_outcome(answered, 1);
+            nodes[index].record(&outcome, threshold);
+            let found = matches!(outcome.as_deref(), Ok([Ok(Some(_))]));
+            out.push((index, vec![at], outcome));
+            if found {
+                // A copy wins; the other call is cancelled.
+                for &(_, other, _) in &legs {
+                    flight.cancel(other);
+                }
+                if index == second {
+                    self.hedger.won();
+                    self.hedger.lost_a_race(&nodes[first].latencies);
+                }
+                break;
+            }
+            if out.len() == legs.len() {
+                break;
+            }
+        }
+        if out.is_empty() {
+            out.push((first, vec![at], Err(late(timeout))));
+        }
+        out
+    }
+
+    /// Starts one part on `flight` by `part_deadline`; its slot and when it
+    /// ends at the latest, or `None` when no time is left.
+    fn start_part<'c>(
+        &self,
+        flight: &mut Flight<'c>,
+        client: &'c Client,
+        request: Request<'_>,
+        part_deadline: PartDeadline,
+    ) -> Option<(usize, Instant)> {
+        match part_deadline {
+            PartDeadline::Own => {
+                let by = Instant::now() + self.settings.timeout;
+                Some((flight.start(client, request), by))
+            }
+            PartDeadline::By(by) if by > Instant::now() => {
+                Some((flight.start_until(client, request, by), by))
+            }
+            PartDeadline::By(_) | PartDeadline::Passed => None,
+        }
+    }
+
     /// Reads `keys`; a key flagged in `latest` asks every replica (newest
     /// wins) rather than the read quorum.
     pub(super) fn read(
@@ -226,8 +358,23 @@ impl Shared {
             .enumerate()
             .map(|(at, key)| {
                 let all = latest.is_some_and(|latest| latest.get(at) == Some(&true));
-                let (candidates, home) = topology.placement(key, replicas);
-                let mut read = Replies::new(candidates, home, if all { replicas } else { quorum });
+                let (mut candidates, home) = topology.placement(key, replicas);
+                let needed = if all { replicas } else { quorum };
+                if needed < candidates.len() && self.hedger.enabled() {
+                    // A home replica that lost a hedged race lately is
+                    // asked after the other home replicas (see `hedging`),
+                    // never after a stand-in: a stand-in may keep an old
+                    // copy from an earlier outage, so it is asked only
+                    // when the key's home servers cannot answer.
+                    candidates.sort_by_key(|&index| {
+                        let stand_in = !home.contains(&index);
+                        (
+                            stand_in,
+                            stand_in || self.hedger.on_probation(&topology.nodes[index].latencies),
+                        )
+                    });
+                }
+                let mut read = Replies::new(candidates, home, needed);
                 self.answer_from_hints(&topology, key, &mut read);
                 read
             })

@@ -147,6 +147,7 @@ mod builder;
 mod discovery;
 pub(crate) mod envelope;
 mod fanout;
+mod hedging;
 mod hints;
 mod node;
 mod placement;
@@ -173,6 +174,7 @@ pub use builder::{
     DEFAULT_PROBE_INTERVAL, DEFAULT_RECOVERY_WINDOW, DEFAULT_RESOLVE_INTERVAL,
 };
 pub use discovery::Resolver;
+pub use hedging::{HedgeCounts, HedgeDelay, Hedging, MIN_HEDGE_DELAY, UNMEASURED_HEDGE_DELAY};
 
 use builder::Settings;
 use discovery::{Source, Wanted};
@@ -270,6 +272,7 @@ impl Drop for Inner {
 
 struct Shared {
     settings: Settings,
+    hedger: hedging::Hedger,
     topology: RwLock<Arc<Topology>>,
     sources: Vec<Source>,
     /// What each source gave last time it resolved.
@@ -315,6 +318,7 @@ impl Cluster {
         }
         let shared = Arc::new(Shared {
             settings: builder.settings.clone(),
+            hedger: hedging::Hedger::new(builder.settings.hedging),
             topology: RwLock::new(Arc::new(Topology::new(nodes))),
             sources,
             last_seen: Mutex::new(last_seen),
@@ -437,6 +441,25 @@ impl Cluster {
         for node in &self.shared().topology().nodes {
             node.client.close();
         }
+    }
+
+    /// The hedged reads this cluster sent, won and was refused by the
+    /// budget (see [`Hedging`]), for every clone.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let (a, b) = (tiny_cache_client::server::Server::local()?, tiny_cache_client::server::Server::local()?);
+    /// use tiny_cache_client::cluster::Cluster;
+    ///
+    /// let cluster = Cluster::builder().server(&a.address()).server(&b.address()).replicas(2).build()?;
+    /// cluster.get("k")?;
+    /// let hedges = cluster.hedges();
+    /// assert!(hedges.won <= hedges.sent);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn hedges(&self) -> HedgeCounts {
+        self.shared().hedger.counts()
     }
 
     /// A snapshot of the cluster's counters (feature `metrics`): the

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::discovery::Wanted;
+use super::hedging::Latencies;
 use super::hints::HintLog;
 use super::placement::Slot;
 use crate::{Client, Error, TlsFailure};
@@ -35,6 +36,8 @@ pub(crate) struct Node {
     recovery_open: AtomicBool,
     /// A hint was dropped since it last came back.
     missed_unhinted: AtomicBool,
+    /// Its recent read latencies and probation, for hedged reads.
+    pub(crate) latencies: Latencies,
 }
 
 impl Node {
@@ -52,6 +55,7 @@ impl Node {
             recovering_until: Mutex::new(None),
             recovery_open: AtomicBool::new(false),
             missed_unhinted: AtomicBool::new(false),
+            latencies: Latencies::default(),
         }
     }
 

@@ -44,13 +44,48 @@ pub fn encode_message<M: prost::Message>(message: &M, max_len: usize) -> Result<
             ))
         }
     };
-    let mut buf = BytesMut::with_capacity(PREFIX_LEN + body_len);
-    buf.put_u8(0);
-    buf.put_u32(announced);
-    message
-        .encode(&mut buf)
-        .map_err(|e| Status::new(Code::Internal, format!("failed to encode message: {e}")))?;
-    Ok(buf.freeze())
+    let framed_len = PREFIX_LEN + body_len;
+    let encode = |buf: &mut BytesMut| -> Result<(), Status> {
+        buf.put_u8(0);
+        buf.put_u32(announced);
+        message
+            .encode(buf)
+            .map_err(|e| Status::new(Code::Internal, format!("failed to encode message: {e}")))
+    };
+    if framed_len > ARENA_BYTES / 4 {
+        let mut buf = BytesMut::with_capacity(framed_len);
+        encode(&mut buf)?;
+        return Ok(buf.freeze());
+    }
+    // Small messages are cut from this thread's arena: one allocation
+    // serves dozens of requests (each `Bytes` keeps its block alive only
+    // until the transport has sent it).
+    ARENA
+        .try_with(|arena| {
+            let mut arena = arena.borrow_mut();
+            if arena.capacity() < framed_len {
+                *arena = BytesMut::with_capacity(ARENA_BYTES);
+            }
+            if let Err(status) = encode(&mut arena) {
+                // Nothing half-written is left for the next message.
+                arena.clear();
+                return Err(status);
+            }
+            Ok(arena.split().freeze())
+        })
+        .unwrap_or_else(|_| {
+            // The thread is tearing down its locals: a buffer of its own.
+            let mut buf = BytesMut::with_capacity(framed_len);
+            encode(&mut buf)?;
+            Ok(buf.freeze())
+        })
+}
+
+/// The size of a thread's encoding arena (see [`encode_message`]).
+const ARENA_BYTES: usize = 4096;
+
+thread_local! {
+    static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
 }
 
 /// Decodes one message body (without its prefix). A body that does not

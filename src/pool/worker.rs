@@ -1,8 +1,11 @@
 //! One worker: a named thread running a current-thread tokio runtime that
 //! owns one HTTP/2 connection and carries every call handed to it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
+use std::task::{Context, Wake, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -162,6 +165,8 @@ impl Worker {
     async fn run(mut self) {
         self.connect();
         let mut batch = Vec::with_capacity(SUBMISSION_BATCH);
+        let mut calls = CallSlab::new();
+        let woken = calls.ready();
         loop {
             let reconnect_at = self.reconnect_at;
             tokio::select! {
@@ -171,12 +176,14 @@ impl Worker {
                 // predecessor found the connection draining must see the
                 // replacement already under way, not the dead connection.
                 Some(event) = self.events.recv() => self.on_event(event),
+                // Calls that can move on (a reply arrived) before new ones.
+                () = woken.notify.notified() => calls.poll_woken(),
                 received = self.calls.recv_many(&mut batch, SUBMISSION_BATCH) => {
                     if received == 0 {
                         return;
                     }
                     for call in batch.drain(..) {
-                        self.dispatch(call);
+                        calls.start(self.call(call));
                     }
                 }
                 () = sleep_until_some(reconnect_at), if reconnect_at.is_some() => {
@@ -293,14 +300,134 @@ impl Worker {
         }
     }
 
-    fn dispatch(&self, call: Call) {
-        tokio::spawn(run_call(
+    /// The future that carries `call` to its end.
+    fn call(&self, call: Call) -> impl Future<Output = ()> + use<> {
+        run_call(
             call,
             self.state.subscribe(),
             self.events_tx.clone(),
             self.config.max_receive_message_bytes,
             Arc::clone(&self.in_flight),
-        ));
+        )
+    }
+}
+
+/// The calls a worker carries, each in a reusable slot instead of a tokio
+/// task of its own: a slot's box holds one call's future after another,
+/// and its waker is made once, so carrying a call allocates nothing of the
+/// worker's (a task per call cost one allocation, and a trip through the
+/// runtime's scheduler).
+///
+/// A woken call's slot goes on the ready list and the worker's loop polls
+/// it; a stale wake-up (for a slot since reused) only costs a spurious
+/// poll, which futures allow.
+struct CallSlab<F> {
+    slots: Vec<CallSlot<F>>,
+    free: Vec<usize>,
+    ready: Arc<ReadySlots>,
+    /// The ready list's contents while they are polled (kept, so draining
+    /// it allocates nothing).
+    draining: Vec<usize>,
+}
+
+struct CallSlot<F> {
+    future: Pin<Box<Option<F>>>,
+    waker: Waker,
+}
+
+/// Slots woken since the worker last looked, and the worker's wake-up.
+#[derive(Default)]
+struct ReadySlots {
+    woken: std::sync::Mutex<Vec<usize>>,
+    notify: Notify,
+}
+
+/// The waker of one slot.
+struct SlotWaker {
+    slot: usize,
+    ready: Arc<ReadySlots>,
+}
+
+impl Wake for SlotWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready
+            .woken
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(self.slot);
+        // Keeps a permit when the worker is busy: no wake-up is lost.
+        self.ready.notify.notify_one();
+    }
+}
+
+impl<F: Future<Output = ()>> CallSlab<F> {
+    fn new() -> CallSlab<F> {
+        CallSlab {
+            slots: Vec::new(),
+            free: Vec::new(),
+            ready: Arc::default(),
+            draining: Vec::new(),
+        }
+    }
+
+    fn ready(&self) -> Arc<ReadySlots> {
+        Arc::clone(&self.ready)
+    }
+
+    /// Puts `call` in a free slot (a new one when none is free) and polls
+    /// it for the first time.
+    fn start(&mut self, call: F) {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot = self.slots.len();
+                let waker = Waker::from(Arc::new(SlotWaker {
+                    slot,
+                    ready: Arc::clone(&self.ready),
+                }));
+                self.slots.push(CallSlot {
+                    future: Box::pin(None),
+                    waker,
+                });
+                slot
+            }
+        };
+        self.slots[slot].future.as_mut().set(Some(call));
+        self.poll(slot);
+    }
+
+    /// Polls every slot woken since the last time.
+    fn poll_woken(&mut self) {
+        std::mem::swap(
+            &mut *self
+                .ready
+                .woken
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            &mut self.draining,
+        );
+        let mut draining = std::mem::take(&mut self.draining);
+        for slot in draining.drain(..) {
+            self.poll(slot);
+        }
+        self.draining = draining;
+    }
+
+    fn poll(&mut self, slot: usize) {
+        let Some(CallSlot { future, waker }) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let Some(call) = future.as_mut().as_pin_mut() else {
+            return;
+        };
+        if call.poll(&mut Context::from_waker(waker)).is_ready() {
+            future.as_mut().set(None);
+            self.free.push(slot);
+        }
     }
 }
 
