@@ -1,19 +1,23 @@
-//! This crate's client side by side with tonic, in one run against one
-//! server (the performance issue's comparison harness).
+//! This crate's client side by side with tonic, against two servers (the
+//! performance issue's comparison harness).
 //!
-//! Run with: `cargo bench --bench compare --features cli` (about 8 minutes
-//! once built); `-- --quick` for a one-minute pass; `-- --floor` measures
-//! only the floor (one park/unpark round trip between two threads, also
-//! measured at the start of every run) and exits. The first run also builds
-//! the tonic peer (`benches/tonic-peer`, a separate cargo package, so tonic
-//! never enters this crate's dependency tree), which takes a few minutes.
+//! Run with: `cargo bench --bench compare --features cli` (about 14 minutes
+//! once built); `-- --quick` for a two-minute pass; `-- --floor`
+//! measures only the floor (one park/unpark round trip between two threads,
+//! also measured at the start of every run) and exits. The first run also
+//! builds the tonic peer (`benches/tonic-peer`, a separate cargo package, so
+//! tonic never enters this crate's dependency tree), which takes a few
+//! minutes.
 //!
 //! # What runs
 //!
-//! 1. **Clients.** One `tiny-cache serve --workers 1` process, pinned to
-//!    CPU 0 with `taskset` where it exists, is driven in turn by four client
-//!    processes, each running the same closed loop (keys written first so
-//!    gets hit, 90 % gets / 10 % sets, a 0.5 s warm-up that is not counted):
+//! 1. **Clients.** Two servers, each in its own process pinned to CPU 0 with
+//!    `taskset` where it exists, both up for the whole run: the embedded
+//!    server (`tiny-cache serve --workers 1`) and tonic's
+//!    (`tonic-server --workers 1`, from the tonic peer). Each is driven in
+//!    turn by four client processes, each running the same closed loop (keys
+//!    written first so gets hit, 90 % gets / 10 % sets, a 0.5 s warm-up that
+//!    is not counted):
 //!    - (a) `ours`: `tiny-cache bench --server …`, this crate's `Client` with
 //!      its default pool, shared by N caller threads;
 //!    - (b) `tonic async`: `tonic-bench --mode async`, tonic's generated
@@ -26,39 +30,47 @@
 //!      each calling `handle.block_on(client.clone().get(..))` on a shared
 //!      runtime, the usual way to wrap tonic for blocking code.
 //!
-//!    Configurations: 100 B values at 1, 4, 16, 64 and 256 threads over
-//!    1,000 keys; 64 KiB values at 16 threads over 100 keys; 1 MiB values at
-//!    4 threads over 16 keys. Each round runs every configuration with
-//!    (a) to (d) back to back, and rounds repeat (A B C D, A B C D), because
-//!    absolute figures on a shared machine drift by ±30 % between runs while
-//!    ratios taken within a round hold.
-//! 2. **Servers.** The embedded server (that same process) and
-//!    `tonic-server --workers 1` (also pinned to CPU 0), each driven by
-//!    nghttp2's `h2load` with 64 streams on one connection, sending the same
+//!    Configurations against the embedded server: 100 B values at 1, 4, 16,
+//!    64 and 256 threads over 1,000 keys; 64 KiB values at 16 threads over
+//!    100 keys; 1 MiB values at 4 threads over 16 keys. Against the tonic
+//!    server, to keep the run's length in bounds: 100 B values at 1, 4, 16
+//!    and 64 threads only. On both servers, two pipelined configurations run
+//!    `ours` alone (the tonic peer has no pipelines), with 100 B values:
+//!    `tiny-cache bench --pipeline 16` at 1 thread and at 4 threads, each
+//!    thread sending its calls 16 at a time and waiting once for them. Each
+//!    round runs, server after server, every configuration with (a) to (d)
+//!    back to back, and rounds repeat (A B C D, A B C D), because absolute
+//!    figures on a shared machine drift by ±30 % between runs while ratios
+//!    taken within a round hold.
+//! 2. **Servers.** The same two server processes, each driven by nghttp2's
+//!    `h2load` with 64 streams on one connection, sending the same
 //!    gRPC-framed `Get` of a 100-byte value; rounds alternate the servers.
 //!    `h2load` is installed with `apt-get install -y nghttp2-client` when
 //!    missing; the section is skipped, saying why, when that fails.
 //!
-//! # The client table's columns
+//! # The client tables' columns
 //!
-//! Each figure is the median over rounds.
-//! - `ops/s`: calls completed per second of the measured window.
+//! One table per server. Each figure is the median over rounds.
+//! - `ops/s`: calls completed per second of the measured window (in the
+//!   pipelined rows, operations: each counts as one call).
 //! - `MB/s`: `ops/s` × value size, in 10⁶ bytes per second (values only,
 //!   gets and sets both carry one value).
 //! - `p50`, `p99`, `p99.9`: call latency in µs, from each client's own
-//!   HDR histogram (caller's view: from issuing to having the reply).
+//!   HDR histogram (caller's view: from issuing to having the reply; in the
+//!   pipelined rows, from sending an operation's pipeline to that
+//!   pipeline's completion).
 //! - `CPU µs/op`: user + system CPU time of the client process over the
 //!   measured window ÷ calls (`/proc/self/stat`); the server is a separate
 //!   process and is not in it.
 //! - `ctx sw/op`: voluntary + involuntary context switches of all the client
 //!   process's threads over the window ÷ calls (`/proc/self/task/*/status`).
 //! - `÷ (a)` columns: the row's figure divided by `ours` (a) measured in the
-//!   same round and configuration, median over rounds. Above 1 means more
-//!   than ours: better for ops/s, worse for latency, CPU and switches.
+//!   same round, configuration and server, median over rounds. Above 1 means
+//!   more than ours: better for ops/s, worse for latency, CPU and switches.
 //!
 //! Then a target list checks the issue's goals, worded as the issue words
-//! them (ours ÷ tonic): the figure of each round, and their median, which is
-//! what is judged against the goal.
+//! them (ours ÷ tonic), each on the server it names: the figure of each
+//! round, and their median, which is what is judged against the goal.
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -118,53 +130,89 @@ impl Peer {
     }
 }
 
+/// The clients of a pipelined configuration: ours alone.
+const OURS_ONLY: [Peer; 1] = [Peer::Ours];
+
 /// One configuration of the workload.
 #[derive(Clone, Copy)]
 struct Workload {
     value_bytes: usize,
     threads: usize,
     keys: usize,
+    /// Operations per pipeline of `ours` (`--pipeline`); 1 for one call at
+    /// a time, the only way the tonic peer calls.
+    pipeline: usize,
 }
 
-const WORKLOADS: [Workload; 7] = [
+/// Operations per pipeline in the pipelined rows: enough that one thread
+/// keeps as many calls in flight as 16 threads of one call each.
+const PIPELINE_DEPTH: usize = 16;
+
+/// `threads` callers of 100 B values over 1,000 keys, in pipelines of
+/// `pipeline` operations (1: one call at a time).
+const fn small(threads: usize, pipeline: usize) -> Workload {
     Workload {
         value_bytes: 100,
-        threads: 1,
+        threads,
         keys: 1000,
-    },
-    Workload {
-        value_bytes: 100,
-        threads: 4,
-        keys: 1000,
-    },
-    Workload {
-        value_bytes: 100,
-        threads: 16,
-        keys: 1000,
-    },
-    Workload {
-        value_bytes: 100,
-        threads: 64,
-        keys: 1000,
-    },
-    Workload {
-        value_bytes: 100,
-        threads: 256,
-        keys: 1000,
-    },
+        pipeline,
+    }
+}
+
+/// The configurations run against the embedded server.
+const EMBEDDED_WORKLOADS: [Workload; 9] = [
+    small(1, 1),
+    small(4, 1),
+    small(16, 1),
+    small(64, 1),
+    small(256, 1),
     Workload {
         value_bytes: 64 * 1024,
         threads: 16,
         keys: 100,
+        pipeline: 1,
     },
     Workload {
         value_bytes: 1024 * 1024,
         threads: 4,
         keys: 16,
+        pipeline: 1,
     },
+    small(1, PIPELINE_DEPTH),
+    small(4, PIPELINE_DEPTH),
+];
+
+/// The configurations run against the tonic server: the small values at
+/// up to 64 threads, which the targets judge there; 256 threads and the
+/// large values would add minutes to every round for no target.
+const TONIC_WORKLOADS: [Workload; 6] = [
+    small(1, 1),
+    small(4, 1),
+    small(16, 1),
+    small(64, 1),
+    small(1, PIPELINE_DEPTH),
+    small(4, PIPELINE_DEPTH),
 ];
 
 impl Workload {
+    /// The clients that run it.
+    fn peers(self) -> &'static [Peer] {
+        if self.pipeline > 1 {
+            &OURS_ONLY
+        } else {
+            &PEERS
+        }
+    }
+
+    /// `peer` as this configuration's row names it.
+    fn client_label(self, peer: Peer) -> String {
+        if self.pipeline > 1 {
+            format!("{}, pipelines of {}", peer.label(), self.pipeline)
+        } else {
+            peer.label().to_owned()
+        }
+    }
+
     fn value_label(self) -> String {
         match self.value_bytes {
             b if b >= 1024 * 1024 && b % (1024 * 1024) == 0 => format!("{} MiB", b / (1024 * 1024)),
@@ -245,6 +293,9 @@ fn run_client(
         Peer::Ours => {
             let mut command = Command::new(BIN);
             command.arg("bench");
+            if workload.pipeline > 1 {
+                command.args(["--pipeline", &workload.pipeline.to_string()]);
+            }
             command
         }
         Peer::TonicAsync | Peer::TonicCurrent | Peer::TonicBlocking => {
@@ -443,7 +494,7 @@ fn parse_h2load(text: &str, requests: usize) -> Option<H2loadRun> {
 /// embedded ÷ tonic of requests/s in each round, none when skipped.
 fn compare_servers(
     ours_address: &str,
-    peer_dir: &Path,
+    tonic_address: &str,
     pin: bool,
     plan: &Plan,
     out: &mut String,
@@ -457,13 +508,8 @@ fn compare_servers(
         let _ = writeln!(out, "Skipped: {why}.");
         return Vec::new();
     }
-    let (_tonic_server, tonic_address) = start_server(
-        &peer_dir.join("tonic-server"),
-        &["--listen", "127.0.0.1:0", "--workers", "1"],
-        pin,
-    );
     let value = "v".repeat(H2LOAD_VALUE_BYTES);
-    for address in [ours_address, tonic_address.as_str()] {
+    for address in [ours_address, tonic_address] {
         let written = Command::new(BIN)
             .args(["--server", address, "set", H2LOAD_KEY, &value])
             .stdout(Stdio::null())
@@ -479,7 +525,7 @@ fn compare_servers(
 
     let servers = [
         ("embedded (`tiny-cache serve`)", ours_address),
-        ("tonic (`tonic-server`)", tonic_address.as_str()),
+        ("tonic (`tonic-server`)", tonic_address),
     ];
     let mut runs: [Vec<H2loadRun>; 2] = [Vec::new(), Vec::new()];
     let mut ratios = Vec::new();
@@ -545,7 +591,6 @@ fn compare_servers(
     ratios
 }
 
-/// One of the issue's targets, checked.
 /// What one blocking wait costs at the least: a thread hands a message to
 /// another over a crossbeam channel and parks until the other answers and
 /// unparks it, as a caller waits for its pool worker. Measured in this
@@ -643,12 +688,243 @@ fn floor_table(floor: &Floor, out: &mut String) {
     );
 }
 
+/// The servers section 1 drives, in the order a round visits them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ServerKind {
+    Embedded,
+    Tonic,
+}
+
+impl ServerKind {
+    /// As its table's heading names it.
+    fn label(self) -> &'static str {
+        match self {
+            ServerKind::Embedded => "the embedded server (`tiny-cache serve --workers 1`)",
+            ServerKind::Tonic => "the tonic server (`tonic-server --workers 1`)",
+        }
+    }
+
+    /// As the target table names it.
+    fn short(self) -> &'static str {
+        match self {
+            ServerKind::Embedded => "embedded",
+            ServerKind::Tonic => "tonic",
+        }
+    }
+
+    /// The configurations run against it.
+    fn workloads(self) -> &'static [Workload] {
+        match self {
+            ServerKind::Embedded => &EMBEDDED_WORKLOADS,
+            ServerKind::Tonic => &TONIC_WORKLOADS,
+        }
+    }
+}
+
+/// Section 1 against one server: what each client measured in each
+/// configuration.
+struct Pass {
+    server: ServerKind,
+    address: String,
+    /// `samples[w][p]`: one sample per round of the peer `PEERS[p]` in the
+    /// configuration `server.workloads()[w]`; empty for a peer that does
+    /// not run it.
+    samples: Vec<[Vec<Sample>; PEERS.len()]>,
+}
+
+/// `f` of each sample of `a` ÷ `f` of `b`'s of the same round.
+fn per_round(a: &[Sample], b: &[Sample], f: fn(&Sample) -> f64) -> Vec<f64> {
+    a.iter().zip(b).map(|(a, b)| f(a) / f(b)).collect()
+}
+
+impl Pass {
+    fn new(server: ServerKind, address: String) -> Pass {
+        Pass {
+            server,
+            address,
+            samples: server
+                .workloads()
+                .iter()
+                .map(|_| std::array::from_fn(|_| Vec::new()))
+                .collect(),
+        }
+    }
+
+    /// The index of the 100 B configuration of `threads` in pipelines of
+    /// `pipeline` among this server's; the targets name only configurations
+    /// the lists hold.
+    fn find(&self, threads: usize, pipeline: usize) -> usize {
+        self.server
+            .workloads()
+            .iter()
+            .position(|w| w.value_bytes == 100 && w.threads == threads && w.pipeline == pipeline)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no 100 B configuration of {threads} threads in pipelines of {pipeline} \
+                     against the {} server",
+                    self.server.short()
+                )
+            })
+    }
+
+    /// The figure `f` of `PEERS[p]` ÷ ours, one per round.
+    fn ratios(&self, w: usize, p: usize, f: fn(&Sample) -> f64) -> Vec<f64> {
+        per_round(&self.samples[w][p], &self.samples[w][0], f)
+    }
+
+    /// Ours ÷ `PEERS[p]`, one per round, as the issue's targets are written.
+    fn ours_over(&self, w: usize, p: usize, f: fn(&Sample) -> f64) -> Vec<f64> {
+        per_round(&self.samples[w][0], &self.samples[w][p], f)
+    }
+
+    /// This server's client table.
+    fn table(&self, out: &mut String) {
+        let _ = writeln!(out, "\n### Clients against {}\n", self.server.label());
+        let _ = writeln!(
+            out,
+            "| value | threads | client | ops/s | MB/s | p50 µs | p99 µs | p99.9 µs | CPU µs/op | \
+             ctx sw/op | errors | ops/s ÷ (a) | p50 ÷ (a) | CPU ÷ (a) | ctx sw ÷ (a) |"
+        );
+        let _ = writeln!(
+            out,
+            "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for (w, workload) in self.server.workloads().iter().enumerate() {
+            for (p, peer) in PEERS.iter().enumerate() {
+                if !workload.peers().contains(peer) {
+                    continue;
+                }
+                let pick = |f: fn(&Sample) -> f64| median(self.samples[w][p].iter().map(f));
+                let ops = pick(|s| s.ops_per_s);
+                let ratio = |f: fn(&Sample) -> f64| show(median(self.ratios(w, p, f)), 2);
+                let ratios = if p == 0 {
+                    [
+                        "—".to_owned(),
+                        "—".to_owned(),
+                        "—".to_owned(),
+                        "—".to_owned(),
+                    ]
+                } else {
+                    [
+                        ratio(|s| s.ops_per_s),
+                        ratio(|s| s.p50_us),
+                        ratio(|s| s.cpu_us_per_op),
+                        ratio(|s| s.ctx_switches_per_op),
+                    ]
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    workload.value_label(),
+                    workload.threads,
+                    workload.client_label(*peer),
+                    show(ops, 0),
+                    show(ops * workload.value_bytes as f64 / 1e6, 1),
+                    show(pick(|s| s.p50_us), 0),
+                    show(pick(|s| s.p99_us), 0),
+                    show(pick(|s| s.p999_us), 0),
+                    show(pick(|s| s.cpu_us_per_op), 1),
+                    show(pick(|s| s.ctx_switches_per_op), 2),
+                    show(pick(|s| s.errors), 0),
+                    ratios[0],
+                    ratios[1],
+                    ratios[2],
+                    ratios[3],
+                );
+            }
+        }
+    }
+}
+
+/// One of the issue's targets, checked.
 struct Target {
-    what: &'static str,
+    /// The server it is judged on, as [`ServerKind::short`] names it, or
+    /// `both` for the h2load comparison.
+    server: &'static str,
+    what: String,
     /// The figure in each round; the target is judged on their median.
     rounds: Vec<f64>,
     bound: f64,
     at_least: bool,
+}
+
+/// The issue's targets, in its order, from the two passes (embedded, then
+/// tonic), the h2load ratios and the floor.
+fn targets(passes: &[Pass; 2], h2load_ratios: Vec<f64>, floor: &Floor) -> Vec<Target> {
+    let [embedded, tonic] = passes;
+    let current = PEERS
+        .iter()
+        .position(|peer| *peer == Peer::TonicCurrent)
+        .expect("tonic current-thread is one of the peers");
+    let ops = |s: &Sample| s.ops_per_s;
+    let ours_over_current = |pass: &Pass, threads: usize, bound: f64| Target {
+        server: pass.server.short(),
+        what: format!("{threads} threads: ops/s ours ÷ tonic current-thread"),
+        rounds: pass.ours_over(pass.find(threads, 1), current, ops),
+        bound,
+        at_least: true,
+    };
+    let cpu_over_floor = |pass: &Pass| {
+        let w = pass.find(64, 1);
+        Target {
+            server: pass.server.short(),
+            what: "64 threads: (client CPU/op ours − tonic current-thread's) ÷ the floor's CPU"
+                .to_owned(),
+            rounds: pass.samples[w][0]
+                .iter()
+                .zip(&pass.samples[w][current])
+                .map(|(ours, tonic)| (ours.cpu_us_per_op - tonic.cpu_us_per_op) / floor.cpu_us)
+                .collect(),
+            bound: 1.1,
+            at_least: false,
+        }
+    };
+    // One thread keeping 16 calls in flight, against 16 threads of one each.
+    let one_pipelined = |pass: &Pass| Target {
+        server: pass.server.short(),
+        what: format!(
+            "1 thread in pipelines of {PIPELINE_DEPTH}: ops/s ÷ ours at 16 threads × 1 call each"
+        ),
+        rounds: per_round(
+            &pass.samples[pass.find(1, PIPELINE_DEPTH)][0],
+            &pass.samples[pass.find(16, 1)][0],
+            ops,
+        ),
+        bound: 1.5,
+        at_least: true,
+    };
+    // 4 × 16 calls in flight, against tonic's 64 tasks.
+    let four_pipelined = |pass: &Pass| Target {
+        server: pass.server.short(),
+        what: format!(
+            "4 threads in pipelines of {PIPELINE_DEPTH}: ops/s ÷ tonic current-thread with 64 tasks"
+        ),
+        rounds: per_round(
+            &pass.samples[pass.find(4, PIPELINE_DEPTH)][0],
+            &pass.samples[pass.find(64, 1)][current],
+            ops,
+        ),
+        bound: 1.0,
+        at_least: true,
+    };
+    vec![
+        ours_over_current(tonic, 64, 0.85),
+        ours_over_current(tonic, 4, 0.75),
+        ours_over_current(embedded, 64, 1.0),
+        cpu_over_floor(embedded),
+        cpu_over_floor(tonic),
+        one_pipelined(embedded),
+        one_pipelined(tonic),
+        four_pipelined(embedded),
+        four_pipelined(tonic),
+        Target {
+            server: "both",
+            what: "h2load, 64 streams: requests/s embedded ÷ tonic server".to_owned(),
+            rounds: h2load_ratios,
+            bound: 1.5,
+            at_least: true,
+        },
+    ]
 }
 
 fn main() {
@@ -681,57 +957,59 @@ fn main() {
     let tonic_bench = peer_dir.join("tonic-bench");
     let pin = has_taskset();
     if !pin {
-        eprintln!("taskset not found: the server is not pinned to a CPU");
+        eprintln!("taskset not found: the servers are not pinned to a CPU");
     }
-    let (_server, address) = start_server(
+    // Both servers stay up for the whole run (the idle one costs nothing):
+    // section 1 drives them in turn, section 2 reuses them.
+    let (_server, embedded_address) = start_server(
         Path::new(BIN),
         &["serve", "--listen", "127.0.0.1:0", "--workers", "1"],
         pin,
     );
+    let (_tonic_server, tonic_address) = start_server(
+        &peer_dir.join("tonic-server"),
+        &["--listen", "127.0.0.1:0", "--workers", "1"],
+        pin,
+    );
     std::thread::sleep(Duration::from_millis(200));
 
-    // samples[workload][peer] holds one sample per round.
-    let mut samples = vec![vec![Vec::<Sample>::new(); PEERS.len()]; WORKLOADS.len()];
+    let mut passes = [
+        Pass::new(ServerKind::Embedded, embedded_address),
+        Pass::new(ServerKind::Tonic, tonic_address),
+    ];
     for round in 0..plan.rounds {
-        for (w, workload) in WORKLOADS.iter().enumerate() {
-            for (p, peer) in PEERS.iter().enumerate() {
-                eprintln!(
-                    "round {}/{}: {} × {} threads, {} ({:.0} s so far)",
-                    round + 1,
-                    plan.rounds,
-                    workload.value_label(),
-                    workload.threads,
-                    peer.label(),
-                    started.elapsed().as_secs_f64()
-                );
-                let sample = run_client(*peer, &tonic_bench, &address, *workload, &plan);
-                samples[w][p].push(sample);
+        for pass in &mut passes {
+            for (w, workload) in pass.server.workloads().iter().enumerate() {
+                for (p, peer) in PEERS.iter().enumerate() {
+                    if !workload.peers().contains(peer) {
+                        continue;
+                    }
+                    eprintln!(
+                        "round {}/{}, {} server: {} × {} threads, {} ({:.0} s so far)",
+                        round + 1,
+                        plan.rounds,
+                        pass.server.short(),
+                        workload.value_label(),
+                        workload.threads,
+                        workload.client_label(*peer),
+                        started.elapsed().as_secs_f64()
+                    );
+                    let sample = run_client(*peer, &tonic_bench, &pass.address, *workload, &plan);
+                    pass.samples[w][p].push(sample);
+                }
             }
         }
     }
-
-    // The figure `f` of `peer` ÷ ours, per round, median over rounds.
-    // The figure `f` of `peer` ÷ ours, one per round.
-    let ratios = |w: usize, p: usize, f: fn(&Sample) -> f64| -> Vec<f64> {
-        samples[w][p]
-            .iter()
-            .zip(&samples[w][0])
-            .map(|(peer, ours)| f(peer) / f(ours))
-            .collect()
-    };
-    // The same, median over rounds.
-    let ratio = |w: usize, p: usize, f: fn(&Sample) -> f64| median(ratios(w, p, f));
-    // Ours ÷ `peer` per round, as the issue's targets are written.
-    let ours_over = |w: usize, p: usize, f: fn(&Sample) -> f64| -> Vec<f64> {
-        ratios(w, p, f).into_iter().map(|r| 1.0 / r).collect()
-    };
 
     let mut out = String::new();
     let _ = writeln!(
         out,
         "\n## Against tonic ({})\n\n{} round(s) × {} s measured per run after {WARMUP_SECS} s \
-         warm-up, medians; 90 % gets / 10 % sets; server `tiny-cache serve --workers 1` \
-         (separate process{}); each client in its own process.\n",
+         warm-up, medians; 90 % gets / 10 % sets; two servers, `tiny-cache serve --workers 1` \
+         and `tonic-server --workers 1` (separate processes{}); each client in its own process. \
+         The pipelined rows are ours alone (`tiny-cache bench --pipeline {PIPELINE_DEPTH}`): \
+         their ops/s counts operations, and an operation's latency runs from sending its \
+         pipeline to that pipeline's completion.",
         if quick { "quick pass" } else { "full run" },
         plan.rounds,
         plan.measured_secs,
@@ -741,117 +1019,24 @@ fn main() {
             ", not pinned"
         },
     );
-    let _ = writeln!(
-        out,
-        "| value | threads | client | ops/s | MB/s | p50 µs | p99 µs | p99.9 µs | CPU µs/op | \
-         ctx sw/op | errors | ops/s ÷ (a) | p50 ÷ (a) | CPU ÷ (a) | ctx sw ÷ (a) |"
-    );
-    let _ = writeln!(
-        out,
-        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    );
-    for (w, workload) in WORKLOADS.iter().enumerate() {
-        for (p, peer) in PEERS.iter().enumerate() {
-            let pick = |f: fn(&Sample) -> f64| median(samples[w][p].iter().map(f));
-            let ops = pick(|s| s.ops_per_s);
-            let ratios = if p == 0 {
-                [
-                    "—".to_owned(),
-                    "—".to_owned(),
-                    "—".to_owned(),
-                    "—".to_owned(),
-                ]
-            } else {
-                [
-                    show(ratio(w, p, |s| s.ops_per_s), 2),
-                    show(ratio(w, p, |s| s.p50_us), 2),
-                    show(ratio(w, p, |s| s.cpu_us_per_op), 2),
-                    show(ratio(w, p, |s| s.ctx_switches_per_op), 2),
-                ]
-            };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                workload.value_label(),
-                workload.threads,
-                peer.label(),
-                show(ops, 0),
-                show(ops * workload.value_bytes as f64 / 1e6, 1),
-                show(pick(|s| s.p50_us), 0),
-                show(pick(|s| s.p99_us), 0),
-                show(pick(|s| s.p999_us), 0),
-                show(pick(|s| s.cpu_us_per_op), 1),
-                show(pick(|s| s.ctx_switches_per_op), 2),
-                show(pick(|s| s.errors), 0),
-                ratios[0],
-                ratios[1],
-                ratios[2],
-                ratios[3],
-            );
-        }
+    for pass in &passes {
+        pass.table(&mut out);
     }
 
-    let h2load_ratios = compare_servers(&address, &peer_dir, pin, &plan, &mut out);
+    let [embedded, tonic] = &passes;
+    let h2load_ratios = compare_servers(&embedded.address, &tonic.address, pin, &plan, &mut out);
     floor_table(&floor, &mut out);
 
-    // Indexes into WORKLOADS and PEERS for the targets.
-    let (one, four, sixteen, sixty_four, many, kib64, mib1) = (0, 1, 2, 3, 4, 5, 6);
-    let (async_peer, current_peer) = (1, 2);
-    let against_async = |w: usize, what: &'static str| Target {
-        what,
-        rounds: ours_over(w, async_peer, |s| s.ops_per_s),
-        bound: 1.0,
-        at_least: true,
-    };
-    let targets = [
-        Target {
-            what: "64 threads: ops/s ours ÷ tonic current-thread",
-            rounds: ours_over(sixty_four, current_peer, |s| s.ops_per_s),
-            bound: 1.0,
-            at_least: true,
-        },
-        against_async(four, "4 threads: ops/s ours ÷ tonic async"),
-        against_async(sixteen, "16 threads: ops/s ours ÷ tonic async"),
-        against_async(sixty_four, "64 threads: ops/s ours ÷ tonic async"),
-        against_async(many, "256 threads: ops/s ours ÷ tonic async"),
-        Target {
-            what: "64 threads: client CPU/op ours ÷ tonic current-thread",
-            rounds: ours_over(sixty_four, current_peer, |s| s.cpu_us_per_op),
-            bound: 1.0,
-            at_least: false,
-        },
-        Target {
-            what: "64 threads: (client CPU/op ours − tonic current-thread's) ÷ the floor's CPU",
-            rounds: samples[sixty_four][0]
-                .iter()
-                .zip(&samples[sixty_four][current_peer])
-                .map(|(ours, tonic)| (ours.cpu_us_per_op - tonic.cpu_us_per_op) / floor.cpu_us)
-                .collect(),
-            bound: 1.1,
-            at_least: false,
-        },
-        Target {
-            what: "1 thread: p50 ours ÷ tonic async",
-            rounds: ours_over(one, async_peer, |s| s.p50_us),
-            bound: 1.0,
-            at_least: false,
-        },
-        against_async(kib64, "64 KiB: bytes/s ours ÷ tonic async"),
-        against_async(mib1, "1 MiB: bytes/s ours ÷ tonic async"),
-        Target {
-            what: "h2load, 64 streams: requests/s embedded ÷ tonic server",
-            rounds: h2load_ratios,
-            bound: 1.5,
-            at_least: true,
-        },
-    ];
     let _ = writeln!(
         out,
         "\n### The issue's targets (per-round ratios, median)\n"
     );
-    let _ = writeln!(out, "| target | median | each round | goal | met |");
-    let _ = writeln!(out, "| --- | ---: | --- | ---: | --- |");
-    for target in &targets {
+    let _ = writeln!(
+        out,
+        "| server | target | median | each round | goal | met |"
+    );
+    let _ = writeln!(out, "| --- | --- | ---: | --- | ---: | --- |");
+    for target in targets(&passes, h2load_ratios, &floor) {
         let measured = median(target.rounds.iter().copied());
         let each: Vec<String> = target.rounds.iter().map(|r| show(*r, 2)).collect();
         let met = if measured.is_nan() {
@@ -865,7 +1050,8 @@ fn main() {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} {} | {met} |",
+            "| {} | {} | {} | {} | {} {} | {met} |",
+            target.server,
             target.what,
             show(measured, 2),
             each.join(", "),

@@ -1,6 +1,6 @@
 #![cfg(feature = "cli")]
 //! `tiny-cache bench` as a load tool: its refusals of impossible runs, the
-//! operation mix, `--requests`, `--prefill`, `--hdr-log` and the
+//! operation mix, `--requests`, `--prefill`, `--pipeline`, `--hdr-log` and the
 //! `--baseline` gate, each against the embedded server bench starts (short
 //! runs of a few hundred calls). The open-loop schedule has its own file,
 //! `bench_open_loop.rs`.
@@ -221,6 +221,69 @@ fn open_loop_with_requests_makes_exactly_that_many_calls() {
     assert!(run["service"]["p99_us"].is_number(), "{run}");
     let text = stdout(&output);
     assert!(text.contains("target 400 calls/s"), "{text}");
+}
+
+#[test]
+fn pipelined_runs_count_every_operation_and_report_their_depth() {
+    let output = bench(&[
+        "--pipeline",
+        "8",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+        "--threads",
+        "2",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let run = last_json(&output);
+    assert_eq!(run["pipeline"], 8, "{run}");
+    assert!(number(&run, "/ops") > 0.0, "{run}");
+    assert_eq!(number(&run, "/errors"), 0.0, "{run}");
+    let text = stdout(&output);
+    assert!(text.contains("pipelines of 8 operations"), "{text}");
+
+    // With --requests, exactly that many operations, though 8 does not
+    // divide them: the last pipeline is shorter.
+    let output = bench(&[
+        "--pipeline",
+        "8",
+        "--requests",
+        "100",
+        "--threads",
+        "3",
+        "--mix",
+        "get=2,set=1,delete=1,set-if-absent=1,compare-and-set=1",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let run = last_json(&output);
+    assert_eq!(number(&run, "/ops"), 100.0, "{run}");
+    assert_eq!(number(&run, "/errors"), 0.0, "{run}");
+
+    // One call at a time is still the default, and says so.
+    let output = bench(&["--requests", "50", "--threads", "1", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(last_json(&output)["pipeline"], 1);
+}
+
+#[test]
+fn pipelines_that_cannot_be_sent_are_refused() {
+    let cases: [(&[&str], &str); 4] = [
+        (&["--pipeline", "0"], "--pipeline"),
+        (&["--pipeline", "1001"], "--pipeline"),
+        (&["--pipeline", "4", "--rate", "1000"], "--rate"),
+        (&["--pipeline", "4", "--mix", "get=1,touch=1"], "touch"),
+    ];
+    for (args, expected) in cases {
+        let output = bench(args);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!err.contains("writing"), "{args:?} started a run: {err}");
+    }
 }
 
 #[test]

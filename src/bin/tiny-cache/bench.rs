@@ -11,6 +11,11 @@
 //!   due, so a stall shows as the latency it caused rather than as calls
 //!   never made (coordinated omission corrected).
 //!
+//! In a closed loop a thread may also send its calls in pipelines
+//! (`--pipeline N`): N operations drawn as usual, sent together through the
+//! crate's `Pipeline` and waited for once. Each still counts as one
+//! operation, with its pipeline's time as its latency.
+//!
 //! Keys are written before anything is measured (`--prefill`); a warm-up
 //! lets connections and caches settle and is not counted. Each thread keeps
 //! its own histograms, one per operation (no shared lock on the hot path);
@@ -40,11 +45,11 @@ use tiny_cache_client::cluster::Cluster;
 use tiny_cache_client::server::Server;
 use tiny_cache_client::{CacheStore, Error, ReplyWait};
 
-use self::calls::perform;
+use self::calls::{perform, perform_pipeline, Part};
 use self::gate::Baseline;
 use self::report::{Report, Shape, Tally};
 use self::schedule::Schedule;
-use self::workload::{Data, KeyDistribution, Mix, OpSampler, Prefill, ValueSize};
+use self::workload::{Data, KeyDistribution, Mix, Op, OpSampler, Prefill, ValueSize};
 use crate::chart::ChartFile;
 use crate::usage::ProcessUsage;
 use crate::{parse_seconds, thousands, write_stdout, ClientSettings, Exit, Failure, Output};
@@ -81,6 +86,11 @@ const MAX_KEYS: u64 = 10_000_000;
 /// Most `--requests`: a trillion calls is weeks at any rate this client
 /// reaches.
 const MAX_REQUESTS: u64 = 1_000_000_000_000;
+
+/// Largest `--pipeline`: as many operations in flight per thread as
+/// `--batch` allows keys per call; deeper pipelines only queue on the
+/// connections' stream limits.
+const MAX_PIPELINE: u64 = 1000;
 
 /// Largest `--batch`: a multi-key call carries its keys (and, for
 /// set-many, their values) in one message; a thousand is already far past
@@ -175,6 +185,19 @@ pub struct BenchArgs {
     /// [default: the library's default, half the cores from 1 to 4].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pool_size: Option<u16>,
+    /// Closed loop only: each thread sends its operations in pipelines of N
+    /// (drawn from the same mix and keys, sent together, waited for once);
+    /// 1 is one call at a time. Every operation counts as one op, and its
+    /// latency runs from sending its pipeline to the pipeline's completion
+    /// (its last answer). A pipeline carries get, set, delete,
+    /// set-if-absent and compare-and-set.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_PIPELINE)
+    )]
+    pipeline: usize,
     /// How callers wait for replies (for measuring the client itself):
     /// `park` (the default) or `channel` (crossbeam's blocking receive).
     #[arg(long, hide = true, value_name = "HOW", value_parser = parse_wait)]
@@ -309,6 +332,8 @@ struct Plan {
     length: Length,
     warmup: Duration,
     threads: usize,
+    /// Operations per pipeline; 1 for one call at a time.
+    pipeline: usize,
 }
 
 impl Plan {
@@ -321,6 +346,13 @@ impl Plan {
             None => Pace::Closed,
             Some(rate) => Pace::Open(Schedule::new(rate, args.threads).map_err(Failure::Usage)?),
         };
+        if args.pipeline > 1 && args.rate.is_some() {
+            // An open loop sends each call when it falls due: a pipeline
+            // would hold calls back until it is full, or send calls early.
+            return Err(Failure::Usage(
+                "--pipeline above 1 needs the closed loop: it cannot be used with --rate".into(),
+            ));
+        }
         if let (Some(rate), Length::Time(duration)) = (args.rate, length) {
             if rate * duration.as_secs_f64() < 1.0 {
                 return Err(Failure::Usage(format!(
@@ -334,6 +366,7 @@ impl Plan {
             length,
             warmup: args.warmup,
             threads: args.threads,
+            pipeline: args.pipeline,
         })
     }
 
@@ -362,10 +395,12 @@ impl Plan {
 /// Counters the threads share with the progress line.
 #[derive(Debug, Default)]
 struct Counters {
-    /// Measured calls ended (failed ones included).
+    /// Measured calls ended (failed ones included); with `--pipeline`,
+    /// operations.
     calls: AtomicU64,
     errors: AtomicU64,
-    /// Closed loop with --requests: measured calls claimed so far.
+    /// Closed loop with --requests: measured calls (operations, with
+    /// `--pipeline`) claimed so far.
     tickets: AtomicU64,
     /// Set when the run must end early (a thread could not start).
     stop: AtomicBool,
@@ -387,6 +422,20 @@ pub fn run(
         (None, None) => Mix::gets_and_sets(0.9),
     };
     let sampler = mix.sampler().map_err(Failure::Usage)?;
+    if args.pipeline > 1 {
+        let unpipelined: Vec<&str> = mix
+            .ops()
+            .filter(|op| !op.pipelines())
+            .map(Op::name)
+            .collect();
+        if !unpipelined.is_empty() {
+            return Err(Failure::Usage(format!(
+                "--pipeline carries get, set, delete, set-if-absent and compare-and-set; \
+                 take {} out of the --mix",
+                unpipelined.join(", ")
+            )));
+        }
+    }
     let last_key = format!("{}{}", args.key_prefix, args.keys - 1);
     tiny_cache_client::rules::check_key(&last_key, settings.namespace.as_deref()).map_err(
         |why| {
@@ -458,6 +507,7 @@ pub fn run(
             server: connected.server.clone(),
             embedded: connected.embedded.is_some(),
             threads: args.threads,
+            pipeline: args.pipeline,
             target_rate: args.rate,
             requests: args.requests,
             warmup: args.warmup,
@@ -695,6 +745,7 @@ impl Shared<'_> {
                 .sampler(self.data.keys.len(), index, self.plan.threads),
             tally: Tally::new(self.mix, matches!(self.plan.pace, Pace::Open(_)))?,
             items: Vec::with_capacity(self.batch),
+            parts: Vec::with_capacity(self.plan.pipeline),
         };
         match self.plan.pace {
             Pace::Closed => thread.closed_loop(start),
@@ -713,11 +764,13 @@ struct Thread<'s, 'a> {
     /// The keys and values of the call being made (reused: no allocation
     /// per call).
     items: Vec<(&'a str, &'a [u8])>,
+    /// The operations of the pipeline being sent (reused likewise).
+    parts: Vec<Part<'a>>,
 }
 
 impl Thread<'_, '_> {
-    /// Calls back to back; a call counts when it starts in the measured
-    /// window.
+    /// Calls (or pipelines) back to back; a call counts when it starts in
+    /// the measured window, a pipeline's operations when it does.
     fn closed_loop(&mut self, start: Instant) {
         let plan = self.shared.plan;
         let window = start + plan.warmup;
@@ -727,23 +780,32 @@ impl Thread<'_, '_> {
                 return;
             }
             let started = Instant::now();
-            let measured = match plan.length {
+            // Whether the operations count, and how many to send: a
+            // pipeline's worth, or with --requests what is left of them.
+            let (measured, count) = match plan.length {
                 Length::Time(duration) => {
                     if started >= window + duration {
                         return;
                     }
-                    started >= window
+                    (started >= window, plan.pipeline)
                 }
-                Length::Requests(n) => {
-                    started >= window && {
-                        if counters.tickets.fetch_add(1, Ordering::Relaxed) >= n {
-                            return;
-                        }
-                        true
+                Length::Requests(n) if started >= window => {
+                    let claimed = counters
+                        .tickets
+                        .fetch_add(plan.pipeline as u64, Ordering::Relaxed);
+                    if claimed >= n {
+                        return;
                     }
+                    let left = usize::try_from(n - claimed).unwrap_or(usize::MAX);
+                    (true, plan.pipeline.min(left))
                 }
+                Length::Requests(_) => (false, plan.pipeline),
             };
-            self.call(measured, started, None);
+            if plan.pipeline == 1 {
+                self.call(measured, started, None);
+            } else {
+                self.pipelined(measured, started, count);
+            }
         }
     }
 
@@ -809,6 +871,41 @@ impl Thread<'_, '_> {
         shared.counters.calls.fetch_add(1, Ordering::Relaxed);
         if failed {
             shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Draws `count` operations and their keys as [`call`](Self::call)
+    /// does, sends them as one pipeline and, when `measured`, counts each
+    /// one with its latency from `sent` to the pipeline's end.
+    fn pipelined(&mut self, measured: bool, sent: Instant, count: usize) {
+        let shared = self.shared;
+        let data = shared.data;
+        self.parts.clear();
+        for _ in 0..count {
+            let op = shared.sampler.next(&mut self.rng);
+            let key = self.keys.next(&mut self.rng);
+            self.parts.push(Part {
+                op,
+                key: data.keys[key].as_str(),
+                value: data.shared_value(key),
+            });
+        }
+        let outcomes = perform_pipeline(shared.calls, &self.parts);
+        let ended = Instant::now();
+        if !measured {
+            return;
+        }
+        let latency = ended.saturating_duration_since(sent);
+        let mut failed = 0;
+        for (part, outcome) in self.parts.iter().zip(outcomes) {
+            failed += u64::from(outcome.is_err());
+            self.tally.record(part.op, outcome, latency, None);
+        }
+        self.tally.last_end = Some(ended);
+        let counters = shared.counters;
+        counters.calls.fetch_add(count as u64, Ordering::Relaxed);
+        if failed > 0 {
+            counters.errors.fetch_add(failed, Ordering::Relaxed);
         }
     }
 }
@@ -920,6 +1017,7 @@ mod tests {
             length: Length::Time(Duration::from_secs(3)),
             warmup: Duration::from_millis(500),
             threads: 16,
+            pipeline: 1,
         };
         let Pace::Open(schedule) = plan.pace else {
             unreachable!()

@@ -203,6 +203,15 @@ mod tests {
     }
 
     #[test]
+    fn a_run_saved_before_pipelines_made_one_call_at_a_time() {
+        assert_eq!(baseline().run.pipeline, 1);
+        let pipelined =
+            saved(r#"{"ops_per_s":1000.0,"p99_us":200,"threads":16,"mode":"closed","pipeline":8}"#);
+        let comparison = baseline().compare(&pipelined, 0.1);
+        assert_eq!(comparison.differences, ["pipeline 1 → 8"]);
+    }
+
+    #[test]
     fn files_that_are_not_runs_are_usage_errors() {
         for text in [
             "",

@@ -186,6 +186,8 @@ pub struct Shape<'a> {
     pub server: String,
     pub embedded: bool,
     pub threads: usize,
+    /// Operations per pipeline (`--pipeline`); 1 for one call at a time.
+    pub pipeline: usize,
     pub target_rate: Option<f64>,
     pub requests: Option<u64>,
     pub warmup: Duration,
@@ -299,6 +301,10 @@ impl Report<'_> {
     fn mode(&self) -> String {
         match self.shape.target_rate {
             Some(rate) => format!("open loop at {} calls/s", thousands(rate.round() as u64)),
+            None if self.shape.pipeline > 1 => format!(
+                "closed loop in pipelines of {} operations",
+                self.shape.pipeline
+            ),
             None => "closed loop".to_owned(),
         }
     }
@@ -387,6 +393,12 @@ impl Report<'_> {
                     Latency::of(service).text()
                 ));
             }
+            None if shape.pipeline > 1 => text.push_str(&format!(
+                "  latency      {}\n               (each operation's: from sending its pipeline \
+                 of {} to the pipeline's completion)\n",
+                latency.text(),
+                shape.pipeline
+            )),
             None => text.push_str(&format!("  latency      {}\n", latency.text())),
         }
         let scope = if shape.embedded {
@@ -489,6 +501,7 @@ impl Report<'_> {
             hit_ratio: (lookups > 0).then(|| ratio(hits, lookups)),
             ops: self.ops(),
             threads: shape.threads,
+            pipeline: shape.pipeline,
             mode: if shape.target_rate.is_some() {
                 "open"
             } else {
@@ -602,6 +615,10 @@ pub struct BenchJson {
     pub ops: u64,
     #[serde(default)]
     pub threads: usize,
+    /// Operations per pipeline (`--pipeline`); runs saved before the option
+    /// existed made one call at a time, hence the default of 1.
+    #[serde(default = "one_call_at_a_time")]
+    pub pipeline: usize,
     /// `closed` or `open` (`--rate`).
     #[serde(default)]
     pub mode: String,
@@ -673,6 +690,7 @@ impl BenchJson {
             ("server", self.server.clone()),
             ("mode", self.mode.clone()),
             ("threads", self.threads.to_string()),
+            ("pipeline", self.pipeline.to_string()),
             (
                 "target_rate",
                 some(self.target_rate.map(|rate| rate.to_string())),
@@ -703,6 +721,11 @@ pub struct OpJson {
     pub hit_ratio: Option<f64>,
     pub errors: u64,
     pub errors_by_kind: BTreeMap<String, u64>,
+}
+
+/// The `pipeline` of a saved run that has none.
+fn one_call_at_a_time() -> usize {
+    1
 }
 
 fn ratio(part: u64, whole: u64) -> f64 {

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use rand::distr::weighted::WeightedIndex;
 use rand::distr::{Alphanumeric, Distribution, Uniform};
 use rand::rngs::SmallRng;
@@ -86,6 +87,16 @@ impl Op {
         matches!(
             self,
             Op::Get | Op::GetMany | Op::SetIfAbsent | Op::CompareAndSet | Op::Touch
+        )
+    }
+
+    /// Whether a pipeline (`--pipeline`) can carry it: the library's
+    /// pipelines hold single-key gets and writes, not `touch` or the
+    /// multi-key calls.
+    pub fn pipelines(self) -> bool {
+        matches!(
+            self,
+            Op::Get | Op::Set | Op::Delete | Op::SetIfAbsent | Op::CompareAndSet
         )
     }
 
@@ -481,7 +492,9 @@ impl Prefill {
 #[derive(Debug)]
 pub struct Data {
     pub keys: Vec<String>,
-    bytes: Vec<u8>,
+    /// Shared, so that a pipeline's operations, which own their values,
+    /// take a slice of it rather than a copy.
+    bytes: Bytes,
     size: ValueSize,
 }
 
@@ -490,14 +503,27 @@ impl Data {
         let rng = SmallRng::seed_from_u64(seed);
         Data {
             keys: (0..keys).map(|i| format!("{prefix}{i}")).collect(),
-            bytes: rng.sample_iter(Alphanumeric).take(size.max).collect(),
+            bytes: rng
+                .sample_iter(Alphanumeric)
+                .take(size.max)
+                .collect::<Vec<u8>>()
+                .into(),
             size,
         }
     }
 
     /// Key `key`'s value.
     pub fn value(&self, key: usize) -> &[u8] {
-        &self.bytes[..self.size.of_key(key).min(self.bytes.len())]
+        &self.bytes[..self.value_len(key)]
+    }
+
+    /// Key `key`'s value as an owned handle on the same bytes.
+    pub fn shared_value(&self, key: usize) -> Bytes {
+        self.bytes.slice(..self.value_len(key))
+    }
+
+    fn value_len(&self, key: usize) -> usize {
+        self.size.of_key(key).min(self.bytes.len())
     }
 }
 
