@@ -1,12 +1,21 @@
-//! A `Cluster` over 1, 2 and 4 servers, and the cost of R = 2 writes.
+//! A `Cluster` over 1, 2 and 4 servers, the cost of R = 2 writes, and
+//! hedged reads with one slow replica.
 //!
 //! Starts four `tiny-cache serve --workers 1` processes and drives them
 //! with `tiny-cache bench --server A --server B ...` (a second process, 16
 //! closed-loop threads, 100 B values, 1000 keys). Configurations alternate
 //! in rounds and the table shows medians. A "cluster of 1" names the same
 //! server twice (the cluster keeps one), to separate the cluster's own
-//! cost from the plain client's. It also times the scoped-thread spawn a
-//! call pays for each extra server it reaches in parallel.
+//! cost from the plain client's. The targets of "One wait for many" are
+//! judged per round: a cluster of 1's CPU per call ÷ the plain client's,
+//! and an R = 2 write's ÷ an R = 1 write's.
+//!
+//! Hedged reads run in this process: a `Cluster` (R = 2, Q = 1, 16
+//! threads, reads only, 1000 keys written first) over three of the
+//! servers, the third behind a fault proxy, measured with every server
+//! healthy, then with the proxy adding 20 ms to each response, hedging on
+//! (the default) and off. It reports the reads' p50 and p99 (HDR
+//! histogram) and the hedges sent as a share of reads.
 //!
 //! On a 2-core machine the servers, the client threads and the client's
 //! connection workers share the same two cores: more servers add
@@ -16,10 +25,20 @@
 //! minute); `-- --quick` for one round.
 
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tiny_cache_client::cluster::{Cluster, Hedging};
 
 mod common;
 use common::{median, Sample};
+
+#[allow(dead_code)]
+#[path = "../tests/common/fault_proxy.rs"]
+mod fault_proxy;
+use fault_proxy::{Fault, FaultProxy};
 
 const BIN: &str = common::TINY_CACHE;
 
@@ -53,17 +72,159 @@ fn run(addresses: &[String], setup: Setup, seconds: f64) -> Sample {
     Sample::from_json(json)
 }
 
-/// Mean time to start and join one scoped thread doing nothing: what a
-/// call pays per extra server it reaches in parallel.
-fn scoped_spawn_micros() -> f64 {
-    const SPAWNS: u32 = 2000;
-    let started = Instant::now();
-    for _ in 0..SPAWNS {
-        std::thread::scope(|scope| {
-            scope.spawn(|| std::hint::black_box(1));
-        });
+/// One hedged-read run: reads/s, p50 and p99 in µs, hedges per read.
+#[derive(Clone, Copy)]
+struct Reads {
+    per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    hedged: f64,
+    errors: u64,
+}
+
+const READ_KEYS: usize = 1000;
+const READ_THREADS: usize = 16;
+
+/// 16 threads reading the keys through `cluster` for `seconds`.
+fn read_run(cluster: &Cluster, seconds: f64) -> Reads {
+    let before = cluster.hedges();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..READ_THREADS)
+        .map(|t| {
+            let (cluster, stop) = (cluster.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut histogram = Histogram::<u64>::new(3).expect("histogram");
+                let mut errors = 0;
+                let mut i = t * 7919;
+                while !stop.load(Ordering::Relaxed) {
+                    i = (i + 7919) % READ_KEYS;
+                    let started = Instant::now();
+                    if cluster.get(&format!("key-{i}")).is_err() {
+                        errors += 1;
+                    }
+                    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    let _ = histogram.record(micros.max(1));
+                }
+                (histogram, errors)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Histogram::<u64>::new(3).expect("histogram");
+    let mut errors = 0;
+    for thread in threads {
+        let (histogram, failed) = thread.join().expect("reader");
+        let _ = all.add(&histogram);
+        errors += failed;
     }
-    started.elapsed().as_secs_f64() * 1e6 / f64::from(SPAWNS)
+    let hedges = cluster.hedges().sent - before.sent;
+    let reads = all.len() as f64;
+    Reads {
+        per_s: reads / seconds,
+        p50_us: all.value_at_quantile(0.5) as f64,
+        p99_us: all.value_at_quantile(0.99) as f64,
+        hedged: hedges as f64 / reads.max(1.0),
+        errors,
+    }
+}
+
+/// The hedged-read section; see the module docs.
+fn hedged_reads(addresses: &[String], rounds: usize, seconds: f64) {
+    let proxy = FaultProxy::to(&addresses[2]);
+    let cluster = |hedging: Hedging| {
+        Cluster::builder()
+            .server(&addresses[0])
+            .server(&addresses[1])
+            .server(&proxy.address())
+            .replicas(2)
+            .hedging(hedging)
+            .build()
+            .expect("cluster")
+    };
+    let (hedged, unhedged) = (cluster(Hedging::default()), cluster(Hedging::off()));
+    for i in 0..READ_KEYS {
+        hedged
+            .set(&format!("key-{i}"), "v".repeat(100))
+            .expect("write");
+    }
+    // Warm each cluster's connections and the hedger's latency samples.
+    for cluster in [&hedged, &unhedged] {
+        read_run(cluster, 0.5);
+    }
+    let slow = Fault::latency(Duration::from_millis(20), Duration::ZERO);
+    let setups: [(&str, Option<Fault>, &Cluster); 3] = [
+        ("all healthy, hedging on", None, &hedged),
+        (
+            "one of 3 answers 20 ms late, hedging on",
+            Some(slow),
+            &hedged,
+        ),
+        (
+            "one of 3 answers 20 ms late, hedging off",
+            Some(slow),
+            &unhedged,
+        ),
+    ];
+    let mut runs: Vec<Vec<Reads>> = vec![Vec::new(); setups.len()];
+    for round in 0..rounds {
+        for (index, (label, fault, cluster)) in setups.iter().enumerate() {
+            eprintln!("hedging round {}/{rounds}: {label}", round + 1);
+            match fault {
+                Some(fault) => proxy.set(*fault),
+                None => proxy.clear(),
+            }
+            runs[index].push(read_run(cluster, seconds));
+        }
+    }
+    proxy.clear();
+    println!(
+        "\nhedged reads: R = 2, Q = 1, three servers (the third behind a fault proxy), \
+         {READ_THREADS} threads, reads only over {READ_KEYS} keys; medians of {rounds} round(s) of {seconds} s\n"
+    );
+    println!("| setup | reads/s | p50 µs | p99 µs | hedges (% of reads) | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for ((label, _, _), runs) in setups.iter().zip(&runs) {
+        let pick = |f: fn(&Reads) -> f64| median(runs.iter().map(f));
+        println!(
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.2} | {} |",
+            pick(|r| r.per_s),
+            pick(|r| r.p50_us),
+            pick(|r| r.p99_us),
+            pick(|r| r.hedged * 100.0),
+            runs.iter().map(|r| r.errors).sum::<u64>(),
+        );
+    }
+    let ratios: Vec<f64> = runs[1]
+        .iter()
+        .zip(&runs[0])
+        .map(|(slow, healthy)| slow.p99_us / healthy.p99_us)
+        .collect();
+    let extra: Vec<f64> = runs[1].iter().map(|r| r.hedged * 100.0).collect();
+    target(
+        "hedged reads, 1 of 3 replicas 20 ms late: p99 ÷ all healthy",
+        &ratios,
+        "≤ 1.5",
+        |r| r <= 1.5,
+    );
+    target(
+        "hedged reads, 1 of 3 replicas 20 ms late: hedges, % of reads",
+        &extra,
+        "≤ 5",
+        |r| r <= 5.0,
+    );
+}
+
+/// Prints one target: each round's figure, their median, and whether the
+/// median meets the goal.
+fn target(what: &str, rounds: &[f64], goal: &str, met: impl Fn(f64) -> bool) {
+    let measured = median(rounds.iter().copied());
+    let each: Vec<String> = rounds.iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "- {what}: {measured:.2} (rounds: {}), goal {goal}: {}",
+        each.join(", "),
+        if met(measured) { "met" } else { "**not met**" }
+    );
 }
 
 fn main() {
@@ -138,8 +299,27 @@ fn main() {
             pick(|s| s.errors),
         );
     }
-    println!(
-        "\nscoped thread spawn + join: {:.1} µs (median of 5 × 2000)",
-        median((0..5).map(|_| scoped_spawn_micros()))
+    // Per-round ratios for the targets: setups 0 (plain), 1 (cluster of
+    // 1), 4 (sets, R = 1) and 5 (sets, R = 2).
+    let cpu_ratio = |over: usize, under: usize| -> Vec<f64> {
+        samples[over]
+            .iter()
+            .zip(&samples[under])
+            .map(|(a, b)| a.cpu_us_per_op / b.cpu_us_per_op)
+            .collect()
+    };
+    println!("\ntargets (client CPU per call, per-round ratios, median):");
+    target(
+        "Cluster of 1 ÷ plain Client",
+        &cpu_ratio(1, 0),
+        "≤ 1.05",
+        |r| r <= 1.05,
     );
+    target(
+        "R = 2 write ÷ R = 1 write",
+        &cpu_ratio(5, 4),
+        "≤ 2.2",
+        |r| r <= 2.2,
+    );
+    hedged_reads(&addresses, rounds, seconds);
 }

@@ -60,7 +60,7 @@ fn library_files() -> Vec<PathBuf> {
 }
 
 /// The room of a file: its folder under `src/`, or its name for a file
-/// at the top (`store.rs` is the room `store`); `None` for `lib.rs`, the
+/// at the top (`ttl.rs` is the room `ttl`); `None` for `lib.rs`, the
 /// facade.
 fn room_of(file: &Path) -> Option<String> {
     let first = file.components().next()?.as_os_str().to_str()?.to_owned();

@@ -101,8 +101,8 @@ enum Kind {
 
 /// Where a call of the flight is.
 enum State {
-    /// An attempt is out; dropping the token cancels it.
-    Sent(#[allow(dead_code)] CancelOnDrop),
+    /// An attempt is out; dropping the token (if any) cancels it.
+    Sent(#[allow(dead_code)] Option<CancelOnDrop>),
     /// Waiting out a retry's backoff pause.
     Pausing,
     /// Finished, its outcome not taken yet.
@@ -145,6 +145,8 @@ pub(crate) struct Flight<'a> {
     /// Finished calls, in the order they finished, for `wait_any`.
     finished: VecDeque<usize>,
     timers: BinaryHeap<Reverse<Timer>>,
+    /// Whether calls carry a cancel token (see [`Flight::waited_out`]).
+    cancellable: bool,
     _one_thread: PhantomData<*const ()>,
 }
 
@@ -168,7 +170,21 @@ fn tag(slot: usize, attempt: u32) -> u64 {
 }
 
 impl<'a> Flight<'a> {
+    /// A flight whose calls may be abandoned early ([`Flight::cancel`], or
+    /// the flight dropped), resetting their streams.
     pub(crate) fn new() -> Flight<'a> {
+        Flight::with_cancel(true)
+    }
+
+    /// A flight whose every call is waited for to its end (a cluster's
+    /// parts): its calls carry no cancel token, which spares an allocation
+    /// per call. Dropped early, its calls run on to their deadlines, as
+    /// plain calls whose caller gave up do.
+    pub(crate) fn waited_out() -> Flight<'a> {
+        Flight::with_cancel(false)
+    }
+
+    fn with_cancel(cancellable: bool) -> Flight<'a> {
         let (tx, rx) = crossbeam_channel::unbounded();
         Flight {
             tx,
@@ -178,6 +194,7 @@ impl<'a> Flight<'a> {
             open: 0,
             finished: VecDeque::new(),
             timers: BinaryHeap::new(),
+            cancellable,
             _one_thread: PhantomData,
         }
     }
@@ -361,15 +378,17 @@ impl<'a> Flight<'a> {
             self.finish(slot, Err(error));
             return;
         }
-        let (cancel, signal) = cancel_pair();
+        let (cancel, signal) = match self.cancellable {
+            true => {
+                let (cancel, signal) = cancel_pair();
+                (Some(cancel), Some(signal))
+            }
+            false => (None, None),
+        };
         let reply = ReplySender::tagged(&self.tx, tag(slot, attempt), self.waiter.clone());
-        let submitted = call.client.submit(
-            call.method,
-            call.body.clone(),
-            call.deadline,
-            reply,
-            Some(signal),
-        );
+        let submitted =
+            call.client
+                .submit(call.method, call.body.clone(), call.deadline, reply, signal);
         match submitted {
             Ok(()) => {
                 call.state = State::Sent(cancel);

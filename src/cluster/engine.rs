@@ -16,6 +16,7 @@ use super::envelope::{self, Copy};
 use super::fanout::in_parallel;
 use super::hints::Hint;
 use super::node::{is_server_failure, Node};
+use super::placement;
 use super::policy::{Replies, ResponsePolicy};
 use super::*;
 use crate::client::flight::{Answered, Flight, Request};
@@ -37,6 +38,29 @@ impl Shared {
         } else {
             node.client.with_timeout(timeout).map(Cow::Owned)
         }
+    }
+
+    /// Runs a single-key call as one plain call on the key's server, when
+    /// that is all the engine would do: one replica, its home server up,
+    /// and nothing pending for that server (no hint, no recovery window).
+    /// `None` when the call needs the engine.
+    pub(super) fn on_sole_home<T>(
+        &self,
+        key: &str,
+        timeout: Duration,
+        call: impl FnOnce(&Client) -> Result<T>,
+    ) -> Option<Result<T>> {
+        if self.settings.replicas != 1 {
+            return None;
+        }
+        let topology = self.topology();
+        let node = &topology.nodes[placement::best(key, &topology.slots)?];
+        if !node.is_up() || !node.hints.is_empty() || node.is_recovering() {
+            return None;
+        }
+        let outcome = self.bounded(node, timeout).and_then(|client| call(&client));
+        node.record(&outcome, self.threshold());
+        Some(outcome)
     }
 
     pub(super) fn threshold(&self) -> u32 {
@@ -107,7 +131,7 @@ impl Shared {
                 .collect(),
             Op::Get | Op::Delete => Vec::new(),
         };
-        let mut flight = Flight::new();
+        let mut flight = Flight::waited_out();
         let mut latest = Instant::now();
         let slots: Vec<Option<usize>> = parts
             .iter()
@@ -532,7 +556,7 @@ impl Shared {
         // Every stale replica's compare-and-set goes out at once; the rare
         // one that loses a race is settled afterwards, one at a time.
         let now = SystemTime::now();
-        let mut flight = Flight::new();
+        let mut flight = Flight::waited_out();
         let mut started = Vec::with_capacity(repairs.len());
         for repair in &repairs {
             let Some(ttl) = repair.newest.remaining_ttl(now) else {
@@ -700,7 +724,7 @@ impl Shared {
         let topology = self.topology();
         let raw = self.encode(value, ttl, SystemTime::now());
         let deadline = Instant::now() + timeout;
-        let mut flight = Flight::new();
+        let mut flight = Flight::waited_out();
         let started: Vec<(usize, usize)> = topology
             .replicas(key, self.settings.replicas)
             .into_iter()

@@ -117,13 +117,20 @@
 //!
 //! # Parallel parts
 //!
-//! A call's parts for several servers (R > 1 writes, quorum reads,
-//! multi-key calls) run at once: the first on the caller's thread, the
-//! others on helper threads the cluster keeps (a thread spawn per call
-//! measured slower than the call itself, see `benches/cluster.rs`). A
-//! helper is used only when idle or newly started, never queued behind a
-//! busy one, so a part stuck on a dead server delays no other call. A part
-//! for one server touches no other thread.
+//! A call's parts for several servers (R > 1 writes, quorum reads, read
+//! repair, multi-key calls) all start at once from the caller's thread,
+//! which then sleeps once for every reply: each server's client carries
+//! its part on its own connection, and no helper thread is involved. Each
+//! part ends by its own deadline, so a part stuck on a dead server delays
+//! no other call. A part for one server is a plain call.
+//!
+//! # Hedged reads
+//!
+//! A read of one key with a replica to spare (R > Q) that its first
+//! replica has not answered within the recent p95 of that server asks the
+//! next home replica too, and takes the first copy; the other call's
+//! stream is reset. A budget (5 % of reads) caps hedges, and a replica
+//! that lost a race is asked second for a while. See [`Hedging`].
 //!
 //! ```
 //! # #[cfg(feature = "server")] {
@@ -282,8 +289,7 @@ struct Shared {
     closing: AtomicBool,
 }
 
-/// What a call does on one server for some of its keys. Owned (cheap to
-/// clone) so a part can go to a helper thread.
+/// What a call does on one server for some of its keys.
 #[derive(Clone)]
 pub(crate) enum Op {
     Get,
@@ -525,7 +531,11 @@ impl Cluster {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
-        self.shared()
+        let shared = self.shared();
+        if let Some(outcome) = shared.on_sole_home(key, self.timeout, |client| client.get(key)) {
+            return outcome;
+        }
+        shared
             .read(&[key], None, self.timeout)
             .pop()
             .unwrap_or(Ok(None))
@@ -557,7 +567,11 @@ impl Cluster {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn delete(&self, key: &str) -> Result<()> {
-        self.shared()
+        let shared = self.shared();
+        if let Some(outcome) = shared.on_sole_home(key, self.timeout, |client| client.delete(key)) {
+            return outcome;
+        }
+        shared
             .write(&[key], &Op::Delete, self.timeout)
             .pop()
             .unwrap_or(Ok(()))
@@ -588,6 +602,10 @@ impl Cluster {
         /// ```
         fn set_with_ttl(&self, key, value, ttl) {
             ttl.wire_seconds()?;
+            let direct = |client: &Client| client.set_with_ttl(key, value, ttl);
+            if let Some(outcome) = self.shared().on_sole_home(key, self.timeout, direct) {
+                return outcome;
+            }
             let values = [self.shared().encode(value, ttl, SystemTime::now())];
             let op = Op::Set {
                 values: values.into(),

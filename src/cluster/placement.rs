@@ -55,6 +55,17 @@ pub(crate) fn rank(key: &str, slots: &[Slot]) -> Vec<usize> {
     scored.into_iter().map(|(_, _, index)| index).collect()
 }
 
+/// The best owner of `key`: the first of [`rank`], without ranking the
+/// others.
+pub(crate) fn best(key: &str, slots: &[Slot]) -> Option<usize> {
+    slots
+        .iter()
+        .enumerate()
+        .map(|(index, slot)| (slot.score(key), slot.seed, index))
+        .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)))
+        .map(|(_, _, index)| index)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
