@@ -21,8 +21,9 @@
 //! connection workers share the same two cores: more servers add
 //! connections and threads, not CPU, so throughput cannot scale here.
 //!
-//! Run with: `cargo bench --bench cluster --features cli` (about a
-//! minute); `-- --quick` for one round.
+//! Run with: `cargo bench --bench cluster --features cli` (about two
+//! minutes); `-- --quick` for one round, `-- --hedging` for the hedged
+//! reads alone.
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,6 +80,11 @@ struct Reads {
     p50_us: f64,
     p99_us: f64,
     hedged: f64,
+    /// Hedges that won, and that the budget refused, per read.
+    won: f64,
+    refused: f64,
+    /// Reads slower than 10 ms, per read.
+    over_10ms: f64,
     errors: u64,
 }
 
@@ -118,13 +124,17 @@ fn read_run(cluster: &Cluster, seconds: f64) -> Reads {
         let _ = all.add(&histogram);
         errors += failed;
     }
-    let hedges = cluster.hedges().sent - before.sent;
-    let reads = all.len() as f64;
+    let after = cluster.hedges();
+    let reads = (all.len() as f64).max(1.0);
+    let per_read = |count: u64| count as f64 / reads;
     Reads {
         per_s: reads / seconds,
         p50_us: all.value_at_quantile(0.5) as f64,
         p99_us: all.value_at_quantile(0.99) as f64,
-        hedged: hedges as f64 / reads.max(1.0),
+        hedged: per_read(after.sent - before.sent),
+        won: per_read(after.won - before.won),
+        refused: per_read(after.refused - before.refused),
+        over_10ms: per_read(all.count_between(10_000, u64::MAX)),
         errors,
     }
 }
@@ -182,16 +192,22 @@ fn hedged_reads(addresses: &[String], rounds: usize, seconds: f64) {
         "\nhedged reads: R = 2, Q = 1, three servers (the third behind a fault proxy), \
          {READ_THREADS} threads, reads only over {READ_KEYS} keys; medians of {rounds} round(s) of {seconds} s\n"
     );
-    println!("| setup | reads/s | p50 µs | p99 µs | hedges (% of reads) | errors |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| setup | reads/s | p50 µs | p99 µs | reads > 10 ms (%) | hedges (% of reads) | \
+         won (%) | refused by the budget (%) | errors |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for ((label, _, _), runs) in setups.iter().zip(&runs) {
         let pick = |f: fn(&Reads) -> f64| median(runs.iter().map(f));
         println!(
-            "| {label} | {:.0} | {:.0} | {:.0} | {:.2} | {} |",
+            "| {label} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
             pick(|r| r.per_s),
             pick(|r| r.p50_us),
             pick(|r| r.p99_us),
+            pick(|r| r.over_10ms * 100.0),
             pick(|r| r.hedged * 100.0),
+            pick(|r| r.won * 100.0),
+            pick(|r| r.refused * 100.0),
             runs.iter().map(|r| r.errors).sum::<u64>(),
         );
     }
@@ -230,6 +246,15 @@ fn target(what: &str, rounds: &[f64], goal: &str, met: impl Fn(f64) -> bool) {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, seconds) = if quick { (1, 2.0) } else { (3, 3.0) };
+    if std::env::args().any(|a| a == "--hedging") {
+        let servers: Vec<_> = (0..3)
+            .map(|_| common::start_embedded_server(false))
+            .collect();
+        let addresses: Vec<String> = servers.iter().map(|(_, address)| address.clone()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        hedged_reads(&addresses, rounds, seconds);
+        return;
+    }
     let setups = [
         Setup {
             label: "plain Client, 1 server",

@@ -294,7 +294,13 @@ impl Shared {
         else {
             return vec![(first, vec![at], Err(late(timeout)))];
         };
-        let hedge_at = started + self.hedger.delay(&nodes[first].latencies);
+        // The sooner of the two servers' delays: a first replica that has
+        // turned slow has a p95 as slow as itself, and waiting that long
+        // would make the hedge useless; the other's p95 says how long an
+        // answer should take.
+        let delay = self.hedger.delay(&nodes[first].latencies);
+        let delay = delay.min(self.hedger.delay(&nodes[second].latencies));
+        let hedge_at = started + delay;
         let mut legs = vec![(first, first_slot, started)];
         let mut latest = first_by;
         let mut early = flight.wait_any(hedge_at.min(first_by));
@@ -322,6 +328,9 @@ impl Shared {
             }
             let outcome = part_outcome(answered, 1);
             nodes[index].record(&outcome, threshold);
+            if index == first && slot == first_slot && sent.elapsed() <= delay {
+                self.hedger.answered_promptly(&nodes[first].latencies);
+            }
             let found = matches!(outcome.as_deref(), Ok([Ok(Some(_))]));
             out.push((index, vec![at], outcome));
             if found {
@@ -385,7 +394,7 @@ impl Shared {
                 let (mut candidates, home) = topology.placement(key, replicas);
                 let needed = if all { replicas } else { quorum };
                 if needed < candidates.len() && self.hedger.enabled() {
-                    // A home replica that lost a hedged race lately is
+                    // A home replica on probation (it lost hedged races) is
                     // asked after the other home replicas (see `hedging`),
                     // never after a stand-in: a stand-in may keep an old
                     // copy from an earlier outage, so it is asked only

@@ -3,9 +3,11 @@
 //! Barroso 2013; gRPC's hedging policy).
 //!
 //! A read of one key with a replica to spare (R > Q) waits for its first
-//! replica for a delay: by default the recent 95th percentile of that
+//! replica for a delay: by default the recent 95th percentile of the
 //! server's read latency, so about one read in twenty of a healthy server
-//! would hedge. Past it, the next replica is asked as well; the first copy
+//! would hedge. Of the two servers' percentiles the lower is used: a
+//! replica that has turned slow has a percentile as slow as itself, and
+//! the other replica's says how long an answer should take. Past it, the next replica is asked as well; the first copy
 //! to arrive wins and the other call is cancelled (its stream reset, so
 //! the server stops working on it). A miss does not win on its own: the
 //! other replica may hold what this one lost, so the read waits for both,
@@ -16,11 +18,13 @@
 //!   a share of a token (5 % by default) and each hedge spends one, so
 //!   hedges stay under that share of reads even when every server is slow,
 //!   and never double the load of a struggling cluster;
-//! - **probation**: a replica that lost a race is asked after the key's
-//!   other replicas for a while (one second by default), so a server that
-//!   is consistently slow, or hangs, stops being asked first instead of
-//!   costing a hedge on every read. When probation ends it is asked first
-//!   again, and one lost race puts it back.
+//! - **probation**: a replica that lost two races in a row (with no answer
+//!   within the hedge delay in between) is asked after the key's other
+//!   replicas for a while (one second by default), so a server that is
+//!   consistently slow, or hangs, stops being asked first instead of
+//!   costing a hedge on every read. One lost race is what a healthy server
+//!   suffers now and then against another healthy one. When probation ends
+//!   the server is asked first again, and two more lost races put it back.
 //!
 //! [`Cluster::hedges`](super::Cluster::hedges) counts hedges sent, won and
 //! refused by the budget; with feature `metrics` they also go to the
@@ -44,13 +48,16 @@ pub const UNMEASURED_HEDGE_DELAY: Duration = Duration::from_millis(10);
 const SAMPLES: usize = 64;
 /// Reads answered before a server's percentile is believed.
 const MIN_SAMPLES: usize = 16;
+/// Races lost in a row that put a server on probation.
+const LOSSES_FOR_PROBATION: u32 = 2;
 
 /// When a hedged read asks its next replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HedgeDelay {
-    /// The recent 95th percentile of the first replica's read latency
-    /// (its last 64 answered reads), at least [`MIN_HEDGE_DELAY`];
-    /// [`UNMEASURED_HEDGE_DELAY`] until 16 reads were answered.
+    /// The recent 95th percentile of a server's read latency (its last 64
+    /// answered reads), at least [`MIN_HEDGE_DELAY`];
+    /// [`UNMEASURED_HEDGE_DELAY`] until 16 reads were answered. The lower
+    /// of the first replica's and the next one's.
     RecentP95,
     /// A fixed delay.
     Fixed(Duration),
@@ -135,7 +142,7 @@ impl Hedging {
         Hedging { budget, ..self }
     }
 
-    /// How long a replica that lost a race is asked after the others
+    /// How long a replica that lost two races in a row is asked after the others
     /// (default one second).
     ///
     /// ```
@@ -259,11 +266,24 @@ impl Hedger {
         }
     }
 
-    /// Puts `server` on probation from now.
+    /// `server` was raced and lost: the second loss in a row (with no
+    /// prompt answer in between) puts it on probation from now. One loss
+    /// is what a healthy server suffers now and then against another
+    /// healthy one; a slow one loses every race.
     pub(super) fn lost_a_race(&self, server: &Latencies) {
+        if server.lost_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 < LOSSES_FOR_PROBATION {
+            return;
+        }
         let until = self.epoch.elapsed() + self.settings.probation;
         let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
         server.probation_until.store(nanos, Ordering::Relaxed);
+    }
+
+    /// `server` answered within the hedge delay.
+    pub(super) fn answered_promptly(&self, server: &Latencies) {
+        if server.lost_in_a_row.load(Ordering::Relaxed) != 0 {
+            server.lost_in_a_row.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Whether `server` is on probation now.
@@ -283,6 +303,8 @@ pub(crate) struct Latencies {
     p95_us: AtomicU32,
     /// Nanoseconds since the hedger's epoch; 0 when never on probation.
     probation_until: AtomicU64,
+    /// Races lost since it last answered within the hedge delay.
+    lost_in_a_row: AtomicU32,
 }
 
 impl Default for Latencies {
@@ -292,6 +314,7 @@ impl Default for Latencies {
             recorded: AtomicUsize::new(0),
             p95_us: AtomicU32::new(0),
             probation_until: AtomicU64::new(0),
+            lost_in_a_row: AtomicU32::new(0),
         }
     }
 }
@@ -387,7 +410,12 @@ mod tests {
         let server = Latencies::default();
         assert!(!hedger.on_probation(&server));
         hedger.lost_a_race(&server);
-        assert!(hedger.on_probation(&server));
+        assert!(!hedger.on_probation(&server), "one loss is bad luck");
+        hedger.answered_promptly(&server);
+        hedger.lost_a_race(&server);
+        assert!(!hedger.on_probation(&server), "a prompt answer in between");
+        hedger.lost_a_race(&server);
+        assert!(hedger.on_probation(&server), "two in a row");
         std::thread::sleep(Duration::from_millis(40));
         assert!(!hedger.on_probation(&server));
     }

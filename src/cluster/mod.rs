@@ -130,7 +130,7 @@
 //! replica has not answered within the recent p95 of that server asks the
 //! next home replica too, and takes the first copy; the other call's
 //! stream is reset. A budget (5 % of reads) caps hedges, and a replica
-//! that lost a race is asked second for a while. See [`Hedging`].
+//! that lost two races in a row is asked second for a while. See [`Hedging`].
 //!
 //! ```
 //! # #[cfg(feature = "server")] {
