@@ -14,8 +14,9 @@
 //! threads, reads only, 1000 keys written first) over three of the
 //! servers, the third behind a fault proxy, measured with every server
 //! healthy, then with the proxy adding 20 ms to each response, hedging on
-//! (the default) and off. It reports the reads' p50 and p99 (HDR
-//! histogram) and the hedges sent as a share of reads.
+//! (the default) and off, then with the proxy black-holing the server (it
+//! accepts and never answers), hedging on. It reports the reads' p50 and
+//! p99 (HDR histogram) and the hedges sent as a share of reads.
 //!
 //! On a 2-core machine the servers, the client threads and the client's
 //! connection workers share the same two cores: more servers add
@@ -163,7 +164,8 @@ fn hedged_reads(addresses: &[String], rounds: usize, seconds: f64) {
         read_run(cluster, 0.5);
     }
     let slow = Fault::latency(Duration::from_millis(20), Duration::ZERO);
-    let setups: [(&str, Option<Fault>, &Cluster); 3] = [
+    let hung = Fault::BlackHole;
+    let setups: [(&str, Option<Fault>, &Cluster); 4] = [
         ("all healthy, hedging on", None, &hedged),
         (
             "one of 3 answers 20 ms late, hedging on",
@@ -175,6 +177,11 @@ fn hedged_reads(addresses: &[String], rounds: usize, seconds: f64) {
             Some(slow),
             &unhedged,
         ),
+        (
+            "one of 3 hangs (black hole), hedging on",
+            Some(hung),
+            &hedged,
+        ),
     ];
     let mut runs: Vec<Vec<Reads>> = vec![Vec::new(); setups.len()];
     for round in 0..rounds {
@@ -185,6 +192,13 @@ fn hedged_reads(addresses: &[String], rounds: usize, seconds: f64) {
                 None => proxy.clear(),
             }
             runs[index].push(read_run(cluster, seconds));
+            if *fault == Some(Fault::BlackHole) {
+                // What the black hole swallowed left its connections
+                // unusable: start them afresh, unmeasured.
+                proxy.clear();
+                proxy.drop_connections();
+                read_run(cluster, 1.0);
+            }
         }
     }
     proxy.clear();
@@ -228,6 +242,17 @@ fn hedged_reads(addresses: &[String], rounds: usize, seconds: f64) {
         &extra,
         "≤ 5",
         |r| r <= 5.0,
+    );
+    let hung: Vec<f64> = runs[3]
+        .iter()
+        .zip(&runs[0])
+        .map(|(hung, healthy)| hung.p99_us / healthy.p99_us)
+        .collect();
+    target(
+        "hedged reads, 1 of 3 replicas hung: p99 ÷ all healthy",
+        &hung,
+        "≤ 1.5",
+        |r| r <= 1.5,
     );
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use super::connection::{self, describe, sleep_until_some, Ending, Event, Health};
+use super::reply::HeldWakes;
 use super::{Answer, Call, CancelSignal, Failure, PoolConfig, Reply};
 use crate::codec::{retry_pushback, Code, Status, UnaryDecoder};
 use crate::error::Error;
@@ -165,6 +166,9 @@ impl Worker {
     async fn run(mut self) {
         self.connect();
         let mut batch = Vec::with_capacity(SUBMISSION_BATCH);
+        // Declared before the calls, so it is dropped after them: callers
+        // of calls dropped at shutdown are woken too.
+        let held = HeldWakes::begin();
         let mut calls = CallSlab::new();
         let woken = calls.ready();
         loop {
@@ -191,6 +195,7 @@ impl Worker {
                     self.connect();
                 }
             }
+            held.flush();
         }
     }
 
