@@ -304,7 +304,8 @@ impl Shared {
         let mut legs = vec![(first, first_slot, started)];
         let mut latest = first_by;
         let mut early = flight.wait_any(hedge_at.min(first_by));
-        if early.is_none() && read.spare() > 0 && self.hedger.spend() {
+        let probe = self.hedger.take_probe(&nodes[first].latencies);
+        if early.is_none() && read.spare() > 0 && self.hedger.spend(probe) {
             read.take(1);
             let share = PartDeadline::share(deadline, read.spare(), false, timeout);
             let hedge_client = &nodes[second].client;
@@ -399,7 +400,7 @@ impl Shared {
                     // never after a stand-in: a stand-in may keep an old
                     // copy from an earlier outage, so it is asked only
                     // when the key's home servers cannot answer.
-                    candidates.sort_by_key(|&index| {
+                    candidates.sort_by_cached_key(|&index| {
                         let stand_in = !home.contains(&index);
                         (
                             stand_in,

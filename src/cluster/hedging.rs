@@ -24,13 +24,15 @@
 //!   consistently slow, or hangs, stops being asked first instead of
 //!   costing a hedge on every read. One lost race is what a healthy server
 //!   suffers now and then against another healthy one. When probation ends
-//!   the server is asked first again, and two more lost races put it back.
+//!   one read probes the server first, hedged whatever the budget; the
+//!   others keep asking it second until the probe answers within the hedge
+//!   delay, or for another probation if it does not.
 //!
 //! [`Cluster::hedges`](super::Cluster::hedges) counts hedges sent, won and
 //! refused by the budget; with feature `metrics` they also go to the
 //! `metrics` facade as `tiny_cache_cluster_hedges_total{outcome}`.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Thousandths of a token: the budget's unit.
@@ -223,13 +225,15 @@ impl Hedger {
     }
 
     /// Takes a token for a hedge; false (and counted) when there is none.
-    pub(super) fn spend(&self) -> bool {
-        let spent = self
-            .tokens
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tokens| {
-                tokens.checked_sub(MILLI)
-            })
-            .is_ok();
+    /// A probe's hedge (`probe`) needs no token.
+    pub(super) fn spend(&self, probe: bool) -> bool {
+        let spent = probe
+            || self
+                .tokens
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tokens| {
+                    tokens.checked_sub(MILLI)
+                })
+                .is_ok();
         let counter = if spent { &self.sent } else { &self.refused };
         counter.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
@@ -280,16 +284,51 @@ impl Hedger {
     }
 
     /// `server` answered within the hedge delay.
+    /// It ends any probation: the server is asked first again.
     pub(super) fn answered_promptly(&self, server: &Latencies) {
         if server.lost_in_a_row.load(Ordering::Relaxed) != 0 {
             server.lost_in_a_row.store(0, Ordering::Relaxed);
         }
+        if server.probation_until.load(Ordering::Relaxed) != 0 {
+            server.probation_until.store(0, Ordering::Relaxed);
+        }
     }
 
-    /// Whether `server` is on probation now.
+    /// Whether `server` is to be asked after the key's other replicas now.
+    ///
+    /// When its probation has run out, the first caller to ask is told
+    /// `false`: its read is the probe, asked of the server first (and
+    /// hedged whatever the budget, see [`Hedger::take_probe`]). Everyone
+    /// else keeps asking it second until the probe answers within the
+    /// hedge delay, or for another probation if it does not: a server
+    /// still slow or hung costs one read a probation, not a burst of every
+    /// caller's reads at once.
     pub(super) fn on_probation(&self, server: &Latencies) -> bool {
         let until = server.probation_until.load(Ordering::Relaxed);
-        until != 0 && u128::from(until) > self.epoch.elapsed().as_nanos()
+        if until == 0 {
+            return false;
+        }
+        let now = self.epoch.elapsed();
+        if u128::from(until) > now.as_nanos() {
+            return true;
+        }
+        let extended =
+            u64::try_from((now + self.settings.probation).as_nanos()).unwrap_or(u64::MAX);
+        let claimed = server
+            .probation_until
+            .compare_exchange(until, extended, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if claimed {
+            server.probe.store(true, Ordering::Relaxed);
+        }
+        !claimed
+    }
+
+    /// Whether this read of `server` is the probe after its probation: a
+    /// probe is hedged whatever the budget (there is one a probation), so
+    /// it never waits out a server that is still hung.
+    pub(super) fn take_probe(&self, server: &Latencies) -> bool {
+        server.probe.load(Ordering::Relaxed) && server.probe.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -305,6 +344,8 @@ pub(crate) struct Latencies {
     probation_until: AtomicU64,
     /// Races lost since it last answered within the hedge delay.
     lost_in_a_row: AtomicU32,
+    /// A probe after probation was handed out and not yet sent.
+    probe: AtomicBool,
 }
 
 impl Default for Latencies {
@@ -315,6 +356,7 @@ impl Default for Latencies {
             p95_us: AtomicU32::new(0),
             probation_until: AtomicU64::new(0),
             lost_in_a_row: AtomicU32::new(0),
+            probe: AtomicBool::new(false),
         }
     }
 }
@@ -361,11 +403,11 @@ mod tests {
     fn the_budget_allows_its_share_of_reads_and_no_more() {
         let hedger = Hedger::new(Hedging::default());
         // Starts empty.
-        assert!(!hedger.spend());
+        assert!(!hedger.spend(false));
         let mut sent = 0;
         for _ in 0..1000 {
             hedger.earn();
-            if hedger.spend() {
+            if hedger.spend(false) {
                 sent += 1;
             }
         }
@@ -376,7 +418,7 @@ mod tests {
         for _ in 0..10_000 {
             hedger.earn();
         }
-        let burst = (0..100).filter(|_| hedger.spend()).count();
+        let burst = (0..100).filter(|_| hedger.spend(false)).count();
         assert_eq!(burst, 10);
         assert!(!Hedger::new(Hedging::default().budget(0.0)).enabled());
     }
@@ -417,6 +459,14 @@ mod tests {
         hedger.lost_a_race(&server);
         assert!(hedger.on_probation(&server), "two in a row");
         std::thread::sleep(Duration::from_millis(40));
+        // Over: one caller probes, the others still ask it second.
         assert!(!hedger.on_probation(&server));
+        assert!(hedger.take_probe(&server));
+        assert!(!hedger.take_probe(&server), "one probe");
+        assert!(hedger.on_probation(&server));
+        // A prompt answer to the probe ends the probation for everyone.
+        hedger.answered_promptly(&server);
+        assert!(!hedger.on_probation(&server));
+        assert!(!hedger.take_probe(&server));
     }
 }
