@@ -180,6 +180,8 @@ impl<'a> Flight<'a> {
     /// parts): its calls carry no cancel token, which spares an allocation
     /// per call. Dropped early, its calls run on to their deadlines, as
     /// plain calls whose caller gave up do.
+    // Used by a cluster's fan-out.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn waited_out() -> Flight<'a> {
         Flight::with_cancel(false)
     }
@@ -203,6 +205,8 @@ impl<'a> Flight<'a> {
     /// and metadata) and returns its slot. A request the client refuses
     /// before sending (an invalid key, too large) is finished at once with
     /// that error.
+    // Used by a cluster's fan-out.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn start(&mut self, client: &'a Client, request: Request<'_>) -> usize {
         let parts = client.call_parts(method_of(&request));
         let deadline = Instant::now() + parts.timeout;
@@ -294,6 +298,8 @@ impl<'a> Flight<'a> {
     }
 
     /// Waits until every call has finished or `until` passes.
+    // Used by a cluster's fan-out.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn wait_all(&mut self, until: Instant) {
         self.pump(until, |flight| flight.open == 0);
     }

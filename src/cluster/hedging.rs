@@ -65,7 +65,8 @@ pub enum HedgeDelay {
     Fixed(Duration),
 }
 
-/// How a cluster hedges its reads; see the [module docs](self).
+/// How a cluster hedges its reads (see "Hedged reads" in the
+/// [cluster docs](super)).
 ///
 /// ```
 /// use std::time::Duration;
