@@ -6,7 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::flight::{Answered, Flight, Request};
+use super::config::MAX_TIMEOUT;
+use super::flight::{Answered, Flight, Request, LAST_WORD};
 use super::handle::Client;
 use crate::error::{Error, Result};
 use crate::store::pipeline::{Op, Outcome, Progress, Started};
@@ -31,13 +32,9 @@ struct ClientPipeline<'c> {
     timeout: Duration,
 }
 
-/// How long past the pipeline's deadline its last outcomes may take to
-/// arrive (every call's own timer ends it by then).
-const LAST_WORD: Duration = Duration::from_millis(50);
-
 impl<'c> ClientPipeline<'c> {
     fn start(client: &'c Client, ops: &[Op], timeout: Option<Duration>) -> ClientPipeline<'c> {
-        let timeout = timeout.unwrap_or_else(|| client.timeout());
+        let timeout = timeout.map_or_else(|| client.timeout(), |t| t.min(MAX_TIMEOUT));
         let deadline = Instant::now() + timeout;
         let mut flight = Flight::new();
         let default_ttl = client.default_ttl();
@@ -96,8 +93,8 @@ impl Progress for ClientPipeline<'_> {
             // Only if a call outlived its own timer: report it as late.
             None => {
                 let slot = self.handed.iter().position(|handed| !handed)?;
-                self.flight.cancel(slot);
                 let late = Error::deadline(self.timeout, "the pipeline's deadline passed");
+                self.flight.abandon(slot, late.clone());
                 (slot, Err(late))
             }
         };

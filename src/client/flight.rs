@@ -14,8 +14,9 @@
 //! deadline, its retries (backoff pauses are timers of the flight, so one
 //! call's pause delays no other), its telemetry. A call the flight stops
 //! waiting for ([`Flight::cancel`], or the flight dropped) has its stream
-//! reset with CANCEL by its worker at once, and its late reply, if any,
-//! goes nowhere: every flight has its own channel.
+//! reset with CANCEL by its worker at once (unless the flight was made to
+//! wait its calls out, [`Flight::waited_out`]), and its late reply, if
+//! any, goes nowhere: every flight has its own channel.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -27,7 +28,9 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use prost::Message;
 
-use super::handle::{expect_ok, inserted, operation_results, swapped, value_results, CallParts};
+use super::handle::{
+    expect_ok, inserted, operation_results, swapped, value_results, CallParts, REPLY_GRACE,
+};
 use super::requests::{CompareAndSetRef, ItemRef, ItemsRef, KeyRef, KeysRef};
 use super::retry::{CallRetries, NextStep};
 use super::telemetry::Observation;
@@ -42,9 +45,10 @@ use crate::store::{CasOutcome, ItemResult};
 use crate::ttl::Ttl;
 use crate::Client;
 
-/// How long a flight waits past a call's deadline for the worker's own
-/// verdict (which names the phase the call was in), as a single call does.
-const REPLY_GRACE: Duration = Duration::from_millis(10);
+/// How long past the latest of its calls' deadlines a wait for a flight
+/// may last: every call's own timer ends it by its deadline plus
+/// [`REPLY_GRACE`], and this covers that with room to spare.
+pub(crate) const LAST_WORD: Duration = Duration::from_millis(50);
 
 /// One call to start, borrowing the caller's keys and values (they are
 /// encoded when the call starts).
@@ -156,12 +160,6 @@ impl std::fmt::Debug for Flight<'_> {
             .field("calls", &self.slots.len())
             .field("open", &self.open)
             .finish_non_exhaustive()
-    }
-}
-
-impl Default for Flight<'_> {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -280,17 +278,28 @@ impl<'a> Flight<'a> {
         }
     }
 
-    /// Stops waiting for the call at `slot`: its stream is reset at once,
-    /// and it counts as failed with `Cancelled` in the client's telemetry.
+    /// Stops waiting for the call at `slot`, which counts as failed with
+    /// `Cancelled` in the client's telemetry. A flight made with
+    /// [`Flight::new`] has the call's stream reset at once; in a
+    /// [`Flight::waited_out`] one the call runs on to its deadline.
     pub(crate) fn cancel(&mut self, slot: usize) {
+        self.abandon(
+            slot,
+            Error::Status {
+                code: crate::Code::Cancelled,
+                message: "the call was abandoned".into(),
+                details: None,
+            },
+        );
+    }
+
+    /// Stops waiting for the call at `slot`, counted in telemetry as
+    /// failed with `error`.
+    pub(crate) fn abandon(&mut self, slot: usize, error: Error) {
         let call = &mut self.slots[slot];
         if matches!(call.state, State::Sent(_) | State::Pausing) {
             if let Some(observation) = call.observation.take() {
-                observation.finish(&Err::<(), _>(Error::Status {
-                    code: crate::Code::Cancelled,
-                    message: "the call was abandoned".into(),
-                    details: None,
-                }));
+                observation.finish(&Err::<(), _>(error));
             }
             self.open -= 1;
         }
@@ -463,11 +472,18 @@ impl<'a> Flight<'a> {
 
 impl Drop for Flight<'_> {
     fn drop(&mut self) {
-        // Calls still out are abandoned: their streams are reset as their
-        // cancel tokens drop with the slots, and they count as cancelled.
+        // Calls still out are abandoned: with cancel tokens, their streams
+        // are reset as the tokens drop with the slots and they count as
+        // cancelled; without, the flight waited until their deadlines (see
+        // `waited_out`), and they count as late.
         for slot in 0..self.slots.len() {
             if matches!(self.slots[slot].state, State::Sent(_) | State::Pausing) {
-                self.cancel(slot);
+                if self.cancellable {
+                    self.cancel(slot);
+                } else {
+                    let timeout = self.slots[slot].timeout;
+                    self.abandon(slot, Error::deadline(timeout, "waiting for the reply"));
+                }
             }
         }
     }

@@ -36,7 +36,7 @@ pub use crate::codec::CACHE_SERVICE_NAME;
 /// How long a caller waits past its deadline for the worker's own verdict,
 /// which names the phase the call was in; the caller still gives up on its
 /// own right after.
-const REPLY_GRACE: Duration = Duration::from_millis(10);
+pub(super) const REPLY_GRACE: Duration = Duration::from_millis(10);
 
 /// A blocking, thread-safe client of a tiny-cache server.
 ///
@@ -776,12 +776,12 @@ impl Client {
     }
 
     /// What a call started on this handle needs from the client, for
-    /// `flight`: its deadline, retry policy, telemetry and encoder.
+    /// `flight`: its timeout, retry policy and telemetry.
     pub(super) fn call_parts(&self, method: Method) -> CallParts<'_> {
         let shared = &*self.shared;
         let options = &*self.options;
         CallParts {
-            timeout: options.timeout.min(MAX_TIMEOUT),
+            timeout: self.timeout(),
             retries: CallRetries::new(
                 options.max_retries,
                 method.is_idempotent(),
@@ -865,7 +865,7 @@ impl Client {
     ) -> Result<Resp> {
         let shared = &*self.shared;
         let options = &*self.options;
-        let timeout = options.timeout.min(MAX_TIMEOUT);
+        let timeout = self.timeout();
         let deadline = Instant::now() + timeout;
         let encode = || self.encode(request);
         // The first attempt sends this body; a retry encodes the request
@@ -1032,7 +1032,7 @@ fn item_error(text: String) -> Error {
     }
 }
 
-pub(super) fn check_item_count(got: usize, expected: usize, method: &str) -> Result<()> {
+fn check_item_count(got: usize, expected: usize, method: &str) -> Result<()> {
     if got == expected {
         Ok(())
     } else {

@@ -235,7 +235,7 @@ impl ClusterBuilder {
         /// ```
         read_quorum(quorum: usize) => settings.read_quorum;
 
-        /// How reads of one key with a replica to spare (R > Q) are hedged:
+        /// How reads of one key with Q = 1 and a replica to spare are hedged:
         /// by default after the replicas' recent p95, within 5 % of
         /// reads (see [`Hedging`]). [`Hedging::off`] turns it off.
         ///

@@ -34,7 +34,8 @@ crate::store::store_from_inherent!(Cluster, {
     /// every delete, then the conditional writes one by one, all within
     /// one deadline. The outcomes are all in when this returns.
     fn start_pipeline(&self, ops: Vec<Op>, timeout: Option<Duration>) -> Started<'_> {
-        Started::finished(self.run_grouped(&ops, timeout.unwrap_or(self.timeout)))
+        let timeout = timeout.map_or(self.timeout, |t| t.min(crate::client::config::MAX_TIMEOUT));
+        Started::finished(self.run_grouped(&ops, timeout))
     }
 
     /// Stored on every replica that lacks the key, each atomically; `true`
@@ -134,24 +135,9 @@ impl Cluster {
         }
 
         for (at, op) in ops.iter().enumerate() {
-            let ttl = |ttl: &Option<Ttl>| ttl.unwrap_or(default_ttl);
-            let outcome = match op {
-                Op::SetIfAbsent { key, value, ttl: t } => within()
-                    .and_then(|cluster| cluster.set_if_absent_with_ttl(key, value, ttl(t)))
-                    .map(Outcome::Inserted),
-                Op::CompareAndSet {
-                    key,
-                    expected,
-                    value,
-                    ttl: t,
-                } => within()
-                    .and_then(|cluster| {
-                        cluster.compare_and_set_with_ttl(key, expected, value, ttl(t))
-                    })
-                    .map(Outcome::Swapped),
-                _ => continue,
-            };
-            out[at] = Some(outcome);
+            if matches!(op, Op::SetIfAbsent { .. } | Op::CompareAndSet { .. }) {
+                out[at] = Some(within().and_then(|cluster| op.run_on(&cluster)));
+            }
         }
         out.into_iter()
             .map(|outcome| {

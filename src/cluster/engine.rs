@@ -19,7 +19,7 @@ use super::node::{is_server_failure, Node};
 use super::placement;
 use super::policy::{Replies, ResponsePolicy};
 use super::*;
-use crate::client::flight::{Answered, Flight, Request};
+use crate::client::flight::{Answered, Flight, Request, LAST_WORD};
 
 impl Shared {
     pub(super) fn topology(&self) -> Arc<Topology> {
@@ -43,11 +43,13 @@ impl Shared {
     /// Runs a single-key call as one plain call on the key's server, when
     /// that is all the engine would do: one replica, its home server up,
     /// and nothing pending for that server (no hint, no recovery window).
-    /// `None` when the call needs the engine.
+    /// A `write` that succeeded forgets any hint recorded for the key
+    /// meanwhile, as the engine's writes do: the server holds something
+    /// newer. `None` when the call needs the engine.
     pub(super) fn on_sole_home<T>(
         &self,
         key: &str,
-        timeout: Duration,
+        (timeout, write): (Duration, bool),
         call: impl FnOnce(&Client) -> Result<T>,
     ) -> Option<Result<T>> {
         if self.settings.replicas != 1 {
@@ -60,6 +62,9 @@ impl Shared {
         }
         let outcome = self.bounded(node, timeout).and_then(|client| call(&client));
         node.record(&outcome, self.threshold());
+        if write && outcome.is_ok() {
+            node.hints.forget(key);
+        }
         Some(outcome)
     }
 
@@ -147,7 +152,7 @@ impl Shared {
             .collect();
         // Every call ends by its own deadline; the margin only covers the
         // worker's last word.
-        flight.wait_all(latest + Duration::from_millis(50));
+        flight.wait_all(latest + LAST_WORD);
         parts
             .into_iter()
             .zip(slots)
@@ -201,14 +206,14 @@ impl Shared {
                 PartDeadline::Own if timeout != self.settings.timeout => PartDeadline::By(deadline),
                 part_deadline => part_deadline,
             };
-            let hedgeable = self.hedgeable(op, policy, first_round, &plan, replies);
+            let hedgeable = self.hedgeable(topology, op, policy, first_round, &plan, replies);
             let outcomes = match hedgeable {
-                Some((at, first, second)) => {
+                Some((at, first, second, probe)) => {
                     let read = &mut replies[at];
                     self.hedged(
                         topology,
                         keys,
-                        (at, first, second),
+                        (at, first, second, probe),
                         read,
                         part_deadline,
                         (deadline, timeout),
@@ -240,16 +245,19 @@ impl Shared {
     }
 
     /// A read round that may be hedged: the first round of a read of one
-    /// key with a replica to spare. Returns the key's place, its first
-    /// replica and the one a hedge would ask.
+    /// key from one replica, with another to spare. Returns the key's
+    /// place, the replica to ask first, the one a hedge would ask, and
+    /// whether the first is a probe: a replica whose probation ran out,
+    /// asked first again by this one read (see `hedging`).
     fn hedgeable(
         &self,
+        topology: &Topology,
         op: &Op,
         policy: ResponsePolicy,
         first_round: bool,
         plan: &BTreeMap<usize, Vec<usize>>,
         replies: &[Replies],
-    ) -> Option<(usize, usize, usize)> {
+    ) -> Option<(usize, usize, usize, bool)> {
         if !matches!(op, Op::Get) || policy != ResponsePolicy::Newest || !first_round {
             return None;
         }
@@ -268,25 +276,33 @@ impl Shared {
             return None;
         }
         self.hedger.earn();
-        Some((at, first, second))
+        if self.hedger.claim_probe(&topology.nodes[second].latencies) {
+            return Some((at, second, first, true));
+        }
+        Some((at, first, second, false))
     }
 
     /// One key's read from its `first` replica, hedged to `second` when
-    /// the first has not answered within the hedge delay (see `hedging`).
-    /// Returns the answers to count: the first copy to arrive (the other
-    /// call cancelled), or both when the first answer is a miss or a
-    /// failure.
+    /// the first has not answered within the hedge delay (see `hedging`);
+    /// a `probe` is hedged whatever the budget. Returns the answers to
+    /// count: the first copy to arrive (the other call cancelled), or both
+    /// when the first answer is a miss or a failure.
     fn hedged(
         &self,
         topology: &Arc<Topology>,
         keys: &[&str],
-        (at, first, second): (usize, usize, usize),
+        (at, first, second, probe): (usize, usize, usize, bool),
         read: &mut Replies,
         part_deadline: PartDeadline,
         (deadline, timeout): (Instant, Duration),
     ) -> Vec<(usize, Vec<usize>, Result<Vec<KeyOutcome>>)> {
         let nodes = &topology.nodes;
         let request = Request::Get(keys[at]);
+        if probe {
+            // The probe is the key's second candidate, asked first: mark it
+            // asked (the usual first, its hedge, already is).
+            read.take(1);
+        }
         let mut flight = Flight::new();
         let started = Instant::now();
         let Some((first_slot, first_by)) =
@@ -304,9 +320,11 @@ impl Shared {
         let mut legs = vec![(first, first_slot, started)];
         let mut latest = first_by;
         let mut early = flight.wait_any(hedge_at.min(first_by));
-        let probe = self.hedger.take_probe(&nodes[first].latencies);
-        if early.is_none() && read.spare() > 0 && self.hedger.spend(probe) {
-            read.take(1);
+        let hedge = early.is_none() && (probe || read.spare() > 0);
+        if hedge && self.hedger.spend(probe) {
+            if !probe {
+                read.take(1);
+            }
             let share = PartDeadline::share(deadline, read.spare(), false, timeout);
             let hedge_client = &nodes[second].client;
             if let Some((slot, by)) = self.start_part(&mut flight, hedge_client, request, share) {
@@ -316,7 +334,7 @@ impl Shared {
         }
         let mut out = Vec::with_capacity(legs.len());
         let threshold = self.threshold();
-        let last_word = latest + Duration::from_millis(50);
+        let last_word = latest + LAST_WORD;
         while let Some(slot) = early.take().or_else(|| flight.wait_any(last_word)) {
             let Some(&(index, _, sent)) = legs.iter().find(|leg| leg.1 == slot) else {
                 continue;
@@ -326,12 +344,12 @@ impl Shared {
             };
             if answered.is_ok() {
                 nodes[index].latencies.record(sent.elapsed());
+                if index == first && sent.elapsed() <= delay {
+                    self.hedger.answered_promptly(&nodes[first].latencies);
+                }
             }
             let outcome = part_outcome(answered, 1);
             nodes[index].record(&outcome, threshold);
-            if index == first && slot == first_slot && sent.elapsed() <= delay {
-                self.hedger.answered_promptly(&nodes[first].latencies);
-            }
             let found = matches!(outcome.as_deref(), Ok([Ok(Some(_))]));
             out.push((index, vec![at], outcome));
             if found {
@@ -587,7 +605,7 @@ impl Shared {
                 started.push((repair, ttl, flight.start_until(client, request, deadline)));
             }
         }
-        flight.wait_all(deadline + Duration::from_millis(50));
+        flight.wait_all(deadline + LAST_WORD);
         for (repair, ttl, slot) in started {
             let node = &topology.nodes[repair.index];
             let outcome = match flight.take(slot) {
@@ -746,7 +764,7 @@ impl Shared {
                 )
             })
             .collect();
-        flight.wait_all(deadline + Duration::from_millis(50));
+        flight.wait_all(deadline + LAST_WORD);
         let mut stored_everywhere = Ok(true);
         for (index, slot) in started {
             let outcome = match flight.take(slot) {

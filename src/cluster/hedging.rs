@@ -2,8 +2,8 @@
 //! next one too and take the first answer (The Tail at Scale, Dean and
 //! Barroso 2013; gRPC's hedging policy).
 //!
-//! A read of one key with a replica to spare (R > Q) waits for its first
-//! replica for a delay: by default the recent 95th percentile of the
+//! A read of one key with Q = 1 and another replica to spare (R > 1)
+//! waits for its first replica for a delay: by default the recent 95th percentile of the
 //! server's read latency, so about one read in twenty of a healthy server
 //! would hedge. Of the two servers' percentiles the lower is used: a
 //! replica that has turned slow has a percentile as slow as itself, and
@@ -32,7 +32,7 @@
 //! refused by the budget; with feature `metrics` they also go to the
 //! `metrics` facade as `tiny_cache_cluster_hedges_total{outcome}`.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Thousandths of a token: the budget's unit.
@@ -50,6 +50,9 @@ pub const UNMEASURED_HEDGE_DELAY: Duration = Duration::from_millis(10);
 const SAMPLES: usize = 64;
 /// Reads answered before a server's percentile is believed.
 const MIN_SAMPLES: usize = 16;
+/// The longest delay or probation a setting keeps (longer ones are cut to
+/// it): a day, far past any call's deadline.
+const LONGEST: Duration = Duration::from_secs(24 * 3600);
 /// Races lost in a row that put a server on probation.
 const LOSSES_FOR_PROBATION: u32 = 2;
 
@@ -124,7 +127,7 @@ impl Hedging {
     /// ```
     pub fn after(self, delay: Duration) -> Hedging {
         Hedging {
-            delay: HedgeDelay::Fixed(delay),
+            delay: HedgeDelay::Fixed(delay.min(LONGEST)),
             ..self
         }
     }
@@ -154,7 +157,10 @@ impl Hedging {
     /// # drop(longer);
     /// ```
     pub fn probation(self, probation: Duration) -> Hedging {
-        Hedging { probation, ..self }
+        Hedging {
+            probation: probation.min(LONGEST),
+            ..self
+        }
     }
 
     /// Whether reads are hedged at all.
@@ -198,7 +204,11 @@ impl Hedger {
     pub(super) fn new(settings: Hedging) -> Hedger {
         // The bucket holds ten hedges: a short burst of slow answers is
         // covered, a lasting one is capped at the budget's share.
-        let earn = (settings.budget * MILLI as f64).round() as u64;
+        // A share too small for the unit still earns something.
+        let earn = match (settings.budget * MILLI as f64).round() as u64 {
+            0 if settings.budget > 0.0 => 1,
+            earn => earn,
+        };
         Hedger {
             settings,
             tokens: AtomicU64::new(0),
@@ -279,8 +289,9 @@ impl Hedger {
         if server.lost_in_a_row.fetch_add(1, Ordering::Relaxed) + 1 < LOSSES_FOR_PROBATION {
             return;
         }
-        let until = self.epoch.elapsed() + self.settings.probation;
-        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX);
+        let until = self.epoch.elapsed().saturating_add(self.settings.probation);
+        // Never 0, which means no probation.
+        let nanos = u64::try_from(until.as_nanos()).unwrap_or(u64::MAX).max(1);
         server.probation_until.store(nanos, Ordering::Relaxed);
     }
 
@@ -295,41 +306,35 @@ impl Hedger {
         }
     }
 
-    /// Whether `server` is to be asked after the key's other replicas now.
-    ///
-    /// When its probation has run out, the first caller to ask is told
-    /// `false`: its read is the probe, asked of the server first (and
-    /// hedged whatever the budget, see [`Hedger::take_probe`]). Everyone
-    /// else keeps asking it second until the probe answers within the
-    /// hedge delay, or for another probation if it does not: a server
-    /// still slow or hung costs one read a probation, not a burst of every
-    /// caller's reads at once.
+    /// Whether `server` is to be asked after the key's other home
+    /// replicas: it lost two races in a row and has not answered within
+    /// the hedge delay since. Its probation running out does not end this;
+    /// a probe does (see [`Hedger::claim_probe`]).
     pub(super) fn on_probation(&self, server: &Latencies) -> bool {
+        server.probation_until.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether a hedgeable read may probe `server` now: its probation has
+    /// run out and no other read claimed the probe. The probe asks the
+    /// server first and is hedged whatever the budget, so it never waits
+    /// out a server that is still hung; a prompt answer ends the
+    /// probation, anything else starts another. A server still slow or
+    /// hung costs one read a probation, not a burst of every caller's.
+    pub(super) fn claim_probe(&self, server: &Latencies) -> bool {
         let until = server.probation_until.load(Ordering::Relaxed);
         if until == 0 {
             return false;
         }
         let now = self.epoch.elapsed();
         if u128::from(until) > now.as_nanos() {
-            return true;
+            return false;
         }
-        let extended =
-            u64::try_from((now + self.settings.probation).as_nanos()).unwrap_or(u64::MAX);
-        let claimed = server
+        let next = now.saturating_add(self.settings.probation);
+        let next = u64::try_from(next.as_nanos()).unwrap_or(u64::MAX);
+        server
             .probation_until
-            .compare_exchange(until, extended, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok();
-        if claimed {
-            server.probe.store(true, Ordering::Relaxed);
-        }
-        !claimed
-    }
-
-    /// Whether this read of `server` is the probe after its probation: a
-    /// probe is hedged whatever the budget (there is one a probation), so
-    /// it never waits out a server that is still hung.
-    pub(super) fn take_probe(&self, server: &Latencies) -> bool {
-        server.probe.load(Ordering::Relaxed) && server.probe.swap(false, Ordering::Relaxed)
+            .compare_exchange(until, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
     }
 }
 
@@ -345,8 +350,6 @@ pub(crate) struct Latencies {
     probation_until: AtomicU64,
     /// Races lost since it last answered within the hedge delay.
     lost_in_a_row: AtomicU32,
-    /// A probe after probation was handed out and not yet sent.
-    probe: AtomicBool,
 }
 
 impl Default for Latencies {
@@ -357,7 +360,6 @@ impl Default for Latencies {
             p95_us: AtomicU32::new(0),
             probation_until: AtomicU64::new(0),
             lost_in_a_row: AtomicU32::new(0),
-            probe: AtomicBool::new(false),
         }
     }
 }
@@ -448,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn probation_ends_by_itself() {
+    fn probation_ends_with_a_prompt_answer_to_its_probe() {
         let hedger = Hedger::new(Hedging::default().probation(Duration::from_millis(30)));
         let server = Latencies::default();
         assert!(!hedger.on_probation(&server));
@@ -459,15 +461,16 @@ mod tests {
         assert!(!hedger.on_probation(&server), "a prompt answer in between");
         hedger.lost_a_race(&server);
         assert!(hedger.on_probation(&server), "two in a row");
+        assert!(!hedger.claim_probe(&server), "not over yet");
         std::thread::sleep(Duration::from_millis(40));
-        // Over: one caller probes, the others still ask it second.
-        assert!(!hedger.on_probation(&server));
-        assert!(hedger.take_probe(&server));
-        assert!(!hedger.take_probe(&server), "one probe");
+        // Over: one read claims the probe; the server stays second for the
+        // others until the probe answers.
+        assert!(hedger.claim_probe(&server));
+        assert!(!hedger.claim_probe(&server), "one probe");
         assert!(hedger.on_probation(&server));
         // A prompt answer to the probe ends the probation for everyone.
         hedger.answered_promptly(&server);
         assert!(!hedger.on_probation(&server));
-        assert!(!hedger.take_probe(&server));
+        assert!(!hedger.claim_probe(&server));
     }
 }

@@ -126,11 +126,12 @@
 //!
 //! # Hedged reads
 //!
-//! A read of one key with a replica to spare (R > Q) that its first
-//! replica has not answered within the recent p95 of that server asks the
-//! next home replica too, and takes the first copy; the other call's
-//! stream is reset. A budget (5 % of reads) caps hedges, and a replica
-//! that lost two races in a row is asked second for a while. See [`Hedging`].
+//! A read of one key with Q = 1 and another replica to spare (R > 1),
+//! whose first replica has not answered within the lower of the two
+//! replicas' recent p95, asks the next home replica too and takes the
+//! first copy; the other call's stream is reset. A budget (5 % of reads)
+//! caps hedges, and a replica that lost two races in a row is asked
+//! second until a probe finds it prompt again. See [`Hedging`].
 //!
 //! ```
 //! # #[cfg(feature = "server")] {
@@ -532,7 +533,9 @@ impl Cluster {
     /// ```
     pub fn get(&self, key: &str) -> Result<Option<Bytes>> {
         let shared = self.shared();
-        if let Some(outcome) = shared.on_sole_home(key, self.timeout, |client| client.get(key)) {
+        if let Some(outcome) =
+            shared.on_sole_home(key, (self.timeout, false), |client| client.get(key))
+        {
             return outcome;
         }
         shared
@@ -568,7 +571,9 @@ impl Cluster {
     /// ```
     pub fn delete(&self, key: &str) -> Result<()> {
         let shared = self.shared();
-        if let Some(outcome) = shared.on_sole_home(key, self.timeout, |client| client.delete(key)) {
+        if let Some(outcome) =
+            shared.on_sole_home(key, (self.timeout, true), |client| client.delete(key))
+        {
             return outcome;
         }
         shared
@@ -603,7 +608,7 @@ impl Cluster {
         fn set_with_ttl(&self, key, value, ttl) {
             ttl.wire_seconds()?;
             let direct = |client: &Client| client.set_with_ttl(key, value, ttl);
-            if let Some(outcome) = self.shared().on_sole_home(key, self.timeout, direct) {
+            if let Some(outcome) = self.shared().on_sole_home(key, (self.timeout, true), direct) {
                 return outcome;
             }
             let values = [self.shared().encode(value, ttl, SystemTime::now())];

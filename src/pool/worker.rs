@@ -95,9 +95,10 @@ pub(super) fn spawn(
                 keepalive_interval: config.keepalive_interval,
                 probe: Arc::new(Notify::new()),
             };
+            // When `run` returns it drops every call it carries, and with them
+            // their reply senders: callers still waiting see the client
+            // closed.
             runtime.block_on(worker.run());
-            // Dropping the runtime drops every call task, and with them their
-            // reply senders: callers still waiting see the client closed.
         })
         .map_err(|error| {
             Error::Unavailable(format!("cannot start a worker thread: {error}").into())

@@ -359,8 +359,10 @@ pub trait CacheStore: Send + Sync {
     /// Starts `ops` (within `timeout`, or the store's own deadline per
     /// call) and returns the handle their outcomes come in on; what
     /// [`Pipeline::start`] calls. The provided form runs them one after
-    /// another before it returns; a store that can overlap calls (`Client`,
-    /// `Cluster`) overrides it.
+    /// another before it returns, and can only stop starting them once
+    /// `timeout` has passed: each one it starts keeps the store's own
+    /// deadline. A store that can overlap calls (`Client`, `Cluster`)
+    /// overrides it, and bounds every call by `timeout`.
     fn start_pipeline(&self, ops: Vec<Op>, timeout: Option<Duration>) -> Started<'_> {
         Started::finished(pipeline::run_in_turn(self, &ops, timeout))
     }

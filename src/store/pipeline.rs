@@ -89,7 +89,7 @@ impl Op {
     }
 
     /// Runs the operation on `store`, alone: the one-after-another form.
-    fn run_on<S: CacheStore + ?Sized>(&self, store: &S) -> Result<Outcome> {
+    pub(crate) fn run_on<S: CacheStore + ?Sized>(&self, store: &S) -> Result<Outcome> {
         let ttl = |ttl: &Option<Ttl>| ttl.unwrap_or_else(|| store.default_ttl());
         match self {
             Op::Get { key } => store.get(key).map(Outcome::Value),
@@ -548,7 +548,9 @@ pub(crate) fn run_in_turn<S: CacheStore + ?Sized>(
     ops: &[Op],
     timeout: Option<Duration>,
 ) -> Vec<Result<Outcome>> {
-    let deadline = timeout.map(|timeout| (Instant::now() + timeout, timeout));
+    // A timeout too long for the clock is no deadline at all.
+    let deadline =
+        timeout.and_then(|timeout| Some((Instant::now().checked_add(timeout)?, timeout)));
     ops.iter()
         .map(|op| match deadline {
             Some((deadline, timeout)) if Instant::now() >= deadline => Err(Error::deadline(
