@@ -420,10 +420,8 @@ impl Shared {
                     // when the key's home servers cannot answer.
                     candidates.sort_by_cached_key(|&index| {
                         let stand_in = !home.contains(&index);
-                        (
-                            stand_in,
-                            stand_in || self.hedger.on_probation(&topology.nodes[index].latencies),
-                        )
+                        let rank = self.hedger.rank(&topology.nodes[index].latencies);
+                        (stand_in, if stand_in { (false, 0) } else { rank })
                     });
                 }
                 let mut read = Replies::new(candidates, home, needed);

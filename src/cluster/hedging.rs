@@ -314,6 +314,17 @@ impl Hedger {
         server.probation_until.load(Ordering::Relaxed) != 0
     }
 
+    /// Where `server` goes among a key's home replicas: after those not on
+    /// probation, and among those on probation, after the ones that lost
+    /// fewer races in a row (a server still slow or hung keeps losing; one
+    /// put on probation by a bad moment answers promptly again).
+    pub(super) fn rank(&self, server: &Latencies) -> (bool, u32) {
+        if !self.on_probation(server) {
+            return (false, 0);
+        }
+        (true, server.lost_in_a_row.load(Ordering::Relaxed))
+    }
+
     /// Whether a hedgeable read may probe `server` now: its probation has
     /// run out and no other read claimed the probe. The probe asks the
     /// server first and is hedged whatever the budget, so it never waits
