@@ -29,6 +29,8 @@ pub(crate) enum Outcome {
     /// The stored or computed value, as bytes: every waiter decodes it into
     /// its own type.
     Value(Bytes),
+    /// The leader's loader found nothing, and nothing was stored.
+    Missing,
     /// The leader failed; holds its `CacheError<E>`, for waiters of the same
     /// `E` to clone.
     Failed(Arc<dyn Any + Send + Sync>),
@@ -161,6 +163,7 @@ impl Flights {
             }
             let failed = match wait.until(deadline) {
                 Some(Outcome::Value(bytes)) => return Joined::Value(bytes),
+                Some(Outcome::Missing) => return Joined::Missing,
                 Some(Outcome::Failed(shared)) => match shared.downcast_ref::<CacheError<E>>() {
                     Some(error) => error.clone(),
                     None => continue,
@@ -190,6 +193,8 @@ pub(crate) enum Joined<'a, E> {
     Lead(Lead<'a>),
     /// Another thread loaded it: the bytes it stored or computed.
     Value(Bytes),
+    /// Another thread's loader found nothing (and nothing was stored).
+    Missing,
     /// Nothing to show for the wait: the leader's error, or
     /// [`CacheError::Reentrant`], [`CacheError::LoaderPanicked`] or
     /// [`CacheError::WaitTimeout`].
@@ -345,6 +350,7 @@ mod tests {
                     Joined::Failed(CacheError::Load(error)) => (waited, format!("error {error}")),
                     Joined::Failed(other) => (waited, format!("other {other}")),
                     Joined::Lead(_) => (waited, "led".to_owned()),
+                    Joined::Missing => (waited, "missing".to_owned()),
                 }
             })
         };

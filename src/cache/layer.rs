@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::flight::{Flights, Joined, Lead, Outcome};
+use super::fresh;
 use super::stats::{bump, CacheStats, Counters};
 use super::CacheError;
 use crate::CacheStore;
@@ -64,6 +65,26 @@ struct Shared<S> {
     flights: Flights,
     counters: Counters,
     fail_open: bool,
+    fresh: Freshness,
+}
+
+/// How entries are kept fresh (see [`fresh`](super::fresh)).
+#[derive(Debug, Clone, Copy, Default)]
+struct Freshness {
+    /// Fraction by which written TTLs are spread; 0 for none.
+    jitter: f64,
+    /// XFetch's `beta`, when early expiry is on.
+    early: Option<f64>,
+    /// How long a loader's "not found" is remembered, when it is.
+    misses_for: Option<Duration>,
+}
+
+impl Freshness {
+    /// Whether entries carry the envelope: early expiry needs their age,
+    /// negative caching their kind.
+    fn enveloped(&self) -> bool {
+        self.early.is_some() || self.misses_for.is_some()
+    }
 }
 
 impl<S> Clone for ReadThrough<S> {
@@ -107,6 +128,7 @@ pub struct ReadThroughBuilder<S> {
     store: S,
     timeout: Duration,
     fail_open: bool,
+    fresh: Freshness,
 }
 
 impl<S: CacheStore> ReadThroughBuilder<S> {
@@ -156,6 +178,69 @@ impl<S: CacheStore> ReadThroughBuilder<S> {
         fail_open(enabled: bool) => fail_open;
     }
 
+    /// Spreads the TTL of every entry the layer writes by up to ±
+    /// `fraction` of itself (0.1: ±10 %, never below one second), so keys
+    /// filled together do not all expire together. Default: 0, off.
+    /// Clamped to 0..=0.9.
+    ///
+    /// ```
+    /// # use tiny_cache_client::cache::ReadThrough;
+    /// # let client = tiny_cache_client::Client::new("127.0.0.1:50051")?;
+    /// let cache = ReadThrough::builder(client).ttl_jitter(0.1).build();
+    /// # drop(cache);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+        self.fresh.jitter = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 0.9)
+        };
+        self
+    }
+
+    /// Probabilistic early expiration (XFetch, Vattani et al., VLDB 2015)
+    /// with this `beta` (1.0 is the paper's choice; larger recomputes
+    /// earlier): a reader of an entry near its expiry recomputes it, with
+    /// a probability that grows as the expiry nears and with how long the
+    /// value took to compute, while the other readers keep the current
+    /// value. No background thread is involved: the reader that draws the
+    /// early expiry pays for the load. Entries then carry a 19-byte
+    /// envelope (see [`fresh`](super::fresh)): the layer's reads, `set`
+    /// and `set_with_ttl` read and write it; its other writes
+    /// (`set_many`, the conditional writes, `touch`) pass to the store
+    /// unwrapped and read back as plain values.
+    ///
+    /// ```
+    /// # use tiny_cache_client::cache::ReadThrough;
+    /// # let client = tiny_cache_client::Client::new("127.0.0.1:50051")?;
+    /// let cache = ReadThrough::builder(client).early_expiry(1.0).build();
+    /// # drop(cache);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn early_expiry(mut self, beta: f64) -> Self {
+        self.fresh.early = (beta.is_finite() && beta > 0.0).then_some(beta);
+        self
+    }
+
+    /// Remembers a loader's "not found" ([`ReadThrough::get_or_load`]'s
+    /// `Ok(None)`) for `ttl`, so a missing row is not looked up on every
+    /// read. The miss is stored as a marker no value can be mistaken for:
+    /// entries then carry a 19-byte envelope (see [`fresh`](super::fresh)).
+    ///
+    /// ```
+    /// # use tiny_cache_client::cache::ReadThrough;
+    /// # let client = tiny_cache_client::Client::new("127.0.0.1:50051")?;
+    /// use std::time::Duration;
+    /// let cache = ReadThrough::builder(client).cache_misses_for(Duration::from_secs(30)).build();
+    /// # drop(cache);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn cache_misses_for(mut self, ttl: Duration) -> Self {
+        self.fresh.misses_for = Some(ttl);
+        self
+    }
+
     /// The layer.
     ///
     /// ```
@@ -174,6 +259,7 @@ impl<S: CacheStore> ReadThroughBuilder<S> {
                 flights: Flights::default(),
                 counters: Counters::default(),
                 fail_open: self.fail_open,
+                fresh: self.fresh,
             }),
             timeout: self.timeout,
         }
@@ -191,6 +277,16 @@ pub(crate) fn is_outage(error: &Error) -> bool {
 
 /// Decodes stored bytes into the caller's type.
 pub(crate) type Decode<'a, T, E> = &'a dyn Fn(&Bytes) -> Result<T, CacheError<E>>;
+
+/// How a read-through call reads what the store holds.
+struct Reading<'a, T, E> {
+    decode: Decode<'a, T, E>,
+    /// Whether an undecodable entry counts as a miss (else it fails the
+    /// call).
+    miss_on_undecodable: bool,
+    /// What a remembered miss reads as, for callers that take one.
+    remembered: Option<&'a dyn Fn() -> T>,
+}
 
 impl<S: CacheStore> ReadThrough<S> {
     /// A layer over `store` with the default settings (see
@@ -228,6 +324,7 @@ impl<S: CacheStore> ReadThrough<S> {
             store,
             timeout: DEFAULT_TIMEOUT,
             fail_open: false,
+            fresh: Freshness::default(),
         }
     }
 
@@ -324,12 +421,47 @@ impl<S: CacheStore> ReadThrough<S> {
     /// ```
     pub fn get(&self, key: &str) -> crate::Result<Option<Bytes>> {
         let counters = &self.shared.counters;
-        if let Some(value) = self.shared.store.peek(key) {
-            bump(&counters.hits);
-            return Ok(Some(value));
+        if let Some(stored) = self.shared.store.peek(key) {
+            if let Some(value) = self.open(&stored).value {
+                bump(&counters.hits);
+                return Ok(Some(value));
+            }
         }
         let found = self.shared.store.get(key);
-        self.count_read(found)
+        self.count_read(found.map(|stored| stored.and_then(|stored| self.open(&stored).value)))
+    }
+
+    /// Stored bytes as an entry: through the envelope when the layer
+    /// writes one, as a plain value otherwise.
+    fn open(&self, stored: &Bytes) -> fresh::Entry {
+        if self.shared.fresh.enveloped() {
+            fresh::open(stored)
+        } else {
+            fresh::Entry {
+                value: Some(stored.clone()),
+                age: None,
+            }
+        }
+    }
+
+    /// What the layer stores for `value` (`None`: a remembered miss), and
+    /// for how long.
+    fn seal(&self, value: Option<&[u8]>, compute: Duration, ttl: Ttl) -> (Bytes, Ttl) {
+        let fresh = &self.shared.fresh;
+        let ttl = fresh::jitter(ttl, fresh.jitter);
+        match value {
+            Some(value) if !fresh.enveloped() => (Bytes::copy_from_slice(value), ttl),
+            value => (fresh::seal(value, compute, ttl), ttl),
+        }
+    }
+
+    /// Whether this reader should treat `entry` as expired already
+    /// (early expiry, when on).
+    fn due(&self, entry: &fresh::Entry) -> bool {
+        match (self.shared.fresh.early, &entry.age) {
+            (Some(beta), Some(age)) => fresh::expires_early(age, beta),
+            _ => false,
+        }
     }
 
     /// Stores `value` under `key` for the store's default TTL.
@@ -369,9 +501,10 @@ impl<S: CacheStore> ReadThrough<S> {
         value: impl AsRef<[u8]>,
         ttl: impl Into<Ttl>,
     ) -> crate::Result<()> {
-        self.shared
-            .store
-            .set_with_ttl(key, value.as_ref(), ttl.into())
+        let ttl = ttl.into();
+        ttl.wire_seconds()?;
+        let (stored, ttl) = self.seal(Some(value.as_ref()), Duration::ZERO, ttl);
+        self.shared.store.set_with_ttl(key, &stored, ttl)
     }
 
     /// Removes `key` (removing a missing key succeeds).
@@ -480,6 +613,55 @@ impl<S: CacheStore> ReadThrough<S> {
         })
     }
 
+    /// The value of `key`, or `None` when `load` finds nothing: on a miss,
+    /// `load` runs (one at a time per key, as for
+    /// [`get_with`](Self::get_with)); `Ok(Some(value))` is stored for
+    /// `ttl`, and `Ok(None)` is remembered for the
+    /// [`cache_misses_for`](ReadThroughBuilder::cache_misses_for) TTL when
+    /// the layer has one, so the next reads answer `None` without loading.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// let cache = ReadThrough::builder(client)
+    ///     .cache_misses_for(Duration::from_secs(30))
+    ///     .build();
+    /// let ttl = Duration::from_secs(600);
+    /// let lookups = std::cell::Cell::new(0);
+    /// let find = || {
+    ///     lookups.set(lookups.get() + 1);
+    ///     Ok::<Option<&str>, std::io::Error>(None) // no such row
+    /// };
+    /// assert_eq!(cache.get_or_load("user:404", ttl, find)?, None);
+    /// assert_eq!(cache.get_or_load("user:404", ttl, find)?, None);
+    /// assert_eq!(lookups.get(), 1, "the miss was remembered");
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_or_load<V, E>(
+        &self,
+        key: &str,
+        ttl: impl Into<Ttl>,
+        load: impl FnOnce() -> Result<Option<V>, E>,
+    ) -> Result<Option<Bytes>, CacheError<E>>
+    where
+        V: Into<Bytes>,
+        E: Send + Sync + 'static,
+    {
+        let not_found = || None;
+        let decode: Decode<'_, Option<Bytes>, E> = &|bytes| Ok(Some(bytes.clone()));
+        self.read_entry(key, ttl.into(), decode, false, Some(&not_found), || {
+            let found: Option<Bytes> = load()
+                .map_err(|e| CacheError::Load(Arc::new(e)))?
+                .map(Into::into);
+            Ok((found.clone(), found))
+        })
+    }
+
     /// The engine under every read-through call: `decode` turns stored
     /// bytes into a `T` (an error fails the call unless
     /// `miss_on_undecodable`), `compute` makes a `T` and its bytes.
@@ -494,24 +676,85 @@ impl<S: CacheStore> ReadThrough<S> {
     where
         E: Send + Sync + 'static,
     {
+        self.read_entry(key, ttl, decode, miss_on_undecodable, None, || {
+            compute().map(|(value, bytes)| (value, Some(bytes)))
+        })
+    }
+
+    /// [`read_through`](Self::read_through) for loaders that may find
+    /// nothing: `compute` gives `None` bytes for "not found", remembered
+    /// (with negative caching on) as a marker; `remembered` is what a
+    /// remembered miss reads as.
+    fn read_entry<T, E>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        decode: Decode<'_, T, E>,
+        miss_on_undecodable: bool,
+        remembered: Option<&dyn Fn() -> T>,
+        compute: impl FnOnce() -> Result<(T, Option<Bytes>), CacheError<E>>,
+    ) -> Result<T, CacheError<E>>
+    where
+        E: Send + Sync + 'static,
+    {
         // A TTL the store would refuse is a bug: fail before computing.
         ttl.wire_seconds()?;
-        if let Some(bytes) = self.shared.store.peek(key) {
-            match decode(&bytes) {
-                Ok(value) => {
-                    bump(&self.shared.counters.hits);
-                    return Ok(value);
+        let mut refresh = false;
+        if let Some(stored) = self.shared.store.peek(key) {
+            let entry = self.open(&stored);
+            if self.due(&entry) {
+                refresh = true;
+            } else {
+                match self.hit(&entry, decode, remembered) {
+                    Some(Ok(value)) => {
+                        bump(&self.shared.counters.hits);
+                        return Ok(value);
+                    }
+                    Some(Err(error)) if !miss_on_undecodable => return Err(error),
+                    _ => {}
                 }
-                Err(error) if !miss_on_undecodable => return Err(error),
-                Err(_) => {}
             }
         }
         let counters = &self.shared.counters;
         let waited = || bump(&counters.coalesced_waits);
         match self.shared.flights.lead_or_wait(key, self.timeout, waited) {
-            Joined::Lead(lead) => self.lead(lead, key, ttl, decode, miss_on_undecodable, compute),
-            Joined::Value(bytes) => decode(&bytes),
+            Joined::Lead(lead) => {
+                let reading = Reading {
+                    decode,
+                    miss_on_undecodable,
+                    remembered,
+                };
+                self.lead(lead, key, ttl, (&reading, refresh), compute)
+            }
+            Joined::Value(stored) => {
+                let entry = self.open(&stored);
+                match self.hit(&entry, decode, remembered) {
+                    Some(outcome) => outcome,
+                    // A remembered miss, for a caller that needs a value:
+                    // it loads for itself.
+                    None => self.read_entry(key, ttl, decode, miss_on_undecodable, None, compute),
+                }
+            }
+            Joined::Missing => match remembered {
+                Some(remembered) => Ok(remembered()),
+                None => self.read_entry(key, ttl, decode, miss_on_undecodable, None, compute),
+            },
             Joined::Failed(error) => Err(error),
+        }
+    }
+
+    /// An entry read as a hit: its value decoded, or `remembered` for a
+    /// remembered miss; `None` when this caller cannot use it (a
+    /// remembered miss without `remembered`).
+    fn hit<T, E>(
+        &self,
+        entry: &fresh::Entry,
+        decode: Decode<'_, T, E>,
+        remembered: Option<&dyn Fn() -> T>,
+    ) -> Option<Result<T, CacheError<E>>> {
+        match &entry.value {
+            Some(value) => Some(decode(value)),
+            None => remembered.map(|remembered| Ok(remembered())),
         }
     }
 
@@ -520,9 +763,8 @@ impl<S: CacheStore> ReadThrough<S> {
         lead: Lead<'_>,
         key: &str,
         ttl: Ttl,
-        decode: Decode<'_, T, E>,
-        miss_on_undecodable: bool,
-        compute: impl FnOnce() -> Result<(T, Bytes), CacheError<E>>,
+        (reading, refresh): (&Reading<'_, T, E>, bool),
+        compute: impl FnOnce() -> Result<(T, Option<Bytes>), CacheError<E>>,
     ) -> Result<T, CacheError<E>>
     where
         E: Send + Sync + 'static,
@@ -530,21 +772,32 @@ impl<S: CacheStore> ReadThrough<S> {
         let shared = &*self.shared;
         let counters = &shared.counters;
         let mut store_down = false;
-        match shared.store.get(key) {
-            Ok(Some(bytes)) => match decode(&bytes) {
-                Ok(value) => {
-                    bump(&counters.hits);
-                    lead.publish(Outcome::Value(bytes));
-                    return Ok(value);
+        // A reader that drew an early expiry recomputes without asking.
+        let found = if refresh {
+            Ok(None)
+        } else {
+            shared.store.get(key)
+        };
+        match found {
+            Ok(Some(stored)) => {
+                let entry = self.open(&stored);
+                if !self.due(&entry) {
+                    match self.hit(&entry, reading.decode, reading.remembered) {
+                        Some(Ok(value)) => {
+                            bump(&counters.hits);
+                            lead.publish(Outcome::Value(stored));
+                            return Ok(value);
+                        }
+                        Some(Err(error)) if !reading.miss_on_undecodable => {
+                            // Waiters decode for themselves (they may want
+                            // another type); this caller's type does not fit.
+                            lead.publish(Outcome::Value(stored));
+                            return Err(error);
+                        }
+                        _ => {}
+                    }
                 }
-                Err(error) if !miss_on_undecodable => {
-                    // Waiters decode for themselves (they may want another
-                    // type); this caller's type does not fit.
-                    lead.publish(Outcome::Value(bytes));
-                    return Err(error);
-                }
-                Err(_) => {}
-            },
+            }
             Ok(None) => {}
             Err(error) if shared.fail_open && is_outage(&error) => {
                 bump(&counters.store_failures);
@@ -554,6 +807,7 @@ impl<S: CacheStore> ReadThrough<S> {
         }
         bump(&counters.misses);
         bump(&counters.loads);
+        let started = std::time::Instant::now();
         let (value, bytes) = match compute() {
             Ok(computed) => computed,
             Err(error) => {
@@ -561,10 +815,22 @@ impl<S: CacheStore> ReadThrough<S> {
                 return lead.fail(error);
             }
         };
+        let remember = match (&bytes, shared.fresh.misses_for) {
+            (Some(_), _) => Some(ttl),
+            (None, Some(misses_for)) => Some(Ttl::After(misses_for)),
+            (None, None) => None,
+        };
+        let Some(ttl) = remember else {
+            // Not found, and misses are not remembered: nothing to store;
+            // waiters load for themselves.
+            lead.publish(Outcome::Missing);
+            return Ok(value);
+        };
+        let (stored, ttl) = self.seal(bytes.as_deref(), started.elapsed(), ttl);
         // With the store just found down, writing would only spend another
         // deadline on it.
         if !store_down {
-            match shared.store.set_with_ttl(key, &bytes, ttl) {
+            match shared.store.set_with_ttl(key, &stored, ttl) {
                 Ok(()) => {}
                 Err(error) if shared.fail_open && is_outage(&error) => {
                     bump(&counters.store_failures);
@@ -572,7 +838,7 @@ impl<S: CacheStore> ReadThrough<S> {
                 Err(error) => return lead.fail(CacheError::Store(error)),
             }
         }
-        lead.publish(Outcome::Value(bytes));
+        lead.publish(Outcome::Value(stored));
         Ok(value)
     }
 }
@@ -597,16 +863,32 @@ impl<S: CacheStore> CacheStore for ReadThrough<S> {
         };
         Ok(items
             .into_iter()
-            .map(|item| ItemResult {
-                result: self.count_read(item.result),
-                key: item.key,
+            .map(|item| {
+                let opened = item
+                    .result
+                    .map(|stored| stored.and_then(|stored| self.open(&stored).value));
+                ItemResult {
+                    result: self.count_read(opened),
+                    key: item.key,
+                }
             })
             .collect())
     }
 
+    /// Written as the layer writes (jittered, and in the envelope when
+    /// the layer keeps one), so its reads see it as they see their own.
+    fn set_with_ttl(&self, key: &str, value: &[u8], ttl: Ttl) -> crate::Result<()> {
+        ReadThrough::set_with_ttl(self, key, value, ttl)
+    }
+
+    fn peek(&self, key: &str) -> Option<Bytes> {
+        let stored = self.shared.store.peek(key)?;
+        self.open(&stored).value
+    }
+
     crate::store::delegate_store!(self => self.shared.store;
-        set_with_ttl, delete, default_ttl, set_many_with_ttl, delete_many,
+        delete, default_ttl, set_many_with_ttl, delete_many,
         set_if_absent_with_ttl, compare_and_set_with_ttl, touch, get_many_latest,
-        set_everywhere, set_if_absent_everywhere, peek,
+        set_everywhere, set_if_absent_everywhere,
     );
 }

@@ -62,6 +62,7 @@ mod depth_limit;
 mod entity;
 mod error;
 mod flight;
+pub mod fresh;
 #[cfg(feature = "entity-cache")]
 pub(crate) mod invalidation;
 mod layer;

@@ -162,6 +162,8 @@ impl<S: CacheStore> Inner<S> {
                 Some(value) => Ok(value),
                 None => use_case.run(id, arguments),
             },
+            // Never published here: a use case always has a value.
+            Joined::Missing => use_case.run(id, arguments),
             // The function's own error, from the thread that ran it.
             Joined::Failed(error @ CacheError::Load(_)) => Err(error),
             // Fail-open: the leader panicked or is too slow, or the
