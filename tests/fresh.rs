@@ -152,3 +152,110 @@ fn entries_written_before_the_envelope_still_read_as_values() {
         .unwrap();
     assert_eq!(&value[..], b"written plainly");
 }
+
+#[test]
+fn refresh_ahead_serves_the_old_value_at_once_and_refreshes_once() {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let server = Server::local().unwrap();
+    let client = Client::new(&server.address()).unwrap();
+    let cache = ReadThrough::builder(client)
+        .refresh_after(Duration::from_secs(1))
+        .build();
+    let loads = Arc::new(AtomicUsize::new(0));
+    const LOADER_TAKES: Duration = Duration::from_millis(400);
+    let loader = |loads: &Arc<AtomicUsize>| {
+        let loads = Arc::clone(loads);
+        move || {
+            let generation = loads.fetch_add(1, Ordering::SeqCst) + 1;
+            std::thread::sleep(LOADER_TAKES);
+            format!("generation {generation}")
+        }
+    };
+    let ttl = Duration::from_secs(60);
+    let first = cache.get_with_refresh("hot", ttl, loader(&loads)).unwrap();
+    assert_eq!(&first[..], b"generation 1");
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // The entry is now older than refresh_after: reads keep getting it at
+    // once while one refresh runs.
+    let until = Instant::now() + Duration::from_millis(700);
+    let mut slowest = Duration::ZERO;
+    let mut seen = Vec::new();
+    while Instant::now() < until {
+        let started = Instant::now();
+        let value = cache.get_with_refresh("hot", ttl, loader(&loads)).unwrap();
+        slowest = slowest.max(started.elapsed());
+        seen.push(value);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        slowest < LOADER_TAKES * 3 / 4,
+        "a read waited for the loader: {slowest:?}"
+    );
+    assert_eq!(&seen[0][..], b"generation 1", "the old value, at once");
+    assert_eq!(
+        &seen.last().unwrap()[..],
+        b"generation 2",
+        "refreshed within a refresh's time"
+    );
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        2,
+        "one refresh for all those reads"
+    );
+    let stats = cache.local_stats();
+    assert_eq!(
+        (stats.refreshes, stats.refresh_failures),
+        (1, 0),
+        "{stats:?}"
+    );
+}
+
+#[test]
+fn a_failed_refresh_keeps_the_old_value_and_a_full_queue_skips() {
+    let server = Server::local().unwrap();
+    let client = Client::new(&server.address()).unwrap();
+    let cache = ReadThrough::builder(client)
+        .refresh_after(Duration::from_secs(1))
+        .refresh_pool(1, 1)
+        .build();
+    let ttl = Duration::from_secs(60);
+    for i in 0..6 {
+        cache
+            .get_with_refresh(&format!("k{i}"), ttl, move || format!("v{i}"))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // A refresh that fails: the old value stays.
+    let failing = || Err::<&str, _>(std::io::Error::other("the database is down"));
+    let value = cache.try_get_with_refresh("k0", ttl, failing).unwrap();
+    assert_eq!(&value[..], b"v0");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while cache.local_stats().refresh_failures == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(cache.local_stats().refresh_failures, 1);
+    assert_eq!(cache.get("k0").unwrap().as_deref(), Some(&b"v0"[..]));
+
+    // One thread, one queue place: slow refreshes of five keys at once
+    // leave some skipped, and no reader waits.
+    for i in 1..6 {
+        let started = std::time::Instant::now();
+        let value = cache
+            .get_with_refresh(&format!("k{i}"), ttl, move || {
+                std::thread::sleep(Duration::from_millis(300));
+                format!("new v{i}")
+            })
+            .unwrap();
+        assert_eq!(value, format!("v{i}").as_bytes());
+        assert!(started.elapsed() < Duration::from_millis(250));
+    }
+    assert!(
+        cache.local_stats().refreshes_skipped >= 1,
+        "{:?}",
+        cache.local_stats()
+    );
+}

@@ -59,6 +59,13 @@ pub(crate) struct Age {
     pub(crate) ttl: Option<Duration>,
 }
 
+impl Age {
+    /// How long ago the entry was written (zero for a clock gone back).
+    pub(crate) fn elapsed(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.written_ms))
+    }
+}
+
 /// Wraps `value` (`None`: a remembered miss) in the envelope.
 pub(crate) fn seal(value: Option<&[u8]>, compute: Duration, ttl: Ttl) -> Bytes {
     let body = value.unwrap_or_default();

@@ -1,13 +1,14 @@
 //! The read-through layer: look up, and on a miss compute once per key,
 //! store and return.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::flight::{Flights, Joined, Lead, Outcome};
 use super::fresh;
+use super::refresh::{NotStarted, Refresher, DEFAULT_REFRESH_QUEUE, DEFAULT_REFRESH_THREADS};
 use super::stats::{bump, CacheStats, Counters};
 use super::CacheError;
 use crate::CacheStore;
@@ -66,6 +67,8 @@ struct Shared<S> {
     counters: Counters,
     fail_open: bool,
     fresh: Freshness,
+    /// Refresh-ahead's threads, when `refresh_after` is set.
+    refresher: Option<Refresher>,
 }
 
 /// How entries are kept fresh (see [`fresh`](super::fresh)).
@@ -77,13 +80,28 @@ struct Freshness {
     early: Option<f64>,
     /// How long a loader's "not found" is remembered, when it is.
     misses_for: Option<Duration>,
+    /// Entries older than this are refreshed in the background when read
+    /// through a refreshing call.
+    refresh_after: Option<Duration>,
+    /// Refresh threads and queue length.
+    refresh_pool: (usize, usize),
 }
 
 impl Freshness {
     /// Whether entries carry the envelope: early expiry needs their age,
     /// negative caching their kind.
     fn enveloped(&self) -> bool {
-        self.early.is_some() || self.misses_for.is_some()
+        self.early.is_some() || self.misses_for.is_some() || self.refresh_after.is_some()
+    }
+
+    /// What to store for `value` (`None`: a remembered miss), and for how
+    /// long.
+    fn seal(&self, value: Option<&[u8]>, compute: Duration, ttl: Ttl) -> (Bytes, Ttl) {
+        let ttl = fresh::jitter(ttl, self.jitter);
+        match value {
+            Some(value) if !self.enveloped() => (Bytes::copy_from_slice(value), ttl),
+            value => (fresh::seal(value, compute, ttl), ttl),
+        }
     }
 }
 
@@ -241,6 +259,48 @@ impl<S: CacheStore> ReadThroughBuilder<S> {
         self
     }
 
+    /// Refresh-ahead (Caffeine's `refreshAfterWrite`): a read through
+    /// [`get_with_refresh`](ReadThrough::get_with_refresh) of an entry
+    /// older than `age` (and not expired) returns the entry at once and
+    /// hands one refresh of the key to the layer's refresh threads;
+    /// concurrent readers never wait for it. A refresh that fails keeps
+    /// the old value until it expires; one that finds the queue full is
+    /// skipped; both are counted ([`CacheStats::refresh_failures`],
+    /// [`CacheStats::refreshes_skipped`]). Entries carry a 19-byte envelope
+    /// with their write time (see [`fresh`](super::fresh)).
+    ///
+    /// ```
+    /// # use tiny_cache_client::cache::ReadThrough;
+    /// # let client = tiny_cache_client::Client::new("127.0.0.1:50051")?;
+    /// use std::time::Duration;
+    /// let cache = ReadThrough::builder(client).refresh_after(Duration::from_secs(60)).build();
+    /// # drop(cache);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn refresh_after(mut self, age: Duration) -> Self {
+        self.fresh.refresh_after = Some(age);
+        self
+    }
+
+    /// Refresh-ahead's threads (default 2) and how many refreshes may wait
+    /// for one (default 256); at least one of each.
+    ///
+    /// ```
+    /// # use tiny_cache_client::cache::ReadThrough;
+    /// # let client = tiny_cache_client::Client::new("127.0.0.1:50051")?;
+    /// use std::time::Duration;
+    /// let cache = ReadThrough::builder(client)
+    ///     .refresh_after(Duration::from_secs(60))
+    ///     .refresh_pool(4, 1024)
+    ///     .build();
+    /// # drop(cache);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn refresh_pool(mut self, threads: usize, queue: usize) -> Self {
+        self.fresh.refresh_pool = (threads.max(1), queue.max(1));
+        self
+    }
+
     /// The layer.
     ///
     /// ```
@@ -259,6 +319,10 @@ impl<S: CacheStore> ReadThroughBuilder<S> {
                 flights: Flights::default(),
                 counters: Counters::default(),
                 fail_open: self.fail_open,
+                refresher: self.fresh.refresh_after.map(|_| {
+                    let (threads, queue) = self.fresh.refresh_pool;
+                    Refresher::start(threads, queue)
+                }),
                 fresh: self.fresh,
             }),
             timeout: self.timeout,
@@ -286,7 +350,12 @@ struct Reading<'a, T, E> {
     miss_on_undecodable: bool,
     /// What a remembered miss reads as, for callers that take one.
     remembered: Option<&'a dyn Fn() -> T>,
+    /// What a hit does next (refresh-ahead), for callers that refresh.
+    ahead: Option<Ahead<'a>>,
 }
+
+/// Called with every entry a refreshing read hits.
+type Ahead<'a> = &'a dyn Fn(&fresh::Entry);
 
 impl<S: CacheStore> ReadThrough<S> {
     /// A layer over `store` with the default settings (see
@@ -324,7 +393,10 @@ impl<S: CacheStore> ReadThrough<S> {
             store,
             timeout: DEFAULT_TIMEOUT,
             fail_open: false,
-            fresh: Freshness::default(),
+            fresh: Freshness {
+                refresh_pool: (DEFAULT_REFRESH_THREADS, DEFAULT_REFRESH_QUEUE),
+                ..Freshness::default()
+            },
         }
     }
 
@@ -447,12 +519,7 @@ impl<S: CacheStore> ReadThrough<S> {
     /// What the layer stores for `value` (`None`: a remembered miss), and
     /// for how long.
     fn seal(&self, value: Option<&[u8]>, compute: Duration, ttl: Ttl) -> (Bytes, Ttl) {
-        let fresh = &self.shared.fresh;
-        let ttl = fresh::jitter(ttl, fresh.jitter);
-        match value {
-            Some(value) if !fresh.enveloped() => (Bytes::copy_from_slice(value), ttl),
-            value => (fresh::seal(value, compute, ttl), ttl),
-        }
+        self.shared.fresh.seal(value, compute, ttl)
     }
 
     /// Whether this reader should treat `entry` as expired already
@@ -654,12 +721,19 @@ impl<S: CacheStore> ReadThrough<S> {
     {
         let not_found = || None;
         let decode: Decode<'_, Option<Bytes>, E> = &|bytes| Ok(Some(bytes.clone()));
-        self.read_entry(key, ttl.into(), decode, false, Some(&not_found), || {
-            let found: Option<Bytes> = load()
-                .map_err(|e| CacheError::Load(Arc::new(e)))?
-                .map(Into::into);
-            Ok((found.clone(), found))
-        })
+        self.read_entry(
+            key,
+            ttl.into(),
+            decode,
+            false,
+            (Some(&not_found), None),
+            || {
+                let found: Option<Bytes> = load()
+                    .map_err(|e| CacheError::Load(Arc::new(e)))?
+                    .map(Into::into);
+                Ok((found.clone(), found))
+            },
+        )
     }
 
     /// The engine under every read-through call: `decode` turns stored
@@ -676,7 +750,7 @@ impl<S: CacheStore> ReadThrough<S> {
     where
         E: Send + Sync + 'static,
     {
-        self.read_entry(key, ttl, decode, miss_on_undecodable, None, || {
+        self.read_entry(key, ttl, decode, miss_on_undecodable, (None, None), || {
             compute().map(|(value, bytes)| (value, Some(bytes)))
         })
     }
@@ -691,7 +765,7 @@ impl<S: CacheStore> ReadThrough<S> {
         ttl: Ttl,
         decode: Decode<'_, T, E>,
         miss_on_undecodable: bool,
-        remembered: Option<&dyn Fn() -> T>,
+        (remembered, ahead): (Option<&dyn Fn() -> T>, Option<Ahead<'_>>),
         compute: impl FnOnce() -> Result<(T, Option<Bytes>), CacheError<E>>,
     ) -> Result<T, CacheError<E>>
     where
@@ -708,6 +782,9 @@ impl<S: CacheStore> ReadThrough<S> {
                 match self.hit(&entry, decode, remembered) {
                     Some(Ok(value)) => {
                         bump(&self.shared.counters.hits);
+                        if let Some(ahead) = ahead {
+                            ahead(&entry);
+                        }
                         return Ok(value);
                     }
                     Some(Err(error)) if !miss_on_undecodable => return Err(error),
@@ -723,6 +800,7 @@ impl<S: CacheStore> ReadThrough<S> {
                     decode,
                     miss_on_undecodable,
                     remembered,
+                    ahead,
                 };
                 self.lead(lead, key, ttl, (&reading, refresh), compute)
             }
@@ -732,12 +810,21 @@ impl<S: CacheStore> ReadThrough<S> {
                     Some(outcome) => outcome,
                     // A remembered miss, for a caller that needs a value:
                     // it loads for itself.
-                    None => self.read_entry(key, ttl, decode, miss_on_undecodable, None, compute),
+                    None => self.read_entry(
+                        key,
+                        ttl,
+                        decode,
+                        miss_on_undecodable,
+                        (None, None),
+                        compute,
+                    ),
                 }
             }
             Joined::Missing => match remembered {
                 Some(remembered) => Ok(remembered()),
-                None => self.read_entry(key, ttl, decode, miss_on_undecodable, None, compute),
+                None => {
+                    self.read_entry(key, ttl, decode, miss_on_undecodable, (None, None), compute)
+                }
             },
             Joined::Failed(error) => Err(error),
         }
@@ -785,6 +872,9 @@ impl<S: CacheStore> ReadThrough<S> {
                     match self.hit(&entry, reading.decode, reading.remembered) {
                         Some(Ok(value)) => {
                             bump(&counters.hits);
+                            if let Some(ahead) = reading.ahead {
+                                ahead(&entry);
+                            }
                             lead.publish(Outcome::Value(stored));
                             return Ok(value);
                         }
@@ -840,6 +930,131 @@ impl<S: CacheStore> ReadThrough<S> {
         }
         lead.publish(Outcome::Value(stored));
         Ok(value)
+    }
+}
+
+impl<S: CacheStore + 'static> ReadThrough<S> {
+    /// [`get_with`](Self::get_with) with refresh-ahead (see
+    /// [`ReadThroughBuilder::refresh_after`]): a hit on an entry older
+    /// than `refresh_after` returns it at once and hands `load` to the
+    /// layer's refresh threads, which store what it returns. On a miss,
+    /// `load` runs here, as for `get_with`. Without `refresh_after` it is
+    /// `get_with`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// let cache = ReadThrough::builder(client)
+    ///     .refresh_after(Duration::from_secs(30))
+    ///     .build();
+    /// let price = cache.get_with_refresh("price:7", Duration::from_secs(300), || "9.99")?;
+    /// assert_eq!(&price[..], b"9.99");
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_with_refresh<V>(
+        &self,
+        key: &str,
+        ttl: impl Into<Ttl>,
+        load: impl FnOnce() -> V + Send + 'static,
+    ) -> Result<Bytes, CacheError>
+    where
+        V: Into<Bytes>,
+    {
+        self.try_get_with_refresh(key, ttl, move || Ok::<V, std::convert::Infallible>(load()))
+    }
+
+    /// [`get_with_refresh`](Self::get_with_refresh) with a loader that can
+    /// fail: on a miss its error reaches the caller as
+    /// [`CacheError::Load`]; in a background refresh it is counted in
+    /// [`CacheStats::refresh_failures`] and the old value stays.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// use tiny_cache_client::cache::ReadThrough;
+    ///
+    /// let cache = ReadThrough::builder(client).refresh_after(Duration::from_secs(30)).build();
+    /// let ttl = Duration::from_secs(300);
+    /// let rate = cache.try_get_with_refresh("rate", ttl, || "1.08".parse::<f64>().map(|r| r.to_string()))?;
+    /// assert_eq!(&rate[..], b"1.08");
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_get_with_refresh<V, E, F>(
+        &self,
+        key: &str,
+        ttl: impl Into<Ttl>,
+        load: F,
+    ) -> Result<Bytes, CacheError<E>>
+    where
+        V: Into<Bytes>,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Result<V, E> + Send + 'static,
+    {
+        let ttl = ttl.into();
+        // The loader runs once: here on a miss, or in a refresh.
+        let load = Mutex::new(Some(load));
+        let take = || load.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let ahead = |entry: &fresh::Entry| self.refresh_if_old(key, ttl, entry, &take);
+        let decode: Decode<'_, Bytes, E> = &|bytes| Ok(bytes.clone());
+        self.read_entry(key, ttl, decode, false, (None, Some(&ahead)), || {
+            let load = take().ok_or(CacheError::Reentrant {
+                key: key.to_owned(),
+            })?;
+            let value: Bytes = load().map_err(|e| CacheError::Load(Arc::new(e)))?.into();
+            Ok((value.clone(), Some(value)))
+        })
+    }
+
+    /// Hands a refresh of `key` to the refresh threads when `entry` is
+    /// older than `refresh_after`.
+    fn refresh_if_old<V, E, F>(
+        &self,
+        key: &str,
+        ttl: Ttl,
+        entry: &fresh::Entry,
+        take: &dyn Fn() -> Option<F>,
+    ) where
+        V: Into<Bytes>,
+        F: FnOnce() -> Result<V, E> + Send + 'static,
+    {
+        let shared = &self.shared;
+        let (Some(after), Some(refresher), Some(age)) =
+            (shared.fresh.refresh_after, &shared.refresher, &entry.age)
+        else {
+            return;
+        };
+        if age.elapsed() < after {
+            return;
+        }
+        let Some(load) = take() else {
+            return;
+        };
+        let (owner, owned_key) = (Arc::clone(shared), key.to_owned());
+        let refresh = move || {
+            let started = std::time::Instant::now();
+            let counters = &owner.counters;
+            let Ok(value) = load() else {
+                bump(&counters.refresh_failures);
+                return;
+            };
+            let value: Bytes = value.into();
+            let (stored, ttl) = owner.fresh.seal(Some(&value), started.elapsed(), ttl);
+            match owner.store.set_with_ttl(&owned_key, &stored, ttl) {
+                Ok(()) => bump(&counters.refreshes),
+                Err(_) => bump(&counters.refresh_failures),
+            }
+        };
+        if refresher.start_one(key, refresh) == Err(NotStarted::QueueFull) {
+            bump(&shared.counters.refreshes_skipped);
+        }
     }
 }
 

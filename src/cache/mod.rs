@@ -71,6 +71,7 @@ mod memo;
 mod metrics;
 #[cfg(feature = "near-cache")]
 mod near;
+mod refresh;
 #[cfg(feature = "entity-cache")]
 mod scope;
 mod stats;

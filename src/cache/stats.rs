@@ -47,6 +47,13 @@ pub struct CacheStats {
     /// Store failures absorbed by failing open (the value was computed or
     /// the read reported a miss instead of failing the caller).
     pub store_failures: u64,
+    /// Background refreshes that stored a new value (refresh-ahead).
+    pub refreshes: u64,
+    /// Background refreshes whose loader or write failed: the old value
+    /// stays until it expires.
+    pub refresh_failures: u64,
+    /// Refreshes skipped because the refresh queue was full.
+    pub refreshes_skipped: u64,
 }
 
 impl CacheStats {
@@ -92,6 +99,7 @@ live_counters! {
     /// The live counters behind a [`CacheStats`].
     Counters => CacheStats {
         hits, misses, evictions, expirations, loads, load_errors, coalesced_waits, store_failures,
+        refreshes, refresh_failures, refreshes_skipped,
     }
 }
 
