@@ -259,3 +259,163 @@ fn a_failed_refresh_keeps_the_old_value_and_a_full_queue_skips() {
         cache.local_stats()
     );
 }
+
+// ----- one fill per key across processes (leases) ----------------------------
+
+/// Set in the environment of the processes the fleet test starts.
+const FLEET_SERVER: &str = "TINY_CACHE_FLEET_SERVER";
+const FLEET_RUNS: &str = "TINY_CACHE_FLEET_RUNS";
+const FLEET_LEASES: &str = "TINY_CACHE_FLEET_LEASES";
+const FLEET_SECONDS: f64 = 3.0;
+const FLEET_PROCESSES: usize = 8;
+const FLEET_THREADS: usize = 16;
+/// The hot key's TTL: it expires about three times during a run.
+const HOT_TTL: Duration = Duration::from_secs(1);
+const READ_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Not a test of its own: the work of one process of the fleet, when the
+/// fleet test starts this binary with `FLEET_SERVER` set (it does nothing
+/// otherwise). 16 threads read the hot key for three seconds; the loader
+/// appends a line to the runs file. Exits non-zero if a read failed or
+/// took longer than its deadline.
+#[test]
+fn fleet_process() {
+    let Ok(server) = std::env::var(FLEET_SERVER) else {
+        return;
+    };
+    let runs = std::env::var(FLEET_RUNS).expect("the runs file");
+    let leases = std::env::var(FLEET_LEASES).is_ok_and(|v| v == "1");
+    let cache = ReadThrough::builder(Client::new(&server).unwrap())
+        .leases(leases)
+        .wait_timeout(READ_DEADLINE)
+        .build();
+    let until = std::time::Instant::now() + Duration::from_secs_f64(FLEET_SECONDS);
+    std::thread::scope(|scope| {
+        for _ in 0..FLEET_THREADS {
+            scope.spawn(|| {
+                while std::time::Instant::now() < until {
+                    let started = std::time::Instant::now();
+                    let value = cache.get_with("hot", HOT_TTL, || {
+                        use std::io::Write;
+                        let mut file = std::fs::OpenOptions::new()
+                            .append(true)
+                            .create(true)
+                            .open(&runs)
+                            .expect("the runs file");
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap_or_default();
+                        let _ = writeln!(file, "{}", now.as_millis());
+                        std::thread::sleep(Duration::from_millis(100));
+                        "hot value"
+                    });
+                    assert_eq!(&value.expect("every read gets a value")[..], b"hot value");
+                    assert!(started.elapsed() < READ_DEADLINE + Duration::from_secs(1));
+                }
+            });
+        }
+    });
+}
+
+/// Runs the fleet against `server`; when the loader ran, in ms since the
+/// epoch, across every process, in order.
+fn fleet(server: &Server, leases: bool, runs: &std::path::Path) -> Vec<u128> {
+    let _ = std::fs::remove_file(runs);
+    let children: Vec<_> = (0..FLEET_PROCESSES)
+        .map(|_| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["fleet_process", "--exact", "--test-threads", "1"])
+                .env(FLEET_SERVER, server.address())
+                .env(FLEET_RUNS, runs)
+                .env(FLEET_LEASES, if leases { "1" } else { "0" })
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start a fleet process")
+        })
+        .collect();
+    for mut child in children {
+        assert!(
+            child.wait().unwrap().success(),
+            "a fleet process failed a read"
+        );
+    }
+    let mut times: Vec<u128> = std::fs::read_to_string(runs)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.parse().ok())
+        .collect();
+    times.sort_unstable();
+    times
+}
+
+#[test]
+fn eight_processes_fill_an_expiring_hot_key_once_per_expiry_with_leases() {
+    let server = Server::local().unwrap();
+    let runs = std::env::temp_dir().join(format!("tiny-cache-fleet-{}", std::process::id()));
+    let without = fleet(&server, false, &runs);
+    Client::new(&server.address())
+        .unwrap()
+        .delete("hot")
+        .unwrap();
+    let with = fleet(&server, true, &runs);
+    let _ = std::fs::remove_file(&runs);
+    println!(
+        "{FLEET_PROCESSES} processes x {FLEET_THREADS} threads, {FLEET_SECONDS} s each, a hot \
+         key living {HOT_TTL:?}: the loader ran {} times without leases, {} with",
+        without.len(),
+        with.len()
+    );
+    assert!(!with.is_empty());
+    // One fill per expiry: a fill lives a TTL, so two fills of the fleet
+    // are a TTL apart (less the 100 ms a load takes and clock noise).
+    // Without leases every process fills each expiry within moments.
+    let gaps = |times: &[u128]| times.windows(2).map(|w| w[1] - w[0]).min();
+    let closest = gaps(&with).unwrap_or(u128::MAX);
+    assert!(closest >= 700, "two fills {closest} ms apart: {with:?}");
+    println!(
+        "closest fills: {closest} ms with leases, {:?} ms without",
+        gaps(&without)
+    );
+}
+
+#[test]
+fn a_delete_voids_the_lease_of_a_fill_under_way_and_a_dead_holders_lease_expires() {
+    let server = Server::local().unwrap();
+    let client = Client::new(&server.address()).unwrap();
+    let cache = ReadThrough::builder(client.clone())
+        .lease_ttl(Duration::from_secs(1))
+        .wait_timeout(Duration::from_secs(5))
+        .build();
+    let ttl = Duration::from_secs(60);
+
+    // A fill begins, then the key is deleted: the fill must not land.
+    let (started, loading) = crossbeam_channel::bounded::<()>(0);
+    let (release, hold) = crossbeam_channel::bounded::<()>(0);
+    std::thread::scope(|scope| {
+        let filler = scope.spawn(|| {
+            cache.get_with("row", ttl, || {
+                started.send(()).unwrap();
+                hold.recv().unwrap();
+                "read before the delete"
+            })
+        });
+        loading.recv().unwrap();
+        cache.delete("row").unwrap();
+        release.send(()).unwrap();
+        let value = filler.join().unwrap().unwrap();
+        assert_eq!(&value[..], b"read before the delete", "its caller still gets it");
+    });
+    assert_eq!(client.get("row").unwrap(), None, "the voided fill was not stored");
+
+    // A holder that died left its lease: the next reader waits for it to
+    // expire, then takes it and fills the key.
+    client
+        .set_if_absent_with_ttl("lease:orphan", "a dead process", Duration::from_secs(1))
+        .unwrap();
+    let begun = std::time::Instant::now();
+    let value = cache.get_with("orphan", ttl, || "filled after the lease expired").unwrap();
+    assert_eq!(&value[..], b"filled after the lease expired");
+    let waited = begun.elapsed();
+    assert!(waited >= Duration::from_millis(500), "it did not wait for the lease: {waited:?}");
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
+}

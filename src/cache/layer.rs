@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::flight::{Flights, Joined, Lead, Outcome};
 use super::fresh;
+use super::lease::{self, Asked, DEFAULT_LEASE_TTL};
 use super::refresh::{NotStarted, Refresher, DEFAULT_REFRESH_QUEUE, DEFAULT_REFRESH_THREADS};
 use super::stats::{bump, CacheStats, Counters};
 use super::CacheError;
@@ -69,6 +70,8 @@ struct Shared<S> {
     fresh: Freshness,
     /// Refresh-ahead's threads, when `refresh_after` is set.
     refresher: Option<Refresher>,
+    /// The lease TTL, when fills take a lease across processes.
+    leases: Option<Duration>,
 }
 
 /// How entries are kept fresh (see [`fresh`](super::fresh)).
@@ -147,6 +150,7 @@ pub struct ReadThroughBuilder<S> {
     timeout: Duration,
     fail_open: bool,
     fresh: Freshness,
+    leases: Option<Duration>,
 }
 
 impl<S: CacheStore> ReadThroughBuilder<S> {
@@ -282,6 +286,41 @@ impl<S: CacheStore> ReadThroughBuilder<S> {
         self
     }
 
+    /// Leases: one fill per key across processes (see
+    /// [`cache::lease`](super::lease)). On a miss, this process's loader for
+    /// the key first takes the key's lease on the server; while another
+    /// process holds it, this one waits (polling with backoff, up to
+    /// [`wait_timeout`](Self::wait_timeout)) for the value it stores.
+    /// Default: off.
+    ///
+    /// ```
+    /// # use tiny_cache_client::cache::ReadThrough;
+    /// # let client = tiny_cache_client::Client::new("127.0.0.1:50051")?;
+    /// let cache = ReadThrough::builder(client).leases(true).build();
+    /// # drop(cache);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn leases(mut self, enabled: bool) -> Self {
+        self.leases = enabled.then_some(self.leases.unwrap_or(DEFAULT_LEASE_TTL));
+        self
+    }
+
+    /// The TTL of a lease (default [`DEFAULT_LEASE_TTL`], 10 s): how long a
+    /// dead holder delays its key's next fill. Turns leases on.
+    ///
+    /// ```
+    /// # use tiny_cache_client::cache::ReadThrough;
+    /// # let client = tiny_cache_client::Client::new("127.0.0.1:50051")?;
+    /// use std::time::Duration;
+    /// let cache = ReadThrough::builder(client).lease_ttl(Duration::from_secs(3)).build();
+    /// # drop(cache);
+    /// # Ok::<(), tiny_cache_client::Error>(())
+    /// ```
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.leases = Some(ttl.max(Duration::from_secs(1)));
+        self
+    }
+
     /// Refresh-ahead's threads (default 2) and how many refreshes may wait
     /// for one (default 256); at least one of each.
     ///
@@ -324,6 +363,7 @@ impl<S: CacheStore> ReadThroughBuilder<S> {
                     Refresher::start(threads, queue)
                 }),
                 fresh: self.fresh,
+                leases: self.leases,
             }),
             timeout: self.timeout,
         }
@@ -397,6 +437,7 @@ impl<S: CacheStore> ReadThrough<S> {
                 refresh_pool: (DEFAULT_REFRESH_THREADS, DEFAULT_REFRESH_QUEUE),
                 ..Freshness::default()
             },
+            leases: None,
         }
     }
 
@@ -591,7 +632,13 @@ impl<S: CacheStore> ReadThrough<S> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn delete(&self, key: &str) -> crate::Result<()> {
-        self.shared.store.delete(key)
+        self.shared.store.delete(key)?;
+        if self.shared.leases.is_some() {
+            // A fill under way must not land after this delete: its lease
+            // goes too (see `lease`).
+            self.shared.store.delete(&lease::lease_key(key))?;
+        }
+        Ok(())
     }
 
     /// Counts a read of the store as a hit or a miss; with fail-open, an
@@ -895,6 +942,37 @@ impl<S: CacheStore> ReadThrough<S> {
             }
             Err(error) => return lead.fail(CacheError::Store(error)),
         }
+        // Across processes, one fill per key: ask for the key's lease.
+        let mut lease = None;
+        if let (Some(lease_ttl), false) = (shared.leases, store_down) {
+            let deadline = std::time::Instant::now() + self.timeout;
+            let filled = |stored: &Bytes| {
+                let entry = self.open(stored);
+                !self.due(&entry) && (entry.value.is_some() || reading.remembered.is_some())
+            };
+            match lease::ask(&shared.store, key, lease_ttl, deadline, &filled) {
+                Ok(Asked::Held(held)) => lease = Some(held),
+                Ok(Asked::Filled(stored)) => {
+                    let entry = self.open(&stored);
+                    if let Some(Ok(value)) = self.hit(&entry, reading.decode, reading.remembered) {
+                        bump(&counters.hits);
+                        lead.publish(Outcome::Value(stored));
+                        return Ok(value);
+                    }
+                }
+                Ok(Asked::TimedOut) => {
+                    return lead.fail(CacheError::WaitTimeout {
+                        key: key.to_owned(),
+                        waited: self.timeout,
+                    })
+                }
+                Err(error) if shared.fail_open && is_outage(&error) => {
+                    bump(&counters.store_failures);
+                    store_down = true;
+                }
+                Err(error) => return lead.fail(CacheError::Store(error)),
+            }
+        }
         bump(&counters.misses);
         bump(&counters.loads);
         let started = std::time::Instant::now();
@@ -911,15 +989,22 @@ impl<S: CacheStore> ReadThrough<S> {
             (None, None) => None,
         };
         let Some(ttl) = remember else {
-            // Not found, and misses are not remembered: nothing to store;
-            // waiters load for themselves.
+            // Not found, and misses are not remembered: nothing to store.
+            if let Some(lease) = lease {
+                lease.release(&shared.store);
+            }
             lead.publish(Outcome::Missing);
             return Ok(value);
         };
         let (stored, ttl) = self.seal(bytes.as_deref(), started.elapsed(), ttl);
+        // A lease voided meanwhile (the key was deleted) means this fill
+        // began before a write that must win: it is not stored.
+        let voided = lease
+            .as_ref()
+            .is_some_and(|lease| !lease.still_held(&shared.store));
         // With the store just found down, writing would only spend another
         // deadline on it.
-        if !store_down {
+        if !store_down && !voided {
             match shared.store.set_with_ttl(key, &stored, ttl) {
                 Ok(()) => {}
                 Err(error) if shared.fail_open && is_outage(&error) => {
@@ -927,6 +1012,9 @@ impl<S: CacheStore> ReadThrough<S> {
                 }
                 Err(error) => return lead.fail(CacheError::Store(error)),
             }
+        }
+        if let Some(lease) = lease.filter(|_| !voided) {
+            lease.release(&shared.store);
         }
         lead.publish(Outcome::Value(stored));
         Ok(value)
@@ -1101,8 +1189,12 @@ impl<S: CacheStore> CacheStore for ReadThrough<S> {
         self.open(&stored).value
     }
 
+    fn delete(&self, key: &str) -> crate::Result<()> {
+        ReadThrough::delete(self, key)
+    }
+
     crate::store::delegate_store!(self => self.shared.store;
-        delete, default_ttl, set_many_with_ttl, delete_many,
+        default_ttl, set_many_with_ttl, delete_many,
         set_if_absent_with_ttl, compare_and_set_with_ttl, touch, get_many_latest,
         set_everywhere, set_if_absent_everywhere,
     );

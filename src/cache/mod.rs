@@ -66,6 +66,7 @@ pub mod fresh;
 #[cfg(feature = "entity-cache")]
 pub(crate) mod invalidation;
 mod layer;
+pub mod lease;
 mod memo;
 #[cfg(feature = "entity-cache")]
 mod metrics;

@@ -1,0 +1,130 @@
+//! Leases: one fill per key across processes (memcache's leases, Scaling
+//! Memcache at Facebook, NSDI 2013).
+//!
+//! Single flight stops a stampede inside one process; a lease stops it
+//! across the fleet. On a miss, the process's one loader for the key asks
+//! the server for the key's lease: a `SetIfAbsent` of `lease:<key>` (see
+//! [`memo_key`](super::memo_key): long keys are hashed) holding a random
+//! token, for the lease TTL. The winner computes and stores. Every other
+//! process waits, polling with backoff up to its own wait timeout, for the
+//! value to appear; if the holder dies, its lease expires and the next
+//! poll takes it.
+//!
+//! A delete of the key through the layer also deletes its lease, and the
+//! holder stores its value only if the lease is still its own (a
+//! `CompareAndSet` of the lease against its token), so a fill that began
+//! before a delete does not land after it. A delete that lands between
+//! that check and the value's write can still be undone by it: the window
+//! is one round trip.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::memo_key;
+use crate::{CacheStore, CasOutcome, Error, Ttl};
+
+/// The default lease TTL: long enough for a slow load, short enough that
+/// a dead holder delays its key's next fill by little.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// Longest pause between polls of a waiting process.
+const MAX_POLL: Duration = Duration::from_millis(100);
+
+/// The key a key's lease is stored under.
+pub(crate) fn lease_key(key: &str) -> String {
+    memo_key("lease", key)
+}
+
+/// What asking for a lease gave.
+pub(crate) enum Asked {
+    /// This process holds the lease: it computes and stores.
+    Held(Lease),
+    /// Another process filled the key meanwhile: its stored bytes.
+    Filled(Bytes),
+    /// The wait timeout passed with neither.
+    TimedOut,
+}
+
+/// A lease this process holds.
+pub(crate) struct Lease {
+    key: String,
+    token: String,
+    ttl: Ttl,
+}
+
+/// Asks for `key`'s lease until `deadline`; while another process holds
+/// it, polls `key` with backoff for the value it will store. `filled`
+/// says whether stored bytes count as the value (a remembered miss or an
+/// entry due for recompute may not).
+pub(crate) fn ask(
+    store: &dyn CacheStore,
+    key: &str,
+    ttl: Duration,
+    deadline: Instant,
+    filled: &dyn Fn(&Bytes) -> bool,
+) -> Result<Asked, Error> {
+    let lease = Lease {
+        key: lease_key(key),
+        token: token(),
+        ttl: Ttl::After(ttl),
+    };
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if store.set_if_absent_with_ttl(&lease.key, lease.token.as_bytes(), lease.ttl)? {
+            // The last holder may have stored the value and given the
+            // lease back between this process's miss and now.
+            if let Some(stored) = store.get(key)? {
+                if filled(&stored) {
+                    lease.release(store);
+                    return Ok(Asked::Filled(stored));
+                }
+            }
+            return Ok(Asked::Held(lease));
+        }
+        if let Some(stored) = store.get(key)? {
+            if filled(&stored) {
+                return Ok(Asked::Filled(stored));
+            }
+        }
+        let now = Instant::now();
+        if now + pause >= deadline {
+            return Ok(Asked::TimedOut);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(MAX_POLL);
+    }
+}
+
+impl Lease {
+    /// Whether the lease is still this process's: nobody deleted the key
+    /// (which deletes its lease) since it was taken.
+    pub(crate) fn still_held(&self, store: &dyn CacheStore) -> bool {
+        let token = self.token.as_bytes();
+        matches!(
+            store.compare_and_set_with_ttl(&self.key, token, token, self.ttl),
+            Ok(CasOutcome::Stored)
+        )
+    }
+
+    /// Gives the lease back once the value is stored, so the next miss
+    /// (after the value expires) can take it at once.
+    pub(crate) fn release(self, store: &dyn CacheStore) {
+        let _ = store.delete(&self.key);
+    }
+}
+
+/// A token no other holder will have: the process, the time and a
+/// counter.
+fn token() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    format!(
+        "{}-{nanos:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
