@@ -4,7 +4,7 @@
 //! Single flight stops a stampede inside one process; a lease stops it
 //! across the fleet. On a miss, the process's one loader for the key asks
 //! the server for the key's lease: a `SetIfAbsent` of `lease:<key>` (see
-//! [`memo_key`](super::memo_key): long keys are hashed) holding a random
+//! [`memo_key`]: long keys are hashed) holding a random
 //! token, for the lease TTL. The winner computes and stores. Every other
 //! process waits, polling with backoff up to its own wait timeout, for the
 //! value to appear; if the holder dies, its lease expires and the next
