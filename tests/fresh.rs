@@ -403,9 +403,17 @@ fn a_delete_voids_the_lease_of_a_fill_under_way_and_a_dead_holders_lease_expires
         cache.delete("row").unwrap();
         release.send(()).unwrap();
         let value = filler.join().unwrap().unwrap();
-        assert_eq!(&value[..], b"read before the delete", "its caller still gets it");
+        assert_eq!(
+            &value[..],
+            b"read before the delete",
+            "its caller still gets it"
+        );
     });
-    assert_eq!(client.get("row").unwrap(), None, "the voided fill was not stored");
+    assert_eq!(
+        client.get("row").unwrap(),
+        None,
+        "the voided fill was not stored"
+    );
 
     // A holder that died left its lease: the next reader waits for it to
     // expire, then takes it and fills the key.
@@ -413,9 +421,57 @@ fn a_delete_voids_the_lease_of_a_fill_under_way_and_a_dead_holders_lease_expires
         .set_if_absent_with_ttl("lease:orphan", "a dead process", Duration::from_secs(1))
         .unwrap();
     let begun = std::time::Instant::now();
-    let value = cache.get_with("orphan", ttl, || "filled after the lease expired").unwrap();
+    let value = cache
+        .get_with("orphan", ttl, || "filled after the lease expired")
+        .unwrap();
     assert_eq!(&value[..], b"filled after the lease expired");
     let waited = begun.elapsed();
-    assert!(waited >= Duration::from_millis(500), "it did not wait for the lease: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(500),
+        "it did not wait for the lease: {waited:?}"
+    );
     assert!(waited < Duration::from_secs(4), "{waited:?}");
+}
+
+#[cfg(feature = "near-cache")]
+#[test]
+fn the_near_cache_tells_its_listener_why_each_copy_went() {
+    use std::sync::{Arc, Mutex};
+    use tiny_cache_client::cache::{EvictionCause, NearCache, NearPolicy};
+
+    let server = Server::local().unwrap();
+    let client = Client::new(&server.address()).unwrap();
+    for key in ["a", "b", "c"] {
+        client.set(key, "v").unwrap();
+    }
+    let told: Arc<Mutex<Vec<(String, EvictionCause)>>> = Arc::default();
+    let listener = Arc::clone(&told);
+    let near = NearCache::builder(client)
+        .max_entries(2)
+        .policy(NearPolicy::Lru)
+        .local_ttl(Duration::from_millis(200))
+        .on_evicted(move |key, cause| listener.lock().unwrap().push((key.to_owned(), cause)))
+        .build();
+    // Three reads keep three copies in a layer of two: one makes room.
+    for key in ["a", "b", "c"] {
+        near.get(key).unwrap();
+    }
+    assert_eq!(near.local_stats().evictions, 1, "counted when read");
+    near.delete("c").unwrap();
+    // The others expire (moka removes expired copies in its housekeeping,
+    // within about a second; the counters read run it).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let causes = loop {
+        let stats = near.local_stats();
+        let causes: Vec<EvictionCause> = told.lock().unwrap().iter().map(|(_, c)| *c).collect();
+        if (stats.expirations >= 1 && causes.contains(&EvictionCause::Expired))
+            || std::time::Instant::now() > deadline
+        {
+            break causes;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(causes.contains(&EvictionCause::Size), "{causes:?}");
+    assert!(causes.contains(&EvictionCause::Invalidated), "{causes:?}");
+    assert!(causes.contains(&EvictionCause::Expired), "{causes:?}");
 }

@@ -97,8 +97,8 @@ pub mod read_through {
 #[cfg(feature = "near-cache")]
 pub mod near_cache {
     pub use super::near::{
-        NearCache, NearCacheBuilder, NearPolicy, DEFAULT_NEAR_MAX_ENTRIES, DEFAULT_NEAR_TTL,
-        NEAR_ENTRY_OVERHEAD_BYTES,
+        EvictionCause, NearCache, NearCacheBuilder, NearPolicy, DEFAULT_NEAR_MAX_ENTRIES,
+        DEFAULT_NEAR_TTL, NEAR_ENTRY_OVERHEAD_BYTES,
     };
 }
 

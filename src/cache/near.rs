@@ -75,6 +75,36 @@ pub struct NearCacheBuilder<S> {
     capacity: Capacity,
     local_ttl: Duration,
     policy: NearPolicy,
+    on_evicted: Option<EvictionListener>,
+}
+
+/// Why a near cache dropped a local copy (see
+/// [`NearCacheBuilder::on_evicted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EvictionCause {
+    /// Its local TTL passed.
+    Expired,
+    /// The size bound (entries or bytes) needed the room.
+    Size,
+    /// A newer copy of the key took its place.
+    Replaced,
+    /// A write or delete through the layer (or `forget`, `flush_local`)
+    /// dropped it.
+    Invalidated,
+}
+
+/// What [`NearCacheBuilder::on_evicted`] calls.
+#[derive(Clone)]
+pub(crate) struct EvictionListener(Arc<OnEvicted>);
+
+/// The listener's call: a dropped copy's key and why it went.
+type OnEvicted = dyn Fn(&str, EvictionCause) + Send + Sync;
+
+impl std::fmt::Debug for EvictionListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EvictionListener")
+    }
 }
 
 impl<S: CacheStore> NearCacheBuilder<S> {
@@ -143,6 +173,36 @@ impl<S: CacheStore> NearCacheBuilder<S> {
         policy(policy: NearPolicy) => policy;
     }
 
+    /// Calls `listener` with the key and the cause of every local copy
+    /// the layer drops (mtaio's `on_evicted`, moka's eviction listener).
+    /// It runs on a thread of the layer's own, off every caller's path, in
+    /// the order the copies were dropped.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::cache::{EvictionCause, NearCache};
+    ///
+    /// let near = NearCache::builder(client)
+    ///     .on_evicted(|key, cause| {
+    ///         if cause == EvictionCause::Size {
+    ///             eprintln!("{key} made room for another");
+    ///         }
+    ///     })
+    ///     .build();
+    /// # drop(near);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_evicted(
+        mut self,
+        listener: impl Fn(&str, EvictionCause) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_evicted = Some(EvictionListener(Arc::new(listener)));
+        self
+    }
+
     /// The near cache.
     ///
     /// ```
@@ -156,7 +216,7 @@ impl<S: CacheStore> NearCacheBuilder<S> {
     pub fn build(self) -> NearCache<S> {
         NearCache {
             inner: self.inner,
-            local: LocalCopies::new(self.capacity, self.policy),
+            local: LocalCopies::with_listener(self.capacity, self.policy, self.on_evicted),
             local_ttl: self.local_ttl,
         }
     }
@@ -212,19 +272,58 @@ pub(crate) struct LocalCopies {
 
 impl LocalCopies {
     pub(crate) fn new(capacity: Capacity, policy: NearPolicy) -> LocalCopies {
+        LocalCopies::with_listener(capacity, policy, None)
+    }
+
+    /// [`LocalCopies::new`], telling `listener` (on a thread of its own)
+    /// of every copy dropped.
+    pub(crate) fn with_listener(
+        capacity: Capacity,
+        policy: NearPolicy,
+        listener: Option<EvictionListener>,
+    ) -> LocalCopies {
         let counters = Arc::new(Counters::default());
         let listener_counters = Arc::clone(&counters);
+        let told = listener.and_then(|listener| {
+            let (tell, news) = crossbeam_channel::unbounded::<(String, EvictionCause)>();
+            // Ends when the cache, and with it `tell`, is dropped.
+            std::thread::Builder::new()
+                .name("tiny-cache-evictions".into())
+                .spawn(move || {
+                    for (key, cause) in news {
+                        let listener = &listener.0;
+                        // A panicking listener must not end the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            listener(&key, cause)
+                        }));
+                    }
+                })
+                .ok()
+                .map(|_| tell)
+        });
         let builder = moka::sync::Cache::builder()
             .eviction_policy(match policy {
                 NearPolicy::TinyLfu => EvictionPolicy::tiny_lfu(),
                 NearPolicy::Lru => EvictionPolicy::lru(),
             })
             .expire_after(LocalExpiry)
-            .eviction_listener(move |_key, _value, cause| match cause {
-                RemovalCause::Size => bump(&listener_counters.evictions),
-                RemovalCause::Expired => bump(&listener_counters.expirations),
-                // Our own invalidations and overwrites are not losses.
-                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            .eviction_listener(move |key: Arc<String>, _value, cause| {
+                let cause = match cause {
+                    RemovalCause::Size => {
+                        bump(&listener_counters.evictions);
+                        EvictionCause::Size
+                    }
+                    RemovalCause::Expired => {
+                        bump(&listener_counters.expirations);
+                        EvictionCause::Expired
+                    }
+                    // Our own invalidations and overwrites are not losses.
+                    RemovalCause::Explicit => EvictionCause::Invalidated,
+                    RemovalCause::Replaced => EvictionCause::Replaced,
+                };
+                if let Some(tell) = &told {
+                    let _ = tell.send((key.as_ref().clone(), cause));
+                }
             });
         let entries = match capacity {
             Capacity::Entries(entries) => builder.max_capacity(entries).build(),
@@ -336,6 +435,10 @@ impl LocalCopies {
     }
 
     pub(crate) fn stats(&self) -> CacheStats {
+        // Evictions and expirations are counted by moka's housekeeping:
+        // run it now, so those already due are counted when read (its
+        // expiry timers tick about once a second).
+        self.entries.run_pending_tasks();
         self.counters.snapshot()
     }
 }
@@ -419,6 +522,7 @@ impl<S: CacheStore> NearCache<S> {
             capacity: Capacity::Entries(DEFAULT_NEAR_MAX_ENTRIES),
             local_ttl: DEFAULT_NEAR_TTL,
             policy: NearPolicy::default(),
+            on_evicted: None,
         }
     }
 
