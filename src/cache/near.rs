@@ -271,6 +271,8 @@ pub(crate) struct LocalCopies {
 }
 
 impl LocalCopies {
+    // The entity cache's; the near cache passes its listener.
+    #[cfg_attr(not(feature = "entity-cache"), allow(dead_code))]
     pub(crate) fn new(capacity: Capacity, policy: NearPolicy) -> LocalCopies {
         LocalCopies::with_listener(capacity, policy, None)
     }
