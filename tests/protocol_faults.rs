@@ -1146,8 +1146,15 @@ fn a_pool_fills_its_first_connection_before_it_spills_calls_onto_the_next() {
             .filter(|s| s.connection == connection && attempts.contains(&s.attempt))
             .count()
     };
-    assert_eq!(on(0, 0..10), 10, "sequential calls stay on one connection");
-    let (first, second) = (on(0, 10..70), on(1, 10..70));
+    // The first worker's connection is not always the first accepted:
+    // both workers connect at once.
+    let filled = seen.first().map_or(0, |s| s.connection);
+    assert_eq!(
+        on(filled, 0..10),
+        10,
+        "sequential calls stay on one connection"
+    );
+    let (first, second) = (on(filled, 10..70), on(1 - filled, 10..70));
     assert_eq!(first + second, 60);
     assert!(
         first >= 24 && second >= 1,
