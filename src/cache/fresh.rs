@@ -131,8 +131,9 @@ pub(crate) fn jitter(ttl: Ttl, fraction: f64) -> Ttl {
         Ttl::After(ttl) if fraction > 0.0 => {
             // A uniform factor in [1 - fraction, 1 + fraction].
             let factor = 1.0 + fraction * (2.0 * unit_random() - 1.0);
-            let jittered = ttl.as_secs_f64() * factor;
-            Ttl::After(Duration::from_secs_f64(jittered.max(1.0)))
+            // Never below a second, never past what the wire carries.
+            let jittered = (ttl.as_secs_f64() * factor).clamp(1.0, f64::from(i32::MAX));
+            Ttl::After(Duration::from_secs_f64(jittered))
         }
         other => other,
     }

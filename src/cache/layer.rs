@@ -13,7 +13,7 @@ use super::refresh::{NotStarted, Refresher, DEFAULT_REFRESH_QUEUE, DEFAULT_REFRE
 use super::stats::{bump, CacheStats, Counters};
 use super::CacheError;
 use crate::CacheStore;
-use crate::{Error, ItemResult, Ttl, DEFAULT_TIMEOUT};
+use crate::{CasOutcome, Error, ItemResult, Ttl, DEFAULT_TIMEOUT};
 
 /// A read-through caching layer over any [`CacheStore`], with single
 /// flight per key.
@@ -259,7 +259,8 @@ impl<S: CacheStore> ReadThroughBuilder<S> {
     /// # Ok::<(), tiny_cache_client::Error>(())
     /// ```
     pub fn cache_misses_for(mut self, ttl: Duration) -> Self {
-        self.fresh.misses_for = Some(ttl);
+        // The server keeps whole seconds, from one up.
+        self.fresh.misses_for = Some(ttl.clamp(Duration::from_secs(1), YEAR));
         self
     }
 
@@ -379,6 +380,9 @@ pub(crate) fn is_outage(error: &Error) -> bool {
     )
 }
 
+/// The latest deadline a wait is given (a longer timeout is this).
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Decodes stored bytes into the caller's type.
 pub(crate) type Decode<'a, T, E> = &'a dyn Fn(&Bytes) -> Result<T, CacheError<E>>;
 
@@ -395,7 +399,8 @@ struct Reading<'a, T, E> {
 }
 
 /// Called with every entry a refreshing read hits.
-type Ahead<'a> = &'a dyn Fn(&fresh::Entry);
+/// Called with every entry a refreshing read hits, and its stored bytes.
+type Ahead<'a> = &'a dyn Fn(&fresh::Entry, &Bytes);
 
 impl<S: CacheStore> ReadThrough<S> {
     /// A layer over `store` with the default settings (see
@@ -830,7 +835,7 @@ impl<S: CacheStore> ReadThrough<S> {
                     Some(Ok(value)) => {
                         bump(&self.shared.counters.hits);
                         if let Some(ahead) = ahead {
-                            ahead(&entry);
+                            ahead(&entry, &stored);
                         }
                         return Ok(value);
                     }
@@ -920,7 +925,7 @@ impl<S: CacheStore> ReadThrough<S> {
                         Some(Ok(value)) => {
                             bump(&counters.hits);
                             if let Some(ahead) = reading.ahead {
-                                ahead(&entry);
+                                ahead(&entry, &stored);
                             }
                             lead.publish(Outcome::Value(stored));
                             return Ok(value);
@@ -945,7 +950,8 @@ impl<S: CacheStore> ReadThrough<S> {
         // Across processes, one fill per key: ask for the key's lease.
         let mut lease = None;
         if let (Some(lease_ttl), false) = (shared.leases, store_down) {
-            let deadline = std::time::Instant::now() + self.timeout;
+            let now = std::time::Instant::now();
+            let deadline = now.checked_add(self.timeout).unwrap_or(now + YEAR);
             let filled = |stored: &Bytes| {
                 let entry = self.open(stored);
                 !self.due(&entry) && (entry.value.is_some() || reading.remembered.is_some())
@@ -1090,7 +1096,9 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
         // The loader runs once: here on a miss, or in a refresh.
         let load = Mutex::new(Some(load));
         let take = || load.lock().unwrap_or_else(PoisonError::into_inner).take();
-        let ahead = |entry: &fresh::Entry| self.refresh_if_old(key, ttl, entry, &take);
+        let ahead = |entry: &fresh::Entry, seen: &Bytes| {
+            self.refresh_if_old(key, ttl, (entry, seen), &take)
+        };
         let decode: Decode<'_, Bytes, E> = &|bytes| Ok(bytes.clone());
         self.read_entry(key, ttl, decode, false, (None, Some(&ahead)), || {
             let load = take().ok_or(CacheError::Reentrant {
@@ -1102,12 +1110,14 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
     }
 
     /// Hands a refresh of `key` to the refresh threads when `entry` is
-    /// older than `refresh_after`.
+    /// older than `refresh_after`. The refresh replaces exactly the bytes
+    /// `seen` (a compare-and-set): a write or delete that lands meanwhile
+    /// wins over it.
     fn refresh_if_old<V, E, F>(
         &self,
         key: &str,
         ttl: Ttl,
-        entry: &fresh::Entry,
+        (entry, seen): (&fresh::Entry, &Bytes),
         take: &dyn Fn() -> Option<F>,
     ) where
         V: Into<Bytes>,
@@ -1125,7 +1135,7 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
         let Some(load) = take() else {
             return;
         };
-        let (owner, owned_key) = (Arc::clone(shared), key.to_owned());
+        let (owner, owned_key, seen) = (Arc::clone(shared), key.to_owned(), seen.clone());
         let refresh = move || {
             let started = std::time::Instant::now();
             let counters = &owner.counters;
@@ -1135,8 +1145,13 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
             };
             let value: Bytes = value.into();
             let (stored, ttl) = owner.fresh.seal(Some(&value), started.elapsed(), ttl);
-            match owner.store.set_with_ttl(&owned_key, &stored, ttl) {
-                Ok(()) => bump(&counters.refreshes),
+            match owner
+                .store
+                .compare_and_set_with_ttl(&owned_key, &seen, &stored, ttl)
+            {
+                Ok(CasOutcome::Stored) => bump(&counters.refreshes),
+                // Written or deleted meanwhile: that write stands.
+                Ok(CasOutcome::Mismatch | CasOutcome::NotFound) => {}
                 Err(_) => bump(&counters.refresh_failures),
             }
         };

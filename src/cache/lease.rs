@@ -15,7 +15,10 @@
 //! `CompareAndSet` of the lease against its token), so a fill that began
 //! before a delete does not land after it. A delete that lands between
 //! that check and the value's write can still be undone by it: the window
-//! is one round trip.
+//! is one round trip. The lease TTL must outlast the load: a load that
+//! takes longer finds its lease gone, cannot tell that from a delete, and
+//! does not store its value. A load that fails or panics leaves its lease
+//! to expire.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +74,9 @@ pub(crate) fn ask(
     };
     let mut pause = Duration::from_millis(2);
     loop {
+        if Instant::now() >= deadline {
+            return Ok(Asked::TimedOut);
+        }
         if store.set_if_absent_with_ttl(&lease.key, lease.token.as_bytes(), lease.ttl)? {
             // The last holder may have stored the value and given the
             // lease back between this process's miss and now.
@@ -107,12 +113,18 @@ impl Lease {
         )
     }
 
-    /// Gives the lease back once the value is stored, so the next miss
-    /// (after the value expires) can take it at once.
+    /// Gives the lease back: if it is still this process's, it is cut to
+    /// a second (there is no delete-if-equal; a lease taken over by
+    /// another process, after this one's expired, is left alone).
     pub(crate) fn release(self, store: &dyn CacheStore) {
-        let _ = store.delete(&self.key);
+        let token = self.token.as_bytes();
+        let _ = store.compare_and_set_with_ttl(&self.key, token, token, Ttl::After(RELEASED));
     }
 }
+
+/// What a released lease lives on for: waiters still polling find the
+/// value meanwhile.
+const RELEASED: Duration = Duration::from_secs(1);
 
 /// A token no other holder will have: the process, the time and a
 /// counter.

@@ -33,7 +33,8 @@ pub(crate) enum NotStarted {
 
 /// The threads and queue of one layer's refreshes.
 pub(crate) struct Refresher {
-    queue: Sender<Job>,
+    /// `None` when no thread could be started: refreshes are then skipped.
+    queue: Option<Sender<Job>>,
     /// Keys with a refresh queued or running.
     under_way: Arc<Mutex<HashSet<String>>>,
 }
@@ -41,7 +42,7 @@ pub(crate) struct Refresher {
 impl std::fmt::Debug for Refresher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Refresher")
-            .field("queued", &self.queue.len())
+            .field("queued", &self.queue.as_ref().map(Sender::len))
             .finish_non_exhaustive()
     }
 }
@@ -51,11 +52,12 @@ impl Refresher {
     /// They end when the layer (and every queued refresh) is gone.
     pub(crate) fn start(threads: usize, capacity: usize) -> Refresher {
         let (queue, jobs) = crossbeam_channel::bounded::<Job>(capacity.max(1));
+        let mut started = 0;
         for index in 0..threads.max(1) {
             let jobs: Receiver<Job> = jobs.clone();
             // A thread the system refuses leaves fewer: refreshes then
             // wait longer, or are skipped when the queue fills.
-            let _ = thread::Builder::new()
+            let spawned = thread::Builder::new()
                 .name(format!("tiny-cache-refresh-{index}"))
                 .spawn(move || {
                     for job in jobs {
@@ -63,9 +65,10 @@ impl Refresher {
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                     }
                 });
+            started += usize::from(spawned.is_ok());
         }
         Refresher {
-            queue,
+            queue: (started > 0).then_some(queue),
             under_way: Arc::default(),
         }
     }
@@ -94,7 +97,10 @@ impl Refresher {
             let _done = done;
             refresh();
         });
-        match self.queue.try_send(job) {
+        let Some(queue) = &self.queue else {
+            return Err(NotStarted::QueueFull);
+        };
+        match queue.try_send(job) {
             Ok(()) => Ok(()),
             // The job (and its `Done`) is dropped with the error: the key
             // is free again.
