@@ -40,22 +40,22 @@ impl<'c> ClientPipeline<'c> {
         let default_ttl = client.default_ttl();
         let mut done_as = Vec::with_capacity(ops.len());
         for op in ops {
-            let ttl = |ttl: &Option<crate::Ttl>| ttl.unwrap_or(default_ttl);
+            let ttl = op.ttl_or(default_ttl);
             let request = match op {
                 Op::Get { key } => Request::Get(key),
-                Op::Set { key, value, ttl: t } => Request::Set(key, value, ttl(t)),
+                Op::Set { key, value, .. } => Request::Set(key, value, ttl),
                 Op::Delete { key } => Request::Delete(key),
-                Op::SetIfAbsent { key, value, ttl: t } => Request::SetIfAbsent(key, value, ttl(t)),
+                Op::SetIfAbsent { key, value, .. } => Request::SetIfAbsent(key, value, ttl),
                 Op::CompareAndSet {
                     key,
                     expected,
                     value,
-                    ttl: t,
+                    ..
                 } => Request::CompareAndSet {
                     key,
                     expected,
                     value,
-                    ttl: ttl(t),
+                    ttl,
                 },
             };
             done_as.push(match op {

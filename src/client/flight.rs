@@ -510,15 +510,12 @@ fn encode(client: &Client, request: &Request<'_>) -> (Kind, Result<Bytes>) {
     match *request {
         Request::Get(key) => (Kind::Get, keyed(key, &|| client.encode(&KeyRef { key }))),
         Request::Delete(key) => (Kind::Delete, keyed(key, &|| client.encode(&KeyRef { key }))),
-        Request::Set(key, value, ttl) => (
-            Kind::Set,
-            keyed(key, &|| {
-                let ttl = ttl.wire_seconds()?;
-                client.encode(&ItemRef { key, value, ttl })
-            }),
-        ),
-        Request::SetIfAbsent(key, value, ttl) => (
-            Kind::SetIfAbsent,
+        // The same message: the method tells the server what to do.
+        Request::Set(key, value, ttl) | Request::SetIfAbsent(key, value, ttl) => (
+            match request {
+                Request::Set(..) => Kind::Set,
+                _ => Kind::SetIfAbsent,
+            },
             keyed(key, &|| {
                 let ttl = ttl.wire_seconds()?;
                 client.encode(&ItemRef { key, value, ttl })

@@ -104,10 +104,7 @@ impl Cluster {
         // Writes, one batch per TTL.
         let mut sets = at_of(|op| matches!(op, Op::Set { .. }));
         while !sets.is_empty() {
-            let ttl_of = |at: usize| match &ops[at] {
-                Op::Set { ttl, .. } => ttl.unwrap_or(default_ttl),
-                _ => default_ttl,
-            };
+            let ttl_of = |at: usize| ops[at].ttl_or(default_ttl);
             let ttl: Ttl = ttl_of(sets[0]);
             let (batch, rest): (Vec<usize>, Vec<usize>) =
                 sets.iter().partition(|&&at| ttl_of(at) == ttl);

@@ -88,25 +88,36 @@ impl Op {
         }
     }
 
+    /// The TTL a write asks for, `default` when it names none; `default`
+    /// for reads and deletes, which write nothing.
+    pub(crate) fn ttl_or(&self, default: Ttl) -> Ttl {
+        match self {
+            Op::Set { ttl, .. } | Op::SetIfAbsent { ttl, .. } | Op::CompareAndSet { ttl, .. } => {
+                ttl.unwrap_or(default)
+            }
+            Op::Get { .. } | Op::Delete { .. } => default,
+        }
+    }
+
     /// Runs the operation on `store`, alone: the one-after-another form.
     pub(crate) fn run_on<S: CacheStore + ?Sized>(&self, store: &S) -> Result<Outcome> {
-        let ttl = |ttl: &Option<Ttl>| ttl.unwrap_or_else(|| store.default_ttl());
+        let ttl = self.ttl_or(store.default_ttl());
         match self {
             Op::Get { key } => store.get(key).map(Outcome::Value),
-            Op::Set { key, value, ttl: t } => store
-                .set_with_ttl(key, value, ttl(t))
+            Op::Set { key, value, .. } => store
+                .set_with_ttl(key, value, ttl)
                 .map(|()| Outcome::Stored),
             Op::Delete { key } => store.delete(key).map(|()| Outcome::Deleted),
-            Op::SetIfAbsent { key, value, ttl: t } => store
-                .set_if_absent_with_ttl(key, value, ttl(t))
+            Op::SetIfAbsent { key, value, .. } => store
+                .set_if_absent_with_ttl(key, value, ttl)
                 .map(Outcome::Inserted),
             Op::CompareAndSet {
                 key,
                 expected,
                 value,
-                ttl: t,
+                ..
             } => store
-                .compare_and_set_with_ttl(key, expected, value, ttl(t))
+                .compare_and_set_with_ttl(key, expected, value, ttl)
                 .map(Outcome::Swapped),
         }
     }
