@@ -475,3 +475,28 @@ fn the_near_cache_tells_its_listener_why_each_copy_went() {
     assert!(causes.contains(&EvictionCause::Invalidated), "{causes:?}");
     assert!(causes.contains(&EvictionCause::Expired), "{causes:?}");
 }
+
+#[test]
+fn a_reader_waiting_on_another_processs_lease_ends_at_its_wait_timeout() {
+    use tiny_cache_client::cache::CacheError;
+
+    let server = Server::local().unwrap();
+    let client = Client::new(&server.address()).unwrap();
+    // Another process holds the lease for longer than this reader waits.
+    client
+        .set_if_absent_with_ttl("lease:busy", "another process", Duration::from_secs(30))
+        .unwrap();
+    let cache = ReadThrough::builder(client)
+        .leases(true)
+        .wait_timeout(Duration::from_millis(300))
+        .build();
+    let started = std::time::Instant::now();
+    let outcome = cache.get_with("busy", Duration::from_secs(60), || "not computed");
+    let waited = started.elapsed();
+    assert!(
+        matches!(outcome, Err(CacheError::WaitTimeout { ref key, .. }) if key == "busy"),
+        "{outcome:?}"
+    );
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+}

@@ -93,11 +93,9 @@ pub(crate) fn ask(
                 return Ok(Asked::Filled(stored));
             }
         }
-        let now = Instant::now();
-        if now + pause >= deadline {
-            return Ok(Asked::TimedOut);
-        }
-        std::thread::sleep(pause);
+        // The last pause ends at the deadline, whose check opens the loop.
+        let left = deadline.saturating_duration_since(Instant::now());
+        std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(MAX_POLL);
     }
 }
