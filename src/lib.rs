@@ -166,7 +166,7 @@ pub use error::{Error, Result, StatusText, TlsFailure};
 #[cfg(feature = "unstable-internals")]
 pub use pool::ReplyWait;
 pub use store::pipeline;
-pub use store::{CacheStore, CasOutcome, ItemResult, TOUCH_ATTEMPTS};
+pub use store::{hash_tag, CacheStore, CasOutcome, ItemResult, TOUCH_ATTEMPTS};
 pub use ttl::{Ttl, DEFAULT_TTL};
 
 // The README's code blocks, compiled and run as doctests: the first page a

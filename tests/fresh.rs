@@ -418,7 +418,7 @@ fn a_delete_voids_the_lease_of_a_fill_under_way_and_a_dead_holders_lease_expires
     // A holder that died left its lease: the next reader waits for it to
     // expire, then takes it and fills the key.
     client
-        .set_if_absent_with_ttl("lease:orphan", "a dead process", Duration::from_secs(1))
+        .set_if_absent_with_ttl("lease:{orphan}", "a dead process", Duration::from_secs(1))
         .unwrap();
     let begun = std::time::Instant::now();
     let value = cache
@@ -484,7 +484,7 @@ fn a_reader_waiting_on_another_processs_lease_ends_at_its_wait_timeout() {
     let client = Client::new(&server.address()).unwrap();
     // Another process holds the lease for longer than this reader waits.
     client
-        .set_if_absent_with_ttl("lease:busy", "another process", Duration::from_secs(30))
+        .set_if_absent_with_ttl("lease:{busy}", "another process", Duration::from_secs(30))
         .unwrap();
     let cache = ReadThrough::builder(client)
         .leases(true)
@@ -499,4 +499,58 @@ fn a_reader_waiting_on_another_processs_lease_ends_at_its_wait_timeout() {
     );
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
     assert!(waited < Duration::from_secs(2), "{waited:?}");
+}
+
+/// On a cluster a key's lease lives with the key: `lease:{<key>}` shares
+/// the key's hash tag, so the lease, the value and the compare-and-set
+/// that ends the lease all go to the key's own server.
+#[cfg(feature = "cluster")]
+#[test]
+fn on_a_cluster_a_keys_lease_lives_on_the_keys_server() {
+    use std::sync::{Arc, Barrier};
+    use tiny_cache_client::cluster::Cluster;
+
+    let servers: Vec<Server> = (0..3).map(|_| Server::local().unwrap()).collect();
+    let cluster = servers
+        .iter()
+        .fold(Cluster::builder(), |builder, server| {
+            builder.server(&server.address())
+        })
+        .build()
+        .unwrap();
+    let cache = ReadThrough::builder(cluster.clone()).leases(true).build();
+    let mut homes = std::collections::HashSet::new();
+    for key in ["hot", "warm", "cold", "user:7", "c:{4:user7}x"] {
+        let (loading, release) = (Arc::new(Barrier::new(2)), Arc::new(Barrier::new(2)));
+        let filler = {
+            let (cache, loading, release) = (cache.clone(), loading.clone(), release.clone());
+            std::thread::spawn(move || {
+                cache.get_with(key, Duration::from_secs(60), || {
+                    loading.wait();
+                    release.wait();
+                    "filled"
+                })
+            })
+        };
+        loading.wait(); // the lease is held while the loader runs
+        let lease = tiny_cache_client::hash_tag(key);
+        let lease_key = if lease.len() == key.len() {
+            format!("lease:{{{key}}}")
+        } else {
+            format!("lease:{key}")
+        };
+        let holders: Vec<String> = servers
+            .iter()
+            .filter(|server| {
+                let client = Client::new(&server.address()).unwrap();
+                client.get(&lease_key).unwrap().is_some()
+            })
+            .map(Server::address)
+            .collect();
+        release.wait();
+        assert_eq!(&filler.join().unwrap().unwrap()[..], b"filled");
+        assert_eq!(holders, cluster.owners(key), "the lease of {key:?}");
+        homes.insert(holders[0].clone());
+    }
+    assert!(homes.len() > 1, "keys spread over the servers: {homes:?}");
 }

@@ -76,7 +76,7 @@ impl CacheStore for Counted {
 fn after_each_invalidate_returns_no_reader_sees_the_old_value_from_the_remote_layer() {
     let server = Server::local().unwrap();
     let cache = EntityCache::builder(client(&server)).build().unwrap();
-    readers_never_see_an_invalidated_value(cache, |_| {});
+    readers_never_see_an_invalidated_value(cache, 0, |_| {});
 }
 
 /// The same over three servers with every key on two (R = 2, Q = 1): each
@@ -106,7 +106,10 @@ fn after_each_invalidate_returns_no_reader_sees_the_old_value_over_a_replicated_
             .unwrap()
     };
     let cache = EntityCache::builder(cluster).build().unwrap();
-    readers_never_see_an_invalidated_value(cache, |round| {
+    // A restart can fail a fill open: a missing generation is written to
+    // every replica or not at all, and one replica is briefly away. Such a
+    // fill is counted and stores nothing; no read may be stale meanwhile.
+    readers_never_see_an_invalidated_value(cache, 10, |round| {
         if round == ROUNDS / 3 || round == 2 * ROUNDS / 3 {
             let mut servers = servers.lock().unwrap();
             let index = usize::try_from(round % 3).unwrap();
@@ -125,9 +128,10 @@ const ROUNDS: u64 = 40;
 /// 8 readers of two use cases of one entity while the test changes the
 /// source and invalidates the entity `ROUNDS` times (calling `between`
 /// with each round's number first): after each invalidation returns, no
-/// read may see an older version.
+/// read may see an older version, and at most `max_errors` calls fail open.
 fn readers_never_see_an_invalidated_value<S: CacheStore + Send + Sync + 'static>(
     cache: EntityCache<S>,
+    max_errors: u64,
     mut between: impl FnMut(u64),
 ) {
     // The source of truth, and the lowest version a read starting now may
@@ -194,7 +198,7 @@ fn readers_never_see_an_invalidated_value<S: CacheStore + Send + Sync + 'static>
     assert!(total_reads >= READERS as u64, "{total_reads} reads");
     assert!(stats.remote_hits > ROUNDS, "the cache was used: {stats:?}");
     assert_eq!(stats.invalidations, ROUNDS);
-    assert_eq!(stats.errors, 0, "{stats:?}");
+    assert!(stats.errors <= max_errors, "{stats:?}");
 }
 
 #[test]
@@ -266,8 +270,8 @@ fn another_process_serves_an_invalidated_value_locally_no_longer_than_the_local_
 /// Runs `use_case.get` on another thread whose function reads the source,
 /// then waits at `read` until the test has done its part and releases it
 /// at `release`.
-fn racing_read(
-    cache: &EntityCache<Client>,
+fn racing_read<S: CacheStore + Send + Sync + 'static>(
+    cache: &EntityCache<S>,
     name: &str,
     source: &Arc<AtomicU64>,
     id: u64,
@@ -286,8 +290,8 @@ fn racing_read(
     (read, release, reader)
 }
 
-fn plain_reader(
-    cache: &EntityCache<Client>,
+fn plain_reader<S: CacheStore + Send + Sync + 'static>(
+    cache: &EntityCache<S>,
     name: &str,
     source: &Arc<AtomicU64>,
 ) -> impl Fn(u64) -> u64 {
@@ -301,7 +305,19 @@ fn plain_reader(
 #[test]
 fn a_compute_that_began_before_the_invalidation_stores_an_entry_that_reads_as_stale() {
     let server = Server::local().unwrap();
-    let cache = EntityCache::builder(client(&server)).build().unwrap();
+    late_compute_reads_as_stale(EntityCache::builder(client(&server)).build().unwrap());
+}
+
+/// The same over three servers, where an entity's entries and its
+/// generation share a server through their hash tag.
+#[cfg(feature = "cluster")]
+#[test]
+fn a_compute_that_began_before_the_invalidation_reads_as_stale_over_a_cluster() {
+    let (_servers, cluster) = three_server_cluster();
+    late_compute_reads_as_stale(EntityCache::builder(cluster).build().unwrap());
+}
+
+fn late_compute_reads_as_stale<S: CacheStore + Send + Sync + 'static>(cache: EntityCache<S>) {
     let source = Arc::new(AtomicU64::new(1));
     let (read, release, reader) = racing_read(&cache, "Race", &source, 1);
     read.wait(); // the reader holds version 1 and has read the generation
@@ -318,7 +334,17 @@ fn a_compute_that_began_before_the_invalidation_stores_an_entry_that_reads_as_st
 #[test]
 fn the_future_buffer_closes_the_read_before_write_race() {
     let server = Server::local().unwrap();
-    let cache = EntityCache::builder(client(&server)).build().unwrap();
+    buffer_closes_the_race(EntityCache::builder(client(&server)).build().unwrap());
+}
+
+#[cfg(feature = "cluster")]
+#[test]
+fn the_future_buffer_closes_the_read_before_write_race_over_a_cluster() {
+    let (_servers, cluster) = three_server_cluster();
+    buffer_closes_the_race(EntityCache::builder(cluster).build().unwrap());
+}
+
+fn buffer_closes_the_race<S: CacheStore + Send + Sync + 'static>(cache: EntityCache<S>) {
     let source = Arc::new(AtomicU64::new(1));
     let fresh = plain_reader(&cache, "Buffered", &source);
 
@@ -355,6 +381,113 @@ fn the_future_buffer_closes_the_read_before_write_race() {
     );
     source.store(3, Ordering::SeqCst);
     assert_eq!(fresh(2), 3, "nothing is stored inside the buffer");
+}
+
+/// Three servers and a cluster over them, one replica per key.
+#[cfg(feature = "cluster")]
+fn three_server_cluster() -> (Vec<Server>, tiny_cache_client::cluster::Cluster) {
+    let servers: Vec<Server> = (0..3).map(|_| Server::local().unwrap()).collect();
+    let cluster = servers
+        .iter()
+        .fold(
+            tiny_cache_client::cluster::Cluster::builder(),
+            |builder, server| builder.server(&server.address()),
+        )
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    (servers, cluster)
+}
+
+/// Lookups (hits and misses) each server has answered, read through a
+/// client of its own so the cluster's counters stay untouched.
+#[cfg(feature = "cluster")]
+fn lookups(servers: &[Server]) -> Vec<u64> {
+    servers
+        .iter()
+        .map(|server| {
+            let stats = client(server).stats().unwrap();
+            stats.hits + stats.misses
+        })
+        .collect()
+}
+
+/// Over a 3-server cluster, a tracked read (entry, entity generation and,
+/// reused in between, the global generation) is one call to one server,
+/// for every entity: no server is on every read's path.
+#[cfg(feature = "cluster")]
+#[test]
+fn over_a_cluster_a_tracked_read_is_one_call_to_one_server() {
+    let (servers, cluster) = three_server_cluster();
+    let cache = EntityCache::builder(cluster.clone()).build().unwrap();
+    let source = Arc::new(AtomicU64::new(1));
+    let read = plain_reader(&cache, "OneServer", &source);
+    let mut homes = std::collections::HashSet::new();
+    for id in 0..12 {
+        // A miss that fills, then a hit that reads the global generation.
+        assert_eq!((read(id), read(id)), (1, 1));
+        let (calls, before) = (cluster.metrics().calls, lookups(&servers));
+        assert_eq!(read(id), 1);
+        let after = lookups(&servers);
+        assert_eq!(
+            cluster.metrics().calls,
+            calls + 1,
+            "one call for entity {id}"
+        );
+        let moved: Vec<(usize, u64)> = before
+            .iter()
+            .zip(&after)
+            .enumerate()
+            .filter(|(_, (b, a))| a != b)
+            .map(|(server, (b, a))| (server, a - b))
+            .collect();
+        assert_eq!(moved.len(), 1, "entity {id}: lookups by server {moved:?}");
+        assert_eq!(moved[0].1, 2, "entity {id}: the entry and its generation");
+        homes.insert(moved[0].0);
+    }
+    assert!(
+        homes.len() > 1,
+        "entities spread over the servers: {homes:?}"
+    );
+    assert!(
+        cache.local_stats().remote_hits >= 24,
+        "{:?}",
+        cache.local_stats()
+    );
+}
+
+/// Another process's flush reaches this one's reads within the global
+/// generation's max age, and at once with a max age of zero.
+#[test]
+fn another_process_sees_a_flush_within_the_global_generation_max_age() {
+    const MAX_AGE: Duration = Duration::from_millis(300);
+    let server = Server::local().unwrap();
+    let flusher = EntityCache::builder(client(&server)).build().unwrap();
+    for (max_age, at_once) in [(MAX_AGE, false), (Duration::ZERO, true)] {
+        let reader = EntityCache::builder(client(&server))
+            .global_generation_max_age(max_age)
+            .build()
+            .unwrap();
+        let source = Arc::new(AtomicU64::new(1));
+        let name = format!("Flush{}", max_age.as_millis());
+        let read = plain_reader(&reader, &name, &source);
+        assert_eq!((read(1), read(1)), (1, 1));
+        source.store(2, Ordering::SeqCst);
+        flusher.flush_all(Duration::ZERO).unwrap();
+        let flushed = Instant::now();
+        if at_once {
+            assert_eq!(read(1), 2, "a max age of zero reads the global generation");
+            continue;
+        }
+        while read(1) == 1 {
+            assert!(
+                flushed.elapsed() < MAX_AGE + Duration::from_millis(100),
+                "the old entry outlived the max age: {:?}",
+                flushed.elapsed()
+            );
+        }
+        assert_eq!(read(1), 2);
+    }
 }
 
 /// A layer whose one use case runs with remote ramp `percent` %, and the

@@ -28,6 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::store::sha256_hex;
+
 /// The first byte of every envelope: format 1.
 const ENVELOPE_V1: u8 = 0xE1;
 
@@ -138,38 +140,39 @@ impl Envelope {
     }
 }
 
-/// `text` as a key: verbatim when short, `prefix#<SHA-256 in hex>` when
-/// not. Stable across processes, builds and Rust versions.
-fn bounded_key(prefix: &str, text: String) -> String {
+/// Longest entity tag kept verbatim in keys; longer ones (and any with a
+/// brace, which would end the tag early) are replaced by their SHA-256.
+const MAX_VERBATIM_TAG_CHARS: usize = 64;
+
+/// An entity's hash tag: `<len>:<key type><id>` (the length keeps
+/// (`a:b`, `c`) and (`a`, `b:c`) apart), or `#` and its SHA-256 when too
+/// long or braced. Every key of the entity carries it inside `{...}`, so a
+/// sharded store places its entries and its generation on the same
+/// servers (see [`hash_tag`](crate::hash_tag)).
+fn entity_tag(key_type: &str, id: &str) -> String {
+    let text = format!("{}:{key_type}{id}", key_type.len());
+    if text.chars().count() <= MAX_VERBATIM_TAG_CHARS && !text.contains(['{', '}']) {
+        return text;
+    }
+    format!("#{}", sha256_hex(&text))
+}
+
+/// The key of one entity's generation: `g:{<entity tag>}`.
+pub(crate) fn generation_key(key_type: &str, id: &str) -> String {
+    format!("g:{{{}}}", entity_tag(key_type, id))
+}
+
+/// The key of one entry: `c:{<entity tag>}<len>:<use case><arguments>`,
+/// or `c:{<entity tag>}#<SHA-256 of that>` when longer than
+/// [`MAX_VERBATIM_KEY_CHARS`]. Stable across processes, builds and Rust
+/// versions.
+pub(crate) fn entry_key(use_case: &str, key_type: &str, id: &str, arguments: &str) -> String {
+    let tag = entity_tag(key_type, id);
+    let text = format!("c:{{{tag}}}{}:{use_case}{arguments}", use_case.len());
     if text.chars().count() <= MAX_VERBATIM_KEY_CHARS {
         return text;
     }
-    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    let mut key = format!("{prefix}#");
-    for byte in digest.as_ref() {
-        let _ = write!(key, "{byte:02x}");
-    }
-    key
-}
-
-/// The key of one entity's generation: `g:<len>:<key type><id>`. The
-/// length prefix keeps (`a:b`, `c`) and (`a`, `b:c`) apart.
-pub(crate) fn generation_key(key_type: &str, id: &str) -> String {
-    bounded_key("g:", format!("g:{}:{key_type}{id}", key_type.len()))
-}
-
-/// The key of one entry: its use case, key type, id and encoded
-/// arguments, each but the last behind its length.
-pub(crate) fn entry_key(use_case: &str, key_type: &str, id: &str, arguments: &str) -> String {
-    bounded_key(
-        "c:",
-        format!(
-            "c:{}:{use_case}{}:{key_type}{}:{id}{arguments}",
-            use_case.len(),
-            key_type.len(),
-            id.len()
-        ),
-    )
+    format!("c:{{{tag}}}#{}", sha256_hex(&text))
 }
 
 #[cfg(test)]
@@ -225,17 +228,47 @@ mod tests {
 
     #[test]
     fn keys_are_unambiguous_and_bounded() {
-        assert_eq!(generation_key("user", "7"), "g:4:user7");
+        assert_eq!(generation_key("user", "7"), "g:{4:user7}");
         assert_ne!(
             entry_key("a:b", "c", "1", ""),
             entry_key("a", "b:c", "1", "")
         );
+        assert_ne!(
+            entry_key("u", "a:b", "c", ""),
+            entry_key("u", "a", "b:c", "")
+        );
         assert_eq!(
             entry_key("get_user", "user", "7", ""),
-            "c:8:get_user4:user1:7"
+            "c:{4:user7}8:get_user"
         );
         let long = entry_key(&"x".repeat(300), "user", "7", "");
-        assert!(long.starts_with("c:#") && long.len() == 3 + 64);
+        assert!(long.starts_with("c:{4:user7}#") && long.len() == 12 + 64);
         assert_eq!(long, entry_key(&"x".repeat(300), "user", "7", ""));
+        assert!(entry_key("u", &"t".repeat(200), &"9".repeat(200), &"a".repeat(200)).len() <= 180);
+    }
+
+    #[test]
+    fn an_entitys_entries_and_generation_share_one_hash_tag() {
+        use crate::hash_tag;
+        for (key_type, id) in [
+            ("user", "7"),
+            ("user", "}{"),
+            ("t", "{x}"),
+            (&*"k".repeat(100), "1"),
+        ] {
+            let generation = generation_key(key_type, id);
+            for use_case in ["a", &*"u".repeat(300)] {
+                let entry = entry_key(use_case, key_type, id, "AQ");
+                assert_eq!(
+                    hash_tag(&entry),
+                    hash_tag(&generation),
+                    "{entry} {generation}"
+                );
+            }
+        }
+        assert_ne!(
+            hash_tag(&generation_key("user", "7")),
+            hash_tag(&generation_key("user", "8"))
+        );
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! Single flight stops a stampede inside one process; a lease stops it
 //! across the fleet. On a miss, the process's one loader for the key asks
-//! the server for the key's lease: a `SetIfAbsent` of `lease:<key>` (see
-//! [`memo_key`]: long keys are hashed) holding a random
+//! the server for the key's lease: a `SetIfAbsent` of `lease:{<key>}` (on
+//! a `Cluster`, the key's own servers; see [`lease_key`]) holding a random
 //! token, for the lease TTL. The winner computes and stores. Every other
 //! process waits, polling with backoff up to its own wait timeout, for the
 //! value to appear; if the holder dies, its lease expires and the next
@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use super::memo_key;
+use crate::store::companion_key;
 use crate::{CacheStore, CasOutcome, Error, Ttl};
 
 /// The default lease TTL: long enough for a slow load, short enough that
@@ -34,9 +35,16 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 /// Longest pause between polls of a waiting process.
 const MAX_POLL: Duration = Duration::from_millis(100);
 
-/// The key a key's lease is stored under.
+/// Longest lease key: the server takes 256 characters, less a namespace.
+const MAX_LEASE_KEY_CHARS: usize = 180;
+
+/// The key a key's lease is stored under: one with the key's
+/// [hash tag](crate::hash_tag), so a `Cluster` keeps the lease on the
+/// key's own servers (`lease:{<key>}`, or `lease:<key>` for a tagged key).
+/// A key that cannot lend its tag (too long, or braced without a tag)
+/// gets `lease:<key>` through [`memo_key`], placed on its own.
 pub(crate) fn lease_key(key: &str) -> String {
-    memo_key("lease", key)
+    companion_key("lease", key, MAX_LEASE_KEY_CHARS).unwrap_or_else(|| memo_key("lease", key))
 }
 
 /// What asking for a lease gave.

@@ -1,11 +1,12 @@
 //! Memoized functions: a function whose results live in the cache, keyed by
 //! its argument.
 
-use std::fmt::{self, Debug, Display, Write};
+use std::fmt::{self, Debug, Display};
 
 use bytes::Bytes;
 
 use super::{CacheError, ReadThrough};
+use crate::store::sha256_hex;
 use crate::CacheStore;
 use crate::Ttl;
 
@@ -28,13 +29,7 @@ pub fn memo_key(prefix: &str, argument: &str) -> String {
     if argument.chars().count() <= MAX_VERBATIM_ARGUMENT_CHARS {
         return format!("{prefix}:{argument}");
     }
-    let digest = ring::digest::digest(&ring::digest::SHA256, argument.as_bytes());
-    let mut key = format!("{prefix}:#");
-    for byte in digest.as_ref() {
-        // Writing into a String cannot fail.
-        let _ = write!(key, "{byte:02x}");
-    }
-    key
+    format!("{prefix}:#{}", sha256_hex(argument))
 }
 
 /// A function whose results are cached through a [`ReadThrough`] layer,

@@ -107,7 +107,7 @@ pub mod near_cache {
 /// invalidation, metrics.
 #[cfg(feature = "entity-cache")]
 pub mod production {
-    pub use super::entity::{EntityCache, EntityCacheBuilder};
+    pub use super::entity::{EntityCache, EntityCacheBuilder, DEFAULT_GLOBAL_GENERATION_MAX_AGE};
     pub use super::metrics::{UseCaseStats, DEFAULT_CACHE_METRICS_PREFIX};
     pub use super::scope::{enable, enabled, is_enabled, EnabledScope};
     pub use super::use_case::{

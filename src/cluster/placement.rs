@@ -4,11 +4,16 @@
 //! with the highest scores. Adding or removing a server changes only the
 //! keys whose top scores involve that server, about 1/N of them.
 //!
+//! A key is placed by its [hash tag](crate::hash_tag): the text inside its
+//! first `{...}`, or the whole key when it has none.
+//!
 //! The hash is xxh3-64 (xxhash-rust), a fixed published algorithm: the same
 //! key lands on the same server in every process, build and Rust release.
 //! `std`'s `DefaultHasher` promises none of that.
 
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+use crate::hash_tag;
 
 /// A server's identity in the placement: a seed derived from its name, so
 /// a key's score on a server depends on the name alone (not on the order
@@ -42,10 +47,11 @@ impl Slot {
     }
 }
 
-/// The indices of `slots` from the best owner of `key` to the worst.
-/// Equal scores (vanishingly rare) fall back to the seeds, so the order is
-/// still the same everywhere.
+/// The indices of `slots` from the best owner of `key` to the worst,
+/// by its [hash tag](crate::hash_tag). Equal scores (vanishingly rare)
+/// fall back to the seeds, so the order is still the same everywhere.
 pub(crate) fn rank(key: &str, slots: &[Slot]) -> Vec<usize> {
+    let key = hash_tag(key);
     let mut scored: Vec<(f64, u64, usize)> = slots
         .iter()
         .enumerate()
@@ -58,6 +64,7 @@ pub(crate) fn rank(key: &str, slots: &[Slot]) -> Vec<usize> {
 /// The best owner of `key`: the first of [`rank`], without ranking the
 /// others.
 pub(crate) fn best(key: &str, slots: &[Slot]) -> Option<usize> {
+    let key = hash_tag(key);
     slots
         .iter()
         .enumerate()
@@ -110,6 +117,21 @@ mod tests {
             Slot::new(&names[0], 1.0).score("user:1").to_bits(),
             0x403f_0791_964e_97ed
         );
+    }
+
+    #[test]
+    fn keys_with_one_tag_rank_the_servers_alike_and_untagged_keys_keep_their_place() {
+        let names = names(5);
+        let slots = slots(&names);
+        let spread: std::collections::HashSet<usize> = (0..200)
+            .map(|i| rank(&format!("entry:{i}:{{user7}}"), &slots)[0])
+            .collect();
+        assert_eq!(spread.len(), 1, "one tag, one home");
+        for i in 0..200 {
+            let tagged = format!("c:{{k{i}}}rest-{i}");
+            assert_eq!(rank(&tagged, &slots), rank(&format!("k{i}"), &slots));
+            assert_eq!(best(&tagged, &slots), best(&format!("k{i}"), &slots));
+        }
     }
 
     #[test]

@@ -12,6 +12,11 @@ use crate::ttl::Ttl;
 use crate::ttl::DEFAULT_TTL;
 
 pub mod pipeline;
+mod tag;
+
+pub use tag::hash_tag;
+#[cfg(feature = "cache")]
+pub(crate) use tag::{companion_key, sha256_hex};
 
 use pipeline::{Op, Pipeline, Started};
 

@@ -13,6 +13,17 @@ use crate::cache::{NearPolicy, DEFAULT_NEAR_MAX_ENTRIES};
 use crate::CacheStore;
 use crate::{Result, Ttl, DEFAULT_TIMEOUT};
 
+/// How long a process reuses the global generation it read, by default:
+/// see [`EntityCacheBuilder::global_generation_max_age`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tiny_cache_client::cache::DEFAULT_GLOBAL_GENERATION_MAX_AGE;
+///
+/// assert_eq!(DEFAULT_GLOBAL_GENERATION_MAX_AGE, Duration::from_secs(1));
+/// ```
+pub const DEFAULT_GLOBAL_GENERATION_MAX_AGE: Duration = Duration::from_secs(1);
+
 /// Settings of an [`EntityCache`], with their defaults.
 ///
 /// ```
@@ -35,6 +46,7 @@ pub struct EntityCacheBuilder<S> {
     provider: Arc<dyn ConfigProvider>,
     tracking: bool,
     generation_ttl: Ttl,
+    global_generation_max_age: Duration,
     wait_timeout: Duration,
     local_max_entries: u64,
     metrics: bool,
@@ -113,6 +125,35 @@ impl<S: CacheStore> EntityCacheBuilder<S> {
     /// ```
     pub fn generation_ttl(mut self, ttl: impl Into<Ttl>) -> Self {
         self.generation_ttl = ttl.into();
+        self
+    }
+
+    /// How long this process reuses the global generation (the one
+    /// [`flush_all`](EntityCache::flush_all) replaces) before reading it
+    /// again with an entry. Default: [`DEFAULT_GLOBAL_GENERATION_MAX_AGE`]
+    /// (1 s).
+    ///
+    /// Within that time a read fetches only the entry and its entity's
+    /// generation, which share a server on a `Cluster`: one call to one
+    /// server, and no server that every read of the fleet must reach. The
+    /// price: another process's `flush_all` reaches this process's reads
+    /// up to this long after it returned (this process's own, at once).
+    /// `Duration::ZERO` reads the global generation with every entry, as
+    /// a single server makes cheap.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use std::time::Duration;
+    /// let cache = tiny_cache_client::cache::EntityCache::builder(client)
+    ///     .global_generation_max_age(Duration::ZERO) // flushes seen at once
+    ///     .build()?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn global_generation_max_age(mut self, max_age: Duration) -> Self {
+        self.global_generation_max_age = max_age;
         self
     }
 
@@ -210,7 +251,12 @@ impl<S: CacheStore> EntityCacheBuilder<S> {
                     Capacity::Entries(self.local_max_entries),
                     NearPolicy::TinyLfu,
                 ),
-                tokens: Tokens::new(self.tracking, self.generation_ttl, self.local_max_entries),
+                tokens: Tokens::new(
+                    self.tracking,
+                    self.generation_ttl,
+                    self.global_generation_max_age,
+                    self.local_max_entries,
+                ),
                 meters: Mutex::new(Vec::new()),
                 invalidations: AtomicU64::new(0),
                 flushes: AtomicU64::new(0),
@@ -237,6 +283,7 @@ impl<S: CacheStore> EntityCache<S> {
             provider: Arc::new(|_: &UseCaseInfo<'_>| Some(UseCaseConfig::default())),
             tracking: true,
             generation_ttl: Ttl::Never,
+            global_generation_max_age: DEFAULT_GLOBAL_GENERATION_MAX_AGE,
             wait_timeout: DEFAULT_TIMEOUT,
             local_max_entries: DEFAULT_NEAR_MAX_ENTRIES,
             metrics: true,

@@ -218,13 +218,16 @@ impl<S: CacheStore> Inner<S> {
         }
         // The generations are read so the newest copy wins (every replica
         // of a replicated cluster): one replica that missed an
-        // invalidation must not vouch for an entry it made stale.
+        // invalidation must not vouch for an entry it made stale. The
+        // global one, recently seen, is not read again: the entry and its
+        // entity's generation share a hash tag, so this is one call to
+        // the entity's servers.
+        let recent_global = self.tokens.recent_global();
+        let keys = [key, generation, GLOBAL_GENERATION_KEY];
+        let wanted = if recent_global.is_some() { 2 } else { 3 };
         let mut found = self
             .store
-            .get_many_latest(
-                &[key, generation, GLOBAL_GENERATION_KEY],
-                &[false, true, true],
-            )?
+            .get_many_latest(&keys[..wanted], &[false, true, true][..wanted])?
             .into_iter();
         let mut next = || {
             found
@@ -233,10 +236,22 @@ impl<S: CacheStore> Inner<S> {
                 .transpose()
                 .map(Option::flatten)
         };
+        let entry = next()?;
+        let entity = next()?;
+        let global = match recent_global {
+            Some(global) => Some(global),
+            None => {
+                let global = next()?;
+                if let Some(token) = &global {
+                    self.tokens.saw_global(token);
+                }
+                global
+            }
+        };
         Ok(Remote {
-            entry: next()?,
-            entity: next()?,
-            global: next()?,
+            entry,
+            entity,
+            global,
         })
     }
 

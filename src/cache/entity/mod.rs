@@ -26,7 +26,7 @@ use super::{Json, UseCaseStats};
 use crate::CacheStore;
 use crate::Result;
 
-pub use builder::EntityCacheBuilder;
+pub use builder::{EntityCacheBuilder, DEFAULT_GLOBAL_GENERATION_MAX_AGE};
 use tokens::Tokens;
 
 /// A caching layer for production code: **use cases** (a function of an
@@ -55,9 +55,17 @@ use tokens::Tokens;
 ///
 /// Every entity has a generation token in the remote cache, and every
 /// entry carries the tokens read *before* its value was computed (see
-/// "Stored format" below). A read fetches the entry and the tokens in one
-/// `MultiGet`; [`invalidate`](Self::invalidate) replaces the entity's token
-/// with one `Set`, whatever the number of its entries.
+/// "Stored format" below). A read fetches the entry and its entity's token
+/// in one `MultiGet`; [`invalidate`](Self::invalidate) replaces the
+/// entity's token with one `Set`, whatever the number of its entries. The
+/// global token of [`flush_all`](Self::flush_all) is read with them once
+/// per [`global_generation_max_age`](EntityCacheBuilder::global_generation_max_age)
+/// (1 s by default) and reused in between.
+///
+/// An entity's entries and its token share a [hash tag](crate::hash_tag),
+/// so over a [`Cluster`](crate::cluster::Cluster) they live on the same
+/// servers: a tracked read is one call to the entity's server (with
+/// replicas, to its R servers), and no server is on every read's path.
 ///
 /// - **Remote layer:** once `invalidate(key_type, id, buffer)` returns
 ///   `Ok`, no call of any process, through any use case, is answered by
@@ -78,16 +86,21 @@ use tokens::Tokens;
 /// - **Lost generations:** when the server evicts or expires a generation,
 ///   every entry of that entity reads as stale (a miss), never as fresh.
 /// - [`flush_all`](Self::flush_all) does the same for every entity at
-///   once, through a global token read with every entry (the server has no
-///   FLUSH).
+///   once, through a global token (the server has no FLUSH): at once in
+///   the flushing process, and in every other process within its
+///   [`global_generation_max_age`](EntityCacheBuilder::global_generation_max_age)
+///   after `flush_all` returned (1 s by default; zero makes it at once, at
+///   the cost of reading the global token with every entry). Likewise a
+///   global token the server lost is noticed within that time.
 ///
 /// # Stored format
 ///
-/// Keys: an entry is `c:<len>:<use case><len>:<key type><len>:<id><arguments>`
-/// (lengths in bytes, arguments as postcard in unpadded URL-safe base64),
-/// an entity's generation `g:<len>:<key type><id>`, the global generation
-/// `g:*`; a key over 180 characters becomes `c:#` or `g:#` and its SHA-256
-/// in hex. A generation is 16 hex digits, followed by `~` and Unix
+/// Keys: an entity's tag is `<len>:<key type><id>` (length in bytes), or
+/// `#` and its SHA-256 in hex when over 64 characters or holding a brace.
+/// An entry is `c:{<tag>}<len>:<use case><arguments>` (arguments as
+/// postcard in unpadded URL-safe base64), or `c:{<tag>}#` and the SHA-256
+/// of that when over 180 characters; an entity's generation is
+/// `g:{<tag>}`, the global generation `g:*`. A generation is 16 hex digits, followed by `~` and Unix
 /// milliseconds when the invalidation had a buffer. An entry's value is an
 /// envelope (format 1):
 ///
@@ -330,6 +343,7 @@ impl<S: CacheStore> EntityCache<S> {
             .tokens
             .replace(&inner.store, GLOBAL_GENERATION_KEY, buffer)?;
         inner.local.flush();
+        inner.tokens.saw_global(&token);
         inner.tokens.know(GLOBAL_GENERATION_KEY.to_owned(), token);
         inner.flushes.fetch_add(1, Ordering::Relaxed);
         inner.names.flushed(inner.emit_metrics);

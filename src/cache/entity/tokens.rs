@@ -2,7 +2,8 @@
 //! replacing them on the server (see [`invalidation`](crate::cache::invalidation)
 //! for what a token is).
 
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -20,15 +21,22 @@ pub(super) struct Tokens {
     /// The generation tokens this process last knew, by generation key: a
     /// local entry is served only while they match its own.
     known: moka::sync::Cache<String, Bytes>,
+    /// The global generation as last read from the server (or written by
+    /// this process's flush), and when: reused for `global_max_age`, so
+    /// reads need not reach the server that holds it.
+    global: Mutex<Option<(Bytes, Instant)>>,
+    global_max_age: Duration,
 }
 
 impl Tokens {
     /// Bookkeeping for up to `capacity` generations (at least one: the
     /// global generation is read with every entry).
-    pub(super) fn new(tracking: bool, ttl: Ttl, capacity: u64) -> Tokens {
+    pub(super) fn new(tracking: bool, ttl: Ttl, global_max_age: Duration, capacity: u64) -> Tokens {
         Tokens {
             tracking,
             ttl,
+            global: Mutex::new(None),
+            global_max_age,
             known: moka::sync::Cache::builder()
                 .max_capacity(capacity.max(1))
                 .build(),
@@ -52,6 +60,23 @@ impl Tokens {
             Err(Error::Validation(format!(
                 "{what} needs invalidation tracking, which this layer has off"
             )))
+        }
+    }
+
+    /// The global generation last seen, while younger than the max age.
+    pub(super) fn recent_global(&self) -> Option<Bytes> {
+        let seen = self.global.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.as_ref()
+            .filter(|(_, at)| at.elapsed() < self.global_max_age)
+            .map(|(token, _)| token.clone())
+    }
+
+    /// Records the global generation as just read from (or written to)
+    /// the server.
+    pub(super) fn saw_global(&self, token: &Bytes) {
+        if self.tracking && !self.global_max_age.is_zero() {
+            *self.global.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some((token.clone(), Instant::now()));
         }
     }
 
