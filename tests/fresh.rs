@@ -476,6 +476,61 @@ fn the_near_cache_tells_its_listener_why_each_copy_went() {
     assert!(causes.contains(&EvictionCause::Expired), "{causes:?}");
 }
 
+/// The near cache's counters are exact when read: a copy past its local
+/// TTL is counted expired, and no longer held, at once, not when moka's
+/// timers (about a second apart) drop it; each is counted once, and the
+/// listener hears of each as expired.
+#[test]
+fn near_cache_counts_an_expiry_when_it_happens_and_once() {
+    use std::sync::{Arc, Mutex};
+    use tiny_cache_client::cache::{EvictionCause, NearCache};
+
+    let server = Server::local().unwrap();
+    let client = Client::new(&server.address()).unwrap();
+    for key in ["a", "b", "c"] {
+        client.set(key, "v").unwrap();
+    }
+    let told: Arc<Mutex<Vec<(String, EvictionCause)>>> = Arc::default();
+    let listener = Arc::clone(&told);
+    let near = NearCache::builder(client)
+        .max_bytes(1 << 20)
+        .local_ttl(Duration::from_millis(200))
+        .on_evicted(move |key, cause| listener.lock().unwrap().push((key.to_owned(), cause)))
+        .build();
+    for key in ["a", "b", "c"] {
+        near.get(key).unwrap();
+    }
+    assert_eq!(near.local_entries(), 3);
+    assert!(near.local_weight() > 3, "bytes: {}", near.local_weight());
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(near.local_entries(), 0, "past its TTL, no copy is held");
+    assert_eq!(near.local_weight(), 0);
+    assert_eq!(
+        near.local_stats().expirations,
+        3,
+        "{:?}",
+        near.local_stats()
+    );
+    // An expired copy overwritten is still one expiry, not a replacement
+    // on top; the new copy expires in turn.
+    near.get("a").unwrap();
+    assert_eq!(near.local_entries(), 1);
+    assert_eq!(near.local_stats().expirations, 3, "counted once");
+    std::thread::sleep(Duration::from_millis(300));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while told.lock().unwrap().len() < 4 && std::time::Instant::now() < deadline {
+        assert_eq!(near.local_stats().expirations, 4, "counted once");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(near.local_stats().expirations, 4);
+    let mut causes = told.lock().unwrap().clone();
+    causes.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        causes,
+        ["a", "a", "b", "c"].map(|key| (key.to_owned(), EvictionCause::Expired))
+    );
+}
+
 #[test]
 fn a_reader_waiting_on_another_processs_lease_ends_at_its_wait_timeout() {
     use tiny_cache_client::cache::CacheError;

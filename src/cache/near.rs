@@ -268,6 +268,15 @@ pub(crate) struct LocalCopies {
     /// which might predate the write.
     writes: AtomicU64,
     counters: Arc<Counters>,
+    /// Bounded by bytes (entries weigh their bytes) rather than entries.
+    weighed: bool,
+}
+
+/// What a copy weighs in a layer bounded by bytes: its key, its value and
+/// [`NEAR_ENTRY_OVERHEAD_BYTES`].
+fn weigh(key: &String, local: &Local) -> u32 {
+    let weight = key.len() + local.value.len() + NEAR_ENTRY_OVERHEAD_BYTES as usize;
+    u32::try_from(weight).unwrap_or(u32::MAX)
 }
 
 impl LocalCopies {
@@ -309,36 +318,36 @@ impl LocalCopies {
                 NearPolicy::Lru => EvictionPolicy::lru(),
             })
             .expire_after(LocalExpiry)
-            .eviction_listener(move |key: Arc<String>, _value, cause| {
+            .eviction_listener(move |key: Arc<String>, local: Local, cause| {
+                // moka names a per-entry expiry only when its timer wheel
+                // drops the copy (about a second late); a copy that had
+                // reached its end before an overwrite or an invalidation
+                // took it expired all the same.
+                let ended = local.expires_at <= Instant::now();
                 let cause = match cause {
-                    RemovalCause::Size => {
+                    RemovalCause::Size if !ended => {
                         bump(&listener_counters.evictions);
                         EvictionCause::Size
                     }
-                    RemovalCause::Expired => {
+                    RemovalCause::Explicit if !ended => EvictionCause::Invalidated,
+                    RemovalCause::Replaced if !ended => EvictionCause::Replaced,
+                    _ => {
                         bump(&listener_counters.expirations);
                         EvictionCause::Expired
                     }
-                    // Our own invalidations and overwrites are not losses.
-                    RemovalCause::Explicit => EvictionCause::Invalidated,
-                    RemovalCause::Replaced => EvictionCause::Replaced,
                 };
                 if let Some(tell) = &told {
                     let _ = tell.send((key.as_ref().clone(), cause));
                 }
             });
+        let weighed = matches!(capacity, Capacity::Bytes(_));
         let entries = match capacity {
             Capacity::Entries(entries) => builder.max_capacity(entries).build(),
-            Capacity::Bytes(bytes) => builder
-                .max_capacity(bytes)
-                .weigher(|key: &String, local: &Local| {
-                    let weight = key.len() + local.value.len() + NEAR_ENTRY_OVERHEAD_BYTES as usize;
-                    u32::try_from(weight).unwrap_or(u32::MAX)
-                })
-                .build(),
+            Capacity::Bytes(bytes) => builder.max_capacity(bytes).weigher(weigh).build(),
         };
         LocalCopies {
             entries,
+            weighed,
             writes: AtomicU64::new(0),
             counters,
         }
@@ -421,27 +430,43 @@ impl LocalCopies {
         self.entries.invalidate_all();
     }
 
-    /// How many entries are held (moka's count, maybe behind by pending
-    /// evictions; `settle` first catches up).
+    /// How many entries are held. Settled, exactly the copies still
+    /// current: moka's pending work is done and copies past their end that
+    /// its timers have not dropped yet (they tick about once a second) are
+    /// left out, at the cost of a walk over the entries. Unsettled, moka's
+    /// count, which may lag by both.
     pub(crate) fn entry_count(&self, settle: bool) -> u64 {
-        if settle {
-            self.entries.run_pending_tasks();
+        if !settle {
+            return self.entries.entry_count();
         }
-        self.entries.entry_count()
+        self.entries.run_pending_tasks();
+        // moka's iterator skips expired copies.
+        self.entries.iter().count() as u64
     }
 
-    /// What the entries weigh, after moka's pending evictions.
+    /// What the current entries weigh, as [`entry_count`](Self::entry_count)
+    /// settled: bytes when bounded by bytes, else entries.
     pub(crate) fn weight(&self) -> u64 {
         self.entries.run_pending_tasks();
-        self.entries.weighted_size()
+        if !self.weighed {
+            return self.entries.iter().count() as u64;
+        }
+        self.entries
+            .iter()
+            .map(|(key, local)| u64::from(weigh(&key, &local)))
+            .sum()
     }
 
+    /// The counters, exact when read: copies past their end that moka's
+    /// timers have not dropped yet count as expired now (each is counted
+    /// once: when moka drops it, it leaves this tally for the listener's).
     pub(crate) fn stats(&self) -> CacheStats {
-        // Evictions and expirations are counted by moka's housekeeping:
-        // run it now, so those already due are counted when read (its
-        // expiry timers tick about once a second).
         self.entries.run_pending_tasks();
-        self.counters.snapshot()
+        let held = self.entries.entry_count();
+        let current = self.entries.iter().count() as u64;
+        let mut stats = self.counters.snapshot();
+        stats.expirations += held.saturating_sub(current);
+        stats
     }
 }
 
@@ -581,7 +606,10 @@ impl<S: CacheStore> NearCache<S> {
         self.local.flush();
     }
 
-    /// How many entries are held locally (after moka's pending evictions).
+    /// How many current copies are held locally: exact when it returns
+    /// (moka's pending work is done first, and copies past their TTL are
+    /// left out even before moka's timers drop them). It walks the local
+    /// entries: for a metrics scrape, not for every request.
     ///
     /// ```
     /// # #[cfg(feature = "server")] {
@@ -613,6 +641,9 @@ impl<S: CacheStore> NearCache<S> {
     }
 
     /// The local layer's counters: hits, misses, evictions, expirations.
+    /// Exact when read: a copy past its TTL is counted expired at once,
+    /// not when moka's timers drop it (up to about a second later); this
+    /// walks the local entries.
     ///
     /// ```
     /// # #[cfg(feature = "server")] {
