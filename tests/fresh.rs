@@ -609,3 +609,75 @@ fn on_a_cluster_a_keys_lease_lives_on_the_keys_server() {
     }
     assert!(homes.len() > 1, "keys spread over the servers: {homes:?}");
 }
+
+/// A loader that fails gives its lease back: another process fills the
+/// key within the second a released lease lingers, not after the lease's
+/// 30 s TTL (which would outlast its 5 s wait and fail it).
+#[test]
+fn a_failed_load_gives_its_lease_back() {
+    use tiny_cache_client::cache::CacheError;
+
+    let server = Server::local().unwrap();
+    let layer = || {
+        ReadThrough::builder(Client::new(&server.address()).unwrap())
+            .lease_ttl(Duration::from_secs(30))
+            .wait_timeout(Duration::from_secs(5))
+            .build()
+    };
+    let (here, there) = (layer(), layer());
+    let failed = here.try_get_with("flaky", Duration::from_secs(60), || {
+        Err::<&str, _>("the database is away")
+    });
+    assert!(matches!(failed, Err(CacheError::Load(_))), "{failed:?}");
+    let filled = there.get_with("flaky", Duration::from_secs(60), || "filled");
+    assert_eq!(&filled.unwrap()[..], b"filled");
+}
+
+/// With leases, one process refreshes a key: a process that finds the
+/// key's lease held by another skips its refresh (counted), and refreshes
+/// once the lease is gone.
+#[test]
+fn with_leases_a_refresh_is_left_to_the_lease_holder() {
+    use std::sync::Arc;
+
+    let server = Server::local().unwrap();
+    let client = Client::new(&server.address()).unwrap();
+    let cache = ReadThrough::builder(client.clone())
+        .refresh_after(Duration::from_millis(100))
+        .leases(true)
+        .build();
+    let ttl = Duration::from_secs(60);
+    let loads = Arc::new(AtomicUsize::new(0));
+    let read = |cache: &ReadThrough<Client>| {
+        let loads = Arc::clone(&loads);
+        cache
+            .get_with_refresh("rates", ttl, move || {
+                loads.fetch_add(1, Ordering::SeqCst);
+                "fresh"
+            })
+            .unwrap()
+    };
+    read(&cache);
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    std::thread::sleep(Duration::from_millis(150));
+    // Another process is refreshing "rates": it holds the lease.
+    client
+        .set_if_absent_with_ttl("lease:{rates}", "another process", Duration::from_secs(30))
+        .unwrap();
+    read(&cache);
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while cache.local_stats().refreshes_skipped == 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(cache.local_stats().refreshes_skipped, 1);
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "left to the holder");
+    client.delete("lease:{rates}").unwrap();
+    read(&cache);
+    while cache.local_stats().refreshes == 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(cache.local_stats().refreshes, 1);
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+    // Given back: cut to a second, so the next refresh can take it.
+    assert!(client.get("lease:{rates}").unwrap().is_some());
+}

@@ -986,6 +986,10 @@ impl<S: CacheStore> ReadThrough<S> {
             Ok(computed) => computed,
             Err(error) => {
                 bump(&counters.load_errors);
+                // Another process may fill at once, not a lease TTL later.
+                if let Some(lease) = lease {
+                    lease.release(&shared.store);
+                }
                 return lead.fail(error);
             }
         };
@@ -1137,10 +1141,33 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
         };
         let (owner, owned_key, seen) = (Arc::clone(shared), key.to_owned(), seen.clone());
         let refresh = move || {
-            let started = std::time::Instant::now();
             let counters = &owner.counters;
-            let Ok(value) = load() else {
+            // With leases, one process refreshes a key: one that finds the
+            // lease taken leaves the refresh to its holder.
+            let lease = match owner.leases {
+                None => None,
+                Some(lease_ttl) => match lease::try_take(&owner.store, &owned_key, lease_ttl) {
+                    Ok(Some(lease)) => Some(lease),
+                    Ok(None) => {
+                        bump(&counters.refreshes_skipped);
+                        return;
+                    }
+                    Err(_) => {
+                        bump(&counters.refresh_failures);
+                        return;
+                    }
+                },
+            };
+            let started = std::time::Instant::now();
+            let loaded = load();
+            let give_back = || {
+                if let Some(lease) = lease {
+                    lease.release(&owner.store);
+                }
+            };
+            let Ok(value) = loaded else {
                 bump(&counters.refresh_failures);
+                give_back();
                 return;
             };
             let value: Bytes = value.into();
@@ -1154,6 +1181,7 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
                 Ok(CasOutcome::Mismatch | CasOutcome::NotFound) => {}
                 Err(_) => bump(&counters.refresh_failures),
             }
+            give_back();
         };
         if refresher.start_one(key, refresh) == Err(NotStarted::QueueFull) {
             bump(&shared.counters.refreshes_skipped);

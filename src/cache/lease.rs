@@ -17,8 +17,12 @@
 //! that check and the value's write can still be undone by it: the window
 //! is one round trip. The lease TTL must outlast the load: a load that
 //! takes longer finds its lease gone, cannot tell that from a delete, and
-//! does not store its value. A load that fails or panics leaves its lease
-//! to expire.
+//! does not store its value. A load that fails gives its lease back (cut
+//! to a second); one that panics leaves it to expire.
+//!
+//! With refresh-ahead, a refresh takes the key's lease too, without
+//! waiting: a process that finds it taken skips its refresh (counted in
+//! `refreshes_skipped`), since the holder's will replace the entry.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -106,6 +110,22 @@ pub(crate) fn ask(
         std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(MAX_POLL);
     }
+}
+
+/// Takes `key`'s lease if nobody holds it, without waiting: for a
+/// refresh, which another process's holder makes needless.
+pub(crate) fn try_take(
+    store: &dyn CacheStore,
+    key: &str,
+    ttl: Duration,
+) -> Result<Option<Lease>, Error> {
+    let lease = Lease {
+        key: lease_key(key),
+        token: token(),
+        ttl: Ttl::After(ttl),
+    };
+    let taken = store.set_if_absent_with_ttl(&lease.key, lease.token.as_bytes(), lease.ttl)?;
+    Ok(taken.then_some(lease))
 }
 
 impl Lease {

@@ -274,7 +274,7 @@ pub(crate) struct LocalCopies {
 
 /// What a copy weighs in a layer bounded by bytes: its key, its value and
 /// [`NEAR_ENTRY_OVERHEAD_BYTES`].
-fn weigh(key: &String, local: &Local) -> u32 {
+fn weigh(key: &str, local: &Local) -> u32 {
     let weight = key.len() + local.value.len() + NEAR_ENTRY_OVERHEAD_BYTES as usize;
     u32::try_from(weight).unwrap_or(u32::MAX)
 }
@@ -343,7 +343,10 @@ impl LocalCopies {
         let weighed = matches!(capacity, Capacity::Bytes(_));
         let entries = match capacity {
             Capacity::Entries(entries) => builder.max_capacity(entries).build(),
-            Capacity::Bytes(bytes) => builder.max_capacity(bytes).weigher(weigh).build(),
+            Capacity::Bytes(bytes) => builder
+                .max_capacity(bytes)
+                .weigher(|key: &String, local: &Local| weigh(key, local))
+                .build(),
         };
         LocalCopies {
             entries,

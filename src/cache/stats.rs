@@ -52,7 +52,8 @@ pub struct CacheStats {
     /// Background refreshes whose loader or write failed: the old value
     /// stays until it expires.
     pub refresh_failures: u64,
-    /// Refreshes skipped because the refresh queue was full.
+    /// Refreshes skipped: the refresh queue was full, or (with leases)
+    /// another process held the key's lease and was refreshing it.
     pub refreshes_skipped: u64,
 }
 
