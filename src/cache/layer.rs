@@ -1158,13 +1158,22 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
                     }
                 },
             };
-            let started = std::time::Instant::now();
-            let loaded = load();
             let give_back = || {
                 if let Some(lease) = lease {
                     lease.release(&owner.store);
                 }
             };
+            // A holder that finished just before this process took the
+            // lease has replaced the entry already: nothing to refresh.
+            if owner.leases.is_some()
+                && !matches!(owner.store.get(&owned_key), Ok(Some(now)) if now == seen)
+            {
+                bump(&counters.refreshes_skipped);
+                give_back();
+                return;
+            }
+            let started = std::time::Instant::now();
+            let loaded = load();
             let Ok(value) = loaded else {
                 bump(&counters.refresh_failures);
                 give_back();

@@ -17,8 +17,9 @@
 //! that check and the value's write can still be undone by it: the window
 //! is one round trip. The lease TTL must outlast the load: a load that
 //! takes longer finds its lease gone, cannot tell that from a delete, and
-//! does not store its value. A load that fails gives its lease back (cut
-//! to a second); one that panics leaves it to expire.
+//! does not store its value. A load that fails gives its lease back; one
+//! that panics leaves it to expire. A lease given back holds `released`
+//! (for a second: there is no delete-if-equal) and is free to take at once.
 //!
 //! With refresh-ahead, a refresh takes the key's lease too, without
 //! waiting: a process that finds it taken skips its refresh (counted in
@@ -89,7 +90,7 @@ pub(crate) fn ask(
         if Instant::now() >= deadline {
             return Ok(Asked::TimedOut);
         }
-        if store.set_if_absent_with_ttl(&lease.key, lease.token.as_bytes(), lease.ttl)? {
+        if lease.take(store)? {
             // The last holder may have stored the value and given the
             // lease back between this process's miss and now.
             if let Some(stored) = store.get(key)? {
@@ -124,11 +125,23 @@ pub(crate) fn try_take(
         token: token(),
         ttl: Ttl::After(ttl),
     };
-    let taken = store.set_if_absent_with_ttl(&lease.key, lease.token.as_bytes(), lease.ttl)?;
-    Ok(taken.then_some(lease))
+    Ok(lease.take(store)?.then_some(lease))
 }
 
 impl Lease {
+    /// Takes the lease if it is free: absent, or given back by its last
+    /// holder (which leaves [`RELEASED`] for a second, there being no
+    /// delete-if-equal). One taker wins either way: the server judges
+    /// both conditions.
+    fn take(&self, store: &dyn CacheStore) -> Result<bool, Error> {
+        let token = self.token.as_bytes();
+        if store.set_if_absent_with_ttl(&self.key, token, self.ttl)? {
+            return Ok(true);
+        }
+        let outcome = store.compare_and_set_with_ttl(&self.key, RELEASED, token, self.ttl)?;
+        Ok(outcome == CasOutcome::Stored)
+    }
+
     /// Whether the lease is still this process's: nobody deleted the key
     /// (which deletes its lease) since it was taken.
     pub(crate) fn still_held(&self, store: &dyn CacheStore) -> bool {
@@ -139,18 +152,22 @@ impl Lease {
         )
     }
 
-    /// Gives the lease back: if it is still this process's, it is cut to
-    /// a second (there is no delete-if-equal; a lease taken over by
-    /// another process, after this one's expired, is left alone).
+    /// Gives the lease back: if it is still this process's, it becomes
+    /// [`RELEASED`], free for the next taker at once, for a second (there
+    /// is no delete-if-equal; a lease taken over by another process, after
+    /// this one's expired, is left alone).
     pub(crate) fn release(self, store: &dyn CacheStore) {
         let token = self.token.as_bytes();
-        let _ = store.compare_and_set_with_ttl(&self.key, token, token, Ttl::After(RELEASED));
+        let _ =
+            store.compare_and_set_with_ttl(&self.key, token, RELEASED, Ttl::After(RELEASED_FOR));
     }
 }
 
-/// What a released lease lives on for: waiters still polling find the
-/// value meanwhile.
-const RELEASED: Duration = Duration::from_secs(1);
+/// What a given-back lease holds: free to take (by compare-and-set).
+const RELEASED: &[u8] = b"released";
+
+/// How long a given-back lease stays before the server drops it.
+const RELEASED_FOR: Duration = Duration::from_secs(1);
 
 /// A token no other holder will have: the process, the time and a
 /// counter.
