@@ -683,3 +683,55 @@ fn with_leases_a_refresh_is_left_to_the_lease_holder() {
         Some(&b"released"[..])
     );
 }
+
+/// A lease holder paused past its lease, while another process fills the
+/// key and a writer deletes it, stores nothing when it resumes: the
+/// newer state stands (the delete; or, without it, the other's fill).
+#[test]
+fn a_holder_paused_past_its_lease_never_overwrites_newer_state() {
+    let server = Server::local().unwrap();
+    let layer = || {
+        ReadThrough::builder(Client::new(&server.address()).unwrap())
+            .lease_ttl(Duration::from_secs(1))
+            .wait_timeout(Duration::from_secs(5))
+            .build()
+    };
+    let (paused, other) = (layer(), layer());
+    let client = Client::new(&server.address()).unwrap();
+    let ttl = Duration::from_secs(60);
+    for delete in [true, false] {
+        let key = format!("paused-{delete}");
+        let (started, loading) = crossbeam_channel::bounded::<()>(0);
+        let (resume, hold) = crossbeam_channel::bounded::<()>(0);
+        std::thread::scope(|scope| {
+            let holder = scope.spawn(|| {
+                paused.get_with(&key, ttl, || {
+                    started.send(()).unwrap();
+                    hold.recv().unwrap();
+                    "from the paused holder"
+                })
+            });
+            loading.recv().unwrap();
+            // Past the holder's lease: another process takes it and fills.
+            std::thread::sleep(Duration::from_millis(1500));
+            let filled = other.get_with(&key, ttl, || "from the other process");
+            assert_eq!(&filled.unwrap()[..], b"from the other process");
+            if delete {
+                other.delete(&key).unwrap();
+            }
+            resume.send(()).unwrap();
+            let value = holder.join().unwrap().unwrap();
+            assert_eq!(
+                &value[..],
+                b"from the paused holder",
+                "its caller still gets it"
+            );
+        });
+        let stored = client.get(&key).unwrap();
+        if delete {
+            assert_eq!(stored, None, "the delete stands");
+        } else {
+            assert_eq!(stored.as_deref(), Some(&b"from the other process"[..]));
+        }
+    }
+}
