@@ -18,6 +18,11 @@
 //!   the near cache in front of the remote one (default `near`);
 //! - `--threads N`: the request threads (default 32).
 //!
+//! Threads: tiny_http reads each connection on a thread of its own and
+//! queues the requests it parses; the `--threads` request threads take them
+//! off that queue, each running one request from start to finish with
+//! blocking calls (the cache, and on a miss the database).
+//!
 //! The first line on stdout is the address it listens on (`127.0.0.1:8080`),
 //! for scripts and tests; it serves until killed.
 //! `tests/product_service.rs` checks it; `benches/product_service.sh` loads it
@@ -32,7 +37,7 @@ use std::time::Duration;
 use metrics::Counter;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
-use tiny_cache_client::cache::{CacheError, Json, NearCache, ReadThrough, TypedCache};
+use tiny_cache_client::cache::{CacheError, CacheStats, Json, NearCache, ReadThrough, TypedCache};
 use tiny_cache_client::{CacheStore, Client};
 use tiny_http::{Header, Method, Request, Response};
 
@@ -150,15 +155,21 @@ fn header(content_type: &'static str) -> Header {
 /// layers' statistics) each time Prometheus scrapes.
 struct Counters {
     database_queries: Counter,
-    read_through_hits: Counter,
-    read_through_misses: Counter,
-    read_through_coalesced_waits: Counter,
-    near_hits: Counter,
-    near_misses: Counter,
+    /// The read-through layer's (absent with `--cache none`).
+    read_through: Option<LayerCounters>,
+    /// The near cache's (only with `--cache near`).
+    near: Option<LayerCounters>,
+}
+
+/// One cache layer's statistics, labelled with the layer's name.
+struct LayerCounters {
+    hits: Counter,
+    misses: Counter,
+    coalesced_waits: Counter,
 }
 
 impl Counters {
-    fn register() -> Self {
+    fn register(cache: CacheMode) -> Self {
         use metrics::{counter, describe_counter, Unit};
         describe_counter!(
             "product_service_database_queries_total",
@@ -168,45 +179,49 @@ impl Counters {
         describe_counter!(
             "product_service_cache_hits_total",
             Unit::Count,
-            "Reads a cache layer answered (layer: read_through, near)."
+            "Reads a cache layer answered, by layer (read_through, near)."
         );
         describe_counter!(
             "product_service_cache_misses_total",
             Unit::Count,
-            "Reads a cache layer passed on (layer: read_through, near)."
+            "Reads a cache layer passed on, by layer."
         );
         describe_counter!(
             "product_service_cache_coalesced_waits_total",
             Unit::Count,
-            "Reads that waited for another thread's load of the same product."
+            "Reads that waited for another thread's load of the same key, by layer."
         );
+        let layer = |name: &'static str| LayerCounters {
+            hits: counter!("product_service_cache_hits_total", "layer" => name),
+            misses: counter!("product_service_cache_misses_total", "layer" => name),
+            coalesced_waits: counter!("product_service_cache_coalesced_waits_total", "layer" => name),
+        };
         Counters {
             database_queries: counter!("product_service_database_queries_total"),
-            read_through_hits: counter!("product_service_cache_hits_total", "layer" => "read_through"),
-            read_through_misses: counter!("product_service_cache_misses_total", "layer" => "read_through"),
-            read_through_coalesced_waits: counter!("product_service_cache_coalesced_waits_total"),
-            near_hits: counter!("product_service_cache_hits_total", "layer" => "near"),
-            near_misses: counter!("product_service_cache_misses_total", "layer" => "near"),
+            read_through: (cache != CacheMode::None).then(|| layer("read_through")),
+            near: (cache == CacheMode::Near).then(|| layer("near")),
         }
+    }
+}
+
+impl LayerCounters {
+    fn publish(&self, stats: &CacheStats) {
+        self.hits.absolute(stats.hits);
+        self.misses.absolute(stats.misses);
+        self.coalesced_waits.absolute(stats.coalesced_waits);
     }
 }
 
 impl Service {
     fn render_metrics(&self) -> String {
-        let c = &self.counters;
-        c.database_queries
-            .absolute(self.database.queries.load(Ordering::Relaxed));
-        if let Some(products) = &self.products {
-            let stats = products.local_stats();
-            c.read_through_hits.absolute(stats.hits);
-            c.read_through_misses.absolute(stats.misses);
-            c.read_through_coalesced_waits
-                .absolute(stats.coalesced_waits);
+        let counters = &self.counters;
+        let queries = self.database.queries.load(Ordering::Relaxed);
+        counters.database_queries.absolute(queries);
+        if let (Some(products), Some(layer)) = (&self.products, &counters.read_through) {
+            layer.publish(&products.local_stats());
         }
-        if let Some(near) = &self.near {
-            let stats = near.local_stats();
-            c.near_hits.absolute(stats.hits);
-            c.near_misses.absolute(stats.misses);
+        if let (Some(near), Some(layer)) = (&self.near, &counters.near) {
+            layer.publish(&near.local_stats());
         }
         self.metrics.render()
     }
@@ -276,7 +291,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             thread::sleep(METRICS_UPKEEP_INTERVAL);
             upkeep.run_upkeep();
         })?;
-    let counters = Counters::register();
+    let counters = Counters::register(options.cache);
 
     // An embedded server unless told of one; kept alive until main ends.
     let (address, _embedded) = match options.server.clone() {

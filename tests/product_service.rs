@@ -113,15 +113,13 @@ struct Service {
 
 impl Service {
     fn start(cache: &str) -> Service {
+        Service::start_with(&["--cache", cache])
+    }
+
+    fn start_with(args: &[&str]) -> Service {
         let mut child = Command::new(example_binary())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--cache",
-                cache,
-                "--threads",
-                "16",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--threads", "16"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -177,12 +175,16 @@ impl Service {
 
     /// One counter of `/metrics`, by its whole series name.
     fn metric(&self, series: &str) -> u64 {
+        self.try_metric(series)
+            .unwrap_or_else(|| panic!("no {series} in /metrics"))
+    }
+
+    fn try_metric(&self, series: &str) -> Option<u64> {
         let (status, body) = self.get("/metrics");
-        assert_eq!(status, 200);
+        assert_eq!(status, 200, "/metrics: {body}");
         body.lines()
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
             .and_then(|value| value.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{body}"))
     }
 
     fn database_queries(&self) -> u64 {
@@ -260,6 +262,34 @@ fn metrics_show_the_client_calls_and_the_layers() {
     assert_eq!(
         service.metric(r#"product_service_cache_hits_total{layer="near"}"#),
         1
+    );
+
+    // A layer that is not there has no series.
+    let remote = Service::start("remote");
+    remote.product(5);
+    assert_eq!(
+        remote.metric(r#"product_service_cache_misses_total{layer="read_through"}"#),
+        1
+    );
+    assert_eq!(
+        remote.try_metric(r#"product_service_cache_hits_total{layer="near"}"#),
+        None
+    );
+}
+
+#[test]
+fn products_come_from_the_database_when_the_cache_server_is_down() {
+    // Nothing listens on a port just released: connections are refused.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port");
+    let service = Service::start_with(&["--cache", "near", "--server", &free.to_string()]);
+    // Fail-open: the read-through layer loads the product anyway.
+    assert_eq!(service.product(3)["id"], 3);
+    assert_eq!(service.product(3)["id"], 3);
+    assert_eq!(service.database_queries(), 2, "nothing could be cached");
+    assert!(
+        service.metric(r#"tiny_cache_client_errors_total{method="Get",code="UNAVAILABLE"}"#) >= 1
     );
 }
 
