@@ -17,7 +17,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// This test binary's features, passed on to the example's build so that
-/// cargo reuses the library this test was linked against.
+/// cargo reuses the library this test was linked against (one missing here
+/// would rebuild the library without it: `every_feature_is_passed_on`).
 const FEATURES: [(&str, bool); 10] = [
     ("server", cfg!(feature = "server")),
     ("cli", cfg!(feature = "cli")),
@@ -300,4 +301,27 @@ fn bad_requests_get_an_http_error_not_a_dropped_connection() {
     assert_eq!(service.get("/product/").0, 400);
     assert_eq!(service.get("/nowhere").0, 404);
     assert_eq!(service.database_queries(), 0);
+}
+
+#[test]
+fn every_feature_is_passed_on() {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .expect("the manifest");
+    let features = manifest
+        .split("\n[features]\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("a [features] table");
+    let mut declared: Vec<&str> = features
+        .lines()
+        .filter_map(|line| line.split_once(" = ").map(|(name, _)| name.trim()))
+        .filter(|name| !name.starts_with('#') && *name != "default")
+        .collect();
+    let mut listed: Vec<&str> = FEATURES.iter().map(|(name, _)| *name).collect();
+    declared.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(
+        listed, declared,
+        "FEATURES must list every feature of Cargo.toml"
+    );
 }
