@@ -304,6 +304,31 @@ fn bad_requests_get_an_http_error_not_a_dropped_connection() {
 }
 
 #[test]
+fn with_server_the_products_are_cached_on_that_server_as_json() {
+    let server = tiny_cache_client::server::Server::local().expect("a cache server");
+    let service = Service::start_with(&["--cache", "remote", "--server", &server.address()]);
+    let product = service.product(11);
+    // What the service stored: the product's JSON under its key, in the
+    // service's namespace.
+    let client = tiny_cache_client::Client::builder(&server.address())
+        .namespace("products")
+        .build()
+        .expect("a client");
+    let stored = client
+        .get_string("product:11")
+        .expect("the server answers")
+        .expect("the product is cached");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stored).expect("JSON"),
+        product
+    );
+    // Another service process sharing the server reads it from there.
+    let other = Service::start_with(&["--cache", "remote", "--server", &server.address()]);
+    assert_eq!(other.product(11), product);
+    assert_eq!(other.database_queries(), 0, "the remote cache answered");
+}
+
+#[test]
 fn every_feature_is_passed_on() {
     let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
         .expect("the manifest");
