@@ -30,6 +30,7 @@ mod calls;
 mod gate;
 mod report;
 mod schedule;
+mod steps;
 mod workload;
 
 use std::path::PathBuf;
@@ -47,8 +48,9 @@ use tiny_cache_client::{CacheStore, Error, ReplyWait};
 
 use self::calls::{perform, perform_pipeline, Part};
 use self::gate::Baseline;
-use self::report::{Report, Shape, Tally};
+use self::report::{Latency, Report, Shape, Tally};
 use self::schedule::Schedule;
+use self::steps::{CapacitySearch, RateArg, ScheduleJson, Slo, Step};
 use self::workload::{Data, KeyDistribution, Mix, Op, OpSampler, Prefill, ValueSize};
 use crate::chart::ChartFile;
 use crate::usage::ProcessUsage;
@@ -113,9 +115,42 @@ pub struct BenchArgs {
     threads: usize,
     /// Open loop: start OPS_PER_S calls a second on a fixed schedule
     /// spread over the threads, and measure latency from when each call was
-    /// due (coordinated omission corrected) [default: closed loop].
-    #[arg(long, value_name = "OPS_PER_S", value_parser = parse_rate)]
-    rate: Option<f64>,
+    /// due (coordinated omission corrected) [default: closed loop]. A range
+    /// LOW..HIGH runs a schedule of open-loop steps (--rate-step), or the
+    /// bounds of --find-capacity.
+    #[arg(long, value_name = "OPS_PER_S", value_parser = RateArg::parse)]
+    rate: Option<RateArg>,
+    /// With --rate LOW..HIGH: one step every this many calls a second, from
+    /// LOW up to HIGH (the last step).
+    #[arg(long, value_name = "OPS_PER_S", value_parser = parse_rate, requires = "rate")]
+    rate_step: Option<f64>,
+    /// Measured time of each step of a --rate LOW..HIGH schedule or
+    /// --find-capacity probe: seconds, or with a unit (500ms, 5s, 1m). Each
+    /// step has its own --warmup first.
+    #[arg(
+        long,
+        value_name = "TIME",
+        default_value = "5",
+        value_parser = parse_step_duration,
+        requires = "rate"
+    )]
+    step_duration: Duration,
+    /// The latency a step must keep to count as sustained, as
+    /// PERCENTILE=TIME of the corrected latency (p50, p99, p99.9, ...; us,
+    /// ms or s): `p99=2ms`. The report names the highest such step whose
+    /// rate was also kept (within 5 %) as the sustainable throughput.
+    #[arg(long, value_name = "PCT=TIME", value_parser = Slo::parse)]
+    slo: Option<Slo>,
+    /// Search the --rate LOW..HIGH range for the sustainable throughput
+    /// under --slo by bisection, to within 5 %, one --step-duration probe
+    /// at a time.
+    #[arg(
+        long,
+        requires = "slo",
+        requires = "rate",
+        conflicts_with = "rate_step"
+    )]
+    find_capacity: bool,
     /// Measured time in seconds (fractions allowed).
     #[arg(
         long,
@@ -225,6 +260,22 @@ pub struct BenchArgs {
         requires = "baseline"
     )]
     tolerance: f64,
+}
+
+impl BenchArgs {
+    /// The rate of a single open-loop run; `None` in a closed loop and in
+    /// a schedule or search (each step has its own).
+    fn fixed_rate(&self) -> Option<f64> {
+        match self.rate {
+            Some(RateArg::Fixed(rate)) => Some(rate),
+            _ => None,
+        }
+    }
+
+    /// Whether the run is a schedule of steps or a capacity search.
+    fn stepped(&self) -> bool {
+        matches!(self.rate, Some(RateArg::Range { .. }))
+    }
 }
 
 /// Which server the benchmark runs against.
@@ -340,11 +391,53 @@ impl Plan {
     fn new(args: &BenchArgs) -> Result<Plan, Failure> {
         let length = match args.requests {
             Some(n) => Length::Requests(n),
+            None if args.stepped() => Length::Time(args.step_duration),
             None => Length::Time(args.duration),
         };
+        match args.rate {
+            Some(RateArg::Range { .. }) if args.rate_step.is_none() && !args.find_capacity => {
+                return Err(Failure::Usage(
+                    "--rate LOW..HIGH needs --rate-step (a schedule of steps) or \
+                     --find-capacity (a search)"
+                        .into(),
+                ));
+            }
+            Some(RateArg::Fixed(_)) if args.rate_step.is_some() || args.find_capacity => {
+                return Err(Failure::Usage(
+                    "--rate-step and --find-capacity need a range: --rate LOW..HIGH".into(),
+                ));
+            }
+            Some(RateArg::Range { .. }) if args.requests.is_some() => {
+                return Err(Failure::Usage(
+                    "a --rate LOW..HIGH step lasts --step-duration: it cannot be used with \
+                     --requests"
+                        .into(),
+                ));
+            }
+            None | Some(RateArg::Fixed(_)) if args.slo.is_some() => {
+                return Err(Failure::Usage(
+                    "--slo judges the steps of --rate LOW..HIGH with --rate-step or \
+                     --find-capacity"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        if args.stepped() && (args.baseline.is_some() || args.hdr_log.is_some()) {
+            return Err(Failure::Usage(
+                "--baseline and --hdr-log take a single run, not --rate LOW..HIGH".into(),
+            ));
+        }
+        if let (Some(RateArg::Range { low, high }), Some(step)) = (args.rate, args.rate_step) {
+            steps::schedule_rates(low, high, step).map_err(Failure::Usage)?;
+        }
+        // A schedule is checked at its highest rate: if the threads can
+        // reach that, they reach every step.
         let pace = match args.rate {
             None => Pace::Closed,
-            Some(rate) => Pace::Open(Schedule::new(rate, args.threads).map_err(Failure::Usage)?),
+            Some(rate) => {
+                Pace::Open(Schedule::new(rate.highest(), args.threads).map_err(Failure::Usage)?)
+            }
         };
         if args.pipeline > 1 && args.rate.is_some() {
             // An open loop sends each call when it falls due: a pipeline
@@ -353,10 +446,20 @@ impl Plan {
                 "--pipeline above 1 needs the closed loop: it cannot be used with --rate".into(),
             ));
         }
-        if let (Some(rate), Length::Time(duration)) = (args.rate, length) {
+        let lowest = match args.rate {
+            Some(RateArg::Range { low, .. }) => Some(low),
+            Some(RateArg::Fixed(rate)) => Some(rate),
+            None => None,
+        };
+        if let (Some(rate), Length::Time(duration)) = (lowest, length) {
             if rate * duration.as_secs_f64() < 1.0 {
+                let option = if args.stepped() {
+                    "--step-duration"
+                } else {
+                    "--duration"
+                };
                 return Err(Failure::Usage(format!(
-                    "--rate {rate} schedules no call in a --duration of {} s",
+                    "--rate {rate} schedules no call in a {option} of {} s",
                     duration.as_secs_f64()
                 )));
             }
@@ -367,6 +470,14 @@ impl Plan {
             warmup: args.warmup,
             threads: args.threads,
             pipeline: args.pipeline,
+        })
+    }
+
+    /// This plan at `rate`, for one step of a schedule or search.
+    fn at_rate(self, rate: f64) -> Result<Plan, Failure> {
+        Ok(Plan {
+            pace: Pace::Open(Schedule::new(rate, self.threads).map_err(Failure::Usage)?),
+            ..self
         })
     }
 
@@ -485,21 +596,15 @@ pub fn run(
         plan,
         counters: &counters,
     };
-    let (tallies, start, usage) = shared.run_threads(args.rate)?;
-
-    let mut tally = Tally::new(&mix, args.rate.is_some())?;
-    for thread in tallies {
-        tally.merge(thread)?;
+    if args.stepped() {
+        return run_steps(args, &shared, &connected, out);
     }
-    let measured_start = plan.measured_start(start);
-    let measured_end = match plan.length {
-        Length::Time(duration) => tally
-            .last_end
-            .unwrap_or(start)
-            .max(measured_start + duration),
-        Length::Requests(_) => tally.last_end.unwrap_or(measured_start),
-    };
-    let measured = measured_end.saturating_duration_since(measured_start);
+    let Measured {
+        mut tally,
+        measured_start,
+        measured,
+        usage,
+    } = shared.measure(args.fixed_rate())?;
     let first_error = tally.first_error.take();
     let report = Report {
         shape: Shape {
@@ -508,7 +613,7 @@ pub fn run(
             embedded: connected.embedded.is_some(),
             threads: args.threads,
             pipeline: args.pipeline,
-            target_rate: args.rate,
+            target_rate: args.fixed_rate(),
             requests: args.requests,
             warmup: args.warmup,
             mix: &mix,
@@ -542,7 +647,7 @@ pub fn run(
     if json.rate_reached == Some(false) {
         progress(&format!(
             "bench: warning: the rate fell short of --rate {}: {} calls/s achieved",
-            thousands(args.rate.unwrap_or_default().round() as u64),
+            thousands(args.fixed_rate().unwrap_or_default().round() as u64),
             thousands(json.achieved_rate.round() as u64)
         ));
     }
@@ -586,6 +691,157 @@ pub fn run(
     }
 }
 
+/// `--rate LOW..HIGH`: one open-loop run per step of the schedule, or per
+/// probe of `--find-capacity`, each with its own warm-up; then one row per
+/// step and, with `--slo`, the knee.
+fn run_steps(
+    args: &BenchArgs,
+    shared: &Shared<'_>,
+    connected: &Connected,
+    out: Output,
+) -> Result<(), Failure> {
+    let Some(RateArg::Range { low, high }) = args.rate else {
+        return Err(Failure::Other("a schedule needs a rate range".into()));
+    };
+    let mut first_error = None;
+    let mut run_step = |rate: f64| -> Result<Step, Failure> {
+        progress(&format!(
+            "bench: step at {} calls/s for {:.1} s",
+            thousands(rate.round() as u64),
+            args.step_duration.as_secs_f64()
+        ));
+        let counters = Counters::default();
+        let step_shared = Shared {
+            plan: shared.plan.at_rate(rate)?,
+            counters: &counters,
+            ..*shared
+        };
+        let mut measured = step_shared.measure(Some(rate))?;
+        let error = measured.tally.first_error.take();
+        first_error = first_error.take().or(error);
+        let step = step_of(rate, &measured, args.slo.as_ref())?;
+        if let Some(verdict) = step.sustained {
+            progress(&format!(
+                "bench: {} calls/s {}",
+                thousands(rate.round() as u64),
+                if verdict { "held" } else { "did not hold" }
+            ));
+        }
+        Ok(step)
+    };
+    let mut steps = Vec::new();
+    let sustainable = if args.find_capacity {
+        let mut search = CapacitySearch::new(low, high);
+        while let Some(rate) = search.next() {
+            let step = run_step(rate)?;
+            search.record(rate, step.sustained == Some(true));
+            steps.push(step);
+        }
+        search.result()
+    } else {
+        let step = args.rate_step.unwrap_or(high - low);
+        for rate in steps::schedule_rates(low, high, step).map_err(Failure::Usage)? {
+            steps.push(run_step(rate)?);
+        }
+        steps::sustainable_rate(&steps)
+    };
+    let how = if args.find_capacity {
+        "a capacity search"
+    } else {
+        "a schedule"
+    };
+    let mut text = format!(
+        "tiny-cache bench against {}\n  {} threads, {how} of {} open-loop steps of {:.2} s \
+         after {:.2} s warm-up each; {} over {} keys ({}) of {}\n  latency from when each \
+         call was due (corrected for coordinated omission); service p99 from when it was \
+         sent\n\n",
+        connected.label,
+        args.threads,
+        steps.len(),
+        args.step_duration.as_secs_f64(),
+        args.warmup.as_secs_f64(),
+        shared.mix.describe(),
+        thousands(args.keys as u64),
+        args.key_distribution,
+        args.value_size.describe(),
+    );
+    text.push_str(&steps::table(&steps, args.slo.as_ref(), args.find_capacity));
+    if let Some(error) = &first_error {
+        text.push_str(&format!("  first error  {error}\n"));
+    }
+    if let Some(cluster) = &connected.cluster {
+        text.push_str(&per_server_load(cluster));
+    }
+    write_stdout(text.as_bytes())?;
+    if out.json {
+        let json = ScheduleJson {
+            mode: if args.find_capacity {
+                "find-capacity"
+            } else {
+                "schedule"
+            },
+            server: connected.server.clone(),
+            threads: args.threads,
+            step_duration_s: args.step_duration.as_secs_f64(),
+            warmup_s: args.warmup.as_secs_f64(),
+            keys: args.keys,
+            key_distribution: args.key_distribution.to_string(),
+            mix: shared
+                .mix
+                .ops()
+                .map(|op| (op.name().to_owned(), shared.mix.share(op)))
+                .collect(),
+            slo: args.slo.as_ref().map(Slo::json),
+            sustainable_rate: args.slo.as_ref().map(|_| sustainable),
+            steps,
+        };
+        out.object(&json)?;
+    } else if steps.iter().all(|step| step.ops == 0) {
+        if let Some(error) = first_error {
+            return Err(Failure::Other(format!(
+                "every operation failed; the first with: {error}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// One step's row from what it measured, judged against `slo`.
+fn step_of(rate: f64, measured: &Measured, slo: Option<&Slo>) -> Result<Step, Failure> {
+    let tally = &measured.tally;
+    let latencies = tally.all_latencies()?;
+    let latency = Latency::of(&latencies);
+    let ops = latencies.len();
+    let errors = tally.errors();
+    let seconds = measured.measured.as_secs_f64().max(1e-9);
+    let mut step = Step {
+        target_rate: rate,
+        achieved_rate: ((ops + errors) as f64 / seconds * 10.0).round() / 10.0,
+        ops,
+        errors,
+        unsent: tally.unsent,
+        p50_us: latency.p50_us,
+        p99_us: latency.p99_us,
+        p999_us: latency.p999_us,
+        max_us: latency.max_us,
+        service_p99_us: tally
+            .service_micros
+            .as_ref()
+            .map_or(0, |service| Latency::of(service).p99_us),
+        slo_us: None,
+        sustained: None,
+    };
+    if let Some(slo) = slo {
+        let percentile = if latencies.is_empty() {
+            0
+        } else {
+            latencies.value_at_quantile(slo.quantile)
+        };
+        step.judge(slo, percentile);
+    }
+    Ok(step)
+}
+
 /// Writes the first `count` keys, in batches, and fails on the first
 /// refusal: a benchmark of misses would measure something else.
 fn prefill(calls: &dyn CacheStore, data: &Data, count: usize) -> Result<(), Failure> {
@@ -615,6 +871,7 @@ fn prefill(calls: &dyn CacheStore, data: &Data, count: usize) -> Result<(), Fail
 }
 
 /// What the benchmark threads share.
+#[derive(Clone, Copy)]
 struct Shared<'a> {
     calls: &'a dyn CacheStore,
     data: &'a Data,
@@ -626,7 +883,43 @@ struct Shared<'a> {
     counters: &'a Counters,
 }
 
+/// What one run (or one step of a schedule) measured.
+struct Measured {
+    tally: Tally,
+    /// When the measured window started.
+    measured_start: Instant,
+    /// The measured window: to the last measured call's end, and at least
+    /// the duration asked for.
+    measured: Duration,
+    usage: Option<ProcessUsage>,
+}
+
 impl Shared<'_> {
+    /// Runs the threads on this plan (open loop at `target_rate`, when
+    /// given) and merges what they measured.
+    fn measure(&self, target_rate: Option<f64>) -> Result<Measured, Failure> {
+        let (tallies, start, usage) = self.run_threads(target_rate)?;
+        let mut tally = Tally::new(self.mix, target_rate.is_some())?;
+        for thread in tallies {
+            tally.merge(thread)?;
+        }
+        let plan = self.plan;
+        let measured_start = plan.measured_start(start);
+        let measured_end = match plan.length {
+            Length::Time(duration) => tally
+                .last_end
+                .unwrap_or(start)
+                .max(measured_start + duration),
+            Length::Requests(_) => tally.last_end.unwrap_or(measured_start),
+        };
+        Ok(Measured {
+            tally,
+            measured_start,
+            measured: measured_end.saturating_duration_since(measured_start),
+            usage,
+        })
+    }
+
     /// Starts the threads together, prints progress while they run, and
     /// returns what each measured, when they started, and the process's
     /// resource use over the measured window.
@@ -938,7 +1231,12 @@ fn at_most_a_day(phase: Duration, option: &str) -> Result<Duration, String> {
     }
 }
 
-/// `--rate`: a positive number of calls per second (whether the threads
+/// `--step-duration`: a positive time, at most a day.
+fn parse_step_duration(raw: &str) -> Result<Duration, String> {
+    at_most_a_day(steps::parse_span(raw)?, "--step-duration")
+}
+
+/// `--rate-step`: a positive number of calls per second (whether the threads
 /// can reach it is checked with --threads, in `Schedule::new`).
 fn parse_rate(raw: &str) -> Result<f64, String> {
     match raw.trim().parse::<f64>() {

@@ -220,7 +220,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(histogram: &Histogram<u64>) -> Latency {
+    /// The summary of `histogram`; all zeros when it is empty.
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
         if histogram.is_empty() {
             return Latency {
                 p50_us: 0,
