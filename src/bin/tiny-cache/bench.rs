@@ -31,6 +31,7 @@ mod gate;
 mod report;
 mod schedule;
 mod steps;
+mod verify;
 mod workload;
 
 use std::path::PathBuf;
@@ -51,6 +52,7 @@ use self::gate::Baseline;
 use self::report::{Latency, Report, Shape, Tally};
 use self::schedule::Schedule;
 use self::steps::{CapacitySearch, RateArg, ScheduleJson, Slo, Step};
+use self::verify::{Landed, Verifier};
 use self::workload::{Data, KeyDistribution, Mix, Op, OpSampler, Prefill, ValueSize};
 use crate::chart::ChartFile;
 use crate::usage::ProcessUsage;
@@ -151,6 +153,12 @@ pub struct BenchArgs {
         conflicts_with = "rate_step"
     )]
     find_capacity: bool,
+    /// Check the data: every value written holds its key, a write sequence
+    /// and a checksum, and every value read is checked against what this
+    /// run wrote; stale, impossible, another key's and corrupt values are
+    /// counted apart, and any of them ends the run with exit status 10.
+    #[arg(long)]
+    verify: bool,
     /// Measured time in seconds (fractions allowed).
     #[arg(
         long,
@@ -556,6 +564,20 @@ pub fn run(
             ))
         },
     )?;
+    if args.verify {
+        if args.pipeline > 1 {
+            return Err(Failure::Usage(
+                "--verify makes one call at a time: it cannot be used with --pipeline".into(),
+            ));
+        }
+        let needed = verify::min_value_size(last_key.len());
+        if args.value_size.min < needed {
+            return Err(Failure::Usage(format!(
+                "--verify writes values that name their key ({last_key:?} takes {needed} bytes): \
+                 --value-size must be at least {needed}"
+            )));
+        }
+    }
     let baseline = args.baseline.as_deref().map(Baseline::read).transpose()?;
     if let Some(chart) = &args.chart {
         chart.check_directory().map_err(Failure::Other)?;
@@ -583,7 +605,15 @@ pub fn run(
         args.value_size.describe(),
         connected.label
     ));
-    prefill(connected.calls.as_ref(), &data, prefilled)?;
+    let verifier = args
+        .verify
+        .then(|| Verifier::new(args.keys, fastrand::u64(..)));
+    prefill(
+        connected.calls.as_ref(),
+        &data,
+        prefilled,
+        verifier.as_ref(),
+    )?;
 
     let counters = Counters::default();
     let shared = Shared {
@@ -595,6 +625,7 @@ pub fn run(
         batch: args.batch,
         plan,
         counters: &counters,
+        verifier: verifier.as_ref(),
     };
     if args.stepped() {
         return run_steps(args, &shared, &connected, out);
@@ -640,6 +671,10 @@ pub fn run(
     if let Some(cluster) = &connected.cluster {
         text.push_str(&per_server_load(cluster));
     }
+    let verified = verifier.as_ref().map(Verifier::json);
+    if let Some(verified) = &verified {
+        text.push_str(&verified.text());
+    }
     if let Some(comparison) = &comparison {
         text.push_str(&comparison.text());
     }
@@ -652,6 +687,7 @@ pub fn run(
         ));
     }
     json.baseline = comparison.clone();
+    json.verify = verified.clone();
     if out.json {
         out.object(&json)?;
     }
@@ -676,6 +712,9 @@ pub fn run(
         return Err(Failure::Other(format!(
             "every operation failed; the first with: {error}"
         )));
+    }
+    if let Some(failed) = verified.as_ref().and_then(unsound) {
+        return Err(failed);
     }
     match comparison {
         Some(comparison) if comparison.regressed => Err(Failure::outcome(
@@ -772,6 +811,10 @@ fn run_steps(
     if let Some(cluster) = &connected.cluster {
         text.push_str(&per_server_load(cluster));
     }
+    let verified = shared.verifier.map(Verifier::json);
+    if let Some(verified) = &verified {
+        text.push_str(&verified.text());
+    }
     write_stdout(text.as_bytes())?;
     if out.json {
         let json = ScheduleJson {
@@ -794,6 +837,7 @@ fn run_steps(
             slo: args.slo.as_ref().map(Slo::json),
             sustainable_rate: args.slo.as_ref().map(|_| sustainable),
             steps,
+            verify: verified.clone(),
         };
         out.object(&json)?;
     } else if steps.iter().all(|step| step.ops == 0) {
@@ -803,7 +847,29 @@ fn run_steps(
             )));
         }
     }
-    Ok(())
+    match verified.as_ref().and_then(unsound) {
+        Some(failed) => Err(failed),
+        None => Ok(()),
+    }
+}
+
+/// The failure `--verify` ends a run with when any value read was wrong.
+fn unsound(verified: &verify::VerifyJson) -> Option<Failure> {
+    (verified.failures > 0).then(|| {
+        Failure::outcome(
+            Exit::Unsound,
+            format!(
+                "--verify: {} of {} values read were wrong ({} stale, {} impossible, {} of \
+                 another key, {} corrupt)",
+                verified.failures,
+                verified.checked,
+                verified.stale,
+                verified.impossible,
+                verified.wrong_key,
+                verified.corrupt
+            ),
+        )
+    })
 }
 
 /// One step's row from what it measured, judged against `slo`.
@@ -844,19 +910,56 @@ fn step_of(rate: f64, measured: &Measured, slo: Option<&Slo>) -> Result<Step, Fa
 
 /// Writes the first `count` keys, in batches, and fails on the first
 /// refusal: a benchmark of misses would measure something else.
-fn prefill(calls: &dyn CacheStore, data: &Data, count: usize) -> Result<(), Failure> {
+///
+/// With `--verify` the values are self-describing and each write is
+/// recorded, so that reads of pre-filled keys are judged too.
+fn prefill(
+    calls: &dyn CacheStore,
+    data: &Data,
+    count: usize,
+    verifier: Option<&Verifier>,
+) -> Result<(), Failure> {
     let mut next = 0;
     while next < count {
+        let first = next;
         let mut bytes = 0;
-        let mut items = Vec::new();
-        while next < count && items.len() < PREFILL_BATCH_ITEMS && bytes < PREFILL_BATCH_BYTES {
-            let value = data.value(next);
-            bytes += value.len() + 64;
-            items.push((data.keys[next].as_str(), value));
+        let mut writes = Vec::new();
+        let mut values: Vec<Vec<u8>> = Vec::new();
+        while next < count && next - first < PREFILL_BATCH_ITEMS && bytes < PREFILL_BATCH_BYTES {
+            bytes += data.value_len(next) + 64;
+            if let Some(verifier) = verifier {
+                let write = verifier.begin_write(next);
+                values.push(verifier.value(&data.keys[next], &write, data.value_len(next)));
+                writes.push(write);
+            }
             next += 1;
         }
-        let results = calls
-            .set_many(&items)
+        let items: Vec<(&str, &[u8])> = (first..next)
+            .map(|key| {
+                let value = match values.get(key - first) {
+                    Some(value) => value.as_slice(),
+                    None => data.value(key),
+                };
+                (data.keys[key].as_str(), value)
+            })
+            .collect();
+        let results = calls.set_many(&items);
+        if let Some(verifier) = verifier {
+            for (write, key) in writes.iter().zip(first..) {
+                let landed = match &results {
+                    Ok(items)
+                        if items
+                            .iter()
+                            .any(|r| r.key == data.keys[key] && r.result.is_ok()) =>
+                    {
+                        Landed::Yes
+                    }
+                    _ => Landed::Unknown,
+                };
+                verifier.end_write(*write, landed);
+            }
+        }
+        let results = results
             .map_err(|e| Failure::Other(format!("cannot write the benchmark's keys: {e}")))?;
         if let Some(failed) = results.iter().find(|r| r.result.is_err()) {
             let why = failed.result.as_ref().err().map(ToString::to_string);
@@ -881,6 +984,8 @@ struct Shared<'a> {
     batch: usize,
     plan: Plan,
     counters: &'a Counters,
+    /// `--verify`: the record of writes that reads are judged against.
+    verifier: Option<&'a Verifier>,
 }
 
 /// What one run (or one step of a schedule) measured.
@@ -1038,6 +1143,7 @@ impl Shared<'_> {
                 .sampler(self.data.keys.len(), index, self.plan.threads),
             tally: Tally::new(self.mix, matches!(self.plan.pace, Pace::Open(_)))?,
             items: Vec::with_capacity(self.batch),
+            key_numbers: Vec::with_capacity(self.batch),
             parts: Vec::with_capacity(self.plan.pipeline),
         };
         match self.plan.pace {
@@ -1057,6 +1163,8 @@ struct Thread<'s, 'a> {
     /// The keys and values of the call being made (reused: no allocation
     /// per call).
     items: Vec<(&'a str, &'a [u8])>,
+    /// The numbers of those keys (for `--verify`).
+    key_numbers: Vec<usize>,
     /// The operations of the pipeline being sent (reused likewise).
     parts: Vec<Part<'a>>,
 }
@@ -1144,11 +1252,16 @@ impl Thread<'_, '_> {
         let count = if op.is_batch() { shared.batch } else { 1 };
         let data = shared.data;
         self.items.clear();
+        self.key_numbers.clear();
         for _ in 0..count {
             let key = self.keys.next(&mut self.rng);
             self.items.push((data.keys[key].as_str(), data.value(key)));
+            self.key_numbers.push(key);
         }
-        let outcome = perform(shared.calls, op, &self.items);
+        let outcome = match shared.verifier {
+            Some(verifier) => verify::perform(shared.calls, verifier, data, op, &self.key_numbers),
+            None => perform(shared.calls, op, &self.items),
+        };
         let ended = Instant::now();
         if !measured {
             return;

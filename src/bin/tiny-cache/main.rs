@@ -61,7 +61,9 @@ Exit status:
      one key (its reason is shown); the other keys were done
   8  `health`: the server answers, but the service is not SERVING
   9  `bench --baseline`: throughput fell, or p99 latency grew, by more
-     than --tolerance against the saved run";
+     than --tolerance against the saved run
+  10  `bench --verify`: a value read was stale, impossible, another key's
+      or corrupt";
 
 /// Every exit status other than success; `EXIT_CODES_HELP` explains each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +77,7 @@ pub enum Exit {
     ItemsRefused = 7,
     NotServing = 8,
     Regressed = 9,
+    Unsound = 10,
 }
 
 /// Command-line client, embedded server and benchmark for tiny-cache.
@@ -751,6 +754,7 @@ mod tests {
             Exit::ItemsRefused,
             Exit::NotServing,
             Exit::Regressed,
+            Exit::Unsound,
         ];
         for code in std::iter::once(0).chain(all.iter().map(|&e| e as u8)) {
             let listed = EXIT_CODES_HELP

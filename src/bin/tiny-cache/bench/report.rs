@@ -537,6 +537,7 @@ impl Report<'_> {
             service: self.tally.service_micros.as_ref().map(Latency::of),
             operations,
             baseline: None,
+            verify: None,
         }
     }
 
@@ -679,6 +680,9 @@ pub struct BenchJson {
     pub operations: BTreeMap<String, OpJson>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<super::gate::Comparison>,
+    /// `--verify`'s counts; saved runs are read back without them.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<super::verify::VerifyJson>,
 }
 
 impl BenchJson {

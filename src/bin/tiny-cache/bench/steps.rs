@@ -397,6 +397,9 @@ pub struct ScheduleJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sustainable_rate: Option<Option<f64>>,
     pub steps: Vec<Step>,
+    /// `--verify`'s counts over every step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<super::verify::VerifyJson>,
 }
 
 impl Slo {

@@ -522,7 +522,8 @@ impl Data {
         self.bytes.slice(..self.value_len(key))
     }
 
-    fn value_len(&self, key: usize) -> usize {
+    /// The size of key `key`'s value.
+    pub fn value_len(&self, key: usize) -> usize {
         self.size.of_key(key).min(self.bytes.len())
     }
 }
