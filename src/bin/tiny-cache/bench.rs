@@ -53,7 +53,7 @@ use self::report::{Latency, Report, Shape, Tally};
 use self::schedule::Schedule;
 use self::steps::{CapacitySearch, RateArg, ScheduleJson, Slo, Step};
 use self::verify::{Landed, Verifier};
-use self::workload::{Data, KeyDistribution, Mix, Op, OpSampler, Prefill, ValueSize};
+use self::workload::{Data, HotSet, KeyDistribution, Mix, Op, OpSampler, Prefill, ValueSize};
 use crate::chart::ChartFile;
 use crate::usage::ProcessUsage;
 use crate::{parse_seconds, thousands, write_stdout, ClientSettings, Exit, Failure, Output};
@@ -214,6 +214,12 @@ pub struct BenchArgs {
         value_parser = KeyDistribution::parse
     )]
     key_distribution: KeyDistribution,
+    /// Move the hot keys of a zipf or gaussian --key-distribution every
+    /// TIME (seconds, or 500ms, 30s, 2m): each interval shifts which keys
+    /// the distribution's ranks fall on, by 61.8 % of the keys, so caches
+    /// are measured while their hot set changes [default: never].
+    #[arg(long, value_name = "TIME", value_parser = parse_hot_set_rotate)]
+    hot_set_rotate: Option<Duration>,
     /// Keys are this prefix followed by their number.
     #[arg(long, value_name = "PREFIX", default_value = "bench:")]
     key_prefix: String,
@@ -564,6 +570,18 @@ pub fn run(
             ))
         },
     )?;
+    if args.hot_set_rotate.is_some()
+        && matches!(
+            args.key_distribution,
+            KeyDistribution::Uniform | KeyDistribution::Sequential
+        )
+    {
+        return Err(Failure::Usage(format!(
+            "--hot-set-rotate moves the hot keys of a zipf or gaussian --key-distribution; \
+             {} has none",
+            args.key_distribution
+        )));
+    }
     if args.verify {
         if args.pipeline > 1 {
             return Err(Failure::Usage(
@@ -626,6 +644,10 @@ pub fn run(
         plan,
         counters: &counters,
         verifier: verifier.as_ref(),
+        // From here, so that a schedule's steps carry on the rotation.
+        hot_set: args
+            .hot_set_rotate
+            .map(|every| HotSet::new(every, Instant::now(), args.keys)),
     };
     if args.stepped() {
         return run_steps(args, &shared, &connected, out);
@@ -654,6 +676,7 @@ pub fn run(
             distribution: args.key_distribution,
             value_size: args.value_size,
             prefilled,
+            hot_set_rotate: args.hot_set_rotate,
         },
         measured,
         latencies_micros: tally.all_latencies()?,
@@ -801,7 +824,14 @@ fn run_steps(
         args.warmup.as_secs_f64(),
         shared.mix.describe(),
         thousands(args.keys as u64),
-        args.key_distribution,
+        match args.hot_set_rotate {
+            Some(every) => format!(
+                "{}, hot set moving every {:.1} s",
+                args.key_distribution,
+                every.as_secs_f64()
+            ),
+            None => args.key_distribution.to_string(),
+        },
         args.value_size.describe(),
     );
     text.push_str(&steps::table(&steps, args.slo.as_ref(), args.find_capacity));
@@ -829,10 +859,14 @@ fn run_steps(
             warmup_s: args.warmup.as_secs_f64(),
             keys: args.keys,
             key_distribution: args.key_distribution.to_string(),
+            hot_set_rotate_s: args.hot_set_rotate.map(|every| every.as_secs_f64()),
             mix: shared
                 .mix
                 .ops()
-                .map(|op| (op.name().to_owned(), shared.mix.share(op)))
+                .map(|op| {
+                    let share = (shared.mix.share(op) * 1e3).round() / 1e3;
+                    (op.name().to_owned(), share)
+                })
                 .collect(),
             slo: args.slo.as_ref().map(Slo::json),
             sustainable_rate: args.slo.as_ref().map(|_| sustainable),
@@ -986,6 +1020,8 @@ struct Shared<'a> {
     counters: &'a Counters,
     /// `--verify`: the record of writes that reads are judged against.
     verifier: Option<&'a Verifier>,
+    /// `--hot-set-rotate`.
+    hot_set: Option<HotSet>,
 }
 
 /// What one run (or one step of a schedule) measured.
@@ -1170,6 +1206,15 @@ struct Thread<'s, 'a> {
 }
 
 impl Thread<'_, '_> {
+    /// The next key, from the distribution, moved by the hot set.
+    fn next_key(&mut self) -> usize {
+        let key = self.keys.next(&mut self.rng);
+        match self.shared.hot_set {
+            Some(hot) => hot.place_at(key, Instant::now()),
+            None => key,
+        }
+    }
+
     /// Calls (or pipelines) back to back; a call counts when it starts in
     /// the measured window, a pipeline's operations when it does.
     fn closed_loop(&mut self, start: Instant) {
@@ -1254,7 +1299,7 @@ impl Thread<'_, '_> {
         self.items.clear();
         self.key_numbers.clear();
         for _ in 0..count {
-            let key = self.keys.next(&mut self.rng);
+            let key = self.next_key();
             self.items.push((data.keys[key].as_str(), data.value(key)));
             self.key_numbers.push(key);
         }
@@ -1289,7 +1334,7 @@ impl Thread<'_, '_> {
         self.parts.clear();
         for _ in 0..count {
             let op = shared.sampler.next(&mut self.rng);
-            let key = self.keys.next(&mut self.rng);
+            let key = self.next_key();
             self.parts.push(Part {
                 op,
                 key: data.keys[key].as_str(),
@@ -1342,6 +1387,11 @@ fn at_most_a_day(phase: Duration, option: &str) -> Result<Duration, String> {
     } else {
         Err(format!("{option} is at most {} s", MAX_PHASE.as_secs()))
     }
+}
+
+/// `--hot-set-rotate`: a positive time, at most a day.
+fn parse_hot_set_rotate(raw: &str) -> Result<Duration, String> {
+    at_most_a_day(steps::parse_span(raw)?, "--hot-set-rotate")
 }
 
 /// `--step-duration`: a positive time, at most a day.

@@ -198,6 +198,8 @@ pub struct Shape<'a> {
     pub distribution: KeyDistribution,
     pub value_size: ValueSize,
     pub prefilled: usize,
+    /// `--hot-set-rotate`.
+    pub hot_set_rotate: Option<Duration>,
 }
 
 /// Everything the report shows.
@@ -329,11 +331,15 @@ impl Report<'_> {
     pub fn text(&self) -> String {
         let shape = &self.shape;
         let mut text = format!(
-            "tiny-cache bench against {}\n  {}\n  keys: {} {} named {}N, {} written first{}\n\n",
+            "tiny-cache bench against {}\n  {}\n  keys: {} {}{} named {}N, {} written first{}\n\n",
             shape.server_label,
             self.chart_run().parameters(),
             thousands(shape.keys as u64),
             shape.distribution,
+            shape
+                .hot_set_rotate
+                .map(|every| format!(" (hot set moving every {:.1} s)", every.as_secs_f64()))
+                .unwrap_or_default(),
             shape.key_prefix,
             thousands(shape.prefilled as u64),
             if shape.mix.has_batches() {
@@ -525,6 +531,7 @@ impl Report<'_> {
             key_distribution: shape.distribution.to_string(),
             key_prefix: shape.key_prefix.to_owned(),
             prefill_keys: shape.prefilled,
+            hot_set_rotate_s: shape.hot_set_rotate.map(|every| every.as_secs_f64()),
             cpu_us_per_op: per_op.map(|(cpu, _)| thousandths(cpu)),
             ctx_switches_per_op: per_op.map(|(_, switches)| thousandths(switches)),
             usage_includes_server: shape.embedded,
@@ -659,6 +666,9 @@ pub struct BenchJson {
     pub key_prefix: String,
     #[serde(default)]
     pub prefill_keys: usize,
+    /// `--hot-set-rotate`, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_set_rotate_s: Option<f64>,
     /// `null` where getrusage is unavailable.
     #[serde(default)]
     pub cpu_us_per_op: Option<f64>,
@@ -708,6 +718,10 @@ impl BenchJson {
             ("value_size_min", self.value_size_min.to_string()),
             ("value_size_max", self.value_size_max.to_string()),
             ("prefill_keys", self.prefill_keys.to_string()),
+            (
+                "hot_set_rotate_s",
+                some(self.hot_set_rotate_s.map(|s| s.to_string())),
+            ),
         ]
     }
 }

@@ -389,6 +389,9 @@ pub struct ScheduleJson {
     pub warmup_s: f64,
     pub keys: usize,
     pub key_distribution: String,
+    /// `--hot-set-rotate`, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hot_set_rotate_s: Option<f64>,
     pub mix: std::collections::BTreeMap<String, f64>,
     /// The SLO as given, `p99=2000us`; absent without `--slo`.
     #[serde(skip_serializing_if = "Option::is_none")]
