@@ -219,8 +219,10 @@ enum Command {
     /// bound address on stdout.
     Serve(ServeArgs),
     /// Load-test a server: a mix of every call from many threads sharing
-    /// one client, closed loop or at a fixed --rate.
-    Bench(BenchCommand),
+    /// one client, closed loop, at a fixed --rate, or in steps of rates
+    /// against an --slo.
+    // Boxed: bench's options are many times the size of the others.
+    Bench(Box<BenchCommand>),
 }
 
 /// `bench`'s options and `--metrics-listen`.
@@ -574,7 +576,8 @@ fn run(cli: Cli, server_given: bool) -> Result<(), Failure> {
             args.metrics.install()?;
             serve(&args, out)
         }
-        Command::Bench(BenchCommand { args, metrics }) => {
+        Command::Bench(command) => {
+            let BenchCommand { args, metrics } = *command;
             metrics.install()?;
             let target = if server_given && many {
                 bench::Target::Cluster {
