@@ -7,7 +7,8 @@
 //! `LatencyOverRate`, which delays every response by far more than the SLO
 //! allows once the proxied request rate passes a threshold set between two
 //! steps. Below it the server answers as fast as it does; above it no
-//! machine, however busy, meets the SLO: nothing here is timed.
+//! machine, however busy, meets the SLO. A machine so busy that it stalls
+//! past the SLO below the knee spoils a run, which is then tried again.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -27,7 +28,12 @@ const KNEE_REQUESTS_PER_S: u64 = 350;
 
 /// The delay above the knee: twice the SLO, so that a step over the knee
 /// fails it whatever else happens.
-const OVER_KNEE_LATENCY: Duration = Duration::from_millis(500);
+const OVER_KNEE_LATENCY: Duration = Duration::from_millis(1500);
+
+/// Runs a busy machine may spoil below the knee (a stall of its own over
+/// the SLO) before the test gives up; each try has a fresh server and
+/// proxy. Over the knee nothing is retried: a step there must fail.
+const TRIES: u32 = 3;
 
 /// Runs `tiny-cache bench ARGS`, isolated from the caller's environment.
 fn bench(args: &[&str]) -> Output {
@@ -62,8 +68,9 @@ fn server_with_a_knee() -> (Server, FaultProxy) {
 
 /// What every run here asks for: gets of 100 keys through one connection,
 /// 16 threads (each has 35 ms for a call at 450/s), a half-second warm-up
-/// before each one-second step, and a p99 SLO of 250 ms: half the delay
-/// over the knee, and far above anything a machine shows below it.
+/// before each one-second step, and a p99 SLO of 750 ms: half the delay
+/// over the knee, and far above what a machine shows below it unless it
+/// stalls (see [`TRIES`]).
 fn knee_run<'a>(proxy: &'a str, more: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![
         "--server",
@@ -84,7 +91,7 @@ fn knee_run<'a>(proxy: &'a str, more: &[&'a str]) -> Vec<&'a str> {
         "--step-duration",
         "1s",
         "--slo",
-        "p99=250ms",
+        "p99=750ms",
     ];
     args.extend_from_slice(more);
     args
@@ -101,79 +108,115 @@ fn rates(run: &Value) -> Vec<f64> {
 
 #[test]
 fn a_schedule_names_the_last_step_below_the_servers_knee_as_sustainable() {
-    let (_server, proxy) = server_with_a_knee();
-    let address = proxy.address();
-    let output = bench(&knee_run(
-        &address,
-        &["--rate", "50..450", "--rate-step", "200"],
-    ));
-    let run = last_json(&output);
-    assert_eq!(run["mode"], "schedule", "{run}");
-    assert_eq!(rates(&run), [50.0, 250.0, 450.0], "{run}");
-    let steps = run["steps"].as_array().unwrap();
-    let verdicts: Vec<&Value> = steps.iter().map(|step| &step["sustained"]).collect();
-    assert_eq!(verdicts, [true, true, false], "{run}");
-    assert_eq!(run["sustainable_rate"], 250.0, "{run}");
-    assert_eq!(run["slo"], "p99=250000us", "{run}");
-    // The step over the knee failed on its latency, corrected from when
-    // calls were due: the delay, or the queue behind it.
-    let over = &steps[2];
-    assert!(
-        over["slo_us"].as_u64().unwrap_or(0) >= 250_000,
-        "{over}: the knee is not in its p99"
-    );
-    for step in steps {
-        for field in [
-            "achieved_rate",
-            "p50_us",
-            "p99_us",
-            "p999_us",
-            "service_p99_us",
-            "errors",
-        ] {
-            assert!(step[field].is_number(), "{field} missing: {step}");
+    let chart = std::env::temp_dir().join(format!("tiny-cache-knee-{}.svg", std::process::id()));
+    let chart_arg = chart.to_string_lossy().into_owned();
+    for attempt in 1..=TRIES {
+        let (_server, proxy) = server_with_a_knee();
+        let address = proxy.address();
+        let output = bench(&knee_run(
+            &address,
+            &[
+                "--rate",
+                "50..450",
+                "--rate-step",
+                "200",
+                "--chart",
+                &chart_arg,
+            ],
+        ));
+        let run = last_json(&output);
+        assert_eq!(run["mode"], "schedule", "{run}");
+        assert_eq!(rates(&run), [50.0, 250.0, 450.0], "{run}");
+        assert_eq!(run["slo"], "p99=750000us", "{run}");
+        let steps = run["steps"].as_array().unwrap();
+        // Over the knee, whatever the machine does: the step fails on its
+        // latency, corrected from when calls were due (the delay, or the
+        // queue behind it).
+        let over = &steps[2];
+        assert_eq!(over["sustained"], false, "{run}");
+        assert!(
+            over["slo_us"].as_u64().unwrap_or(0) >= 750_000,
+            "{over}: the knee is not in its p99"
+        );
+        if steps[..2].iter().any(|step| step["sustained"] != true) {
+            eprintln!("attempt {attempt}: the machine stalled below the knee: {run}");
+            continue;
         }
+        assert_eq!(run["sustainable_rate"], 250.0, "{run}");
+        for step in steps {
+            for field in [
+                "achieved_rate",
+                "p50_us",
+                "p99_us",
+                "p999_us",
+                "service_p99_us",
+                "errors",
+            ] {
+                assert!(step[field].is_number(), "{field} missing: {step}");
+            }
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            text.contains("sustainable  250 calls/s"),
+            "the report names the knee: {text}"
+        );
+        // The picture over time marks each step with its verdict, and says
+        // the knee in its title.
+        let svg = std::fs::read_to_string(&chart).expect("the timeline chart");
+        let _ = std::fs::remove_file(&chart);
+        for mark in ["50/s ✓", "250/s ✓", "450/s ✗"] {
+            assert!(svg.contains(mark), "{mark} not marked: {svg}");
+        }
+        assert!(svg.contains("sustainable 250 calls/s"), "{svg}");
+        assert_eq!(svg.matches("<polyline").count(), 2, "throughput and p99");
+        return;
     }
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        text.contains("sustainable  250 calls/s"),
-        "the report names the knee: {text}"
-    );
+    let _ = std::fs::remove_file(&chart);
+    panic!("the machine stalled below the knee in {TRIES} tries (see stderr)");
 }
 
 #[test]
 fn capacity_search_brackets_the_knee_within_five_percent() {
-    let (_server, proxy) = server_with_a_knee();
-    let address = proxy.address();
-    let output = bench(&knee_run(
-        &address,
-        &["--rate", "100..600", "--find-capacity"],
-    ));
-    let run = last_json(&output);
-    assert_eq!(run["mode"], "find-capacity", "{run}");
-    let probes = rates(&run);
-    // Top first, bottom next, then bisection; each probe is one step.
-    assert_eq!(probes[..2], [600.0, 100.0], "{run}");
-    assert!(probes.len() <= 8, "{} probes: {run}", probes.len());
-    let found = run["sustainable_rate"]
-        .as_f64()
-        .unwrap_or_else(|| panic!("no knee found: {run}"));
-    // The knee is at 350 requests a second: the search ends with a rate
-    // that held at most 5 % below the lowest that failed, both on the
-    // right sides of it (a busy machine keeps a schedule unevenly, so the
-    // proxy may see the knee a little early or late).
-    let lowest_failed = run["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|step| step["sustained"] == false)
-        .filter_map(|step| step["target_rate"].as_f64())
-        .fold(f64::INFINITY, f64::min);
-    assert!(
-        lowest_failed - found <= found * 0.05,
-        "{found} held, {lowest_failed} failed: {run}"
-    );
-    assert!((250.0..=450.0).contains(&found), "{found}: {run}");
+    for attempt in 1..=TRIES {
+        let (_server, proxy) = server_with_a_knee();
+        let address = proxy.address();
+        let output = bench(&knee_run(
+            &address,
+            &["--rate", "200..500", "--find-capacity"],
+        ));
+        let run = last_json(&output);
+        assert_eq!(run["mode"], "find-capacity", "{run}");
+        let probes = rates(&run);
+        // Top first (over the knee: fails whatever the machine does),
+        // bottom next, then bisection; each probe is one step.
+        assert_eq!(probes[..2], [500.0, 200.0], "{run}");
+        assert_eq!(run["steps"][0]["sustained"], false, "{run}");
+        assert!(probes.len() <= 8, "{} probes: {run}", probes.len());
+        // The search ends with a rate that held at most 5 % below the
+        // lowest that failed.
+        let found = run["sustainable_rate"].as_f64();
+        let lowest_failed = run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|step| step["sustained"] == false)
+            .filter_map(|step| step["target_rate"].as_f64())
+            .fold(f64::INFINITY, f64::min);
+        if let Some(found) = found {
+            assert!(
+                lowest_failed - found <= found * 0.05,
+                "{found} held, {lowest_failed} failed: {run}"
+            );
+        }
+        // The knee is at 350 requests a second; a busy machine keeps a
+        // schedule unevenly, so the proxy may see it a little early or
+        // late, and a stall may fail a probe below it (then try again).
+        match found {
+            Some(found) if (250.0..=450.0).contains(&found) => return,
+            _ => eprintln!("attempt {attempt}: the machine stalled below the knee: {run}"),
+        }
+    }
+    panic!("the machine stalled below the knee in {TRIES} tries (see stderr)");
 }
 
 #[test]

@@ -49,11 +49,12 @@ use tiny_cache_client::{CacheStore, Error, ReplyWait};
 
 use self::calls::{perform, perform_pipeline, Part};
 use self::gate::Baseline;
-use self::report::{Latency, Report, Shape, Tally};
+use self::report::{Latency, Report, Shape, Tally, Timeline};
 use self::schedule::Schedule;
 use self::steps::{CapacitySearch, RateArg, ScheduleJson, Slo, Step};
 use self::verify::{Landed, Verifier};
 use self::workload::{Data, HotSet, KeyDistribution, Mix, Op, OpSampler, Prefill, ValueSize};
+use crate::chart::timeline::Mark;
 use crate::chart::ChartFile;
 use crate::usage::ProcessUsage;
 use crate::{parse_seconds, thousands, write_stdout, ClientSettings, Exit, Failure, Output};
@@ -634,6 +635,7 @@ pub fn run(
     )?;
 
     let counters = Counters::default();
+    let origin = Instant::now();
     let shared = Shared {
         calls: connected.calls.as_ref(),
         data: &data,
@@ -644,16 +646,19 @@ pub fn run(
         plan,
         counters: &counters,
         verifier: verifier.as_ref(),
-        // From here, so that a schedule's steps carry on the rotation.
+        // From here, so that a schedule's steps carry on the rotation
+        // and its timeline.
         hot_set: args
             .hot_set_rotate
-            .map(|every| HotSet::new(every, Instant::now(), args.keys)),
+            .map(|every| HotSet::new(every, origin, args.keys)),
+        timeline_origin: args.chart.as_ref().map(|_| origin),
     };
     if args.stepped() {
         return run_steps(args, &shared, &connected, out);
     }
     let Measured {
         mut tally,
+        start,
         measured_start,
         measured,
         usage,
@@ -720,6 +725,41 @@ pub fn run(
             .write(&report.latencies_micros, &report.chart_run())
             .map_err(Failure::Other)?;
         progress(&format!("bench: chart written to {}", chart.path.display()));
+        if let Some(timeline) = &report.tally.timeline {
+            let at = |instant: Instant| {
+                instant
+                    .saturating_duration_since(timeline.origin())
+                    .as_secs_f64()
+            };
+            let target_rate = args.fixed_rate();
+            let mut marks = Vec::new();
+            if !args.warmup.is_zero() {
+                marks.push(Mark {
+                    at_s: at(start),
+                    label: "warm-up".into(),
+                    target_rate,
+                    held: None,
+                });
+            }
+            marks.push(Mark {
+                at_s: at(measured_start),
+                label: "measured".into(),
+                target_rate,
+                held: None,
+            });
+            let run = report.chart_run();
+            let path = chart.timeline_path();
+            chart
+                .write_timeline(
+                    &path,
+                    &format!("tiny-cache bench over time: {}", run.mode),
+                    &format!("against {}\n{}", run.server, run.parameters()),
+                    &timeline.seconds(),
+                    &marks,
+                )
+                .map_err(Failure::Other)?;
+            progress(&format!("bench: timeline written to {}", path.display()));
+        }
     }
     if let Some(path) = &args.hdr_log {
         let wall_start = SystemTime::now()
@@ -766,6 +806,9 @@ fn run_steps(
         return Err(Failure::Other("a schedule needs a rate range".into()));
     };
     let mut first_error = None;
+    // With --chart: the steps' seconds together, and where each began.
+    let mut timeline: Option<Timeline> = None;
+    let mut marks = Vec::new();
     let mut run_step = |rate: f64| -> Result<Step, Failure> {
         progress(&format!(
             "bench: step at {} calls/s for {:.1} s",
@@ -782,6 +825,27 @@ fn run_steps(
         let error = measured.tally.first_error.take();
         first_error = first_error.take().or(error);
         let step = step_of(rate, &measured, args.slo.as_ref())?;
+        if let Some(seconds) = measured.tally.timeline.take() {
+            let at_s = measured
+                .start
+                .saturating_duration_since(seconds.origin())
+                .as_secs_f64();
+            let verdict = match step.sustained {
+                Some(true) => " ✓",
+                Some(false) => " ✗",
+                None => "",
+            };
+            marks.push(Mark {
+                at_s,
+                label: format!("{}/s{verdict}", thousands(rate.round() as u64)),
+                target_rate: Some(rate),
+                held: step.sustained,
+            });
+            match &mut timeline {
+                Some(timeline) => timeline.merge(seconds),
+                None => timeline = Some(seconds),
+            }
+        }
         if let Some(verdict) = step.sustained {
             progress(&format!(
                 "bench: {} calls/s {}",
@@ -846,6 +910,39 @@ fn run_steps(
         text.push_str(&verified.text());
     }
     write_stdout(text.as_bytes())?;
+    if let (Some(chart), Some(timeline)) = (&args.chart, &timeline) {
+        // A probe search jumps about: its steps are drawn in the order run.
+        let verdict = match (&args.slo, sustainable) {
+            (Some(_), Some(rate)) => {
+                format!(", sustainable {} calls/s", thousands(rate.round() as u64))
+            }
+            (Some(_), None) => ", no step held the SLO".to_owned(),
+            (None, _) => String::new(),
+        };
+        chart
+            .write_timeline(
+                &chart.path,
+                &format!("tiny-cache bench: {how} of {} steps{verdict}", steps.len()),
+                &format!(
+                    "against {}\n{} threads, {:.1} s steps after {:.1} s warm-up each{}",
+                    connected.label,
+                    args.threads,
+                    args.step_duration.as_secs_f64(),
+                    args.warmup.as_secs_f64(),
+                    args.slo
+                        .as_ref()
+                        .map(|slo| format!("; SLO {slo} from when due"))
+                        .unwrap_or_default()
+                ),
+                &timeline.seconds(),
+                &marks,
+            )
+            .map_err(Failure::Other)?;
+        progress(&format!(
+            "bench: timeline written to {}",
+            chart.path.display()
+        ));
+    }
     if out.json {
         let json = ScheduleJson {
             mode: if args.find_capacity {
@@ -1022,12 +1119,15 @@ struct Shared<'a> {
     verifier: Option<&'a Verifier>,
     /// `--hot-set-rotate`.
     hot_set: Option<HotSet>,
+    /// With `--chart`: where the threads' timelines count seconds from.
+    timeline_origin: Option<Instant>,
 }
 
 /// What one run (or one step of a schedule) measured.
 struct Measured {
     tally: Tally,
-    /// When the measured window started.
+    /// When the threads started, and when the measured window did.
+    start: Instant,
     measured_start: Instant,
     /// The measured window: to the last measured call's end, and at least
     /// the duration asked for.
@@ -1055,6 +1155,7 @@ impl Shared<'_> {
         };
         Ok(Measured {
             tally,
+            start,
             measured_start,
             measured: measured_end.saturating_duration_since(measured_start),
             usage,
@@ -1177,7 +1278,10 @@ impl Shared<'_> {
             keys: self
                 .distribution
                 .sampler(self.data.keys.len(), index, self.plan.threads),
-            tally: Tally::new(self.mix, matches!(self.plan.pace, Pace::Open(_)))?,
+            tally: Tally {
+                timeline: self.timeline_origin.map(Timeline::new),
+                ..Tally::new(self.mix, matches!(self.plan.pace, Pace::Open(_)))?
+            },
             items: Vec::with_capacity(self.batch),
             key_numbers: Vec::with_capacity(self.batch),
             parts: Vec::with_capacity(self.plan.pipeline),
@@ -1308,6 +1412,10 @@ impl Thread<'_, '_> {
             None => perform(shared.calls, op, &self.items),
         };
         let ended = Instant::now();
+        if let Some(timeline) = &mut self.tally.timeline {
+            let latency = ended.saturating_duration_since(due);
+            timeline.record(ended, outcome.is_ok().then_some(latency));
+        }
         if !measured {
             return;
         }
@@ -1343,6 +1451,12 @@ impl Thread<'_, '_> {
         }
         let outcomes = perform_pipeline(shared.calls, &self.parts);
         let ended = Instant::now();
+        if let Some(timeline) = &mut self.tally.timeline {
+            let latency = ended.saturating_duration_since(sent);
+            for outcome in &outcomes {
+                timeline.record(ended, outcome.is_ok().then_some(latency));
+            }
+        }
         if !measured {
             return;
         }

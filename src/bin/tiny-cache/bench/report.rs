@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
@@ -66,6 +66,110 @@ impl OpTally {
     }
 }
 
+/// Significant digits of the timeline's per-second histograms: 1 %, plenty
+/// for a picture, and a tenth of the memory of the report's histograms.
+const TIMELINE_SIGNIFICANT_DIGITS: u8 = 2;
+
+/// What happened in each second of the run (warm-ups included, so that
+/// the picture has no holes): calls ended, failures, latencies from when
+/// each call was due. Kept only for `--chart`.
+#[derive(Debug)]
+pub struct Timeline {
+    origin: Instant,
+    seconds: Vec<SecondTally>,
+}
+
+#[derive(Debug, Default)]
+struct SecondTally {
+    calls: u64,
+    errors: u64,
+    /// `None` if a histogram could not be made: the second keeps its
+    /// counts.
+    latencies_micros: Option<Histogram<u64>>,
+}
+
+impl Timeline {
+    /// A timeline counting seconds from `origin`.
+    pub fn new(origin: Instant) -> Timeline {
+        Timeline {
+            origin,
+            seconds: Vec::new(),
+        }
+    }
+
+    /// Counts a call that ended at `ended`: with its latency, or `None`
+    /// when it failed.
+    pub fn record(&mut self, ended: Instant, latency: Option<Duration>) {
+        let second = ended.saturating_duration_since(self.origin).as_secs();
+        let Ok(index) = usize::try_from(second) else {
+            return;
+        };
+        if index >= self.seconds.len() {
+            self.seconds.resize_with(index + 1, SecondTally::default);
+        }
+        let tally = &mut self.seconds[index];
+        tally.calls += 1;
+        match latency {
+            Some(latency) => {
+                if tally.latencies_micros.is_none() {
+                    tally.latencies_micros = Histogram::new(TIMELINE_SIGNIFICANT_DIGITS).ok();
+                }
+                if let Some(histogram) = &mut tally.latencies_micros {
+                    record(histogram, latency);
+                }
+            }
+            None => tally.errors += 1,
+        }
+    }
+
+    /// Adds another thread's (or step's) seconds to these.
+    pub fn merge(&mut self, other: Timeline) {
+        if other.seconds.len() > self.seconds.len() {
+            self.seconds
+                .resize_with(other.seconds.len(), SecondTally::default);
+        }
+        for (ours, theirs) in self.seconds.iter_mut().zip(other.seconds) {
+            ours.calls += theirs.calls;
+            ours.errors += theirs.errors;
+            match (&mut ours.latencies_micros, theirs.latencies_micros) {
+                (Some(ours), Some(theirs)) => {
+                    if ours.add(&theirs).is_err() {
+                        // Cannot happen between histograms that grow;
+                        // should it, the second shows the larger share.
+                        if theirs.len() > ours.len() {
+                            *ours = theirs;
+                        }
+                    }
+                }
+                (slot @ None, theirs) => *slot = theirs,
+                (Some(_), None) => {}
+            }
+        }
+    }
+
+    /// The seconds as the chart draws them.
+    pub fn seconds(&self) -> Vec<chart::timeline::Second> {
+        self.seconds
+            .iter()
+            .enumerate()
+            .map(|(index, tally)| chart::timeline::Second {
+                at_s: index as f64,
+                calls: tally.calls,
+                errors: tally.errors,
+                p99_us: tally
+                    .latencies_micros
+                    .as_ref()
+                    .filter(|h| !h.is_empty())
+                    .map_or(0, |h| h.value_at_quantile(0.99)),
+            })
+            .collect()
+    }
+
+    pub fn origin(&self) -> Instant {
+        self.origin
+    }
+}
+
 /// What one thread (and, merged, the whole run) measured.
 #[derive(Debug)]
 pub struct Tally {
@@ -78,6 +182,8 @@ pub struct Tally {
     pub last_end: Option<std::time::Instant>,
     /// Measured calls an open-loop run never sent (see `MAX_DRAIN`).
     pub unsent: u64,
+    /// Every call by the second it ended in, for `--chart`.
+    pub timeline: Option<Timeline>,
 }
 
 impl Tally {
@@ -98,6 +204,7 @@ impl Tally {
             first_error: None,
             last_end: None,
             unsent: 0,
+            timeline: None,
         })
     }
 
@@ -160,6 +267,11 @@ impl Tally {
         self.first_error = self.first_error.take().or(other.first_error);
         self.last_end = self.last_end.max(other.last_end);
         self.unsent += other.unsent;
+        match (&mut self.timeline, other.timeline) {
+            (Some(ours), Some(theirs)) => ours.merge(theirs),
+            (slot @ None, theirs) => *slot = theirs,
+            (Some(_), None) => {}
+        }
         Ok(())
     }
 
