@@ -70,6 +70,9 @@ impl OpTally {
 /// for a picture, and a tenth of the memory of the report's histograms.
 const TIMELINE_SIGNIFICANT_DIGITS: u8 = 2;
 
+/// The shortest last second the timeline draws (scaled to a whole one).
+const MIN_LAST_SECOND_S: f64 = 0.25;
+
 /// What happened in each second of the run (warm-ups included, so that
 /// the picture has no holes): calls ended, failures, latencies from when
 /// each call was due. Kept only for `--chart`.
@@ -77,6 +80,9 @@ const TIMELINE_SIGNIFICANT_DIGITS: u8 = 2;
 pub struct Timeline {
     origin: Instant,
     seconds: Vec<SecondTally>,
+    /// When the last call ended, from `origin`: how much of the last
+    /// second the run covered.
+    last_end: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -94,13 +100,16 @@ impl Timeline {
         Timeline {
             origin,
             seconds: Vec::new(),
+            last_end: Duration::ZERO,
         }
     }
 
     /// Counts a call that ended at `ended`: with its latency, or `None`
     /// when it failed.
     pub fn record(&mut self, ended: Instant, latency: Option<Duration>) {
-        let second = ended.saturating_duration_since(self.origin).as_secs();
+        let offset = ended.saturating_duration_since(self.origin);
+        self.last_end = self.last_end.max(offset);
+        let second = offset.as_secs();
         let Ok(index) = usize::try_from(second) else {
             return;
         };
@@ -124,6 +133,7 @@ impl Timeline {
 
     /// Adds another thread's (or step's) seconds to these.
     pub fn merge(&mut self, other: Timeline) {
+        self.last_end = self.last_end.max(other.last_end);
         if other.seconds.len() > self.seconds.len() {
             self.seconds
                 .resize_with(other.seconds.len(), SecondTally::default);
@@ -147,14 +157,24 @@ impl Timeline {
         }
     }
 
-    /// The seconds as the chart draws them.
+    /// The seconds as the chart draws them. The run ends part-way through
+    /// its last second: that second's calls are scaled to a whole second
+    /// (it would otherwise read as a drop at the end), or left out when
+    /// it is too short a sliver to say anything.
     pub fn seconds(&self) -> Vec<chart::timeline::Second> {
+        let last = self.seconds.len().saturating_sub(1);
+        let covered = self.last_end.as_secs_f64() - last as f64;
         self.seconds
             .iter()
             .enumerate()
+            .filter(|&(index, _)| index < last || covered >= MIN_LAST_SECOND_S)
             .map(|(index, tally)| chart::timeline::Second {
                 at_s: index as f64,
-                calls: tally.calls,
+                calls: if index == last && covered < 1.0 {
+                    (tally.calls as f64 / covered).round() as u64
+                } else {
+                    tally.calls
+                },
                 errors: tally.errors,
                 p99_us: tally
                     .latencies_micros
@@ -876,6 +896,40 @@ fn thousandths(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeline_counts_calls_per_second_and_scales_the_last_partial_one() {
+        let origin = Instant::now();
+        let at = |ms: u64| origin + Duration::from_millis(ms);
+        let mut one = Timeline::new(origin);
+        let mut other = Timeline::new(origin);
+        for ms in (0..2000).step_by(10) {
+            one.record(at(ms), Some(Duration::from_millis(1)));
+        }
+        // The run ends half-way through its third second.
+        for ms in (2000..2500).step_by(10) {
+            other.record(at(ms), Some(Duration::from_millis(50)));
+        }
+        other.record(at(1500), None);
+        one.merge(other);
+        let seconds = one.seconds();
+        let calls: Vec<u64> = seconds.iter().map(|s| s.calls).collect();
+        assert_eq!(calls[..2], [100, 101]);
+        // 50 calls in the 0.49 s up to the last one: about 100 a second.
+        assert!((98..=104).contains(&calls[2]), "{calls:?}");
+        assert_eq!(seconds[1].errors, 1);
+        assert!(
+            (49_000..=51_000).contains(&seconds[2].p99_us),
+            "{:?}",
+            seconds[2]
+        );
+        assert!(seconds[0].p99_us <= 1_010, "{:?}", seconds[0]);
+        // A sliver of a last second is left out rather than scaled up.
+        let mut sliver = Timeline::new(origin);
+        sliver.record(at(500), Some(Duration::from_millis(1)));
+        sliver.record(at(1100), Some(Duration::from_millis(1)));
+        assert_eq!(sliver.seconds().len(), 1);
+    }
 
     #[test]
     fn a_refused_item_is_an_error_and_a_failed_call_is_counted_by_kind() {

@@ -35,7 +35,8 @@ const MARK_COLOUR: &str = "#777";
 pub struct Second {
     /// Its start, in seconds from the run's start.
     pub at_s: f64,
-    /// Calls that ended in it, failed ones included.
+    /// Calls that ended in it, failed ones included (per second: a
+    /// partial last second is scaled to a whole one).
     pub calls: u64,
     pub errors: u64,
     /// p99 of the calls that succeeded in it, from when each was due; 0
