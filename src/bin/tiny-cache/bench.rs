@@ -1076,16 +1076,10 @@ fn prefill(
             .collect();
         let results = calls.set_many(&items);
         if let Some(verifier) = verifier {
-            for (write, key) in writes.iter().zip(first..) {
+            for (index, (write, key)) in writes.iter().zip(first..).enumerate() {
                 let landed = match &results {
-                    Ok(items)
-                        if items
-                            .iter()
-                            .any(|r| r.key == data.keys[key] && r.result.is_ok()) =>
-                    {
-                        Landed::Yes
-                    }
-                    _ => Landed::Unknown,
+                    Ok(items) => verify::landed(items, index, &data.keys[key]),
+                    Err(_) => Landed::Unknown,
                 };
                 verifier.end_write(*write, landed);
             }

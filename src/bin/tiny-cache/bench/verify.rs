@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
-use tiny_cache_client::{CacheStore, CasOutcome, Error};
+use tiny_cache_client::{CacheStore, CasOutcome, Error, ItemResult};
 
 use super::calls::Outcome;
 use super::workload::{Data, Op};
@@ -534,7 +534,7 @@ fn end_many(
     verifier: &Verifier,
     writes: Vec<Write>,
     names: &[&str],
-    results: Result<Vec<tiny_cache_client::ItemResult<()>>, Error>,
+    results: Result<Vec<ItemResult<()>>, Error>,
     outcome: &mut Outcome,
 ) -> Result<(), Error> {
     let items = match results {
@@ -546,18 +546,27 @@ fn end_many(
             return Err(e);
         }
     };
-    for (write, name) in writes.into_iter().zip(names) {
-        let landed = match items.iter().find(|item| item.key == *name) {
-            Some(item) if item.result.is_ok() => Landed::Yes,
-            Some(_) => {
-                outcome.refused += 1;
-                Landed::No
-            }
-            None => Landed::Unknown,
-        };
-        verifier.end_write(write, landed);
+    outcome.refused += items.iter().filter(|item| item.result.is_err()).count() as u64;
+    for (index, (write, name)) in writes.into_iter().zip(names).enumerate() {
+        verifier.end_write(write, landed(&items, index, name));
     }
     Ok(())
+}
+
+/// What a multi-key write did to key `name`, asked for at `index`: its
+/// answer is there in the same order (looked for by name should a server
+/// answer out of order). A key refused on its own, or not answered, is
+/// unknown rather than not written: in a cluster a refusal can come from
+/// one replica after another took the value.
+pub fn landed(items: &[ItemResult<()>], index: usize, name: &str) -> Landed {
+    let item = match items.get(index) {
+        Some(item) if item.key == name => Some(item),
+        _ => items.iter().find(|item| item.key == name),
+    };
+    match item {
+        Some(item) if item.result.is_ok() => Landed::Yes,
+        _ => Landed::Unknown,
+    }
 }
 
 #[cfg(test)]
