@@ -187,11 +187,17 @@ fn capacity_search_brackets_the_knee_within_five_percent() {
         let run = last_json(&output);
         assert_eq!(run["mode"], "find-capacity", "{run}");
         let probes = rates(&run);
-        // Top first (over the knee: fails whatever the machine does),
-        // bottom next, then bisection; each probe is one step.
-        assert_eq!(probes[..2], [500.0, 200.0], "{run}");
-        assert_eq!(run["steps"][0]["sustained"], false, "{run}");
+        // The bottom first, doubled while it holds (400 is over the knee),
+        // then bisection; each probe is one step.
+        assert_eq!(probes[0], 200.0, "{run}");
+        if probes.len() > 1 {
+            assert_eq!(probes[1], 400.0, "{run}");
+        }
         assert!(probes.len() <= 8, "{} probes: {run}", probes.len());
+        assert!(
+            probes.iter().all(|&rate| rate <= 500.0),
+            "beyond the range: {run}"
+        );
         // The search ends with a rate that held at most 5 % below the
         // lowest that failed.
         let found = run["sustainable_rate"].as_f64();

@@ -80,6 +80,11 @@ const MAX_PHASE: Duration = Duration::from_secs(24 * 3600);
 /// unsent after this are reported as such, and the rate as not reached.
 const MAX_DRAIN: Duration = Duration::from_secs(2);
 
+/// Longest pause between steps of a schedule or search (see
+/// `run_steps`): a server still slow after this has not recovered, and the
+/// next step should say so.
+const MAX_COOL_DOWN: Duration = Duration::from_secs(10);
+
 /// Most `--threads`: beyond this the machine measures thread scheduling,
 /// not the client.
 const MAX_THREADS: u64 = 4096;
@@ -145,8 +150,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PCT=TIME", value_parser = Slo::parse)]
     slo: Option<Slo>,
     /// Search the --rate LOW..HIGH range for the sustainable throughput
-    /// under --slo by bisection, to within 5 %, one --step-duration probe
-    /// at a time.
+    /// under --slo, to within 5 %, one --step-duration probe at a time:
+    /// from LOW, doubling while steps hold, then bisecting.
     #[arg(
         long,
         requires = "slo",
@@ -809,7 +814,21 @@ fn run_steps(
     // With --chart: the steps' seconds together, and where each began.
     let mut timeline: Option<Timeline> = None;
     let mut marks = Vec::new();
+    // After a step that did not hold, the next waits as long as that
+    // step's slowest call took from being sent (at most MAX_COOL_DOWN): the
+    // backlog an overload built (server queues, a proxy's, the kernel's)
+    // drains then, instead of counting against a step that might hold.
+    // The warm-up alone is too short for that: its calls wait on the
+    // backlog too, and the measured calls due behind them start late.
+    let mut cool_down = Duration::ZERO;
     let mut run_step = |rate: f64| -> Result<Step, Failure> {
+        if !cool_down.is_zero() {
+            progress(&format!(
+                "bench: cooling down {:.1} s after a step that did not hold",
+                cool_down.as_secs_f64()
+            ));
+            std::thread::sleep(cool_down);
+        }
         progress(&format!(
             "bench: step at {} calls/s for {:.1} s",
             thousands(rate.round() as u64),
@@ -825,6 +844,17 @@ fn run_steps(
         let error = measured.tally.first_error.take();
         first_error = first_error.take().or(error);
         let step = step_of(rate, &measured, args.slo.as_ref())?;
+        let held = step.sustained.unwrap_or_else(|| step.rate_kept());
+        cool_down = if held {
+            Duration::ZERO
+        } else {
+            let slowest_us = measured
+                .tally
+                .service_micros
+                .as_ref()
+                .map_or(0, |service| service.max());
+            Duration::from_micros(slowest_us).min(MAX_COOL_DOWN)
+        };
         if let Some(seconds) = measured.tally.timeline.take() {
             let at_s = measured
                 .start

@@ -260,11 +260,18 @@ pub fn sustainable_rate(steps: &[Step]) -> Option<f64> {
         .reduce(f64::max)
 }
 
-/// `--find-capacity`: bisects the rate range for the knee. It tries the
-/// top first (a server with room to spare is found in one step), then the
-/// bottom (one that cannot take even that is found in two), then halves
-/// the gap (on a log scale) between the highest rate that passed and the
-/// lowest that failed until it is within [`SEARCH_PRECISION`] of the one that passed.
+/// `--find-capacity`: searches the rate range for the knee. It starts at
+/// the bottom (a server that cannot take even that is found in one step),
+/// doubles the rate while steps hold, up to the top (a server with room to
+/// spare is found in log2(HIGH/LOW) + 1 steps), then halves the gap (on a
+/// log scale) between the highest rate that held and the lowest that did
+/// not until it is within [`SEARCH_PRECISION`] of the one that held.
+///
+/// Why upwards and not top first: a step over the knee builds a backlog
+/// whose after-effects (queues, a server's own recovery) can spoil the
+/// steps that follow; climbing in doublings never overloads by more than
+/// twice the knee, and every rate below the first failure is measured
+/// before any overload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CapacitySearch {
     low: f64,
@@ -288,10 +295,10 @@ impl CapacitySearch {
     /// The next rate to probe, or `None` when the search is over.
     pub fn next(&self) -> Option<f64> {
         match (self.passed, self.failed) {
-            (None, None) => Some(self.high),
-            (None, Some(failed)) if failed > self.low => Some(self.low),
+            (None, None) => Some(self.low),
             (None, Some(_)) => None,
-            (Some(_), None) => None,
+            (Some(passed), None) if passed >= self.high => None,
+            (Some(passed), None) => Some((passed * 2.0).min(self.high)),
             (Some(passed), Some(failed)) => {
                 if failed - passed <= passed * SEARCH_PRECISION {
                     None
@@ -575,8 +582,22 @@ mod tests {
             );
             assert!(probes.len() <= 10, "{knee}: {} probes", probes.len());
         }
-        // Room to spare: one probe; not even the bottom: two.
-        assert_eq!(search(2000.0, 40000.0, 1e9), (vec![40000.0], Some(40000.0)));
-        assert_eq!(search(2000.0, 40000.0, 10.0), (vec![40000.0, 2000.0], None));
+        // Room to spare: doublings up to the top; not even the bottom: one.
+        assert_eq!(
+            search(2000.0, 40000.0, 1e9),
+            (
+                vec![2000.0, 4000.0, 8000.0, 16000.0, 32000.0, 40000.0],
+                Some(40000.0)
+            )
+        );
+        assert_eq!(search(2000.0, 40000.0, 10.0), (vec![2000.0], None));
+        // Never more than twice the knee.
+        for knee in [2500.0, 7000.0, 13_333.0, 21_000.0] {
+            let (probes, _) = search(2000.0, 40000.0, knee);
+            assert!(
+                probes.iter().all(|&p| p <= 2.0 * knee),
+                "{knee}: {probes:?}"
+            );
+        }
     }
 }
