@@ -824,8 +824,8 @@ fn run_steps(
     let mut run_step = |rate: f64| -> Result<Step, Failure> {
         if !cool_down.is_zero() {
             progress(&format!(
-                "bench: cooling down {:.1} s after a step that did not hold",
-                cool_down.as_secs_f64()
+                "bench: cooling down {} ms after a step that did not hold",
+                cool_down.as_millis()
             ));
             std::thread::sleep(cool_down);
         }
@@ -907,13 +907,14 @@ fn run_steps(
         "a schedule"
     };
     let mut text = format!(
-        "tiny-cache bench against {}\n  {} threads, {how} of {} open-loop steps of {:.2} s \
+        "tiny-cache bench against {}\n  {} threads, {how} of {} open-loop step{} of {:.2} s \
          after {:.2} s warm-up each; {} over {} keys ({}) of {}\n  latency from when each \
          call was due (corrected for coordinated omission); service p99 from when it was \
          sent\n\n",
         connected.label,
         args.threads,
         steps.len(),
+        if steps.len() == 1 { "" } else { "s" },
         args.step_duration.as_secs_f64(),
         args.warmup.as_secs_f64(),
         shared.mix.describe(),
