@@ -259,7 +259,9 @@ pub struct BenchArgs {
     wait: Option<ReplyWait>,
     /// Also write a latency chart (percentile distribution) of the measured
     /// window to FILE: `.svg` for an SVG image, `.html` for a page holding
-    /// it [default: none].
+    /// it; and the run over time (throughput and p99 per second) to
+    /// FILE-timeline.svg/.html. With --rate LOW..HIGH, FILE is the run over
+    /// time, each step marked with its verdict [default: none].
     #[arg(long, value_name = "FILE", value_parser = ChartFile::parse)]
     chart: Option<ChartFile>,
     /// Also write the latency histograms (µs) to FILE as an HdrHistogram
