@@ -333,6 +333,41 @@ fn bandwidth_limits_a_large_reply_and_clear_lifts_it() {
 }
 
 #[test]
+fn latency_over_rate_counts_requests_and_holds_replies_only_past_its_threshold() {
+    let server = Server::local().unwrap();
+    let proxy = FaultProxy::to(&server.address());
+    let client = client(&proxy, Duration::from_secs(5));
+    client.set("k", "v").unwrap();
+    // Each call is one HTTP/2 request: the proxy counts them exactly.
+    let before = proxy.requests();
+    for _ in 0..10 {
+        client.get("k").unwrap();
+    }
+    assert_eq!(proxy.requests() - before, 10);
+
+    let latency = Duration::from_millis(300);
+    proxy.set(Fault::LatencyOverRate {
+        requests_per_second: 1000,
+        latency,
+    });
+    assert!(
+        fastest_get(&client, "k", 5) < latency,
+        "held below the threshold"
+    );
+
+    // Past the threshold (10 requests within the last second), replies
+    // are held: the calls that follow take at least the latency.
+    proxy.set(Fault::LatencyOverRate {
+        requests_per_second: 10,
+        latency,
+    });
+    let held = (0..40)
+        .map(|_| timed(|| client.get("k").unwrap()).1)
+        .position(|took| took >= latency);
+    assert!(held.is_some(), "no call held in 40 past the threshold");
+}
+
+#[test]
 fn drop_connections_closes_them_now_and_refuse_new_keeps_clients_out_until_clear() {
     let server = Server::local().unwrap();
     let proxy = FaultProxy::to(&server.address());

@@ -39,6 +39,17 @@ const QUEUE_CHUNKS: usize = 256;
 /// How long connecting to the upstream may take: on loopback it succeeds
 /// or is refused at once, so this only guards against a wedged host.
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The window over which [`Fault::LatencyOverRate`] measures the request
+/// rate: a second, so that a run kept on an even schedule is judged by its
+/// rate and not by the bursts a busy machine makes of it.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// The HTTP/2 client connection preface, which comes before the first
+/// frame (RFC 9113, 3.4).
+const CLIENT_PREFACE_BYTES: usize = 24;
+/// The length of an HTTP/2 frame header (RFC 9113, 4.1).
+const FRAME_HEADER_BYTES: usize = 9;
+/// The type of an HTTP/2 HEADERS frame: one opens each request.
+const HEADERS_FRAME: u8 = 0x1;
 /// How finely a bandwidth limit slices its writes: a hundredth of a second
 /// of budget per write keeps the pace smooth without a write per byte.
 const BANDWIDTH_SLICES_PER_SECOND: u64 = 100;
@@ -104,6 +115,15 @@ pub enum Fault {
     /// set (a middlebox that lost its state), so the client must connect
     /// again, into the black hole.
     Partition { drop_existing: bool },
+    /// A server that takes a load up to a point: while more than
+    /// `requests_per_second` requests (HTTP/2 HEADERS frames from clients,
+    /// over every connection) arrived in the last second, every chunk
+    /// going downstream is delivered `latency` after it arrived; at or
+    /// below it, at once. A knee on demand for load tools.
+    LatencyOverRate {
+        requests_per_second: u64,
+        latency: Duration,
+    },
 }
 
 impl Fault {
@@ -152,11 +172,35 @@ struct Shared {
     connections: Mutex<Vec<Weak<Conn>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     accepted: AtomicU64,
+    /// When each request of the last [`RATE_WINDOW`] arrived, oldest first.
+    requests: Mutex<std::collections::VecDeque<Instant>>,
+    /// Requests seen since the proxy started.
+    requests_total: AtomicU64,
 }
 
 impl Shared {
     fn setting(&self) -> Setting {
         *self.setting.lock().unwrap()
+    }
+
+    /// Counts `count` requests arriving at `at`.
+    fn requests_arrived(&self, count: u64, at: Instant) {
+        if count == 0 {
+            return;
+        }
+        self.requests_total.fetch_add(count, Ordering::SeqCst);
+        let mut requests = self.requests.lock().unwrap();
+        for _ in 0..count {
+            requests.push_back(at);
+        }
+        forget_before(&mut requests, at);
+    }
+
+    /// Requests that arrived in the last [`RATE_WINDOW`].
+    fn request_rate(&self) -> u64 {
+        let mut requests = self.requests.lock().unwrap();
+        forget_before(&mut requests, Instant::now());
+        requests.len() as u64
     }
 
     fn live(&self) -> Vec<Arc<Conn>> {
@@ -265,6 +309,8 @@ impl FaultProxy {
             connections: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
             accepted: AtomicU64::new(0),
+            requests: Mutex::new(std::collections::VecDeque::new()),
+            requests_total: AtomicU64::new(0),
         });
         let accepting = Arc::clone(&shared);
         let acceptor = thread::Builder::new()
@@ -338,6 +384,12 @@ impl FaultProxy {
     /// Connections open now.
     pub fn connections(&self) -> usize {
         self.shared.live().len()
+    }
+
+    /// Requests (HTTP/2 HEADERS frames from clients) forwarded or not since
+    /// the proxy started.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests_total.load(Ordering::SeqCst)
     }
 
     /// Connections accepted since the proxy started, refused ones included.
@@ -455,10 +507,16 @@ fn read_loop(conn: &Conn, shared: &Shared, way: Way, queue: &Sender<(Instant, Ev
         Way::Down => &conn.server,
     };
     let mut buffer = vec![0u8; CHUNK_BYTES];
+    let mut frames = FrameCounter::default();
     loop {
         let event = match source.read(&mut buffer) {
             Ok(0) => Event::Closed,
-            Ok(n) => Event::Data(Bytes::copy_from_slice(&buffer[..n])),
+            Ok(n) => {
+                if way == Way::Up {
+                    shared.requests_arrived(frames.headers_in(&buffer[..n]), Instant::now());
+                }
+                Event::Data(Bytes::copy_from_slice(&buffer[..n]))
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 if stopping(conn, shared) {
                     return;
@@ -560,6 +618,19 @@ fn write_loop(conn: &Conn, shared: &Shared, way: Way, queued: &Receiver<(Instant
                 return;
             }
         };
+        if let Some(Fault::LatencyOverRate {
+            requests_per_second,
+            latency,
+        }) = fault
+        {
+            if way == Way::Down && shared.request_rate() > requests_per_second {
+                let due = (arrived + latency).max(last_due);
+                last_due = due;
+                if !pause_until(due, conn, shared) {
+                    return;
+                }
+            }
+        }
         match fault {
             Some(Fault::ResetPeer { after_bytes }) if way == Way::Down => {
                 let room = after_bytes.saturating_sub(sent_under_fault);
@@ -593,6 +664,59 @@ fn write_loop(conn: &Conn, shared: &Shared, way: Way, queued: &Receiver<(Instant
                 }
             }
         }
+    }
+}
+
+/// Drops the arrival times older than [`RATE_WINDOW`] before `now`.
+fn forget_before(requests: &mut std::collections::VecDeque<Instant>, now: Instant) {
+    while requests
+        .front()
+        .is_some_and(|&at| now.saturating_duration_since(at) > RATE_WINDOW)
+    {
+        requests.pop_front();
+    }
+}
+
+/// Follows a client's HTTP/2 byte stream across chunks (preface, then
+/// frame headers and the payloads they announce) to count the HEADERS
+/// frames, one per request. TLS or anything not HTTP/2 counts nothing
+/// meaningful, which only [`Fault::LatencyOverRate`] looks at.
+#[derive(Debug, Default)]
+struct FrameCounter {
+    preface_seen: usize,
+    header: [u8; FRAME_HEADER_BYTES],
+    header_len: usize,
+    payload_left: usize,
+}
+
+impl FrameCounter {
+    /// The HEADERS frames that begin in `bytes`.
+    fn headers_in(&mut self, mut bytes: &[u8]) -> u64 {
+        let mut headers = 0;
+        while !bytes.is_empty() {
+            if self.preface_seen < CLIENT_PREFACE_BYTES {
+                let n = (CLIENT_PREFACE_BYTES - self.preface_seen).min(bytes.len());
+                self.preface_seen += n;
+                bytes = &bytes[n..];
+            } else if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len());
+                self.payload_left -= n;
+                bytes = &bytes[n..];
+            } else {
+                let n = (FRAME_HEADER_BYTES - self.header_len).min(bytes.len());
+                self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+                self.header_len += n;
+                bytes = &bytes[n..];
+                if self.header_len == FRAME_HEADER_BYTES {
+                    let h = self.header;
+                    self.payload_left =
+                        usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+                    headers += u64::from(h[3] == HEADERS_FRAME);
+                    self.header_len = 0;
+                }
+            }
+        }
+        headers
     }
 }
 

@@ -30,6 +30,8 @@ mod calls;
 mod gate;
 mod report;
 mod schedule;
+mod steps;
+mod verify;
 mod workload;
 
 use std::path::PathBuf;
@@ -47,9 +49,12 @@ use tiny_cache_client::{CacheStore, Error, ReplyWait};
 
 use self::calls::{perform, perform_pipeline, Part};
 use self::gate::Baseline;
-use self::report::{Report, Shape, Tally};
+use self::report::{Latency, Report, Shape, Tally, Timeline};
 use self::schedule::Schedule;
-use self::workload::{Data, KeyDistribution, Mix, Op, OpSampler, Prefill, ValueSize};
+use self::steps::{CapacitySearch, RateArg, ScheduleJson, Slo, Step};
+use self::verify::{Landed, Verifier};
+use self::workload::{Data, HotSet, KeyDistribution, Mix, Op, OpSampler, Prefill, ValueSize};
+use crate::chart::timeline::Mark;
 use crate::chart::ChartFile;
 use crate::usage::ProcessUsage;
 use crate::{parse_seconds, thousands, write_stdout, ClientSettings, Exit, Failure, Output};
@@ -74,6 +79,11 @@ const MAX_PHASE: Duration = Duration::from_secs(24 * 3600);
 /// hide exactly the latency the open loop is there to show. Calls still
 /// unsent after this are reported as such, and the rate as not reached.
 const MAX_DRAIN: Duration = Duration::from_secs(2);
+
+/// Longest pause between steps of a schedule or search (see
+/// `run_steps`): a server still slow after this has not recovered, and the
+/// next step should say so.
+const MAX_COOL_DOWN: Duration = Duration::from_secs(10);
 
 /// Most `--threads`: beyond this the machine measures thread scheduling,
 /// not the client.
@@ -113,9 +123,48 @@ pub struct BenchArgs {
     threads: usize,
     /// Open loop: start OPS_PER_S calls a second on a fixed schedule
     /// spread over the threads, and measure latency from when each call was
-    /// due (coordinated omission corrected) [default: closed loop].
-    #[arg(long, value_name = "OPS_PER_S", value_parser = parse_rate)]
-    rate: Option<f64>,
+    /// due (coordinated omission corrected) [default: closed loop]. A range
+    /// LOW..HIGH runs a schedule of open-loop steps (--rate-step), or the
+    /// bounds of --find-capacity.
+    #[arg(long, value_name = "OPS_PER_S", value_parser = RateArg::parse)]
+    rate: Option<RateArg>,
+    /// With --rate LOW..HIGH: one step every this many calls a second, from
+    /// LOW up to HIGH (the last step).
+    #[arg(long, value_name = "OPS_PER_S", value_parser = parse_rate, requires = "rate")]
+    rate_step: Option<f64>,
+    /// Measured time of each step of a --rate LOW..HIGH schedule or
+    /// --find-capacity probe: seconds, or with a unit (500ms, 5s, 1m). Each
+    /// step has its own --warmup first.
+    #[arg(
+        long,
+        value_name = "TIME",
+        default_value = "5",
+        value_parser = parse_step_duration,
+        requires = "rate"
+    )]
+    step_duration: Duration,
+    /// The latency a step must keep to count as sustained, as
+    /// PERCENTILE=TIME of the corrected latency (p50, p99, p99.9, ...; us,
+    /// ms or s): `p99=2ms`. The report names the highest such step whose
+    /// rate was also kept (within 5 %) as the sustainable throughput.
+    #[arg(long, value_name = "PCT=TIME", value_parser = Slo::parse)]
+    slo: Option<Slo>,
+    /// Search the --rate LOW..HIGH range for the sustainable throughput
+    /// under --slo, to within 5 %, one --step-duration probe at a time:
+    /// from LOW, doubling while steps hold, then bisecting.
+    #[arg(
+        long,
+        requires = "slo",
+        requires = "rate",
+        conflicts_with = "rate_step"
+    )]
+    find_capacity: bool,
+    /// Check the data: every value written holds its key, a write sequence
+    /// and a checksum, and every value read is checked against what this
+    /// run wrote; stale, impossible, another key's and corrupt values are
+    /// counted apart, and any of them ends the run with exit status 10.
+    #[arg(long)]
+    verify: bool,
     /// Measured time in seconds (fractions allowed).
     #[arg(
         long,
@@ -171,6 +220,12 @@ pub struct BenchArgs {
         value_parser = KeyDistribution::parse
     )]
     key_distribution: KeyDistribution,
+    /// Move the hot keys of a zipf or gaussian --key-distribution every
+    /// TIME (seconds, or 500ms, 30s, 2m): each interval shifts which keys
+    /// the distribution's ranks fall on, by 61.8 % of the keys, so caches
+    /// are measured while their hot set changes [default: never].
+    #[arg(long, value_name = "TIME", value_parser = parse_hot_set_rotate)]
+    hot_set_rotate: Option<Duration>,
     /// Keys are this prefix followed by their number.
     #[arg(long, value_name = "PREFIX", default_value = "bench:")]
     key_prefix: String,
@@ -204,7 +259,9 @@ pub struct BenchArgs {
     wait: Option<ReplyWait>,
     /// Also write a latency chart (percentile distribution) of the measured
     /// window to FILE: `.svg` for an SVG image, `.html` for a page holding
-    /// it [default: none].
+    /// it; and the run over time (throughput and p99 per second) to
+    /// FILE-timeline.svg/.html. With --rate LOW..HIGH, FILE is the run over
+    /// time, each step marked with its verdict [default: none].
     #[arg(long, value_name = "FILE", value_parser = ChartFile::parse)]
     chart: Option<ChartFile>,
     /// Also write the latency histograms (µs) to FILE as an HdrHistogram
@@ -225,6 +282,22 @@ pub struct BenchArgs {
         requires = "baseline"
     )]
     tolerance: f64,
+}
+
+impl BenchArgs {
+    /// The rate of a single open-loop run; `None` in a closed loop and in
+    /// a schedule or search (each step has its own).
+    fn fixed_rate(&self) -> Option<f64> {
+        match self.rate {
+            Some(RateArg::Fixed(rate)) => Some(rate),
+            _ => None,
+        }
+    }
+
+    /// Whether the run is a schedule of steps or a capacity search.
+    fn stepped(&self) -> bool {
+        matches!(self.rate, Some(RateArg::Range { .. }))
+    }
 }
 
 /// Which server the benchmark runs against.
@@ -340,11 +413,53 @@ impl Plan {
     fn new(args: &BenchArgs) -> Result<Plan, Failure> {
         let length = match args.requests {
             Some(n) => Length::Requests(n),
+            None if args.stepped() => Length::Time(args.step_duration),
             None => Length::Time(args.duration),
         };
+        match args.rate {
+            Some(RateArg::Range { .. }) if args.rate_step.is_none() && !args.find_capacity => {
+                return Err(Failure::Usage(
+                    "--rate LOW..HIGH needs --rate-step (a schedule of steps) or \
+                     --find-capacity (a search)"
+                        .into(),
+                ));
+            }
+            Some(RateArg::Fixed(_)) if args.rate_step.is_some() || args.find_capacity => {
+                return Err(Failure::Usage(
+                    "--rate-step and --find-capacity need a range: --rate LOW..HIGH".into(),
+                ));
+            }
+            Some(RateArg::Range { .. }) if args.requests.is_some() => {
+                return Err(Failure::Usage(
+                    "a --rate LOW..HIGH step lasts --step-duration: it cannot be used with \
+                     --requests"
+                        .into(),
+                ));
+            }
+            None | Some(RateArg::Fixed(_)) if args.slo.is_some() => {
+                return Err(Failure::Usage(
+                    "--slo judges the steps of --rate LOW..HIGH with --rate-step or \
+                     --find-capacity"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        if args.stepped() && (args.baseline.is_some() || args.hdr_log.is_some()) {
+            return Err(Failure::Usage(
+                "--baseline and --hdr-log take a single run, not --rate LOW..HIGH".into(),
+            ));
+        }
+        if let (Some(RateArg::Range { low, high }), Some(step)) = (args.rate, args.rate_step) {
+            steps::schedule_rates(low, high, step).map_err(Failure::Usage)?;
+        }
+        // A schedule is checked at its highest rate: if the threads can
+        // reach that, they reach every step.
         let pace = match args.rate {
             None => Pace::Closed,
-            Some(rate) => Pace::Open(Schedule::new(rate, args.threads).map_err(Failure::Usage)?),
+            Some(rate) => {
+                Pace::Open(Schedule::new(rate.highest(), args.threads).map_err(Failure::Usage)?)
+            }
         };
         if args.pipeline > 1 && args.rate.is_some() {
             // An open loop sends each call when it falls due: a pipeline
@@ -353,10 +468,20 @@ impl Plan {
                 "--pipeline above 1 needs the closed loop: it cannot be used with --rate".into(),
             ));
         }
-        if let (Some(rate), Length::Time(duration)) = (args.rate, length) {
+        let lowest = match args.rate {
+            Some(RateArg::Range { low, .. }) => Some(low),
+            Some(RateArg::Fixed(rate)) => Some(rate),
+            None => None,
+        };
+        if let (Some(rate), Length::Time(duration)) = (lowest, length) {
             if rate * duration.as_secs_f64() < 1.0 {
+                let option = if args.stepped() {
+                    "--step-duration"
+                } else {
+                    "--duration"
+                };
                 return Err(Failure::Usage(format!(
-                    "--rate {rate} schedules no call in a --duration of {} s",
+                    "--rate {rate} schedules no call in a {option} of {} s",
                     duration.as_secs_f64()
                 )));
             }
@@ -367,6 +492,14 @@ impl Plan {
             warmup: args.warmup,
             threads: args.threads,
             pipeline: args.pipeline,
+        })
+    }
+
+    /// This plan at `rate`, for one step of a schedule or search.
+    fn at_rate(self, rate: f64) -> Result<Plan, Failure> {
+        Ok(Plan {
+            pace: Pace::Open(Schedule::new(rate, self.threads).map_err(Failure::Usage)?),
+            ..self
         })
     }
 
@@ -445,6 +578,32 @@ pub fn run(
             ))
         },
     )?;
+    if args.hot_set_rotate.is_some()
+        && matches!(
+            args.key_distribution,
+            KeyDistribution::Uniform | KeyDistribution::Sequential
+        )
+    {
+        return Err(Failure::Usage(format!(
+            "--hot-set-rotate moves the hot keys of a zipf or gaussian --key-distribution; \
+             {} has none",
+            args.key_distribution
+        )));
+    }
+    if args.verify {
+        if args.pipeline > 1 {
+            return Err(Failure::Usage(
+                "--verify makes one call at a time: it cannot be used with --pipeline".into(),
+            ));
+        }
+        let needed = verify::min_value_size(last_key.len());
+        if args.value_size.min < needed {
+            return Err(Failure::Usage(format!(
+                "--verify writes values that name their key ({last_key:?} takes {needed} bytes): \
+                 --value-size must be at least {needed}"
+            )));
+        }
+    }
     let baseline = args.baseline.as_deref().map(Baseline::read).transpose()?;
     if let Some(chart) = &args.chart {
         chart.check_directory().map_err(Failure::Other)?;
@@ -472,9 +631,18 @@ pub fn run(
         args.value_size.describe(),
         connected.label
     ));
-    prefill(connected.calls.as_ref(), &data, prefilled)?;
+    let verifier = args
+        .verify
+        .then(|| Verifier::new(args.keys, fastrand::u64(..)));
+    prefill(
+        connected.calls.as_ref(),
+        &data,
+        prefilled,
+        verifier.as_ref(),
+    )?;
 
     let counters = Counters::default();
+    let origin = Instant::now();
     let shared = Shared {
         calls: connected.calls.as_ref(),
         data: &data,
@@ -484,22 +652,24 @@ pub fn run(
         batch: args.batch,
         plan,
         counters: &counters,
+        verifier: verifier.as_ref(),
+        // From here, so that a schedule's steps carry on the rotation
+        // and its timeline.
+        hot_set: args
+            .hot_set_rotate
+            .map(|every| HotSet::new(every, origin, args.keys)),
+        timeline_origin: args.chart.as_ref().map(|_| origin),
     };
-    let (tallies, start, usage) = shared.run_threads(args.rate)?;
-
-    let mut tally = Tally::new(&mix, args.rate.is_some())?;
-    for thread in tallies {
-        tally.merge(thread)?;
+    if args.stepped() {
+        return run_steps(args, &shared, &connected, out);
     }
-    let measured_start = plan.measured_start(start);
-    let measured_end = match plan.length {
-        Length::Time(duration) => tally
-            .last_end
-            .unwrap_or(start)
-            .max(measured_start + duration),
-        Length::Requests(_) => tally.last_end.unwrap_or(measured_start),
-    };
-    let measured = measured_end.saturating_duration_since(measured_start);
+    let Measured {
+        mut tally,
+        start,
+        measured_start,
+        measured,
+        usage,
+    } = shared.measure(args.fixed_rate())?;
     let first_error = tally.first_error.take();
     let report = Report {
         shape: Shape {
@@ -508,7 +678,7 @@ pub fn run(
             embedded: connected.embedded.is_some(),
             threads: args.threads,
             pipeline: args.pipeline,
-            target_rate: args.rate,
+            target_rate: args.fixed_rate(),
             requests: args.requests,
             warmup: args.warmup,
             mix: &mix,
@@ -518,6 +688,7 @@ pub fn run(
             distribution: args.key_distribution,
             value_size: args.value_size,
             prefilled,
+            hot_set_rotate: args.hot_set_rotate,
         },
         measured,
         latencies_micros: tally.all_latencies()?,
@@ -535,6 +706,10 @@ pub fn run(
     if let Some(cluster) = &connected.cluster {
         text.push_str(&per_server_load(cluster));
     }
+    let verified = verifier.as_ref().map(Verifier::json);
+    if let Some(verified) = &verified {
+        text.push_str(&verified.text());
+    }
     if let Some(comparison) = &comparison {
         text.push_str(&comparison.text());
     }
@@ -542,11 +717,12 @@ pub fn run(
     if json.rate_reached == Some(false) {
         progress(&format!(
             "bench: warning: the rate fell short of --rate {}: {} calls/s achieved",
-            thousands(args.rate.unwrap_or_default().round() as u64),
+            thousands(args.fixed_rate().unwrap_or_default().round() as u64),
             thousands(json.achieved_rate.round() as u64)
         ));
     }
     json.baseline = comparison.clone();
+    json.verify = verified.clone();
     if out.json {
         out.object(&json)?;
     }
@@ -556,6 +732,41 @@ pub fn run(
             .write(&report.latencies_micros, &report.chart_run())
             .map_err(Failure::Other)?;
         progress(&format!("bench: chart written to {}", chart.path.display()));
+        if let Some(timeline) = &report.tally.timeline {
+            let at = |instant: Instant| {
+                instant
+                    .saturating_duration_since(timeline.origin())
+                    .as_secs_f64()
+            };
+            let target_rate = args.fixed_rate();
+            let mut marks = Vec::new();
+            if !args.warmup.is_zero() {
+                marks.push(Mark {
+                    at_s: at(start),
+                    label: "warm-up".into(),
+                    target_rate,
+                    held: None,
+                });
+            }
+            marks.push(Mark {
+                at_s: at(measured_start),
+                label: "measured".into(),
+                target_rate,
+                held: None,
+            });
+            let run = report.chart_run();
+            let path = chart.timeline_path();
+            chart
+                .write_timeline(
+                    &path,
+                    &format!("tiny-cache bench over time: {}", run.mode),
+                    &format!("against {}\n{}", run.server, run.parameters()),
+                    &timeline.seconds(),
+                    &marks,
+                )
+                .map_err(Failure::Other)?;
+            progress(&format!("bench: timeline written to {}", path.display()));
+        }
     }
     if let Some(path) = &args.hdr_log {
         let wall_start = SystemTime::now()
@@ -572,6 +783,9 @@ pub fn run(
             "every operation failed; the first with: {error}"
         )));
     }
+    if let Some(failed) = verified.as_ref().and_then(unsound) {
+        return Err(failed);
+    }
     match comparison {
         Some(comparison) if comparison.regressed => Err(Failure::outcome(
             Exit::Regressed,
@@ -586,21 +800,324 @@ pub fn run(
     }
 }
 
+/// `--rate LOW..HIGH`: one open-loop run per step of the schedule, or per
+/// probe of `--find-capacity`, each with its own warm-up; then one row per
+/// step and, with `--slo`, the knee.
+fn run_steps(
+    args: &BenchArgs,
+    shared: &Shared<'_>,
+    connected: &Connected,
+    out: Output,
+) -> Result<(), Failure> {
+    let Some(RateArg::Range { low, high }) = args.rate else {
+        return Err(Failure::Other("a schedule needs a rate range".into()));
+    };
+    let mut first_error = None;
+    // With --chart: the steps' seconds together, and where each began.
+    let mut timeline: Option<Timeline> = None;
+    let mut marks = Vec::new();
+    // After a step that did not hold, the next waits as long as that
+    // step's slowest call took from being sent (at most MAX_COOL_DOWN): the
+    // backlog an overload built (server queues, a proxy's, the kernel's)
+    // drains then, instead of counting against a step that might hold.
+    // The warm-up alone is too short for that: its calls wait on the
+    // backlog too, and the measured calls due behind them start late.
+    let mut cool_down = Duration::ZERO;
+    let mut run_step = |rate: f64| -> Result<Step, Failure> {
+        if !cool_down.is_zero() {
+            progress(&format!(
+                "bench: cooling down {} ms after a step that did not hold",
+                cool_down.as_millis()
+            ));
+            std::thread::sleep(cool_down);
+        }
+        progress(&format!(
+            "bench: step at {} calls/s for {:.1} s",
+            thousands(rate.round() as u64),
+            args.step_duration.as_secs_f64()
+        ));
+        let counters = Counters::default();
+        let step_shared = Shared {
+            plan: shared.plan.at_rate(rate)?,
+            counters: &counters,
+            ..*shared
+        };
+        let mut measured = step_shared.measure(Some(rate))?;
+        let error = measured.tally.first_error.take();
+        first_error = first_error.take().or(error);
+        let step = step_of(rate, &measured, args.slo.as_ref())?;
+        let held = step.sustained.unwrap_or_else(|| step.rate_kept());
+        cool_down = if held {
+            Duration::ZERO
+        } else {
+            let slowest_us = measured
+                .tally
+                .service_micros
+                .as_ref()
+                .map_or(0, |service| service.max());
+            Duration::from_micros(slowest_us).min(MAX_COOL_DOWN)
+        };
+        if let Some(seconds) = measured.tally.timeline.take() {
+            let at_s = measured
+                .start
+                .saturating_duration_since(seconds.origin())
+                .as_secs_f64();
+            let verdict = match step.sustained {
+                Some(true) => " ✓",
+                Some(false) => " ✗",
+                None => "",
+            };
+            marks.push(Mark {
+                at_s,
+                label: format!("{}/s{verdict}", thousands(rate.round() as u64)),
+                target_rate: Some(rate),
+                held: step.sustained,
+            });
+            match &mut timeline {
+                Some(timeline) => timeline.merge(seconds),
+                None => timeline = Some(seconds),
+            }
+        }
+        if let Some(verdict) = step.sustained {
+            progress(&format!(
+                "bench: {} calls/s {}",
+                thousands(rate.round() as u64),
+                if verdict { "held" } else { "did not hold" }
+            ));
+        }
+        Ok(step)
+    };
+    let mut steps = Vec::new();
+    let sustainable = if args.find_capacity {
+        let mut search = CapacitySearch::new(low, high);
+        while let Some(rate) = search.next() {
+            let step = run_step(rate)?;
+            search.record(rate, step.sustained == Some(true));
+            steps.push(step);
+        }
+        search.result()
+    } else {
+        let step = args.rate_step.unwrap_or(high - low);
+        for rate in steps::schedule_rates(low, high, step).map_err(Failure::Usage)? {
+            steps.push(run_step(rate)?);
+        }
+        steps::sustainable_rate(&steps)
+    };
+    let how = if args.find_capacity {
+        "a capacity search"
+    } else {
+        "a schedule"
+    };
+    let mut text = format!(
+        "tiny-cache bench against {}\n  {} threads, {how} of {} open-loop step{} of {:.2} s \
+         after {:.2} s warm-up each; {} over {} keys ({}) of {}\n  latency from when each \
+         call was due (corrected for coordinated omission); service p99 from when it was \
+         sent\n\n",
+        connected.label,
+        args.threads,
+        steps.len(),
+        if steps.len() == 1 { "" } else { "s" },
+        args.step_duration.as_secs_f64(),
+        args.warmup.as_secs_f64(),
+        shared.mix.describe(),
+        thousands(args.keys as u64),
+        match args.hot_set_rotate {
+            Some(every) => format!(
+                "{}, hot set moving every {:.1} s",
+                args.key_distribution,
+                every.as_secs_f64()
+            ),
+            None => args.key_distribution.to_string(),
+        },
+        args.value_size.describe(),
+    );
+    text.push_str(&steps::table(&steps, args.slo.as_ref(), args.find_capacity));
+    if let Some(error) = &first_error {
+        text.push_str(&format!("  first error  {error}\n"));
+    }
+    if let Some(cluster) = &connected.cluster {
+        text.push_str(&per_server_load(cluster));
+    }
+    let verified = shared.verifier.map(Verifier::json);
+    if let Some(verified) = &verified {
+        text.push_str(&verified.text());
+    }
+    write_stdout(text.as_bytes())?;
+    if let (Some(chart), Some(timeline)) = (&args.chart, &timeline) {
+        // A probe search jumps about: its steps are drawn in the order run.
+        let verdict = match (&args.slo, sustainable) {
+            (Some(_), Some(rate)) => {
+                format!(", sustainable {} calls/s", thousands(rate.round() as u64))
+            }
+            (Some(_), None) => ", no step held the SLO".to_owned(),
+            (None, _) => String::new(),
+        };
+        chart
+            .write_timeline(
+                &chart.path,
+                &format!("tiny-cache bench: {how} of {} steps{verdict}", steps.len()),
+                &format!(
+                    "against {}\n{} threads, {:.1} s steps after {:.1} s warm-up each{}",
+                    connected.label,
+                    args.threads,
+                    args.step_duration.as_secs_f64(),
+                    args.warmup.as_secs_f64(),
+                    args.slo
+                        .as_ref()
+                        .map(|slo| format!("; SLO {slo} from when due"))
+                        .unwrap_or_default()
+                ),
+                &timeline.seconds(),
+                &marks,
+            )
+            .map_err(Failure::Other)?;
+        progress(&format!(
+            "bench: timeline written to {}",
+            chart.path.display()
+        ));
+    }
+    if out.json {
+        let json = ScheduleJson {
+            mode: if args.find_capacity {
+                "find-capacity"
+            } else {
+                "schedule"
+            },
+            server: connected.server.clone(),
+            threads: args.threads,
+            step_duration_s: args.step_duration.as_secs_f64(),
+            warmup_s: args.warmup.as_secs_f64(),
+            keys: args.keys,
+            key_distribution: args.key_distribution.to_string(),
+            hot_set_rotate_s: args.hot_set_rotate.map(|every| every.as_secs_f64()),
+            mix: shared
+                .mix
+                .ops()
+                .map(|op| {
+                    let share = (shared.mix.share(op) * 1e3).round() / 1e3;
+                    (op.name().to_owned(), share)
+                })
+                .collect(),
+            slo: args.slo.as_ref().map(Slo::json),
+            sustainable_rate: args.slo.as_ref().map(|_| sustainable),
+            steps,
+            verify: verified.clone(),
+        };
+        out.object(&json)?;
+    } else if steps.iter().all(|step| step.ops == 0) {
+        if let Some(error) = first_error {
+            return Err(Failure::Other(format!(
+                "every operation failed; the first with: {error}"
+            )));
+        }
+    }
+    match verified.as_ref().and_then(unsound) {
+        Some(failed) => Err(failed),
+        None => Ok(()),
+    }
+}
+
+/// The failure `--verify` ends a run with when any value read was wrong.
+fn unsound(verified: &verify::VerifyJson) -> Option<Failure> {
+    (verified.failures > 0).then(|| {
+        Failure::outcome(
+            Exit::Unsound,
+            format!(
+                "--verify: {} of {} values read were wrong ({} stale, {} impossible, {} of \
+                 another key, {} corrupt)",
+                verified.failures,
+                verified.checked,
+                verified.stale,
+                verified.impossible,
+                verified.wrong_key,
+                verified.corrupt
+            ),
+        )
+    })
+}
+
+/// One step's row from what it measured, judged against `slo`.
+fn step_of(rate: f64, measured: &Measured, slo: Option<&Slo>) -> Result<Step, Failure> {
+    let tally = &measured.tally;
+    let latencies = tally.all_latencies()?;
+    let latency = Latency::of(&latencies);
+    let ops = latencies.len();
+    let errors = tally.errors();
+    let seconds = measured.measured.as_secs_f64().max(1e-9);
+    let mut step = Step {
+        target_rate: rate,
+        achieved_rate: ((ops + errors) as f64 / seconds * 10.0).round() / 10.0,
+        ops,
+        errors,
+        unsent: tally.unsent,
+        p50_us: latency.p50_us,
+        p99_us: latency.p99_us,
+        p999_us: latency.p999_us,
+        max_us: latency.max_us,
+        service_p99_us: tally
+            .service_micros
+            .as_ref()
+            .map_or(0, |service| Latency::of(service).p99_us),
+        slo_us: None,
+        sustained: None,
+    };
+    if let Some(slo) = slo {
+        let percentile = if latencies.is_empty() {
+            0
+        } else {
+            latencies.value_at_quantile(slo.quantile)
+        };
+        step.judge(slo, percentile);
+    }
+    Ok(step)
+}
+
 /// Writes the first `count` keys, in batches, and fails on the first
 /// refusal: a benchmark of misses would measure something else.
-fn prefill(calls: &dyn CacheStore, data: &Data, count: usize) -> Result<(), Failure> {
+///
+/// With `--verify` the values are self-describing and each write is
+/// recorded, so that reads of pre-filled keys are judged too.
+fn prefill(
+    calls: &dyn CacheStore,
+    data: &Data,
+    count: usize,
+    verifier: Option<&Verifier>,
+) -> Result<(), Failure> {
     let mut next = 0;
     while next < count {
+        let first = next;
         let mut bytes = 0;
-        let mut items = Vec::new();
-        while next < count && items.len() < PREFILL_BATCH_ITEMS && bytes < PREFILL_BATCH_BYTES {
-            let value = data.value(next);
-            bytes += value.len() + 64;
-            items.push((data.keys[next].as_str(), value));
+        let mut writes = Vec::new();
+        let mut values: Vec<Vec<u8>> = Vec::new();
+        while next < count && next - first < PREFILL_BATCH_ITEMS && bytes < PREFILL_BATCH_BYTES {
+            bytes += data.value_len(next) + 64;
+            if let Some(verifier) = verifier {
+                let write = verifier.begin_write(next);
+                values.push(verifier.value(&data.keys[next], &write, data.value_len(next)));
+                writes.push(write);
+            }
             next += 1;
         }
-        let results = calls
-            .set_many(&items)
+        let items: Vec<(&str, &[u8])> = (first..next)
+            .map(|key| {
+                let value = match values.get(key - first) {
+                    Some(value) => value.as_slice(),
+                    None => data.value(key),
+                };
+                (data.keys[key].as_str(), value)
+            })
+            .collect();
+        let results = calls.set_many(&items);
+        if let Some(verifier) = verifier {
+            for (index, (write, key)) in writes.iter().zip(first..).enumerate() {
+                let landed = match &results {
+                    Ok(items) => verify::landed(items, index, &data.keys[key]),
+                    Err(_) => Landed::Unknown,
+                };
+                verifier.end_write(*write, landed);
+            }
+        }
+        let results = results
             .map_err(|e| Failure::Other(format!("cannot write the benchmark's keys: {e}")))?;
         if let Some(failed) = results.iter().find(|r| r.result.is_err()) {
             let why = failed.result.as_ref().err().map(ToString::to_string);
@@ -615,6 +1132,7 @@ fn prefill(calls: &dyn CacheStore, data: &Data, count: usize) -> Result<(), Fail
 }
 
 /// What the benchmark threads share.
+#[derive(Clone, Copy)]
 struct Shared<'a> {
     calls: &'a dyn CacheStore,
     data: &'a Data,
@@ -624,9 +1142,53 @@ struct Shared<'a> {
     batch: usize,
     plan: Plan,
     counters: &'a Counters,
+    /// `--verify`: the record of writes that reads are judged against.
+    verifier: Option<&'a Verifier>,
+    /// `--hot-set-rotate`.
+    hot_set: Option<HotSet>,
+    /// With `--chart`: where the threads' timelines count seconds from.
+    timeline_origin: Option<Instant>,
+}
+
+/// What one run (or one step of a schedule) measured.
+struct Measured {
+    tally: Tally,
+    /// When the threads started, and when the measured window did.
+    start: Instant,
+    measured_start: Instant,
+    /// The measured window: to the last measured call's end, and at least
+    /// the duration asked for.
+    measured: Duration,
+    usage: Option<ProcessUsage>,
 }
 
 impl Shared<'_> {
+    /// Runs the threads on this plan (open loop at `target_rate`, when
+    /// given) and merges what they measured.
+    fn measure(&self, target_rate: Option<f64>) -> Result<Measured, Failure> {
+        let (tallies, start, usage) = self.run_threads(target_rate)?;
+        let mut tally = Tally::new(self.mix, target_rate.is_some())?;
+        for thread in tallies {
+            tally.merge(thread)?;
+        }
+        let plan = self.plan;
+        let measured_start = plan.measured_start(start);
+        let measured_end = match plan.length {
+            Length::Time(duration) => tally
+                .last_end
+                .unwrap_or(start)
+                .max(measured_start + duration),
+            Length::Requests(_) => tally.last_end.unwrap_or(measured_start),
+        };
+        Ok(Measured {
+            tally,
+            start,
+            measured_start,
+            measured: measured_end.saturating_duration_since(measured_start),
+            usage,
+        })
+    }
+
     /// Starts the threads together, prints progress while they run, and
     /// returns what each measured, when they started, and the process's
     /// resource use over the measured window.
@@ -743,8 +1305,12 @@ impl Shared<'_> {
             keys: self
                 .distribution
                 .sampler(self.data.keys.len(), index, self.plan.threads),
-            tally: Tally::new(self.mix, matches!(self.plan.pace, Pace::Open(_)))?,
+            tally: Tally {
+                timeline: self.timeline_origin.map(Timeline::new),
+                ..Tally::new(self.mix, matches!(self.plan.pace, Pace::Open(_)))?
+            },
             items: Vec::with_capacity(self.batch),
+            key_numbers: Vec::with_capacity(self.batch),
             parts: Vec::with_capacity(self.plan.pipeline),
         };
         match self.plan.pace {
@@ -764,11 +1330,22 @@ struct Thread<'s, 'a> {
     /// The keys and values of the call being made (reused: no allocation
     /// per call).
     items: Vec<(&'a str, &'a [u8])>,
+    /// The numbers of those keys (for `--verify`).
+    key_numbers: Vec<usize>,
     /// The operations of the pipeline being sent (reused likewise).
     parts: Vec<Part<'a>>,
 }
 
 impl Thread<'_, '_> {
+    /// The next key, from the distribution, moved by the hot set.
+    fn next_key(&mut self) -> usize {
+        let key = self.keys.next(&mut self.rng);
+        match self.shared.hot_set {
+            Some(hot) => hot.place_at(key, Instant::now()),
+            None => key,
+        }
+    }
+
     /// Calls (or pipelines) back to back; a call counts when it starts in
     /// the measured window, a pipeline's operations when it does.
     fn closed_loop(&mut self, start: Instant) {
@@ -851,12 +1428,21 @@ impl Thread<'_, '_> {
         let count = if op.is_batch() { shared.batch } else { 1 };
         let data = shared.data;
         self.items.clear();
+        self.key_numbers.clear();
         for _ in 0..count {
-            let key = self.keys.next(&mut self.rng);
+            let key = self.next_key();
             self.items.push((data.keys[key].as_str(), data.value(key)));
+            self.key_numbers.push(key);
         }
-        let outcome = perform(shared.calls, op, &self.items);
+        let outcome = match shared.verifier {
+            Some(verifier) => verify::perform(shared.calls, verifier, data, op, &self.key_numbers),
+            None => perform(shared.calls, op, &self.items),
+        };
         let ended = Instant::now();
+        if let Some(timeline) = &mut self.tally.timeline {
+            let latency = ended.saturating_duration_since(due);
+            timeline.record(ended, outcome.is_ok().then_some(latency));
+        }
         if !measured {
             return;
         }
@@ -883,7 +1469,7 @@ impl Thread<'_, '_> {
         self.parts.clear();
         for _ in 0..count {
             let op = shared.sampler.next(&mut self.rng);
-            let key = self.keys.next(&mut self.rng);
+            let key = self.next_key();
             self.parts.push(Part {
                 op,
                 key: data.keys[key].as_str(),
@@ -892,6 +1478,12 @@ impl Thread<'_, '_> {
         }
         let outcomes = perform_pipeline(shared.calls, &self.parts);
         let ended = Instant::now();
+        if let Some(timeline) = &mut self.tally.timeline {
+            let latency = ended.saturating_duration_since(sent);
+            for outcome in &outcomes {
+                timeline.record(ended, outcome.is_ok().then_some(latency));
+            }
+        }
         if !measured {
             return;
         }
@@ -938,7 +1530,17 @@ fn at_most_a_day(phase: Duration, option: &str) -> Result<Duration, String> {
     }
 }
 
-/// `--rate`: a positive number of calls per second (whether the threads
+/// `--hot-set-rotate`: a positive time, at most a day.
+fn parse_hot_set_rotate(raw: &str) -> Result<Duration, String> {
+    at_most_a_day(steps::parse_span(raw)?, "--hot-set-rotate")
+}
+
+/// `--step-duration`: a positive time, at most a day.
+fn parse_step_duration(raw: &str) -> Result<Duration, String> {
+    at_most_a_day(steps::parse_span(raw)?, "--step-duration")
+}
+
+/// `--rate-step`: a positive number of calls per second (whether the threads
 /// can reach it is checked with --threads, in `Schedule::new`).
 fn parse_rate(raw: &str) -> Result<f64, String> {
     match raw.trim().parse::<f64>() {

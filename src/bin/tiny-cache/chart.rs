@@ -30,6 +30,8 @@ use hdrhistogram::Histogram;
 
 use crate::thousands;
 
+pub mod timeline;
+
 /// Nines shown on the x axis: 0 % to 99.999 %.
 const MAX_NINES: u32 = 5;
 
@@ -116,6 +118,48 @@ impl ChartFile {
                 directory.display()
             ))
         }
+    }
+
+    /// Where the run's timeline goes next to the distribution: the file's
+    /// name with `-timeline` before its extension.
+    pub fn timeline_path(&self) -> PathBuf {
+        let stem = self
+            .path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let extension = match self.format {
+            ChartFormat::Svg => "svg",
+            ChartFormat::Html => "html",
+        };
+        self.path
+            .with_file_name(format!("{stem}-timeline.{extension}"))
+    }
+
+    /// Writes the timeline (see [`timeline`]) to `path`, as an SVG or a
+    /// page holding it, in this file's format.
+    pub fn write_timeline(
+        &self,
+        path: &Path,
+        title: &str,
+        subtitle: &str,
+        seconds: &[timeline::Second],
+        marks: &[timeline::Mark],
+    ) -> Result<(), String> {
+        let document = match self.format {
+            ChartFormat::Svg => timeline::svg(title, subtitle, seconds, marks),
+            ChartFormat::Html => format!(
+                "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+                 <title>{}</title>\n<style>body {{ font-family: sans-serif; margin: 2em; }} \
+                 svg {{ max-width: 100%; height: auto; }}</style>\n</head>\n<body>\n{}\
+                 <p>{}</p>\n</body>\n</html>\n",
+                escape(title),
+                timeline::svg_element(title, subtitle, seconds, marks),
+                escape(subtitle)
+            ),
+        };
+        std::fs::write(path, document)
+            .map_err(|e| format!("cannot write the chart to {}: {e}", path.display()))
     }
 
     /// Renders the chart and writes it; a failure is described, never a

@@ -11,7 +11,7 @@ use super::workload::Op;
 
 /// The TTL `touch` sets: the client's default TTL, so a touched key lives
 /// as long as a freshly written one.
-const TOUCH_TTL: Ttl = Ttl::After(tiny_cache_client::DEFAULT_TTL);
+pub const TOUCH_TTL: Ttl = Ttl::After(tiny_cache_client::DEFAULT_TTL);
 
 /// What one successful call found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use hdrhistogram::serialization::V2DeflateSerializer;
@@ -66,6 +66,130 @@ impl OpTally {
     }
 }
 
+/// Significant digits of the timeline's per-second histograms: 1 %, plenty
+/// for a picture, and a tenth of the memory of the report's histograms.
+const TIMELINE_SIGNIFICANT_DIGITS: u8 = 2;
+
+/// The shortest last second the timeline draws (scaled to a whole one).
+const MIN_LAST_SECOND_S: f64 = 0.25;
+
+/// What happened in each second of the run (warm-ups included, so that
+/// the picture has no holes): calls ended, failures, latencies from when
+/// each call was due. Kept only for `--chart`.
+#[derive(Debug)]
+pub struct Timeline {
+    origin: Instant,
+    seconds: Vec<SecondTally>,
+    /// When the last call ended, from `origin`: how much of the last
+    /// second the run covered.
+    last_end: Duration,
+}
+
+#[derive(Debug, Default)]
+struct SecondTally {
+    calls: u64,
+    errors: u64,
+    /// `None` if a histogram could not be made: the second keeps its
+    /// counts.
+    latencies_micros: Option<Histogram<u64>>,
+}
+
+impl Timeline {
+    /// A timeline counting seconds from `origin`.
+    pub fn new(origin: Instant) -> Timeline {
+        Timeline {
+            origin,
+            seconds: Vec::new(),
+            last_end: Duration::ZERO,
+        }
+    }
+
+    /// Counts a call that ended at `ended`: with its latency, or `None`
+    /// when it failed.
+    pub fn record(&mut self, ended: Instant, latency: Option<Duration>) {
+        let offset = ended.saturating_duration_since(self.origin);
+        self.last_end = self.last_end.max(offset);
+        let second = offset.as_secs();
+        let Ok(index) = usize::try_from(second) else {
+            return;
+        };
+        if index >= self.seconds.len() {
+            self.seconds.resize_with(index + 1, SecondTally::default);
+        }
+        let tally = &mut self.seconds[index];
+        tally.calls += 1;
+        match latency {
+            Some(latency) => {
+                if tally.latencies_micros.is_none() {
+                    tally.latencies_micros = Histogram::new(TIMELINE_SIGNIFICANT_DIGITS).ok();
+                }
+                if let Some(histogram) = &mut tally.latencies_micros {
+                    record(histogram, latency);
+                }
+            }
+            None => tally.errors += 1,
+        }
+    }
+
+    /// Adds another thread's (or step's) seconds to these.
+    pub fn merge(&mut self, other: Timeline) {
+        self.last_end = self.last_end.max(other.last_end);
+        if other.seconds.len() > self.seconds.len() {
+            self.seconds
+                .resize_with(other.seconds.len(), SecondTally::default);
+        }
+        for (ours, theirs) in self.seconds.iter_mut().zip(other.seconds) {
+            ours.calls += theirs.calls;
+            ours.errors += theirs.errors;
+            match (&mut ours.latencies_micros, theirs.latencies_micros) {
+                (Some(ours), Some(theirs)) => {
+                    if ours.add(&theirs).is_err() {
+                        // Cannot happen between histograms that grow;
+                        // should it, the second shows the larger share.
+                        if theirs.len() > ours.len() {
+                            *ours = theirs;
+                        }
+                    }
+                }
+                (slot @ None, theirs) => *slot = theirs,
+                (Some(_), None) => {}
+            }
+        }
+    }
+
+    /// The seconds as the chart draws them. The run ends part-way through
+    /// its last second: that second's calls are scaled to a whole second
+    /// (it would otherwise read as a drop at the end), or left out when
+    /// it is too short a sliver to say anything.
+    pub fn seconds(&self) -> Vec<chart::timeline::Second> {
+        let last = self.seconds.len().saturating_sub(1);
+        let covered = self.last_end.as_secs_f64() - last as f64;
+        self.seconds
+            .iter()
+            .enumerate()
+            .filter(|&(index, _)| index < last || covered >= MIN_LAST_SECOND_S)
+            .map(|(index, tally)| chart::timeline::Second {
+                at_s: index as f64,
+                calls: if index == last && covered < 1.0 {
+                    (tally.calls as f64 / covered).round() as u64
+                } else {
+                    tally.calls
+                },
+                errors: tally.errors,
+                p99_us: tally
+                    .latencies_micros
+                    .as_ref()
+                    .filter(|h| !h.is_empty())
+                    .map_or(0, |h| h.value_at_quantile(0.99)),
+            })
+            .collect()
+    }
+
+    pub fn origin(&self) -> Instant {
+        self.origin
+    }
+}
+
 /// What one thread (and, merged, the whole run) measured.
 #[derive(Debug)]
 pub struct Tally {
@@ -78,6 +202,8 @@ pub struct Tally {
     pub last_end: Option<std::time::Instant>,
     /// Measured calls an open-loop run never sent (see `MAX_DRAIN`).
     pub unsent: u64,
+    /// Every call by the second it ended in, for `--chart`.
+    pub timeline: Option<Timeline>,
 }
 
 impl Tally {
@@ -98,6 +224,7 @@ impl Tally {
             first_error: None,
             last_end: None,
             unsent: 0,
+            timeline: None,
         })
     }
 
@@ -160,6 +287,11 @@ impl Tally {
         self.first_error = self.first_error.take().or(other.first_error);
         self.last_end = self.last_end.max(other.last_end);
         self.unsent += other.unsent;
+        match (&mut self.timeline, other.timeline) {
+            (Some(ours), Some(theirs)) => ours.merge(theirs),
+            (slot @ None, theirs) => *slot = theirs,
+            (Some(_), None) => {}
+        }
         Ok(())
     }
 
@@ -198,6 +330,8 @@ pub struct Shape<'a> {
     pub distribution: KeyDistribution,
     pub value_size: ValueSize,
     pub prefilled: usize,
+    /// `--hot-set-rotate`.
+    pub hot_set_rotate: Option<Duration>,
 }
 
 /// Everything the report shows.
@@ -220,7 +354,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(histogram: &Histogram<u64>) -> Latency {
+    /// The summary of `histogram`; all zeros when it is empty.
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
         if histogram.is_empty() {
             return Latency {
                 p50_us: 0,
@@ -328,11 +463,15 @@ impl Report<'_> {
     pub fn text(&self) -> String {
         let shape = &self.shape;
         let mut text = format!(
-            "tiny-cache bench against {}\n  {}\n  keys: {} {} named {}N, {} written first{}\n\n",
+            "tiny-cache bench against {}\n  {}\n  keys: {} {}{} named {}N, {} written first{}\n\n",
             shape.server_label,
             self.chart_run().parameters(),
             thousands(shape.keys as u64),
             shape.distribution,
+            shape
+                .hot_set_rotate
+                .map(|every| format!(" (hot set moving every {:.1} s)", every.as_secs_f64()))
+                .unwrap_or_default(),
             shape.key_prefix,
             thousands(shape.prefilled as u64),
             if shape.mix.has_batches() {
@@ -524,6 +663,7 @@ impl Report<'_> {
             key_distribution: shape.distribution.to_string(),
             key_prefix: shape.key_prefix.to_owned(),
             prefill_keys: shape.prefilled,
+            hot_set_rotate_s: shape.hot_set_rotate.map(|every| every.as_secs_f64()),
             cpu_us_per_op: per_op.map(|(cpu, _)| thousandths(cpu)),
             ctx_switches_per_op: per_op.map(|(_, switches)| thousandths(switches)),
             usage_includes_server: shape.embedded,
@@ -536,6 +676,7 @@ impl Report<'_> {
             service: self.tally.service_micros.as_ref().map(Latency::of),
             operations,
             baseline: None,
+            verify: None,
         }
     }
 
@@ -657,6 +798,9 @@ pub struct BenchJson {
     pub key_prefix: String,
     #[serde(default)]
     pub prefill_keys: usize,
+    /// `--hot-set-rotate`, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot_set_rotate_s: Option<f64>,
     /// `null` where getrusage is unavailable.
     #[serde(default)]
     pub cpu_us_per_op: Option<f64>,
@@ -678,6 +822,9 @@ pub struct BenchJson {
     pub operations: BTreeMap<String, OpJson>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<super::gate::Comparison>,
+    /// `--verify`'s counts; saved runs are read back without them.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<super::verify::VerifyJson>,
 }
 
 impl BenchJson {
@@ -703,6 +850,10 @@ impl BenchJson {
             ("value_size_min", self.value_size_min.to_string()),
             ("value_size_max", self.value_size_max.to_string()),
             ("prefill_keys", self.prefill_keys.to_string()),
+            (
+                "hot_set_rotate_s",
+                some(self.hot_set_rotate_s.map(|s| s.to_string())),
+            ),
         ]
     }
 }
@@ -745,6 +896,40 @@ fn thousandths(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_timeline_counts_calls_per_second_and_scales_the_last_partial_one() {
+        let origin = Instant::now();
+        let at = |ms: u64| origin + Duration::from_millis(ms);
+        let mut one = Timeline::new(origin);
+        let mut other = Timeline::new(origin);
+        for ms in (0..2000).step_by(10) {
+            one.record(at(ms), Some(Duration::from_millis(1)));
+        }
+        // The run ends half-way through its third second.
+        for ms in (2000..2500).step_by(10) {
+            other.record(at(ms), Some(Duration::from_millis(50)));
+        }
+        other.record(at(1500), None);
+        one.merge(other);
+        let seconds = one.seconds();
+        let calls: Vec<u64> = seconds.iter().map(|s| s.calls).collect();
+        assert_eq!(calls[..2], [100, 101]);
+        // 50 calls in the 0.49 s up to the last one: about 100 a second.
+        assert!((98..=104).contains(&calls[2]), "{calls:?}");
+        assert_eq!(seconds[1].errors, 1);
+        assert!(
+            (49_000..=51_000).contains(&seconds[2].p99_us),
+            "{:?}",
+            seconds[2]
+        );
+        assert!(seconds[0].p99_us <= 1_010, "{:?}", seconds[0]);
+        // A sliver of a last second is left out rather than scaled up.
+        let mut sliver = Timeline::new(origin);
+        sliver.record(at(500), Some(Duration::from_millis(1)));
+        sliver.record(at(1100), Some(Duration::from_millis(1)));
+        assert_eq!(sliver.seconds().len(), 1);
+    }
 
     #[test]
     fn a_refused_item_is_an_error_and_a_failed_call_is_counted_by_kind() {

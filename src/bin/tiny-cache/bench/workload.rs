@@ -4,6 +4,7 @@
 //! before measuring (`--prefill`). Parsers and samplers only: no I/O.
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::distr::weighted::WeightedIndex;
@@ -374,6 +375,67 @@ impl KeySampler {
     }
 }
 
+/// The share of the key space the hot set moves by at each rotation: the
+/// golden ratio's fraction, so that consecutive hot sets land far apart
+/// and many rotations spread over the whole space before any repeats.
+const HOT_SET_STRIDE: f64 = 0.618_033_988_749_895;
+
+/// `--hot-set-rotate`: the key a distribution draws is moved by an offset
+/// that changes every `every` from `origin`, so the hot keys of interval
+/// i are not those of interval i - 1 while the distribution (the shape of
+/// who is hot) stays the same.
+///
+/// The offset of interval i is i times [`HOT_SET_STRIDE`] of the key
+/// space, modulo the key count: a rotation of the rank → key mapping, as
+/// YCSB's "latest" distribution moves its hot spot, rather than a fresh
+/// random permutation, so that the hot keys of an interval stay
+/// neighbours (readable in a report) and the mapping costs an addition.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HotSet {
+    every: Duration,
+    origin: Instant,
+    keys: usize,
+    stride: usize,
+}
+
+impl HotSet {
+    /// A hot set over `keys` keys moving every `every` from `origin`.
+    pub fn new(every: Duration, origin: Instant, keys: usize) -> HotSet {
+        let keys = keys.max(1);
+        // At least 1 (so that two keys still swap), below the key count
+        // (so that a move is never a whole turn).
+        let stride = ((keys as f64 * HOT_SET_STRIDE).round() as usize).clamp(1, keys.max(2) - 1);
+        HotSet {
+            every,
+            origin,
+            keys,
+            stride,
+        }
+    }
+
+    /// Which interval `at` falls in (0 before `origin`).
+    pub fn interval(&self, at: Instant) -> u64 {
+        let since = at.saturating_duration_since(self.origin).as_nanos();
+        u64::try_from(since / self.every.as_nanos().max(1)).unwrap_or(u64::MAX)
+    }
+
+    /// The offset of interval `interval`.
+    pub fn offset(&self, interval: u64) -> usize {
+        let keys = self.keys as u128;
+        usize::try_from(u128::from(interval) * self.stride as u128 % keys).unwrap_or(0)
+    }
+
+    /// Where key `key` (as the distribution drew it) is in `interval`.
+    pub fn place(&self, key: usize, interval: u64) -> usize {
+        (key % self.keys + self.offset(interval)) % self.keys
+    }
+
+    /// Where key `key` is at `at`.
+    pub fn place_at(&self, key: usize, at: Instant) -> usize {
+        self.place(key, self.interval(at))
+    }
+}
+
 /// `--value-size`: a fixed size, or a range both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ValueSize {
@@ -522,7 +584,8 @@ impl Data {
         self.bytes.slice(..self.value_len(key))
     }
 
-    fn value_len(&self, key: usize) -> usize {
+    /// The size of key `key`'s value.
+    pub fn value_len(&self, key: usize) -> usize {
         self.size.of_key(key).min(self.bytes.len())
     }
 }
@@ -636,6 +699,86 @@ mod tests {
         let middle = gaussian.iter().filter(|&&k| (34..66).contains(&k)).count();
         assert!(middle > 12_000, "{middle} of 20000 within one deviation");
         assert_eq!(draws(KeyDistribution::Sequential, &mut rng)[..3], [0, 1, 2]);
+    }
+
+    /// The share of `draws` that fell on each key.
+    fn shares(draws: &[usize], keys: usize) -> Vec<f64> {
+        let mut counts = vec![0usize; keys];
+        for &key in draws {
+            counts[key] += 1;
+        }
+        counts
+            .into_iter()
+            .map(|n| n as f64 / draws.len() as f64)
+            .collect()
+    }
+
+    #[test]
+    fn a_rotating_hot_set_moves_the_hot_keys_and_keeps_the_zipf_shape() {
+        const KEYS: usize = 1000;
+        const DRAWS: usize = 200_000;
+        let exponent = 1.1;
+        let origin = Instant::now();
+        let hot = HotSet::new(Duration::from_secs(30), origin, KEYS);
+        assert_eq!(hot.interval(origin), 0);
+        assert_eq!(hot.interval(origin + Duration::from_secs(29)), 0);
+        assert_eq!(hot.interval(origin + Duration::from_secs(61)), 2);
+        // Zipf's probability of rank r (from 0): 1/(r+1)^s over the sum.
+        let norm: f64 = (1..=KEYS).map(|r| (r as f64).powf(-exponent)).sum();
+        let expected = |rank: usize| ((rank + 1) as f64).powf(-exponent) / norm;
+        let mut rng = SmallRng::seed_from_u64(3);
+        let mut sampler = KeyDistribution::Zipf(exponent).sampler(KEYS, 0, 1);
+        let mut hottest_of = Vec::new();
+        for interval in 0..4u64 {
+            let at = origin + Duration::from_secs(30 * interval + 10);
+            let draws: Vec<usize> = (0..DRAWS)
+                .map(|_| hot.place_at(sampler.next(&mut rng), at))
+                .collect();
+            let shares = shares(&draws, KEYS);
+            let offset = hot.offset(interval);
+            // Within the interval: key (rank + offset) has rank's Zipf
+            // share, to within 10 % (about 6 standard errors at rank 9).
+            for rank in [0, 1, 2, 9] {
+                let key = (rank + offset) % KEYS;
+                let (seen, want) = (shares[key], expected(rank));
+                assert!(
+                    (seen - want).abs() <= want * 0.1,
+                    "interval {interval}, rank {rank}: {seen:.4} vs {want:.4}"
+                );
+            }
+            let hottest = (0..KEYS)
+                .max_by(|&a, &b| shares[a].total_cmp(&shares[b]))
+                .unwrap_or(0);
+            assert_eq!(hottest, offset, "interval {interval}");
+            // The ten hottest keys of this interval.
+            let mut ranked: Vec<usize> = (0..KEYS).collect();
+            ranked.sort_by(|&a, &b| shares[b].total_cmp(&shares[a]));
+            hottest_of.push(ranked[..10].to_vec());
+        }
+        // Consecutive intervals share none of their ten hottest keys.
+        for pair in hottest_of.windows(2) {
+            assert!(
+                pair[0].iter().all(|key| !pair[1].contains(key)),
+                "{:?} then {:?}",
+                pair[0],
+                pair[1]
+            );
+        }
+    }
+
+    #[test]
+    fn a_hot_set_always_moves_and_stays_in_range() {
+        for keys in [1, 2, 3, 10, 1001] {
+            let hot = HotSet::new(Duration::from_secs(1), Instant::now(), keys);
+            for interval in 0..50 {
+                for key in [0, keys / 2, keys - 1] {
+                    assert!(hot.place(key, interval) < keys);
+                }
+                if keys > 1 {
+                    assert_ne!(hot.offset(interval), hot.offset(interval + 1), "{keys}");
+                }
+            }
+        }
     }
 
     #[test]
