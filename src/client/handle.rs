@@ -608,7 +608,7 @@ impl Client {
             self.with_timeout(deadline.saturating_duration_since(Instant::now()))
                 .map_err(|_| Error::deadline(self.options.timeout, "touching the key"))
         };
-        touch_by_cas(key, ttl, within_deadline, Bytes::clone)
+        touch_by_cas(key, ttl, within_deadline, |value| Some(value.clone()))
     }
 
     /// The server's counters (entries, hits, misses, evictions, memory).

@@ -350,7 +350,12 @@ impl Shared {
             }
             let outcome = part_outcome(answered, 1);
             nodes[index].record(&outcome, threshold);
-            let found = matches!(outcome.as_deref(), Ok([Ok(Some(_))]));
+            // A tombstone is a miss: the other replica may hold a write
+            // newer than the delete.
+            let found = matches!(
+                outcome.as_deref(),
+                Ok([Ok(Some(raw))]) if !envelope::is_tombstone(raw)
+            );
             out.push((index, vec![at], outcome));
             if found {
                 // A copy wins; the other call is cancelled.
@@ -497,7 +502,12 @@ impl Shared {
                 };
                 if replicas > 1 && newest.remaining_ttl(now).is_some() {
                     for (index, copy) in &read.answers {
-                        let stale = copy.as_ref().is_none_or(|copy| newest.is_newer_than(copy));
+                        // A missing copy needs no tombstone: it reads as
+                        // one already.
+                        let stale = match copy {
+                            None => !newest.deleted,
+                            Some(copy) => newest.is_newer_than(copy),
+                        };
                         // A hinted server was not asked: its hint delivers.
                         if stale && !topology.nodes[*index].hints.contains(keys[at]) {
                             repairs.push(Repair {
@@ -508,6 +518,9 @@ impl Shared {
                             });
                         }
                     }
+                }
+                if newest.deleted {
+                    return Ok(None);
                 }
                 Ok(Some(self.decode(newest)))
             })
@@ -629,6 +642,18 @@ impl Shared {
     /// from there), a delete only once every replica has it (a replica
     /// that missed it may still serve the value).
     pub(super) fn write(&self, keys: &[&str], op: &Op, timeout: Duration) -> Vec<Result<()>> {
+        if matches!(op, Op::Delete) && self.settings.replicas > 1 {
+            // A tombstone on every replica, not a removal: a read racing
+            // the delete cannot repair the old copy back over it (see
+            // `envelope`).
+            let lifetime = envelope::TOMBSTONE_LIFETIME.max(2 * self.settings.timeout);
+            let tombstone = envelope::tombstone(lifetime, SystemTime::now());
+            let op = Op::Set {
+                values: keys.iter().map(|_| tombstone.clone()).collect(),
+                ttl: Ttl::After(lifetime),
+            };
+            return self.write_with(keys, &op, ResponsePolicy::AllStored, timeout);
+        }
         let policy = match op {
             Op::Set { .. } => ResponsePolicy::AnyStored,
             Op::Get | Op::Delete => ResponsePolicy::AllStored,
@@ -1162,6 +1187,10 @@ pub(super) fn touch_copy(
         key,
         ttl,
         || client.with_timeout(remaining(deadline, timeout)?),
-        |raw| envelope::reseal(&Copy::parse(raw.clone()), ttl, SystemTime::now()),
+        |raw| {
+            let copy = Copy::parse(raw.clone());
+            // A tombstone is a deleted key: nothing to touch.
+            (!copy.deleted).then(|| envelope::reseal(&copy, ttl, SystemTime::now()))
+        },
     )
 }

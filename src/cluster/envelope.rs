@@ -7,10 +7,17 @@
 //! | bytes  | field                                               |
 //! |--------|-----------------------------------------------------|
 //! | 0..3   | magic `tc` `0xE7`                                   |
-//! | 3      | version, `1`                                        |
+//! | 3      | version: `1` a value, `2` a tombstone (a delete)    |
 //! | 4..12  | write time, microseconds since the Unix epoch (u64) |
 //! | 12..20 | expiry, seconds since the Unix epoch; 0 = never     |
-//! | 20..   | the value, unchanged                                |
+//! | 20..   | the value, unchanged (nothing for a tombstone)      |
+//!
+//! A delete with R > 1 writes a tombstone rather than removing the copies,
+//! for [`TOMBSTONE_LIFETIME`] or longer: it is newer than every copy the
+//! delete removed, so a read racing the delete, whose repair would write
+//! an old copy back, finds the tombstone and leaves it; and a replica that
+//! missed the delete is repaired with the tombstone. A tombstone reads as
+//! a miss.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,6 +27,11 @@ use crate::Ttl;
 
 /// The first four bytes of every enveloped value.
 pub(crate) const MAGIC: [u8; 4] = [b't', b'c', 0xE7, 1];
+/// The first four bytes of a tombstone.
+const TOMBSTONE_MAGIC: [u8; 4] = [b't', b'c', 0xE7, 2];
+/// The shortest a tombstone lives: longer than any read that may race its
+/// delete (the cluster makes it at least twice its timeout too).
+pub(crate) const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(60);
 /// Bytes before the value.
 pub(crate) const HEADER_BYTES: usize = 20;
 
@@ -36,13 +48,28 @@ pub(crate) struct Copy {
     pub(crate) raw: Bytes,
     /// Whether `raw` starts with an envelope.
     sealed: bool,
+    /// Whether this is a tombstone: the key was deleted at `written_micros`.
+    pub(crate) deleted: bool,
+}
+
+/// Whether `raw` is a tombstone.
+pub(crate) fn is_tombstone(raw: &[u8]) -> bool {
+    raw.len() >= HEADER_BYTES && raw[..4] == TOMBSTONE_MAGIC
+}
+
+/// A tombstone for a delete at `now`, living `lifetime`.
+pub(crate) fn tombstone(lifetime: Duration, now: SystemTime) -> Bytes {
+    let mut out = BytesMut::from(&seal(b"", Ttl::After(lifetime), now)[..]);
+    out[..4].copy_from_slice(&TOMBSTONE_MAGIC);
+    out.freeze()
 }
 
 impl Copy {
     /// Reads a stored value. Anything that does not start with the magic
     /// and version is a plain value.
     pub(crate) fn parse(raw: Bytes) -> Copy {
-        if raw.len() >= HEADER_BYTES && raw[..4] == MAGIC {
+        let deleted = is_tombstone(&raw);
+        if raw.len() >= HEADER_BYTES && (raw[..4] == MAGIC || deleted) {
             let field = |at: usize| {
                 let mut bytes = [0u8; 8];
                 bytes.copy_from_slice(&raw[at..at + 8]);
@@ -53,6 +80,7 @@ impl Copy {
                 expires_secs: field(12),
                 raw,
                 sealed: true,
+                deleted,
             }
         } else {
             Copy {
@@ -60,6 +88,7 @@ impl Copy {
                 expires_secs: 0,
                 raw,
                 sealed: false,
+                deleted: false,
             }
         }
     }

@@ -91,9 +91,16 @@
 //! repair go. [`Cluster::servers`] counts pending, delivered and dropped
 //! hints per server.
 //!
-//! A delete removes every live replica; a replica that was unreachable
-//! during a delete that failed (not acknowledged) can bring the value back
-//! through read repair (there are no tombstones).
+//! A delete with R = 1 removes the key. With R > 1 it writes a
+//! *tombstone* on every replica (the 20-byte envelope with version `02`
+//! and no value, living 60 s or twice the timeout, whichever is longer)
+//! and is acknowledged once every replica has it. A tombstone is newer than
+//! every copy the delete replaced, so a read that raced the delete cannot
+//! repair the old value back over it, and a replica that missed the delete
+//! is repaired with it; it reads as a miss, and a later write replaces it.
+//! A replica that was unreachable during a delete that failed (not
+//! acknowledged), and came back after the tombstones expired, can still
+//! bring the value back through read repair.
 //!
 //! Conditional writes ([`Cluster::set_if_absent`],
 //! [`Cluster::compare_and_set`]) need one server to decide, so with R > 1
@@ -997,6 +1004,61 @@ mod tests {
         cluster.get("k").unwrap();
         let on_b = Copy::parse(direct_b.get("k").unwrap().unwrap());
         assert_eq!(&on_b.value()[..], b"new");
+    }
+
+    /// A read finds the key on B only and repairs A with it; between the
+    /// read and the repair an acknowledged delete lands. The repair must
+    /// not bring the deleted value back: the delete left tombstones, newer
+    /// than the copy the repair carries.
+    #[cfg(feature = "server")]
+    #[test]
+    fn a_delete_racing_read_repair_stays_deleted() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        use crate::server::Server;
+
+        let (a, b) = (Server::local().unwrap(), Server::local().unwrap());
+        let direct_b = Client::new(&b.address()).unwrap();
+        let pair = || {
+            Cluster::builder()
+                .server(&a.address())
+                .server(&b.address())
+                .replicas(2)
+                .read_quorum(2)
+        };
+        let deleter = pair().build().unwrap();
+        direct_b
+            .set("k", envelope::seal(b"old", Ttl::Never, SystemTime::now()))
+            .unwrap();
+        let deleted = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&deleted);
+        let mut builder = pair();
+        builder.settings.before_repair = Some(builder::Hook(Arc::new(move || {
+            if !done.swap(true, Ordering::SeqCst) {
+                deleter.delete("k").unwrap();
+            }
+        })));
+        let reader = builder.build().unwrap();
+
+        // The read overlapped the delete: either answer is right for it.
+        reader.get("k").unwrap();
+        assert!(deleted.load(Ordering::SeqCst), "the repair never ran");
+        // After the acknowledged delete no read may see the value.
+        assert_eq!(
+            reader.get("k").unwrap(),
+            None,
+            "the repair undid the delete"
+        );
+        let on_a = Client::new(&a.address()).unwrap().get("k").unwrap();
+        assert!(
+            on_a.as_deref().is_none_or(envelope::is_tombstone),
+            "A holds {on_a:?}"
+        );
+        // A tombstone reads as a miss and touches nothing; a write after
+        // the delete wins over it.
+        assert!(!reader.touch("k", Duration::from_secs(5)).unwrap());
+        reader.set("k", "new").unwrap();
+        assert_eq!(reader.get("k").unwrap().as_deref(), Some(&b"new"[..]));
     }
 
     #[test]

@@ -72,7 +72,12 @@ impl Replies {
         let answered = self.answers.len();
         match policy {
             ResponsePolicy::Newest => {
-                let all_missed = self.answers.iter().all(|(_, copy)| copy.is_none());
+                // A tombstone counts as a miss: a write newer than the
+                // delete may sit on a replica not asked yet.
+                let all_missed = self
+                    .answers
+                    .iter()
+                    .all(|(_, copy)| copy.as_ref().is_none_or(|copy| copy.deleted));
                 if answered < self.needed {
                     self.needed - answered
                 } else if replicas > 1 && all_missed && answered < replicas {

@@ -293,7 +293,7 @@ pub trait CacheStore: Send + Sync {
     /// up to [`TOUCH_ATTEMPTS`] times while other writers change it.
     fn touch(&self, key: &str, ttl: Ttl) -> Result<bool> {
         ttl.wire_seconds()?;
-        touch_by_cas(key, ttl, || Ok(self), Bytes::clone)
+        touch_by_cas(key, ttl, || Ok(self), |value| Some(value.clone()))
     }
 
     /// Like [`get_many`](Self::get_many), but a key whose `latest` flag is
@@ -375,7 +375,8 @@ pub trait CacheStore: Send + Sync {
 
 /// The rounds of a touch: each reads `key` from the store `each_round`
 /// gives (the store itself, or a handle bounded by what is left of the
-/// touch's deadline) and writes `rewrite(value)` back for `ttl` by
+/// touch's deadline) and writes `rewrite(value)` back for `ttl` (none: the
+/// value stands for a missing key, and the touch finds nothing) by
 /// compare-and-set, so a concurrent writer is never overwritten with an
 /// older value. A lost race reads the new value and touches it in turn, up
 /// to [`TOUCH_ATTEMPTS`] rounds, then fails with [`touch_lost`].
@@ -383,14 +384,18 @@ pub(crate) fn touch_by_cas<S: CacheStore>(
     key: &str,
     ttl: Ttl,
     mut each_round: impl FnMut() -> Result<S>,
-    rewrite: impl Fn(&Bytes) -> Bytes,
+    rewrite: impl Fn(&Bytes) -> Option<Bytes>,
 ) -> Result<bool> {
     for _ in 0..TOUCH_ATTEMPTS {
         let store = each_round()?;
+        // No value, or one that stands for none (a cluster's tombstone).
         let Some(value) = store.get(key)? else {
             return Ok(false);
         };
-        match store.compare_and_set_with_ttl(key, &value, &rewrite(&value), ttl)? {
+        let Some(rewritten) = rewrite(&value) else {
+            return Ok(false);
+        };
+        match store.compare_and_set_with_ttl(key, &value, &rewritten, ttl)? {
             CasOutcome::Stored => return Ok(true),
             CasOutcome::NotFound => return Ok(false),
             // Changed between the read and the write: touch the new one.
