@@ -735,3 +735,56 @@ fn a_holder_paused_past_its_lease_never_overwrites_newer_state() {
         }
     }
 }
+
+/// A cluster with R > 1 takes no conditional writes, so it has no leases:
+/// reads with leases on still fill (single flight alone), and refreshes
+/// still run.
+#[cfg(feature = "cluster")]
+#[test]
+fn with_leases_over_a_replicated_cluster_fills_and_refreshes_without_them() {
+    use tiny_cache_client::cluster::Cluster;
+
+    let servers: Vec<Server> = (0..2).map(|_| Server::local().unwrap()).collect();
+    let cluster = servers
+        .iter()
+        .fold(Cluster::builder(), |builder, server| {
+            builder.server(&server.address())
+        })
+        .replicas(2)
+        .build()
+        .unwrap();
+    let cache = ReadThrough::builder(cluster)
+        .leases(true)
+        .refresh_after(Duration::from_millis(100))
+        .build();
+    let ttl = Duration::from_secs(60);
+    assert_eq!(
+        &cache.get_with("row", ttl, || "filled").unwrap()[..],
+        b"filled"
+    );
+    assert_eq!(
+        &cache.get_with("row", ttl, || "again").unwrap()[..],
+        b"filled"
+    );
+    cache.get_with_refresh("rates", ttl, || "first").unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(
+        &cache.get_with_refresh("rates", ttl, || "second").unwrap()[..],
+        b"first"
+    );
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while cache.local_stats().refreshes == 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        cache.local_stats().refreshes,
+        1,
+        "{:?}",
+        cache.local_stats()
+    );
+    assert_eq!(
+        &cache.get_with_refresh("rates", ttl, || "third").unwrap()[..],
+        b"second"
+    );
+    assert_eq!(cache.local_stats().loads, 2, "{:?}", cache.local_stats());
+}

@@ -976,6 +976,9 @@ impl<S: CacheStore> ReadThrough<S> {
                     bump(&counters.store_failures);
                     store_down = true;
                 }
+                // A store that takes no conditional writes (a cluster with
+                // R > 1) has no leases: single flight alone.
+                Err(Error::Validation(_)) => {}
                 Err(error) => return lead.fail(CacheError::Store(error)),
             }
         }
@@ -1152,6 +1155,8 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
                         bump(&counters.refreshes_skipped);
                         return;
                     }
+                    // No conditional writes here: refresh without a lease.
+                    Err(Error::Validation(_)) => None,
                     Err(_) => {
                         bump(&counters.refresh_failures);
                         return;
@@ -1188,6 +1193,14 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
                 Ok(CasOutcome::Stored) => bump(&counters.refreshes),
                 // Written or deleted meanwhile: that write stands.
                 Ok(CasOutcome::Mismatch | CasOutcome::NotFound) => {}
+                // A store without conditional writes (a cluster with
+                // R > 1) is written as a fill writes: a plain set.
+                Err(Error::Validation(_)) => {
+                    match owner.store.set_with_ttl(&owned_key, &stored, ttl) {
+                        Ok(()) => bump(&counters.refreshes),
+                        Err(_) => bump(&counters.refresh_failures),
+                    }
+                }
                 Err(_) => bump(&counters.refresh_failures),
             }
             give_back();

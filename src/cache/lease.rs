@@ -21,6 +21,9 @@
 //! that panics leaves it to expire. A lease given back holds `released`
 //! (for a second: there is no delete-if-equal) and is free to take at once.
 //!
+//! A store that takes no conditional writes (a `Cluster` with R > 1)
+//! refuses the lease: the layer then fills with single flight alone.
+//!
 //! With refresh-ahead, a refresh takes the key's lease too, without
 //! waiting: a process that finds it taken skips its refresh (counted in
 //! `refreshes_skipped`), since the holder's will replace the entry.
