@@ -227,7 +227,7 @@ fn capacity_search_brackets_the_knee_within_five_percent() {
 
 #[test]
 fn schedules_that_cannot_be_run_are_refused_before_anything_starts() {
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
         (&["--rate", "100..200"], "--rate-step"),
         (&["--rate", "200..100", "--rate-step", "10"], "lower rate"),
         (&["--rate", "100", "--rate-step", "10"], "need a range"),
@@ -236,6 +236,10 @@ fn schedules_that_cannot_be_run_are_refused_before_anything_starts() {
         (
             &["--rate", "100..200", "--rate-step", "10", "--slo", "p99=2"],
             "unit",
+        ),
+        (
+            &["--rate", "100..200", "--rate-step", "10", "--duration", "3"],
+            "--duration",
         ),
     ];
     for (args, expected) in cases {

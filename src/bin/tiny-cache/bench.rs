@@ -165,13 +165,14 @@ pub struct BenchArgs {
     /// counted apart, and any of them ends the run with exit status 10.
     #[arg(long)]
     verify: bool,
-    /// Measured time in seconds (fractions allowed).
+    /// Measured time in seconds (fractions allowed); a schedule's steps
+    /// last --step-duration instead.
     #[arg(
         long,
         value_name = "SECS",
         default_value = "10",
         value_parser = parse_duration,
-        conflicts_with = "requests"
+        conflicts_with_all = ["requests", "rate_step", "find_capacity"]
     )]
     duration: Duration,
     /// Measure this many calls instead of a --duration.
