@@ -592,7 +592,7 @@ fn on_a_cluster_a_keys_lease_lives_on_the_keys_server() {
         let lease_key = if lease.len() == key.len() {
             format!("lease:{{{key}}}")
         } else {
-            format!("lease:{key}")
+            format!("lease:={key}")
         };
         let holders: Vec<String> = servers
             .iter()

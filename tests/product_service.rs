@@ -8,11 +8,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the service may take to print its address (it starts an
 /// embedded server first).
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long building the example may take: a no-op usually, one example
+/// to compile at worst.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long one HTTP call may take: a database query is 5 ms.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -89,14 +92,34 @@ fn build_example() -> PathBuf {
             build.env_remove(&*name);
         }
     }
-    let status = build
-        .args(["build", "--quiet", "--example", "product_service"])
+    // Offline: everything the example needs was fetched for this test's
+    // own build. Bounded: a target directory another cargo holds locked
+    // must fail the test, not hang it.
+    let mut child = build
+        .args([
+            "build",
+            "--quiet",
+            "--offline",
+            "--example",
+            "product_service",
+        ])
         .args(["--profile", profile, "--features", &features.join(",")])
         .arg("--target-dir")
         .arg(target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
+        .spawn()
         .expect("cargo runs");
+    let give_up = Instant::now() + BUILD_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("cargo's status") {
+            break status;
+        }
+        if Instant::now() > give_up {
+            let _ = child.kill();
+            panic!("cargo did not build the example within {BUILD_TIMEOUT:?} (is the target directory locked?)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(status.success(), "cargo could not build the example");
     let binary = profile_dir
         .join("examples")

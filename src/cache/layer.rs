@@ -380,6 +380,18 @@ pub(crate) fn is_outage(error: &Error) -> bool {
     )
 }
 
+/// Whether `error` says the store takes no conditional writes: a store
+/// of the user's without them (`Unsupported`), or a `Cluster` with R > 1,
+/// which refuses them (`Validation`, saying why). Leases and refreshes
+/// then do without them.
+pub(crate) fn no_conditional_writes(error: &Error) -> bool {
+    match error {
+        Error::Unsupported { .. } => true,
+        Error::Validation(text) => text.contains(crate::store::NO_SINGLE_DECIDER),
+        _ => false,
+    }
+}
+
 /// The latest deadline a wait is given (a longer timeout is this).
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -978,7 +990,7 @@ impl<S: CacheStore> ReadThrough<S> {
                 }
                 // A store that takes no conditional writes (a cluster with
                 // R > 1) has no leases: single flight alone.
-                Err(Error::Validation(_)) => {}
+                Err(error) if no_conditional_writes(&error) => {}
                 Err(error) => return lead.fail(CacheError::Store(error)),
             }
         }
@@ -1119,7 +1131,9 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
     /// Hands a refresh of `key` to the refresh threads when `entry` is
     /// older than `refresh_after`. The refresh replaces exactly the bytes
     /// `seen` (a compare-and-set): a write or delete that lands meanwhile
-    /// wins over it.
+    /// wins over it. A store without compare-and-set (a cluster with
+    /// R > 1) is read just before a plain set instead, which leaves a
+    /// window of one round trip.
     fn refresh_if_old<V, E, F>(
         &self,
         key: &str,
@@ -1156,7 +1170,7 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
                         return;
                     }
                     // No conditional writes here: refresh without a lease.
-                    Err(Error::Validation(_)) => None,
+                    Err(error) if no_conditional_writes(&error) => None,
                     Err(_) => {
                         bump(&counters.refresh_failures);
                         return;
@@ -1194,10 +1208,20 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
                 // Written or deleted meanwhile: that write stands.
                 Ok(CasOutcome::Mismatch | CasOutcome::NotFound) => {}
                 // A store without conditional writes (a cluster with
-                // R > 1) is written as a fill writes: a plain set.
-                Err(Error::Validation(_)) => {
-                    match owner.store.set_with_ttl(&owned_key, &stored, ttl) {
-                        Ok(()) => bump(&counters.refreshes),
+                // R > 1): the entry is replaced only if it is still the
+                // one the refresh began from, checked by a read just
+                // before a plain set (a write landing between the two can
+                // still be overwritten: one round trip, as for a fill).
+                Err(error) if no_conditional_writes(&error) => {
+                    match owner.store.get(&owned_key) {
+                        Ok(Some(now)) if now == seen => {
+                            match owner.store.set_with_ttl(&owned_key, &stored, ttl) {
+                                Ok(()) => bump(&counters.refreshes),
+                                Err(_) => bump(&counters.refresh_failures),
+                            }
+                        }
+                        // Written, deleted or expired meanwhile: that stands.
+                        Ok(_) => {}
                         Err(_) => bump(&counters.refresh_failures),
                     }
                 }

@@ -22,7 +22,10 @@
 //! (for a second: there is no delete-if-equal) and is free to take at once.
 //!
 //! A store that takes no conditional writes (a `Cluster` with R > 1)
-//! refuses the lease: the layer then fills with single flight alone.
+//! refuses the lease: the layer then fills with single flight alone. A
+//! store of the user's with `SetIfAbsent` but no compare-and-set has
+//! leases that stop stampedes, but a delete cannot void a fill under way,
+//! and a lease given back is taken again only once it expires.
 //!
 //! With refresh-ahead, a refresh takes the key's lease too, without
 //! waiting: a process that finds it taken skips its refresh (counted in
@@ -48,7 +51,7 @@ const MAX_LEASE_KEY_CHARS: usize = 180;
 
 /// The key a key's lease is stored under: one with the key's
 /// [hash tag](crate::hash_tag), so a `Cluster` keeps the lease on the
-/// key's own servers (`lease:{<key>}`, or `lease:<key>` for a tagged key).
+/// key's own servers (`lease:{<key>}`, or `lease:=<key>` for a tagged key).
 /// A key that cannot lend its tag (too long, or braced without a tag)
 /// gets `lease:<key>` through [`memo_key`], placed on its own.
 pub(crate) fn lease_key(key: &str) -> String {
@@ -141,18 +144,26 @@ impl Lease {
         if store.set_if_absent_with_ttl(&self.key, token, self.ttl)? {
             return Ok(true);
         }
-        let outcome = store.compare_and_set_with_ttl(&self.key, RELEASED, token, self.ttl)?;
-        Ok(outcome == CasOutcome::Stored)
+        match store.compare_and_set_with_ttl(&self.key, RELEASED, token, self.ttl) {
+            Ok(outcome) => Ok(outcome == CasOutcome::Stored),
+            // Without compare-and-set a released lease is taken only once
+            // it expires.
+            Err(Error::Unsupported { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
     }
 
     /// Whether the lease is still this process's: nobody deleted the key
     /// (which deletes its lease) since it was taken.
     pub(crate) fn still_held(&self, store: &dyn CacheStore) -> bool {
         let token = self.token.as_bytes();
-        matches!(
-            store.compare_and_set_with_ttl(&self.key, token, token, self.ttl),
-            Ok(CasOutcome::Stored)
-        )
+        match store.compare_and_set_with_ttl(&self.key, token, token, self.ttl) {
+            Ok(outcome) => outcome == CasOutcome::Stored,
+            // A store without compare-and-set cannot tell: its leases
+            // stop stampedes but cannot void a fill (documented).
+            Err(Error::Unsupported { .. }) => true,
+            Err(_) => false,
+        }
     }
 
     /// Gives the lease back: if it is still this process's, it becomes

@@ -609,9 +609,10 @@ impl<S: CacheStore> NearCache<S> {
         self.local.flush();
     }
 
-    /// How many current copies are held locally: exact when it returns
-    /// (moka's pending work is done first, and copies past their TTL are
-    /// left out even before moka's timers drop them). It walks the local
+    /// How many current copies are held locally: exact when no write of
+    /// this layer runs at the same time (moka's pending work is done first,
+    /// and copies past their TTL are left out even before moka's timers
+    /// drop them). It walks the local
     /// entries: for a metrics scrape, not for every request.
     ///
     /// ```
@@ -644,9 +645,10 @@ impl<S: CacheStore> NearCache<S> {
     }
 
     /// The local layer's counters: hits, misses, evictions, expirations.
-    /// Exact when read: a copy past its TTL is counted expired at once,
-    /// not when moka's timers drop it (up to about a second later); this
-    /// walks the local entries.
+    /// Exact when read while no write of this layer runs at the same time:
+    /// a copy past its TTL is counted expired at once, not when moka's
+    /// timers drop it (up to about a second later); this walks the local
+    /// entries.
     ///
     /// ```
     /// # #[cfg(feature = "server")] {

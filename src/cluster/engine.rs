@@ -519,7 +519,9 @@ impl Shared {
                         }
                     }
                 }
-                if newest.deleted {
+                // With R = 1 values are stored as given: one that happens
+                // to start like a tombstone is a value.
+                if newest.deleted && replicas > 1 {
                     return Ok(None);
                 }
                 Ok(Some(self.decode(newest)))
@@ -646,7 +648,11 @@ impl Shared {
             // A tombstone on every replica, not a removal: a read racing
             // the delete cannot repair the old copy back over it (see
             // `envelope`).
-            let lifetime = envelope::TOMBSTONE_LIFETIME.max(2 * self.settings.timeout);
+            // Bounded by a day: a timeout of years would make a TTL the
+            // server refuses.
+            let lifetime = envelope::TOMBSTONE_LIFETIME
+                .max(self.settings.timeout.saturating_mul(2))
+                .min(envelope::TOMBSTONE_LIFETIME_CAP);
             let tombstone = envelope::tombstone(lifetime, SystemTime::now());
             let op = Op::Set {
                 values: keys.iter().map(|_| tombstone.clone()).collect(),
@@ -791,7 +797,11 @@ impl Shared {
         let mut stored_everywhere = Ok(true);
         for (index, slot) in started {
             let outcome = match flight.take(slot) {
-                Some(Ok(Answered::Inserted(stored))) => Ok(stored),
+                Some(Ok(Answered::Inserted(true))) => Ok(true),
+                // A tombstone is no value: replace it, by compare-and-set.
+                Some(Ok(Answered::Inserted(false))) => remaining(deadline, timeout)
+                    .and_then(|left| topology.nodes[index].client.with_timeout(left))
+                    .and_then(|client| replace_tombstone(&client, key, &raw, ttl)),
                 Some(Ok(other)) => Err(Error::Protocol {
                     code: crate::Code::Internal,
                     message: format!("SetIfAbsent answered as {other:?}"),
@@ -825,10 +835,11 @@ impl Shared {
     ) -> Result<T> {
         if self.settings.replicas > 1 {
             return Err(Error::Validation(format!(
-                "{what} of key {key:?} needs a cluster with one replica: with {} no single \
-                 server can decide it (build with replicas(1), or use the CacheStore \
-                 trait's set_if_absent_everywhere to write every replica)",
-                self.settings.replicas
+                "{what} of key {key:?} needs a cluster with one replica: with {} replicas \
+                 {} (build with replicas(1), or use the CacheStore trait's \
+                 set_if_absent_everywhere to write every replica)",
+                self.settings.replicas,
+                crate::store::NO_SINGLE_DECIDER,
             )));
         }
         let topology = self.topology();
@@ -1172,6 +1183,17 @@ pub(super) fn store_if_newer(
         current = client.get(key)?.map(Copy::parse);
     }
     Ok(())
+}
+
+/// Writes `raw` over the tombstone `key` holds, if it holds one: whether
+/// it did (another value, or a lost race, leaves the key as it is).
+fn replace_tombstone(client: &Client, key: &str, raw: &[u8], ttl: Ttl) -> Result<bool> {
+    match client.get(key)? {
+        Some(held) if envelope::is_tombstone(&held) => {
+            Ok(client.compare_and_set_with_ttl(key, &held, raw, ttl)? == CasOutcome::Stored)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// A touch of one replica's enveloped copy: a new expiry, the same write

@@ -32,6 +32,8 @@ const TOMBSTONE_MAGIC: [u8; 4] = [b't', b'c', 0xE7, 2];
 /// The shortest a tombstone lives: longer than any read that may race its
 /// delete (the cluster makes it at least twice its timeout too).
 pub(crate) const TOMBSTONE_LIFETIME: Duration = Duration::from_secs(60);
+/// The longest a tombstone lives, whatever the timeout.
+pub(crate) const TOMBSTONE_LIFETIME_CAP: Duration = Duration::from_secs(24 * 3600);
 /// Bytes before the value.
 pub(crate) const HEADER_BYTES: usize = 20;
 

@@ -69,7 +69,17 @@ impl Shared {
             Hint::Set { raw, .. } if self.settings.replicas > 1 => {
                 let copy = Copy::parse(raw.clone());
                 match copy.remaining_ttl(SystemTime::now()) {
-                    // Expired meanwhile: nothing to deliver.
+                    // A delete is delivered however late: the server may
+                    // still hold the value it removed, and the stand-ins'
+                    // tombstones may be gone. Its tombstone keeps its time.
+                    None if copy.deleted => store_if_newer(
+                        client,
+                        key,
+                        &copy,
+                        None,
+                        Ttl::After(envelope::TOMBSTONE_LIFETIME),
+                    ),
+                    // A value expired meanwhile: nothing to deliver.
                     None => Ok(()),
                     Some(left) => store_if_newer(client, key, &copy, None, left),
                 }

@@ -97,7 +97,9 @@
 //! and is acknowledged once every replica has it. A tombstone is newer than
 //! every copy the delete replaced, so a read that raced the delete cannot
 //! repair the old value back over it, and a replica that missed the delete
-//! is repaired with it; it reads as a miss, and a later write replaces it.
+//! is repaired with it; it reads as a miss, and a later write replaces it
+//! (later by the writers' clocks, as for any two writes: a writer whose
+//! clock runs behind the deleter's loses to the tombstone while it lives).
 //! A replica that was unreachable during a delete that failed (not
 //! acknowledged), and came back after the tombstones expired, can still
 //! bring the value back through read repair.
@@ -566,7 +568,8 @@ impl Cluster {
         crate::client::text_value(key, self.get(key)?)
     }
 
-    /// Removes `key` from every live replica; a missing key succeeds.
+    /// Deletes `key` on every live replica (with R > 1, by writing a
+    /// tombstone there: see the module's docs); a missing key succeeds.
     ///
     /// ```
     /// # #[cfg(feature = "server")] {
@@ -687,7 +690,8 @@ impl Cluster {
             Ok(per_item(&keys, self.shared().write(&keys, &op, self.timeout)))
         }
 
-        /// Removes many keys from every live replica, results in the caller's
+        /// Deletes many keys on every live replica (tombstones with R > 1),
+        /// results in the caller's
         /// order.
         ///
         /// ```
@@ -1059,6 +1063,33 @@ mod tests {
         assert!(!reader.touch("k", Duration::from_secs(5)).unwrap());
         reader.set("k", "new").unwrap();
         assert_eq!(reader.get("k").unwrap().as_deref(), Some(&b"new"[..]));
+    }
+
+    /// A deleted key holds tombstones with R > 1; writing it on every
+    /// replica "if absent" must see through them, as a read does.
+    #[cfg(feature = "server")]
+    #[test]
+    fn set_if_absent_everywhere_writes_over_tombstones_but_not_values() {
+        use crate::server::Server;
+        use crate::CacheStore;
+
+        let (a, b) = (Server::local().unwrap(), Server::local().unwrap());
+        let cluster = Cluster::builder()
+            .server(&a.address())
+            .server(&b.address())
+            .replicas(2)
+            .build()
+            .unwrap();
+        cluster.set("g", "old").unwrap();
+        cluster.delete("g").unwrap();
+        assert!(cluster
+            .set_if_absent_everywhere("g", b"new", Ttl::Never)
+            .unwrap());
+        assert_eq!(cluster.get("g").unwrap().as_deref(), Some(&b"new"[..]));
+        assert!(!cluster
+            .set_if_absent_everywhere("g", b"newer", Ttl::Never)
+            .unwrap());
+        assert_eq!(cluster.get("g").unwrap().as_deref(), Some(&b"new"[..]));
     }
 
     #[test]

@@ -32,6 +32,12 @@ use pipeline::{Op, Pipeline, Started};
 /// ```
 pub const TOUCH_ATTEMPTS: u32 = 8;
 
+/// What a store with several copies of a key says, inside the
+/// `Validation` refusal of a conditional write, when no single server can
+/// decide it: layers that can do without conditional writes look for it.
+#[cfg_attr(not(any(feature = "cache", feature = "cluster")), allow(dead_code))]
+pub(crate) const NO_SINGLE_DECIDER: &str = "no single server can decide it";
+
 /// One key's result inside a multi-key call: the key as given, and either
 /// its value/outcome or the reason the server gave for this key alone.
 ///

@@ -34,9 +34,11 @@ pub fn hash_tag(key: &str) -> &str {
 }
 
 /// A key for `prefix` that lives on the same servers as `key` (shares its
-/// [`hash_tag`]), within `max_chars` characters: `prefix:key` when `key`
-/// carries a tag, `prefix:{key}` when it has no braces at all, with the
-/// text after the tag replaced by its SHA-256 when too long. `None` when
+/// [`hash_tag`]), within `max_chars` characters: `prefix:={key}` when `key`
+/// carries a tag (the `=` keeps it apart from the other form: `x` and
+/// `{x}` get different keys), `prefix:{key}` when it has no braces at
+/// all, with the text after the tag replaced by its SHA-256 when too long.
+/// `None` when
 /// no such key fits (an untagged key too long to become a tag, or one
 /// whose braces make no tag), for the caller to place the key apart.
 #[cfg(feature = "cache")]
@@ -44,7 +46,7 @@ pub(crate) fn companion_key(prefix: &str, key: &str, max_chars: usize) -> Option
     let tag = hash_tag(key);
     let tagged = tag.len() != key.len();
     let verbatim = if tagged {
-        format!("{prefix}:{key}")
+        format!("{prefix}:={key}")
     } else if key.contains(['{', '}']) {
         return None;
     } else {
@@ -53,8 +55,8 @@ pub(crate) fn companion_key(prefix: &str, key: &str, max_chars: usize) -> Option
     if verbatim.chars().count() <= max_chars {
         return Some(verbatim);
     }
-    // `{tag}#<digest of the key>`: 68 characters besides the prefix and tag.
-    let hashed = format!("{prefix}:{{{tag}}}#{}", sha256_hex(key));
+    // `={tag}#<digest of the key>`: 69 characters besides the prefix and tag.
+    let hashed = format!("{prefix}:={{{tag}}}#{}", sha256_hex(key));
     (hash_tag(&hashed) == tag && hashed.chars().count() <= max_chars).then_some(hashed)
 }
 
@@ -94,7 +96,11 @@ mod tests {
         );
         assert_eq!(
             companion_key("lease", "c:{4:user7}1:x", 250).as_deref(),
-            Some("lease:c:{4:user7}1:x")
+            Some("lease:=c:{4:user7}1:x")
+        );
+        assert_ne!(
+            companion_key("lease", "x", 250),
+            companion_key("lease", "{x}", 250)
         );
         let long = format!("{{t}}{}", "x".repeat(300));
         let companion = companion_key("lease", &long, 250).unwrap();

@@ -223,6 +223,7 @@ impl<S: CacheStore> Inner<S> {
         // entity's generation share a hash tag, so this is one call to
         // the entity's servers.
         let recent_global = self.tokens.recent_global();
+        let read_at = Instant::now();
         let keys = [key, generation, GLOBAL_GENERATION_KEY];
         let wanted = if recent_global.is_some() { 2 } else { 3 };
         let mut found = self
@@ -243,7 +244,7 @@ impl<S: CacheStore> Inner<S> {
             None => {
                 let global = next()?;
                 if let Some(token) = &global {
-                    self.tokens.saw_global(token);
+                    self.tokens.saw_global(token, read_at);
                 }
                 global
             }

@@ -343,7 +343,7 @@ impl<S: CacheStore> EntityCache<S> {
             .tokens
             .replace(&inner.store, GLOBAL_GENERATION_KEY, buffer)?;
         inner.local.flush();
-        inner.tokens.saw_global(&token);
+        inner.tokens.saw_global(&token, std::time::Instant::now());
         inner.tokens.know(GLOBAL_GENERATION_KEY.to_owned(), token);
         inner.flushes.fetch_add(1, Ordering::Relaxed);
         inner.names.flushed(inner.emit_metrics);

@@ -71,12 +71,18 @@ impl Tokens {
             .map(|(token, _)| token.clone())
     }
 
-    /// Records the global generation as just read from (or written to)
-    /// the server.
-    pub(super) fn saw_global(&self, token: &Bytes) {
-        if self.tracking && !self.global_max_age.is_zero() {
-            *self.global.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some((token.clone(), Instant::now()));
+    /// Records the global generation as read from the server by a read
+    /// that began `at` (or written by this process's flush, finished
+    /// `at`). Its age counts from `at`, not from the answer: a read that
+    /// began before a flush cannot put the old token back over the
+    /// flush's, nor stretch its reuse by its own latency.
+    pub(super) fn saw_global(&self, token: &Bytes, at: Instant) {
+        if !self.tracking || self.global_max_age.is_zero() {
+            return;
+        }
+        let mut seen = self.global.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.as_ref().is_none_or(|(_, seen_at)| *seen_at < at) {
+            *seen = Some((token.clone(), at));
         }
     }
 
@@ -157,5 +163,24 @@ impl Tokens {
         // two made one at once on different replicas).
         let mut found = store.get_many_latest(&[key], &[true])?;
         found.pop().map(|item| item.result).unwrap_or(Ok(None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read that began before a flush returns after it: the token it
+    /// read must not replace the flush's, nor start a new max age.
+    #[test]
+    fn a_read_older_than_the_flush_does_not_put_its_token_back() {
+        let tokens = Tokens::new(true, Ttl::Never, Duration::from_secs(60), 10);
+        let read_began = Instant::now();
+        tokens.saw_global(&Bytes::from_static(b"flushed"), Instant::now());
+        tokens.saw_global(&Bytes::from_static(b"old"), read_began);
+        assert_eq!(tokens.recent_global().as_deref(), Some(&b"flushed"[..]));
+        let off = Tokens::new(true, Ttl::Never, Duration::ZERO, 10);
+        off.saw_global(&Bytes::from_static(b"any"), Instant::now());
+        assert_eq!(off.recent_global(), None, "a max age of zero keeps nothing");
     }
 }

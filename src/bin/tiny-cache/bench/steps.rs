@@ -91,7 +91,8 @@ pub fn schedule_rates(low: f64, high: f64, step: f64) -> Result<Vec<f64>, String
         return Err("--rate-step must be a positive number of calls per second".into());
     }
     let count = ((high - low) / step).floor() + 1.0;
-    if count > MAX_STEPS as f64 {
+    // `high` may be appended as one step more.
+    if count + 1.0 > MAX_STEPS as f64 {
         return Err(format!(
             "--rate {low}..{high} in steps of {step} makes {count} steps; at most {MAX_STEPS}"
         ));
@@ -307,8 +308,15 @@ impl CapacitySearch {
                     // halved on a log scale (the geometric mean): a knee
                     // near the bottom of a wide range takes as few probes
                     // as one near the top. A whole number of calls a
-                    // second reads better and changes nothing here.
-                    let middle = (passed * failed).sqrt().round();
+                    // second reads better, and from 20 a second up it
+                    // costs nothing of the precision (below, it would
+                    // stop the search early).
+                    let middle = (passed * failed).sqrt();
+                    let middle = if passed >= 20.0 {
+                        middle.round()
+                    } else {
+                        middle
+                    };
                     (middle > passed && middle < failed).then_some(middle)
                 }
             }
