@@ -4,7 +4,7 @@
 //! Single flight stops a stampede inside one process; a lease stops it
 //! across the fleet. On a miss, the process's one loader for the key asks
 //! the server for the key's lease: a `SetIfAbsent` of `lease:{<key>}` (on
-//! a `Cluster`, the key's own servers; see [`lease_key`]) holding a random
+//! a `Cluster`, the key's own servers, by its [hash tag](crate::hash_tag)) holding a random
 //! token, for the lease TTL. The winner computes and stores. Every other
 //! process waits, polling with backoff up to its own wait timeout, for the
 //! value to appear; if the holder dies, its lease expires and the next

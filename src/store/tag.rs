@@ -7,7 +7,7 @@
 /// otherwise the whole key. Redis Cluster's rule, so keys already tagged
 /// for Redis keep their grouping.
 ///
-/// [`Cluster`](crate::cluster::Cluster) places every key by its tag: keys
+/// `Cluster` (feature `cluster`) places every key by its tag: keys
 /// with the same tag live on the same servers, and a multi-key call over
 /// them is one call to each of those servers. A plain
 /// [`Client`](crate::Client) has one server and ignores tags.
