@@ -10,7 +10,7 @@
 //! machine, however busy, meets the SLO. A machine so busy that it stalls
 //! past the SLO below the knee spoils a run, which is then tried again.
 
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -18,6 +18,7 @@ use tiny_cache_client::server::Server;
 
 mod common;
 
+use common::bench_run::bench;
 use common::fault_proxy::{Fault, FaultProxy};
 
 /// Requests a second above which the proxy delays responses: between the
@@ -35,23 +36,10 @@ const OVER_KNEE_LATENCY: Duration = Duration::from_millis(1500);
 /// proxy. Over the knee nothing is retried: a step there must fail.
 const TRIES: u32 = 3;
 
-/// Runs `tiny-cache bench ARGS`, isolated from the caller's environment.
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tiny-cache"))
-        .arg("bench")
-        .args(args)
-        .env_remove("CACHE_SERVER_ADDRESS")
-        .env_remove("CACHE_TIMEOUT")
-        .output()
-        .expect("the tiny-cache binary runs")
-}
-
 /// The JSON object on the last line of stdout of a successful run.
 fn last_json(output: &Output) -> Value {
     assert!(output.status.success(), "{output:?}");
-    let out = String::from_utf8_lossy(&output.stdout);
-    let last = out.trim_end().lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {output:?}"))
+    common::bench_run::last_json(output)
 }
 
 /// A proxy in front of a fresh embedded server whose responses slow down

@@ -5,21 +5,12 @@
 //! runs of a few hundred calls). The open-loop schedule has its own file,
 //! `bench_open_loop.rs`.
 
+mod common;
+use common::bench_run::{bench, last_json};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
-
-/// Runs `tiny-cache bench ARGS`, isolated from the caller's environment.
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tiny-cache"))
-        .arg("bench")
-        .args(args)
-        .env_remove("CACHE_SERVER_ADDRESS")
-        .env_remove("CACHE_TIMEOUT")
-        .output()
-        .expect("the tiny-cache binary runs")
-}
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -27,13 +18,6 @@ fn stdout(output: &Output) -> String {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// The JSON object on the last line of stdout.
-fn last_json(output: &Output) -> Value {
-    let out = stdout(output);
-    let last = out.trim_end().lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {output:?}"))
 }
 
 fn number(run: &Value, pointer: &str) -> f64 {

@@ -6,7 +6,8 @@
 //! damages while the run reads them is caught, each kind counted apart,
 //! and the run ends with exit status 10.
 
-use std::process::{Command, Output};
+mod common;
+use common::bench_run::{bench, last_json};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -16,24 +17,6 @@ use tiny_cache_client::Client;
 /// How long the saboteur waits for the run's pre-fill before giving up: a
 /// start-up of the binary on a busy machine, many times over.
 const PREFILL_WAIT: Duration = Duration::from_secs(30);
-
-/// Runs `tiny-cache bench ARGS`, isolated from the caller's environment.
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tiny-cache"))
-        .arg("bench")
-        .args(args)
-        .env_remove("CACHE_SERVER_ADDRESS")
-        .env_remove("CACHE_TIMEOUT")
-        .output()
-        .expect("the tiny-cache binary runs")
-}
-
-/// The JSON object on the last line of stdout.
-fn last_json(output: &Output) -> Value {
-    let out = String::from_utf8_lossy(&output.stdout);
-    let last = out.trim_end().lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {output:?}"))
-}
 
 fn count(run: &Value, field: &str) -> u64 {
     run["verify"][field]

@@ -6,6 +6,9 @@
 // benchmark (`benches/soak.rs`).
 #[cfg(all(feature = "cluster", feature = "entity-cache"))]
 pub mod chaos_workload;
+// `tiny-cache bench` as a process (the binary needs the `cli` feature).
+#[cfg(feature = "cli")]
+pub mod bench_run;
 pub mod fault_proxy;
 pub mod load;
 pub mod net;

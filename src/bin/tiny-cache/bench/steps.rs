@@ -171,9 +171,35 @@ fn parse_percentile(raw: &str) -> Result<f64, String> {
 /// A latency bound: a number with a unit of us (or µs), ms or s.
 fn parse_latency(raw: &str) -> Result<Duration, String> {
     let units = [("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)];
+    parse_time(raw, &units, None, "a positive time")
+}
+
+/// A span of time for `--step-duration` and `--hot-set-rotate`: seconds as
+/// a bare number (`5`, `0.5`) or with a unit (`500ms`, `5s`, `2m`).
+pub fn parse_span(raw: &str) -> Result<Duration, String> {
+    let units = [("ms", 1e-3), ("s", 1.0), ("m", 60.0)];
+    parse_time(
+        raw,
+        &units,
+        Some(1.0),
+        "a positive time such as 5, 5s or 500ms",
+    )
+}
+
+/// `raw` as a positive time: a number followed by one of `units` (each
+/// with its length in seconds; a unit that ends another comes first), or
+/// a bare number of `bare` seconds when that is allowed.
+fn parse_time(
+    raw: &str,
+    units: &[(&str, f64)],
+    bare: Option<f64>,
+    expected: &str,
+) -> Result<Duration, String> {
+    let trimmed = raw.trim();
     let (number, scale) = units
         .iter()
-        .find_map(|&(unit, scale)| raw.strip_suffix(unit).map(|n| (n, scale)))
+        .find_map(|&(unit, scale)| trimmed.strip_suffix(unit).map(|n| (n, scale)))
+        .or_else(|| bare.map(|scale| (trimmed, scale)))
         .ok_or_else(|| format!("{raw:?} needs a unit: us, ms or s (for example 2ms)"))?;
     let seconds = number
         .trim()
@@ -181,26 +207,7 @@ fn parse_latency(raw: &str) -> Result<Duration, String> {
         .ok()
         .filter(|n| n.is_finite() && *n > 0.0)
         .map(|n| n * scale)
-        .ok_or_else(|| format!("{raw:?} is not a positive time"))?;
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{raw:?} is too long"))
-}
-
-/// A span of time for `--step-duration` and `--hot-set-rotate`: seconds as
-/// a bare number (`5`, `0.5`) or with a unit (`500ms`, `5s`, `2m`).
-pub fn parse_span(raw: &str) -> Result<Duration, String> {
-    let trimmed = raw.trim();
-    let units = [("ms", 1e-3), ("s", 1.0), ("m", 60.0)];
-    let (number, scale) = units
-        .iter()
-        .find_map(|&(unit, scale)| trimmed.strip_suffix(unit).map(|n| (n, scale)))
-        .unwrap_or((trimmed, 1.0));
-    let seconds = number
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|n| n.is_finite() && *n > 0.0)
-        .map(|n| n * scale)
-        .ok_or_else(|| format!("{raw:?} is not a positive time such as 5, 5s or 500ms"))?;
+        .ok_or_else(|| format!("{raw:?} is not {expected}"))?;
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("{raw:?} is too long"))
 }
 
