@@ -433,25 +433,43 @@ fn a_delete_voids_the_lease_of_a_fill_under_way_and_a_dead_holders_lease_expires
     assert!(waited < Duration::from_secs(4), "{waited:?}");
 }
 
+/// What a near cache's listener was told, in order.
 #[cfg(feature = "near-cache")]
-#[test]
-fn the_near_cache_tells_its_listener_why_each_copy_went() {
+type Told =
+    std::sync::Arc<std::sync::Mutex<Vec<(String, tiny_cache_client::cache::EvictionCause)>>>;
+
+/// A near cache over a fresh server holding `a`, `b` and `c`, local TTL
+/// 200 ms, bounded by `bound`, whose listener records what it is told.
+#[cfg(feature = "near-cache")]
+fn listened_near_cache(
+    bound: impl FnOnce(
+        tiny_cache_client::cache::NearCacheBuilder<Client>,
+    ) -> tiny_cache_client::cache::NearCacheBuilder<Client>,
+) -> (Server, tiny_cache_client::cache::NearCache<Client>, Told) {
     use std::sync::{Arc, Mutex};
-    use tiny_cache_client::cache::{EvictionCause, NearCache, NearPolicy};
+    use tiny_cache_client::cache::NearCache;
 
     let server = Server::local().unwrap();
     let client = Client::new(&server.address()).unwrap();
     for key in ["a", "b", "c"] {
         client.set(key, "v").unwrap();
     }
-    let told: Arc<Mutex<Vec<(String, EvictionCause)>>> = Arc::default();
+    let told: Arc<Mutex<Vec<_>>> = Arc::default();
     let listener = Arc::clone(&told);
-    let near = NearCache::builder(client)
-        .max_entries(2)
-        .policy(NearPolicy::Lru)
+    let near = bound(NearCache::builder(client))
         .local_ttl(Duration::from_millis(200))
         .on_evicted(move |key, cause| listener.lock().unwrap().push((key.to_owned(), cause)))
         .build();
+    (server, near, told)
+}
+
+#[cfg(feature = "near-cache")]
+#[test]
+fn the_near_cache_tells_its_listener_why_each_copy_went() {
+    use tiny_cache_client::cache::{EvictionCause, NearPolicy};
+
+    let (_server, near, told) =
+        listened_near_cache(|builder| builder.max_entries(2).policy(NearPolicy::Lru));
     // Three reads keep three copies in a layer of two: one makes room.
     for key in ["a", "b", "c"] {
         near.get(key).unwrap();
@@ -480,23 +498,12 @@ fn the_near_cache_tells_its_listener_why_each_copy_went() {
 /// TTL is counted expired, and no longer held, at once, not when moka's
 /// timers (about a second apart) drop it; each is counted once, and the
 /// listener hears of each as expired.
+#[cfg(feature = "near-cache")]
 #[test]
 fn near_cache_counts_an_expiry_when_it_happens_and_once() {
-    use std::sync::{Arc, Mutex};
-    use tiny_cache_client::cache::{EvictionCause, NearCache};
+    use tiny_cache_client::cache::EvictionCause;
 
-    let server = Server::local().unwrap();
-    let client = Client::new(&server.address()).unwrap();
-    for key in ["a", "b", "c"] {
-        client.set(key, "v").unwrap();
-    }
-    let told: Arc<Mutex<Vec<(String, EvictionCause)>>> = Arc::default();
-    let listener = Arc::clone(&told);
-    let near = NearCache::builder(client)
-        .max_bytes(1 << 20)
-        .local_ttl(Duration::from_millis(200))
-        .on_evicted(move |key, cause| listener.lock().unwrap().push((key.to_owned(), cause)))
-        .build();
+    let (_server, near, told) = listened_near_cache(|builder| builder.max_bytes(1 << 20));
     for key in ["a", "b", "c"] {
         near.get(key).unwrap();
     }
@@ -529,6 +536,33 @@ fn near_cache_counts_an_expiry_when_it_happens_and_once() {
         causes,
         ["a", "a", "b", "c"].map(|key| (key.to_owned(), EvictionCause::Expired))
     );
+}
+
+/// Dropping the near cache waits for its listener's thread to tell what
+/// it was told: no thread outlives the layer.
+#[cfg(feature = "near-cache")]
+#[test]
+fn dropping_the_near_cache_waits_for_its_listener() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tiny_cache_client::cache::NearCache;
+
+    let server = Server::local().unwrap();
+    let client = Client::new(&server.address()).unwrap();
+    client.set("a", "v").unwrap();
+    let heard = Arc::new(AtomicUsize::new(0));
+    let listener = Arc::clone(&heard);
+    let near = NearCache::builder(client)
+        .on_evicted(move |_, _| {
+            std::thread::sleep(Duration::from_millis(100));
+            listener.fetch_add(1, Ordering::SeqCst);
+        })
+        .build();
+    near.get("a").unwrap();
+    near.delete("a").unwrap();
+    near.local_stats(); // moka's housekeeping tells the listener
+    drop(near);
+    assert_eq!(heard.load(Ordering::SeqCst), 1);
 }
 
 #[test]

@@ -380,18 +380,6 @@ pub(crate) fn is_outage(error: &Error) -> bool {
     )
 }
 
-/// Whether `error` says the store takes no conditional writes: a store
-/// of the user's without them (`Unsupported`), or a `Cluster` with R > 1,
-/// which refuses them (`Validation`, saying why). Leases and refreshes
-/// then do without them.
-pub(crate) fn no_conditional_writes(error: &Error) -> bool {
-    match error {
-        Error::Unsupported { .. } => true,
-        Error::Validation(text) => text.contains(crate::store::NO_SINGLE_DECIDER),
-        _ => false,
-    }
-}
-
 /// The latest deadline a wait is given (a longer timeout is this).
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
@@ -961,7 +949,10 @@ impl<S: CacheStore> ReadThrough<S> {
         }
         // Across processes, one fill per key: ask for the key's lease.
         let mut lease = None;
-        if let (Some(lease_ttl), false) = (shared.leases, store_down) {
+        // A store that takes no conditional writes (a cluster with R > 1)
+        // has no leases: single flight alone.
+        let leases = shared.leases.filter(|_| shared.store.conditional_writes());
+        if let (Some(lease_ttl), false) = (leases, store_down) {
             let now = std::time::Instant::now();
             let deadline = now.checked_add(self.timeout).unwrap_or(now + YEAR);
             let filled = |stored: &Bytes| {
@@ -988,9 +979,6 @@ impl<S: CacheStore> ReadThrough<S> {
                     bump(&counters.store_failures);
                     store_down = true;
                 }
-                // A store that takes no conditional writes (a cluster with
-                // R > 1) has no leases: single flight alone.
-                Err(error) if no_conditional_writes(&error) => {}
                 Err(error) => return lead.fail(CacheError::Store(error)),
             }
         }
@@ -1131,9 +1119,9 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
     /// Hands a refresh of `key` to the refresh threads when `entry` is
     /// older than `refresh_after`. The refresh replaces exactly the bytes
     /// `seen` (a compare-and-set): a write or delete that lands meanwhile
-    /// wins over it. A store without compare-and-set (a cluster with
-    /// R > 1) is read just before a plain set instead, which leaves a
-    /// window of one round trip.
+    /// wins over it. A store without conditional writes (a cluster with
+    /// R > 1, see [`CacheStore::conditional_writes`]) is read just before
+    /// a plain set instead, which leaves a window of one round trip.
     fn refresh_if_old<V, E, F>(
         &self,
         key: &str,
@@ -1159,9 +1147,10 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
         let (owner, owned_key, seen) = (Arc::clone(shared), key.to_owned(), seen.clone());
         let refresh = move || {
             let counters = &owner.counters;
+            let conditional = owner.store.conditional_writes();
             // With leases, one process refreshes a key: one that finds the
             // lease taken leaves the refresh to its holder.
-            let lease = match owner.leases {
+            let lease = match owner.leases.filter(|_| conditional) {
                 None => None,
                 Some(lease_ttl) => match lease::try_take(&owner.store, &owned_key, lease_ttl) {
                     Ok(Some(lease)) => Some(lease),
@@ -1169,62 +1158,55 @@ impl<S: CacheStore + 'static> ReadThrough<S> {
                         bump(&counters.refreshes_skipped);
                         return;
                     }
-                    // No conditional writes here: refresh without a lease.
-                    Err(error) if no_conditional_writes(&error) => None,
                     Err(_) => {
                         bump(&counters.refresh_failures);
                         return;
                     }
                 },
             };
+            let held = lease.is_some();
             let give_back = || {
                 if let Some(lease) = lease {
                     lease.release(&owner.store);
                 }
             };
+            // Whether the entry is still the one this refresh began from.
+            let unchanged = || matches!(owner.store.get(&owned_key), Ok(Some(now)) if now == seen);
             // A holder that finished just before this process took the
             // lease has replaced the entry already: nothing to refresh.
-            if owner.leases.is_some()
-                && !matches!(owner.store.get(&owned_key), Ok(Some(now)) if now == seen)
-            {
+            if held && !unchanged() {
                 bump(&counters.refreshes_skipped);
                 give_back();
                 return;
             }
             let started = std::time::Instant::now();
-            let loaded = load();
-            let Ok(value) = loaded else {
+            let Ok(value) = load() else {
                 bump(&counters.refresh_failures);
                 give_back();
                 return;
             };
             let value: Bytes = value.into();
             let (stored, ttl) = owner.fresh.seal(Some(&value), started.elapsed(), ttl);
-            match owner
-                .store
-                .compare_and_set_with_ttl(&owned_key, &seen, &stored, ttl)
-            {
-                Ok(CasOutcome::Stored) => bump(&counters.refreshes),
+            let written = if conditional {
+                owner
+                    .store
+                    .compare_and_set_with_ttl(&owned_key, &seen, &stored, ttl)
+                    .map(|outcome| outcome == CasOutcome::Stored)
+            } else if unchanged() {
+                // No compare-and-set (a cluster with R > 1): a read just
+                // before a plain set; a write landing between the two can
+                // still be overwritten (one round trip, as for a fill).
+                owner
+                    .store
+                    .set_with_ttl(&owned_key, &stored, ttl)
+                    .map(|()| true)
+            } else {
+                Ok(false)
+            };
+            match written {
+                Ok(true) => bump(&counters.refreshes),
                 // Written or deleted meanwhile: that write stands.
-                Ok(CasOutcome::Mismatch | CasOutcome::NotFound) => {}
-                // A store without conditional writes (a cluster with
-                // R > 1): the entry is replaced only if it is still the
-                // one the refresh began from, checked by a read just
-                // before a plain set (a write landing between the two can
-                // still be overwritten: one round trip, as for a fill).
-                Err(error) if no_conditional_writes(&error) => {
-                    match owner.store.get(&owned_key) {
-                        Ok(Some(now)) if now == seen => {
-                            match owner.store.set_with_ttl(&owned_key, &stored, ttl) {
-                                Ok(()) => bump(&counters.refreshes),
-                                Err(_) => bump(&counters.refresh_failures),
-                            }
-                        }
-                        // Written, deleted or expired meanwhile: that stands.
-                        Ok(_) => {}
-                        Err(_) => bump(&counters.refresh_failures),
-                    }
-                }
+                Ok(false) => {}
                 Err(_) => bump(&counters.refresh_failures),
             }
             give_back();
@@ -1285,6 +1267,6 @@ impl<S: CacheStore> CacheStore for ReadThrough<S> {
     crate::store::delegate_store!(self => self.shared.store;
         default_ttl, set_many_with_ttl, delete_many,
         set_if_absent_with_ttl, compare_and_set_with_ttl, touch, get_many_latest,
-        set_everywhere, set_if_absent_everywhere,
+        set_everywhere, set_if_absent_everywhere, conditional_writes,
     );
 }

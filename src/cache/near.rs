@@ -1,7 +1,7 @@
 //! The near cache: an in-process layer (moka) in front of another store.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -270,6 +270,30 @@ pub(crate) struct LocalCopies {
     counters: Arc<Counters>,
     /// Bounded by bytes (entries weigh their bytes) rather than entries.
     weighed: bool,
+    /// The way to the eviction listener's thread, shared with moka's
+    /// listener, and the thread.
+    told: Option<Tell>,
+    listening: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The way to the eviction listener's thread: `None` once the layer has
+/// closed it.
+type Tell = Arc<Mutex<Option<crossbeam_channel::Sender<(String, EvictionCause)>>>>;
+
+impl Drop for LocalCopies {
+    /// Closes the way to the listener's thread and waits for it to tell
+    /// what it was told: a dropped layer leaves no thread behind (unless
+    /// the listener itself dropped the layer, on that thread).
+    fn drop(&mut self) {
+        if let Some(told) = &self.told {
+            told.lock().unwrap_or_else(PoisonError::into_inner).take();
+        }
+        if let Some(handle) = self.listening.take() {
+            if handle.thread().id() != std::thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
 }
 
 /// What a copy weighs in a layer bounded by bytes: its key, its value and
@@ -295,23 +319,30 @@ impl LocalCopies {
     ) -> LocalCopies {
         let counters = Arc::new(Counters::default());
         let listener_counters = Arc::clone(&counters);
-        let told = listener.and_then(|listener| {
-            let (tell, news) = crossbeam_channel::unbounded::<(String, EvictionCause)>();
-            // Ends when the cache, and with it `tell`, is dropped.
-            std::thread::Builder::new()
-                .name("tiny-cache-evictions".into())
-                .spawn(move || {
-                    for (key, cause) in news {
-                        let listener = &listener.0;
-                        // A panicking listener must not end the thread.
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            listener(&key, cause)
-                        }));
-                    }
-                })
-                .ok()
-                .map(|_| tell)
-        });
+        // The listener's thread and the way to it; closed and joined when
+        // the layer goes (see `Drop`).
+        let (told, listening) = match listener {
+            None => (None, None),
+            Some(listener) => {
+                let (tell, news) = crossbeam_channel::unbounded::<(String, EvictionCause)>();
+                let spawned = std::thread::Builder::new()
+                    .name("tiny-cache-evictions".into())
+                    .spawn(move || {
+                        for (key, cause) in news {
+                            let listener = &listener.0;
+                            // A panicking listener must not end the thread.
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                listener(&key, cause)
+                            }));
+                        }
+                    });
+                match spawned {
+                    Ok(handle) => (Some(Arc::new(Mutex::new(Some(tell)))), Some(handle)),
+                    Err(_) => (None, None),
+                }
+            }
+        };
+        let tell_listener = told.clone();
         let builder = moka::sync::Cache::builder()
             .eviction_policy(match policy {
                 NearPolicy::TinyLfu => EvictionPolicy::tiny_lfu(),
@@ -336,8 +367,11 @@ impl LocalCopies {
                         EvictionCause::Expired
                     }
                 };
-                if let Some(tell) = &told {
-                    let _ = tell.send((key.as_ref().clone(), cause));
+                if let Some(tell) = &tell_listener {
+                    let tell = tell.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(tell) = tell.as_ref() {
+                        let _ = tell.send((key.as_ref().clone(), cause));
+                    }
                 }
             });
         let weighed = matches!(capacity, Capacity::Bytes(_));
@@ -353,6 +387,8 @@ impl LocalCopies {
             weighed,
             writes: AtomicU64::new(0),
             counters,
+            told,
+            listening,
         }
     }
 
@@ -925,6 +961,10 @@ impl<S: CacheStore> CacheStore for NearCache<S> {
 
     fn peek(&self, key: &str) -> Option<Bytes> {
         self.local.get(key)
+    }
+
+    fn conditional_writes(&self) -> bool {
+        self.inner.conditional_writes()
     }
 }
 

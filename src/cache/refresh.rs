@@ -37,6 +37,24 @@ pub(crate) struct Refresher {
     queue: Option<Sender<Job>>,
     /// Keys with a refresh queued or running.
     under_way: Arc<Mutex<HashSet<String>>>,
+    /// The threads, joined when the layer goes.
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Drop for Refresher {
+    /// Closes the queue and waits for the refreshes under way: a dropped
+    /// layer leaves no thread behind. The last owner of a layer can be a
+    /// refresh itself, ending on a refresh thread: that one is not waited
+    /// for (it is finishing).
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        let me = thread::current().id();
+        for handle in self.threads.drain(..) {
+            if handle.thread().id() != me {
+                let _ = handle.join();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Refresher {
@@ -49,10 +67,10 @@ impl std::fmt::Debug for Refresher {
 
 impl Refresher {
     /// Starts `threads` refresh threads sharing a queue of `capacity`.
-    /// They end when the layer (and every queued refresh) is gone.
+    /// They end when the layer goes (see `Drop`).
     pub(crate) fn start(threads: usize, capacity: usize) -> Refresher {
         let (queue, jobs) = crossbeam_channel::bounded::<Job>(capacity.max(1));
-        let mut started = 0;
+        let mut started = Vec::new();
         for index in 0..threads.max(1) {
             let jobs: Receiver<Job> = jobs.clone();
             // A thread the system refuses leaves fewer: refreshes then
@@ -65,11 +83,12 @@ impl Refresher {
                         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                     }
                 });
-            started += usize::from(spawned.is_ok());
+            started.extend(spawned.ok());
         }
         Refresher {
-            queue: (started > 0).then_some(queue),
+            queue: (!started.is_empty()).then_some(queue),
             under_way: Arc::default(),
+            threads: started,
         }
     }
 
@@ -130,6 +149,27 @@ impl Drop for Done {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// Dropping the pool waits for the refreshes under way and queued: no
+    /// thread outlives the layer.
+    #[test]
+    fn dropping_the_pool_waits_for_its_threads() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let refresher = Refresher::start(2, 4);
+        let done = Arc::new(AtomicUsize::new(0));
+        for key in ["a", "b", "c"] {
+            let done = Arc::clone(&done);
+            refresher
+                .start_one(key, move || {
+                    std::thread::sleep(Duration::from_millis(100));
+                    done.fetch_add(1, Ordering::SeqCst);
+                })
+                .unwrap();
+        }
+        drop(refresher);
+        assert_eq!(done.load(Ordering::SeqCst), 3);
+    }
 
     #[test]
     fn one_refresh_per_key_and_a_full_queue_skips() {

@@ -61,6 +61,11 @@ crate::store::store_from_inherent!(Cluster, {
         Ok(super::engine::per_item(keys, outcomes))
     }
 
+    /// With one replica a key's server decides; with several, none does.
+    fn conditional_writes(&self) -> bool {
+        self.shared().settings.replicas == 1
+    }
+
     /// Written to every replica; fails unless each stored it.
     fn set_everywhere(&self, key: &str, value: &[u8], ttl: crate::Ttl) -> crate::Result<()> {
         ttl.wire_seconds()?;

@@ -835,11 +835,10 @@ impl Shared {
     ) -> Result<T> {
         if self.settings.replicas > 1 {
             return Err(Error::Validation(format!(
-                "{what} of key {key:?} needs a cluster with one replica: with {} replicas \
-                 {} (build with replicas(1), or use the CacheStore trait's \
-                 set_if_absent_everywhere to write every replica)",
-                self.settings.replicas,
-                crate::store::NO_SINGLE_DECIDER,
+                "{what} of key {key:?} needs a cluster with one replica: with {} no single \
+                 server can decide it (build with replicas(1), or use the CacheStore \
+                 trait's set_if_absent_everywhere to write every replica)",
+                self.settings.replicas
             )));
         }
         let topology = self.topology();

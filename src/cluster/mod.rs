@@ -1080,6 +1080,7 @@ mod tests {
             .replicas(2)
             .build()
             .unwrap();
+        assert!(!cluster.conditional_writes(), "no single server decides");
         cluster.set("g", "old").unwrap();
         cluster.delete("g").unwrap();
         assert!(cluster

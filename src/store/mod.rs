@@ -32,12 +32,6 @@ use pipeline::{Op, Pipeline, Started};
 /// ```
 pub const TOUCH_ATTEMPTS: u32 = 8;
 
-/// What a store with several copies of a key says, inside the
-/// `Validation` refusal of a conditional write, when no single server can
-/// decide it: layers that can do without conditional writes look for it.
-#[cfg_attr(not(any(feature = "cache", feature = "cluster")), allow(dead_code))]
-pub(crate) const NO_SINGLE_DECIDER: &str = "no single server can decide it";
-
 /// One key's result inside a multi-key call: the key as given, and either
 /// its value/outcome or the reason the server gave for this key alone.
 ///
@@ -336,6 +330,27 @@ pub trait CacheStore: Send + Sync {
         self.set_if_absent_with_ttl(key, value, ttl)
     }
 
+    /// Whether one server decides each key's `set_if_absent` and
+    /// `compare_and_set`, so that layers can build on them (leases, a
+    /// refresh that replaces exactly what it read). `false` for a store
+    /// that refuses them (a `Cluster` with several replicas of a key) or
+    /// has none; layers then do without. The provided form says `true`: a
+    /// store of your own that keeps the provided `compare_and_set` (which
+    /// answers `Unsupported`) should say `false`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "server")] {
+    /// # let server = tiny_cache_client::server::Server::local()?;
+    /// # let client = tiny_cache_client::Client::new(&server.address())?;
+    /// use tiny_cache_client::CacheStore;
+    /// assert!(client.conditional_writes());
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn conditional_writes(&self) -> bool {
+        true
+    }
+
     /// The value of `key` if this store holds it in process, without any
     /// I/O or waiting; `None` otherwise (always, for stores with nothing
     /// local). Layers ask this before anything that could block.
@@ -485,6 +500,9 @@ macro_rules! delegate_store {
         $crate::store::delegate_store!(@fn $s => $to; start_pipeline(
             ops: Vec<$crate::pipeline::Op>, timeout: Option<std::time::Duration>)
             -> $crate::pipeline::Started<'_>);
+    };
+    (@one $s:ident => $to:expr; conditional_writes) => {
+        $crate::store::delegate_store!(@fn $s => $to; conditional_writes() -> bool);
     };
     (@one $s:ident => $to:expr; peek) => {
         $crate::store::delegate_store!(@fn $s => $to; peek(key: &str) -> Option<bytes::Bytes>);
@@ -712,7 +730,7 @@ macro_rules! forward_store {
                 get, set_with_ttl, delete, default_ttl, get_many, set_many_with_ttl,
                 delete_many, set_if_absent_with_ttl, compare_and_set_with_ttl, touch,
                 get_many_latest, set_everywhere, set_if_absent_everywhere, peek,
-                start_pipeline,
+                start_pipeline, conditional_writes,
             );
         }
     )*};

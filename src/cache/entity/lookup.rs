@@ -223,7 +223,8 @@ impl<S: CacheStore> Inner<S> {
         // entity's generation share a hash tag, so this is one call to
         // the entity's servers.
         let recent_global = self.tokens.recent_global();
-        let read_at = Instant::now();
+        // When the global generation is read, its age counts from here.
+        let read_at = recent_global.is_none().then(Instant::now);
         let keys = [key, generation, GLOBAL_GENERATION_KEY];
         let wanted = if recent_global.is_some() { 2 } else { 3 };
         let mut found = self
@@ -243,7 +244,7 @@ impl<S: CacheStore> Inner<S> {
             Some(global) => Some(global),
             None => {
                 let global = next()?;
-                if let Some(token) = &global {
+                if let (Some(token), Some(read_at)) = (&global, read_at) {
                     self.tokens.saw_global(token, read_at);
                 }
                 global

@@ -2,7 +2,7 @@
 //! replacing them on the server (see [`invalidation`](crate::cache::invalidation)
 //! for what a token is).
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -24,7 +24,7 @@ pub(super) struct Tokens {
     /// The global generation as last read from the server (or written by
     /// this process's flush), and when: reused for `global_max_age`, so
     /// reads need not reach the server that holds it.
-    global: Mutex<Option<(Bytes, Instant)>>,
+    global: RwLock<Option<(Bytes, Instant)>>,
     global_max_age: Duration,
 }
 
@@ -35,7 +35,7 @@ impl Tokens {
         Tokens {
             tracking,
             ttl,
-            global: Mutex::new(None),
+            global: RwLock::new(None),
             global_max_age,
             known: moka::sync::Cache::builder()
                 .max_capacity(capacity.max(1))
@@ -65,7 +65,10 @@ impl Tokens {
 
     /// The global generation last seen, while younger than the max age.
     pub(super) fn recent_global(&self) -> Option<Bytes> {
-        let seen = self.global.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.global_max_age.is_zero() {
+            return None;
+        }
+        let seen = self.global.read().unwrap_or_else(PoisonError::into_inner);
         seen.as_ref()
             .filter(|(_, at)| at.elapsed() < self.global_max_age)
             .map(|(token, _)| token.clone())
@@ -80,7 +83,7 @@ impl Tokens {
         if !self.tracking || self.global_max_age.is_zero() {
             return;
         }
-        let mut seen = self.global.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut seen = self.global.write().unwrap_or_else(PoisonError::into_inner);
         if seen.as_ref().is_none_or(|(_, seen_at)| *seen_at < at) {
             *seen = Some((token.clone(), at));
         }
