@@ -146,20 +146,12 @@ impl ChartFile {
         seconds: &[timeline::Second],
         marks: &[timeline::Mark],
     ) -> Result<(), String> {
+        let element = timeline::svg_element(title, subtitle, seconds, marks);
         let document = match self.format {
-            ChartFormat::Svg => timeline::svg(title, subtitle, seconds, marks),
-            ChartFormat::Html => format!(
-                "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-                 <title>{}</title>\n<style>body {{ font-family: sans-serif; margin: 2em; }} \
-                 svg {{ max-width: 100%; height: auto; }}</style>\n</head>\n<body>\n{}\
-                 <p>{}</p>\n</body>\n</html>\n",
-                escape(title),
-                timeline::svg_element(title, subtitle, seconds, marks),
-                escape(subtitle)
-            ),
+            ChartFormat::Svg => svg_document(&element),
+            ChartFormat::Html => html_page(title, &element, subtitle),
         };
-        std::fs::write(path, document)
-            .map_err(|e| format!("cannot write the chart to {}: {e}", path.display()))
+        write_file(path, document)
     }
 
     /// Renders the chart and writes it; a failure is described, never a
@@ -169,9 +161,47 @@ impl ChartFile {
             ChartFormat::Svg => svg(latencies_micros, run),
             ChartFormat::Html => html(latencies_micros, run),
         };
-        std::fs::write(&self.path, document)
-            .map_err(|e| format!("cannot write the chart to {}: {e}", self.path.display()))
+        write_file(&self.path, document)
     }
+}
+
+/// Writes a chart's document to `path`; a failure is described.
+fn write_file(path: &Path, document: String) -> Result<(), String> {
+    std::fs::write(path, document)
+        .map_err(|e| format!("cannot write the chart to {}: {e}", path.display()))
+}
+
+/// A standalone SVG document holding `element`.
+fn svg_document(element: &str) -> String {
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{element}")
+}
+
+/// A minimal HTML page holding the SVG `element`, captioned.
+fn html_page(title: &str, element: &str, caption: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <title>{}</title>\n<style>body {{ font-family: sans-serif; margin: 2em; }} \
+         figure {{ margin: 0; }} figcaption {{ margin-top: 0.5em; color: #333; }} \
+         svg {{ max-width: 100%; height: auto; }}</style>\n</head>\n<body>\n<figure>\n{}\
+         <figcaption>{}</figcaption>\n</figure>\n</body>\n</html>\n",
+        escape(title),
+        element,
+        escape(caption),
+    )
+}
+
+/// Opens an `<svg>` element of `width` × `height` px, titled, on white.
+fn open_svg(out: &mut String, width: f64, height: f64, title: &str) {
+    let _ = writeln!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\">"
+    );
+    let _ = writeln!(out, "<title>{}</title>", escape(title));
+    let _ = writeln!(
+        out,
+        "<rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{height}\" fill=\"white\"/>"
+    );
 }
 
 /// The run's parameters and results shown in the title and caption.
@@ -212,9 +242,7 @@ impl Run {
 
 /// A standalone SVG document of the latency distribution.
 pub fn svg(latencies_micros: &Histogram<u64>, run: &Run) -> String {
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    out.push_str(&svg_element(latencies_micros, run));
-    out
+    svg_document(&svg_element(latencies_micros, run))
 }
 
 /// A minimal HTML page holding the SVG, captioned with the run's
@@ -228,32 +256,14 @@ pub fn html(latencies_micros: &Histogram<u64>, run: &Run) -> String {
         run.errors,
         run.server,
     );
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <title>{}</title>\n<style>body {{ font-family: sans-serif; margin: 2em; }} \
-         figure {{ margin: 0; }} figcaption {{ margin-top: 0.5em; color: #333; }} \
-         svg {{ max-width: 100%; height: auto; }}</style>\n</head>\n<body>\n<figure>\n{}\
-         <figcaption>{}</figcaption>\n</figure>\n</body>\n</html>\n",
-        escape(&title(run)),
-        svg_element(latencies_micros, run),
-        escape(&caption),
-    )
+    html_page(&title(run), &svg_element(latencies_micros, run), &caption)
 }
 
 /// The `<svg>` element itself, ending in a newline.
 fn svg_element(latencies_micros: &Histogram<u64>, run: &Run) -> String {
     let plot = Plot::new(latencies_micros);
     let mut out = String::with_capacity(32 * 1024);
-    let _ = writeln!(
-        out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH_PX}\" height=\"{HEIGHT_PX}\" \
-         viewBox=\"0 0 {WIDTH_PX} {HEIGHT_PX}\" font-family=\"sans-serif\" font-size=\"12\">"
-    );
-    let _ = writeln!(out, "<title>{}</title>", escape(&title(run)));
-    let _ = writeln!(
-        out,
-        "<rect x=\"0\" y=\"0\" width=\"{WIDTH_PX}\" height=\"{HEIGHT_PX}\" fill=\"white\"/>"
-    );
+    open_svg(&mut out, WIDTH_PX, HEIGHT_PX, &title(run));
     headings(&mut out, latencies_micros, run);
     plot.grid_and_axes(&mut out);
     match &plot.curve {

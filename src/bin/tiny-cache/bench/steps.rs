@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::schedule;
 use crate::thousands;
 
 /// How far below its target a step's achieved rate may be and still count
@@ -46,21 +45,7 @@ pub enum RateArg {
 impl RateArg {
     /// Parses `2000` or `2000..40000` (both ends included, low below high).
     pub fn parse(raw: &str) -> Result<RateArg, String> {
-        let rate = |text: &str| {
-            let text = text.trim();
-            match text.parse::<f64>() {
-                Ok(rate)
-                    if (schedule::MIN_RATE_PER_S..=schedule::MAX_RATE_PER_S).contains(&rate) =>
-                {
-                    Ok(rate)
-                }
-                _ => Err(format!(
-                    "{text:?} must be a number of calls per second from {} to {}",
-                    schedule::MIN_RATE_PER_S,
-                    schedule::MAX_RATE_PER_S
-                )),
-            }
-        };
+        let rate = |text: &str| super::parse_rate(text.trim());
         match raw.split_once("..") {
             None => rate(raw).map(RateArg::Fixed),
             Some((low, high)) => {

@@ -9,13 +9,13 @@
 
 use std::fmt::Write as _;
 
-use super::{escape, one_two_five_at_least, rounded, YScale};
+use super::{escape, one_two_five_at_least, open_svg, rounded, YScale};
 use crate::thousands;
 
-const WIDTH_PX: f64 = 960.0;
+// As wide as the latency chart, with its side margins; taller, for two
+// panels.
+use super::{MARGIN_LEFT_PX as LEFT_PX, MARGIN_RIGHT_PX as RIGHT_PX, WIDTH_PX};
 const HEIGHT_PX: f64 = 680.0;
-const LEFT_PX: f64 = 90.0;
-const RIGHT_PX: f64 = 40.0;
 /// Top of the throughput panel, and its height.
 const THROUGHPUT_TOP_PX: f64 = 130.0;
 const PANEL_HEIGHT_PX: f64 = 210.0;
@@ -56,27 +56,11 @@ pub struct Mark {
     pub held: Option<bool>,
 }
 
-/// The timeline as a standalone SVG document; `subtitle` may hold up to
-/// three lines.
-pub fn svg(title: &str, subtitle: &str, seconds: &[Second], marks: &[Mark]) -> String {
-    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    out.push_str(&svg_element(title, subtitle, seconds, marks));
-    out
-}
-
-/// The timeline's `<svg>` element, ending in a newline.
+/// The timeline's `<svg>` element, ending in a newline; `subtitle` may
+/// hold up to three lines.
 pub fn svg_element(title: &str, subtitle: &str, seconds: &[Second], marks: &[Mark]) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let _ = writeln!(
-        out,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH_PX}\" height=\"{HEIGHT_PX}\" \
-         viewBox=\"0 0 {WIDTH_PX} {HEIGHT_PX}\" font-family=\"sans-serif\" font-size=\"12\">"
-    );
-    let _ = writeln!(out, "<title>{}</title>", escape(title));
-    let _ = writeln!(
-        out,
-        "<rect x=\"0\" y=\"0\" width=\"{WIDTH_PX}\" height=\"{HEIGHT_PX}\" fill=\"white\"/>"
-    );
+    open_svg(&mut out, WIDTH_PX, HEIGHT_PX, title);
     let _ = writeln!(
         out,
         "<text x=\"{LEFT_PX}\" y=\"28\" font-size=\"17\" font-weight=\"bold\">{}</text>",
@@ -364,7 +348,7 @@ mod tests {
         let mut marks = vec![step(0.0, 200.0, true), step(3.0, 400.0, true)];
         marks.push(step(6.0, 1000.0, false));
         marks[2].label = "1000/s <over>".into();
-        let svg = svg("title & more", "sub", &seconds, &marks);
+        let svg = super::super::svg_document(&svg_element("title & more", "sub", &seconds, &marks));
         assert!(svg.starts_with("<?xml"));
         assert!(svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 2, "throughput and p99");
@@ -383,7 +367,7 @@ mod tests {
 
     #[test]
     fn an_empty_run_still_draws_its_axes() {
-        let svg = svg("t", "s", &[], &[]);
+        let svg = svg_element("t", "s", &[], &[]);
         assert!(svg.contains("no calls to plot"));
         assert!(!svg.contains("NaN"));
     }
