@@ -627,21 +627,28 @@ mod tests {
         assert!(json.first_failure.is_some_and(|first| first.contains("k1")));
     }
 
+    /// A write of key 0 begun and ended as `how`: the value it wrote.
+    fn write(verifier: &Verifier, how: Landed) -> Vec<u8> {
+        let (write, value) = written(verifier, 0);
+        verifier.end_write(write, how);
+        value
+    }
+
+    /// The verdict on reading `value` as key 0 now.
+    fn judge(verifier: &Verifier, value: &[u8]) -> Verdict {
+        verifier.check("k0", value, verifier.floor(0))
+    }
+
     #[test]
     fn a_value_replaced_by_a_later_write_is_stale_once_that_write_is_acknowledged() {
         let verifier = Verifier::new(1, 1);
-        let (first, old) = written(&verifier, 0);
-        verifier.end_write(first, Landed::Yes);
+        let old = write(&verifier, Landed::Yes);
         let (second, new) = written(&verifier, 0);
         // In flight: the old value may still be read.
-        assert_eq!(
-            verifier.check("k0", &old, verifier.floor(0)),
-            Verdict::Sound
-        );
+        assert_eq!(judge(&verifier, &old), Verdict::Sound);
         verifier.end_write(second, Landed::Yes);
-        let floor = verifier.floor(0);
-        assert_eq!(verifier.check("k0", &old, floor), Verdict::Stale);
-        assert_eq!(verifier.check("k0", &new, floor), Verdict::Sound);
+        assert_eq!(judge(&verifier, &old), Verdict::Stale);
+        assert_eq!(judge(&verifier, &new), Verdict::Sound);
     }
 
     #[test]
@@ -652,41 +659,28 @@ mod tests {
         // b is acknowledged first, a later: the server may hold either.
         verifier.end_write(b, Landed::Yes);
         verifier.end_write(a, Landed::Yes);
-        let floor = verifier.floor(0);
-        assert_eq!(verifier.check("k0", &value_a, floor), Verdict::Sound);
-        assert_eq!(verifier.check("k0", &value_b, floor), Verdict::Sound);
+        assert_eq!(judge(&verifier, &value_a), Verdict::Sound);
+        assert_eq!(judge(&verifier, &value_b), Verdict::Sound);
         // A write alone after both replaces both.
-        let (c, value_c) = written(&verifier, 0);
-        verifier.end_write(c, Landed::Yes);
-        let floor = verifier.floor(0);
-        assert_eq!(verifier.check("k0", &value_a, floor), Verdict::Stale);
-        assert_eq!(verifier.check("k0", &value_b, floor), Verdict::Stale);
-        assert_eq!(verifier.check("k0", &value_c, floor), Verdict::Sound);
+        let value_c = write(&verifier, Landed::Yes);
+        assert_eq!(judge(&verifier, &value_a), Verdict::Stale);
+        assert_eq!(judge(&verifier, &value_b), Verdict::Stale);
+        assert_eq!(judge(&verifier, &value_c), Verdict::Sound);
     }
 
     #[test]
     fn writes_that_did_not_land_or_may_land_later_replace_nothing() {
         let verifier = Verifier::new(1, 1);
-        let (first, old) = written(&verifier, 0);
-        verifier.end_write(first, Landed::Yes);
+        let old = write(&verifier, Landed::Yes);
         // A set-if-absent on the present key: nothing written.
-        let (refused, _) = written(&verifier, 0);
-        verifier.end_write(refused, Landed::No);
+        write(&verifier, Landed::No);
         // The write after it replaces the old value, as usual.
-        let (failed, _) = written(&verifier, 0);
-        verifier.end_write(failed, Landed::Unknown);
-        assert_eq!(
-            verifier.check("k0", &old, verifier.floor(0)),
-            Verdict::Sound
-        );
+        write(&verifier, Landed::Unknown);
+        assert_eq!(judge(&verifier, &old), Verdict::Sound);
         // The failed write may still land: no later write of the key can
         // call anything stale.
-        let (next, _) = written(&verifier, 0);
-        verifier.end_write(next, Landed::Yes);
-        assert_eq!(
-            verifier.check("k0", &old, verifier.floor(0)),
-            Verdict::Sound
-        );
+        write(&verifier, Landed::Yes);
+        assert_eq!(judge(&verifier, &old), Verdict::Sound);
     }
 
     #[test]
