@@ -149,30 +149,45 @@ const MAX_VERBATIM_TAG_CHARS: usize = 64;
 /// long or braced. Every key of the entity carries it inside `{...}`, so a
 /// sharded store places its entries and its generation on the same
 /// servers (see [`hash_tag`](crate::hash_tag)).
-fn entity_tag(key_type: &str, id: &str) -> String {
-    let text = format!("{}:{key_type}{id}", key_type.len());
-    if text.chars().count() <= MAX_VERBATIM_TAG_CHARS && !text.contains(['{', '}']) {
-        return text;
+pub(crate) struct EntityTag(String);
+
+impl EntityTag {
+    pub(crate) fn new(key_type: &str, id: &str) -> EntityTag {
+        let text = format!("{}:{key_type}{id}", key_type.len());
+        if text.chars().count() <= MAX_VERBATIM_TAG_CHARS && !text.contains(['{', '}']) {
+            return EntityTag(text);
+        }
+        EntityTag(format!("#{}", sha256_hex(&text)))
     }
-    format!("#{}", sha256_hex(&text))
+
+    /// The key of the entity's generation: `g:{<entity tag>}`.
+    pub(crate) fn generation_key(&self) -> String {
+        format!("g:{{{}}}", self.0)
+    }
+
+    /// The key of one entry: `c:{<entity tag>}<len>:<use case><arguments>`,
+    /// or `c:{<entity tag>}#<SHA-256 of that>` when longer than
+    /// [`MAX_VERBATIM_KEY_CHARS`]. Stable across processes, builds and
+    /// Rust versions.
+    pub(crate) fn entry_key(&self, use_case: &str, arguments: &str) -> String {
+        let tag = &self.0;
+        let text = format!("c:{{{tag}}}{}:{use_case}{arguments}", use_case.len());
+        if text.chars().count() <= MAX_VERBATIM_KEY_CHARS {
+            return text;
+        }
+        format!("c:{{{tag}}}#{}", sha256_hex(&text))
+    }
 }
 
-/// The key of one entity's generation: `g:{<entity tag>}`.
+/// The key of one entity's generation (see [`EntityTag::generation_key`]).
 pub(crate) fn generation_key(key_type: &str, id: &str) -> String {
-    format!("g:{{{}}}", entity_tag(key_type, id))
+    EntityTag::new(key_type, id).generation_key()
 }
 
-/// The key of one entry: `c:{<entity tag>}<len>:<use case><arguments>`,
-/// or `c:{<entity tag>}#<SHA-256 of that>` when longer than
-/// [`MAX_VERBATIM_KEY_CHARS`]. Stable across processes, builds and Rust
-/// versions.
-pub(crate) fn entry_key(use_case: &str, key_type: &str, id: &str, arguments: &str) -> String {
-    let tag = entity_tag(key_type, id);
-    let text = format!("c:{{{tag}}}{}:{use_case}{arguments}", use_case.len());
-    if text.chars().count() <= MAX_VERBATIM_KEY_CHARS {
-        return text;
-    }
-    format!("c:{{{tag}}}#{}", sha256_hex(&text))
+/// The key of one entry (see [`EntityTag::entry_key`]).
+#[cfg(test)]
+fn entry_key(use_case: &str, key_type: &str, id: &str, arguments: &str) -> String {
+    EntityTag::new(key_type, id).entry_key(use_case, arguments)
 }
 
 #[cfg(test)]

@@ -17,9 +17,7 @@ use serde::Serialize;
 
 use super::Inner;
 use crate::cache::flight::{Joined, Lead, Outcome};
-use crate::cache::invalidation::{
-    entry_key, generation_key, now_ms, Envelope, GLOBAL_GENERATION_KEY,
-};
+use crate::cache::invalidation::{now_ms, EntityTag, Envelope, GLOBAL_GENERATION_KEY};
 use crate::cache::scope::is_enabled;
 use crate::cache::use_case::{DisabledReason, LayerConfig, UseCase, UseCaseInfo};
 use crate::cache::{CacheError, Codec};
@@ -81,13 +79,13 @@ impl<S: CacheStore> Inner<S> {
             meter.error();
             return use_case.run(id, arguments);
         };
-        let key = entry_key(
+        // Computed once for both keys: the entry's and its generation's.
+        let tag = EntityTag::new(use_case.key_type(), &id_text);
+        let key = tag.entry_key(
             use_case.name(),
-            use_case.key_type(),
-            &id_text,
             &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(encoded_arguments),
         );
-        let generation = generation_key(use_case.key_type(), &id_text);
+        let generation = tag.generation_key();
 
         if local.is_some() {
             if let Some(bytes) = self.local_hit(&key, &generation) {
